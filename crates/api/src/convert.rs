@@ -1,0 +1,83 @@
+//! Conversions from probe-core types to wire types.
+
+use crate::pb;
+
+/// Converts a sample to its wire form; `snapshot_id` is the stored row id (0 = not stored).
+pub fn snapshot_to_wire(snapshot: &probe_core::Snapshot, snapshot_id: i64) -> pb::Snapshot {
+    let h = &snapshot.host;
+    pb::Snapshot {
+        snapshot_id,
+        taken_at_ns: snapshot.taken_at_ns,
+        host: Some(pb::HostResources {
+            cpu_load_1m: h.cpu_load_1m,
+            cpu_load_5m: h.cpu_load_5m,
+            cpu_load_15m: h.cpu_load_15m,
+            cpu_count: h.cpu_count,
+            cpu_utilization_ratio: h.cpu_utilization_ratio,
+            cpu_core_utilization_ratio: h.cpu_core_utilization_ratio.clone(),
+            ram_total_bytes: h.ram_total_bytes,
+            ram_used_bytes: h.ram_used_bytes,
+            ram_available_bytes: h.ram_available_bytes,
+            swap_total_bytes: h.swap_total_bytes,
+            swap_used_bytes: h.swap_used_bytes,
+        }),
+        gpu_available: snapshot.gpu.available,
+        gpu_unavailable_reason: snapshot.gpu.unavailable_reason.clone().unwrap_or_default(),
+        gpus: snapshot.gpu.devices.iter().map(gpu_to_wire).collect(),
+    }
+}
+
+fn gpu_to_wire(d: &probe_core::GpuDevice) -> pb::GpuResources {
+    pb::GpuResources {
+        index: d.index,
+        uuid: d.uuid.clone().unwrap_or_default(),
+        name: d.name.clone().unwrap_or_default(),
+        state: d.state.as_str().to_owned(),
+        memory_total_bytes: d.memory_total_bytes,
+        memory_used_bytes: d.memory_used_bytes,
+        memory_free_bytes: d.memory_free_bytes,
+        utilization_ratio: d.utilization_ratio,
+        memory_utilization_ratio: d.memory_utilization_ratio,
+        temperature_celsius: d.temperature_celsius,
+        power_watts: d.power_watts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe_core::{GpuDevice, GpuSnapshot, GpuState, HostSnapshot, Snapshot};
+
+    #[test]
+    fn absent_gpu_metrics_stay_absent_on_the_wire() {
+        let mut dev = GpuDevice::bare(1, GpuState::Lost);
+        dev.uuid = Some("GPU-1".into());
+        let snap = Snapshot {
+            taken_at_ns: 42,
+            host: HostSnapshot {
+                cpu_load_1m: Some(0.5),
+                cpu_load_5m: None,
+                cpu_load_15m: None,
+                cpu_count: 2,
+                cpu_utilization_ratio: None,
+                cpu_core_utilization_ratio: vec![],
+                ram_total_bytes: 100,
+                ram_used_bytes: 40,
+                ram_available_bytes: 60,
+                swap_total_bytes: 0,
+                swap_used_bytes: 0,
+            },
+            gpu: GpuSnapshot {
+                available: true,
+                unavailable_reason: None,
+                devices: vec![dev],
+            },
+        };
+        let wire = snapshot_to_wire(&snap, 7);
+        assert_eq!(wire.snapshot_id, 7);
+        assert_eq!(wire.host.as_ref().map(|h| h.ram_used_bytes), Some(40));
+        assert_eq!(wire.gpus[0].state, "lost");
+        assert_eq!(wire.gpus[0].uuid, "GPU-1");
+        assert_eq!(wire.gpus[0].memory_free_bytes, None);
+    }
+}

@@ -1,0 +1,16 @@
+//! The runlens.v1 wire contract.
+//!
+//! [`pb`] holds the code generated from `proto/runlens/v1/*.proto` (messages, the
+//! `Runlens` client and server). [`convert`] is the one place where probe-core types
+//! become wire types. Health checking uses the standard `grpc.health.v1` service.
+
+pub mod convert;
+
+/// Generated protobuf messages and gRPC stubs for package `runlens.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("runlens.v1");
+}
+
+/// The gRPC service name, as the health service reports it.
+pub const SERVICE_NAME: &str = "runlens.v1.Runlens";

@@ -1,0 +1,227 @@
+//! GPUs behind a small trait: NVML for real hardware, fixed devices for tests.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+
+use nvml_wrapper::Nvml;
+use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
+use nvml_wrapper::error::NvmlError;
+
+use crate::snapshot::{GpuDevice, GpuSnapshot, GpuState};
+
+/// Something that can report the machine's GPUs.
+///
+/// Implementations never fail a sample: a device or metric that cannot be read is
+/// reported as such inside the [`GpuSnapshot`].
+pub trait GpuProbe: Send {
+    /// Reads every device now.
+    fn sample(&mut self) -> GpuSnapshot;
+}
+
+/// The probe for machines without GPUs, or when GPU sampling is turned off.
+pub struct NoGpu {
+    reason: String,
+}
+
+impl NoGpu {
+    /// A probe that always answers "no GPU" with this reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl GpuProbe for NoGpu {
+    fn sample(&mut self) -> GpuSnapshot {
+        GpuSnapshot::unavailable(self.reason.clone())
+    }
+}
+
+/// A probe that reports a fixed list of devices: for tests of everything above the probe.
+pub struct StaticGpus {
+    devices: Vec<GpuDevice>,
+}
+
+impl StaticGpus {
+    /// A probe that always reports these devices.
+    pub fn new(devices: Vec<GpuDevice>) -> Self {
+        Self { devices }
+    }
+}
+
+impl GpuProbe for StaticGpus {
+    fn sample(&mut self) -> GpuSnapshot {
+        GpuSnapshot {
+            available: true,
+            unavailable_reason: None,
+            devices: self.devices.clone(),
+        }
+    }
+}
+
+/// Metrics that can be unsupported on a device; remembered so they are asked once only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Metric {
+    Uuid,
+    Name,
+    Memory,
+    Utilization,
+    Temperature,
+    Power,
+}
+
+/// Every NVIDIA GPU through NVML, which is loaded and initialised once for the life of
+/// the probe (re-initialising costs ~22 ms per device).
+pub struct NvmlProbe {
+    nvml: Result<Nvml, String>,
+    /// Per device index, the metrics the device answered `NotSupported` for.
+    unsupported: Vec<HashSet<Metric>>,
+}
+
+impl NvmlProbe {
+    /// Loads NVML from `lib_path`, or from the system's `libnvidia-ml.so.1` when `None`.
+    ///
+    /// Never fails: when NVML cannot be loaded, every sample says so with the reason.
+    pub fn load(lib_path: Option<&OsStr>) -> Self {
+        let nvml = match lib_path {
+            Some(path) => Nvml::builder().lib_path(path).init(),
+            None => Nvml::init(),
+        }
+        .map_err(|e| describe_load_error(&e, lib_path));
+        if let Err(reason) = &nvml {
+            tracing::info!(%reason, "GPU sampling unavailable");
+        }
+        Self {
+            nvml,
+            unsupported: Vec::new(),
+        }
+    }
+
+    /// Why NVML is not usable, or `None` when it loaded.
+    pub fn load_error(&self) -> Option<&str> {
+        self.nvml.as_ref().err().map(String::as_str)
+    }
+
+    /// The driver version NVML reports, when loaded.
+    pub fn driver_version(&self) -> Option<String> {
+        self.nvml.as_ref().ok()?.sys_driver_version().ok()
+    }
+
+    fn read_device(&mut self, nvml: &Nvml, index: u32) -> GpuDevice {
+        let device = match nvml.device_by_index(index) {
+            Ok(device) => device,
+            Err(NvmlError::GpuLost) => return GpuDevice::bare(index, GpuState::Lost),
+            Err(_) => return GpuDevice::bare(index, GpuState::Error),
+        };
+        let slot = index as usize;
+        if self.unsupported.len() <= slot {
+            self.unsupported.resize_with(slot + 1, HashSet::new);
+        }
+        let mut reader = MetricReader {
+            unsupported: &mut self.unsupported[slot],
+            lost: false,
+        };
+        let uuid = reader.read(Metric::Uuid, || device.uuid());
+        let name = reader.read(Metric::Name, || device.name());
+        let memory = reader.read(Metric::Memory, || device.memory_info());
+        let utilization = reader.read(Metric::Utilization, || device.utilization_rates());
+        let temperature = reader.read(Metric::Temperature, || {
+            device.temperature(TemperatureSensor::Gpu)
+        });
+        let power_mw = reader.read(Metric::Power, || device.power_usage());
+        if reader.lost {
+            let mut lost = GpuDevice::bare(index, GpuState::Lost);
+            lost.uuid = uuid;
+            lost.name = name;
+            return lost;
+        }
+        GpuDevice {
+            index,
+            uuid,
+            name,
+            state: GpuState::Ok,
+            memory_total_bytes: memory.as_ref().map(|m| m.total),
+            memory_used_bytes: memory.as_ref().map(|m| m.used),
+            memory_free_bytes: memory.as_ref().map(|m| m.free),
+            utilization_ratio: utilization.as_ref().map(|u| f64::from(u.gpu) / 100.0),
+            memory_utilization_ratio: utilization.as_ref().map(|u| f64::from(u.memory) / 100.0),
+            temperature_celsius: temperature.map(f64::from),
+            power_watts: power_mw.map(|mw| f64::from(mw) / 1000.0),
+        }
+    }
+}
+
+/// Reads one metric at a time, remembering unsupported ones and noticing a lost device.
+struct MetricReader<'a> {
+    unsupported: &'a mut HashSet<Metric>,
+    lost: bool,
+}
+
+impl MetricReader<'_> {
+    fn read<T>(&mut self, metric: Metric, f: impl FnOnce() -> Result<T, NvmlError>) -> Option<T> {
+        if self.lost || self.unsupported.contains(&metric) {
+            return None;
+        }
+        match f() {
+            Ok(value) => Some(value),
+            Err(NvmlError::NotSupported) | Err(NvmlError::FailedToLoadSymbol(_)) => {
+                self.unsupported.insert(metric);
+                None
+            }
+            Err(NvmlError::GpuLost) => {
+                self.lost = true;
+                None
+            }
+            Err(e) => {
+                tracing::debug!(?metric, error = %e, "GPU metric read failed");
+                None
+            }
+        }
+    }
+}
+
+impl GpuProbe for NvmlProbe {
+    fn sample(&mut self) -> GpuSnapshot {
+        // Take the handle out so `read_device` can borrow `self` mutably; put it back after.
+        let nvml = match std::mem::replace(&mut self.nvml, Err(String::new())) {
+            Ok(nvml) => nvml,
+            Err(reason) => {
+                let snapshot = GpuSnapshot::unavailable(reason.clone());
+                self.nvml = Err(reason);
+                return snapshot;
+            }
+        };
+        let snapshot = match nvml.device_count() {
+            Ok(count) => GpuSnapshot {
+                available: true,
+                unavailable_reason: None,
+                devices: (0..count).map(|i| self.read_device(&nvml, i)).collect(),
+            },
+            Err(e) => GpuSnapshot::unavailable(format!("NVML stopped answering: {e}")),
+        };
+        self.nvml = Ok(nvml);
+        snapshot
+    }
+}
+
+/// Turns an NVML load failure into a sentence that says what to do.
+fn describe_load_error(error: &NvmlError, lib_path: Option<&OsStr>) -> String {
+    let lib = lib_path
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "libnvidia-ml.so.1".to_owned());
+    match error {
+        NvmlError::LibloadingError(e) => format!(
+            "NVML library {lib} could not be loaded ({e}): no NVIDIA driver is installed, or \
+             it is not mounted into this container; set --nvml-lib to its path if it is elsewhere"
+        ),
+        NvmlError::DriverNotLoaded => {
+            format!("NVML ({lib}) loaded but the NVIDIA kernel driver is not running")
+        }
+        NvmlError::NoPermission => {
+            format!("NVML ({lib}) refused access: permission denied to the GPU device files")
+        }
+        NvmlError::LibraryNotFound => format!("NVML library {lib} not found"),
+        other => format!("NVML ({lib}) failed to initialise: {other}"),
+    }
+}

@@ -1,0 +1,20 @@
+//! Resource sampling for runlens.
+//!
+//! A [`Sampler`] produces a [`Snapshot`]: host CPU and memory from one long-lived
+//! `sysinfo::System` (refreshed selectively, never a process scan) and every NVIDIA GPU
+//! through NVML. This crate knows nothing of gRPC or SQL.
+//!
+//! GPUs sit behind the [`GpuProbe`] trait so that tests can substitute a fixed set of
+//! devices; the real [`NvmlProbe`] is also exercised through a fake NVML library.
+
+mod gpu;
+mod host;
+mod sampler;
+mod snapshot;
+mod time;
+
+pub use gpu::{GpuProbe, NoGpu, NvmlProbe, StaticGpus};
+pub use host::HostProbe;
+pub use sampler::Sampler;
+pub use snapshot::{GpuDevice, GpuSnapshot, GpuState, HostSnapshot, Snapshot};
+pub use time::unix_now_ns;

@@ -1,0 +1,136 @@
+//! Command-line definitions. Every flag has a `RUNLENS_*` environment variable; a flag
+//! given on the command line wins over the variable, which wins over the default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// runlens: a GPU-aware resource sidecar for LLM agents.
+///
+/// Agents open runs and spans over gRPC; runlens attaches a resource snapshot (GPUs, CPU,
+/// RAM) to every boundary and stores everything in SQLite for you to query.
+#[derive(Debug, Parser)]
+#[command(name = "runlens", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar: the gRPC server, the background sampler and the SQLite writer.
+    Serve(ServeArgs),
+    /// Take one resource sample and print it (like nvidia-smi and free together).
+    Snapshot(SnapshotArgs),
+    /// Run one read-only SQL statement against the database and print the rows.
+    Query(QueryArgs),
+}
+
+/// Where NVML comes from.
+#[derive(Debug, Args)]
+pub struct NvmlArgs {
+    /// Path of the NVML library to load [default: the system's libnvidia-ml.so.1].
+    #[arg(long, env = "RUNLENS_NVML_LIB", value_name = "PATH")]
+    pub nvml_lib: Option<PathBuf>,
+}
+
+/// How hard each commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// Commits survive a crash of runlens; an OS crash or power loss may take the last
+    /// second of commits (SQLite WAL, synchronous=NORMAL). Fast.
+    Normal,
+    /// Every commit is synced to disk before it is acknowledged (synchronous=FULL).
+    Full,
+}
+
+/// `runlens serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, env = "RUNLENS_LISTEN", default_value = "127.0.0.1:50551")]
+    pub listen: SocketAddr,
+    /// SQLite database to write (created if missing).
+    #[arg(long, env = "RUNLENS_DB", default_value = "./runlens.db")]
+    pub db: PathBuf,
+    /// How often to store a background snapshot, e.g. 1s, 500ms, 1m (at least 50ms).
+    #[arg(long, env = "RUNLENS_SAMPLE_INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    pub sample_interval: Duration,
+    /// How hard each commit is pushed to disk.
+    #[arg(long, env = "RUNLENS_DURABILITY", value_enum, default_value_t = Durability::Normal)]
+    pub durability: Durability,
+    #[command(flatten)]
+    pub nvml: NvmlArgs,
+}
+
+/// Output format for data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+    /// Comma-separated values (`query` only).
+    Csv,
+}
+
+/// `runlens snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Output format: table or json.
+    #[arg(long, env = "RUNLENS_FORMAT", value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(flatten)]
+    pub nvml: NvmlArgs,
+}
+
+/// `runlens query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// SQLite database to read.
+    #[arg(long, env = "RUNLENS_DB", default_value = "./runlens.db")]
+    pub db: PathBuf,
+    /// Output format.
+    #[arg(long, env = "RUNLENS_FORMAT", value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// One SQL statement that only reads, e.g. "select * from span_resources limit 5".
+    pub sql: String,
+}
+
+/// The shortest background sampling interval accepted.
+pub const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 1s, 500ms or 2m"))?;
+    if d < MIN_SAMPLE_INTERVAL {
+        return Err(format!(
+            "{text} is shorter than the minimum of {}ms",
+            MIN_SAMPLE_INTERVAL.as_millis()
+        ));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sample_interval_parses_human_durations() {
+        assert_eq!(parse_interval("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_interval("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_interval("10ms").unwrap_err().contains("minimum"));
+        assert!(parse_interval("soon").unwrap_err().contains("such as 1s"));
+    }
+}

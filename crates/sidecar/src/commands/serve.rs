@@ -1,0 +1,140 @@
+//! `runlens serve`: the sidecar.
+
+use std::time::Duration;
+
+use runlens_api::pb::runlens_server::RunlensServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use super::build_sampler;
+use crate::cli::{Durability, ServeArgs};
+use crate::exit::{FAILURE, Failure, UNAVAILABLE};
+use crate::sampler::SamplerHandle;
+use crate::service::{Registry, RunlensService};
+use crate::store::{self, Writer, read};
+
+/// How long open streams get to finish after SIGINT/SIGTERM before they are cut.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the sidecar until SIGINT or SIGTERM, then drains and exits.
+pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    // A sidecar needs few threads whatever the machine's size.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("runlens-rt")
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(FAILURE, format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let conn = store::open_for_writing(&args.db, args.durability == Durability::Full)?;
+    let next_snapshot_id = read::next_snapshot_id(&conn).map_err(Failure::from)?;
+    let writer = Writer::start(conn)
+        .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
+    let registry = Registry::new(Some(store::open_read_only(&args.db)?));
+    let (sampler, gpu_problem) = build_sampler(&args.nvml)?;
+    let sampler = SamplerHandle::new(
+        sampler,
+        writer.handle(),
+        next_snapshot_id,
+        args.sample_interval,
+    );
+
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
+        Failure::new(
+            UNAVAILABLE,
+            format!(
+                "cannot listen on {}: {e}; choose another address with --listen",
+                args.listen
+            ),
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new(FAILURE, format!("listening socket has no address: {e}")))?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RunlensServer<RunlensService>>().await;
+    let ticker = tokio::spawn(sampler.clone().run_interval_sampling(shutdown_rx.clone()));
+    let service = RunlensService::new(
+        sampler.clone(),
+        writer.handle(),
+        registry,
+        args.db.clone(),
+        shutdown_rx.clone(),
+    );
+    let mut stop_accepting = shutdown_rx.clone();
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(RunlensServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stop_accepting.changed().await;
+        });
+
+    let gpu_line = gpu_problem.map_or_else(
+        || "GPUs through NVML".to_owned(),
+        |reason| format!("no GPU sampling ({reason})"),
+    );
+    // The one line on stdout: scripts and tests read the address from it (port 0 case).
+    println!(
+        "runlens serve: listening on {addr} (db {}, sampling every {}, {gpu_line})",
+        args.db.display(),
+        humantime::format_duration(args.sample_interval)
+    );
+    tracing::info!(%addr, db = %args.db.display(), "serving");
+
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => {
+            result.map_err(|e| Failure::new(FAILURE, format!("gRPC server failed: {e}")))?;
+        }
+        () = shutdown_signal() => {
+            tracing::info!("shutting down: refusing new connections, committing accepted data");
+            health.set_not_serving::<RunlensServer<RunlensService>>().await;
+            let _ = shutdown_tx.send(true);
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await.is_err() {
+                tracing::warn!("streams still open after {DRAIN_TIMEOUT:?}; closing them");
+            }
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = ticker.await;
+    drop(sampler);
+    writer.close().await;
+    tracing::info!("stopped; everything accepted is committed");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

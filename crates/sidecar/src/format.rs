@@ -1,0 +1,93 @@
+//! Text output helpers: byte sizes, timestamps and aligned tables.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `79.6 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A ratio as a percentage: `0.123` → `12.3%`.
+pub fn percent(ratio: f64) -> String {
+    format!("{:.1}%", ratio * 100.0)
+}
+
+/// Unix nanoseconds as an RFC 3339 UTC timestamp with milliseconds.
+pub fn timestamp(ns: i64) -> String {
+    let ns = u64::try_from(ns).unwrap_or(0);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
+
+/// Renders rows under headers as space-aligned columns; cells wider than `max_cell`
+/// characters are cut with `…` so tables stay readable in a terminal.
+pub fn table(headers: &[String], rows: &[Vec<String>], max_cell: usize) -> String {
+    let cut = |s: &str| -> String {
+        if s.chars().count() > max_cell {
+            let kept: String = s.chars().take(max_cell.saturating_sub(1)).collect();
+            format!("{kept}…")
+        } else {
+            s.to_owned()
+        }
+    };
+    let headers: Vec<String> = headers.iter().map(|h| cut(h)).collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cut(c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&headers);
+    for row in &rows {
+        line(row);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_use_binary_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(80 * (1 << 30)), "80.0 GiB");
+    }
+
+    #[test]
+    fn tables_align_and_cut_long_cells() {
+        let t = table(
+            &["a".into(), "bb".into()],
+            &[vec!["xxxx".into(), "y".repeat(50)]],
+            10,
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "a     bb");
+        assert_eq!(lines[1], format!("xxxx  {}…", "y".repeat(9)));
+    }
+}

@@ -1,0 +1,45 @@
+//! The `runlens` binary.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod exit;
+mod format;
+mod sampler;
+mod service;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    // The sidecar reports its life at info; one-shot commands speak only of problems.
+    init_logging(match cli.command {
+        cli::Command::Serve(_) => "info",
+        _ => "warn",
+    });
+    let result = match cli.command {
+        cli::Command::Serve(args) => commands::serve::run(args),
+        cli::Command::Snapshot(args) => commands::snapshot::run(args),
+        cli::Command::Query(args) => commands::query::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("runlens: {failure}");
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Logs go to stderr; `RUNLENS_LOG` sets the filter (e.g. `debug`), else `default`.
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNLENS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,262 @@
+//! The gRPC service `runlens.v1.Runlens`.
+
+mod history;
+mod ingest;
+mod registry;
+mod session;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runlens_api::convert::snapshot_to_wire;
+use runlens_api::pb;
+use runlens_api::pb::client_message::Body;
+use runlens_api::pb::runlens_server::Runlens;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use ingest::Ingest;
+pub use registry::Registry;
+
+use crate::sampler::SamplerHandle;
+use crate::store::{SessionProgress, WriterHandle, read};
+
+/// Shortest interval `WatchSnapshots` accepts.
+const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The service behind every rpc.
+pub struct RunlensService {
+    ingest: Ingest,
+    sampler: SamplerHandle,
+    writer: WriterHandle,
+    db_path: PathBuf,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl RunlensService {
+    /// A service storing through `writer`, reading history from `db_path`.
+    pub fn new(
+        sampler: SamplerHandle,
+        writer: WriterHandle,
+        registry: Registry,
+        db_path: PathBuf,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            ingest: Ingest::new(sampler.clone(), registry),
+            sampler,
+            writer,
+            db_path,
+            shutdown,
+        }
+    }
+
+    /// Accepts one message, waits for its commit, and answers with its snapshot.
+    async fn unary(&self, body: Body) -> Result<pb::Snapshot, Status> {
+        let accepted = self.ingest.accept(body, None).await?;
+        self.writer
+            .write_and_wait(accepted.op)
+            .await
+            .map_err(|e| Status::unavailable(format!("storage write failed: {e}; retry later")))?;
+        Ok(snapshot_to_wire(
+            &accepted.snapshot.snapshot,
+            accepted.snapshot.id,
+        ))
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Runlens for RunlensService {
+    type SessionStream = ResponseStream<pb::ServerMessage>;
+    type WatchSnapshotsStream = ResponseStream<pb::Snapshot>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::ClientMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(pb::ClientMessage {
+                body: Some(Body::Hello(hello)),
+                ..
+            }) => hello,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be hello",
+                ));
+            }
+            None => return Err(Status::invalid_argument("session closed before hello")),
+        };
+        validate::id("client_id", &hello.client_id)?;
+        let committed = self
+            .ingest
+            .with_registry(|r| r.db().map(|db| read::committed_seq(db, &hello.client_id)))
+            .transpose()
+            .map_err(|e| Status::unavailable(format!("storage read failed: {e}")))?
+            .unwrap_or(0);
+        tracing::info!(client_id = %hello.client_id, name = %hello.client_name, pid = hello.pid,
+            committed, "session opened");
+        let (out, out_rx) = mpsc::channel(256);
+        let welcome = pb::ServerMessage {
+            body: Some(pb::server_message::Body::Welcome(pb::SessionWelcome {
+                committed_seq: committed,
+                server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            })),
+        };
+        out.send(Ok(welcome))
+            .await
+            .map_err(|_| Status::cancelled("client went away"))?;
+        let progress = watch::channel(SessionProgress {
+            committed_seq: committed,
+            write_failed: None,
+        })
+        .0;
+        let session = session::Session {
+            client_id: Arc::from(hello.client_id.as_str()),
+            last_seq: committed,
+            ingest: self.ingest.clone(),
+            writer: self.writer.clone(),
+            progress: Arc::new(progress),
+            out,
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(session.run(inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn start_run(
+        &self,
+        request: Request<pb::StartRun>,
+    ) -> Result<Response<pb::StartRunResponse>, Status> {
+        let snapshot = self.unary(Body::StartRun(request.into_inner())).await?;
+        Ok(Response::new(pb::StartRunResponse {
+            snapshot: Some(snapshot),
+        }))
+    }
+
+    async fn end_run(
+        &self,
+        request: Request<pb::EndRun>,
+    ) -> Result<Response<pb::EndRunResponse>, Status> {
+        let snapshot = self.unary(Body::EndRun(request.into_inner())).await?;
+        Ok(Response::new(pb::EndRunResponse {
+            snapshot: Some(snapshot),
+        }))
+    }
+
+    async fn start_span(
+        &self,
+        request: Request<pb::StartSpan>,
+    ) -> Result<Response<pb::StartSpanResponse>, Status> {
+        let snapshot = self.unary(Body::StartSpan(request.into_inner())).await?;
+        Ok(Response::new(pb::StartSpanResponse {
+            snapshot: Some(snapshot),
+        }))
+    }
+
+    async fn end_span(
+        &self,
+        request: Request<pb::EndSpan>,
+    ) -> Result<Response<pb::EndSpanResponse>, Status> {
+        let snapshot = self.unary(Body::EndSpan(request.into_inner())).await?;
+        Ok(Response::new(pb::EndSpanResponse {
+            snapshot: Some(snapshot),
+        }))
+    }
+
+    async fn record_metric(
+        &self,
+        request: Request<pb::Metric>,
+    ) -> Result<Response<pb::RecordMetricResponse>, Status> {
+        let snapshot = self.unary(Body::Metric(request.into_inner())).await?;
+        Ok(Response::new(pb::RecordMetricResponse {
+            snapshot: Some(snapshot),
+        }))
+    }
+
+    async fn record_event(
+        &self,
+        request: Request<pb::Event>,
+    ) -> Result<Response<pb::RecordEventResponse>, Status> {
+        let snapshot = self.unary(Body::Event(request.into_inner())).await?;
+        Ok(Response::new(pb::RecordEventResponse {
+            snapshot: Some(snapshot),
+        }))
+    }
+
+    async fn get_snapshot(
+        &self,
+        _request: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        let snapshot = self
+            .sampler
+            .sample_unstored()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(snapshot_to_wire(&snapshot, 0)))
+    }
+
+    async fn watch_snapshots(
+        &self,
+        request: Request<pb::WatchSnapshotsRequest>,
+    ) -> Result<Response<Self::WatchSnapshotsStream>, Status> {
+        let interval = match request.into_inner().interval_ms {
+            0 => self.sampler.interval(),
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        if interval < MIN_WATCH_INTERVAL {
+            return Err(Status::invalid_argument(format!(
+                "interval_ms must be at least {} (or 0 for the sidecar's interval)",
+                MIN_WATCH_INTERVAL.as_millis()
+            )));
+        }
+        // A small buffer per subscriber; a slow subscriber misses samples rather than
+        // holding up the sampler or other subscribers.
+        let (tx, rx) = mpsc::channel(4);
+        let sampler = self.sampler.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = shutdown.changed() => return,
+                    _ = tx.closed() => return,
+                }
+                let item = sampler
+                    .sample_unstored()
+                    .await
+                    .map(|s| snapshot_to_wire(&s, 0))
+                    .map_err(|e| Status::internal(e.to_string()));
+                match tx.try_send(item) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let runs = history::list_runs(self.db_path.clone(), request.into_inner()).await?;
+        Ok(Response::new(pb::ListRunsResponse { runs }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::GetRunResponse>, Status> {
+        let run = history::get_run(self.db_path.clone(), request.into_inner().run_id).await?;
+        Ok(Response::new(run))
+    }
+}

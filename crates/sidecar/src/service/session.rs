@@ -1,0 +1,174 @@
+//! The bidirectional session stream: ordered, acknowledged ingest for high-volume clients.
+//!
+//! Messages are handled one at a time in sequence order. Each accepted message is queued
+//! to the writer with its sequence number; each rejected one is answered with a
+//! `SessionError` and a no-op is queued in its place, so acknowledgements stay in order.
+//! The client sees `SessionAck { committed_seq }` advance as transactions commit.
+//! A full writer queue makes this loop wait, which stops reading the stream: HTTP/2 flow
+//! control then slows the client, and nothing is dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runlens_api::pb;
+use runlens_api::pb::server_message::Body as Out;
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+use super::ingest::Ingest;
+use crate::store::{Ack, SessionProgress, WriteOp, WriterHandle};
+
+/// How long a closing session waits for its last acknowledgements.
+const FINAL_ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// Everything one session needs.
+pub struct Session {
+    /// The client's id from hello.
+    pub client_id: Arc<str>,
+    /// Highest sequence number handled so far (starts at what the database has).
+    pub last_seq: u64,
+    /// Accepts messages.
+    pub ingest: Ingest,
+    /// Queues rows.
+    pub writer: WriterHandle,
+    /// Where the writer publishes this client's progress.
+    pub progress: Arc<watch::Sender<SessionProgress>>,
+    /// Messages to the client.
+    pub out: mpsc::Sender<Result<pb::ServerMessage, Status>>,
+    /// Turns true when the sidecar is shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn message(body: Out) -> Result<pb::ServerMessage, Status> {
+    Ok(pb::ServerMessage { body: Some(body) })
+}
+
+impl Session {
+    /// Reads the stream until the client closes it, the sidecar shuts down, or a write
+    /// fails; then waits for the final acknowledgements.
+    pub async fn run(mut self, mut inbound: Streaming<pb::ClientMessage>) {
+        let mut progress = self.progress.subscribe();
+        let mut acked = progress.borrow().committed_seq;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break,
+                changed = progress.changed() => {
+                    if changed.is_err() || !self.forward_progress(&mut progress, &mut acked).await {
+                        return;
+                    }
+                }
+                next = inbound.message() => match next {
+                    Ok(Some(msg)) => {
+                        if !self.handle(msg).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(client_id = %self.client_id, %status, "session stream broke");
+                        return;
+                    }
+                },
+            }
+        }
+        // The client stopped sending (or we are shutting down): acknowledge what was
+        // accepted before ending the stream, so a clean close loses nothing.
+        let deadline = tokio::time::sleep(FINAL_ACK_WAIT);
+        tokio::pin!(deadline);
+        while acked < self.last_seq {
+            tokio::select! {
+                changed = progress.changed() => {
+                    if changed.is_err() || !self.forward_progress(&mut progress, &mut acked).await {
+                        return;
+                    }
+                }
+                _ = &mut deadline => {
+                    tracing::warn!(client_id = %self.client_id, "session closed before final commit");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends the latest committed sequence number; false when the session must end.
+    async fn forward_progress(
+        &self,
+        progress: &mut watch::Receiver<SessionProgress>,
+        acked: &mut u64,
+    ) -> bool {
+        let current = progress.borrow_and_update().clone();
+        if let Some(error) = current.write_failed {
+            let status = Status::unavailable(format!(
+                "storage write failed ({error}); reconnect and resend unacknowledged messages"
+            ));
+            let _ = self.out.send(Err(status)).await;
+            return false;
+        }
+        if current.committed_seq > *acked {
+            *acked = current.committed_seq;
+            let ack = pb::SessionAck {
+                committed_seq: current.committed_seq,
+            };
+            return self.out.send(message(Out::Ack(ack))).await.is_ok();
+        }
+        true
+    }
+
+    /// Handles one message; false when the session must end.
+    async fn handle(&mut self, msg: pb::ClientMessage) -> bool {
+        let seq = msg.seq;
+        if seq == 0 {
+            return self
+                .reject(
+                    0,
+                    Status::invalid_argument("seq must be 1 or more after hello"),
+                )
+                .await;
+        }
+        if seq <= self.last_seq {
+            // A resend of something already handled (after a reconnect): skip it.
+            return true;
+        }
+        self.last_seq = seq;
+        let Some(body) = msg.body else {
+            return self
+                .reject_and_skip(seq, Status::invalid_argument("message has no body"))
+                .await;
+        };
+        match self.ingest.accept(body, Some(&self.client_id)).await {
+            Ok(accepted) => self.queue(accepted.op, seq).await,
+            Err(status) => self.reject_and_skip(seq, status).await,
+        }
+    }
+
+    async fn queue(&self, op: WriteOp, seq: u64) -> bool {
+        let ack = Ack::Session {
+            client_id: self.client_id.clone(),
+            progress: self.progress.clone(),
+            seq,
+        };
+        if self.writer.send(op, ack).await.is_err() {
+            let _ = self
+                .out
+                .send(Err(Status::unavailable("the sidecar is shutting down")))
+                .await;
+            return false;
+        }
+        true
+    }
+
+    async fn reject(&self, seq: u64, status: Status) -> bool {
+        tracing::debug!(client_id = %self.client_id, seq, %status, "session message rejected");
+        let error = pb::SessionError {
+            seq,
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+        };
+        self.out.send(message(Out::Error(error))).await.is_ok()
+    }
+
+    async fn reject_and_skip(&self, seq: u64, status: Status) -> bool {
+        self.reject(seq, status).await && self.queue(WriteOp::Nothing, seq).await
+    }
+}

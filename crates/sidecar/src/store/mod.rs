@@ -1,0 +1,70 @@
+//! The SQLite store: schema, opening and validating a database, the single writer, and
+//! reads for the history rpcs.
+//!
+//! The database is a plain SQLite file in WAL mode: readers (`runlens query`, `sqlite3`,
+//! reports) never block the writer. Schema changes are forward-only migrations keyed on
+//! `PRAGMA user_version`; `PRAGMA application_id` marks the file as runlens's own.
+
+mod open;
+pub mod read;
+mod writer;
+
+pub use open::{open_for_writing, open_read_only};
+pub use writer::{
+    Ack, EventRow, RunEnd, RunStart, SessionProgress, SpanEnd, SpanStart, StoredSnapshot, WriteOp,
+    Writer, WriterHandle,
+};
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong opening or writing the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file exists but is another application's SQLite database.
+    #[error(
+        "{path} is a SQLite database but not a runlens one (application_id {found:#x}); \
+         pass --db with a new file name or an existing runlens database"
+    )]
+    NotRunlens {
+        /// The file.
+        path: PathBuf,
+        /// Its application id.
+        found: i32,
+    },
+    /// The file is not a SQLite database at all, or is damaged.
+    #[error(
+        "{path} is not a usable SQLite database ({source}); if it is a damaged runlens \
+         database, move it aside and start again, or try `sqlite3 {path} .recover`"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer runlens.
+    #[error(
+        "{path} has schema version {found}, newer than this runlens supports ({supported}); \
+         upgrade runlens"
+    )]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i32,
+        /// The newest version this build knows.
+        supported: i32,
+    },
+    /// There is no database at the path (for read-only commands).
+    #[error("no runlens database at {path}: start `runlens serve --db {path}` first, or pass --db")]
+    Missing {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Any other SQLite failure.
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,187 @@
+//! Opening a database: validation, pragmas, migrations.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{Result, StoreError};
+
+/// `PRAGMA application_id` of a runlens database: "RLNS".
+pub const APPLICATION_ID: i32 = 0x524C_4E53;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Forward-only migrations: `MIGRATIONS[v]` takes a database from version `v` to `v + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// Opens (creating if needed) the database the sidecar writes to, and brings its schema
+/// up to date. Fails with a clear error on a file that is not a runlens database.
+pub fn open_for_writing(path: &Path, sync_every_commit: bool) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|source| StoreError::Corrupt {
+        path: path.to_owned(),
+        source,
+    })?;
+    let version = check_identity(&conn, path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|source| StoreError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })?;
+    // NORMAL in WAL mode: a commit survives a process crash; only an OS crash or power
+    // loss can take the last commits. FULL syncs every commit (--durability full).
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if sync_every_commit { "FULL" } else { "NORMAL" },
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    migrate(&conn, version)?;
+    Ok(conn)
+}
+
+/// Opens an existing runlens database for reading only; `PRAGMA query_only` guards
+/// against any statement that would write.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    if !path.exists() {
+        return Err(StoreError::Missing {
+            path: path.to_owned(),
+        });
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Corrupt {
+        path: path.to_owned(),
+        source,
+    })?;
+    let version = check_identity(&conn, path)?;
+    if version == 0 {
+        return Err(StoreError::Missing {
+            path: path.to_owned(),
+        });
+    }
+    conn.pragma_update(None, "query_only", true)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Checks that the file is empty or a runlens database; returns its schema version.
+fn check_identity(conn: &Connection, path: &Path) -> Result<i32> {
+    let corrupt = |source| StoreError::Corrupt {
+        path: path.to_owned(),
+        source,
+    };
+    // The first real read is where SQLite notices a file that is not a database.
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(corrupt)?;
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(corrupt)?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(corrupt)?;
+    if app_id == APPLICATION_ID {
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        return Ok(version);
+    }
+    if app_id == 0 && version == 0 && objects == 0 {
+        return Ok(0); // a new, empty file: ours to initialise
+    }
+    Err(StoreError::NotRunlens {
+        path: path.to_owned(),
+        found: app_id,
+    })
+}
+
+fn migrate(conn: &Connection, from: i32) -> Result<()> {
+    for version in from..SCHEMA_VERSION {
+        let Some(sql) = usize::try_from(version)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
+            break;
+        };
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+        tracing::info!(from = version, to = version + 1, "database schema migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_file_gets_schema_and_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let conn = open_for_writing(&path, false).unwrap();
+        let v: i32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        for table in ["runs", "spans", "events", "snapshots", "gpu_samples"] {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |_| Ok(()))
+                .unwrap();
+        }
+        drop(conn);
+        // Reopening an up-to-date database is a no-op.
+        open_for_writing(&path, false).unwrap();
+        open_read_only(&path).unwrap();
+    }
+
+    #[test]
+    fn foreign_sqlite_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let err = open_for_writing(&path, false).unwrap_err();
+        assert!(matches!(err, StoreError::NotRunlens { .. }), "{err}");
+        assert!(err.to_string().contains("not a runlens one"));
+    }
+
+    #[test]
+    fn garbage_file_is_reported_as_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.db");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let err = open_for_writing(&path, false).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("not a usable SQLite database"));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.db");
+        open_for_writing(&path, false)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = open_for_writing(&path, false).unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+    }
+
+    #[test]
+    fn read_only_open_of_missing_file_says_how_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = open_read_only(&dir.path().join("nope.db")).unwrap_err();
+        assert!(err.to_string().contains("runlens serve --db"), "{err}");
+    }
+}

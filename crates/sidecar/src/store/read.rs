@@ -1,0 +1,260 @@
+//! Reads for the history rpcs and for recovering state after a restart.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::Result;
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// Client-chosen id.
+    pub run_id: String,
+    /// Name.
+    pub name: String,
+    /// `running`, `ok` or `failed`.
+    pub status: String,
+    /// Error text.
+    pub error: Option<String>,
+    /// Start, Unix ns.
+    pub started_at_ns: i64,
+    /// End, Unix ns.
+    pub ended_at_ns: Option<i64>,
+    /// Baseline snapshot.
+    pub start_snapshot_id: Option<i64>,
+    /// End snapshot.
+    pub end_snapshot_id: Option<i64>,
+    /// Attributes.
+    pub attributes: HashMap<String, String>,
+}
+
+/// A stored span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanRow {
+    /// Client-chosen id.
+    pub span_id: String,
+    /// Enclosing span.
+    pub parent_span_id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// `running`, `ok` or `failed`.
+    pub status: String,
+    /// Error text.
+    pub error: Option<String>,
+    /// Start, Unix ns.
+    pub started_at_ns: i64,
+    /// End, Unix ns.
+    pub ended_at_ns: Option<i64>,
+    /// Snapshot at start.
+    pub start_snapshot_id: Option<i64>,
+    /// Snapshot at end.
+    pub end_snapshot_id: Option<i64>,
+    /// Attributes.
+    pub attributes: HashMap<String, String>,
+}
+
+fn attributes(text: Option<String>) -> HashMap<String, String> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+const RUN_COLUMNS: &str = "run_id, name, status, error, started_at_ns, ended_at_ns, \
+                           start_snapshot_id, end_snapshot_id, attributes";
+
+fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        run_id: r.get(0)?,
+        name: r.get(1)?,
+        status: r.get(2)?,
+        error: r.get(3)?,
+        started_at_ns: r.get(4)?,
+        ended_at_ns: r.get(5)?,
+        start_snapshot_id: r.get(6)?,
+        end_snapshot_id: r.get(7)?,
+        attributes: attributes(r.get(8)?),
+    })
+}
+
+/// Runs, newest first, optionally filtered by status and paged by start time.
+pub fn list_runs(
+    conn: &Connection,
+    limit: u32,
+    status: Option<&str>,
+    started_before_ns: Option<i64>,
+) -> Result<Vec<RunRow>> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR started_at_ns < ?2)
+         ORDER BY started_at_ns DESC LIMIT ?3"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params![status, started_before_ns, limit], run_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// One run, if stored.
+pub fn get_run(conn: &Connection, run_id: &str) -> Result<Option<RunRow>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1");
+    Ok(conn.query_row(&sql, [run_id], run_row).optional()?)
+}
+
+/// The spans of a run, in start order.
+pub fn spans_of_run(conn: &Connection, run_id: &str) -> Result<Vec<SpanRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT span_id, parent_span_id, name, status, error, started_at_ns, ended_at_ns,
+                start_snapshot_id, end_snapshot_id, attributes
+         FROM spans WHERE run_id = ?1 ORDER BY started_at_ns, rowid",
+    )?;
+    let rows = stmt
+        .query_map([run_id], |r| {
+            Ok(SpanRow {
+                span_id: r.get(0)?,
+                parent_span_id: r.get(1)?,
+                name: r.get(2)?,
+                status: r.get(3)?,
+                error: r.get(4)?,
+                started_at_ns: r.get(5)?,
+                ended_at_ns: r.get(6)?,
+                start_snapshot_id: r.get(7)?,
+                end_snapshot_id: r.get(8)?,
+                attributes: attributes(r.get(9)?),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Status of a stored run (`running`, `ok`, `failed`), if it exists.
+pub fn run_status(conn: &Connection, run_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT status FROM runs WHERE run_id = ?1", [run_id], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Run id and status of a stored span, if it exists.
+pub fn span_status(conn: &Connection, span_id: &str) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .query_row(
+            "SELECT run_id, status FROM spans WHERE span_id = ?1",
+            [span_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Ids of a run's spans that are still open.
+pub fn open_spans_of_run(conn: &Connection, run_id: &str) -> Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT span_id FROM spans WHERE run_id = ?1 AND status = 'running'")?;
+    let rows = stmt
+        .query_map([run_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Highest sequence number committed for a session client (0 for a new client).
+pub fn committed_seq(conn: &Connection, client_id: &str) -> Result<u64> {
+    let seq: Option<i64> = conn
+        .query_row(
+            "SELECT committed_seq FROM clients WHERE client_id = ?1",
+            [client_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+}
+
+/// The next free snapshot id.
+pub fn next_snapshot_id(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT coalesce(max(snapshot_id), 0) + 1 FROM snapshots",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// A stored snapshot with its GPU rows, as a probe-core [`probe_core::Snapshot`].
+pub fn snapshot(conn: &Connection, snapshot_id: i64) -> Result<Option<probe_core::Snapshot>> {
+    let host = conn
+        .query_row(
+            "SELECT taken_at_ns, gpu_available, gpu_unavailable_reason, cpu_count, cpu_load_1m,
+                    cpu_load_5m, cpu_load_15m, cpu_utilization_ratio, cpu_core_utilization,
+                    ram_total_bytes, ram_used_bytes, ram_available_bytes, swap_total_bytes,
+                    swap_used_bytes
+             FROM snapshots WHERE snapshot_id = ?1",
+            [snapshot_id],
+            |r| {
+                let cores: Option<String> = r.get(8)?;
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    probe_core::HostSnapshot {
+                        cpu_count: r.get(3)?,
+                        cpu_load_1m: r.get(4)?,
+                        cpu_load_5m: r.get(5)?,
+                        cpu_load_15m: r.get(6)?,
+                        cpu_utilization_ratio: r.get(7)?,
+                        cpu_core_utilization_ratio: cores
+                            .and_then(|c| serde_json::from_str(&c).ok())
+                            .unwrap_or_default(),
+                        ram_total_bytes: unsigned(r.get(9)?),
+                        ram_used_bytes: unsigned(r.get(10)?),
+                        ram_available_bytes: unsigned(r.get(11)?),
+                        swap_total_bytes: unsigned(r.get(12)?),
+                        swap_used_bytes: unsigned(r.get(13)?),
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    let Some((taken_at_ns, available, unavailable_reason, host)) = host else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT gpu_index, uuid, name, state, memory_total_bytes, memory_used_bytes,
+                memory_free_bytes, utilization_ratio, memory_utilization_ratio,
+                temperature_celsius, power_watts
+         FROM gpu_samples WHERE snapshot_id = ?1 ORDER BY gpu_index",
+    )?;
+    let devices = stmt
+        .query_map([snapshot_id], |r| {
+            let state: String = r.get(3)?;
+            Ok(probe_core::GpuDevice {
+                index: r.get(0)?,
+                uuid: r.get(1)?,
+                name: r.get(2)?,
+                state: match state.as_str() {
+                    "ok" => probe_core::GpuState::Ok,
+                    "lost" => probe_core::GpuState::Lost,
+                    _ => probe_core::GpuState::Error,
+                },
+                memory_total_bytes: r.get::<_, Option<i64>>(4)?.map(unsigned),
+                memory_used_bytes: r.get::<_, Option<i64>>(5)?.map(unsigned),
+                memory_free_bytes: r.get::<_, Option<i64>>(6)?.map(unsigned),
+                utilization_ratio: r.get(7)?,
+                memory_utilization_ratio: r.get(8)?,
+                temperature_celsius: r.get(9)?,
+                power_watts: r.get(10)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(probe_core::Snapshot {
+        taken_at_ns,
+        host,
+        gpu: probe_core::GpuSnapshot {
+            available,
+            unavailable_reason,
+            devices,
+        },
+    }))
+}
+
+fn unsigned(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

@@ -1,0 +1,508 @@
+//! The single writer: one thread owns the write connection and commits batches.
+//!
+//! Requests arrive on a bounded channel (a full channel makes senders wait: backpressure
+//! reaches the session stream's HTTP/2 flow control). The thread takes whatever is queued,
+//! up to [`MAX_BATCH`] requests, writes them in one transaction with cached prepared
+//! statements, commits, and only then acknowledges: unary callers get their reply, session
+//! clients see their committed sequence number advance.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use probe_core::Snapshot;
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::Result;
+
+/// Most requests written in one transaction.
+pub const MAX_BATCH: usize = 4096;
+
+/// Requests the writer's channel holds before senders wait.
+pub const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// A sample that has been given a row id and is (or will be) stored.
+#[derive(Debug)]
+pub struct StoredSnapshot {
+    /// Row id in `snapshots`.
+    pub id: i64,
+    /// Why it was taken (`interval`, `run_start`, `run_end`, `fresh`, `stale`).
+    pub reason: &'static str,
+    /// The sample.
+    pub snapshot: Snapshot,
+    /// Monotonic time of the sample, to judge its age.
+    pub taken: Instant,
+}
+
+/// A run being opened.
+#[derive(Debug)]
+pub struct RunStart {
+    /// Client-chosen id.
+    pub run_id: String,
+    /// Name.
+    pub name: String,
+    /// JSON object of attributes, or `None` when there are none.
+    pub attributes: Option<String>,
+    /// Session client that opened it, if any.
+    pub client_id: Option<String>,
+    /// Start, Unix ns.
+    pub at_ns: i64,
+    /// Baseline snapshot.
+    pub snapshot_id: i64,
+}
+
+/// A run being closed.
+#[derive(Debug)]
+pub struct RunEnd {
+    /// Client-chosen id.
+    pub run_id: String,
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    /// Error text for failed runs.
+    pub error: Option<String>,
+    /// Attributes to merge, as a JSON object.
+    pub attributes: Option<String>,
+    /// End, Unix ns.
+    pub at_ns: i64,
+    /// End-state snapshot.
+    pub snapshot_id: i64,
+}
+
+/// A span being opened.
+#[derive(Debug)]
+pub struct SpanStart {
+    /// Client-chosen id.
+    pub span_id: String,
+    /// Run it belongs to.
+    pub run_id: String,
+    /// Enclosing span.
+    pub parent_span_id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// JSON object of attributes.
+    pub attributes: Option<String>,
+    /// Start, Unix ns.
+    pub at_ns: i64,
+    /// Snapshot attached at start.
+    pub snapshot_id: i64,
+}
+
+/// A span being closed.
+#[derive(Debug)]
+pub struct SpanEnd {
+    /// Client-chosen id.
+    pub span_id: String,
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    /// Error text for failed spans.
+    pub error: Option<String>,
+    /// Attributes to merge, as a JSON object.
+    pub attributes: Option<String>,
+    /// End, Unix ns.
+    pub at_ns: i64,
+    /// Snapshot attached at end.
+    pub snapshot_id: i64,
+}
+
+/// A metric (with a value) or a custom event (without).
+#[derive(Debug)]
+pub struct EventRow {
+    /// `metric` or `event`.
+    pub kind: &'static str,
+    /// Run it belongs to.
+    pub run_id: String,
+    /// Span it belongs to, if any.
+    pub span_id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Value of a metric.
+    pub value: Option<f64>,
+    /// Unit of a metric.
+    pub unit: Option<String>,
+    /// JSON object of attributes.
+    pub attributes: Option<String>,
+    /// When, Unix ns.
+    pub at_ns: i64,
+    /// Snapshot attached.
+    pub snapshot_id: i64,
+}
+
+/// One thing to write.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// Store a snapshot and its GPU rows.
+    Snapshot(Arc<StoredSnapshot>),
+    /// Insert a run.
+    StartRun(RunStart),
+    /// Close a run (and any of its spans still open).
+    EndRun(RunEnd),
+    /// Insert a span.
+    StartSpan(SpanStart),
+    /// Close a span.
+    EndSpan(SpanEnd),
+    /// Insert a metric or event.
+    Record(EventRow),
+    /// Write nothing; only move the session's committed sequence number past a message
+    /// that was rejected, in order with the messages before it.
+    Nothing,
+}
+
+/// Progress of one session client, published by the writer after each commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionProgress {
+    /// Highest sequence number whose effects are committed.
+    pub committed_seq: u64,
+    /// Set when a commit failed: the session must end so the client resends.
+    pub write_failed: Option<String>,
+}
+
+/// Who to tell once the request is committed.
+#[derive(Debug)]
+pub enum Ack {
+    /// Nobody (background snapshots).
+    None,
+    /// A unary caller waiting for the commit.
+    Reply(oneshot::Sender<Result<(), String>>),
+    /// A session client: after commit, its `committed_seq` becomes at least `seq`.
+    Session {
+        /// Client id, for the `clients` table.
+        client_id: Arc<str>,
+        /// Where the client's progress is published.
+        progress: Arc<watch::Sender<SessionProgress>>,
+        /// Sequence number of the message.
+        seq: u64,
+    },
+}
+
+struct Request {
+    op: WriteOp,
+    ack: Ack,
+}
+
+// `Close` is sent once per process; boxing every write to shrink it would cost more.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Write(Request),
+    /// Commit what is queued before this message, then stop.
+    Close,
+}
+
+/// The sending side of the writer, cheap to clone.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Message>,
+}
+
+/// The writer thread.
+pub struct Writer {
+    handle: WriterHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The writer is gone (shut down, or its thread died).
+#[derive(Debug, thiserror::Error)]
+#[error("the storage writer has stopped")]
+pub struct WriterClosed;
+
+impl WriterHandle {
+    /// Queues a request, waiting while the queue is full.
+    pub async fn send(&self, op: WriteOp, ack: Ack) -> Result<(), WriterClosed> {
+        self.tx
+            .send(Message::Write(Request { op, ack }))
+            .await
+            .map_err(|_| WriterClosed)
+    }
+
+    /// Queues a request and waits until it is committed.
+    pub async fn write_and_wait(&self, op: WriteOp) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(op, Ack::Reply(tx))
+            .await
+            .map_err(|e| e.to_string())?;
+        rx.await.map_err(|_| WriterClosed.to_string())?
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread on an open, migrated connection.
+    pub fn start(conn: Connection) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name("runlens-writer".into())
+            .spawn(move || run(conn, rx))?;
+        Ok(Self {
+            handle: WriterHandle { tx },
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for sending requests.
+    pub fn handle(&self) -> WriterHandle {
+        self.handle.clone()
+    }
+
+    /// Commits everything queued so far and stops the thread.
+    pub async fn close(mut self) {
+        // Ignored error: the thread is already gone, which is what we want.
+        let _ = self.handle.tx.send(Message::Close).await;
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Message>) {
+    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    let mut closing = false;
+    while !closing {
+        match rx.blocking_recv() {
+            Some(Message::Write(req)) => batch.push(req),
+            Some(Message::Close) | None => closing = true,
+        }
+        while !closing && batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Message::Write(req)) => batch.push(req),
+                Ok(Message::Close) => closing = true,
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let outcome = write_batch(&mut conn, &batch).map_err(|e| e.to_string());
+        if let Err(error) = &outcome {
+            tracing::error!(%error, requests = batch.len(), "storage write failed");
+        }
+        acknowledge(batch.drain(..), &outcome);
+    }
+    tracing::debug!("storage writer stopped");
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let mut client_seq: HashMap<&str, u64> = HashMap::new();
+    for req in batch {
+        write_op(&tx, &req.op)?;
+        if let Ack::Session { client_id, seq, .. } = &req.ack {
+            let entry = client_seq.entry(client_id).or_default();
+            *entry = (*entry).max(*seq);
+        }
+    }
+    if !client_seq.is_empty() {
+        let now = probe_core::unix_now_ns();
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO clients (client_id, committed_seq, last_seen_ns) VALUES (?1, ?2, ?3)
+             ON CONFLICT (client_id) DO UPDATE SET
+                committed_seq = max(committed_seq, excluded.committed_seq),
+                last_seen_ns = excluded.last_seen_ns",
+        )?;
+        for (client, seq) in client_seq {
+            stmt.execute(params![client, seq_to_sql(seq), now])?;
+        }
+    }
+    tx.commit()
+}
+
+fn seq_to_sql(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn write_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::Snapshot(s) => write_snapshot(tx, s),
+        WriteOp::StartRun(r) => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO runs (run_id, name, status, attributes, client_id,
+                    started_at_ns, start_snapshot_id)
+                 VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                r.run_id,
+                r.name,
+                r.attributes,
+                r.client_id,
+                r.at_ns,
+                r.snapshot_id
+            ])?;
+            Ok(())
+        }
+        WriteOp::EndRun(r) => {
+            tx.prepare_cached(
+                "UPDATE runs SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
+                    attributes = CASE WHEN ?6 IS NULL THEN attributes
+                                      ELSE json_patch(coalesce(attributes, '{}'), ?6) END
+                 WHERE run_id = ?1 AND status = 'running'",
+            )?
+            .execute(params![
+                r.run_id,
+                r.status,
+                r.error,
+                r.at_ns,
+                r.snapshot_id,
+                r.attributes
+            ])?;
+            tx.prepare_cached(
+                "UPDATE spans SET status = 'failed', error = 'run ended while span was open',
+                    ended_at_ns = ?2, end_snapshot_id = ?3
+                 WHERE run_id = ?1 AND status = 'running'",
+            )?
+            .execute(params![r.run_id, r.at_ns, r.snapshot_id])?;
+            Ok(())
+        }
+        WriteOp::StartSpan(s) => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name, status,
+                    attributes, started_at_ns, start_snapshot_id)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                s.span_id,
+                s.run_id,
+                s.parent_span_id,
+                s.name,
+                s.attributes,
+                s.at_ns,
+                s.snapshot_id
+            ])?;
+            Ok(())
+        }
+        WriteOp::EndSpan(s) => {
+            tx.prepare_cached(
+                "UPDATE spans SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
+                    attributes = CASE WHEN ?6 IS NULL THEN attributes
+                                      ELSE json_patch(coalesce(attributes, '{}'), ?6) END
+                 WHERE span_id = ?1 AND status = 'running'",
+            )?
+            .execute(params![
+                s.span_id,
+                s.status,
+                s.error,
+                s.at_ns,
+                s.snapshot_id,
+                s.attributes
+            ])?;
+            Ok(())
+        }
+        WriteOp::Record(e) => {
+            tx.prepare_cached(
+                "INSERT INTO events (kind, run_id, span_id, name, value, unit, attributes,
+                    at_ns, snapshot_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                e.kind,
+                e.run_id,
+                e.span_id,
+                e.name,
+                e.value,
+                e.unit,
+                e.attributes,
+                e.at_ns,
+                e.snapshot_id
+            ])?;
+            Ok(())
+        }
+        WriteOp::Nothing => Ok(()),
+    }
+}
+
+fn write_snapshot(tx: &rusqlite::Transaction<'_>, s: &StoredSnapshot) -> rusqlite::Result<()> {
+    let h = &s.snapshot.host;
+    let g = &s.snapshot.gpu;
+    let cores = if h.cpu_core_utilization_ratio.is_empty() {
+        None
+    } else {
+        serde_json::to_string(&h.cpu_core_utilization_ratio).ok()
+    };
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO snapshots (snapshot_id, taken_at_ns, reason, gpu_available,
+            gpu_unavailable_reason, gpu_count, cpu_count, cpu_load_1m, cpu_load_5m, cpu_load_15m,
+            cpu_utilization_ratio, cpu_core_utilization, ram_total_bytes, ram_used_bytes,
+            ram_available_bytes, swap_total_bytes, swap_used_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?
+    .execute(params![
+        s.id,
+        s.snapshot.taken_at_ns,
+        s.reason,
+        g.available,
+        g.unavailable_reason,
+        g.devices.len() as i64,
+        h.cpu_count,
+        h.cpu_load_1m,
+        h.cpu_load_5m,
+        h.cpu_load_15m,
+        h.cpu_utilization_ratio,
+        cores,
+        bytes(h.ram_total_bytes),
+        bytes(h.ram_used_bytes),
+        bytes(h.ram_available_bytes),
+        bytes(h.swap_total_bytes),
+        bytes(h.swap_used_bytes),
+    ])?;
+    let mut gpu = tx.prepare_cached(
+        "INSERT OR IGNORE INTO gpu_samples (snapshot_id, gpu_index, uuid, name, state,
+            memory_total_bytes, memory_used_bytes, memory_free_bytes, utilization_ratio,
+            memory_utilization_ratio, temperature_celsius, power_watts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    for d in &g.devices {
+        gpu.execute(params![
+            s.id,
+            d.index,
+            d.uuid,
+            d.name,
+            d.state.as_str(),
+            d.memory_total_bytes.map(bytes),
+            d.memory_used_bytes.map(bytes),
+            d.memory_free_bytes.map(bytes),
+            d.utilization_ratio,
+            d.memory_utilization_ratio,
+            d.temperature_celsius,
+            d.power_watts,
+        ])?;
+    }
+    Ok(())
+}
+
+/// SQLite integers are signed 64-bit; no memory size comes near the limit.
+fn bytes(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn acknowledge(batch: impl Iterator<Item = Request>, outcome: &Result<(), String>) {
+    let mut sessions: HashMap<
+        *const watch::Sender<SessionProgress>,
+        (Arc<watch::Sender<SessionProgress>>, u64),
+    > = HashMap::new();
+    for req in batch {
+        match req.ack {
+            Ack::None => {}
+            Ack::Reply(tx) => {
+                // The caller may have gone away (cancelled rpc); nothing to tell then.
+                let _ = tx.send(outcome.clone());
+            }
+            Ack::Session { progress, seq, .. } => {
+                let entry = sessions
+                    .entry(Arc::as_ptr(&progress))
+                    .or_insert_with(|| (progress.clone(), 0));
+                entry.1 = entry.1.max(seq);
+            }
+        }
+    }
+    for (progress, seq) in sessions.into_values() {
+        progress.send_if_modified(|p| match outcome {
+            Ok(()) if seq > p.committed_seq => {
+                p.committed_seq = seq;
+                true
+            }
+            Ok(()) => false,
+            Err(error) => {
+                p.write_failed = Some(error.clone());
+                true
+            }
+        });
+    }
+}
