@@ -1,1 +1,38 @@
-//! placeholder
+//! Thin Rust client for the runlens sidecar.
+//!
+//! Record runs, nested spans, metrics and events without waiting on the network: each
+//! call puts one message in a bounded in-memory buffer and returns. A background task
+//! streams the buffer to the sidecar over the `Session` rpc, keeps every message until
+//! the sidecar acknowledges that it is durably committed, and reconnects (resending what
+//! is unacknowledged) when the stream breaks.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), runlens_client::Error> {
+//! let client = runlens_client::Client::builder("http://127.0.0.1:50551").build()?;
+//! let run = client.start_run("answer-question");
+//! let plan = run.span("plan");
+//! let llm = plan.child("llm_call");
+//! llm.metric("gen_ai.usage.output_tokens", 512.0, "{token}");
+//! llm.end_ok();
+//! plan.end_ok();
+//! run.end_ok();
+//! client.flush().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Dropping a [`Run`] or [`Span`] that was not ended ends it as failed with the error
+//! "dropped without end" (so a panic or early return still leaves a truthful record).
+#![forbid(unsafe_code)]
+
+mod backoff;
+mod buffer;
+mod client;
+mod error;
+mod ids;
+mod recording;
+mod stream;
+
+pub use backoff::Backoff;
+pub use client::{Client, ClientBuilder, DEFAULT_ENDPOINT};
+pub use error::Error;
+pub use recording::{Run, Span};

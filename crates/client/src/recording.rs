@@ -1,0 +1,319 @@
+//! Runs and spans: handles that record their own start, end, metrics and events.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::Arc;
+
+use runlens_api::pb;
+use runlens_api::pb::client_message::Body;
+
+use crate::client::Client;
+
+/// The error recorded for a run or span dropped without being ended.
+pub const DROPPED_ERROR: &str = "dropped without end";
+
+/// The time of the call (not of sending), so that queueing delays do not move events.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn attrs<K: Into<String>, V: Into<String>>(
+    it: impl IntoIterator<Item = (K, V)>,
+) -> HashMap<String, String> {
+    it.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+fn end_status(result: Result<(), String>) -> (i32, String) {
+    match result {
+        Ok(()) => (pb::EndStatus::Ok as i32, String::new()),
+        Err(e) => (pb::EndStatus::Failed as i32, e),
+    }
+}
+
+/// One task of an agent. End it with [`Run::end_ok`] or [`Run::end_failed`]; dropping
+/// it unended records it as failed ("dropped without end").
+pub struct Run {
+    client: Client,
+    run_id: Arc<str>,
+    ended: bool,
+}
+
+impl Run {
+    pub(crate) fn start(
+        client: &Client,
+        name: String,
+        attributes: HashMap<String, String>,
+    ) -> Self {
+        let run_id: Arc<str> = Arc::from(client.inner.ids.next());
+        client.inner.shared.push(Body::StartRun(pb::StartRun {
+            run_id: run_id.to_string(),
+            name,
+            attributes,
+            time_ns: now_ns(),
+        }));
+        Self {
+            client: client.clone(),
+            run_id,
+            ended: false,
+        }
+    }
+
+    /// The run's id, as stored in `runs.run_id`.
+    pub fn id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Opens a top-level span in this run.
+    pub fn span(&self, name: impl Into<String>) -> Span {
+        Span::start(
+            &self.client,
+            &self.run_id,
+            None,
+            name.into(),
+            HashMap::new(),
+            false,
+        )
+    }
+
+    /// Opens a top-level span with attributes; `fresh_snapshot` asks the sidecar to
+    /// sample now rather than attach its latest periodic sample (use before heavy steps).
+    pub fn span_with<K: Into<String>, V: Into<String>>(
+        &self,
+        name: impl Into<String>,
+        attributes: impl IntoIterator<Item = (K, V)>,
+        fresh_snapshot: bool,
+    ) -> Span {
+        Span::start(
+            &self.client,
+            &self.run_id,
+            None,
+            name.into(),
+            attrs(attributes),
+            fresh_snapshot,
+        )
+    }
+
+    /// Records a run-level metric.
+    pub fn metric(&self, name: impl Into<String>, value: f64, unit: impl Into<String>) {
+        record_metric(
+            &self.client,
+            &self.run_id,
+            "",
+            name.into(),
+            value,
+            unit.into(),
+        );
+    }
+
+    /// Records a run-level event.
+    pub fn event<K: Into<String>, V: Into<String>>(
+        &self,
+        name: impl Into<String>,
+        attributes: impl IntoIterator<Item = (K, V)>,
+    ) {
+        record_event(
+            &self.client,
+            &self.run_id,
+            "",
+            name.into(),
+            attrs(attributes),
+        );
+    }
+
+    /// Ends the run as ok.
+    pub fn end_ok(mut self) {
+        self.end(Ok(()));
+    }
+
+    /// Ends the run as failed with this error.
+    pub fn end_failed(mut self, error: impl Display) {
+        self.end(Err(error.to_string()));
+    }
+
+    fn end(&mut self, result: Result<(), String>) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let (status, error) = end_status(result);
+        self.client.inner.shared.push(Body::EndRun(pb::EndRun {
+            run_id: self.run_id.to_string(),
+            status,
+            error,
+            attributes: HashMap::new(),
+            time_ns: now_ns(),
+        }));
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.end(Err(DROPPED_ERROR.to_owned()));
+    }
+}
+
+/// One step of a run, possibly nested. End it with [`Span::end_ok`] or
+/// [`Span::end_failed`]; dropping it unended records it as failed.
+pub struct Span {
+    client: Client,
+    run_id: Arc<str>,
+    span_id: String,
+    ended: bool,
+}
+
+impl Span {
+    fn start(
+        client: &Client,
+        run_id: &Arc<str>,
+        parent: Option<&str>,
+        name: String,
+        attributes: HashMap<String, String>,
+        fresh_snapshot: bool,
+    ) -> Self {
+        let span_id = client.inner.ids.next();
+        client.inner.shared.push(Body::StartSpan(pb::StartSpan {
+            run_id: run_id.to_string(),
+            span_id: span_id.clone(),
+            parent_span_id: parent.unwrap_or_default().to_owned(),
+            name,
+            attributes,
+            time_ns: now_ns(),
+            fresh_snapshot,
+        }));
+        Self {
+            client: client.clone(),
+            run_id: run_id.clone(),
+            span_id,
+            ended: false,
+        }
+    }
+
+    /// The span's id, as stored in `spans.span_id`.
+    pub fn id(&self) -> &str {
+        &self.span_id
+    }
+
+    /// Opens a span nested in this one.
+    pub fn child(&self, name: impl Into<String>) -> Span {
+        Span::start(
+            &self.client,
+            &self.run_id,
+            Some(&self.span_id),
+            name.into(),
+            HashMap::new(),
+            false,
+        )
+    }
+
+    /// Opens a nested span with attributes and, optionally, a fresh snapshot.
+    pub fn child_with<K: Into<String>, V: Into<String>>(
+        &self,
+        name: impl Into<String>,
+        attributes: impl IntoIterator<Item = (K, V)>,
+        fresh_snapshot: bool,
+    ) -> Span {
+        Span::start(
+            &self.client,
+            &self.run_id,
+            Some(&self.span_id),
+            name.into(),
+            attrs(attributes),
+            fresh_snapshot,
+        )
+    }
+
+    /// Records a metric on this span.
+    pub fn metric(&self, name: impl Into<String>, value: f64, unit: impl Into<String>) {
+        record_metric(
+            &self.client,
+            &self.run_id,
+            &self.span_id,
+            name.into(),
+            value,
+            unit.into(),
+        );
+    }
+
+    /// Records an event on this span.
+    pub fn event<K: Into<String>, V: Into<String>>(
+        &self,
+        name: impl Into<String>,
+        attributes: impl IntoIterator<Item = (K, V)>,
+    ) {
+        record_event(
+            &self.client,
+            &self.run_id,
+            &self.span_id,
+            name.into(),
+            attrs(attributes),
+        );
+    }
+
+    /// Ends the span as ok.
+    pub fn end_ok(mut self) {
+        self.end(Ok(()));
+    }
+
+    /// Ends the span as failed with this error.
+    pub fn end_failed(mut self, error: impl Display) {
+        self.end(Err(error.to_string()));
+    }
+
+    fn end(&mut self, result: Result<(), String>) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let (status, error) = end_status(result);
+        self.client.inner.shared.push(Body::EndSpan(pb::EndSpan {
+            span_id: self.span_id.clone(),
+            status,
+            error,
+            attributes: HashMap::new(),
+            time_ns: now_ns(),
+            fresh_snapshot: false,
+        }));
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        self.end(Err(DROPPED_ERROR.to_owned()));
+    }
+}
+
+fn record_metric(
+    client: &Client,
+    run_id: &str,
+    span_id: &str,
+    name: String,
+    value: f64,
+    unit: String,
+) {
+    client.inner.shared.push(Body::Metric(pb::Metric {
+        run_id: run_id.to_owned(),
+        span_id: span_id.to_owned(),
+        name,
+        value,
+        unit,
+        attributes: HashMap::new(),
+        time_ns: now_ns(),
+    }));
+}
+
+fn record_event(
+    client: &Client,
+    run_id: &str,
+    span_id: &str,
+    name: String,
+    attributes: HashMap<String, String>,
+) {
+    client.inner.shared.push(Body::Event(pb::Event {
+        run_id: run_id.to_owned(),
+        span_id: span_id.to_owned(),
+        name,
+        attributes,
+        time_ns: now_ns(),
+    }));
+}

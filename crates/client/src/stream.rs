@@ -1,0 +1,115 @@
+//! The background task: keeps a session stream open and moves the buffer through it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runlens_api::pb;
+use runlens_api::pb::runlens_client::RunlensClient;
+use runlens_api::pb::server_message::Body as In;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use crate::backoff::Backoff;
+use crate::buffer::Shared;
+use crate::ids::random_u64;
+
+/// Messages in flight between this task and the gRPC transport.
+const OUTBOUND_WINDOW: usize = 1024;
+
+/// What identifies this client to the sidecar.
+pub struct Hello {
+    pub client_id: String,
+    pub client_name: String,
+}
+
+/// Runs until the client is closed and everything is acknowledged.
+pub async fn drive(shared: Arc<Shared>, endpoint: Endpoint, hello: Hello) {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        random_u64(),
+    );
+    loop {
+        if shared.is_closed() && shared.unacknowledged() == 0 {
+            return;
+        }
+        match session(&shared, &endpoint, &hello, &mut backoff).await {
+            Ok(()) => return,
+            Err(reason) => {
+                shared.requeue_inflight();
+                let delay = backoff.next_delay();
+                tracing::debug!(%reason, ?delay, "runlens session down; reconnecting");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// One connection's life. `Ok` only when the client is closed and fully acknowledged.
+async fn session(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    hello: &Hello,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let mut client = RunlensClient::new(channel);
+    let (tx, rx) = mpsc::channel(OUTBOUND_WINDOW);
+    let hello = pb::ClientMessage {
+        seq: 0,
+        body: Some(pb::client_message::Body::Hello(pb::SessionHello {
+            client_id: hello.client_id.clone(),
+            client_name: hello.client_name.clone(),
+            pid: std::process::id(),
+            cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+        })),
+    };
+    tx.send(hello).await.map_err(|e| e.to_string())?;
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner();
+    match inbound.message().await.map_err(|s| s.to_string())? {
+        Some(pb::ServerMessage {
+            body: Some(In::Welcome(w)),
+        }) => shared.acknowledge(w.committed_seq),
+        other => return Err(format!("expected welcome, got {other:?}")),
+    }
+    backoff.reset();
+    loop {
+        // Hand the transport as much as it will take without waiting.
+        while let Ok(permit) = tx.try_reserve() {
+            match shared.take_next() {
+                Some(msg) => permit.send(msg),
+                None => break,
+            }
+        }
+        if shared.is_closed() && shared.unacknowledged() == 0 {
+            return Ok(());
+        }
+        let has_pending = shared.has_pending();
+        tokio::select! {
+            next = inbound.message() => match next.map_err(|s| s.to_string())? {
+                Some(pb::ServerMessage { body: Some(In::Ack(ack)) }) => {
+                    shared.acknowledge(ack.committed_seq);
+                }
+                Some(pb::ServerMessage { body: Some(In::Error(e)) }) => {
+                    shared.note_rejected();
+                    tracing::warn!(seq = e.seq, code = e.code, message = %e.message,
+                        "runlens rejected a message");
+                }
+                Some(_) => {}
+                None => return Err("the sidecar closed the session".into()),
+            },
+            permit = tx.reserve(), if has_pending => {
+                let permit = permit.map_err(|e| e.to_string())?;
+                if let Some(msg) = shared.take_next() {
+                    permit.send(msg);
+                }
+            }
+            () = shared.wake.notified(), if !has_pending => {}
+        }
+    }
+}
