@@ -1,1 +1,238 @@
-//! placeholder
+//! Harness for end-to-end tests: runs the real `runlens` binary (and example agents) as
+//! separate processes on a free port with a temporary database, and reads the result
+//! back with SQL.
+//!
+//! The binaries come from the workspace's target directory; `cargo test --workspace`
+//! builds them before any test runs.
+
+// A harness reports a broken environment by panicking: that is the test failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+pub use tempfile::TempDir;
+
+/// Builds the workspace binaries once per test process, so that `cargo test -p
+/// runlens-e2e` never runs a stale `runlens` (cargo only rebuilds binaries of the package
+/// under test). Under `cargo test --workspace` this is a no-op check.
+fn ensure_built() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "runlens-sidecar", "-p", "example-agent"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of the runlens binaries failed"
+        );
+    });
+}
+
+/// Path of a workspace binary (`runlens`, `example-agent`) next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    ensure_built();
+    // Test executables live in target/<profile>/deps; binaries in target/<profile>.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory layout");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// A running `runlens serve` with its own temporary database.
+pub struct Sidecar {
+    child: Option<Child>,
+    /// The address it listens on.
+    pub addr: String,
+    /// Its database file.
+    pub db: PathBuf,
+    /// Its stderr (logs), collected after it stops.
+    stderr: Option<std::thread::JoinHandle<String>>,
+    _dir: Option<TempDir>,
+}
+
+impl Sidecar {
+    /// Starts a sidecar on a free port with a fresh database, sampling every 100 ms.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("runlens.db");
+        let mut s = Self::start_on(&db, &["--sample-interval", "100ms"]);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a sidecar on a free port writing to `db`, with extra arguments.
+    pub fn start_on(db: &Path, extra: &[&str]) -> Self {
+        Self::start_at("127.0.0.1:0", db, extra)
+    }
+
+    /// Starts a sidecar listening on `listen` writing to `db`, with extra arguments.
+    pub fn start_at(listen: &str, db: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(bin("runlens"))
+            .args(["serve", "--listen", listen, "--db"])
+            .arg(db)
+            .args(extra)
+            .env("RUNLENS_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn runlens serve");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("runlens serve printed its address");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_owned();
+        Self {
+            child: Some(child),
+            addr,
+            db: db.to_owned(),
+            stderr: Some(stderr),
+            _dir: None,
+        }
+    }
+
+    /// The gRPC endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// A read-only connection to the database.
+    pub fn sql(&self) -> Connection {
+        let conn = Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open database");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        conn
+    }
+
+    /// One integer from a query.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.sql()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Sends a signal (`INT`, `TERM`, `KILL`) and waits for the exit; returns the status
+    /// and the logs. The database stays readable afterwards.
+    pub fn stop_with(&mut self, signal: &str) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{signal} failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar did not exit after SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let logs = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        (status, logs)
+    }
+
+    /// SIGINT, and checks the exit was clean. The database stays readable afterwards.
+    pub fn stop(&mut self) -> String {
+        let (status, logs) = self.stop_with("INT");
+        assert!(
+            status.success(),
+            "sidecar exited with {status}; logs:\n{logs}"
+        );
+        logs
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a workspace binary to completion with a timeout; returns (status, stdout, stderr).
+pub fn run_bin(name: &str, args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
+    let mut child = Command::new(bin(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{name} {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}

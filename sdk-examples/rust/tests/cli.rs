@@ -1,5 +1,8 @@
 //! The example agent's command line, as a user meets it.
 
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 #[test]

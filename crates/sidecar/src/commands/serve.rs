@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use runlens_api::pb::runlens_server::RunlensServer;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
@@ -17,6 +17,10 @@ use crate::store::{self, Writer, read};
 
 /// How long open streams get to finish after SIGINT/SIGTERM before they are cut.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long idle connections get to close after the streams have finished. Nothing is
+/// lost by cutting them: every accepted message is already queued to the writer.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Runs the sidecar until SIGINT or SIGTERM, then drains and exits.
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -59,6 +63,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::new(FAILURE, format!("listening socket has no address: {e}")))?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (drain_tx, mut drained) = mpsc::channel::<()>(1);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RunlensServer<RunlensService>>().await;
     let ticker = tokio::spawn(sampler.clone().run_interval_sampling(shutdown_rx.clone()));
@@ -68,6 +73,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         registry,
         args.db.clone(),
         shutdown_rx.clone(),
+        drain_tx.downgrade(),
     );
     let mut stop_accepting = shutdown_rx.clone();
     let server = Server::builder()
@@ -98,9 +104,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             tracing::info!("shutting down: refusing new connections, committing accepted data");
             health.set_not_serving::<RunlensServer<RunlensService>>().await;
             let _ = shutdown_tx.send(true);
-            if tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await.is_err() {
+            drop(drain_tx);
+            tracing::debug!(open = drained.sender_strong_count(), "waiting for streams");
+            // Sessions stop reading, wait for their last acknowledgements, and end.
+            if tokio::time::timeout(DRAIN_TIMEOUT, drained.recv()).await.is_err() {
                 tracing::warn!("streams still open after {DRAIN_TIMEOUT:?}; closing them");
             }
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut server).await;
         }
     }
     let _ = shutdown_tx.send(true);

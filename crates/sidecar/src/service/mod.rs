@@ -36,16 +36,22 @@ pub struct RunlensService {
     writer: WriterHandle,
     db_path: PathBuf,
     shutdown: watch::Receiver<bool>,
+    /// Upgraded into every streaming task; shutdown waits until all are dropped.
+    drain: mpsc::WeakSender<()>,
 }
 
 impl RunlensService {
-    /// A service storing through `writer`, reading history from `db_path`.
+    /// A service storing through `writer`, reading history from `db_path`. Streams end
+    /// when `shutdown` turns true; each streaming task holds an upgraded `drain`, so once
+    /// the owner drops its sender, the receiver's `recv()` returns `None` when they have
+    /// all finished.
     pub fn new(
         sampler: SamplerHandle,
         writer: WriterHandle,
         registry: Registry,
         db_path: PathBuf,
         shutdown: watch::Receiver<bool>,
+        drain: mpsc::WeakSender<()>,
     ) -> Self {
         Self {
             ingest: Ingest::new(sampler.clone(), registry),
@@ -53,6 +59,7 @@ impl RunlensService {
             writer,
             db_path,
             shutdown,
+            drain,
         }
     }
 
@@ -126,6 +133,7 @@ impl Runlens for RunlensService {
             progress: Arc::new(progress),
             out,
             shutdown: self.shutdown.clone(),
+            _drain: self.drain.upgrade(),
         };
         tokio::spawn(session.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
@@ -222,7 +230,9 @@ impl Runlens for RunlensService {
         let (tx, rx) = mpsc::channel(4);
         let sampler = self.sampler.clone();
         let mut shutdown = self.shutdown.clone();
+        let drain = self.drain.upgrade();
         tokio::spawn(async move {
+            let _drain = drain;
             let mut ticker = tokio::time::interval(interval);
             loop {
                 tokio::select! {

@@ -37,6 +37,8 @@ pub struct Session {
     pub out: mpsc::Sender<Result<pb::ServerMessage, Status>>,
     /// Turns true when the sidecar is shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Held while the session runs, so shutdown can wait for it.
+    pub _drain: Option<mpsc::Sender<()>>,
 }
 
 fn message(body: Out) -> Result<pb::ServerMessage, Status> {

@@ -1,0 +1,183 @@
+//! The `runlens` command line as a user meets it: output, errors and exit codes.
+
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn runlens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runlens"))
+        .args(args)
+        .env("RUNLENS_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+        .env_remove("RUNLENS_DB")
+        .output()
+        .expect("run runlens")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `MemTotal` and `MemAvailable` from /proc/meminfo, in bytes.
+fn meminfo() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let field = |name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
+
+#[test]
+fn snapshot_json_agrees_with_proc_meminfo() {
+    let out = runlens(&["snapshot", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (total, available) = meminfo();
+    let got_total = json["host"]["ram_total_bytes"].as_u64().unwrap();
+    let got_available = json["host"]["ram_available_bytes"].as_u64().unwrap();
+    let got_used = json["host"]["ram_used_bytes"].as_u64().unwrap();
+    let within = |a: u64, b: u64| (a as f64 - b as f64).abs() <= 0.02 * b as f64;
+    assert!(within(got_total, total), "total {got_total} vs {total}");
+    assert!(
+        within(got_available, available),
+        "available {got_available} vs {available}"
+    );
+    assert_eq!(got_used, got_total - got_available);
+    assert!(
+        json["host"]["cpu_utilization_ratio"].is_number(),
+        "measured after warm-up"
+    );
+    assert_eq!(json["gpu"]["available"], false);
+    assert!(
+        json["gpu"]["unavailable_reason"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/libnvidia-ml.so.1")
+    );
+}
+
+#[test]
+fn snapshot_table_is_readable_in_100_columns() {
+    let out = runlens(&["snapshot"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for start in [
+        "runlens snapshot at ",
+        "CPU   ",
+        "RAM   used ",
+        "GPU   none: ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(start)),
+            "no {start:?} line:\n{text}"
+        );
+    }
+    assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+    assert!(
+        stderr(&out).is_empty(),
+        "one-shot commands log nothing on success: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn serve_refuses_a_database_that_is_not_runlens() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(
+        &garbage,
+        b"this is not sqlite at all, just text".repeat(200),
+    )
+    .unwrap();
+    let out = runlens(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        garbage.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a usable SQLite database"),
+        "{}",
+        stderr(&out)
+    );
+
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (x)")
+        .unwrap();
+    let out = runlens(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        stderr(&out).contains("not a runlens one"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn serve_reports_a_taken_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let out = runlens(&["serve", "--listen", &addr, "--db", db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("choose another address with --listen"));
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let out = runlens(&["serve", "--sample-interval", "1ms"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("minimum"), "{}", stderr(&out));
+    let out = runlens(&["serve", "--listen", "not-an-address"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn query_explains_missing_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let out = runlens(&["query", "--db", missing.to_str().unwrap(), "select 1"]);
+    assert_eq!(out.status.code(), Some(66));
+    assert!(
+        stderr(&out).contains("runlens serve --db"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn help_names_every_subcommand() {
+    let out = runlens(&["--help"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for sub in ["serve", "snapshot", "query"] {
+        assert!(text.contains(sub), "{text}");
+    }
+    let out = runlens(&["serve", "--help"]);
+    let text = stdout(&out);
+    for env in [
+        "RUNLENS_LISTEN",
+        "RUNLENS_DB",
+        "RUNLENS_SAMPLE_INTERVAL",
+        "RUNLENS_NVML_LIB",
+    ] {
+        assert!(text.contains(env), "{env} missing from serve --help");
+    }
+}
