@@ -17,16 +17,16 @@ async fn connect(sidecar: &Sidecar) -> RunlensClient<Channel> {
     RunlensClient::connect(sidecar.endpoint()).await.unwrap()
 }
 
-fn start_run(id: &str) -> pb::StartRun {
-    pb::StartRun {
+fn start_run(id: &str) -> pb::StartRunRequest {
+    pb::StartRunRequest {
         run_id: id.into(),
         name: "task".into(),
         ..Default::default()
     }
 }
 
-fn start_span(run: &str, id: &str, parent: &str) -> pb::StartSpan {
-    pb::StartSpan {
+fn start_span(run: &str, id: &str, parent: &str) -> pb::StartSpanRequest {
+    pb::StartSpanRequest {
         run_id: run.into(),
         span_id: id.into(),
         parent_span_id: parent.into(),
@@ -35,8 +35,8 @@ fn start_span(run: &str, id: &str, parent: &str) -> pb::StartSpan {
     }
 }
 
-fn end_span(id: &str) -> pb::EndSpan {
-    pb::EndSpan {
+fn end_span(id: &str) -> pb::EndSpanRequest {
+    pb::EndSpanRequest {
         span_id: id.into(),
         status: pb::EndStatus::Ok as i32,
         ..Default::default()
@@ -97,7 +97,7 @@ async fn unary_calls_reject_bad_input_precisely_and_keep_what_was_accepted() {
         "span \"ghost\" not found",
     );
     expect_status(
-        c.end_run(pb::EndRun {
+        c.end_run(pb::EndRunRequest {
             run_id: "ghost".into(),
             status: 1,
             ..Default::default()
@@ -168,7 +168,7 @@ async fn unary_calls_reject_bad_input_precisely_and_keep_what_was_accepted() {
     );
     // Unspecified end status.
     expect_status(
-        c.end_run(pb::EndRun {
+        c.end_run(pb::EndRunRequest {
             run_id: "run-1".into(),
             ..Default::default()
         })
@@ -179,7 +179,7 @@ async fn unary_calls_reject_bad_input_precisely_and_keep_what_was_accepted() {
 
     // The server carried on, and everything accepted is there.
     c.record_metric(metric("run-1", 1.5)).await.unwrap();
-    c.end_run(pb::EndRun {
+    c.end_run(pb::EndRunRequest {
         run_id: "run-1".into(),
         status: 2,
         error: "boom".into(),
@@ -188,7 +188,7 @@ async fn unary_calls_reject_bad_input_precisely_and_keep_what_was_accepted() {
     .await
     .unwrap();
     expect_status(
-        c.end_run(pb::EndRun {
+        c.end_run(pb::EndRunRequest {
             run_id: "run-1".into(),
             status: 1,
             ..Default::default()
@@ -362,7 +362,7 @@ async fn resent_messages_are_skipped_across_a_sidecar_restart() {
             msg(4, Body::EndSpan(end_span("s1"))),
             msg(
                 5,
-                Body::EndRun(pb::EndRun {
+                Body::EndRun(pb::EndRunRequest {
                     run_id: "r".into(),
                     status: 1,
                     ..Default::default()
@@ -406,7 +406,7 @@ async fn history_rpcs_return_what_was_recorded() {
     c.start_span(start_span("h1", "h1-b", "h1-a"))
         .await
         .unwrap();
-    c.end_run(pb::EndRun {
+    c.end_run(pb::EndRunRequest {
         run_id: "h1".into(),
         status: 1,
         ..Default::default()

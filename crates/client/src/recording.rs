@@ -48,12 +48,15 @@ impl Run {
         attributes: HashMap<String, String>,
     ) -> Self {
         let run_id: Arc<str> = Arc::from(client.inner.ids.next());
-        client.inner.shared.push(Body::StartRun(pb::StartRun {
-            run_id: run_id.to_string(),
-            name,
-            attributes,
-            time_ns: now_ns(),
-        }));
+        client
+            .inner
+            .shared
+            .push(Body::StartRun(pb::StartRunRequest {
+                run_id: run_id.to_string(),
+                name,
+                attributes,
+                time_ns: now_ns(),
+            }));
         Self {
             client: client.clone(),
             run_id,
@@ -138,13 +141,16 @@ impl Run {
             return;
         }
         let (status, error) = end_status(result);
-        self.client.inner.shared.push(Body::EndRun(pb::EndRun {
-            run_id: self.run_id.to_string(),
-            status,
-            error,
-            attributes: HashMap::new(),
-            time_ns: now_ns(),
-        }));
+        self.client
+            .inner
+            .shared
+            .push(Body::EndRun(pb::EndRunRequest {
+                run_id: self.run_id.to_string(),
+                status,
+                error,
+                attributes: HashMap::new(),
+                time_ns: now_ns(),
+            }));
     }
 }
 
@@ -173,15 +179,18 @@ impl Span {
         fresh_snapshot: bool,
     ) -> Self {
         let span_id = client.inner.ids.next();
-        client.inner.shared.push(Body::StartSpan(pb::StartSpan {
-            run_id: run_id.to_string(),
-            span_id: span_id.clone(),
-            parent_span_id: parent.unwrap_or_default().to_owned(),
-            name,
-            attributes,
-            time_ns: now_ns(),
-            fresh_snapshot,
-        }));
+        client
+            .inner
+            .shared
+            .push(Body::StartSpan(pb::StartSpanRequest {
+                run_id: run_id.to_string(),
+                span_id: span_id.clone(),
+                parent_span_id: parent.unwrap_or_default().to_owned(),
+                name,
+                attributes,
+                time_ns: now_ns(),
+                fresh_snapshot,
+            }));
         Self {
             client: client.clone(),
             run_id: run_id.clone(),
@@ -266,14 +275,17 @@ impl Span {
             return;
         }
         let (status, error) = end_status(result);
-        self.client.inner.shared.push(Body::EndSpan(pb::EndSpan {
-            span_id: self.span_id.clone(),
-            status,
-            error,
-            attributes: HashMap::new(),
-            time_ns: now_ns(),
-            fresh_snapshot: false,
-        }));
+        self.client
+            .inner
+            .shared
+            .push(Body::EndSpan(pb::EndSpanRequest {
+                span_id: self.span_id.clone(),
+                status,
+                error,
+                attributes: HashMap::new(),
+                time_ns: now_ns(),
+                fresh_snapshot: false,
+            }));
     }
 }
 

@@ -98,6 +98,8 @@ pub struct QueryArgs {
     #[arg(long, env = "RUNLENS_FORMAT", value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// One SQL statement that only reads, e.g. "select * from span_resources limit 5".
+    /// May start with a `--` comment.
+    #[arg(allow_hyphen_values = true)]
     pub sql: String,
 }
 

@@ -64,7 +64,7 @@ impl Ingest {
 
     async fn start_run(
         &self,
-        m: pb::StartRun,
+        m: pb::StartRunRequest,
         client_id: Option<&str>,
         now: i64,
     ) -> Result<Accepted, Status> {
@@ -87,7 +87,7 @@ impl Ingest {
         })
     }
 
-    async fn end_run(&self, m: pb::EndRun, now: i64) -> Result<Accepted, Status> {
+    async fn end_run(&self, m: pb::EndRunRequest, now: i64) -> Result<Accepted, Status> {
         validate::id("run_id", &m.run_id)?;
         let (status, error) = validate::end_status(m.status, &m.error)?;
         let attributes = validate::attributes(&m.attributes)?;
@@ -107,7 +107,7 @@ impl Ingest {
         })
     }
 
-    async fn start_span(&self, m: pb::StartSpan, now: i64) -> Result<Accepted, Status> {
+    async fn start_span(&self, m: pb::StartSpanRequest, now: i64) -> Result<Accepted, Status> {
         validate::id("run_id", &m.run_id)?;
         validate::id("span_id", &m.span_id)?;
         let parent = validate::optional_id("parent_span_id", &m.parent_span_id)?;
@@ -130,7 +130,7 @@ impl Ingest {
         })
     }
 
-    async fn end_span(&self, m: pb::EndSpan, now: i64) -> Result<Accepted, Status> {
+    async fn end_span(&self, m: pb::EndSpanRequest, now: i64) -> Result<Accepted, Status> {
         validate::id("span_id", &m.span_id)?;
         let (status, error) = validate::end_status(m.status, &m.error)?;
         let attributes = validate::attributes(&m.attributes)?;

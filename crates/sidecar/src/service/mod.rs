@@ -141,7 +141,7 @@ impl Runlens for RunlensService {
 
     async fn start_run(
         &self,
-        request: Request<pb::StartRun>,
+        request: Request<pb::StartRunRequest>,
     ) -> Result<Response<pb::StartRunResponse>, Status> {
         let snapshot = self.unary(Body::StartRun(request.into_inner())).await?;
         Ok(Response::new(pb::StartRunResponse {
@@ -151,7 +151,7 @@ impl Runlens for RunlensService {
 
     async fn end_run(
         &self,
-        request: Request<pb::EndRun>,
+        request: Request<pb::EndRunRequest>,
     ) -> Result<Response<pb::EndRunResponse>, Status> {
         let snapshot = self.unary(Body::EndRun(request.into_inner())).await?;
         Ok(Response::new(pb::EndRunResponse {
@@ -161,7 +161,7 @@ impl Runlens for RunlensService {
 
     async fn start_span(
         &self,
-        request: Request<pb::StartSpan>,
+        request: Request<pb::StartSpanRequest>,
     ) -> Result<Response<pb::StartSpanResponse>, Status> {
         let snapshot = self.unary(Body::StartSpan(request.into_inner())).await?;
         Ok(Response::new(pb::StartSpanResponse {
@@ -171,7 +171,7 @@ impl Runlens for RunlensService {
 
     async fn end_span(
         &self,
-        request: Request<pb::EndSpan>,
+        request: Request<pb::EndSpanRequest>,
     ) -> Result<Response<pb::EndSpanResponse>, Status> {
         let snapshot = self.unary(Body::EndSpan(request.into_inner())).await?;
         Ok(Response::new(pb::EndSpanResponse {

@@ -1,0 +1,52 @@
+//! The SQL the README promises runs against a real database.
+
+use std::time::Duration;
+
+use runlens_e2e::{Sidecar, run_bin};
+
+fn readme_sql() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let block = readme
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a ```sql block");
+    block
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_readme_query_runs_through_runlens_query() {
+    let queries = readme_sql();
+    assert_eq!(queries.len(), 5, "the README promises five queries");
+    let mut sidecar = Sidecar::start();
+    let (status, _, stderr) = run_bin(
+        "example-agent",
+        &[
+            "--endpoint",
+            &sidecar.endpoint(),
+            "--runs",
+            "3",
+            "--step-ms",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    sidecar.stop();
+    let db = sidecar.db.to_string_lossy().into_owned();
+    for sql in &queries {
+        let (status, stdout, stderr) = run_bin(
+            "runlens",
+            &["query", "--db", &db, sql],
+            Duration::from_secs(30),
+        );
+        assert!(status.success(), "{sql}\n{stderr}");
+        assert!(stdout.contains(" row"), "{stdout}");
+    }
+}
