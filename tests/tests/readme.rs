@@ -1,5 +1,8 @@
 //! The SQL the README promises runs against a real database.
 
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use runlens_e2e::{Sidecar, run_bin};
