@@ -1,0 +1,103 @@
+//! The JSON scenario a fake NVML library plays back.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+/// Environment variable naming the scenario file.
+pub const SCENARIO_ENV: &str = "RUNLENS_FAKE_NVML_SCENARIO";
+
+/// A whole machine as NVML would describe it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Driver version string.
+    #[serde(default = "default_driver")]
+    pub driver_version: String,
+    /// CUDA driver version as NVML encodes it (12040 = 12.4).
+    #[serde(default = "default_cuda")]
+    pub cuda_driver_version: i32,
+    /// NVML function name (or `"*"` for all) → error code it returns. `nvmlInit_v2: 9`
+    /// plays "driver not loaded"; `"*": 9` after start plays the driver disappearing.
+    #[serde(default)]
+    pub errors: HashMap<String, u32>,
+    /// The GPUs, in index order.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+fn default_driver() -> String {
+    "550.54.15".to_owned()
+}
+
+fn default_cuda() -> i32 {
+    12040
+}
+
+/// One GPU.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Product name.
+    pub name: String,
+    /// UUID (`GPU-...`).
+    pub uuid: String,
+    /// Framebuffer memory installed.
+    pub memory_total_bytes: u64,
+    /// Framebuffer memory allocated.
+    #[serde(default)]
+    pub memory_used_bytes: u64,
+    /// Memory the driver reserves (free = total - used - reserved).
+    #[serde(default)]
+    pub memory_reserved_bytes: u64,
+    /// GPU utilization, percent.
+    #[serde(default)]
+    pub utilization_gpu_percent: u32,
+    /// Memory-bandwidth utilization, percent.
+    #[serde(default)]
+    pub utilization_memory_percent: u32,
+    /// Core temperature.
+    #[serde(default)]
+    pub temperature_celsius: u32,
+    /// Power draw, milliwatts.
+    #[serde(default)]
+    pub power_milliwatts: u32,
+    /// Enforced power limit, milliwatts.
+    #[serde(default)]
+    pub power_limit_milliwatts: u32,
+    /// SM clock, MHz.
+    #[serde(default)]
+    pub clock_sm_mhz: u32,
+    /// Memory clock, MHz.
+    #[serde(default)]
+    pub clock_memory_mhz: u32,
+    /// Performance state (0 = P0, fastest).
+    #[serde(default)]
+    pub pstate: u32,
+    /// Clock event (throttle) reason bits, as NVML reports them.
+    #[serde(default)]
+    pub throttle_reasons: u64,
+    /// Corrected ECC errors (volatile).
+    #[serde(default)]
+    pub ecc_corrected: u64,
+    /// Uncorrected ECC errors (volatile).
+    #[serde(default)]
+    pub ecc_uncorrected: u64,
+    /// Compute processes holding memory on this GPU.
+    #[serde(default)]
+    pub processes: Vec<Process>,
+    /// NVML function name (or `"*"`) → error code, for this device only.
+    /// 3 = not supported, 15 = GPU lost.
+    #[serde(default)]
+    pub errors: HashMap<String, u32>,
+}
+
+/// A process using a GPU.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    /// Process id (host namespace, as real NVML reports).
+    pub pid: u32,
+    /// GPU memory it holds.
+    pub used_memory_bytes: u64,
+}
