@@ -24,6 +24,13 @@ pub fn snapshot_to_wire(snapshot: &probe_core::Snapshot, snapshot_id: i64) -> pb
         gpu_available: snapshot.gpu.available,
         gpu_unavailable_reason: snapshot.gpu.unavailable_reason.clone().unwrap_or_default(),
         gpus: snapshot.gpu.devices.iter().map(gpu_to_wire).collect(),
+        cgroup: snapshot.cgroup.as_ref().map(|c| pb::CgroupResources {
+            version: u32::from(c.version),
+            memory_limit_bytes: c.memory_limit_bytes,
+            memory_used_bytes: c.memory_used_bytes,
+            cpu_quota_cores: c.cpu_quota_cores,
+            cpu_throttled_ns: c.cpu_throttled_ns,
+        }),
     }
 }
 
@@ -40,6 +47,22 @@ fn gpu_to_wire(d: &probe_core::GpuDevice) -> pb::GpuResources {
         memory_utilization_ratio: d.memory_utilization_ratio,
         temperature_celsius: d.temperature_celsius,
         power_watts: d.power_watts,
+        memory_reserved_bytes: d.memory_reserved_bytes,
+        power_limit_watts: d.power_limit_watts,
+        clock_sm_mhz: d.clock_sm_mhz,
+        clock_memory_mhz: d.clock_memory_mhz,
+        performance_state: d.performance_state,
+        clock_event_reasons: d.clock_event_reasons,
+        ecc_corrected_errors: d.ecc_corrected_errors,
+        ecc_uncorrected_errors: d.ecc_uncorrected_errors,
+        processes: d
+            .processes
+            .iter()
+            .map(|p| pb::GpuProcess {
+                pid: p.pid,
+                used_memory_bytes: p.used_memory_bytes,
+            })
+            .collect(),
     }
 }
 
@@ -72,6 +95,7 @@ mod tests {
                 unavailable_reason: None,
                 devices: vec![dev],
             },
+            cgroup: None,
         };
         let wire = snapshot_to_wire(&snap, 7);
         assert_eq!(wire.snapshot_id, 7);

@@ -4,10 +4,13 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 
 use nvml_wrapper::Nvml;
-use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
+use nvml_wrapper::enum_wrappers::device::{
+    Clock, EccCounter, MemoryError, PerformanceState, TemperatureSensor,
+};
+use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 
-use crate::snapshot::{GpuDevice, GpuSnapshot, GpuState};
+use crate::snapshot::{GpuDevice, GpuProcess, GpuSnapshot, GpuState};
 
 /// Something that can report the machine's GPUs.
 ///
@@ -69,6 +72,35 @@ enum Metric {
     Utilization,
     Temperature,
     Power,
+    PowerLimit,
+    ClockSm,
+    ClockMemory,
+    PerformanceState,
+    ClockEventReasons,
+    EccCorrected,
+    EccUncorrected,
+    Processes,
+}
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Uuid => "uuid",
+            Metric::Name => "name",
+            Metric::Memory => "memory",
+            Metric::Utilization => "utilization",
+            Metric::Temperature => "temperature",
+            Metric::Power => "power",
+            Metric::PowerLimit => "power_limit",
+            Metric::ClockSm => "clock_sm",
+            Metric::ClockMemory => "clock_memory",
+            Metric::PerformanceState => "performance_state",
+            Metric::ClockEventReasons => "clock_event_reasons",
+            Metric::EccCorrected => "ecc_corrected",
+            Metric::EccUncorrected => "ecc_uncorrected",
+            Metric::Processes => "processes",
+        }
+    }
 }
 
 /// Every NVIDIA GPU through NVML, which is loaded and initialised once for the life of
@@ -108,6 +140,12 @@ impl NvmlProbe {
         self.nvml.as_ref().ok()?.sys_driver_version().ok()
     }
 
+    /// The CUDA driver version as "major.minor", when loaded.
+    pub fn cuda_driver_version(&self) -> Option<String> {
+        let v = self.nvml.as_ref().ok()?.sys_cuda_driver_version().ok()?;
+        Some(format!("{}.{}", v / 1000, (v % 1000) / 10))
+    }
+
     fn read_device(&mut self, nvml: &Nvml, index: u32) -> GpuDevice {
         let device = match nvml.device_by_index(index) {
             Ok(device) => device,
@@ -118,23 +156,55 @@ impl NvmlProbe {
         if self.unsupported.len() <= slot {
             self.unsupported.resize_with(slot + 1, HashSet::new);
         }
-        let mut reader = MetricReader {
+        let mut r = MetricReader {
             unsupported: &mut self.unsupported[slot],
             lost: false,
         };
-        let uuid = reader.read(Metric::Uuid, || device.uuid());
-        let name = reader.read(Metric::Name, || device.name());
-        let memory = reader.read(Metric::Memory, || device.memory_info());
-        let utilization = reader.read(Metric::Utilization, || device.utilization_rates());
-        let temperature = reader.read(Metric::Temperature, || {
+        let uuid = r.read(Metric::Uuid, || device.uuid());
+        let name = r.read(Metric::Name, || device.name());
+        let memory = r.read(Metric::Memory, || device.memory_info());
+        let utilization = r.read(Metric::Utilization, || device.utilization_rates());
+        let temperature = r.read(Metric::Temperature, || {
             device.temperature(TemperatureSensor::Gpu)
         });
-        let power_mw = reader.read(Metric::Power, || device.power_usage());
-        if reader.lost {
-            let mut lost = GpuDevice::bare(index, GpuState::Lost);
-            lost.uuid = uuid;
-            lost.name = name;
-            return lost;
+        let power_mw = r.read(Metric::Power, || device.power_usage());
+        let power_limit_mw = r.read(Metric::PowerLimit, || device.enforced_power_limit());
+        let clock_sm_mhz = r.read(Metric::ClockSm, || device.clock_info(Clock::SM));
+        let clock_memory_mhz = r.read(Metric::ClockMemory, || device.clock_info(Clock::Memory));
+        let performance_state = r
+            .read(Metric::PerformanceState, || device.performance_state())
+            .filter(|p| *p != PerformanceState::Unknown)
+            .map(|p| p.as_c());
+        let clock_event_reasons = r.read(Metric::ClockEventReasons, || {
+            device.current_throttle_reasons().map(|r| r.bits())
+        });
+        let ecc_corrected_errors = r.read(Metric::EccCorrected, || {
+            device.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile)
+        });
+        let ecc_uncorrected_errors = r.read(Metric::EccUncorrected, || {
+            device.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile)
+        });
+        let processes = r
+            .read(Metric::Processes, || device.running_compute_processes())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| GpuProcess {
+                pid: p.pid,
+                used_memory_bytes: match p.used_gpu_memory {
+                    UsedGpuMemory::Used(bytes) => Some(bytes),
+                    UsedGpuMemory::Unavailable => None,
+                },
+            })
+            .collect();
+        let lost = r.lost;
+        let mut unsupported: Vec<String> =
+            r.unsupported.iter().map(|m| m.name().to_owned()).collect();
+        unsupported.sort();
+        if lost {
+            let mut device = GpuDevice::bare(index, GpuState::Lost);
+            device.uuid = uuid;
+            device.name = name;
+            return device;
         }
         GpuDevice {
             index,
@@ -148,6 +218,16 @@ impl NvmlProbe {
             memory_utilization_ratio: utilization.as_ref().map(|u| f64::from(u.memory) / 100.0),
             temperature_celsius: temperature.map(f64::from),
             power_watts: power_mw.map(|mw| f64::from(mw) / 1000.0),
+            memory_reserved_bytes: memory.as_ref().map(|m| m.reserved),
+            power_limit_watts: power_limit_mw.map(|mw| f64::from(mw) / 1000.0),
+            clock_sm_mhz,
+            clock_memory_mhz,
+            performance_state,
+            clock_event_reasons,
+            ecc_corrected_errors,
+            ecc_uncorrected_errors,
+            processes,
+            unsupported,
         }
     }
 }

@@ -7,14 +7,19 @@
 //! GPUs sit behind the [`GpuProbe`] trait so that tests can substitute a fixed set of
 //! devices; the real [`NvmlProbe`] is also exercised through a fake NVML library.
 
+mod cgroup;
 mod gpu;
 mod host;
 mod sampler;
 mod snapshot;
 mod time;
 
+pub use cgroup::CgroupProbe;
 pub use gpu::{GpuProbe, NoGpu, NvmlProbe, StaticGpus};
 pub use host::HostProbe;
 pub use sampler::Sampler;
-pub use snapshot::{GpuDevice, GpuSnapshot, GpuState, HostSnapshot, Snapshot};
+pub use snapshot::{
+    CgroupSnapshot, GpuDevice, GpuProcess, GpuSnapshot, GpuState, HostSnapshot, Snapshot,
+    clock_event_reason_names,
+};
 pub use time::unix_now_ns;

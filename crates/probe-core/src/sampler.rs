@@ -1,5 +1,6 @@
 //! One full sample: host plus GPUs.
 
+use crate::cgroup::CgroupProbe;
 use crate::gpu::GpuProbe;
 use crate::host::HostProbe;
 use crate::snapshot::Snapshot;
@@ -9,12 +10,18 @@ use crate::time::unix_now_ns;
 pub struct Sampler {
     host: HostProbe,
     gpu: Box<dyn GpuProbe>,
+    cgroup: CgroupProbe,
 }
 
 impl Sampler {
-    /// A sampler over this host and these GPUs.
+    /// A sampler over this host, these GPUs and this process's own cgroup.
     pub fn new(host: HostProbe, gpu: Box<dyn GpuProbe>) -> Self {
-        Self { host, gpu }
+        Self::with_cgroup(host, gpu, CgroupProbe::detect())
+    }
+
+    /// A sampler reading the given cgroup (fixtures in tests, `--cgroup-root`).
+    pub fn with_cgroup(host: HostProbe, gpu: Box<dyn GpuProbe>, cgroup: CgroupProbe) -> Self {
+        Self { host, gpu, cgroup }
     }
 
     /// Takes one sample now.
@@ -22,10 +29,12 @@ impl Sampler {
         let taken_at_ns = unix_now_ns();
         let host = self.host.sample();
         let gpu = self.gpu.sample();
+        let cgroup = self.cgroup.sample();
         Snapshot {
             taken_at_ns,
             host,
             gpu,
+            cgroup,
         }
     }
 }

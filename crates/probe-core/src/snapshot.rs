@@ -12,6 +12,26 @@ pub struct Snapshot {
     pub host: HostSnapshot,
     /// Every NVIDIA GPU, or why there are none.
     pub gpu: GpuSnapshot,
+    /// The limits of the container (cgroup) this process runs in; `None` where no
+    /// cgroup filesystem is readable.
+    pub cgroup: Option<CgroupSnapshot>,
+}
+
+/// The container's own limits and usage, from the cgroup filesystem. Inside a container
+/// the host figures describe the whole machine; these describe the pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CgroupSnapshot {
+    /// 1 or 2.
+    pub version: u8,
+    /// Memory limit; `None` means no limit.
+    pub memory_limit_bytes: Option<u64>,
+    /// Memory charged to the cgroup minus reclaimable page cache (`inactive_file`), the
+    /// figure the OOM killer compares with the limit.
+    pub memory_used_bytes: Option<u64>,
+    /// CPU quota in cores (quota / period); `None` means no quota.
+    pub cpu_quota_cores: Option<f64>,
+    /// Total time the cgroup was throttled for exceeding its CPU quota.
+    pub cpu_throttled_ns: Option<u64>,
 }
 
 /// Host CPU and memory, as the operating system reports them.
@@ -112,6 +132,57 @@ pub struct GpuDevice {
     pub temperature_celsius: Option<f64>,
     /// Board power draw.
     pub power_watts: Option<f64>,
+    /// Framebuffer memory reserved by the driver (total = used + free + reserved).
+    pub memory_reserved_bytes: Option<u64>,
+    /// Enforced power limit.
+    pub power_limit_watts: Option<f64>,
+    /// SM clock, MHz.
+    pub clock_sm_mhz: Option<u32>,
+    /// Memory clock, MHz.
+    pub clock_memory_mhz: Option<u32>,
+    /// Performance state: 0 (P0, fastest) to 15; `None` when unknown.
+    pub performance_state: Option<u32>,
+    /// Why clocks are held down now, as NVML's bit mask (see [`clock_event_reason_names`]).
+    pub clock_event_reasons: Option<u64>,
+    /// Corrected ECC errors since the driver loaded.
+    pub ecc_corrected_errors: Option<u64>,
+    /// Uncorrected ECC errors since the driver loaded.
+    pub ecc_uncorrected_errors: Option<u64>,
+    /// Compute processes holding memory on this GPU (host PIDs, as NVML reports them).
+    pub processes: Vec<GpuProcess>,
+    /// Metrics this device answered "not supported" for (asked once, then skipped).
+    pub unsupported: Vec<String>,
+}
+
+/// A process using a GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuProcess {
+    /// Process id in the host's PID namespace.
+    pub pid: u32,
+    /// GPU memory it holds; `None` where the driver cannot tell.
+    pub used_memory_bytes: Option<u64>,
+}
+
+/// NVML's clock event (throttle) reason bits and their names.
+const CLOCK_EVENT_REASONS: [(u64, &str); 9] = [
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks_setting"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+];
+
+/// The names of the reasons set in an NVML clock event reason mask, e.g. `sw_power_cap`.
+pub fn clock_event_reason_names(mask: u64) -> Vec<&'static str> {
+    CLOCK_EVENT_REASONS
+        .iter()
+        .filter(|(bit, _)| mask & bit != 0)
+        .map(|(_, name)| *name)
+        .collect()
 }
 
 impl GpuDevice {
@@ -129,6 +200,16 @@ impl GpuDevice {
             memory_utilization_ratio: None,
             temperature_celsius: None,
             power_watts: None,
+            memory_reserved_bytes: None,
+            power_limit_watts: None,
+            clock_sm_mhz: None,
+            clock_memory_mhz: None,
+            performance_state: None,
+            clock_event_reasons: None,
+            ecc_corrected_errors: None,
+            ecc_uncorrected_errors: None,
+            processes: Vec::new(),
+            unsupported: Vec::new(),
         }
     }
 }

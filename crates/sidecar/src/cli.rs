@@ -30,12 +30,16 @@ pub enum Command {
     Query(QueryArgs),
 }
 
-/// Where NVML comes from.
+/// Where resource figures come from.
 #[derive(Debug, Args)]
-pub struct NvmlArgs {
+pub struct ProbeArgs {
     /// Path of the NVML library to load [default: the system's libnvidia-ml.so.1].
     #[arg(long, env = "RUNLENS_NVML_LIB", value_name = "PATH")]
     pub nvml_lib: Option<PathBuf>,
+    /// Read container limits from this cgroup directory instead of this process's own
+    /// (a v2 directory, or a v1 mount holding memory/ and cpu/).
+    #[arg(long, env = "RUNLENS_CGROUP_ROOT", value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// How hard each commit is pushed to disk.
@@ -64,7 +68,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNLENS_DURABILITY", value_enum, default_value_t = Durability::Normal)]
     pub durability: Durability,
     #[command(flatten)]
-    pub nvml: NvmlArgs,
+    pub probe: ProbeArgs,
 }
 
 /// Output format for data.
@@ -85,7 +89,7 @@ pub struct SnapshotArgs {
     #[arg(long, env = "RUNLENS_FORMAT", value_enum, default_value_t = Format::Table)]
     pub format: Format,
     #[command(flatten)]
-    pub nvml: NvmlArgs,
+    pub probe: ProbeArgs,
 }
 
 /// `runlens query`.

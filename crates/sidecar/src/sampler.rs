@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use probe_core::{Sampler, Snapshot};
+use probe_core::{GpuState, Sampler, Snapshot};
 use tokio::sync::watch;
 
-use crate::store::{Ack, StoredSnapshot, WriteOp, WriterHandle};
+use crate::store::{Ack, EventRow, StoredSnapshot, WriteOp, WriterHandle};
 
 /// Why a snapshot was taken; stored in `snapshots.reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,65 @@ pub enum SampleError {
     WriterClosed,
 }
 
+/// What the last sample said about the GPUs, to notice when one is lost or comes back.
+#[derive(Default)]
+struct GpuHealth {
+    /// `None` before the first sample.
+    available: Option<bool>,
+    /// Per device index: the state last seen.
+    states: Vec<GpuState>,
+}
+
+impl GpuHealth {
+    /// Compares a new sample with the last one; returns the system events to record.
+    fn update(&mut self, snapshot: &Snapshot) -> Vec<EventRow> {
+        let gpu = &snapshot.gpu;
+        let at_ns = snapshot.taken_at_ns;
+        let mut events = Vec::new();
+        let mut event = |name: &str, attributes: serde_json::Value| {
+            tracing::warn!(event = name, %attributes, "GPU state changed");
+            events.push(EventRow {
+                kind: "system",
+                run_id: None,
+                span_id: None,
+                name: name.to_owned(),
+                value: None,
+                unit: None,
+                attributes: Some(attributes.to_string()),
+                at_ns,
+                snapshot_id: 0,
+            });
+        };
+        match (self.available, gpu.available) {
+            (Some(true), false) => event(
+                "gpu.unavailable",
+                serde_json::json!({ "reason": gpu.unavailable_reason }),
+            ),
+            (Some(false), true) => event("gpu.available", serde_json::json!({})),
+            _ => {}
+        }
+        self.available = Some(gpu.available);
+        if !gpu.available {
+            return events;
+        }
+        for d in &gpu.devices {
+            let before = self.states.get(d.index as usize).copied();
+            let attributes = serde_json::json!({ "gpu_index": d.index, "uuid": d.uuid });
+            match (before, d.state) {
+                (Some(GpuState::Lost), GpuState::Ok) => event("gpu.recovered", attributes),
+                (prev, GpuState::Lost) if prev != Some(GpuState::Lost) => {
+                    event("gpu.lost", attributes)
+                }
+                _ => {}
+            }
+        }
+        self.states = gpu.devices.iter().map(|d| d.state).collect();
+        events
+    }
+}
+
 struct Inner {
+    gpu_health: Mutex<GpuHealth>,
     sampler: Mutex<Sampler>,
     latest: Mutex<Option<Arc<StoredSnapshot>>>,
     next_id: AtomicI64,
@@ -67,6 +125,7 @@ impl SamplerHandle {
     pub fn new(sampler: Sampler, writer: WriterHandle, next_id: i64, interval: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
+                gpu_health: Mutex::new(GpuHealth::default()),
                 sampler: Mutex::new(sampler),
                 latest: Mutex::new(None),
                 next_id: AtomicI64::new(next_id),
@@ -101,11 +160,20 @@ impl SamplerHandle {
             snapshot,
             taken: Instant::now(),
         });
+        let events = lock(&self.inner.gpu_health).update(&stored.snapshot);
         self.inner
             .writer
             .send(WriteOp::Snapshot(stored.clone()), Ack::None)
             .await
             .map_err(|_| SampleError::WriterClosed)?;
+        for mut event in events {
+            event.snapshot_id = stored.id;
+            self.inner
+                .writer
+                .send(WriteOp::Record(event), Ack::None)
+                .await
+                .map_err(|_| SampleError::WriterClosed)?;
+        }
         let mut latest = lock(&self.inner.latest);
         if latest.as_ref().is_none_or(|l| l.taken <= stored.taken) {
             *latest = Some(stored.clone());
@@ -143,4 +211,86 @@ impl SamplerHandle {
 /// valid even if a holder panicked.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe_core::{GpuDevice, GpuSnapshot, HostSnapshot};
+
+    fn snapshot(available: bool, states: &[GpuState]) -> Snapshot {
+        Snapshot {
+            taken_at_ns: 1,
+            host: HostSnapshot {
+                cpu_load_1m: None,
+                cpu_load_5m: None,
+                cpu_load_15m: None,
+                cpu_count: 1,
+                cpu_utilization_ratio: None,
+                cpu_core_utilization_ratio: vec![],
+                ram_total_bytes: 1,
+                ram_used_bytes: 1,
+                ram_available_bytes: 0,
+                swap_total_bytes: 0,
+                swap_used_bytes: 0,
+            },
+            gpu: if available {
+                GpuSnapshot {
+                    available: true,
+                    unavailable_reason: None,
+                    devices: states
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| GpuDevice::bare(i as u32, *s))
+                        .collect(),
+                }
+            } else {
+                GpuSnapshot::unavailable("driver gone")
+            },
+            cgroup: None,
+        }
+    }
+
+    fn names(events: Vec<EventRow>) -> Vec<String> {
+        events.into_iter().map(|e| e.name).collect()
+    }
+
+    #[test]
+    fn lost_and_recovered_gpus_and_a_vanishing_driver_become_events() {
+        use GpuState::{Lost, Ok};
+        let mut h = GpuHealth::default();
+        assert!(
+            h.update(&snapshot(true, &[Ok, Ok])).is_empty(),
+            "first sample: baseline"
+        );
+        assert!(h.update(&snapshot(true, &[Ok, Ok])).is_empty());
+        let lost = h.update(&snapshot(true, &[Ok, Lost]));
+        assert_eq!(
+            lost[0].attributes.as_deref(),
+            Some(r#"{"gpu_index":1,"uuid":null}"#)
+        );
+        assert_eq!(names(lost), vec!["gpu.lost"]);
+        assert!(
+            h.update(&snapshot(true, &[Ok, Lost])).is_empty(),
+            "said once"
+        );
+        assert_eq!(
+            names(h.update(&snapshot(true, &[Ok, Ok]))),
+            vec!["gpu.recovered"]
+        );
+        assert_eq!(
+            names(h.update(&snapshot(false, &[]))),
+            vec!["gpu.unavailable"]
+        );
+        assert!(h.update(&snapshot(false, &[])).is_empty());
+        assert_eq!(
+            names(h.update(&snapshot(true, &[Ok, Ok]))),
+            vec!["gpu.available"]
+        );
+        let mut fresh = GpuHealth::default();
+        assert_eq!(
+            names(fresh.update(&snapshot(true, &[Lost]))),
+            vec!["gpu.lost"]
+        );
+    }
 }

@@ -6,15 +6,20 @@ pub mod snapshot;
 
 use std::ffi::OsStr;
 
-use probe_core::{HostProbe, NvmlProbe, Sampler};
+use probe_core::{CgroupProbe, HostProbe, NvmlProbe, Sampler};
 
-use crate::cli::NvmlArgs;
+use crate::cli::ProbeArgs;
 use crate::exit::{FAILURE, Failure};
 
-/// Builds the sampler every command uses: the host plus NVML from `--nvml-lib`.
-pub fn build_sampler(nvml: &NvmlArgs) -> Result<(Sampler, Option<String>), Failure> {
+/// Builds the sampler every command uses: the host, NVML from `--nvml-lib`, and the
+/// cgroup from `--cgroup-root` or this process's own.
+pub fn build_sampler(probe: &ProbeArgs) -> Result<(Sampler, Option<String>), Failure> {
     let host = HostProbe::new().map_err(|e| Failure::new(FAILURE, e))?;
-    let gpu = NvmlProbe::load(nvml.nvml_lib.as_deref().map(OsStr::new));
+    let gpu = NvmlProbe::load(probe.nvml_lib.as_deref().map(OsStr::new));
     let gpu_note = gpu.load_error().map(str::to_owned);
-    Ok((Sampler::new(host, Box::new(gpu)), gpu_note))
+    let cgroup = match &probe.cgroup_root {
+        Some(root) => CgroupProbe::at(root),
+        None => CgroupProbe::detect(),
+    };
+    Ok((Sampler::with_cgroup(host, Box::new(gpu), cgroup), gpu_note))
 }

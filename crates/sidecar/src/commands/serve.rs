@@ -41,7 +41,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let writer = Writer::start(conn)
         .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
     let registry = Registry::new(Some(store::open_read_only(&args.db)?));
-    let (sampler, gpu_problem) = build_sampler(&args.nvml)?;
+    let (sampler, gpu_problem) = build_sampler(&args.probe)?;
     let sampler = SamplerHandle::new(
         sampler,
         writer.handle(),

@@ -14,7 +14,7 @@ use crate::format::{bytes, percent, table, timestamp};
 
 /// Samples once (after the short wait CPU utilization needs) and prints the result.
 pub fn run(args: SnapshotArgs) -> Result<(), Failure> {
-    let (mut sampler, _) = build_sampler(&args.nvml)?;
+    let (mut sampler, _) = build_sampler(&args.probe)?;
     // CPU utilization is the change between two readings at least this far apart.
     std::thread::sleep(HostProbe::cpu_warmup());
     let snapshot = sampler.sample();
@@ -94,6 +94,31 @@ pub fn render_table(s: &Snapshot) -> String {
         bytes(h.swap_used_bytes),
         bytes(h.swap_total_bytes),
     );
+    match &s.cgroup {
+        Some(c) => {
+            let limit = c
+                .memory_limit_bytes
+                .map_or_else(|| "no limit".to_owned(), bytes);
+            let used = opt(c.memory_used_bytes, bytes);
+            let share = match (c.memory_used_bytes, c.memory_limit_bytes) {
+                (Some(u), Some(l)) if l > 0 => format!(" ({})", percent(u as f64 / l as f64)),
+                _ => String::new(),
+            };
+            let cpu = c.cpu_quota_cores.map_or_else(
+                || "no CPU quota".to_owned(),
+                |q| format!("CPU quota {q:.2} cores"),
+            );
+            let throttled = opt(c.cpu_throttled_ns, |ns| format!("{:.1} s", ns as f64 / 1e9));
+            let _ = writeln!(
+                out,
+                "CGRP  v{}  memory {used} of {limit}{share}  {cpu}  throttled {throttled}",
+                c.version
+            );
+        }
+        None => {
+            let _ = writeln!(out, "CGRP  none readable");
+        }
+    }
     if !s.gpu.available {
         let reason = s
             .gpu
@@ -140,6 +165,40 @@ pub fn render_table(s: &Snapshot) -> String {
         })
         .collect();
     out.push_str(&table(&headers, &rows, 24));
+    for d in &s.gpu.devices {
+        let mut notes = Vec::new();
+        if let Some(reasons) = d.clock_event_reasons {
+            let names = probe_core::clock_event_reason_names(reasons);
+            let held: Vec<&str> = names.into_iter().filter(|n| *n != "gpu_idle").collect();
+            if !held.is_empty() {
+                notes.push(format!("clocks held by {}", held.join(", ")));
+            }
+        }
+        if let Some(n) = d.ecc_uncorrected_errors.filter(|n| *n > 0) {
+            notes.push(format!("{n} uncorrected ECC errors"));
+        }
+        if !d.processes.is_empty() {
+            let procs: Vec<String> = d
+                .processes
+                .iter()
+                .map(|p| format!("{} ({})", p.pid, opt(p.used_memory_bytes, bytes)))
+                .collect();
+            notes.push(format!("processes {}", procs.join(", ")));
+        }
+        if !d.unsupported.is_empty() {
+            notes.push(format!("not supported: {}", d.unsupported.join(", ")));
+        }
+        for (i, line) in wrap(&notes.join("; "), 90).iter().enumerate() {
+            if !line.is_empty() {
+                let lead = if i == 0 {
+                    format!("GPU {}:", d.index)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(out, "  {lead:<7}{line}");
+            }
+        }
+    }
     out
 }
 
@@ -170,6 +229,7 @@ mod tests {
             taken_at_ns: 0,
             host: host(),
             gpu: GpuSnapshot::unavailable("NVML library not found"),
+            cgroup: None,
         };
         let text = render_table(&s);
         assert!(text.contains("load 0.50 0.25 - (1/5/15 min)"), "{text}");
@@ -196,6 +256,11 @@ mod tests {
         d.memory_used_bytes = Some(1 << 30);
         d.memory_free_bytes = Some(79 << 30);
         d.utilization_ratio = Some(0.42);
+        d.clock_event_reasons = Some(0x4 | 0x1);
+        d.processes = vec![probe_core::GpuProcess {
+            pid: 4242,
+            used_memory_bytes: Some(1 << 30),
+        }];
         let s = Snapshot {
             taken_at_ns: 0,
             host: host(),
@@ -204,6 +269,13 @@ mod tests {
                 unavailable_reason: None,
                 devices: vec![d, GpuDevice::bare(1, GpuState::Lost)],
             },
+            cgroup: Some(probe_core::CgroupSnapshot {
+                version: 2,
+                memory_limit_bytes: Some(4 << 30),
+                memory_used_bytes: Some(3 << 30),
+                cpu_quota_cores: Some(1.5),
+                cpu_throttled_ns: Some(2_000_000_000),
+            }),
         };
         let text = render_table(&s);
         let row0 = text.lines().find(|l| l.starts_with("0 ")).unwrap();
@@ -212,6 +284,14 @@ mod tests {
             "{row0}"
         );
         assert!(row0.contains("80.0 GiB") && row0.ends_with('-'), "{row0}");
+        assert!(
+            text.contains("CGRP  v2  memory 3.0 GiB of 4.0 GiB (75.0%)  CPU quota 1.50 cores"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  GPU 0: clocks held by sw_power_cap; processes 4242 (1.0 GiB)"),
+            "{text}"
+        );
         let row1 = text.lines().find(|l| l.starts_with("1 ")).unwrap();
         assert!(row1.contains("lost"), "{row1}");
         assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");

@@ -163,7 +163,7 @@ impl Ingest {
         Ok(Accepted {
             op: WriteOp::Record(EventRow {
                 kind: "metric",
-                run_id: m.run_id,
+                run_id: Some(m.run_id),
                 span_id,
                 name: m.name,
                 value: Some(m.value),
@@ -187,7 +187,7 @@ impl Ingest {
         Ok(Accepted {
             op: WriteOp::Record(EventRow {
                 kind: "event",
-                run_id: m.run_id,
+                run_id: Some(m.run_id),
                 span_id,
                 name: m.name,
                 value: None,

@@ -185,12 +185,25 @@ pub fn snapshot(conn: &Connection, snapshot_id: i64) -> Result<Option<probe_core
             "SELECT taken_at_ns, gpu_available, gpu_unavailable_reason, cpu_count, cpu_load_1m,
                     cpu_load_5m, cpu_load_15m, cpu_utilization_ratio, cpu_core_utilization,
                     ram_total_bytes, ram_used_bytes, ram_available_bytes, swap_total_bytes,
-                    swap_used_bytes
+                    swap_used_bytes, cgroup_version, cgroup_memory_limit_bytes,
+                    cgroup_memory_used_bytes, cgroup_cpu_quota_cores, cgroup_cpu_throttled_ns
              FROM snapshots WHERE snapshot_id = ?1",
             [snapshot_id],
             |r| {
                 let cores: Option<String> = r.get(8)?;
+                let cgroup_version: Option<u8> = r.get(14)?;
+                let cgroup = match cgroup_version {
+                    Some(version) => Some(probe_core::CgroupSnapshot {
+                        version,
+                        memory_limit_bytes: r.get::<_, Option<i64>>(15)?.map(unsigned),
+                        memory_used_bytes: r.get::<_, Option<i64>>(16)?.map(unsigned),
+                        cpu_quota_cores: r.get(17)?,
+                        cpu_throttled_ns: r.get::<_, Option<i64>>(18)?.map(unsigned),
+                    }),
+                    None => None,
+                };
                 Ok((
+                    cgroup,
                     r.get::<_, i64>(0)?,
                     r.get::<_, bool>(1)?,
                     r.get::<_, Option<String>>(2)?,
@@ -213,13 +226,15 @@ pub fn snapshot(conn: &Connection, snapshot_id: i64) -> Result<Option<probe_core
             },
         )
         .optional()?;
-    let Some((taken_at_ns, available, unavailable_reason, host)) = host else {
+    let Some((cgroup, taken_at_ns, available, unavailable_reason, host)) = host else {
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached(
         "SELECT gpu_index, uuid, name, state, memory_total_bytes, memory_used_bytes,
                 memory_free_bytes, utilization_ratio, memory_utilization_ratio,
-                temperature_celsius, power_watts
+                temperature_celsius, power_watts, memory_reserved_bytes, power_limit_watts,
+                clock_sm_mhz, clock_memory_mhz, performance_state, clock_event_reasons,
+                ecc_corrected_errors, ecc_uncorrected_errors
          FROM gpu_samples WHERE snapshot_id = ?1 ORDER BY gpu_index",
     )?;
     let devices = stmt
@@ -241,9 +256,39 @@ pub fn snapshot(conn: &Connection, snapshot_id: i64) -> Result<Option<probe_core
                 memory_utilization_ratio: r.get(8)?,
                 temperature_celsius: r.get(9)?,
                 power_watts: r.get(10)?,
+                memory_reserved_bytes: r.get::<_, Option<i64>>(11)?.map(unsigned),
+                power_limit_watts: r.get(12)?,
+                clock_sm_mhz: r.get(13)?,
+                clock_memory_mhz: r.get(14)?,
+                performance_state: r.get(15)?,
+                clock_event_reasons: r.get::<_, Option<i64>>(16)?.map(unsigned),
+                ecc_corrected_errors: r.get::<_, Option<i64>>(17)?.map(unsigned),
+                ecc_uncorrected_errors: r.get::<_, Option<i64>>(18)?.map(unsigned),
+                processes: Vec::new(),
+                unsupported: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut devices = devices;
+    let mut procs = conn.prepare_cached(
+        "SELECT gpu_index, pid, used_memory_bytes FROM gpu_processes
+         WHERE snapshot_id = ?1 ORDER BY gpu_index, pid",
+    )?;
+    let rows = procs.query_map([snapshot_id], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            probe_core::GpuProcess {
+                pid: r.get(1)?,
+                used_memory_bytes: r.get::<_, Option<i64>>(2)?.map(unsigned),
+            },
+        ))
+    })?;
+    for row in rows {
+        let (index, process) = row?;
+        if let Some(d) = devices.iter_mut().find(|d| d.index == index) {
+            d.processes.push(process);
+        }
+    }
     Ok(Some(probe_core::Snapshot {
         taken_at_ns,
         host,
@@ -252,6 +297,7 @@ pub fn snapshot(conn: &Connection, snapshot_id: i64) -> Result<Option<probe_core
             unavailable_reason,
             devices,
         },
+        cgroup,
     }))
 }
 

@@ -18,7 +18,13 @@ CREATE TABLE snapshots (
     ram_used_bytes          INTEGER NOT NULL,
     ram_available_bytes     INTEGER NOT NULL,
     swap_total_bytes        INTEGER NOT NULL,
-    swap_used_bytes         INTEGER NOT NULL
+    swap_used_bytes         INTEGER NOT NULL,
+    -- The container's own cgroup (NULL columns: no cgroup, or no limit).
+    cgroup_version             INTEGER,
+    cgroup_memory_limit_bytes  INTEGER,
+    cgroup_memory_used_bytes   INTEGER,            -- usage minus inactive_file
+    cgroup_cpu_quota_cores     REAL,
+    cgroup_cpu_throttled_ns    INTEGER
 );
 CREATE INDEX snapshots_by_time ON snapshots (taken_at_ns);
 
@@ -36,8 +42,27 @@ CREATE TABLE gpu_samples (
     memory_utilization_ratio  REAL,
     temperature_celsius       REAL,
     power_watts               REAL,
+    memory_reserved_bytes     INTEGER,
+    power_limit_watts         REAL,
+    clock_sm_mhz              INTEGER,
+    clock_memory_mhz          INTEGER,
+    performance_state         INTEGER,           -- 0 = P0 (fastest) .. 15
+    clock_event_reasons       INTEGER,           -- NVML bit mask
+    clock_event_reason_names  TEXT,              -- e.g. 'sw_power_cap,hw_slowdown'
+    ecc_corrected_errors      INTEGER,
+    ecc_uncorrected_errors    INTEGER,
     PRIMARY KEY (snapshot_id, gpu_index)
 ) WITHOUT ROWID;
+
+-- Which processes held memory on which GPU at each snapshot (host PIDs, as NVML reports).
+CREATE TABLE gpu_processes (
+    snapshot_id        INTEGER NOT NULL REFERENCES snapshots (snapshot_id),
+    gpu_index          INTEGER NOT NULL,
+    pid                INTEGER NOT NULL,
+    used_memory_bytes  INTEGER,
+    PRIMARY KEY (snapshot_id, gpu_index, pid)
+) WITHOUT ROWID;
+CREATE INDEX gpu_processes_by_pid ON gpu_processes (pid);
 
 -- One row per run (one task of an agent).
 CREATE TABLE runs (
@@ -71,11 +96,12 @@ CREATE TABLE spans (
 CREATE INDEX spans_by_run ON spans (run_id);
 CREATE INDEX spans_by_name ON spans (name, started_at_ns);
 
--- Metrics (kind 'metric', with a value) and custom events (kind 'event').
+-- Metrics (kind 'metric', with a value), custom events (kind 'event') and what the
+-- sidecar itself noticed (kind 'system': gpu.lost, gpu.unavailable, gpu.available).
 CREATE TABLE events (
     event_id     INTEGER PRIMARY KEY,
-    kind         TEXT    NOT NULL,  -- metric | event
-    run_id       TEXT    NOT NULL,
+    kind         TEXT    NOT NULL,  -- metric | event | system
+    run_id       TEXT,              -- NULL for system events
     span_id      TEXT,
     name         TEXT    NOT NULL,
     value        REAL,
@@ -103,14 +129,16 @@ SELECT s.*,
        g.gpu_memory_used_bytes,
        g.gpu_memory_total_bytes,
        g.gpu_memory_free_min_bytes,
-       g.gpu_utilization_max_ratio
+       g.gpu_utilization_max_ratio,
+       g.gpu_lost_count
 FROM snapshots s
 LEFT JOIN (
     SELECT snapshot_id,
            sum(memory_used_bytes)  AS gpu_memory_used_bytes,
            sum(memory_total_bytes) AS gpu_memory_total_bytes,
            min(memory_free_bytes)  AS gpu_memory_free_min_bytes,
-           max(utilization_ratio)  AS gpu_utilization_max_ratio
+           max(utilization_ratio)  AS gpu_utilization_max_ratio,
+           sum(state = 'lost')     AS gpu_lost_count
     FROM gpu_samples GROUP BY snapshot_id
 ) g USING (snapshot_id);
 
@@ -137,7 +165,11 @@ SELECT sp.span_id, sp.run_id, sp.parent_span_id, sp.name, sp.status, sp.error,
        b.gpu_memory_free_min_bytes AS end_gpu_memory_free_min_bytes,
        b.gpu_memory_free_min_bytes - a.gpu_memory_free_min_bytes AS delta_gpu_memory_free_min_bytes,
        a.gpu_utilization_max_ratio AS start_gpu_utilization_max_ratio,
-       b.gpu_utilization_max_ratio AS end_gpu_utilization_max_ratio
+       b.gpu_utilization_max_ratio AS end_gpu_utilization_max_ratio,
+       a.cgroup_memory_limit_bytes AS start_cgroup_memory_limit_bytes,
+       a.cgroup_memory_used_bytes AS start_cgroup_memory_used_bytes,
+       b.cgroup_memory_used_bytes AS end_cgroup_memory_used_bytes,
+       b.cgroup_memory_used_bytes - a.cgroup_memory_used_bytes AS delta_cgroup_memory_used_bytes
 FROM spans sp
 LEFT JOIN snapshot_summary a ON a.snapshot_id = sp.start_snapshot_id
 LEFT JOIN snapshot_summary b ON b.snapshot_id = sp.end_snapshot_id;
@@ -162,7 +194,11 @@ SELECT r.run_id, r.name, r.status, r.error,
        b.gpu_memory_used_bytes - a.gpu_memory_used_bytes AS delta_gpu_memory_used_bytes,
        a.gpu_memory_free_min_bytes AS start_gpu_memory_free_min_bytes,
        b.gpu_memory_free_min_bytes AS end_gpu_memory_free_min_bytes,
-       b.gpu_memory_free_min_bytes - a.gpu_memory_free_min_bytes AS delta_gpu_memory_free_min_bytes
+       b.gpu_memory_free_min_bytes - a.gpu_memory_free_min_bytes AS delta_gpu_memory_free_min_bytes,
+       a.cgroup_memory_limit_bytes AS start_cgroup_memory_limit_bytes,
+       a.cgroup_memory_used_bytes AS start_cgroup_memory_used_bytes,
+       b.cgroup_memory_used_bytes AS end_cgroup_memory_used_bytes,
+       b.cgroup_memory_used_bytes - a.cgroup_memory_used_bytes AS delta_cgroup_memory_used_bytes
 FROM runs r
 LEFT JOIN snapshot_summary a ON a.snapshot_id = r.start_snapshot_id
 LEFT JOIN snapshot_summary b ON b.snapshot_id = r.end_snapshot_id;

@@ -106,13 +106,13 @@ pub struct SpanEnd {
     pub snapshot_id: i64,
 }
 
-/// A metric (with a value) or a custom event (without).
+/// A metric (with a value), a custom event (without), or a system event.
 #[derive(Debug)]
 pub struct EventRow {
-    /// `metric` or `event`.
+    /// `metric`, `event` or `system`.
     pub kind: &'static str,
-    /// Run it belongs to.
-    pub run_id: String,
+    /// Run it belongs to; `None` for system events.
+    pub run_id: Option<String>,
     /// Span it belongs to, if any.
     pub span_id: Option<String>,
     /// Name.
@@ -411,6 +411,7 @@ fn write_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
 fn write_snapshot(tx: &rusqlite::Transaction<'_>, s: &StoredSnapshot) -> rusqlite::Result<()> {
     let h = &s.snapshot.host;
     let g = &s.snapshot.gpu;
+    let c = s.snapshot.cgroup.as_ref();
     let cores = if h.cpu_core_utilization_ratio.is_empty() {
         None
     } else {
@@ -420,8 +421,11 @@ fn write_snapshot(tx: &rusqlite::Transaction<'_>, s: &StoredSnapshot) -> rusqlit
         "INSERT OR IGNORE INTO snapshots (snapshot_id, taken_at_ns, reason, gpu_available,
             gpu_unavailable_reason, gpu_count, cpu_count, cpu_load_1m, cpu_load_5m, cpu_load_15m,
             cpu_utilization_ratio, cpu_core_utilization, ram_total_bytes, ram_used_bytes,
-            ram_available_bytes, swap_total_bytes, swap_used_bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            ram_available_bytes, swap_total_bytes, swap_used_bytes, cgroup_version,
+            cgroup_memory_limit_bytes, cgroup_memory_used_bytes, cgroup_cpu_quota_cores,
+            cgroup_cpu_throttled_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20, ?21, ?22)",
     )?
     .execute(params![
         s.id,
@@ -441,12 +445,25 @@ fn write_snapshot(tx: &rusqlite::Transaction<'_>, s: &StoredSnapshot) -> rusqlit
         bytes(h.ram_available_bytes),
         bytes(h.swap_total_bytes),
         bytes(h.swap_used_bytes),
+        c.map(|c| c.version),
+        c.and_then(|c| c.memory_limit_bytes).map(bytes),
+        c.and_then(|c| c.memory_used_bytes).map(bytes),
+        c.and_then(|c| c.cpu_quota_cores),
+        c.and_then(|c| c.cpu_throttled_ns).map(bytes),
     ])?;
     let mut gpu = tx.prepare_cached(
         "INSERT OR IGNORE INTO gpu_samples (snapshot_id, gpu_index, uuid, name, state,
             memory_total_bytes, memory_used_bytes, memory_free_bytes, utilization_ratio,
-            memory_utilization_ratio, temperature_celsius, power_watts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            memory_utilization_ratio, temperature_celsius, power_watts, memory_reserved_bytes,
+            power_limit_watts, clock_sm_mhz, clock_memory_mhz, performance_state,
+            clock_event_reasons, clock_event_reason_names, ecc_corrected_errors,
+            ecc_uncorrected_errors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20, ?21)",
+    )?;
+    let mut process = tx.prepare_cached(
+        "INSERT OR IGNORE INTO gpu_processes (snapshot_id, gpu_index, pid, used_memory_bytes)
+         VALUES (?1, ?2, ?3, ?4)",
     )?;
     for d in &g.devices {
         gpu.execute(params![
@@ -462,7 +479,25 @@ fn write_snapshot(tx: &rusqlite::Transaction<'_>, s: &StoredSnapshot) -> rusqlit
             d.memory_utilization_ratio,
             d.temperature_celsius,
             d.power_watts,
+            d.memory_reserved_bytes.map(bytes),
+            d.power_limit_watts,
+            d.clock_sm_mhz,
+            d.clock_memory_mhz,
+            d.performance_state,
+            d.clock_event_reasons.map(bytes),
+            d.clock_event_reasons
+                .map(|m| probe_core::clock_event_reason_names(m).join(",")),
+            d.ecc_corrected_errors.map(bytes),
+            d.ecc_uncorrected_errors.map(bytes),
         ])?;
+        for p in &d.processes {
+            process.execute(params![
+                s.id,
+                d.index,
+                p.pid,
+                p.used_memory_bytes.map(bytes)
+            ])?;
+        }
     }
     Ok(())
 }
