@@ -103,10 +103,47 @@ impl Metric {
     }
 }
 
+/// Why NVML could not be used, sorted into the cases that need different fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvmlLoadErrorKind {
+    /// The library file is not there (no driver installed, or not mounted).
+    NotFound,
+    /// The library loaded but the kernel driver is not running.
+    DriverNotLoaded,
+    /// The library is too old or too new for the calls runlens makes.
+    VersionMismatch,
+    /// The GPU device files are not accessible to this user.
+    PermissionDenied,
+    /// Anything else NVML reported.
+    Other,
+}
+
+impl NvmlLoadErrorKind {
+    /// A short stable name: `not_found`, `driver_not_loaded`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NvmlLoadErrorKind::NotFound => "not_found",
+            NvmlLoadErrorKind::DriverNotLoaded => "driver_not_loaded",
+            NvmlLoadErrorKind::VersionMismatch => "version_mismatch",
+            NvmlLoadErrorKind::PermissionDenied => "permission_denied",
+            NvmlLoadErrorKind::Other => "other",
+        }
+    }
+}
+
+/// NVML could not be loaded: the kind of failure and a sentence that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NvmlLoadError {
+    /// Which case it is.
+    pub kind: NvmlLoadErrorKind,
+    /// What happened and what to do, for a person.
+    pub message: String,
+}
+
 /// Every NVIDIA GPU through NVML, which is loaded and initialised once for the life of
 /// the probe (re-initialising costs ~22 ms per device).
 pub struct NvmlProbe {
-    nvml: Result<Nvml, String>,
+    nvml: Result<Nvml, NvmlLoadError>,
     /// Per device index, the metrics the device answered `NotSupported` for.
     unsupported: Vec<HashSet<Metric>>,
 }
@@ -121,8 +158,8 @@ impl NvmlProbe {
             None => Nvml::init(),
         }
         .map_err(|e| describe_load_error(&e, lib_path));
-        if let Err(reason) = &nvml {
-            tracing::info!(%reason, "GPU sampling unavailable");
+        if let Err(e) = &nvml {
+            tracing::info!(reason = %e.message, "GPU sampling unavailable");
         }
         Self {
             nvml,
@@ -132,7 +169,12 @@ impl NvmlProbe {
 
     /// Why NVML is not usable, or `None` when it loaded.
     pub fn load_error(&self) -> Option<&str> {
-        self.nvml.as_ref().err().map(String::as_str)
+        self.nvml.as_ref().err().map(|e| e.message.as_str())
+    }
+
+    /// The structured load failure, or `None` when NVML loaded.
+    pub fn load_failure(&self) -> Option<&NvmlLoadError> {
+        self.nvml.as_ref().err()
     }
 
     /// The driver version NVML reports, when loaded.
@@ -264,11 +306,15 @@ impl MetricReader<'_> {
 impl GpuProbe for NvmlProbe {
     fn sample(&mut self) -> GpuSnapshot {
         // Take the handle out so `read_device` can borrow `self` mutably; put it back after.
-        let nvml = match std::mem::replace(&mut self.nvml, Err(String::new())) {
+        let placeholder = NvmlLoadError {
+            kind: NvmlLoadErrorKind::Other,
+            message: String::new(),
+        };
+        let nvml = match std::mem::replace(&mut self.nvml, Err(placeholder)) {
             Ok(nvml) => nvml,
-            Err(reason) => {
-                let snapshot = GpuSnapshot::unavailable(reason.clone());
-                self.nvml = Err(reason);
+            Err(e) => {
+                let snapshot = GpuSnapshot::unavailable(e.message.clone());
+                self.nvml = Err(e);
                 return snapshot;
             }
         };
@@ -285,23 +331,49 @@ impl GpuProbe for NvmlProbe {
     }
 }
 
-/// Turns an NVML load failure into a sentence that says what to do.
-fn describe_load_error(error: &NvmlError, lib_path: Option<&OsStr>) -> String {
+/// Turns an NVML load failure into its kind and a sentence that says what to do.
+fn describe_load_error(error: &NvmlError, lib_path: Option<&OsStr>) -> NvmlLoadError {
     let lib = lib_path
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|| "libnvidia-ml.so.1".to_owned());
-    match error {
-        NvmlError::LibloadingError(e) => format!(
-            "NVML library {lib} could not be loaded ({e}): no NVIDIA driver is installed, or \
-             it is not mounted into this container; set --nvml-lib to its path if it is elsewhere"
+    let (kind, message) = match error {
+        NvmlError::LibloadingError(e) => (
+            NvmlLoadErrorKind::NotFound,
+            format!(
+                "NVML library {lib} could not be loaded ({e}): no NVIDIA driver is installed, \
+                 or it is not mounted into this container; set --nvml-lib to its path if it is \
+                 elsewhere"
+            ),
         ),
-        NvmlError::DriverNotLoaded => {
-            format!("NVML ({lib}) loaded but the NVIDIA kernel driver is not running")
-        }
-        NvmlError::NoPermission => {
-            format!("NVML ({lib}) refused access: permission denied to the GPU device files")
-        }
-        NvmlError::LibraryNotFound => format!("NVML library {lib} not found"),
-        other => format!("NVML ({lib}) failed to initialise: {other}"),
-    }
+        NvmlError::LibraryNotFound => (
+            NvmlLoadErrorKind::NotFound,
+            format!("NVML library {lib} not found"),
+        ),
+        NvmlError::DriverNotLoaded => (
+            NvmlLoadErrorKind::DriverNotLoaded,
+            format!(
+                "NVML ({lib}) loaded but the NVIDIA kernel driver is not running: check \
+                 `lsmod | grep nvidia` and the driver installation"
+            ),
+        ),
+        NvmlError::NoPermission => (
+            NvmlLoadErrorKind::PermissionDenied,
+            format!(
+                "NVML ({lib}) refused access: permission denied to the GPU device files \
+                 (/dev/nvidia*); run as a user with access, or expose the devices to the container"
+            ),
+        ),
+        NvmlError::FailedToLoadSymbol(_) | NvmlError::FunctionNotFound => (
+            NvmlLoadErrorKind::VersionMismatch,
+            format!(
+                "NVML ({lib}) lacks a function runlens needs ({error}): the library does not \
+                 match the driver or is too old; install a driver from the last few years"
+            ),
+        ),
+        other => (
+            NvmlLoadErrorKind::Other,
+            format!("NVML ({lib}) failed to initialise: {other}"),
+        ),
+    };
+    NvmlLoadError { kind, message }
 }

@@ -15,7 +15,7 @@ mod snapshot;
 mod time;
 
 pub use cgroup::CgroupProbe;
-pub use gpu::{GpuProbe, NoGpu, NvmlProbe, StaticGpus};
+pub use gpu::{GpuProbe, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus};
 pub use host::HostProbe;
 pub use sampler::Sampler;
 pub use snapshot::{

@@ -28,6 +28,68 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Run one read-only SQL statement against the database and print the rows.
     Query(QueryArgs),
+    /// Check what runlens can see (NVML, GPUs, cgroup limits, agent PIDs) and say how to
+    /// fix what it cannot. Exits non-zero when a check fails.
+    Doctor(DoctorArgs),
+    /// Measure runlens itself: the cost of one sample, or of an idle sidecar.
+    Bench(BenchArgs),
+}
+
+/// `runlens bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time one full sample: host only, then host + GPUs (use --nvml-lib with the fake
+    /// library and a scenario to measure GPU sampling without a GPU).
+    Sample(SampleBenchArgs),
+    /// Run `runlens serve` with no clients and report its CPU and resident memory.
+    Idle(IdleArgs),
+}
+
+/// `runlens bench sample`.
+#[derive(Debug, Args)]
+pub struct SampleBenchArgs {
+    /// Samples to time per configuration (each 205 ms apart).
+    #[arg(long, default_value_t = 50)]
+    pub iterations: usize,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+/// `runlens bench idle`.
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    /// How long to measure, in seconds (after 2 s of start-up).
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// The sidecar's sample interval.
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    pub sample_interval: Duration,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+/// `runlens doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Output format: table or json.
+    #[arg(long, env = "RUNLENS_FORMAT", value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Check that this agent process is visible (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// This machine is not expected to have a GPU: a missing NVML is a warning, not a failure.
+    #[arg(long)]
+    pub no_gpu: bool,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
 }
 
 /// Where resource figures come from.

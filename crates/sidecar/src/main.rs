@@ -24,6 +24,8 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => commands::serve::run(args),
         cli::Command::Snapshot(args) => commands::snapshot::run(args),
         cli::Command::Query(args) => commands::query::run(args),
+        cli::Command::Doctor(args) => commands::doctor::run(args),
+        cli::Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

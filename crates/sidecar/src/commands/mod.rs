@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod doctor;
 pub mod query;
 pub mod serve;
 pub mod snapshot;

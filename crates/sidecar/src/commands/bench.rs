@@ -1,0 +1,205 @@
+//! `runlens bench`: measured figures for the cost of sampling and of an idle sidecar.
+//!
+//! Figures are printed, never asserted: timings belong in a benchmark, not in a test
+//! that flakes on a busy machine.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use probe_core::{CgroupProbe, GpuProbe, HostProbe, NoGpu, NvmlProbe, Sampler};
+
+use crate::cli::{BenchArgs, BenchCommand, IdleArgs, SampleBenchArgs};
+use crate::exit::{FAILURE, Failure};
+
+/// Runs the chosen benchmark.
+pub fn run(args: BenchArgs) -> Result<(), Failure> {
+    match args.command {
+        BenchCommand::Sample(a) => sample(a),
+        BenchCommand::Idle(a) => idle(a),
+    }
+}
+
+/// Median, p90, p99 and max of a set of durations, in microseconds.
+pub fn summary(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let pick = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    format!(
+        "median {:>7.1} µs   p90 {:>7.1} µs   p99 {:>7.1} µs   max {:>7.1} µs   (n = {})",
+        pick(0.5),
+        pick(0.9),
+        pick(0.99),
+        pick(1.0),
+        samples.len()
+    )
+}
+
+fn time_samples(sampler: &mut Sampler, iterations: usize) -> Vec<Duration> {
+    // Spaced like a real sampler so every sample includes a CPU-usage refresh (sysinfo
+    // skips refreshes closer than 200 ms, which would flatter a tight loop).
+    let spacing = HostProbe::cpu_warmup() + Duration::from_millis(5);
+    std::thread::sleep(spacing);
+    sampler.sample(); // first reading: page faults and lazy initialisation
+    (0..iterations)
+        .map(|_| {
+            std::thread::sleep(spacing);
+            let start = Instant::now();
+            let snapshot = sampler.sample();
+            let elapsed = start.elapsed();
+            std::hint::black_box(snapshot);
+            elapsed
+        })
+        .collect()
+}
+
+fn sample(args: SampleBenchArgs) -> Result<(), Failure> {
+    let host = || HostProbe::new().map_err(|e| Failure::new(FAILURE, e));
+    println!(
+        "runlens bench sample: {} samples each, {} ms apart",
+        args.iterations,
+        HostProbe::cpu_warmup().as_millis() + 5
+    );
+    let mut host_only = Sampler::with_cgroup(
+        host()?,
+        Box::new(NoGpu::new("bench")),
+        CgroupProbe::detect(),
+    );
+    println!(
+        "host only (CPU, RAM, swap, load, cgroup): {}",
+        summary(time_samples(&mut host_only, args.iterations))
+    );
+    let nvml = NvmlProbe::load(args.probe.nvml_lib.as_deref().map(OsStr::new));
+    if let Some(reason) = nvml.load_error() {
+        println!("host + GPUs: skipped, NVML not loaded ({reason})");
+        return Ok(());
+    }
+    let mut nvml: Box<dyn GpuProbe> = Box::new(nvml);
+    let gpus = nvml.sample().devices.len();
+    let mut with_gpus = Sampler::with_cgroup(host()?, nvml, CgroupProbe::detect());
+    println!(
+        "host + {gpus} GPU(s) through NVML:          {}",
+        summary(time_samples(&mut with_gpus, args.iterations))
+    );
+    Ok(())
+}
+
+/// utime + stime of a process, in clock ticks, from /proc/<pid>/stat.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields after the closing parenthesis are fixed.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `VmRSS:`-style line of /proc/<pid>/status, in bytes.
+fn status_bytes(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Linux reports process CPU time in USER_HZ ticks, fixed at 100 per second on the
+/// architectures runlens targets.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+fn idle(args: IdleArgs) -> Result<(), Failure> {
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| Failure::new(FAILURE, format!("{what}: {e}"));
+    let exe = std::env::current_exe().map_err(|e| fail("cannot find the runlens binary", &e))?;
+    let dir = std::env::temp_dir().join(format!("runlens-bench-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create a temporary directory", &e))?;
+    let db = dir.join("idle.db");
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--sample-interval"])
+        .arg(humantime::format_duration(args.sample_interval).to_string())
+        .arg("--db")
+        .arg(&db)
+        .env("RUNLENS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(lib) = &args.probe.nvml_lib {
+        cmd.arg("--nvml-lib").arg(lib);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail("cannot start runlens serve", &e))?;
+    let pid = child.id();
+    if let Some(stdout) = child.stdout.take() {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+    }
+    // Let start-up costs (schema, NVML init, first samples) pass before measuring.
+    std::thread::sleep(Duration::from_secs(2));
+    let start_ticks = cpu_ticks(pid);
+    let start = Instant::now();
+    println!(
+        "runlens bench idle: serve with no clients, sampling every {}, measured for {} s ...",
+        humantime::format_duration(args.sample_interval),
+        args.seconds
+    );
+    std::thread::sleep(Duration::from_secs(args.seconds));
+    let end_ticks = cpu_ticks(pid);
+    let wall = start.elapsed().as_secs_f64();
+    let rss = status_bytes(pid, "VmRSS:");
+    let peak = status_bytes(pid, "VmHWM:");
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    let snapshots = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("SELECT count(*) FROM snapshots", [], |r| r.get::<_, i64>(0)))
+        .unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (Some(a), Some(b)) = (start_ticks, end_ticks) else {
+        return Err(Failure::new(
+            FAILURE,
+            "cannot read /proc/<pid>/stat of the sidecar",
+        ));
+    };
+    let cpu_seconds = (b - a) as f64 / TICKS_PER_SECOND;
+    let mib = |v: Option<u64>| {
+        v.map_or_else(
+            || "?".to_owned(),
+            |b| format!("{:.1} MiB", b as f64 / 1048576.0),
+        )
+    };
+    println!(
+        "CPU {:.3}% of one core ({:.2} s of CPU in {:.1} s; clock-tick resolution 10 ms)",
+        100.0 * cpu_seconds / wall,
+        cpu_seconds,
+        wall
+    );
+    println!("resident memory {} now, {} peak", mib(rss), mib(peak));
+    println!("{snapshots} snapshots stored");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_picks_the_right_quantiles() {
+        let samples = (1..=100).map(Duration::from_micros).collect();
+        let text = summary(samples);
+        assert!(
+            text.starts_with("median    50.0 µs   p90    90.0 µs   p99    99.0 µs"),
+            "{text}"
+        );
+        assert!(text.ends_with("(n = 100)"), "{text}");
+    }
+
+    #[test]
+    fn cpu_ticks_of_this_process_are_readable() {
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(status_bytes(std::process::id(), "VmRSS:").is_some_and(|b| b > 0));
+    }
+}

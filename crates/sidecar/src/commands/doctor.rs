@@ -1,0 +1,329 @@
+//! `runlens doctor`: what was tried, what was found, and what to do about each problem.
+//!
+//! Exit code 0 when everything asked for works; 1 when any check failed.
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use probe_core::{CgroupProbe, GpuProbe, GpuState, HostProbe, NvmlLoadErrorKind, NvmlProbe};
+use serde::Serialize;
+
+use crate::cli::{DoctorArgs, Format};
+use crate::exit::{FAILURE, Failure, USAGE};
+use crate::format::{bytes, table};
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Works.
+    Ok,
+    /// Works partly, or not asked for; not counted as a problem.
+    Warn,
+    /// Does not work.
+    Fail,
+}
+
+/// One thing checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked: `host`, `cgroup`, `nvml`, `gpu 0`, `pid 1234`.
+    pub name: String,
+    /// The outcome.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do about it, when there is something to do.
+    pub fix: Option<String>,
+}
+
+/// Everything doctor found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// True when no check failed.
+    pub ok: bool,
+    /// Number of failed checks.
+    pub problems: usize,
+    /// The checks, in the order they ran.
+    pub checks: Vec<Check>,
+}
+
+fn check(name: &str, status: Status, detail: String, fix: Option<&str>) -> Check {
+    Check {
+        name: name.to_owned(),
+        status,
+        detail,
+        fix: fix.map(str::to_owned),
+    }
+}
+
+/// Runs every check.
+pub fn diagnose(args: &DoctorArgs) -> Report {
+    let mut checks = vec![check_host()];
+    checks.push(check_cgroup(args.probe.cgroup_root.as_deref()));
+    checks.extend(check_gpus(args.probe.nvml_lib.as_deref(), args.no_gpu));
+    for pid in &args.pid {
+        checks.push(check_pid(*pid));
+    }
+    let problems = checks.iter().filter(|c| c.status == Status::Fail).count();
+    Report {
+        ok: problems == 0,
+        problems,
+        checks,
+    }
+}
+
+fn check_host() -> Check {
+    match HostProbe::new() {
+        Ok(mut host) => {
+            let h = host.sample();
+            check(
+                "host",
+                Status::Ok,
+                format!(
+                    "{} CPUs, load {:.2}; RAM {} of which {} available",
+                    h.cpu_count,
+                    h.cpu_load_1m.unwrap_or(0.0),
+                    bytes(h.ram_total_bytes),
+                    bytes(h.ram_available_bytes)
+                ),
+                None,
+            )
+        }
+        Err(e) => check(
+            "host",
+            Status::Fail,
+            e,
+            Some("runlens reads /proc: run it on Linux with /proc mounted"),
+        ),
+    }
+}
+
+fn check_cgroup(root: Option<&Path>) -> Check {
+    let probe = match root {
+        Some(root) => CgroupProbe::at(root),
+        None => CgroupProbe::detect(),
+    };
+    let place = match &probe {
+        CgroupProbe::V2 { dir } => dir.display().to_string(),
+        CgroupProbe::V1 { memory, .. } => memory.display().to_string(),
+        CgroupProbe::None => String::new(),
+    };
+    match probe.sample() {
+        Some(c) => {
+            let memory = c.memory_limit_bytes.map_or_else(
+                || "no memory limit".to_owned(),
+                |l| format!("memory limit {}", bytes(l)),
+            );
+            let cpu = c.cpu_quota_cores.map_or_else(
+                || "no CPU quota".to_owned(),
+                |q| format!("CPU quota {q:.2} cores"),
+            );
+            check(
+                "cgroup",
+                Status::Ok,
+                format!("v{}: {memory}, {cpu} ({place})", c.version),
+                None,
+            )
+        }
+        None => check(
+            "cgroup",
+            Status::Warn,
+            "no cgroup filesystem readable: container limits are unknown".to_owned(),
+            Some("mount /sys/fs/cgroup (read-only is enough), or pass --cgroup-root"),
+        ),
+    }
+}
+
+fn nvml_fix(kind: NvmlLoadErrorKind) -> &'static str {
+    match kind {
+        NvmlLoadErrorKind::NotFound => {
+            "install the NVIDIA driver, or expose it to this container (NVIDIA container \
+             toolkit), or point --nvml-lib at libnvidia-ml.so.1; pass --no-gpu if this machine \
+             has no GPU"
+        }
+        NvmlLoadErrorKind::DriverNotLoaded => {
+            "load the kernel driver (`nvidia-smi` should answer), or reinstall it"
+        }
+        NvmlLoadErrorKind::VersionMismatch => {
+            "the NVML library and the kernel driver differ: reinstall the driver so both match"
+        }
+        NvmlLoadErrorKind::PermissionDenied => {
+            "give this user access to /dev/nvidia* (e.g. the video group), or run the container \
+             with the GPU devices exposed"
+        }
+        NvmlLoadErrorKind::Other => "check `nvidia-smi`; if it fails too, the driver is broken",
+    }
+}
+
+fn check_gpus(lib: Option<&Path>, no_gpu: bool) -> Vec<Check> {
+    let lib_name = lib.map_or_else(
+        || "libnvidia-ml.so.1 (system library path)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let mut probe = NvmlProbe::load(lib.map(OsStr::new));
+    if let Some(failure) = probe.load_failure() {
+        let status = if no_gpu { Status::Warn } else { Status::Fail };
+        return vec![check(
+            "nvml",
+            status,
+            format!("{}: {}", failure.kind.as_str(), failure.message),
+            Some(nvml_fix(failure.kind)),
+        )];
+    }
+    let driver = probe
+        .driver_version()
+        .unwrap_or_else(|| "unknown".to_owned());
+    let cuda = probe
+        .cuda_driver_version()
+        .unwrap_or_else(|| "unknown".to_owned());
+    let mut checks = vec![check(
+        "nvml",
+        Status::Ok,
+        format!("loaded {lib_name}; driver {driver}, CUDA {cuda}"),
+        None,
+    )];
+    let gpus = probe.sample();
+    if !gpus.available {
+        checks.push(check(
+            "gpus",
+            Status::Fail,
+            gpus.unavailable_reason.unwrap_or_default(),
+            Some("check `nvidia-smi`; the driver stopped answering"),
+        ));
+        return checks;
+    }
+    if gpus.devices.is_empty() {
+        checks.push(check(
+            "gpus",
+            if no_gpu { Status::Warn } else { Status::Fail },
+            "NVML answers but sees no GPU".to_owned(),
+            Some(
+                "check NVIDIA_VISIBLE_DEVICES / the container's GPU request; CUDA_VISIBLE_DEVICES \
+                 does not hide GPUs from NVML",
+            ),
+        ));
+    }
+    for d in &gpus.devices {
+        let name = format!("gpu {}", d.index);
+        let label = format!(
+            "{} {}",
+            d.name.as_deref().unwrap_or("?"),
+            d.uuid.as_deref().unwrap_or("")
+        );
+        match d.state {
+            GpuState::Ok => {
+                let memory = match (d.memory_used_bytes, d.memory_total_bytes) {
+                    (Some(u), Some(t)) => format!("{} of {} used", bytes(u), bytes(t)),
+                    _ => "memory unknown".to_owned(),
+                };
+                let unsupported = if d.unsupported.is_empty() {
+                    "every metric supported".to_owned()
+                } else {
+                    format!("not supported: {}", d.unsupported.join(", "))
+                };
+                checks.push(check(
+                    &name,
+                    Status::Ok,
+                    format!("{label}; {memory}; {unsupported}"),
+                    None,
+                ));
+            }
+            GpuState::Lost => checks.push(check(
+                &name,
+                Status::Fail,
+                format!("{label}: lost (fallen off the bus)"),
+                Some("the GPU needs a reset or the node a reboot; check `dmesg` for Xid errors"),
+            )),
+            GpuState::Error => checks.push(check(
+                &name,
+                Status::Fail,
+                format!("{label}: cannot be opened"),
+                Some("check `nvidia-smi -i` for this index"),
+            )),
+        }
+    }
+    checks
+}
+
+fn check_pid(pid: u32) -> Check {
+    let name = format!("pid {pid}");
+    let proc_dir = Path::new("/proc").join(pid.to_string());
+    match std::fs::read_to_string(proc_dir.join("comm")) {
+        Ok(comm) => check(&name, Status::Ok, format!("visible: {}", comm.trim()), None),
+        Err(_) => check(
+            &name,
+            Status::Fail,
+            "not visible from here: its memory and CPU cannot be recorded".to_owned(),
+            Some(
+                "share the process namespace with the agent (Kubernetes: shareProcessNamespace: \
+                 true; Docker: --pid=container:<agent>), or run runlens in the agent's container",
+            ),
+        ),
+    }
+}
+
+/// Prints the report and turns problems into a non-zero exit.
+pub fn run(args: DoctorArgs) -> Result<(), Failure> {
+    let report = diagnose(&args);
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&report)
+            .map_err(|e| Failure::new(FAILURE, format!("cannot encode JSON: {e}")))?,
+        Format::Table => render(&report),
+        Format::Csv => return Err(Failure::new(USAGE, "doctor prints table or json")),
+    };
+    println!("{}", text.trim_end());
+    if report.ok {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            FAILURE,
+            format!(
+                "{} problem{} found (see FAIL above)",
+                report.problems,
+                if report.problems == 1 { "" } else { "s" }
+            ),
+        ))
+    }
+}
+
+/// The human form.
+pub fn render(report: &Report) -> String {
+    let mut rows = Vec::new();
+    for c in &report.checks {
+        let status = match c.status {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        rows.push(vec![status.to_owned(), c.name.clone(), c.detail.clone()]);
+        if let Some(fix) = &c.fix {
+            rows.push(vec![String::new(), String::new(), format!("fix: {fix}")]);
+        }
+    }
+    let mut out = String::from("runlens doctor\n");
+    let headers = ["STATUS", "CHECK", "FOUND"].map(String::from).to_vec();
+    // Long findings wrap under their column instead of being cut.
+    let mut wrapped = Vec::new();
+    for row in rows {
+        for (i, line) in super::snapshot::wrap(&row[2], 76).into_iter().enumerate() {
+            if i == 0 {
+                wrapped.push(vec![row[0].clone(), row[1].clone(), line]);
+            } else {
+                wrapped.push(vec![String::new(), String::new(), line]);
+            }
+        }
+    }
+    out.push_str(&table(&headers, &wrapped, 80));
+    let _ = writeln!(
+        out,
+        "{}",
+        if report.ok {
+            "everything checked works".to_owned()
+        } else {
+            format!("{} problem(s)", report.problems)
+        }
+    );
+    out
+}
