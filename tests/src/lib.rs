@@ -8,6 +8,7 @@
 // A harness reports a broken environment by panicking: that is the test failure.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -25,8 +26,16 @@ fn ensure_built() {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "runlens-sidecar", "-p", "example-agent"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        cmd.args([
+            "build",
+            "-p",
+            "runlens-sidecar",
+            "-p",
+            "example-agent",
+            "-p",
+            "runlens-fake-nvml",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
@@ -36,6 +45,51 @@ fn ensure_built() {
             "cargo build of the runlens binaries failed"
         );
     });
+}
+
+/// The fake NVML library (`crates/fake-nvml`), built for this test run.
+pub fn fake_nvml_lib() -> PathBuf {
+    bin("librunlens_fake_nvml.so")
+}
+
+/// A scenario file for the fake NVML library that a test can rewrite while a sidecar
+/// runs; each write replaces the file atomically so the library never reads half of it.
+pub struct Scenario {
+    /// The scenario file.
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Scenario {
+    /// A scenario file holding `json`.
+    pub fn new(json: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = Self {
+            path: dir.path().join("scenario.json"),
+            _dir: dir,
+        };
+        s.write(json);
+        s
+    }
+
+    /// Replaces the scenario.
+    pub fn write(&self, json: &str) {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, json).expect("write scenario");
+        std::fs::rename(&tmp, &self.path).expect("replace scenario");
+    }
+
+    /// The environment variable that points the fake library at this file.
+    pub fn env(&self) -> (&'static str, &OsStr) {
+        ("RUNLENS_FAKE_NVML_SCENARIO", self.path.as_os_str())
+    }
+}
+
+/// The repository's own directory of test fixtures.
+pub fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(path)
 }
 
 /// Path of a workspace binary (`runlens`, `example-agent`) next to the test executable.
@@ -85,11 +139,23 @@ impl Sidecar {
 
     /// Starts a sidecar listening on `listen` writing to `db`, with extra arguments.
     pub fn start_at(listen: &str, db: &Path, extra: &[&str]) -> Self {
+        Self::launch(listen, db, extra, &[])
+    }
+
+    /// Starts a sidecar on a free port with extra arguments and environment variables
+    /// (e.g. `--nvml-lib` and the fake library's scenario).
+    pub fn start_with_env(db: &Path, extra: &[&str], env: &[(&str, &OsStr)]) -> Self {
+        Self::launch("127.0.0.1:0", db, extra, env)
+    }
+
+    fn launch(listen: &str, db: &Path, extra: &[&str], env: &[(&str, &OsStr)]) -> Self {
         let mut child = Command::new(bin("runlens"))
             .args(["serve", "--listen", listen, "--db"])
             .arg(db)
             .args(extra)
+            // No real NVML in tests unless a test asks for one (a flag wins over this).
             .env("RUNLENS_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -33,9 +33,13 @@ const INSUFFICIENT_SIZE: nvmlReturn_t = 7;
 const DRIVER_NOT_LOADED: nvmlReturn_t = 9;
 const UNKNOWN: nvmlReturn_t = 999;
 
+/// What identifies one version of the scenario file: replacing it (write to a temporary
+/// file, then rename) changes the inode even within one mtime tick.
+type Stamp = (SystemTime, u64, u64);
+
 struct State {
     path: PathBuf,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
     scenario: Scenario,
     refcount: u32,
 }
@@ -46,9 +50,10 @@ fn lock() -> MutexGuard<'static, Option<State>> {
     STATE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+fn stamp(path: &PathBuf) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 fn load(path: &PathBuf) -> Result<Scenario, String> {

@@ -146,6 +146,9 @@ pub struct NvmlProbe {
     nvml: Result<Nvml, NvmlLoadError>,
     /// Per device index, the metrics the device answered `NotSupported` for.
     unsupported: Vec<HashSet<Metric>>,
+    /// Per device index, the last (uuid, name) read: a lost device can no longer say
+    /// which it is, but its samples and events still should.
+    identity: Vec<(Option<String>, Option<String>)>,
 }
 
 impl NvmlProbe {
@@ -164,6 +167,7 @@ impl NvmlProbe {
         Self {
             nvml,
             unsupported: Vec::new(),
+            identity: Vec::new(),
         }
     }
 
@@ -188,11 +192,21 @@ impl NvmlProbe {
         Some(format!("{}.{}", v / 1000, (v % 1000) / 10))
     }
 
+    /// A device that could not be read, named by what it last said it was.
+    fn unreadable(&self, index: u32, state: GpuState) -> GpuDevice {
+        let mut device = GpuDevice::bare(index, state);
+        if let Some((uuid, name)) = self.identity.get(index as usize) {
+            device.uuid = uuid.clone();
+            device.name = name.clone();
+        }
+        device
+    }
+
     fn read_device(&mut self, nvml: &Nvml, index: u32) -> GpuDevice {
         let device = match nvml.device_by_index(index) {
             Ok(device) => device,
-            Err(NvmlError::GpuLost) => return GpuDevice::bare(index, GpuState::Lost),
-            Err(_) => return GpuDevice::bare(index, GpuState::Error),
+            Err(NvmlError::GpuLost) => return self.unreadable(index, GpuState::Lost),
+            Err(_) => return self.unreadable(index, GpuState::Error),
         };
         let slot = index as usize;
         if self.unsupported.len() <= slot {
@@ -242,11 +256,14 @@ impl NvmlProbe {
         let mut unsupported: Vec<String> =
             r.unsupported.iter().map(|m| m.name().to_owned()).collect();
         unsupported.sort();
+        if self.identity.len() <= slot {
+            self.identity.resize_with(slot + 1, Default::default);
+        }
+        if uuid.is_some() || name.is_some() {
+            self.identity[slot] = (uuid.clone(), name.clone());
+        }
         if lost {
-            let mut device = GpuDevice::bare(index, GpuState::Lost);
-            device.uuid = uuid;
-            device.name = name;
-            return device;
+            return self.unreadable(index, GpuState::Lost);
         }
         GpuDevice {
             index,

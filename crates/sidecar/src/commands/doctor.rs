@@ -207,11 +207,19 @@ fn check_gpus(lib: Option<&Path>, no_gpu: bool) -> Vec<Check> {
     }
     for d in &gpus.devices {
         let name = format!("gpu {}", d.index);
-        let label = format!(
-            "{} {}",
-            d.name.as_deref().unwrap_or("?"),
-            d.uuid.as_deref().unwrap_or("")
-        );
+        let label = [d.name.as_deref(), d.uuid.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        // A device that cannot be opened cannot say what it is.
+        let known = |text: String| {
+            if label.is_empty() {
+                text
+            } else {
+                format!("{label}: {text}")
+            }
+        };
         match d.state {
             GpuState::Ok => {
                 let memory = match (d.memory_used_bytes, d.memory_total_bytes) {
@@ -233,13 +241,13 @@ fn check_gpus(lib: Option<&Path>, no_gpu: bool) -> Vec<Check> {
             GpuState::Lost => checks.push(check(
                 &name,
                 Status::Fail,
-                format!("{label}: lost (fallen off the bus)"),
+                known("lost (fallen off the bus)".to_owned()),
                 Some("the GPU needs a reset or the node a reboot; check `dmesg` for Xid errors"),
             )),
             GpuState::Error => checks.push(check(
                 &name,
                 Status::Fail,
-                format!("{label}: cannot be opened"),
+                known("cannot be opened".to_owned()),
                 Some("check `nvidia-smi -i` for this index"),
             )),
         }

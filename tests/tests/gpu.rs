@@ -1,0 +1,514 @@
+//! Every GPU, every limit, every fault: `runlens serve` as a separate process, with the
+//! fake NVML library loaded through the real nvml-wrapper path, and cgroup fixtures.
+
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use runlens_api::pb;
+use runlens_api::pb::runlens_client::RunlensClient;
+use runlens_e2e::{Scenario, Sidecar, fake_nvml_lib, fixture, run_bin};
+use serde_json::{Value, json};
+
+const GIB: i64 = 1 << 30;
+
+fn demo() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/fake-nvml/scenarios/demo-4gpu.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A sidecar sampling every 100 ms with the fake library playing `scenario`.
+fn sidecar_with(scenario: &Scenario, dir: &tempfile::TempDir) -> Sidecar {
+    let lib = fake_nvml_lib();
+    let (key, value) = scenario.env();
+    Sidecar::start_with_env(
+        &dir.path().join("gpu.db"),
+        &[
+            "--sample-interval",
+            "100ms",
+            "--nvml-lib",
+            lib.to_str().unwrap(),
+        ],
+        &[(key, value)],
+    )
+}
+
+fn sleep_samples(n: u64) {
+    std::thread::sleep(Duration::from_millis(100 * n + 50));
+}
+
+#[test]
+fn four_gpus_are_stored_with_their_values_and_unsupported_metrics_are_null() {
+    let scenario = Scenario::new(&demo().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = sidecar_with(&scenario, &dir);
+    sleep_samples(4);
+    let logs = sidecar.stop();
+
+    assert_eq!(
+        sidecar.count("SELECT count(DISTINCT gpu_index) FROM gpu_samples"),
+        4
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM snapshots WHERE gpu_available = 0"),
+        0
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM snapshots WHERE gpu_count = 4"),
+        sidecar.count("SELECT count(*) FROM snapshots")
+    );
+    let row: (
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        f64,
+        f64,
+        f64,
+        i64,
+        f64,
+        String,
+        i64,
+    ) = sidecar
+        .sql()
+        .query_row(
+            "SELECT name, uuid, memory_total_bytes, memory_used_bytes, memory_free_bytes,
+                    utilization_ratio, power_watts, power_limit_watts, clock_sm_mhz,
+                    temperature_celsius, clock_event_reason_names, memory_reserved_bytes
+             FROM gpu_samples WHERE gpu_index = 1 LIMIT 1",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert_eq!(row.0, "NVIDIA H100 80GB HBM3");
+    assert_eq!(row.1, "GPU-11111111-fake-4000-8000-000000000001");
+    assert_eq!((row.2, row.3), (85_520_809_984, 83_751_862_272));
+    assert_eq!(
+        row.4,
+        85_520_809_984 - 83_751_862_272 - 566_231_040,
+        "free = total - used - reserved"
+    );
+    assert_eq!((row.5, row.6, row.7), (0.99, 689.0, 700.0));
+    assert_eq!((row.8, row.9), (1755, 79.0));
+    assert_eq!(row.10, "sw_power_cap");
+    assert_eq!(row.11, 566_231_040);
+    // Per-process GPU memory.
+    assert!(
+        sidecar.count(
+            "SELECT count(*) FROM gpu_processes WHERE gpu_index = 0 AND pid = 4242
+             AND used_memory_bytes = 60129542144"
+        ) >= 1
+    );
+    // GPU 3 does not support ECC or the process list: NULL and nothing else, no error.
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM gpu_samples WHERE gpu_index = 3
+             AND (ecc_corrected_errors IS NOT NULL OR ecc_uncorrected_errors IS NOT NULL)"
+        ),
+        0
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM gpu_processes WHERE gpu_index = 3"),
+        0
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM gpu_samples WHERE gpu_index = 3 AND state = 'ok' AND power_watts = 21.0"),
+        sidecar.count("SELECT count(*) FROM snapshots")
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM gpu_samples WHERE gpu_index = 2 AND ecc_corrected_errors = 2"
+        ),
+        sidecar.count("SELECT count(*) FROM snapshots")
+    );
+    assert!(!logs.contains("WARN") && !logs.contains("ERROR"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_gpu_lost_mid_run_is_marked_and_recorded_while_the_others_go_on() {
+    let mut world = demo();
+    let scenario = Scenario::new(&world.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = sidecar_with(&scenario, &dir);
+    let mut c = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
+    c.start_run(pb::StartRunRequest {
+        run_id: "r".into(),
+        name: "train".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sleep_samples(2);
+    world["devices"][2]["errors"] = json!({ "*": 15 }); // GPU_IS_LOST
+    scenario.write(&world.to_string());
+    sleep_samples(3);
+    let end = c
+        .end_run(pb::EndRunRequest {
+            run_id: "r".into(),
+            status: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let states: Vec<&str> = end.gpus.iter().map(|g| g.state.as_str()).collect();
+    assert_eq!(states, vec!["ok", "ok", "lost", "ok"]);
+    sidecar.stop();
+
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE status = 'ok'"),
+        1
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM events WHERE kind = 'system' AND name = 'gpu.lost'
+             AND json_extract(attributes, '$.gpu_index') = 2
+             AND json_extract(attributes, '$.uuid') = 'GPU-22222222-fake-4000-8000-000000000002'"
+        ),
+        1,
+        "recorded once"
+    );
+    let lost_at: i64 = sidecar.count(
+        "SELECT min(s.taken_at_ns) FROM gpu_samples g JOIN snapshots s USING (snapshot_id)
+         WHERE g.gpu_index = 2 AND g.state = 'lost'",
+    );
+    // Before: ok with values. After: lost, metrics NULL, and the other three still report.
+    assert!(
+        sidecar.count("SELECT count(*) FROM gpu_samples WHERE gpu_index = 2 AND state = 'ok'") >= 1
+    );
+    assert_eq!(
+        sidecar.count(&format!(
+            "SELECT count(*) FROM gpu_samples g JOIN snapshots s USING (snapshot_id)
+             WHERE s.taken_at_ns >= {lost_at} AND g.gpu_index = 2
+             AND (g.state != 'lost' OR g.memory_used_bytes IS NOT NULL)"
+        )),
+        0
+    );
+    let after = sidecar.count(&format!(
+        "SELECT count(*) FROM snapshots WHERE taken_at_ns >= {lost_at}"
+    ));
+    assert!(after >= 2);
+    assert_eq!(
+        sidecar.count(&format!(
+            "SELECT count(*) FROM gpu_samples g JOIN snapshots s USING (snapshot_id)
+             WHERE s.taken_at_ns >= {lost_at} AND g.gpu_index != 2 AND g.state = 'ok'
+             AND g.memory_used_bytes IS NOT NULL"
+        )),
+        3 * after
+    );
+}
+
+#[tokio::test]
+async fn the_driver_vanishing_turns_into_gpu_unavailable_and_serving_goes_on() {
+    let mut world = demo();
+    let scenario = Scenario::new(&world.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = sidecar_with(&scenario, &dir);
+    sleep_samples(2);
+    world["errors"] = json!({ "*": 9 }); // DRIVER_NOT_LOADED, for every call
+    scenario.write(&world.to_string());
+    sleep_samples(3);
+    let mut c = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
+    let snap = c
+        .start_run(pb::StartRunRequest {
+            run_id: "after".into(),
+            name: "t".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(!snap.gpu_available);
+    assert!(
+        snap.gpu_unavailable_reason.contains("stopped answering"),
+        "{}",
+        snap.gpu_unavailable_reason
+    );
+    sidecar.stop();
+    assert_eq!(sidecar.count("SELECT count(*) FROM runs"), 1);
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM events WHERE name = 'gpu.unavailable'"),
+        1
+    );
+    assert!(sidecar.count("SELECT count(*) FROM snapshots WHERE gpu_available = 1") >= 1);
+    assert!(sidecar.count("SELECT count(*) FROM snapshots WHERE gpu_available = 0") >= 2);
+}
+
+#[tokio::test]
+async fn an_8_gib_allocation_during_a_span_shows_in_span_resources() {
+    let mut world = demo();
+    let scenario = Scenario::new(&world.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = sidecar_with(&scenario, &dir);
+    let mut c = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
+    c.start_run(pb::StartRunRequest {
+        run_id: "r".into(),
+        name: "t".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.start_span(pb::StartSpanRequest {
+        run_id: "r".into(),
+        span_id: "alloc".into(),
+        name: "llm_call".into(),
+        fresh_snapshot: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let used = world["devices"][2]["memory_used_bytes"].as_i64().unwrap();
+    world["devices"][2]["memory_used_bytes"] = json!(used + 8 * GIB);
+    scenario.write(&world.to_string());
+    sleep_samples(2);
+    c.end_span(pb::EndSpanRequest {
+        span_id: "alloc".into(),
+        status: 1,
+        fresh_snapshot: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sidecar.stop();
+    assert_eq!(
+        sidecar.count(
+            "SELECT delta_gpu_memory_used_bytes FROM span_resources WHERE span_id = 'alloc'"
+        ),
+        8 * GIB
+    );
+    // The tightest GPU (index 1) did not change, so the minimum free memory did not either.
+    assert_eq!(
+        sidecar.count(
+            "SELECT delta_gpu_memory_free_min_bytes FROM span_resources WHERE span_id = 'alloc'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn a_missing_library_means_gpu_available_0_and_doctor_explains_it() {
+    let mut sidecar = Sidecar::start();
+    sleep_samples(2);
+    sidecar.stop();
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM snapshots WHERE gpu_available = 1"),
+        0
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM snapshots WHERE gpu_unavailable_reason LIKE '%/nonexistent/libnvidia-ml.so.1 could not be loaded%'"
+        ),
+        sidecar.count("SELECT count(*) FROM snapshots")
+    );
+    let (status, stdout, stderr) = run_bin(
+        "runlens",
+        &["doctor", "--nvml-lib", "/nonexistent/libnvidia-ml.so.1"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("FAIL    nvml    not_found"), "{stdout}");
+    assert!(
+        stdout.contains("fix: install the NVIDIA driver"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 problem found"), "{stderr}");
+    let (status, stdout, _) = run_bin(
+        "runlens",
+        &[
+            "doctor",
+            "--no-gpu",
+            "--nvml-lib",
+            "/nonexistent/libnvidia-ml.so.1",
+            "--format",
+            "json",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        status.success(),
+        "--no-gpu: a missing NVML is only a warning"
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let nvml = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "nvml")
+        .unwrap();
+    assert_eq!(nvml["status"], "warn");
+}
+
+fn with_scenario(args: &[&str], scenario: &Scenario) -> (std::process::ExitStatus, String, String) {
+    let lib = fake_nvml_lib();
+    let out = std::process::Command::new(runlens_e2e::bin("runlens"))
+        .args(args)
+        .arg("--nvml-lib")
+        .arg(&lib)
+        .env(scenario.env().0, scenario.env().1)
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn snapshot_and_doctor_show_every_gpu_as_a_user_reads_them() {
+    let mut world = demo();
+    let scenario = Scenario::new(&world.to_string());
+    let (status, stdout, stderr) = with_scenario(&["snapshot"], &scenario);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("GPU   4 device(s)"), "{stdout}");
+    let row = stdout.lines().find(|l| l.starts_with("1 ")).unwrap();
+    for cell in [
+        "NVIDIA H100 80GB HBM3",
+        "ok",
+        "78.0 GiB",
+        "79.6 GiB",
+        "99%",
+        "79C",
+        "689 W",
+    ] {
+        assert!(row.contains(cell), "{cell:?} not in {row:?}");
+    }
+    assert!(
+        stdout.contains("  GPU 1: clocks held by sw_power_cap; processes 4243 (78.0 GiB)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  GPU 3: not supported: ecc_corrected, ecc_uncorrected, processes"),
+        "{stdout}"
+    );
+    assert!(stdout.lines().all(|l| l.chars().count() <= 100), "{stdout}");
+
+    let (status, stdout, _) = with_scenario(&["snapshot", "--format", "json"], &scenario);
+    assert!(status.success());
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["gpu"]["devices"].as_array().unwrap().len(), 4);
+    assert_eq!(json["gpu"]["devices"][0]["processes"][0]["pid"], 4242);
+    assert_eq!(
+        json["gpu"]["devices"][3]["ecc_corrected_errors"],
+        Value::Null
+    );
+
+    let (status, stdout, _) = with_scenario(&["doctor"], &scenario);
+    assert!(status.success(), "{stdout}");
+    assert!(
+        stdout.contains("driver 550.54.15,") && stdout.contains("CUDA 12.4"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("ok      gpu "))
+            .count(),
+        4,
+        "{stdout}"
+    );
+
+    // A lost GPU makes doctor fail and say what to do.
+    world["devices"][1]["errors"] = json!({ "*": 15 });
+    scenario.write(&world.to_string());
+    let (status, stdout, _) = with_scenario(&["doctor"], &scenario);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stdout.contains("FAIL    gpu 1   lost (fallen off the bus)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Xid"), "{stdout}");
+    // The driver not loaded at all.
+    world["errors"] = json!({ "nvmlInit_v2": 9 });
+    scenario.write(&world.to_string());
+    let (status, stdout, _) = with_scenario(&["doctor", "--format", "json"], &scenario);
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.contains("driver_not_loaded"), "{stdout}");
+}
+
+/// (version, memory limit, memory used, CPU quota in cores, throttled ns)
+type CgroupRow = (i64, Option<i64>, Option<i64>, Option<f64>, Option<i64>);
+
+#[test]
+fn cgroup_fixtures_give_the_right_limits_in_snapshots() {
+    let cases: [(&str, CgroupRow); 3] = [
+        (
+            "v2",
+            (
+                2,
+                Some(4 * GIB),
+                Some(4_080_218_931 - 268_435_456),
+                Some(2.0),
+                Some(4_500_000_000),
+            ),
+        ),
+        (
+            "v1",
+            (
+                1,
+                Some(2 * GIB),
+                Some(1_932_735_283 - 134_217_728),
+                Some(0.5),
+                Some(987_654_321),
+            ),
+        ),
+        ("unlimited", (2, None, Some(1_048_576_000), None, Some(0))),
+    ];
+    for (name, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fixture(&format!("cgroup/{name}"));
+        let mut sidecar = Sidecar::start_with_env(
+            &dir.path().join("c.db"),
+            &[
+                "--sample-interval",
+                "100ms",
+                "--cgroup-root",
+                root.to_str().unwrap(),
+            ],
+            &[] as &[(&str, &OsStr)],
+        );
+        sleep_samples(2);
+        sidecar.stop();
+        let row: CgroupRow = sidecar
+            .sql()
+            .query_row(
+                "SELECT cgroup_version, cgroup_memory_limit_bytes, cgroup_memory_used_bytes,
+                        cgroup_cpu_quota_cores, cgroup_cpu_throttled_ns
+                 FROM snapshots ORDER BY snapshot_id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (version, limit, used, quota, throttled),
+            "fixture {name}"
+        );
+    }
+}
