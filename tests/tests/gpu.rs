@@ -505,10 +505,6 @@ fn cgroup_fixtures_give_the_right_limits_in_snapshots() {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .unwrap();
-        assert_eq!(
-            row,
-            (version, limit, used, quota, throttled),
-            "fixture {name}"
-        );
+        assert_eq!(row, expected, "fixture {name}");
     }
 }
