@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::procfile::ProcFile;
 use crate::snapshot::CgroupSnapshot;
 
 /// v1 reports "no limit" as a huge number near `i64::MAX` rounded to the page size.
@@ -99,21 +100,131 @@ impl CgroupProbe {
     }
 
     /// Reads the limits and usage now; `None` when there is no cgroup to read.
+    /// Convenient for one-off reads; a sampler keeps a [`CgroupReader`] instead.
     pub fn sample(&self) -> Option<CgroupSnapshot> {
-        match self {
-            CgroupProbe::V2 { dir } => Some(sample_v2(dir)),
-            CgroupProbe::V1 { memory, cpu } => Some(sample_v1(memory, cpu)),
-            CgroupProbe::None => None,
-        }
+        CgroupReader::new(self.clone()).sample()
     }
 }
 
-fn read(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
+/// Limits change rarely (a resize of the pod): re-read them every this many samples.
+const LIMITS_EVERY: u32 = 30;
+
+/// Reads one cgroup's usage every sample and its limits every [`LIMITS_EVERY`] samples,
+/// keeping the files open between samples.
+#[derive(Debug)]
+pub struct CgroupReader {
+    version: u8,
+    memory_limit: Option<ProcFile>,
+    cpu_limit: Vec<ProcFile>,
+    memory_usage: Option<ProcFile>,
+    memory_stat: Option<ProcFile>,
+    cpu_stat: Option<ProcFile>,
+    limits: Option<(Option<u64>, Option<f64>)>,
+    samples_since_limits: u32,
 }
 
-fn read_u64(path: &Path) -> Option<u64> {
-    read(path)?.trim().parse().ok()
+impl CgroupReader {
+    /// A reader for the cgroup `probe` located.
+    pub fn new(probe: CgroupProbe) -> Self {
+        let file = |dir: &Path, name: &str| Some(ProcFile::new(dir.join(name)));
+        let (version, memory_limit, cpu_limit, memory_usage, memory_stat, cpu_stat) = match &probe {
+            CgroupProbe::V2 { dir } => (
+                2,
+                file(dir, "memory.max"),
+                vec![ProcFile::new(dir.join("cpu.max"))],
+                file(dir, "memory.current"),
+                file(dir, "memory.stat"),
+                file(dir, "cpu.stat"),
+            ),
+            CgroupProbe::V1 { memory, cpu } => (
+                1,
+                file(memory, "memory.limit_in_bytes"),
+                vec![
+                    ProcFile::new(cpu.join("cpu.cfs_quota_us")),
+                    ProcFile::new(cpu.join("cpu.cfs_period_us")),
+                ],
+                file(memory, "memory.usage_in_bytes"),
+                file(memory, "memory.stat"),
+                file(cpu, "cpu.stat"),
+            ),
+            CgroupProbe::None => (0, None, Vec::new(), None, None, None),
+        };
+        Self {
+            version,
+            memory_limit,
+            cpu_limit,
+            memory_usage,
+            memory_stat,
+            cpu_stat,
+            limits: None,
+            samples_since_limits: 0,
+        }
+    }
+
+    fn read_limits(&mut self) -> (Option<u64>, Option<f64>) {
+        let memory = self.memory_limit.as_mut().and_then(|f| {
+            let text = f.read()?.trim();
+            match self.version {
+                // v2 says "max" for no limit; v1 a huge number near i64::MAX.
+                2 => text.parse().ok(),
+                _ => text.parse().ok().filter(|&l: &u64| l < V1_UNLIMITED),
+            }
+        });
+        let cpu = match (self.version, self.cpu_limit.as_mut_slice()) {
+            (2, [max]) => max.read().and_then(|t| {
+                let mut parts = t.split_whitespace();
+                let quota: f64 = parts.next()?.parse().ok()?; // "max" fails: no quota
+                let period: f64 = parts.next()?.parse().ok()?;
+                (period > 0.0).then(|| quota / period)
+            }),
+            (1, [quota, period]) => {
+                let q = quota.read().and_then(|t| t.trim().parse::<i64>().ok());
+                match (q, period.read_u64()) {
+                    (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        (memory, cpu)
+    }
+
+    /// Reads usage now (and the limits when due); `None` when there is no cgroup.
+    pub fn sample(&mut self) -> Option<CgroupSnapshot> {
+        if self.version == 0 {
+            return None;
+        }
+        if self.limits.is_none() || self.samples_since_limits >= LIMITS_EVERY {
+            self.limits = Some(self.read_limits());
+            self.samples_since_limits = 0;
+        }
+        self.samples_since_limits += 1;
+        let (memory_limit_bytes, cpu_quota_cores) = self.limits.unwrap_or((None, None));
+        let inactive = self.memory_stat.as_mut().and_then(|f| {
+            let text = f.read()?;
+            // v1 reports the hierarchy's total; v2 has only inactive_file.
+            stat_field(text, "total_inactive_file").or_else(|| stat_field(text, "inactive_file"))
+        });
+        let memory_used_bytes = self
+            .memory_usage
+            .as_mut()
+            .and_then(ProcFile::read_u64)
+            .map(|usage| usage.saturating_sub(inactive.unwrap_or(0)));
+        let cpu_throttled_ns = self.cpu_stat.as_mut().and_then(|f| {
+            let text = f.read()?;
+            match self.version {
+                2 => stat_field(text, "throttled_usec").map(|us| us.saturating_mul(1000)),
+                _ => stat_field(text, "throttled_time"),
+            }
+        });
+        Some(CgroupSnapshot {
+            version: self.version,
+            memory_limit_bytes,
+            memory_used_bytes,
+            cpu_quota_cores,
+            cpu_throttled_ns,
+        })
+    }
 }
 
 /// A `key value` line from a stat file such as `memory.stat` or `cpu.stat`.
@@ -122,56 +233,6 @@ fn stat_field(text: &str, key: &str) -> Option<u64> {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()
     })
-}
-
-fn sample_v2(dir: &Path) -> CgroupSnapshot {
-    let memory_limit_bytes = read(&dir.join("memory.max"))
-        .and_then(|t| (t.trim() != "max").then(|| t.trim().parse().ok()).flatten());
-    let stat = read(&dir.join("memory.stat")).unwrap_or_default();
-    let memory_used_bytes = read_u64(&dir.join("memory.current"))
-        .map(|usage| usage.saturating_sub(stat_field(&stat, "inactive_file").unwrap_or(0)));
-    let cpu_quota_cores = read(&dir.join("cpu.max")).and_then(|t| {
-        let mut parts = t.split_whitespace();
-        let quota: f64 = parts.next()?.parse().ok()?; // "max" fails to parse: no quota
-        let period: f64 = parts.next()?.parse().ok()?;
-        (period > 0.0).then(|| quota / period)
-    });
-    let cpu_throttled_ns = read(&dir.join("cpu.stat"))
-        .and_then(|t| stat_field(&t, "throttled_usec"))
-        .map(|us| us.saturating_mul(1000));
-    CgroupSnapshot {
-        version: 2,
-        memory_limit_bytes,
-        memory_used_bytes,
-        cpu_quota_cores,
-        cpu_throttled_ns,
-    }
-}
-
-fn sample_v1(memory: &Path, cpu: &Path) -> CgroupSnapshot {
-    let memory_limit_bytes =
-        read_u64(&memory.join("memory.limit_in_bytes")).filter(|&l| l < V1_UNLIMITED);
-    let stat = read(&memory.join("memory.stat")).unwrap_or_default();
-    let inactive = stat_field(&stat, "total_inactive_file")
-        .or_else(|| stat_field(&stat, "inactive_file"))
-        .unwrap_or(0);
-    let memory_used_bytes =
-        read_u64(&memory.join("memory.usage_in_bytes")).map(|u| u.saturating_sub(inactive));
-    let quota = read(&cpu.join("cpu.cfs_quota_us")).and_then(|t| t.trim().parse::<i64>().ok());
-    let period = read_u64(&cpu.join("cpu.cfs_period_us"));
-    let cpu_quota_cores = match (quota, period) {
-        (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
-        _ => None,
-    };
-    let cpu_throttled_ns =
-        read(&cpu.join("cpu.stat")).and_then(|t| stat_field(&t, "throttled_time"));
-    CgroupSnapshot {
-        version: 1,
-        memory_limit_bytes,
-        memory_used_bytes,
-        cpu_quota_cores,
-        cpu_throttled_ns,
-    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,12 @@
 mod cgroup;
 mod gpu;
 mod host;
+mod procfile;
 mod sampler;
 mod snapshot;
 mod time;
 
-pub use cgroup::CgroupProbe;
+pub use cgroup::{CgroupProbe, CgroupReader};
 pub use gpu::{GpuProbe, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus};
 pub use host::HostProbe;
 pub use sampler::Sampler;

@@ -1,6 +1,6 @@
 //! One full sample: host plus GPUs.
 
-use crate::cgroup::CgroupProbe;
+use crate::cgroup::{CgroupProbe, CgroupReader};
 use crate::gpu::GpuProbe;
 use crate::host::HostProbe;
 use crate::snapshot::Snapshot;
@@ -10,7 +10,7 @@ use crate::time::unix_now_ns;
 pub struct Sampler {
     host: HostProbe,
     gpu: Box<dyn GpuProbe>,
-    cgroup: CgroupProbe,
+    cgroup: CgroupReader,
 }
 
 impl Sampler {
@@ -21,7 +21,11 @@ impl Sampler {
 
     /// A sampler reading the given cgroup (fixtures in tests, `--cgroup-root`).
     pub fn with_cgroup(host: HostProbe, gpu: Box<dyn GpuProbe>, cgroup: CgroupProbe) -> Self {
-        Self { host, gpu, cgroup }
+        Self {
+            host,
+            gpu,
+            cgroup: CgroupReader::new(cgroup),
+        }
     }
 
     /// Takes one sample now.

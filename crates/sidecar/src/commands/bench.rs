@@ -38,9 +38,10 @@ pub fn summary(mut samples: Vec<Duration>) -> String {
     )
 }
 
+/// Times `iterations` samples spaced like a real sampler, so every sample includes a
+/// CPU-usage refresh (sysinfo skips refreshes closer than 200 ms, which would flatter a
+/// tight loop) and pays what a real sample pays after its thread slept.
 fn time_samples(sampler: &mut Sampler, iterations: usize) -> Vec<Duration> {
-    // Spaced like a real sampler so every sample includes a CPU-usage refresh (sysinfo
-    // skips refreshes closer than 200 ms, which would flatter a tight loop).
     let spacing = HostProbe::cpu_warmup() + Duration::from_millis(5);
     std::thread::sleep(spacing);
     sampler.sample(); // first reading: page faults and lazy initialisation
@@ -59,7 +60,7 @@ fn time_samples(sampler: &mut Sampler, iterations: usize) -> Vec<Duration> {
 fn sample(args: SampleBenchArgs) -> Result<(), Failure> {
     let host = || HostProbe::new().map_err(|e| Failure::new(FAILURE, e));
     println!(
-        "runlens bench sample: {} samples each, {} ms apart",
+        "runlens bench sample: {} samples each, {} ms apart (host = CPU, RAM, swap, load, cgroup)",
         args.iterations,
         HostProbe::cpu_warmup().as_millis() + 5
     );
@@ -69,7 +70,7 @@ fn sample(args: SampleBenchArgs) -> Result<(), Failure> {
         CgroupProbe::detect(),
     );
     println!(
-        "host only (CPU, RAM, swap, load, cgroup): {}",
+        "host only          {}",
         summary(time_samples(&mut host_only, args.iterations))
     );
     let nvml = NvmlProbe::load(args.probe.nvml_lib.as_deref().map(OsStr::new));
@@ -81,7 +82,7 @@ fn sample(args: SampleBenchArgs) -> Result<(), Failure> {
     let gpus = nvml.sample().devices.len();
     let mut with_gpus = Sampler::with_cgroup(host()?, nvml, CgroupProbe::detect());
     println!(
-        "host + {gpus} GPU(s) through NVML:          {}",
+        "host + {gpus} GPU(s)  {}",
         summary(time_samples(&mut with_gpus, args.iterations))
     );
     Ok(())
