@@ -494,3 +494,27 @@ async fn history_rpcs_return_what_was_recorded() {
     drop(watch);
     sidecar.stop();
 }
+
+#[tokio::test]
+async fn an_invisible_agent_pid_is_reported_once() {
+    let mut sidecar = Sidecar::start();
+    let hidden = |id: &str| {
+        msg(
+            0,
+            Body::Hello(pb::SessionHello {
+                client_id: id.into(),
+                pid: 4_000_000,
+                ..Default::default()
+            }),
+        )
+    };
+    session(&sidecar, vec![hidden("h1")]).await;
+    session(&sidecar, vec![hidden("h2")]).await;
+    let logs = sidecar.stop();
+    assert_eq!(
+        logs.matches("agent process is not visible").count(),
+        1,
+        "{logs}"
+    );
+    assert!(logs.contains("shareProcessNamespace"), "{logs}");
+}

@@ -229,3 +229,44 @@ fn sigterm_drains_and_exits_zero() {
         1
     );
 }
+
+#[test]
+fn the_agent_process_is_recorded_from_its_pid() {
+    let mut sidecar = Sidecar::start();
+    let endpoint = sidecar.endpoint();
+    let child = std::process::Command::new(runlens_e2e::bin("example-agent"))
+        .args(["--endpoint", &endpoint, "--runs", "4", "--step-ms", "60"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    sidecar.stop();
+    assert!(
+        sidecar.count(&format!(
+            "SELECT count(*) FROM process_samples WHERE pid = {pid}
+             AND rss_bytes > 1048576 AND process_count = 1"
+        )) >= 2,
+        "samples of the agent's own process while it ran: {:?}",
+        sidecar
+            .sql()
+            .query_row(
+                "SELECT count(*), max(rss_bytes), max(process_count) FROM process_samples",
+                [],
+                |r| Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<i64>>(2)?
+                ))
+            )
+            .unwrap()
+    );
+    assert_eq!(
+        sidecar.count(&format!(
+            "SELECT count(*) FROM process_samples WHERE pid = {pid} AND gpu_memory_bytes IS NOT NULL"
+        )),
+        0,
+        "no GPU here, so no GPU figure"
+    );
+}

@@ -31,6 +31,17 @@ pub fn snapshot_to_wire(snapshot: &probe_core::Snapshot, snapshot_id: i64) -> pb
             cpu_quota_cores: c.cpu_quota_cores,
             cpu_throttled_ns: c.cpu_throttled_ns,
         }),
+        agent_processes: snapshot
+            .processes
+            .iter()
+            .map(|p| pb::AgentProcess {
+                pid: p.pid,
+                process_count: p.process_count,
+                rss_bytes: p.rss_bytes,
+                cpu_ratio: p.cpu_ratio,
+                gpu_memory_bytes: p.gpu_memory_bytes,
+            })
+            .collect(),
     }
 }
 
@@ -96,6 +107,7 @@ mod tests {
                 devices: vec![dev],
             },
             cgroup: None,
+            processes: vec![],
         };
         let wire = snapshot_to_wire(&snap, 7);
         assert_eq!(wire.snapshot_id, 7);

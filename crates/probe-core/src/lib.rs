@@ -10,6 +10,7 @@
 mod cgroup;
 mod gpu;
 mod host;
+mod process;
 mod procfile;
 mod sampler;
 mod snapshot;
@@ -18,9 +19,10 @@ mod time;
 pub use cgroup::{CgroupProbe, CgroupReader};
 pub use gpu::{GpuProbe, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus};
 pub use host::HostProbe;
+pub use process::{ProcessProbe, WatchOutcome};
 pub use sampler::Sampler;
 pub use snapshot::{
-    CgroupSnapshot, GpuDevice, GpuProcess, GpuSnapshot, GpuState, HostSnapshot, Snapshot,
-    clock_event_reason_names,
+    CgroupSnapshot, GpuDevice, GpuProcess, GpuSnapshot, GpuState, HostSnapshot, ProcessSample,
+    Snapshot, clock_event_reason_names,
 };
 pub use time::unix_now_ns;

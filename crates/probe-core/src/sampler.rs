@@ -3,6 +3,7 @@
 use crate::cgroup::{CgroupProbe, CgroupReader};
 use crate::gpu::GpuProbe;
 use crate::host::HostProbe;
+use crate::process::{ProcessProbe, WatchOutcome};
 use crate::snapshot::Snapshot;
 use crate::time::unix_now_ns;
 
@@ -11,6 +12,7 @@ pub struct Sampler {
     host: HostProbe,
     gpu: Box<dyn GpuProbe>,
     cgroup: CgroupReader,
+    processes: ProcessProbe,
 }
 
 impl Sampler {
@@ -25,7 +27,13 @@ impl Sampler {
             host,
             gpu,
             cgroup: CgroupReader::new(cgroup),
+            processes: ProcessProbe::new(),
         }
+    }
+
+    /// Starts recording this agent process (and its descendants) in every sample.
+    pub fn watch_process(&mut self, pid: u32) -> WatchOutcome {
+        self.processes.watch(pid)
     }
 
     /// Takes one sample now.
@@ -34,11 +42,26 @@ impl Sampler {
         let host = self.host.sample();
         let gpu = self.gpu.sample();
         let cgroup = self.cgroup.sample();
+        let mut processes = self.processes.sample();
+        if gpu.available {
+            // NVML's per-process list, matched against each watched tree.
+            for p in &mut processes {
+                let used: u64 = gpu
+                    .devices
+                    .iter()
+                    .flat_map(|d| &d.processes)
+                    .filter(|gp| p.tree.binary_search(&gp.pid).is_ok())
+                    .filter_map(|gp| gp.used_memory_bytes)
+                    .sum();
+                p.gpu_memory_bytes = Some(used);
+            }
+        }
         Snapshot {
             taken_at_ns,
             host,
             gpu,
             cgroup,
+            processes,
         }
     }
 }

@@ -15,6 +15,26 @@ pub struct Snapshot {
     /// The limits of the container (cgroup) this process runs in; `None` where no
     /// cgroup filesystem is readable.
     pub cgroup: Option<CgroupSnapshot>,
+    /// The agent processes being watched (clients that gave their PID).
+    #[serde(default)]
+    pub processes: Vec<ProcessSample>,
+}
+
+/// One watched agent process with everything it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSample {
+    /// The agent's PID.
+    pub pid: u32,
+    /// Processes in its tree that were alive (the agent and its descendants).
+    pub process_count: u32,
+    /// Resident memory of the whole tree.
+    pub rss_bytes: u64,
+    /// CPU used by the tree since the previous sample, in cores (1.0 = one core busy).
+    pub cpu_ratio: Option<f64>,
+    /// GPU memory the tree holds, from NVML's per-process list; `None` with no GPU data.
+    pub gpu_memory_bytes: Option<u64>,
+    /// PIDs in the tree.
+    pub tree: Vec<u32>,
 }
 
 /// The container's own limits and usage, from the cgroup filesystem. Inside a container

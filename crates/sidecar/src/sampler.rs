@@ -135,6 +135,12 @@ impl SamplerHandle {
         }
     }
 
+    /// Records this agent process (and its descendants) in every later sample.
+    pub async fn watch_process(&self, pid: u32) {
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || lock(&inner.sampler).watch_process(pid)).await;
+    }
+
     /// The background sampling interval.
     pub fn interval(&self) -> Duration {
         self.inner.interval
@@ -248,6 +254,7 @@ mod tests {
                 GpuSnapshot::unavailable("driver gone")
             },
             cgroup: None,
+            processes: vec![],
         }
     }
 

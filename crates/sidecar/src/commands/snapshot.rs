@@ -230,6 +230,7 @@ mod tests {
             host: host(),
             gpu: GpuSnapshot::unavailable("NVML library not found"),
             cgroup: None,
+            processes: vec![],
         };
         let text = render_table(&s);
         assert!(text.contains("load 0.50 0.25 - (1/5/15 min)"), "{text}");
@@ -276,6 +277,7 @@ mod tests {
                 cpu_quota_cores: Some(1.5),
                 cpu_throttled_ns: Some(2_000_000_000),
             }),
+            processes: vec![],
         };
         let text = render_table(&s);
         let row0 = text.lines().find(|l| l.starts_with("0 ")).unwrap();

@@ -110,6 +110,9 @@ impl Runlens for RunlensService {
             .unwrap_or(0);
         tracing::info!(client_id = %hello.client_id, name = %hello.client_name, pid = hello.pid,
             committed, "session opened");
+        if hello.pid != 0 {
+            self.sampler.watch_process(hello.pid).await;
+        }
         let (out, out_rx) = mpsc::channel(256);
         let welcome = pb::ServerMessage {
             body: Some(pb::server_message::Body::Welcome(pb::SessionWelcome {

@@ -298,9 +298,30 @@ pub fn snapshot(conn: &Connection, snapshot_id: i64) -> Result<Option<probe_core
             devices,
         },
         cgroup,
+        processes: agent_processes(conn, snapshot_id)?,
     }))
 }
 
 fn unsigned(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+fn agent_processes(conn: &Connection, snapshot_id: i64) -> Result<Vec<probe_core::ProcessSample>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT pid, process_count, rss_bytes, cpu_ratio, gpu_memory_bytes
+         FROM process_samples WHERE snapshot_id = ?1 ORDER BY pid",
+    )?;
+    let rows = stmt
+        .query_map([snapshot_id], |r| {
+            Ok(probe_core::ProcessSample {
+                pid: r.get(0)?,
+                process_count: r.get(1)?,
+                rss_bytes: unsigned(r.get(2)?),
+                cpu_ratio: r.get(3)?,
+                gpu_memory_bytes: r.get::<_, Option<i64>>(4)?.map(unsigned),
+                tree: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }

@@ -64,6 +64,18 @@ CREATE TABLE gpu_processes (
 ) WITHOUT ROWID;
 CREATE INDEX gpu_processes_by_pid ON gpu_processes (pid);
 
+-- Watched agent processes (session clients that gave their PID), each summed over its
+-- descendants.
+CREATE TABLE process_samples (
+    snapshot_id       INTEGER NOT NULL REFERENCES snapshots (snapshot_id),
+    pid               INTEGER NOT NULL,
+    process_count     INTEGER NOT NULL,
+    rss_bytes         INTEGER NOT NULL,
+    cpu_ratio         REAL,               -- cores busy since the previous sample
+    gpu_memory_bytes  INTEGER,
+    PRIMARY KEY (snapshot_id, pid)
+) WITHOUT ROWID;
+
 -- One row per run (one task of an agent).
 CREATE TABLE runs (
     run_id             TEXT PRIMARY KEY,

@@ -499,6 +499,23 @@ fn write_snapshot(tx: &rusqlite::Transaction<'_>, s: &StoredSnapshot) -> rusqlit
             ])?;
         }
     }
+    if !s.snapshot.processes.is_empty() {
+        let mut agent = tx.prepare_cached(
+            "INSERT OR IGNORE INTO process_samples (snapshot_id, pid, process_count, rss_bytes,
+                cpu_ratio, gpu_memory_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for p in &s.snapshot.processes {
+            agent.execute(params![
+                s.id,
+                p.pid,
+                p.process_count,
+                bytes(p.rss_bytes),
+                p.cpu_ratio,
+                p.gpu_memory_bytes.map(bytes)
+            ])?;
+        }
+    }
     Ok(())
 }
 

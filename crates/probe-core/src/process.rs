@@ -1,0 +1,276 @@
+//! The agent's own processes: RSS and CPU of each watched PID summed over its descendants,
+//! read from /proc without ever scanning every process on the machine.
+//!
+//! Descendants are found through `/proc/<pid>/task/<tid>/children` (a walk down the tree
+//! from the watched PID) and refreshed every [`TREE_REFRESH`]; each sample then reads only
+//! `stat` and `statm` of the processes in the tree.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::snapshot::ProcessSample;
+
+/// How often the process tree below a watched PID is walked again.
+const TREE_REFRESH: Duration = Duration::from_secs(5);
+
+/// Linux reports CPU time in USER_HZ ticks, 100 per second on the architectures runlens
+/// targets.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Bytes per page for `statm` (4 KiB on x86-64 and most arm64 kernels).
+const PAGE_SIZE: u64 = 4096;
+
+/// The tree walk stops here: a runaway fork bomb must not make sampling slow.
+const MAX_TREE: usize = 4096;
+
+struct Watched {
+    tree: Vec<u32>,
+    tree_read: Option<Instant>,
+    last_ticks: Option<(u64, Instant)>,
+}
+
+/// Watches agent processes by PID.
+pub struct ProcessProbe {
+    proc_root: PathBuf,
+    watched: BTreeMap<u32, Watched>,
+    /// PIDs already reported as not visible, so it is said once, not every second.
+    reported_invisible: HashSet<u32>,
+}
+
+/// What happened when a PID was asked to be watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchOutcome {
+    /// The PID is visible and now watched.
+    Watching,
+    /// Already watched.
+    AlreadyWatched,
+    /// The PID is not visible from here (no shared process namespace).
+    NotVisible,
+}
+
+impl ProcessProbe {
+    /// Watches processes under `/proc`.
+    pub fn new() -> Self {
+        Self::with_root("/proc")
+    }
+
+    /// Watches processes under another proc root (tests).
+    pub fn with_root(root: impl Into<PathBuf>) -> Self {
+        Self {
+            proc_root: root.into(),
+            watched: BTreeMap::new(),
+            reported_invisible: HashSet::new(),
+        }
+    }
+
+    /// Starts watching `pid` and its descendants. A PID that is not visible is logged
+    /// once with what to do, and not watched.
+    pub fn watch(&mut self, pid: u32) -> WatchOutcome {
+        if self.watched.contains_key(&pid) {
+            return WatchOutcome::AlreadyWatched;
+        }
+        if pid == 0 || !self.proc_root.join(pid.to_string()).exists() {
+            if self.reported_invisible.insert(pid) {
+                tracing::warn!(
+                    pid,
+                    "agent process is not visible from the sidecar, so its memory and CPU are \
+                     not recorded: share the process namespace (Kubernetes: \
+                     shareProcessNamespace: true) or run runlens in the agent's container"
+                );
+            }
+            return WatchOutcome::NotVisible;
+        }
+        self.watched.insert(
+            pid,
+            Watched {
+                tree: vec![pid],
+                tree_read: None,
+                last_ticks: None,
+            },
+        );
+        WatchOutcome::Watching
+    }
+
+    /// PIDs being watched.
+    pub fn watched(&self) -> Vec<u32> {
+        self.watched.keys().copied().collect()
+    }
+
+    /// Reads every watched tree now. A watched process that has exited is dropped.
+    pub fn sample(&mut self) -> Vec<ProcessSample> {
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(self.watched.len());
+        let mut gone = Vec::new();
+        for (&pid, w) in &mut self.watched {
+            if w.tree_read
+                .is_none_or(|t| now.duration_since(t) >= TREE_REFRESH)
+            {
+                w.tree = descendants(&self.proc_root, pid);
+                w.tree_read = Some(now);
+            }
+            let mut rss_bytes = 0;
+            let mut ticks = 0;
+            let mut alive = 0u32;
+            for &p in &w.tree {
+                let dir = self.proc_root.join(p.to_string());
+                if let (Some(rss), Some(t)) = (read_rss(&dir), read_ticks(&dir)) {
+                    rss_bytes += rss;
+                    ticks += t;
+                    alive += 1;
+                }
+            }
+            if alive == 0 || !self.proc_root.join(pid.to_string()).exists() {
+                tracing::info!(pid, "watched agent process has exited");
+                gone.push(pid);
+                continue;
+            }
+            // Ticks of processes that exited since the last sample drop out of the sum;
+            // a negative difference is reported as no figure rather than as a wrong one.
+            let cpu_ratio = w.last_ticks.and_then(|(before, at)| {
+                let seconds = now.duration_since(at).as_secs_f64();
+                (ticks >= before && seconds > 0.0)
+                    .then(|| (ticks - before) as f64 / TICKS_PER_SECOND / seconds)
+            });
+            w.last_ticks = Some((ticks, now));
+            out.push(ProcessSample {
+                pid,
+                process_count: alive,
+                rss_bytes,
+                cpu_ratio,
+                gpu_memory_bytes: None,
+                tree: w.tree.clone(),
+            });
+        }
+        for pid in gone {
+            self.watched.remove(&pid);
+        }
+        out
+    }
+}
+
+impl Default for ProcessProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `pid` and all its descendants, walking `task/*/children`.
+fn descendants(root: &Path, pid: u32) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() && tree.len() < MAX_TREE {
+        let tasks = root.join(tree[i].to_string()).join("task");
+        if let Ok(entries) = std::fs::read_dir(&tasks) {
+            for entry in entries.flatten() {
+                if let Ok(text) = std::fs::read_to_string(entry.path().join("children")) {
+                    tree.extend(
+                        text.split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok()),
+                    );
+                }
+            }
+        }
+        i += 1;
+    }
+    tree.sort_unstable();
+    tree.dedup();
+    tree
+}
+
+/// Resident memory from `statm` (second field, in pages).
+fn read_rss(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * PAGE_SIZE)
+}
+
+/// utime + stime from `stat`, in ticks. The command name may contain spaces and
+/// parentheses; the fields after its last `)` are fixed.
+fn read_ticks(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("stat")).ok()?;
+    let rest = text.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_proc(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("runlens-proc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn process(root: &Path, pid: u32, children: &[u32], rss_pages: u64, ticks: (u64, u64)) {
+        let dir = root.join(pid.to_string());
+        std::fs::create_dir_all(dir.join("task").join(pid.to_string())).unwrap();
+        let kids: Vec<String> = children.iter().map(u32::to_string).collect();
+        std::fs::write(
+            dir.join("task").join(pid.to_string()).join("children"),
+            kids.join(" "),
+        )
+        .unwrap();
+        std::fs::write(dir.join("statm"), format!("100 {rss_pages} 5 1 0 50 0\n")).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            format!(
+                "{pid} (agent (py)) S 1 1 1 0 -1 0 0 0 0 0 {} {} 0 0 20 0 1 0\n",
+                ticks.0, ticks.1
+            ),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn children_are_summed_and_the_tree_is_walked() {
+        let root = fake_proc("tree");
+        process(&root, 10, &[11, 12], 100, (50, 10));
+        process(&root, 11, &[13], 200, (5, 5));
+        process(&root, 12, &[], 300, (0, 0));
+        process(&root, 13, &[], 400, (1, 1));
+        let mut p = ProcessProbe::with_root(&root);
+        assert_eq!(p.watch(10), WatchOutcome::Watching);
+        assert_eq!(p.watch(10), WatchOutcome::AlreadyWatched);
+        let s = p.sample();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].tree, vec![10, 11, 12, 13]);
+        assert_eq!(s[0].process_count, 4);
+        assert_eq!(s[0].rss_bytes, (100 + 200 + 300 + 400) * PAGE_SIZE);
+        assert_eq!(s[0].cpu_ratio, None, "needs two readings");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn invisible_and_exited_processes() {
+        let root = fake_proc("gone");
+        let mut p = ProcessProbe::with_root(&root);
+        assert_eq!(p.watch(77), WatchOutcome::NotVisible);
+        process(&root, 78, &[], 1, (0, 0));
+        assert_eq!(p.watch(78), WatchOutcome::Watching);
+        assert_eq!(p.sample().len(), 1);
+        std::fs::remove_dir_all(root.join("78")).unwrap();
+        assert!(p.sample().is_empty());
+        assert!(p.watched().is_empty(), "an exited process is dropped");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn this_process_is_measured_for_real() {
+        let mut p = ProcessProbe::new();
+        assert_eq!(p.watch(std::process::id()), WatchOutcome::Watching);
+        let first = p.sample();
+        assert!(first[0].rss_bytes > 1 << 20);
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(300) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let second = p.sample();
+        let cpu = second[0].cpu_ratio.expect("second reading has a rate");
+        assert!(cpu > 0.3, "a spinning thread shows up: {cpu}");
+    }
+}
