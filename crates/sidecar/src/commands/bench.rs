@@ -24,8 +24,10 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
 /// Median, p90, p99 and max of a set of durations, in microseconds.
 pub fn summary(mut samples: Vec<Duration>) -> String {
     samples.sort();
+    // Nearest-rank quantiles: the smallest sample with at least q of the samples at or
+    // below it.
     let pick = |q: f64| {
-        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        let i = ((samples.len() as f64 * q).ceil() as usize).saturating_sub(1);
         samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
     };
     format!(
