@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# CI check: Python stubs generated from proto/ drive a real `runlens serve`.
-# Creates sdk-examples/python/.venv, installs requirements.txt, generates the stubs,
-# starts the sidecar (target/debug/runlens, built if missing) on a free port with a
-# temporary database, runs stub_smoke.py, and stops the sidecar.
+# CI check for Python users: stubs generated from proto/ drive a real `runlens serve`.
+# Creates sdk-examples/python/.venv, installs requirements.txt, generates the stubs, runs
+# the raw-stub smoke check, the example agent, and the helper's tests (example agent rows,
+# stress tests, sidecar restart). Uses target/debug/runlens (built if missing) unless
+# RUNLENS_BIN names another binary.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -13,11 +14,13 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 "$here/gen_stubs.sh" "$venv/bin/python"
 
-bin=${RUNLENS_BIN:-$root/target/debug/runlens}
-[ -x "$bin" ] || (cd "$root" && cargo build -p runlens-sidecar)
+export RUNLENS_BIN=${RUNLENS_BIN:-$root/target/debug/runlens}
+[ -x "$RUNLENS_BIN" ] || (cd "$root" && cargo build -p runlens-sidecar)
+# The fake NVML library sits next to the binary (the GPU stress test loads it).
+[ -f "$(dirname "$RUNLENS_BIN")/librunlens_fake_nvml.so" ] || (cd "$root" && cargo build -p runlens-fake-nvml)
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-"$bin" serve --listen 127.0.0.1:0 --db "$work/py.db" --sample-interval 200ms \
+"$RUNLENS_BIN" serve --listen 127.0.0.1:0 --db "$work/py.db" --sample-interval 200ms \
   >"$work/serve.out" 2>"$work/serve.err" &
 pid=$!
 for _ in $(seq 100); do
@@ -29,4 +32,13 @@ addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/serve.out")
 "$venv/bin/python" "$here/stub_smoke.py" "$addr" "$work/py.db"
 kill -INT $pid
 wait $pid
-echo "python stub check: passed"
+
+echo "== gpu_stress.py without a GPU says so"
+if "$venv/bin/python" "$here/gpu_stress.py" --mib 1 --seconds 0 2>"$work/gpu.err"; then
+  echo "gpu_stress.py claimed a GPU allocation on a machine without CUDA"; exit 1
+fi
+grep -qE "torch is not installed|no CUDA device" "$work/gpu.err"
+
+echo "== helper tests"
+"$venv/bin/python" -m unittest discover -s "$here/tests" -v
+echo "python checks: passed"

@@ -267,6 +267,18 @@ async fn session_reports_bad_messages_and_carries_on() {
             msg(5, Body::EndSpan(end_span("s1"))),
             msg(6, Body::EndSpan(end_span("s1"))), // ended twice
             msg(7, Body::Metric(metric("r", 7.0))),
+            // A batch: each inner message handled as if sent alone.
+            msg(
+                0,
+                Body::Batch(pb::MessageBatch {
+                    messages: vec![
+                        msg(8, Body::Metric(metric("r", 8.0))),
+                        msg(9, Body::Metric(metric("nope", 9.0))), // unknown run
+                        msg(10, Body::Batch(pb::MessageBatch::default())), // nested
+                        msg(11, Body::Metric(metric("r", 11.0))),
+                    ],
+                }),
+            ),
         ],
     )
     .await;
@@ -282,7 +294,9 @@ async fn session_reports_bad_messages_and_carries_on() {
         vec![
             (3, Code::NotFound as i32),
             (4, Code::InvalidArgument as i32),
-            (6, Code::FailedPrecondition as i32)
+            (6, Code::FailedPrecondition as i32),
+            (9, Code::NotFound as i32),
+            (10, Code::InvalidArgument as i32)
         ]
     );
     let last_ack = replies
@@ -294,7 +308,7 @@ async fn session_reports_bad_messages_and_carries_on() {
         .max();
     assert_eq!(
         last_ack,
-        Some(7),
+        Some(11),
         "every message handled and acknowledged: {replies:?}"
     );
     assert!(matches!(replies[0], pb::server_message::Body::Welcome(_)));
@@ -304,12 +318,12 @@ async fn session_reports_bad_messages_and_carries_on() {
         1
     );
     assert_eq!(
-        sidecar.count("SELECT count(*) FROM events WHERE value = 7.0"),
-        1
+        sidecar.count("SELECT count(*) FROM events WHERE value IN (7.0, 8.0, 11.0)"),
+        3
     );
     assert_eq!(
         sidecar.count("SELECT committed_seq FROM clients WHERE client_id = 'agent-a'"),
-        7
+        11
     );
     sidecar.stop();
 }

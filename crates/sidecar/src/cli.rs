@@ -33,6 +33,39 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Measure runlens itself: the cost of one sample, or of an idle sidecar.
     Bench(BenchArgs),
+    /// Put synthetic load on this machine (CPU or RAM) to check that snapshots see it.
+    Stress(StressArgs),
+}
+
+/// `runlens stress`.
+#[derive(Debug, Args)]
+pub struct StressArgs {
+    /// Which load.
+    #[command(subcommand)]
+    pub command: StressCommand,
+}
+
+/// The loads.
+#[derive(Debug, Subcommand)]
+pub enum StressCommand {
+    /// Keep CPU threads busy computing primes.
+    Cpu {
+        /// Busy threads [default: one per CPU].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// How long, in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Allocate memory, touch every page so it is resident, and hold it.
+    Ram {
+        /// How much, in MiB.
+        #[arg(long)]
+        mib: usize,
+        /// How long to hold it, in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
 }
 
 /// `runlens bench`.

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Query(args) => commands::query::run(args),
         cli::Command::Doctor(args) => commands::doctor::run(args),
         cli::Command::Bench(args) => commands::bench::run(args),
+        cli::Command::Stress(args) => commands::stress::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

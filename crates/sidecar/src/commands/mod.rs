@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod query;
 pub mod serve;
 pub mod snapshot;
+pub mod stress;
 
 use std::ffi::OsStr;
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runlens_api::pb;
+use runlens_api::pb::client_message::Body;
 use runlens_api::pb::server_message::Body as Out;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
@@ -117,8 +118,29 @@ impl Session {
         true
     }
 
-    /// Handles one message; false when the session must end.
+    /// Handles one message, or each message of a batch in order; false when the session
+    /// must end.
     async fn handle(&mut self, msg: pb::ClientMessage) -> bool {
+        if let Some(Body::Batch(batch)) = msg.body {
+            for inner in batch.messages {
+                if matches!(inner.body, Some(Body::Batch(_))) {
+                    let nested = Status::invalid_argument("a batch may not contain a batch");
+                    if !self.reject_and_skip(inner.seq, nested).await {
+                        return false;
+                    }
+                    continue;
+                }
+                if !self.handle_one(inner).await {
+                    return false;
+                }
+            }
+            return true;
+        }
+        self.handle_one(msg).await
+    }
+
+    /// Handles one message that is not a batch; false when the session must end.
+    async fn handle_one(&mut self, msg: pb::ClientMessage) -> bool {
         let seq = msg.seq;
         if seq == 0 {
             return self

@@ -1,0 +1,305 @@
+"""A small Python helper for runlens, on top of the stubs generated from proto/.
+
+Recording never waits on the network: each call appends one message to a bounded
+in-memory buffer and returns. A background thread streams the buffer to the sidecar over
+the `Session` rpc, keeps every message until the sidecar acknowledges that it is durably
+committed, and reconnects (resending what is unacknowledged) when the stream breaks, for
+example while the sidecar restarts.
+
+    from runlens_client import Client
+
+    client = Client("127.0.0.1:50551", name="my-agent")
+    with client.run("answer-question", model="llama-3-8b") as run:
+        with run.span("plan") as plan:
+            with plan.span("llm_call", fresh_snapshot=True) as llm:
+                llm.metric("gen_ai.usage.output_tokens", 512, unit="{token}")
+    client.flush()
+
+An exception inside a `with` block ends that run or span as failed with the exception's
+text, and propagates. `flush()` runs at interpreter exit (atexit) for a few seconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import itertools
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(_HERE, "generated"))
+
+import grpc  # noqa: E402
+from runlens.v1 import runlens_pb2 as pb  # noqa: E402
+from runlens.v1 import runlens_pb2_grpc as rpc  # noqa: E402
+
+__all__ = ["Client", "Run", "Span", "pb"]
+
+_OK = pb.END_STATUS_OK
+_BATCH = 1024  # messages per stream frame
+_FAILED = pb.END_STATUS_FAILED
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _attrs(attributes: dict) -> dict:
+    return {str(k): str(v) for k, v in attributes.items()}
+
+
+class Client:
+    """A connection to the runlens sidecar. Safe to share between threads."""
+
+    def __init__(self, endpoint: str = "127.0.0.1:50551", name: str = "",
+                 capacity: int = 100_000, flush_at_exit: float = 5.0):
+        """`endpoint` is host:port. `capacity` bounds the messages kept while
+        unacknowledged; beyond it new messages are dropped and counted (`dropped`)."""
+        self.endpoint = endpoint
+        self.name = name
+        self.client_id = "py-" + uuid.uuid4().hex[:16]
+        self._ids = itertools.count(1)
+        self._id_prefix = self.client_id[3:]
+        self._capacity = max(1, capacity)
+        self._cond = threading.Condition()
+        self._next_seq = 1
+        self._pending: collections.deque = collections.deque()
+        self._inflight: collections.deque = collections.deque()
+        self._acked = 0
+        self._generation = 0
+        self._closed = False
+        self.dropped = 0
+        self.rejected = 0
+        self.last_error = ""
+        self._thread = threading.Thread(target=self._drive, name="runlens-client", daemon=True)
+        self._thread.start()
+        if flush_at_exit:
+            atexit.register(self.close, flush_at_exit)
+
+    # ---- recording -------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"
+
+    def _push(self, **body) -> None:
+        with self._cond:
+            if len(self._pending) + len(self._inflight) >= self._capacity:
+                self.dropped += 1
+                return
+            seq = self._next_seq
+            self._next_seq += 1
+            self._pending.append(pb.ClientMessage(seq=seq, **body))
+            self._cond.notify()
+
+    def run(self, name: str, **attributes) -> "Run":
+        """Opens a run (the sidecar takes a fresh baseline snapshot). Use it with `with`,
+        or call `end()` / `fail()` yourself."""
+        return Run(self, name, attributes)
+
+    # ---- delivery --------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until the sidecar has durably committed everything recorded so far.
+        Returns False if `timeout` (seconds) passed first; nothing is lost then."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._next_seq - 1
+            while self._acked < target:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left if left is not None else 1.0)
+            return True
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages recorded but not yet acknowledged by the sidecar."""
+        with self._cond:
+            return self._next_seq - 1 - self._acked
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flushes for up to `timeout` seconds and stops the background thread."""
+        flushed = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        return flushed
+
+    def _acknowledge(self, seq: int) -> None:
+        with self._cond:
+            while self._inflight and self._inflight[0].seq <= seq:
+                self._inflight.popleft()
+            while not self._inflight and self._pending and self._pending[0].seq <= seq:
+                self._pending.popleft()
+            if seq > self._acked:
+                self._acked = seq
+            self._cond.notify_all()
+
+    def _requests(self, generation: int):
+        """The outgoing stream of one connection; ends when that connection is replaced."""
+        yield pb.ClientMessage(seq=0, hello=pb.SessionHello(
+            client_id=self.client_id, client_name=self.name, pid=os.getpid(),
+            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", "")))
+        while True:
+            with self._cond:
+                while not self._pending and generation == self._generation and not self._closed:
+                    self._cond.wait(0.5)
+                if generation != self._generation or (self._closed and not self._pending):
+                    return
+                batch = list(itertools.islice(self._pending, _BATCH))
+                for _ in batch:
+                    self._pending.popleft()
+                self._inflight.extend(batch)
+            # One frame per batch: gRPC Python's per-message cost would otherwise dominate.
+            yield pb.ClientMessage(batch=pb.MessageBatch(messages=batch))
+
+    def _drive(self) -> None:
+        delay = 0.05
+        while True:
+            with self._cond:
+                if self._closed and self._next_seq - 1 == self._acked:
+                    return
+                self._generation += 1
+                generation = self._generation
+                # Everything sent on a previous connection and not acknowledged goes again.
+                self._inflight.extend(self._pending)
+                self._pending = self._inflight
+                self._inflight = collections.deque()
+            channel = grpc.insecure_channel(self.endpoint)
+            try:
+                stub = rpc.RunlensStub(channel)
+                for reply in stub.Session(self._requests(generation)):
+                    kind = reply.WhichOneof("body")
+                    if kind == "welcome":
+                        delay = 0.05
+                        self._acknowledge(reply.welcome.committed_seq)
+                    elif kind == "ack":
+                        self._acknowledge(reply.ack.committed_seq)
+                    elif kind == "error":
+                        self.rejected += 1
+                        self.last_error = reply.error.message
+                        print(f"runlens: message {reply.error.seq} rejected: "
+                              f"{reply.error.message}", file=sys.stderr)
+            except grpc.RpcError as e:
+                self.last_error = str(e.details() if hasattr(e, "details") else e)
+            finally:
+                with self._cond:
+                    self._generation += 1  # ends the old request generator
+                    self._cond.notify_all()
+                channel.close()
+            with self._cond:
+                if self._closed and self._next_seq - 1 == self._acked:
+                    return
+            # Capped exponential backoff with full jitter.
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 5.0)
+
+
+class _Recorder:
+    """What runs and spans share: metrics and events."""
+
+    _client: Client
+    _run_id: str
+    _span_id: str = ""
+
+    def metric(self, name: str, value: float, unit: str = "", **attributes) -> None:
+        """Records one numeric measurement (must be finite)."""
+        self._client._push(metric=pb.Metric(
+            run_id=self._run_id, span_id=self._span_id, name=name, value=float(value),
+            unit=unit, attributes=_attrs(attributes), time_ns=_now_ns()))
+
+    def event(self, name: str, **attributes) -> None:
+        """Records a named occurrence, e.g. "retry"."""
+        self._client._push(event=pb.Event(
+            run_id=self._run_id, span_id=self._span_id, name=name,
+            attributes=_attrs(attributes), time_ns=_now_ns()))
+
+    def span(self, name: str, fresh_snapshot: bool = False, **attributes) -> "Span":
+        """Opens a span nested here. `fresh_snapshot` asks the sidecar to sample at its
+        start and end rather than attach its latest periodic sample."""
+        return Span(self._client, self._run_id, self._span_id, name, fresh_snapshot, attributes)
+
+
+class Run(_Recorder):
+    """One task of an agent, from request to answer."""
+
+    def __init__(self, client: Client, name: str, attributes: dict):
+        self._client = client
+        self._run_id = client._new_id()
+        self._ended = False
+        self._error = ""
+        client._push(start_run=pb.StartRunRequest(
+            run_id=self._run_id, name=name, attributes=_attrs(attributes), time_ns=_now_ns()))
+
+    @property
+    def id(self) -> str:
+        """The run's id, as stored in runs.run_id."""
+        return self._run_id
+
+    def fail(self, error: str) -> None:
+        """Marks the run failed; it ends as failed when its `with` block exits."""
+        self._error = error or "failed"
+
+    def end(self, error: str = "") -> None:
+        """Ends the run: ok, or failed when `error` (or an earlier `fail`) is given."""
+        if self._ended:
+            return
+        self._ended = True
+        error = error or self._error
+        self._client._push(end_run=pb.EndRunRequest(
+            run_id=self._run_id, status=_FAILED if error else _OK, error=error,
+            time_ns=_now_ns()))
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.end(f"{exc_type.__name__}: {exc}" if exc_type else "")
+        return False
+
+
+class Span(_Recorder):
+    """One step of a run (plan, llm_call, tool_call, ...), possibly nested."""
+
+    def __init__(self, client: Client, run_id: str, parent: str, name: str,
+                 fresh_snapshot: bool, attributes: dict):
+        self._client = client
+        self._run_id = run_id
+        self._span_id = client._new_id()
+        self._fresh = fresh_snapshot
+        self._ended = False
+        self._error = ""
+        client._push(start_span=pb.StartSpanRequest(
+            run_id=run_id, span_id=self._span_id, parent_span_id=parent, name=name,
+            attributes=_attrs(attributes), time_ns=_now_ns(), fresh_snapshot=fresh_snapshot))
+
+    @property
+    def id(self) -> str:
+        """The span's id, as stored in spans.span_id."""
+        return self._span_id
+
+    def fail(self, error: str) -> None:
+        """Marks the span failed; it ends as failed when its `with` block exits."""
+        self._error = error or "failed"
+
+    def end(self, error: str = "") -> None:
+        """Ends the span: ok, or failed when `error` (or an earlier `fail`) is given."""
+        if self._ended:
+            return
+        self._ended = True
+        error = error or self._error
+        self._client._push(end_span=pb.EndSpanRequest(
+            span_id=self._span_id, status=_FAILED if error else _OK, error=error,
+            time_ns=_now_ns(), fresh_snapshot=self._fresh))
+
+    def __enter__(self) -> "Span":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.end(f"{exc_type.__name__}: {exc}" if exc_type else "")
+        return False

@@ -1,0 +1,189 @@
+"""The Python helper against a real `runlens serve`: rows in SQL, failures with their
+text, the seed's stress tests (Section 7), and a sidecar restart mid-run."""
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from runlens_client import Client  # noqa: E402
+from sidecar import DEMO_SCENARIO, FAKE_NVML, RUNLENS, Sidecar  # noqa: E402
+
+MIB = 1 << 20
+
+
+def one(db, sql):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchone()[0]
+    finally:
+        con.close()
+
+
+class ExampleAgent(unittest.TestCase):
+    def test_example_agent_rows_and_failures(self):
+        with Sidecar() as s:
+            out = subprocess.run(
+                [sys.executable, os.path.join(os.path.dirname(HERE), "example_agent.py"),
+                 "--endpoint", s.addr, "--runs", "6", "--step-ms", "1"],
+                capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("6 runs (4 ok, 2 failed)", out.stdout)
+            self.assertEqual(one(s.db, "select count(*) from runs where status = 'ok'"), 4)
+            self.assertEqual(one(s.db, "select count(*) from runs where status = 'failed' and "
+                                       "error = 'ToolError: search timed out after 1 retry'"), 2)
+            self.assertEqual(one(s.db, "select count(*) from spans"), 18)
+            self.assertEqual(one(s.db, "select count(*) from spans c join spans p on "
+                                       "p.span_id = c.parent_span_id where p.name = 'plan' and "
+                                       "c.name in ('llm_call', 'tool_call')"), 12)
+            self.assertEqual(one(s.db, "select count(*) from spans where name = 'tool_call' "
+                                       "and status = 'failed'"), 2)
+            self.assertEqual(one(s.db, "select count(*) from events where kind = 'metric'"),
+                             6 * 2 + 4)
+            self.assertEqual(one(s.db, "select count(*) from spans where start_snapshot_id is "
+                                       "null or end_snapshot_id is null"), 0)
+
+    def test_an_exception_marks_the_span_and_run_failed(self):
+        with Sidecar() as s:
+            client = Client(s.addr, flush_at_exit=0)
+            with self.assertRaises(ValueError):
+                with client.run("r") as run:
+                    with run.span("step"):
+                        raise ValueError("boom")
+            self.assertTrue(client.flush(timeout=20))
+            self.assertEqual(one(s.db, "select error from spans"), "ValueError: boom")
+            self.assertEqual(one(s.db, "select status from runs"), "failed")
+            client.close()
+
+
+def wait_for_line(proc, word, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if word in line:
+            return line
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"runlens stress never said {word!r}")
+
+
+class Stress(unittest.TestCase):
+    """Seed Section 7: the snapshots must reflect real load."""
+
+    def test_a_span_around_1_gib_of_ram_shows_the_growth(self):
+        with Sidecar(interval="200ms") as s:
+            client = Client(s.addr, flush_at_exit=0)
+            with client.run("stress") as run:
+                with run.span("ram", fresh_snapshot=True):
+                    time.sleep(0.3)
+                    stress = subprocess.Popen(
+                        [RUNLENS, "stress", "ram", "--mib", "1024", "--seconds", "6"],
+                        stdout=subprocess.PIPE, text=True)
+                    wait_for_line(stress, "holding")
+                # The span ended while the memory was held: commit before it is released.
+                self.assertTrue(client.flush(timeout=20))
+            stress.wait(timeout=60)
+            stress.stdout.close()
+            self.assertTrue(client.flush(timeout=20))
+            delta = one(s.db, "select delta_ram_used_bytes from span_resources where name = 'ram'")
+            self.assertGreaterEqual(delta, 900 * MIB, f"RAM delta {delta / MIB:.0f} MiB")
+            client.close()
+
+    def test_a_span_around_cpu_stress_ends_with_high_utilization(self):
+        with Sidecar(interval="200ms") as s:
+            client = Client(s.addr, flush_at_exit=0)
+            threads = os.cpu_count() or 2
+            with client.run("stress") as run:
+                with run.span("cpu", fresh_snapshot=True):
+                    stress = subprocess.Popen(
+                        [RUNLENS, "stress", "cpu", "--threads", str(threads), "--seconds", "4"],
+                        stdout=subprocess.PIPE, text=True)
+                    wait_for_line(stress, "running")
+                    time.sleep(1.5)
+                self.assertTrue(client.flush(timeout=20))
+            stress.wait(timeout=60)
+            stress.stdout.close()
+            self.assertTrue(client.flush(timeout=20))
+            end = one(s.db, "select end_cpu_utilization_ratio from span_resources "
+                            "where name = 'cpu'")
+            self.assertGreaterEqual(end, 0.8, f"CPU utilization at span end: {end}")
+            client.close()
+
+
+class FakeGpuStress(unittest.TestCase):
+    def test_gpu_stress_on_the_fake_library_shows_in_the_span(self):
+        with tempfile.TemporaryDirectory() as d:
+            scenario = os.path.join(d, "scenario.json")
+            with open(DEMO_SCENARIO) as src, open(scenario, "w") as dst:
+                dst.write(src.read())
+            with Sidecar(extra=["--nvml-lib", FAKE_NVML],
+                         env={"RUNLENS_FAKE_NVML_SCENARIO": scenario}) as s:
+                client = Client(s.addr, flush_at_exit=0)
+                with client.run("gpu") as run:
+                    with run.span("alloc", fresh_snapshot=True):
+                        stress = subprocess.Popen(
+                            [sys.executable, os.path.join(os.path.dirname(HERE), "gpu_stress.py"),
+                             "--mib", "8192", "--seconds", "3", "--device", "2",
+                             "--fake-scenario", scenario],
+                            stdout=subprocess.PIPE, text=True)
+                        wait_for_line(stress, "holding")
+                    self.assertTrue(client.flush(timeout=20))
+                stress.wait(timeout=30)
+                stress.stdout.close()
+                self.assertTrue(client.flush(timeout=20))
+                delta = one(s.db, "select delta_gpu_memory_used_bytes from span_resources "
+                                  "where name = 'alloc'")
+                self.assertEqual(delta, 8192 * MIB)
+                client.close()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Restart(unittest.TestCase):
+    def test_the_helper_survives_a_sidecar_restart_mid_run(self):
+        with tempfile.TemporaryDirectory() as d:
+            db = os.path.join(d, "restart.db")
+            listen = f"127.0.0.1:{free_port()}"
+            first = Sidecar(db=db, listen=listen)
+            client = Client(listen, flush_at_exit=0)
+            run = client.run("long-run")
+            for i in range(300):
+                with run.span("before", i=i) as sp:
+                    sp.metric("i", i)
+            self.assertTrue(client.flush(timeout=20))
+            for i in range(200):
+                with run.span("during", i=i) as sp:
+                    sp.metric("i", i)
+            first.stop(signal.SIGKILL)  # no goodbye: whatever was not acknowledged is resent
+            for i in range(300):
+                with run.span("after", i=i) as sp:
+                    sp.metric("i", i)
+            time.sleep(0.5)
+            with Sidecar(db=db, listen=listen) as second:
+                run.end()
+                self.assertTrue(client.flush(timeout=30), client.last_error)
+                self.assertEqual(one(db, "select count(*) from spans where status = 'ok'"), 800)
+                self.assertEqual(one(db, "select count(distinct span_id) from spans"), 800)
+                self.assertEqual(one(db, "select count(*) from events where name = 'i'"), 800)
+                self.assertEqual(one(db, "select status from runs"), "ok")
+                self.assertEqual(client.rejected, 0, client.last_error)
+                self.assertEqual(client.dropped, 0)
+                client.close()
+                second.stop()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
