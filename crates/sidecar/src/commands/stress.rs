@@ -33,7 +33,7 @@ fn count_primes_until(deadline: Instant) -> u64 {
             let mut d = 2;
             let mut prime = true;
             while d * d <= n {
-                if n % d == 0 {
+                if n.is_multiple_of(d) {
                     prime = false;
                     break;
                 }
@@ -49,7 +49,7 @@ fn count_primes_until(deadline: Instant) -> u64 {
 fn cpu(threads: Option<usize>, seconds: f64) -> Result<(), Failure> {
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 || !(seconds > 0.0) {
+    if threads == 0 || !seconds.is_finite() || seconds <= 0.0 {
         return Err(Failure::new(
             USAGE,
             "--threads and --seconds must be positive",
@@ -70,7 +70,7 @@ fn cpu(threads: Option<usize>, seconds: f64) -> Result<(), Failure> {
 }
 
 fn ram(mib: usize, seconds: f64) -> Result<(), Failure> {
-    if mib == 0 || !(seconds >= 0.0) {
+    if mib == 0 || !seconds.is_finite() || seconds < 0.0 {
         return Err(Failure::new(
             USAGE,
             "--mib must be positive and --seconds not negative",
