@@ -74,6 +74,7 @@ class Client:
         self._generation = 0
         self._closed = False
         self.dropped = 0
+        self._dropped_reported = 0
         self.rejected = 0
         self.last_error = ""
         self._thread = threading.Thread(target=self._drive, name="runlens-client", daemon=True)
@@ -90,6 +91,7 @@ class Client:
         with self._cond:
             if len(self._pending) + len(self._inflight) >= self._capacity:
                 self.dropped += 1
+                self._cond.notify()
                 return
             seq = self._next_seq
             self._next_seq += 1
@@ -147,10 +149,18 @@ class Client:
             cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", "")))
         while True:
             with self._cond:
-                while not self._pending and generation == self._generation and not self._closed:
+                while (not self._pending and self.dropped == self._dropped_reported
+                       and generation == self._generation and not self._closed):
                     self._cond.wait(0.5)
                 if generation != self._generation or (self._closed and not self._pending):
                     return
+                if self.dropped > self._dropped_reported:
+                    # Tell the sidecar how much was lost (stored in clients.dropped_messages).
+                    self._dropped_reported = self.dropped
+                    self._pending.append(pb.ClientMessage(
+                        seq=self._next_seq,
+                        stats=pb.ClientStats(dropped_total=self.dropped)))
+                    self._next_seq += 1
                 batch = list(itertools.islice(self._pending, _BATCH))
                 for _ in batch:
                     self._pending.popleft()

@@ -7,45 +7,81 @@
 //! committed.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use runlens_api::pb;
 use tokio::sync::{Notify, watch};
+
+/// What recording does when the buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Drop the new message and count it (the default: the agent never waits).
+    DropNewest,
+    /// Block the recording call until there is room, for at most this long; then drop and
+    /// count. Use only where blocking the calling thread is acceptable.
+    Block(Duration),
+}
+
+/// Limits of the buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most messages kept while unacknowledged.
+    pub messages: usize,
+    /// Most encoded bytes kept while unacknowledged.
+    pub bytes: usize,
+    /// What happens when either limit is reached.
+    pub policy: FullPolicy,
+}
 
 /// Buffer contents, under one lock.
 struct Queues {
     next_seq: u64,
     pending: VecDeque<pb::ClientMessage>,
     inflight: VecDeque<pb::ClientMessage>,
+    /// Encoded size of everything in `pending` and `inflight`.
+    bytes: usize,
 }
 
 /// State shared by the recording handles and the background task.
 pub struct Shared {
     queues: Mutex<Queues>,
-    capacity: usize,
+    /// Signalled when acknowledgements free room (for `FullPolicy::Block`).
+    room: Condvar,
+    limits: Limits,
     /// Wakes the background task when a message is recorded or the client closes.
     pub wake: Notify,
     /// Highest sequence number the sidecar acknowledged.
     pub acked: watch::Sender<u64>,
     dropped: AtomicU64,
+    /// The dropped count last reported to the sidecar.
+    dropped_reported: AtomicU64,
     rejected: AtomicU64,
     closed: AtomicBool,
 }
 
 impl Shared {
-    /// An empty buffer holding at most `capacity` unacknowledged messages.
-    pub fn new(capacity: usize) -> Self {
+    /// An empty buffer within `limits`.
+    pub fn new(limits: Limits) -> Self {
         Self {
             queues: Mutex::new(Queues {
                 next_seq: 1,
                 pending: VecDeque::new(),
                 inflight: VecDeque::new(),
+                bytes: 0,
             }),
-            capacity: capacity.max(1),
+            room: Condvar::new(),
+            limits: Limits {
+                messages: limits.messages.max(1),
+                bytes: limits.bytes.max(1),
+                policy: limits.policy,
+            },
             wake: Notify::new(),
             acked: watch::channel(0).0,
             dropped: AtomicU64::new(0),
+            dropped_reported: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         }
@@ -59,15 +95,61 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records one message; when the buffer is full the message is dropped and counted.
+    fn full(&self, q: &Queues, size: usize) -> bool {
+        q.pending.len() + q.inflight.len() >= self.limits.messages
+            || q.bytes + size > self.limits.bytes
+    }
+
+    /// Records one message; when the buffer is full the policy decides: drop it (counted),
+    /// or wait for room up to a timeout (then drop it, counted).
     pub fn push(&self, body: pb::client_message::Body) {
+        let mut msg = pb::ClientMessage {
+            seq: 0,
+            body: Some(body),
+        };
+        let size = msg.encoded_len();
         {
             let mut q = self.lock();
-            if q.pending.len() + q.inflight.len() >= self.capacity {
-                drop(q);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
+            if self.full(&q, size) {
+                let FullPolicy::Block(timeout) = self.limits.policy else {
+                    drop(q);
+                    self.note_dropped();
+                    return;
+                };
+                let deadline = Instant::now() + timeout;
+                while self.full(&q, size) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        drop(q);
+                        self.note_dropped();
+                        return;
+                    }
+                    q = self
+                        .room
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
             }
+            msg.seq = q.next_seq;
+            q.next_seq += 1;
+            q.bytes += size;
+            q.pending.push_back(msg);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Counts a dropped message and wakes the stream so the count reaches the sidecar.
+    fn note_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Queues a control message (client stats) outside the limits: it is tiny and says
+    /// how much else was lost.
+    pub fn push_control(&self, body: pb::client_message::Body) {
+        {
+            let mut q = self.lock();
             let seq = q.next_seq;
             q.next_seq += 1;
             q.pending.push_back(pb::ClientMessage {
@@ -76,6 +158,13 @@ impl Shared {
             });
         }
         self.wake.notify_one();
+    }
+
+    /// The dropped count, if it changed since it was last reported to the sidecar.
+    pub fn dropped_to_report(&self) -> Option<u64> {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let reported = self.dropped_reported.swap(dropped, Ordering::Relaxed);
+        (dropped > reported).then_some(dropped)
     }
 
     /// The sequence number of the last message recorded (0 if none).
@@ -100,14 +189,18 @@ impl Shared {
     pub fn acknowledge(&self, seq: u64) {
         {
             let mut q = self.lock();
+            let mut freed = 0;
             while q.inflight.front().is_some_and(|m| m.seq <= seq) {
-                q.inflight.pop_front();
+                freed += q.inflight.pop_front().map_or(0, |m| m.encoded_len());
             }
             // A welcome after reconnect can cover messages not yet re-sent.
             while q.inflight.is_empty() && q.pending.front().is_some_and(|m| m.seq <= seq) {
-                q.pending.pop_front();
+                freed += q.pending.pop_front().map_or(0, |m| m.encoded_len());
             }
+            // Control messages were never counted: never go below zero.
+            q.bytes = q.bytes.saturating_sub(freed);
         }
+        self.room.notify_all();
         self.acked.send_if_modified(|a| {
             let advanced = seq > *a;
             if advanced {
@@ -166,9 +259,17 @@ mod tests {
         Body::Event(pb::Event::default())
     }
 
+    fn limits(messages: usize) -> Limits {
+        Limits {
+            messages,
+            bytes: usize::MAX,
+            policy: FullPolicy::DropNewest,
+        }
+    }
+
     #[test]
     fn full_buffer_drops_and_counts() {
-        let s = Shared::new(2);
+        let s = Shared::new(limits(2));
         for _ in 0..5 {
             s.push(event());
         }
@@ -183,7 +284,7 @@ mod tests {
 
     #[test]
     fn unacknowledged_messages_are_resent_in_order() {
-        let s = Shared::new(10);
+        let s = Shared::new(limits(10));
         for _ in 0..4 {
             s.push(event());
         }
@@ -202,11 +303,69 @@ mod tests {
 
     #[test]
     fn welcome_covering_unsent_messages_discards_them() {
-        let s = Shared::new(10);
+        let s = Shared::new(limits(10));
         for _ in 0..3 {
             s.push(event());
         }
         s.acknowledge(2);
         assert_eq!(s.take_next().unwrap().seq, 3);
+    }
+
+    #[test]
+    fn the_byte_limit_counts_encoded_sizes() {
+        let s = Shared::new(Limits {
+            messages: 1000,
+            bytes: 100,
+            policy: FullPolicy::DropNewest,
+        });
+        let big = || {
+            Body::Event(pb::Event {
+                name: "x".repeat(60),
+                ..Default::default()
+            })
+        };
+        s.push(big());
+        s.push(big());
+        assert_eq!((s.last_seq(), s.dropped()), (1, 1));
+        s.take_next();
+        s.acknowledge(1);
+        s.push(big());
+        assert_eq!(s.last_seq(), 2, "acknowledged bytes are freed");
+    }
+
+    #[test]
+    fn the_block_policy_waits_for_room_then_gives_up() {
+        let s = std::sync::Arc::new(Shared::new(Limits {
+            messages: 1,
+            bytes: usize::MAX,
+            policy: FullPolicy::Block(Duration::from_millis(300)),
+        }));
+        s.push(event());
+        let started = Instant::now();
+        s.push(event()); // nobody acknowledges: waits 300 ms, then drops
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!((s.last_seq(), s.dropped()), (1, 1));
+        let acker = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                s.take_next();
+                s.acknowledge(1);
+            })
+        };
+        s.push(event()); // room appears after ~50 ms
+        acker.join().unwrap();
+        assert_eq!((s.last_seq(), s.dropped()), (2, 1));
+    }
+
+    #[test]
+    fn drops_are_reported_once_per_change() {
+        let s = Shared::new(limits(1));
+        assert_eq!(s.dropped_to_report(), None);
+        s.push(event());
+        s.push(event());
+        s.push(event());
+        assert_eq!(s.dropped_to_report(), Some(2));
+        assert_eq!(s.dropped_to_report(), None);
     }
 }

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use tonic::transport::Endpoint;
 
-use crate::buffer::Shared;
+use crate::buffer::{FullPolicy, Limits, Shared};
 use crate::error::Error;
 use crate::ids::IdGen;
 use crate::recording::Run;
@@ -15,11 +15,14 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50551";
 /// Default buffer size, in messages (sent or not) awaiting acknowledgement.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
+/// Default buffer size, in encoded bytes awaiting acknowledgement.
+pub const DEFAULT_CAPACITY_BYTES: usize = 64 << 20;
+
 /// Configures a [`Client`].
 pub struct ClientBuilder {
     endpoint: String,
     name: String,
-    capacity: usize,
+    limits: Limits,
 }
 
 impl ClientBuilder {
@@ -29,10 +32,24 @@ impl ClientBuilder {
         self
     }
 
-    /// Most messages kept while unacknowledged; beyond it, new messages are dropped and
-    /// counted ([`Client::dropped`]).
+    /// Most messages kept while unacknowledged (default 100,000).
     pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity;
+        self.limits.messages = capacity;
+        self
+    }
+
+    /// Most encoded bytes kept while unacknowledged (default 64 MiB).
+    pub fn capacity_bytes(mut self, bytes: usize) -> Self {
+        self.limits.bytes = bytes;
+        self
+    }
+
+    /// What recording does when the buffer is full: drop the new message (default) or
+    /// block the caller up to a timeout. Every dropped message is counted
+    /// ([`Client::dropped`]) and the count is stored by the sidecar in
+    /// `clients.dropped_messages`.
+    pub fn when_full(mut self, policy: FullPolicy) -> Self {
+        self.limits.policy = policy;
         self
     }
 
@@ -49,7 +66,7 @@ impl ClientBuilder {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
         let ids = Arc::new(IdGen::new());
-        let shared = Arc::new(Shared::new(self.capacity));
+        let shared = Arc::new(Shared::new(self.limits));
         let hello = Hello {
             client_id: format!("client-{}", ids.prefix()),
             client_name: self.name,
@@ -86,7 +103,11 @@ impl Client {
         ClientBuilder {
             endpoint: endpoint.into(),
             name: String::new(),
-            capacity: DEFAULT_CAPACITY,
+            limits: Limits {
+                messages: DEFAULT_CAPACITY,
+                bytes: DEFAULT_CAPACITY_BYTES,
+                policy: FullPolicy::DropNewest,
+            },
         }
     }
 

@@ -33,6 +33,9 @@ mod recording;
 mod stream;
 
 pub use backoff::Backoff;
-pub use client::{Client, ClientBuilder, DEFAULT_ENDPOINT};
+pub use buffer::FullPolicy;
+pub use client::{
+    Client, ClientBuilder, DEFAULT_CAPACITY, DEFAULT_CAPACITY_BYTES, DEFAULT_ENDPOINT,
+};
 pub use error::Error;
 pub use recording::{Run, Span};

@@ -79,6 +79,11 @@ async fn session(
     }
     backoff.reset();
     loop {
+        if let Some(dropped_total) = shared.dropped_to_report() {
+            shared.push_control(pb::client_message::Body::Stats(pb::ClientStats {
+                dropped_total,
+            }));
+        }
         // Hand the transport as much as it will take without waiting.
         while let Ok(permit) = tx.try_reserve() {
             match shared.take_next() {

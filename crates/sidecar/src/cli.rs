@@ -162,6 +162,11 @@ pub struct ServeArgs {
     /// How hard each commit is pushed to disk.
     #[arg(long, env = "RUNLENS_DURABILITY", value_enum, default_value_t = Durability::Normal)]
     pub durability: Durability,
+    /// Cap the database at this many MiB. When it is full, runlens stops taking new data
+    /// (clients keep it in their buffers), reports NOT_SERVING, and resumes after a restart
+    /// with a larger cap or after old rows are deleted.
+    #[arg(long, env = "RUNLENS_MAX_DB_MIB", value_name = "MIB")]
+    pub max_db_mib: Option<u64>,
     #[command(flatten)]
     pub probe: ProbeArgs,
 }

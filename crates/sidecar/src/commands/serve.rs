@@ -36,7 +36,11 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
-    let conn = store::open_for_writing(&args.db, args.durability == Durability::Full)?;
+    let conn = store::open_for_writing(
+        &args.db,
+        args.durability == Durability::Full,
+        args.max_db_mib.map(|mib| mib.saturating_mul(1 << 20)),
+    )?;
     let next_snapshot_id = read::next_snapshot_id(&conn).map_err(Failure::from)?;
     let writer = Writer::start(conn)
         .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
@@ -75,6 +79,26 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         shutdown_rx.clone(),
         drain_tx.downgrade(),
     );
+    // The health service follows the writer: NOT_SERVING while storage is failing.
+    let mut storage = writer.handle().health();
+    let storage_health = health.clone();
+    tokio::spawn(async move {
+        loop {
+            let failing = storage.borrow_and_update().is_some();
+            if failing {
+                storage_health
+                    .set_not_serving::<RunlensServer<RunlensService>>()
+                    .await;
+            } else {
+                storage_health
+                    .set_serving::<RunlensServer<RunlensService>>()
+                    .await;
+            }
+            if storage.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let mut stop_accepting = shutdown_rx.clone();
     let server = Server::builder()
         .add_service(health_service)

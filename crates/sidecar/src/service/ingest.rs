@@ -53,8 +53,8 @@ impl Ingest {
             Body::Hello(_) => Err(Status::invalid_argument(
                 "hello may only be the first message of a session",
             )),
-            Body::Batch(_) => Err(Status::invalid_argument(
-                "batches are only accepted on the session stream",
+            Body::Batch(_) | Body::Stats(_) => Err(Status::invalid_argument(
+                "batches and client stats are only accepted on the session stream",
             )),
             Body::StartRun(m) => self.start_run(m, client_id, now).await,
             Body::EndRun(m) => self.end_run(m, now).await,

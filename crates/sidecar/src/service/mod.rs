@@ -15,7 +15,7 @@ use runlens_api::convert::snapshot_to_wire;
 use runlens_api::pb;
 use runlens_api::pb::client_message::Body;
 use runlens_api::pb::runlens_server::Runlens;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -24,7 +24,10 @@ pub use ingest::Ingest;
 pub use registry::Registry;
 
 use crate::sampler::SamplerHandle;
-use crate::store::{SessionProgress, WriterHandle, read};
+use crate::store::{Ack, QueueError, SessionProgress, WriteOp, WriterHandle, read};
+
+/// How long a unary call waits for its commit.
+const UNARY_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Shortest interval `WatchSnapshots` accepts.
 const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -64,12 +67,40 @@ impl RunlensService {
     }
 
     /// Accepts one message, waits for its commit, and answers with its snapshot.
+    ///
+    /// Refuses before changing any state when storage is failing (`UNAVAILABLE`) or the
+    /// write queue is full (`RESOURCE_EXHAUSTED`), so a retry is always safe then.
     async fn unary(&self, body: Body) -> Result<pb::Snapshot, Status> {
+        if let Some(error) = self.writer.health().borrow().clone() {
+            return Err(Status::unavailable(format!(
+                "storage is failing ({error}); nothing was recorded, retry later"
+            )));
+        }
+        let permit = self.writer.try_reserve().map_err(|e| match e {
+            QueueError::Full => Status::resource_exhausted(
+                "the sidecar's write queue is full; nothing was recorded, retry with backoff",
+            ),
+            QueueError::Closed => Status::unavailable("the sidecar is shutting down"),
+        })?;
         let accepted = self.ingest.accept(body, None).await?;
-        self.writer
-            .write_and_wait(accepted.op)
-            .await
-            .map_err(|e| Status::unavailable(format!("storage write failed: {e}; retry later")))?;
+        let (tx, rx) = oneshot::channel();
+        permit.send(accepted.op, Ack::Reply(tx));
+        match tokio::time::timeout(UNARY_COMMIT_WAIT, rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                return Err(Status::unavailable(format!(
+                    "accepted but not stored ({e}); the sidecar stopped before storage recovered"
+                )));
+            }
+            Ok(Err(_)) => return Err(Status::unavailable("the sidecar is shutting down")),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "accepted but not committed within {}s (storage is slow or failing); it \
+                     stays queued and is stored when storage recovers: do not resend",
+                    UNARY_COMMIT_WAIT.as_secs()
+                )));
+            }
+        }
         Ok(snapshot_to_wire(
             &accepted.snapshot.snapshot,
             accepted.snapshot.id,
@@ -128,7 +159,20 @@ impl Runlens for RunlensService {
             write_failed: None,
         })
         .0;
+        // Register the client (name, pid) in `clients` at once.
+        let register = WriteOp::ClientStats {
+            client_id: hello.client_id.clone(),
+            client_name: hello.client_name.clone(),
+            pid: hello.pid,
+            dropped_total: 0,
+        };
+        self.writer
+            .send(register, Ack::None)
+            .await
+            .map_err(|_| Status::unavailable("the sidecar is shutting down"))?;
         let session = session::Session {
+            client_name: hello.client_name.clone(),
+            pid: hello.pid,
             client_id: Arc::from(hello.client_id.as_str()),
             last_seq: committed,
             ingest: self.ingest.clone(),

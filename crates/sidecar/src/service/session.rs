@@ -26,6 +26,10 @@ const FINAL_ACK_WAIT: Duration = Duration::from_secs(10);
 pub struct Session {
     /// The client's id from hello.
     pub client_id: Arc<str>,
+    /// The client's name from hello.
+    pub client_name: String,
+    /// The client's process id from hello.
+    pub pid: u32,
     /// Highest sequence number handled so far (starts at what the database has).
     pub last_seq: u64,
     /// Accepts messages.
@@ -160,6 +164,19 @@ impl Session {
                 .reject_and_skip(seq, Status::invalid_argument("message has no body"))
                 .await;
         };
+        if let Body::Stats(stats) = body {
+            let op = WriteOp::ClientStats {
+                client_id: self.client_id.to_string(),
+                client_name: self.client_name.clone(),
+                pid: self.pid,
+                dropped_total: stats.dropped_total,
+            };
+            if stats.dropped_total > 0 {
+                tracing::warn!(client_id = %self.client_id, dropped = stats.dropped_total,
+                    "client dropped messages: its buffer was full");
+            }
+            return self.queue(op, seq).await;
+        }
         match self.ingest.accept(body, Some(&self.client_id)).await {
             Ok(accepted) => self.queue(accepted.op, seq).await,
             Err(status) => self.reject_and_skip(seq, status).await,

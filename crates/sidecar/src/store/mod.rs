@@ -11,8 +11,8 @@ mod writer;
 
 pub use open::{open_for_writing, open_read_only};
 pub use writer::{
-    Ack, EventRow, RunEnd, RunStart, SessionProgress, SpanEnd, SpanStart, StoredSnapshot, WriteOp,
-    Writer, WriterHandle,
+    Ack, EventRow, QueueError, RunEnd, RunStart, SessionProgress, SpanEnd, SpanStart,
+    StoredSnapshot, WriteOp, Writer, WriterHandle,
 };
 
 use std::path::PathBuf;

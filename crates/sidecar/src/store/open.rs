@@ -17,7 +17,13 @@ const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
 
 /// Opens (creating if needed) the database the sidecar writes to, and brings its schema
 /// up to date. Fails with a clear error on a file that is not a runlens database.
-pub fn open_for_writing(path: &Path, sync_every_commit: bool) -> Result<Connection> {
+/// `max_bytes` caps the database's size (SQLite `max_page_count`): once it is reached,
+/// writes fail as "database or disk is full", which the writer treats like a full disk.
+pub fn open_for_writing(
+    path: &Path,
+    sync_every_commit: bool,
+    max_bytes: Option<u64>,
+) -> Result<Connection> {
     let conn = Connection::open(path).map_err(|source| StoreError::Corrupt {
         path: path.to_owned(),
         source,
@@ -37,6 +43,15 @@ pub fn open_for_writing(path: &Path, sync_every_commit: bool) -> Result<Connecti
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     migrate(&conn, version)?;
+    if let Some(max) = max_bytes {
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let pages = max.div_ceil(u64::try_from(page_size).unwrap_or(4096).max(1));
+        conn.pragma_update(
+            None,
+            "max_page_count",
+            i64::try_from(pages).unwrap_or(i64::MAX),
+        )?;
+    }
     Ok(conn)
 }
 
@@ -128,7 +143,7 @@ mod tests {
     fn new_file_gets_schema_and_identity() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("new.db");
-        let conn = open_for_writing(&path, false).unwrap();
+        let conn = open_for_writing(&path, false, None).unwrap();
         let v: i32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
@@ -139,7 +154,7 @@ mod tests {
         }
         drop(conn);
         // Reopening an up-to-date database is a no-op.
-        open_for_writing(&path, false).unwrap();
+        open_for_writing(&path, false, None).unwrap();
         open_read_only(&path).unwrap();
     }
 
@@ -151,7 +166,7 @@ mod tests {
             .unwrap()
             .execute_batch("CREATE TABLE t (x)")
             .unwrap();
-        let err = open_for_writing(&path, false).unwrap_err();
+        let err = open_for_writing(&path, false, None).unwrap_err();
         assert!(matches!(err, StoreError::NotRunlens { .. }), "{err}");
         assert!(err.to_string().contains("not a runlens one"));
     }
@@ -161,7 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("garbage.db");
         std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-        let err = open_for_writing(&path, false).unwrap_err();
+        let err = open_for_writing(&path, false, None).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("not a usable SQLite database"));
     }
@@ -170,11 +185,11 @@ mod tests {
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("future.db");
-        open_for_writing(&path, false)
+        open_for_writing(&path, false, None)
             .unwrap()
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
-        let err = open_for_writing(&path, false).unwrap_err();
+        let err = open_for_writing(&path, false, None).unwrap_err();
         assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
     }
 

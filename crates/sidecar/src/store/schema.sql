@@ -131,7 +131,9 @@ CREATE TABLE clients (
     client_name    TEXT,
     pid            INTEGER,
     committed_seq  INTEGER NOT NULL,
-    last_seen_ns   INTEGER NOT NULL
+    last_seen_ns   INTEGER NOT NULL,
+    -- Messages the client dropped because its buffer was full: data known to be missing.
+    dropped_messages INTEGER NOT NULL DEFAULT 0
 );
 
 -- Each snapshot with its GPU figures folded in: total GPU memory used, the tightest GPU's

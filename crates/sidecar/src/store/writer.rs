@@ -8,8 +8,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use probe_core::Snapshot;
 use rusqlite::{Connection, params};
@@ -147,6 +148,18 @@ pub enum WriteOp {
     /// Write nothing; only move the session's committed sequence number past a message
     /// that was rejected, in order with the messages before it.
     Nothing,
+    /// A session client's count of messages it dropped (buffer full), so SQL shows that
+    /// data is missing and how much.
+    ClientStats {
+        /// The client.
+        client_id: String,
+        /// Its name from hello.
+        client_name: String,
+        /// Its process id from hello.
+        pid: u32,
+        /// Messages it dropped since it started.
+        dropped_total: u64,
+    },
 }
 
 /// Progress of one session client, published by the writer after each commit.
@@ -193,12 +206,36 @@ enum Message {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Message>,
+    health: watch::Receiver<Option<String>>,
+}
+
+/// Why a request could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue is full: the sidecar is saturated.
+    #[error("the sidecar's write queue is full; retry with backoff")]
+    Full,
+    /// The writer has stopped.
+    #[error("the storage writer has stopped")]
+    Closed,
+}
+
+/// Room for one request in the writer's queue, reserved in advance.
+pub struct WritePermit(mpsc::OwnedPermit<Message>);
+
+impl WritePermit {
+    /// Queues the request in the reserved room.
+    pub fn send(self, op: WriteOp, ack: Ack) {
+        self.0.send(Message::Write(Request { op, ack }));
+    }
 }
 
 /// The writer thread.
 pub struct Writer {
     handle: WriterHandle,
     thread: Option<JoinHandle<()>>,
+    /// Set by `close`: a writer retrying a failing disk gives up instead of waiting forever.
+    stop: Arc<AtomicBool>,
 }
 
 /// The writer is gone (shut down, or its thread died).
@@ -215,13 +252,33 @@ impl WriterHandle {
             .map_err(|_| WriterClosed)
     }
 
-    /// Queues a request and waits until it is committed.
-    pub async fn write_and_wait(&self, op: WriteOp) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.send(op, Ack::Reply(tx))
-            .await
-            .map_err(|e| e.to_string())?;
-        rx.await.map_err(|_| WriterClosed.to_string())?
+    /// Reserves room for one request without waiting, so a caller can refuse work before
+    /// changing any state.
+    pub fn try_reserve(&self) -> Result<WritePermit, QueueError> {
+        self.tx
+            .clone()
+            .try_reserve_owned()
+            .map(WritePermit)
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => QueueError::Full,
+                mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
+            })
+    }
+
+    /// Queues a request without waiting for room.
+    pub fn try_send(&self, op: WriteOp, ack: Ack) -> Result<(), QueueError> {
+        self.tx
+            .try_send(Message::Write(Request { op, ack }))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => QueueError::Full,
+                mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
+            })
+    }
+
+    /// Why storage is failing right now (disk full, read-only file ...), or `None` while
+    /// writes succeed. Watch it to follow changes.
+    pub fn health(&self) -> watch::Receiver<Option<String>> {
+        self.health.clone()
     }
 }
 
@@ -229,12 +286,23 @@ impl Writer {
     /// Starts the writer thread on an open, migrated connection.
     pub fn start(conn: Connection) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (health_tx, health) = watch::channel(None);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("runlens-writer".into())
-            .spawn(move || run(conn, rx))?;
+            .spawn(move || {
+                run(Thread {
+                    conn,
+                    rx,
+                    health: health_tx,
+                    stop: thread_stop,
+                })
+            })?;
         Ok(Self {
-            handle: WriterHandle { tx },
+            handle: WriterHandle { tx, health },
             thread: Some(thread),
+            stop,
         })
     }
 
@@ -245,6 +313,7 @@ impl Writer {
 
     /// Commits everything queued so far and stops the thread.
     pub async fn close(mut self) {
+        self.stop.store(true, Ordering::Release);
         // Ignored error: the thread is already gone, which is what we want.
         let _ = self.handle.tx.send(Message::Close).await;
         if let Some(thread) = self.thread.take() {
@@ -253,16 +322,23 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Message>) {
+struct Thread {
+    conn: Connection,
+    rx: mpsc::Receiver<Message>,
+    health: watch::Sender<Option<String>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn run(mut t: Thread) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
     while !closing {
-        match rx.blocking_recv() {
+        match t.rx.blocking_recv() {
             Some(Message::Write(req)) => batch.push(req),
             Some(Message::Close) | None => closing = true,
         }
         while !closing && batch.len() < MAX_BATCH {
-            match rx.try_recv() {
+            match t.rx.try_recv() {
                 Ok(Message::Write(req)) => batch.push(req),
                 Ok(Message::Close) => closing = true,
                 Err(_) => break,
@@ -271,20 +347,101 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Message>) {
         if batch.is_empty() {
             continue;
         }
-        let outcome = write_batch(&mut conn, &batch).map_err(|e| e.to_string());
-        if let Err(error) = &outcome {
-            tracing::error!(%error, requests = batch.len(), "storage write failed");
-        }
+        let outcome = commit(&mut t, &batch);
         acknowledge(batch.drain(..), &outcome);
     }
     tracing::debug!("storage writer stopped");
 }
 
+/// Errors that say the disk, not the data, is the problem: retrying the same batch will
+/// work once space is freed or the file is writable again.
+fn is_transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            DiskFull
+                | ReadOnly
+                | SystemIoFailure
+                | CannotOpen
+                | DatabaseBusy
+                | DatabaseLocked
+                | OutOfMemory
+        )
+    )
+}
+
+/// Commits a batch. While storage fails for a transient reason the batch is retried with
+/// backoff (holding the queue, so backpressure reaches the clients) and the failure is
+/// published as the writer's health; nothing queued is dropped. Only at shutdown does a
+/// failing batch give up: it is then unacknowledged, and the clients still hold it.
+fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
+    let mut delay = Duration::from_millis(50);
+    let mut last_log: Option<Instant> = None;
+    loop {
+        match write_batch(&mut t.conn, batch) {
+            Ok(()) => {
+                if t.health.borrow().is_some() {
+                    tracing::info!("storage is writable again; ingest resumed");
+                    t.health.send_replace(None);
+                }
+                return Ok(());
+            }
+            Err(e) if is_transient(&e) => {
+                let error = e.to_string();
+                if last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                    tracing::error!(%error, requests = batch.len(),
+                        "storage write failed; holding new data and retrying (free disk space \
+                         or fix the file's permissions)");
+                    last_log = Some(Instant::now());
+                }
+                t.health.send_replace(Some(error.clone()));
+                if t.stop.load(Ordering::Acquire) {
+                    return Err(error);
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                // Not the disk: a row the database refuses. Write the others, one
+                // savepoint each, so a single bad row cannot block everything.
+                tracing::error!(error = %e, "batch refused; writing its requests one by one");
+                return write_one_by_one(&mut t.conn, batch).map_err(|e| e.to_string());
+            }
+        }
+    }
+}
+
+fn write_one_by_one(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
+    let mut tx = conn.transaction()?;
+    for req in batch {
+        let sp = tx.savepoint()?;
+        match write_op(&sp, &req.op) {
+            Ok(()) => sp.commit()?,
+            Err(e) => tracing::error!(error = %e, op = ?req.op, "request not stored"),
+        }
+    }
+    record_client_progress(&tx, batch)?;
+    tx.commit()
+}
+
 fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let mut client_seq: HashMap<&str, u64> = HashMap::new();
     for req in batch {
         write_op(&tx, &req.op)?;
+    }
+    record_client_progress(&tx, batch)?;
+    tx.commit()
+}
+
+/// Each session client's highest sequence number in the batch, stored in the same
+/// transaction as the rows: a restarted sidecar knows exactly what it has.
+fn record_client_progress(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[Request],
+) -> rusqlite::Result<()> {
+    let mut client_seq: HashMap<&str, u64> = HashMap::new();
+    for req in batch {
         if let Ack::Session { client_id, seq, .. } = &req.ack {
             let entry = client_seq.entry(client_id).or_default();
             *entry = (*entry).max(*seq);
@@ -302,14 +459,14 @@ fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()>
             stmt.execute(params![client, seq_to_sql(seq), now])?;
         }
     }
-    tx.commit()
+    Ok(())
 }
 
 fn seq_to_sql(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-fn write_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
+fn write_op(tx: &rusqlite::Connection, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
         WriteOp::Snapshot(s) => write_snapshot(tx, s),
         WriteOp::StartRun(r) => {
@@ -405,10 +562,33 @@ fn write_op(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()
             Ok(())
         }
         WriteOp::Nothing => Ok(()),
+        WriteOp::ClientStats {
+            client_id,
+            client_name,
+            pid,
+            dropped_total,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO clients (client_id, client_name, pid, committed_seq, last_seen_ns,
+                    dropped_messages)
+                 VALUES (?1, ?2, ?3, 0, ?4, ?5)
+                 ON CONFLICT (client_id) DO UPDATE SET
+                    client_name = excluded.client_name, pid = excluded.pid,
+                    dropped_messages = max(dropped_messages, excluded.dropped_messages)",
+            )?
+            .execute(params![
+                client_id,
+                client_name,
+                pid,
+                probe_core::unix_now_ns(),
+                seq_to_sql(*dropped_total)
+            ])?;
+            Ok(())
+        }
     }
 }
 
-fn write_snapshot(tx: &rusqlite::Transaction<'_>, s: &StoredSnapshot) -> rusqlite::Result<()> {
+fn write_snapshot(tx: &rusqlite::Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
     let h = &s.snapshot.host;
     let g = &s.snapshot.gpu;
     let c = s.snapshot.cgroup.as_ref();

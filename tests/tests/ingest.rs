@@ -1,0 +1,283 @@
+//! Nothing acknowledged is lost, nothing is doubled: sidecar crashes, a sidecar that is
+//! down, bursts beyond the client's buffer, many clients, and a full disk.
+
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use runlens_api::pb;
+use runlens_api::pb::runlens_client::RunlensClient;
+use runlens_client::Client;
+use runlens_e2e::{Sidecar, free_addr};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_sidecar_five_times_loses_and_doubles_nothing() {
+    const SPANS: u32 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let addr = free_addr();
+    let mut sidecar = Sidecar::start_at(&addr, &db, &[]);
+    let client = Client::builder(format!("http://{addr}"))
+        .capacity(1_000_000)
+        .build()
+        .unwrap();
+    let run = client.start_run("crash-test");
+    // Spans are recorded in chunks (~2 s in all), so crashes land while recording too.
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut recorded = 0;
+    while recorded < SPANS || kills < 5 {
+        if recorded < SPANS {
+            for _ in 0..5_000 {
+                run.span("step").end_ok();
+            }
+            recorded += 5_000;
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        if kills < 5 && started.elapsed() > Duration::from_millis(300 * (kills + 1)) {
+            let (status, _) = sidecar.stop_with("KILL");
+            assert!(!status.success(), "SIGKILL is not a clean exit");
+            sidecar = Sidecar::start_at(&addr, &db, &[]);
+            kills += 1;
+        }
+    }
+    run.end_ok();
+    client
+        .flush_timeout(Duration::from_secs(180))
+        .await
+        .unwrap();
+    sidecar.stop();
+    assert_eq!(kills, 5);
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM spans"),
+        i64::from(SPANS)
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM spans WHERE status = 'ok'"),
+        i64::from(SPANS)
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE status = 'ok'"),
+        1
+    );
+    assert_eq!(client.dropped(), 0);
+    assert_eq!(
+        client.rejected(),
+        0,
+        "resends after crashes were recognised, not refused"
+    );
+}
+
+#[tokio::test]
+async fn the_agent_is_not_slowed_while_the_sidecar_is_down_and_everything_arrives() {
+    let addr = free_addr();
+    let client = Client::builder(format!("http://{addr}")).build().unwrap();
+    let mut slowest = Duration::ZERO;
+    let mut runs = 0;
+    let down_until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < down_until {
+        let t = Instant::now();
+        let run = client.start_run("offline");
+        run.span("step").end_ok();
+        run.end_ok();
+        slowest = slowest.max(t.elapsed());
+        runs += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Recording never waited for the network (connect attempts run in the background).
+    assert!(
+        slowest < Duration::from_millis(100),
+        "slowest recording call: {slowest:?}"
+    );
+    assert!(
+        client
+            .flush_timeout(Duration::from_millis(200))
+            .await
+            .is_err()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = Sidecar::start_at(&addr, &dir.path().join("late.db"), &[]);
+    client.flush_timeout(Duration::from_secs(30)).await.unwrap();
+    sidecar.stop();
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE status = 'ok'"),
+        runs
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM spans WHERE status = 'ok'"),
+        runs
+    );
+}
+
+#[tokio::test]
+async fn a_burst_beyond_the_buffer_counts_exactly_what_was_dropped_in_sql() {
+    let addr = free_addr();
+    let client = Client::builder(format!("http://{addr}"))
+        .name("bursty")
+        .capacity(1_000)
+        .build()
+        .unwrap();
+    let run = client.start_run("burst"); // message 1
+    for i in 0..2_999 {
+        run.metric("m", f64::from(i), ""); // 999 kept, 2,000 dropped
+    }
+    assert_eq!(client.dropped(), 2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = Sidecar::start_at(&addr, &dir.path().join("burst.db"), &[]);
+    client.flush_timeout(Duration::from_secs(30)).await.unwrap();
+    run.end_ok();
+    client.flush_timeout(Duration::from_secs(30)).await.unwrap();
+    sidecar.stop();
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM events WHERE kind = 'metric'"),
+        999
+    );
+    assert_eq!(
+        sidecar.count("SELECT dropped_messages FROM clients WHERE client_name = 'bursty'"),
+        2_000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_clients_at_once_each_complete() {
+    let mut sidecar = Sidecar::start();
+    let endpoint = sidecar.endpoint();
+    let mut tasks = Vec::new();
+    for c in 0..32 {
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = Client::builder(endpoint)
+                .name(format!("agent-{c}"))
+                .build()
+                .unwrap();
+            let run = client.start_run(format!("agent-{c}"));
+            for i in 0..1_000 {
+                let span = run.span("step");
+                span.metric("i", f64::from(i), "");
+                span.end_ok();
+                if i % 100 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            run.end_ok();
+            client
+                .flush_timeout(Duration::from_secs(120))
+                .await
+                .unwrap();
+            (client.dropped(), client.rejected())
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), (0, 0));
+    }
+    sidecar.stop();
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE status = 'ok'"),
+        32
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM (SELECT run_id, count(*) AS n FROM spans WHERE status = 'ok'
+             GROUP BY run_id HAVING n = 1000)"
+        ),
+        32,
+        "every client's spans complete"
+    );
+    assert_eq!(sidecar.count("SELECT count(*) FROM events"), 32_000);
+}
+
+async fn serving(sidecar: &Sidecar) -> i32 {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Channel::from_shared(sidecar.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    health
+        .check(HealthCheckRequest {
+            service: "runlens.v1.Runlens".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test]
+async fn a_full_disk_holds_data_reports_it_and_resumes_when_space_is_freed() {
+    const SERVING: i32 = 1;
+    const NOT_SERVING: i32 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("full.db");
+    // A database with 1.5 MiB of ballast, capped at 2 MiB: little room left.
+    Sidecar::start_on(&db, &[]).stop();
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE ballast (b BLOB)").unwrap();
+        conn.execute("INSERT INTO ballast VALUES (zeroblob(1572864))", [])
+            .unwrap();
+    }
+    let mut sidecar = Sidecar::start_on(&db, &["--max-db-mib", "2"]);
+    assert_eq!(serving(&sidecar).await, SERVING);
+    let client = Client::builder(sidecar.endpoint()).build().unwrap();
+    let run = client.start_run("filling");
+    for i in 0..4_000 {
+        run.span_with("step", [("i", i.to_string())], false)
+            .end_ok();
+    }
+    run.end_ok();
+    assert!(
+        client.flush_timeout(Duration::from_secs(3)).await.is_err(),
+        "the disk is full"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while serving(&sidecar).await != NOT_SERVING {
+        assert!(Instant::now() < deadline, "health never said NOT_SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut raw = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
+    let refused = raw
+        .start_run(pb::StartRunRequest {
+            run_id: "while-full".into(),
+            name: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("storage is failing"),
+        "{refused:?}"
+    );
+    let stored_while_full = sidecar.count("SELECT count(*) FROM spans");
+    assert!(stored_while_full < 4_000);
+
+    // Free space: the sidecar notices on its next retry and takes everything held.
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute_batch("DROP TABLE ballast").unwrap();
+    }
+    client.flush_timeout(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(serving(&sidecar).await, SERVING);
+    let logs = sidecar.stop();
+    assert!(logs.contains("storage write failed"), "{logs}");
+    assert!(logs.contains("storage is writable again"), "{logs}");
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM spans WHERE status = 'ok'"),
+        4_000
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(DISTINCT span_id) FROM spans"),
+        4_000
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE status = 'ok'"),
+        1
+    );
+    assert_eq!(client.rejected(), 0);
+}
