@@ -265,16 +265,6 @@ impl WriterHandle {
             })
     }
 
-    /// Queues a request without waiting for room.
-    pub fn try_send(&self, op: WriteOp, ack: Ack) -> Result<(), QueueError> {
-        self.tx
-            .try_send(Message::Write(Request { op, ack }))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => QueueError::Full,
-                mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
-            })
-    }
-
     /// Why storage is failing right now (disk full, read-only file ...), or `None` while
     /// writes succeed. Watch it to follow changes.
     pub fn health(&self) -> watch::Receiver<Option<String>> {
