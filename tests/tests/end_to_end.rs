@@ -178,7 +178,7 @@ fn query_command_shows_span_resources_of_a_live_database() {
             &db,
             "--format",
             "json",
-            "select name, status from spans order by rowid limit 3",
+            "select name, status from spans order by started_at_ns limit 3",
         ],
         Duration::from_secs(30),
     );

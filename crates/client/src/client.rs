@@ -153,6 +153,22 @@ impl Client {
         }
     }
 
+    /// Sequence number of the last message recorded (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.shared.last_seq()
+    }
+
+    /// Waits until the sidecar has committed every message up to `seq` (for measuring
+    /// acknowledgement latency).
+    pub async fn committed(&self, seq: u64) -> Result<(), Error> {
+        let mut acked = self.inner.shared.acked.subscribe();
+        acked
+            .wait_for(|&a| a >= seq)
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::Closed)
+    }
+
     /// Messages dropped because the buffer was full.
     pub fn dropped(&self) -> u64 {
         self.inner.shared.dropped()

@@ -84,6 +84,29 @@ pub enum BenchCommand {
     Sample(SampleBenchArgs),
     /// Run `runlens serve` with no clients and report its CPU and resident memory.
     Idle(IdleArgs),
+    /// Start `runlens serve` on loopback with a fresh database, drive it with the real
+    /// client, and report throughput, acknowledgement latency, client cost and memory.
+    Ingest(IngestArgs),
+}
+
+/// `runlens bench ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Spans to send at full speed (each a start and an end).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub spans: u64,
+    /// Concurrent clients (each its own session), sharing the spans.
+    #[arg(long, default_value_t = 1)]
+    pub clients: u64,
+    /// Database to create [default: a temporary file]; must not exist.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Spans per second for the steady phase that measures acknowledgement latency.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Seconds of the steady phase (0 skips it).
+    #[arg(long, default_value_t = 5)]
+    pub steady_seconds: u64,
 }
 
 /// `runlens bench sample`.

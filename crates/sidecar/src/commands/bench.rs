@@ -18,6 +18,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     match args.command {
         BenchCommand::Sample(a) => sample(a),
         BenchCommand::Idle(a) => idle(a),
+        BenchCommand::Ingest(a) => super::bench_ingest::run(a),
     }
 }
 
@@ -102,7 +103,7 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 /// A `VmRSS:`-style line of /proc/<pid>/status, in bytes.
-fn status_bytes(pid: u32, key: &str) -> Option<u64> {
+pub fn status_bytes(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -113,32 +114,73 @@ fn status_bytes(pid: u32, key: &str) -> Option<u64> {
 /// architectures runlens targets.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-fn idle(args: IdleArgs) -> Result<(), Failure> {
-    let fail =
-        |what: &str, e: &dyn std::fmt::Display| Failure::new(FAILURE, format!("{what}: {e}"));
-    let exe = std::env::current_exe().map_err(|e| fail("cannot find the runlens binary", &e))?;
-    let dir = std::env::temp_dir().join(format!("runlens-bench-idle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create a temporary directory", &e))?;
-    let db = dir.join("idle.db");
-    let mut cmd = Command::new(exe);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--sample-interval"])
-        .arg(humantime::format_duration(args.sample_interval).to_string())
-        .arg("--db")
-        .arg(&db)
-        .env("RUNLENS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(lib) = &args.probe.nvml_lib {
-        cmd.arg("--nvml-lib").arg(lib);
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| fail("cannot start runlens serve", &e))?;
-    let pid = child.id();
-    if let Some(stdout) = child.stdout.take() {
+/// A `runlens serve` started by a benchmark, on loopback with its own database.
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// Its process id.
+    pub pid: u32,
+    /// The address it listens on.
+    pub addr: String,
+}
+
+impl ServeProcess {
+    /// Starts `runlens serve` (this same binary) with `db` and extra arguments, and waits
+    /// for its address.
+    pub fn start(db: &std::path::Path, extra: &[String]) -> Result<Self, Failure> {
+        let fail =
+            |what: &str, e: &dyn std::fmt::Display| Failure::new(FAILURE, format!("{what}: {e}"));
+        let exe =
+            std::env::current_exe().map_err(|e| fail("cannot find the runlens binary", &e))?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .args(extra)
+            .env("RUNLENS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| fail("cannot start runlens serve", &e))?;
         let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
+        if let Some(stdout) = child.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut line);
+        }
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or_else(|| Failure::new(FAILURE, format!("runlens serve did not start: {line}")))?
+            .to_owned();
+        Ok(Self {
+            pid: child.id(),
+            child,
+            addr,
+        })
     }
+
+    /// SIGINT, then waits for the exit.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.pid.to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn idle(args: IdleArgs) -> Result<(), Failure> {
+    let dir = std::env::temp_dir().join(format!("runlens-bench-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::new(FAILURE, format!("cannot create a temporary directory: {e}")))?;
+    let db = dir.join("idle.db");
+    let mut extra = vec![
+        "--sample-interval".to_owned(),
+        humantime::format_duration(args.sample_interval).to_string(),
+    ];
+    if let Some(lib) = &args.probe.nvml_lib {
+        extra.push("--nvml-lib".to_owned());
+        extra.push(lib.display().to_string());
+    }
+    let serve = ServeProcess::start(&db, &extra)?;
+    let pid = serve.pid;
     // Let start-up costs (schema, NVML init, first samples) pass before measuring.
     std::thread::sleep(Duration::from_secs(2));
     let start_ticks = cpu_ticks(pid);
@@ -153,10 +195,7 @@ fn idle(args: IdleArgs) -> Result<(), Failure> {
     let wall = start.elapsed().as_secs_f64();
     let rss = status_bytes(pid, "VmRSS:");
     let peak = status_bytes(pid, "VmHWM:");
-    let _ = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    serve.stop();
     let snapshots = rusqlite::Connection::open(&db)
         .and_then(|c| c.query_row("SELECT count(*) FROM snapshots", [], |r| r.get::<_, i64>(0)))
         .unwrap_or(0);
@@ -168,12 +207,6 @@ fn idle(args: IdleArgs) -> Result<(), Failure> {
         ));
     };
     let cpu_seconds = (b - a) as f64 / TICKS_PER_SECOND;
-    let mib = |v: Option<u64>| {
-        v.map_or_else(
-            || "?".to_owned(),
-            |b| format!("{:.1} MiB", b as f64 / 1048576.0),
-        )
-    };
     println!(
         "CPU {:.3}% of one core ({:.2} s of CPU in {:.1} s; clock-tick resolution 10 ms)",
         100.0 * cpu_seconds / wall,
@@ -183,6 +216,14 @@ fn idle(args: IdleArgs) -> Result<(), Failure> {
     println!("resident memory {} now, {} peak", mib(rss), mib(peak));
     println!("{snapshots} snapshots stored");
     Ok(())
+}
+
+/// Bytes as MiB with one decimal, or `?`.
+pub fn mib(v: Option<u64>) -> String {
+    v.map_or_else(
+        || "?".to_owned(),
+        |b| format!("{:.1} MiB", b as f64 / 1048576.0),
+    )
 }
 
 #[cfg(test)]

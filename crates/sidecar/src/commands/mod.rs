@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_ingest;
 pub mod doctor;
 pub mod query;
 pub mod serve;

@@ -14,8 +14,9 @@ use tonic::Status;
 
 use crate::store::read;
 
-/// Ended ids remembered per generation before the older generation is forgotten.
-const ENDED_GENERATION: usize = 64 * 1024;
+/// Ended ids remembered per generation before the older generation is forgotten (older
+/// ones are looked up in the database, only on error paths).
+const ENDED_GENERATION: usize = 16 * 1024;
 
 #[derive(Default)]
 struct OpenRun {
@@ -198,7 +199,10 @@ impl Registry {
             }
             Found::Unknown => return Err(unknown_run(run_id)),
         }
-        if !matches!(self.find_span(span_id)?, Found::Unknown) {
+        // Memory only: a database lookup for every new span would cost more than the rest
+        // of the ingest path. An id reused from before a restart is ignored by the store
+        // (INSERT OR IGNORE); resends are recognised by sequence number before this.
+        if self.spans.contains_key(span_id) || self.ended_spans.get(span_id).is_some() {
             return Err(Status::already_exists(format!(
                 "span {span_id:?} already exists; span ids must be unique"
             )));

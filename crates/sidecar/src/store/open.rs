@@ -42,6 +42,13 @@ pub fn open_for_writing(
         if sync_every_commit { "FULL" } else { "NORMAL" },
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // References hold by construction (a snapshot is queued before any row that names it,
+    // and the registry checks runs and spans before a row is queued), so checking them
+    // again costs three index lookups per span for nothing. Off, whatever the build's
+    // default; the schema still declares them for readers and tools.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    // 16 MiB of page cache for the one writer: index pages of large tables stay in memory.
+    conn.pragma_update(None, "cache_size", -16 * 1024)?;
     migrate(&conn, version)?;
     if let Some(max) = max_bytes {
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;

@@ -106,7 +106,7 @@ pub fn spans_of_run(conn: &Connection, run_id: &str) -> Result<Vec<SpanRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT span_id, parent_span_id, name, status, error, started_at_ns, ended_at_ns,
                 start_snapshot_id, end_snapshot_id, attributes
-         FROM spans WHERE run_id = ?1 ORDER BY started_at_ns, rowid",
+         FROM spans WHERE run_id = ?1 ORDER BY started_at_ns, span_id",
     )?;
     let rows = stmt
         .query_map([run_id], |r| {

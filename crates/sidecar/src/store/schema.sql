@@ -106,7 +106,6 @@ CREATE TABLE spans (
     end_snapshot_id    INTEGER REFERENCES snapshots (snapshot_id)
 );
 CREATE INDEX spans_by_run ON spans (run_id);
-CREATE INDEX spans_by_name ON spans (name, started_at_ns);
 
 -- Metrics (kind 'metric', with a value), custom events (kind 'event') and what the
 -- sidecar itself noticed (kind 'system': gpu.lost, gpu.unavailable, gpu.available).

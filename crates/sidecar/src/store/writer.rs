@@ -6,7 +6,7 @@
 //! statements, commits, and only then acknowledges: unary callers get their reply, session
 //! clients see their committed sequence number advance.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -417,11 +417,82 @@ fn write_one_by_one(conn: &mut Connection, batch: &[Request]) -> rusqlite::Resul
 
 fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    // A span that starts and ends within one batch (most spans, at high volume) is
+    // inserted once, complete, instead of inserted and then updated.
+    let ends: HashMap<&str, &SpanEnd> = batch
+        .iter()
+        .filter_map(|r| match &r.op {
+            WriteOp::EndSpan(e) => Some((e.span_id.as_str(), e)),
+            _ => None,
+        })
+        .collect();
+    let mut completed: HashSet<&str> = HashSet::new();
+    // Snapshots first: rows of this batch may refer to any of them (foreign keys are
+    // enforced), and a completed span refers to its end snapshot at its start's place.
     for req in batch {
+        if let WriteOp::Snapshot(snapshot) = &req.op {
+            write_snapshot(&tx, snapshot)?;
+        }
+    }
+    for req in batch {
+        match &req.op {
+            WriteOp::Snapshot(_) => continue,
+            WriteOp::StartSpan(start) => {
+                if let Some(end) = ends.get(start.span_id.as_str()) {
+                    write_complete_span(&tx, start, end)?;
+                    completed.insert(start.span_id.as_str());
+                    continue;
+                }
+            }
+            WriteOp::EndSpan(end) if completed.contains(end.span_id.as_str()) => continue,
+            _ => {}
+        }
         write_op(&tx, &req.op)?;
     }
     record_client_progress(&tx, batch)?;
     tx.commit()
+}
+
+/// Inserts a span whose start and end are both at hand.
+fn write_complete_span(
+    tx: &rusqlite::Connection,
+    start: &SpanStart,
+    end: &SpanEnd,
+) -> rusqlite::Result<()> {
+    let attributes = merge_attributes(start.attributes.as_deref(), end.attributes.as_deref());
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name, status, error,
+            attributes, started_at_ns, ended_at_ns, start_snapshot_id, end_snapshot_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        start.span_id,
+        start.run_id,
+        start.parent_span_id,
+        start.name,
+        end.status,
+        end.error,
+        attributes,
+        start.at_ns,
+        end.at_ns,
+        start.snapshot_id,
+        end.snapshot_id
+    ])?;
+    Ok(())
+}
+
+/// Start attributes with end attributes laid over them (the same as SQL `json_patch` for
+/// flat string maps).
+fn merge_attributes(start: Option<&str>, end: Option<&str>) -> Option<String> {
+    let Some(end) = end else {
+        return start.map(str::to_owned);
+    };
+    let parse = |t: &str| {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(t).unwrap_or_default()
+    };
+    let mut merged = start.map(parse).unwrap_or_default();
+    merged.extend(parse(end));
+    serde_json::to_string(&merged).ok()
 }
 
 /// Each session client's highest sequence number in the batch, stored in the same
@@ -726,5 +797,27 @@ fn acknowledge(batch: impl Iterator<Item = Request>, outcome: &Result<(), String
                 true
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_attributes_are_laid_over_start_attributes() {
+        assert_eq!(merge_attributes(None, None), None);
+        assert_eq!(
+            merge_attributes(Some(r#"{"a":"1"}"#), None).as_deref(),
+            Some(r#"{"a":"1"}"#)
+        );
+        assert_eq!(
+            merge_attributes(Some(r#"{"a":"1","b":"2"}"#), Some(r#"{"b":"3","c":"4"}"#)).as_deref(),
+            Some(r#"{"a":"1","b":"3","c":"4"}"#)
+        );
+        assert_eq!(
+            merge_attributes(None, Some(r#"{"c":"4"}"#)).as_deref(),
+            Some(r#"{"c":"4"}"#)
+        );
     }
 }
