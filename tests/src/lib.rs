@@ -271,30 +271,35 @@ impl Drop for Sidecar {
 }
 
 /// Runs a workspace binary to completion with a timeout; returns (status, stdout, stderr).
+/// Output is read while the program runs, so large outputs cannot fill a pipe and stall it.
 pub fn run_bin(name: &str, args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
-    let mut child = Command::new(bin(name))
+    let child = Command::new(bin(name))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => {
+            let out = out.expect("collect output");
+            (
+                out.status,
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("{name} {args:?} did not finish within {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let out = child.wait_with_output().expect("output");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A loopback address with a port that was free a moment ago.

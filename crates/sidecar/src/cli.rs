@@ -35,6 +35,51 @@ pub enum Command {
     Bench(BenchArgs),
     /// Put synthetic load on this machine (CPU or RAM) to check that snapshots see it.
     Stress(StressArgs),
+    /// Explain slow and failed steps by resource pressure: latency by step, the machine
+    /// at span start, correlations, pressure vs no pressure, OOM risk.
+    Report(ReportArgs),
+}
+
+/// `runlens report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// SQLite database to read.
+    #[arg(long, env = "RUNLENS_DB", default_value = "./runlens.db")]
+    pub db: PathBuf,
+    /// Only this run.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Only the last stretch of time, e.g. 1h, 30m, 7d [default: everything].
+    #[arg(long, value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// Only spans of this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// GPU free memory below this many MiB counts as pressure ("OOM soon").
+    #[arg(long, default_value_t = 500)]
+    pub oom_threshold_mib: u64,
+    /// Output format: table, json or html.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Report output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Text for a 100-column terminal.
+    Table,
+    /// Stable JSON for scripts and CI.
+    Json,
+    /// One self-contained HTML page with SVG charts.
+    Html,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 1h, 30m or 7d"))
 }
 
 /// `runlens stress`.
@@ -87,6 +132,36 @@ pub enum BenchCommand {
     /// Start `runlens serve` on loopback with a fresh database, drive it with the real
     /// client, and report throughput, acknowledgement latency, client cost and memory.
     Ingest(IngestArgs),
+    /// Build a synthetic history (with or without a planted effect) and time
+    /// `runlens report` on it.
+    Report(ReportBenchArgs),
+}
+
+/// `runlens bench report`.
+#[derive(Debug, Args)]
+pub struct ReportBenchArgs {
+    /// Spans in the generated history.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub spans: u64,
+    /// Where to build it [default: a temporary file]; must not exist. Kept afterwards.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// `planted`: llm_call is slower when GPU free memory is low, and runs that end out of
+    /// GPU memory fail; `none`: durations and failures independent of resources.
+    #[arg(long, value_enum, default_value_t = Effect::Planted)]
+    pub effect: Effect,
+    /// Only build the database; do not time the report.
+    #[arg(long)]
+    pub build_only: bool,
+}
+
+/// Whether the generated history hides a resource effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Effect {
+    /// llm_call slower with less GPU free memory; OOM failures.
+    Planted,
+    /// No relation between resources and durations or failures.
+    None,
 }
 
 /// `runlens bench ingest`.

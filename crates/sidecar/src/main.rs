@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod exit;
 mod format;
+mod report;
 mod sampler;
 mod service;
 mod store;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Doctor(args) => commands::doctor::run(args),
         cli::Command::Bench(args) => commands::bench::run(args),
         cli::Command::Stress(args) => commands::stress::run(args),
+        cli::Command::Report(args) => commands::report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         BenchCommand::Sample(a) => sample(a),
         BenchCommand::Idle(a) => idle(a),
         BenchCommand::Ingest(a) => super::bench_ingest::run(a),
+        BenchCommand::Report(a) => super::bench_report::run(a),
     }
 }
 

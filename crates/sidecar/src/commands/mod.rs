@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod bench_ingest;
+pub mod bench_report;
 pub mod doctor;
 pub mod query;
+pub mod report;
 pub mod serve;
 pub mod snapshot;
 pub mod stress;

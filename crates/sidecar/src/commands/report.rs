@@ -1,0 +1,34 @@
+//! `runlens report`.
+
+use crate::cli::{ReportArgs, ReportFormat};
+use crate::exit::{FAILURE, Failure};
+use crate::report::{self, Options};
+use crate::store;
+
+/// Builds the report and writes it in the chosen format.
+pub fn run(args: ReportArgs) -> Result<(), Failure> {
+    let conn = store::open_read_only(&args.db)?;
+    let since_ns = args.since.map_or(0, |d| {
+        probe_core::unix_now_ns() - i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+    });
+    let options = Options {
+        since_ns,
+        run_id: args.run.clone(),
+        name: args.name.clone(),
+        oom_threshold_bytes: args.oom_threshold_mib.saturating_mul(1 << 20),
+    };
+    let report = report::build(&conn, &options)
+        .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))?;
+    let text = match args.format {
+        ReportFormat::Table => report::table::render(&report),
+        ReportFormat::Json => serde_json::to_string_pretty(&report)
+            .map_err(|e| Failure::new(FAILURE, format!("cannot encode JSON: {e}")))?,
+        ReportFormat::Html => report::html::render(&report),
+    };
+    match &args.out {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| Failure::new(FAILURE, format!("cannot write {}: {e}", path.display())))?,
+        None => println!("{}", text.trim_end()),
+    }
+    Ok(())
+}

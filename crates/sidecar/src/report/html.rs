@@ -1,0 +1,342 @@
+//! The report as one self-contained HTML page: no scripts, no network, charts as inline
+//! SVG (a timeline of GPU memory and CPU load with runs as bars, and duration against GPU
+//! free memory per step).
+
+use std::fmt::Write as _;
+
+use super::{Charts, Report};
+
+const COLORS: [&str; 8] = [
+    "#2563eb", "#d97706", "#059669", "#9333ea", "#dc2626", "#0891b2", "#65a30d", "#db2777",
+];
+
+/// Escapes text for HTML.
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// Maps a value range onto pixels.
+struct Axis {
+    min: f64,
+    max: f64,
+    from: f64,
+    to: f64,
+}
+
+impl Axis {
+    fn new(min: f64, max: f64, from: f64, to: f64) -> Self {
+        let max = if max > min { max } else { min + 1.0 };
+        Self { min, max, from, to }
+    }
+
+    fn at(&self, v: f64) -> f64 {
+        self.from + (v - self.min) / (self.max - self.min) * (self.to - self.from)
+    }
+}
+
+/// Renders the page.
+pub fn render(r: &Report) -> String {
+    let mut out = String::with_capacity(64 * 1024);
+    let _ = write!(
+        out,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>runlens report</title>
+<style>
+body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1000px;color:#1f2937;padding:0 1rem}}
+h1{{font-size:1.5rem}} h2{{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #e5e7eb;padding-bottom:.3rem}}
+table{{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}} td,th{{padding:.25rem .6rem;text-align:right;border-bottom:1px solid #f3f4f6}}
+td:first-child,th:first-child{{text-align:left}} th{{color:#6b7280;font-weight:600}}
+.finding{{background:#fef3c7;border-left:4px solid #d97706;padding:.5rem .8rem;margin:.4rem 0}}
+.oom{{background:#fee2e2;border-left:4px solid #dc2626;padding:.5rem .8rem;margin:.4rem 0}}
+.muted{{color:#6b7280}} svg{{background:#fafafa;border:1px solid #e5e7eb;margin:.3rem .3rem .3rem 0}}
+svg text{{font-size:11px;fill:#4b5563}}
+</style></head><body>
+<h1>runlens report</h1>
+<p class="muted">{} spans, {} runs, {} snapshots analysed; GPU memory pressure below {} MiB.</p>
+"#,
+        r.spans_analyzed,
+        r.runs_analyzed,
+        r.snapshots_analyzed,
+        r.oom_threshold_bytes >> 20
+    );
+    out.push_str("<h2>Findings</h2>\n");
+    if r.findings.is_empty() && r.oom.likely_oom_runs.is_empty() {
+        out.push_str("<p class=\"muted\">No step's duration follows a resource figure strongly enough (|ρ| ≥ 0.3 with n ≥ 20), and no failed run ended under GPU memory pressure.</p>\n");
+    }
+    for f in &r.findings {
+        let _ = writeln!(out, "<div class=\"finding\">{}</div>", esc(f));
+    }
+    if r.oom.likely_oom_runs.len() > 20 {
+        let _ = writeln!(
+            out,
+            "<div class=\"oom\">{} failed runs ended with less than {} MiB GPU memory free: likely OOM. The first 20:</div>",
+            r.oom.likely_oom_runs.len(),
+            r.oom_threshold_bytes >> 20
+        );
+    }
+    for run in r.oom.likely_oom_runs.iter().take(20) {
+        let _ = writeln!(
+            out,
+            "<div class=\"oom\">Likely OOM: run <b>{}</b> ({}) failed with {:.0} MiB GPU memory free: {}</div>",
+            esc(&run.run_id),
+            esc(&run.name),
+            run.gpu_free_min_mib,
+            esc(run.error.as_deref().unwrap_or(""))
+        );
+    }
+    for g in r.oom.gpus.iter().filter(|g| g.hardware_limit) {
+        let _ = writeln!(
+            out,
+            "<div class=\"oom\">GPU {} is below the threshold in {:.0}% of samples: a hardware limit for this work.</div>",
+            g.gpu_index,
+            g.share_below * 100.0
+        );
+    }
+
+    out.push_str("<h2>Timeline</h2>\n");
+    timeline(&mut out, &r.charts);
+
+    out.push_str("<h2>1. Latency by step</h2>\n<table><tr><th>step</th><th>count</th><th>failed</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>\n");
+    for l in &r.latency {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{} ({:.0}%)</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+            esc(&l.name),
+            l.count,
+            l.failures,
+            l.failure_rate * 100.0,
+            l.p50_ms,
+            l.p95_ms,
+            l.p99_ms
+        );
+    }
+    out.push_str("</table>\n<h2>2. The machine at span start (medians)</h2>\n<table><tr><th>step</th><th>GPU free MiB</th><th>GPU util</th><th>load/core</th><th>RAM free</th><th>cgroup free</th></tr>\n");
+    for c in &r.context {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&c.name),
+            opt(c.gpu_free_min_mib_p50, 0),
+            opt(c.gpu_utilization_p50.map(|v| v * 100.0), 0),
+            opt(c.cpu_load_per_core_p50, 2),
+            opt(c.ram_headroom_ratio_p50.map(|v| v * 100.0), 0),
+            opt(c.cgroup_headroom_ratio_p50.map(|v| v * 100.0), 0)
+        );
+    }
+    out.push_str("</table>\n<h2>3. Duration against GPU free memory</h2>\n");
+    for (i, s) in r.charts.scatter.iter().enumerate() {
+        let rho = r
+            .correlations
+            .iter()
+            .find(|c| c.name == s.name && c.resource == super::Resource::GpuFreeMemory);
+        scatter(
+            &mut out,
+            &s.name,
+            &s.points,
+            COLORS[i % COLORS.len()],
+            rho.map(|c| (c.rho, c.n)),
+        );
+    }
+    if r.charts.scatter.is_empty() {
+        out.push_str("<p class=\"muted\">No GPU data in this window.</p>\n");
+    }
+    out.push_str("<table><tr><th>step</th><th>resource</th><th>ρ</th><th>n</th></tr>\n");
+    for c in &r.correlations {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{:?}</td><td>{:+.2}{}</td><td>{}</td></tr>",
+            esc(&c.name),
+            c.resource,
+            c.rho,
+            if c.strong { " ●" } else { "" },
+            c.n
+        );
+    }
+    out.push_str("</table>\n<h2>4. Under pressure vs not</h2>\n<table><tr><th>step</th><th>n under</th><th>p50</th><th>p95</th><th>failed</th><th>n calm</th><th>p50</th><th>p95</th><th>failed</th><th>p50 ratio</th></tr>\n");
+    for p in &r.pressure {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&p.name),
+            p.under_pressure.n,
+            opt(p.under_pressure.p50_ms, 1),
+            opt(p.under_pressure.p95_ms, 1),
+            opt(p.under_pressure.failure_rate.map(|v| v * 100.0), 0),
+            p.no_pressure.n,
+            opt(p.no_pressure.p50_ms, 1),
+            opt(p.no_pressure.p95_ms, 1),
+            opt(p.no_pressure.failure_rate.map(|v| v * 100.0), 0),
+            opt(p.p50_ratio, 2)
+        );
+    }
+    out.push_str("</table>\n<h2>5. OOM risk</h2>\n<table><tr><th>GPU</th><th>name</th><th>samples</th><th>below</th><th>min free MiB</th><th>seconds below</th><th>runs</th></tr>\n");
+    for g in &r.oom.gpus {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({:.0}%)</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+            g.gpu_index,
+            esc(g.name.as_deref().unwrap_or("")),
+            g.samples,
+            g.samples_below,
+            g.share_below * 100.0,
+            opt(g.min_free_mib, 0),
+            g.seconds_below,
+            g.runs_below.len()
+        );
+    }
+    out.push_str("</table>\n<p class=\"muted\">Made by runlens. The numbers come from SQL you can run yourself: see the README's SQL cookbook.</p>\n</body></html>\n");
+    out
+}
+
+fn timeline(out: &mut String, c: &Charts) {
+    let times = c
+        .gpu_memory
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(c.cpu_load.iter().map(|p| p.0))
+        .chain(c.runs.iter().flat_map(|r| [r.0, r.1]));
+    let (t0, t1) = times.fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+    if t0 > t1 {
+        out.push_str("<p class=\"muted\">No samples in this window.</p>\n");
+        return;
+    }
+    let (w, left, right) = (940.0, 60.0, 930.0);
+    let x = Axis::new(0.0, (t1 - t0) as f64 / 1e9, left, right);
+    let seconds = |t: i64| (t - t0) as f64 / 1e9;
+    // GPU memory.
+    let gpu_max = c.gpu_memory.iter().map(|s| s.total_mib).fold(0.0, f64::max);
+    let _ = writeln!(
+        out,
+        "<svg width=\"{w}\" height=\"200\" role=\"img\" aria-label=\"GPU memory used over time\">"
+    );
+    let y = Axis::new(0.0, gpu_max.max(1.0), 180.0, 15.0);
+    let _ = writeln!(
+        out,
+        "<text x=\"4\" y=\"12\">GPU memory used (MiB, 0–{gpu_max:.0})</text>"
+    );
+    for (i, s) in c.gpu_memory.iter().enumerate() {
+        let pts: Vec<String> = s
+            .points
+            .iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", x.at(seconds(*t)), y.at(*v)))
+            .collect();
+        let color = COLORS[i % COLORS.len()];
+        let _ = writeln!(
+            out,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.0}\" y=\"195\" style=\"fill:{color}\">GPU {}</text>",
+            left + 60.0 * i as f64,
+            s.gpu_index
+        );
+        let limit = y.at(s.total_mib);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{left}\" x2=\"{right}\" y1=\"{limit:.1}\" y2=\"{limit:.1}\" stroke=\"{color}\" stroke-dasharray=\"4 3\" stroke-width=\"0.8\"/>"
+        );
+    }
+    out.push_str("</svg>\n");
+    // CPU load per core.
+    let load_max = c.cpu_load.iter().map(|p| p.1).fold(1.0, f64::max);
+    let y = Axis::new(0.0, load_max, 110.0, 15.0);
+    let _ = writeln!(
+        out,
+        "<svg width=\"{w}\" height=\"120\" role=\"img\" aria-label=\"CPU load per core over time\">"
+    );
+    let _ = writeln!(
+        out,
+        "<text x=\"4\" y=\"12\">CPU load per core (0–{load_max:.1}; 0.9 = pressure)</text>"
+    );
+    let pressure = y.at(0.9);
+    let _ = writeln!(
+        out,
+        "<line x1=\"{left}\" x2=\"{right}\" y1=\"{pressure:.1}\" y2=\"{pressure:.1}\" stroke=\"#dc2626\" stroke-dasharray=\"4 3\" stroke-width=\"0.8\"/>"
+    );
+    let pts: Vec<String> = c
+        .cpu_load
+        .iter()
+        .map(|(t, v)| format!("{:.1},{:.1}", x.at(seconds(*t)), y.at(*v)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "<polyline fill=\"none\" stroke=\"#374151\" stroke-width=\"1.2\" points=\"{}\"/>",
+        pts.join(" ")
+    );
+    out.push_str("</svg>\n");
+    // Runs.
+    let _ = writeln!(
+        out,
+        "<svg width=\"{w}\" height=\"70\" role=\"img\" aria-label=\"runs over time\">"
+    );
+    out.push_str("<text x=\"4\" y=\"12\">runs (green ok, red failed)</text>\n");
+    for (i, (start, end, failed, name)) in c.runs.iter().enumerate() {
+        let x0 = x.at(seconds(*start));
+        let width = (x.at(seconds(*end)) - x0).max(1.5);
+        let lane = 20.0 + (i % 4) as f64 * 12.0;
+        let color = if *failed { "#dc2626" } else { "#16a34a" };
+        let _ = writeln!(
+            out,
+            "<rect x=\"{x0:.1}\" y=\"{lane}\" width=\"{width:.1}\" height=\"9\" fill=\"{color}\"><title>{}</title></rect>",
+            esc(name)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<text x=\"{left}\" y=\"68\">0 s</text><text x=\"{:.0}\" y=\"68\">{:.1} s</text>",
+        right - 40.0,
+        (t1 - t0) as f64 / 1e9
+    );
+    out.push_str("</svg>\n");
+}
+
+fn scatter(
+    out: &mut String,
+    name: &str,
+    points: &[(f64, f64)],
+    color: &str,
+    rho: Option<(f64, usize)>,
+) {
+    let (w, h) = (300.0, 210.0);
+    let (xmin, xmax) = points
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let ymax = points.iter().map(|p| p.1).fold(0.0, f64::max);
+    let x = Axis::new(xmin.min(xmax), xmax, 45.0, w - 10.0);
+    let y = Axis::new(0.0, ymax.max(1e-3), h - 30.0, 20.0);
+    let _ = writeln!(
+        out,
+        "<svg width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{} duration against GPU free memory\">",
+        esc(name)
+    );
+    let title = match rho {
+        Some((rho, n)) => format!("{} (ρ = {rho:+.2}, n = {n})", esc(name)),
+        None => esc(name),
+    };
+    let _ = writeln!(out, "<text x=\"4\" y=\"12\">{title}</text>");
+    for (free, ms) in points {
+        let _ = writeln!(
+            out,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.8\" fill=\"{color}\" fill-opacity=\"0.5\"/>",
+            x.at(*free),
+            y.at(*ms)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<text x=\"45\" y=\"{:.0}\">{xmin:.0}</text><text x=\"{:.0}\" y=\"{:.0}\">{xmax:.0} MiB free</text><text x=\"2\" y=\"24\">{ymax:.0} ms</text>",
+        h - 14.0,
+        w - 90.0,
+        h - 14.0
+    );
+    out.push_str("</svg>\n");
+}

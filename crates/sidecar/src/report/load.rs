@@ -1,0 +1,237 @@
+//! Reads what the report needs from the database in a few flat queries.
+
+use std::collections::HashMap;
+
+use rusqlite::Connection;
+
+/// The figures of one snapshot that the report uses.
+#[derive(Debug, Clone, Default)]
+pub struct SnapFigures {
+    /// When it was taken.
+    pub taken_at_ns: i64,
+    /// 1-minute load divided by the number of CPUs.
+    pub cpu_load_per_core: Option<f64>,
+    /// RAM available / total.
+    pub ram_available_ratio: Option<f64>,
+    /// 1 - cgroup used / limit, when there is a limit.
+    pub cgroup_headroom_ratio: Option<f64>,
+    /// Free memory of the GPU with the least free memory.
+    pub gpu_free_min_bytes: Option<u64>,
+    /// Which GPU that was.
+    pub gpu_free_min_index: Option<u32>,
+    /// Utilization of the busiest GPU.
+    pub gpu_utilization_max: Option<f64>,
+}
+
+/// A finished span.
+#[derive(Debug, Clone)]
+pub struct SpanRow {
+    /// Index into the report's name list.
+    pub name: u32,
+    /// Ended as failed.
+    pub failed: bool,
+    /// Duration in milliseconds.
+    pub duration_ms: f64,
+    /// Index into the snapshot list, if its start snapshot is known.
+    pub snapshot: Option<u32>,
+}
+
+/// A run in the window.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    /// Id.
+    pub run_id: String,
+    /// Name.
+    pub name: String,
+    /// Status.
+    pub status: String,
+    /// Error text.
+    pub error: Option<String>,
+    /// Start.
+    pub started_at_ns: i64,
+    /// End (or now for a running run).
+    pub ended_at_ns: Option<i64>,
+    /// End snapshot.
+    pub end_snapshot_id: Option<i64>,
+}
+
+/// One GPU sample with its time.
+#[derive(Debug, Clone)]
+pub struct GpuPoint {
+    /// GPU index.
+    pub gpu_index: u32,
+    /// UUID.
+    pub uuid: Option<String>,
+    /// Product name.
+    pub name: Option<String>,
+    /// When.
+    pub taken_at_ns: i64,
+    /// Free memory.
+    pub free_bytes: Option<u64>,
+    /// Used memory.
+    pub used_bytes: Option<u64>,
+    /// Total memory.
+    pub total_bytes: Option<u64>,
+}
+
+/// What the report reads.
+pub struct Data {
+    /// Snapshot figures, indexed by position.
+    pub snapshots: Vec<SnapFigures>,
+    /// Snapshot id → position.
+    pub snapshot_index: HashMap<i64, u32>,
+    /// Distinct span names.
+    pub names: Vec<String>,
+    /// Finished spans.
+    pub spans: Vec<SpanRow>,
+    /// Runs.
+    pub runs: Vec<RunRow>,
+    /// GPU samples in time order per GPU.
+    pub gpus: Vec<GpuPoint>,
+}
+
+fn unsigned(v: Option<i64>) -> Option<u64> {
+    v.and_then(|v| u64::try_from(v).ok())
+}
+
+/// Reads everything from `since_ns` on (optionally one run, one span name).
+pub fn load(
+    conn: &Connection,
+    since_ns: i64,
+    run_id: Option<&str>,
+    name: Option<&str>,
+) -> rusqlite::Result<Data> {
+    let mut snapshots = Vec::new();
+    let mut snapshot_index = HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT snapshot_id, taken_at_ns, cpu_load_1m, cpu_count, ram_total_bytes,
+                ram_available_bytes, cgroup_memory_limit_bytes, cgroup_memory_used_bytes
+         FROM snapshots WHERE taken_at_ns >= ?1 ORDER BY snapshot_id",
+    )?;
+    let mut rows = stmt.query([since_ns])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let load: Option<f64> = r.get(2)?;
+        let cpus: i64 = r.get(3)?;
+        let total: i64 = r.get(4)?;
+        let available: i64 = r.get(5)?;
+        let limit: Option<i64> = r.get(6)?;
+        let used: Option<i64> = r.get(7)?;
+        snapshot_index.insert(id, u32::try_from(snapshots.len()).unwrap_or(u32::MAX));
+        snapshots.push(SnapFigures {
+            taken_at_ns: r.get(1)?,
+            cpu_load_per_core: load.filter(|_| cpus > 0).map(|l| l / cpus as f64),
+            ram_available_ratio: (total > 0).then(|| available as f64 / total as f64),
+            cgroup_headroom_ratio: match (limit, used) {
+                (Some(l), Some(u)) if l > 0 => Some(1.0 - u as f64 / l as f64),
+                _ => None,
+            },
+            ..SnapFigures::default()
+        });
+    }
+    drop(rows);
+    let first_id = snapshot_index.keys().min().copied().unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare(
+        "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio FROM gpu_samples
+         WHERE snapshot_id >= ?1 AND state = 'ok'",
+    )?;
+    let mut rows = stmt.query([first_id])?;
+    while let Some(r) = rows.next()? {
+        let Some(&i) = snapshot_index.get(&r.get::<_, i64>(0)?) else {
+            continue;
+        };
+        let s = &mut snapshots[i as usize];
+        let index: u32 = r.get(1)?;
+        if let Some(free) = unsigned(r.get(2)?)
+            && s.gpu_free_min_bytes.is_none_or(|m| free < m)
+        {
+            s.gpu_free_min_bytes = Some(free);
+            s.gpu_free_min_index = Some(index);
+        }
+        if let Some(util) = r.get::<_, Option<f64>>(3)? {
+            s.gpu_utilization_max = Some(s.gpu_utilization_max.map_or(util, |m| m.max(util)));
+        }
+    }
+    drop(rows);
+
+    let mut names: Vec<String> = Vec::new();
+    let mut name_index: HashMap<String, u32> = HashMap::new();
+    let mut spans = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT name, status, started_at_ns, ended_at_ns, start_snapshot_id FROM spans
+         WHERE ended_at_ns IS NOT NULL AND started_at_ns >= ?1
+           AND (?2 IS NULL OR run_id = ?2) AND (?3 IS NULL OR name = ?3)",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![since_ns, run_id, name])?;
+    while let Some(r) = rows.next()? {
+        let span_name = r.get_ref(0)?.as_str()?;
+        let name = match name_index.get(span_name) {
+            Some(&i) => i,
+            None => {
+                let i = u32::try_from(names.len()).unwrap_or(u32::MAX);
+                names.push(span_name.to_owned());
+                name_index.insert(span_name.to_owned(), i);
+                i
+            }
+        };
+        let started: i64 = r.get(2)?;
+        let ended: i64 = r.get(3)?;
+        spans.push(SpanRow {
+            name,
+            failed: r.get_ref(1)?.as_str()? == "failed",
+            duration_ms: (ended - started) as f64 / 1e6,
+            snapshot: r
+                .get::<_, Option<i64>>(4)?
+                .and_then(|id| snapshot_index.get(&id).copied()),
+        });
+    }
+    drop(rows);
+
+    let mut stmt = conn.prepare(
+        "SELECT run_id, name, status, error, started_at_ns, ended_at_ns, end_snapshot_id
+         FROM runs WHERE started_at_ns >= ?1 AND (?2 IS NULL OR run_id = ?2)
+         ORDER BY started_at_ns",
+    )?;
+    let runs = stmt
+        .query_map(rusqlite::params![since_ns, run_id], |r| {
+            Ok(RunRow {
+                run_id: r.get(0)?,
+                name: r.get(1)?,
+                status: r.get(2)?,
+                error: r.get(3)?,
+                started_at_ns: r.get(4)?,
+                ended_at_ns: r.get(5)?,
+                end_snapshot_id: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+
+    let mut stmt = conn.prepare(
+        "SELECT g.gpu_index, g.uuid, g.name, s.taken_at_ns, g.memory_free_bytes,
+                g.memory_used_bytes, g.memory_total_bytes
+         FROM gpu_samples g JOIN snapshots s USING (snapshot_id)
+         WHERE s.taken_at_ns >= ?1 AND g.state = 'ok'
+         ORDER BY g.gpu_index, s.taken_at_ns",
+    )?;
+    let gpus = stmt
+        .query_map([since_ns], |r| {
+            Ok(GpuPoint {
+                gpu_index: r.get(0)?,
+                uuid: r.get(1)?,
+                name: r.get(2)?,
+                taken_at_ns: r.get(3)?,
+                free_bytes: unsigned(r.get(4)?),
+                used_bytes: unsigned(r.get(5)?),
+                total_bytes: unsigned(r.get(6)?),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Data {
+        snapshots,
+        snapshot_index,
+        names,
+        spans,
+        runs,
+        gpus,
+    })
+}

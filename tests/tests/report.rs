@@ -1,0 +1,285 @@
+//! `runlens report` finds planted effects, raises no false alarms, flags likely OOM,
+//! and renders table, JSON and HTML as promised.
+
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use runlens_e2e::{Sidecar, run_bin};
+use serde_json::Value;
+
+fn history(effect: &str, spans: u32) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir
+        .path()
+        .join(format!("{effect}.db"))
+        .to_string_lossy()
+        .into_owned();
+    let (status, _, stderr) = run_bin(
+        "runlens",
+        &[
+            "bench",
+            "report",
+            "--spans",
+            &spans.to_string(),
+            "--db",
+            &db,
+            "--effect",
+            effect,
+            "--build-only",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    (dir, db)
+}
+
+fn report_json(db: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["report", "--db", db, "--format", "json"];
+    args.extend_from_slice(extra);
+    let (status, stdout, stderr) = run_bin("runlens", &args, Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn correlation<'a>(r: &'a Value, name: &str, resource: &str) -> &'a Value {
+    r["correlations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name && c["resource"] == resource)
+        .unwrap_or_else(|| panic!("no correlation for {name}/{resource}"))
+}
+
+#[test]
+fn a_planted_effect_is_found_with_the_right_sign_and_strength() {
+    let (_dir, db) = history("planted", 6_000);
+    let r = report_json(&db, &[]);
+    assert_eq!(r["spans_analyzed"], 6_000);
+    assert_eq!(r["runs_analyzed"], 600);
+    assert_eq!(r["oom_threshold_bytes"], 500u64 << 20);
+    let llm = correlation(&r, "llm_call", "gpu_free_memory");
+    let rho = llm["rho"].as_f64().unwrap();
+    assert!(rho <= -0.4, "llm_call vs GPU free memory: rho {rho}");
+    assert_eq!(llm["n"], 1_800);
+    assert_eq!(llm["strong"], true);
+    for name in ["plan", "tool_call"] {
+        for resource in [
+            "gpu_free_memory",
+            "gpu_utilization",
+            "cpu_load_per_core",
+            "ram_headroom",
+        ] {
+            let c = correlation(&r, name, resource);
+            assert_eq!(c["strong"], false, "{name}/{resource}: {c}");
+        }
+    }
+    let findings: Vec<&str> = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0].starts_with("llm_call is slower when GPU 0 has less free memory: ρ = -0."),
+        "{findings:?}"
+    );
+    assert!(findings[0].ends_with("n = 1800"), "{findings:?}");
+
+    // Latency by step, field by field.
+    let latency = r["latency"].as_array().unwrap();
+    assert_eq!(latency.len(), 3);
+    let llm = latency.iter().find(|l| l["name"] == "llm_call").unwrap();
+    assert_eq!(llm["count"], 1_800);
+    let (p50, p95, p99) = (
+        llm["p50_ms"].as_f64().unwrap(),
+        llm["p95_ms"].as_f64().unwrap(),
+        llm["p99_ms"].as_f64().unwrap(),
+    );
+    assert!(
+        200.0 < p50 && p50 <= p95 && p95 <= p99 && p99 < 900.0,
+        "{llm}"
+    );
+    assert!(llm["failure_rate"].as_f64().unwrap() < 0.1);
+    // Context at span start: every figure present except the cgroup (none generated).
+    let ctx = r["context"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "llm_call")
+        .unwrap();
+    assert!(ctx["gpu_free_min_mib_p50"].as_f64().unwrap() > 100.0);
+    assert!(ctx["cpu_load_per_core_p50"].is_number() && ctx["ram_headroom_ratio_p50"].is_number());
+    assert!(ctx["cgroup_headroom_ratio_p50"].is_null());
+    // Pressure makes llm_call slower, and says by how much.
+    let p = r["pressure"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "llm_call")
+        .unwrap();
+    assert!(p["under_pressure"]["n"].as_u64().unwrap() > 0);
+    assert!(p["p50_ratio"].as_f64().unwrap() > 1.05, "{p}");
+
+    // Failed runs that ended under the threshold are flagged likely OOM.
+    let ooms = r["oom"]["likely_oom_runs"].as_array().unwrap();
+    assert!(!ooms.is_empty());
+    for run in ooms {
+        assert!(run["gpu_free_min_mib"].as_f64().unwrap() < 500.0, "{run}");
+        assert!(
+            run["error"]
+                .as_str()
+                .unwrap()
+                .contains("CUDA out of memory"),
+            "{run}"
+        );
+    }
+    let gpu = &r["oom"]["gpus"][0];
+    assert_eq!(gpu["gpu_index"], 0);
+    assert_eq!(gpu["samples"], 600);
+    assert!(gpu["samples_below"].as_u64().unwrap() > 0);
+    assert!(gpu["seconds_below"].as_f64().unwrap() > 0.0);
+    assert!(!gpu["runs_below"].as_array().unwrap().is_empty());
+    assert_eq!(
+        gpu["hardware_limit"], false,
+        "below in a minority of samples"
+    );
+}
+
+#[test]
+fn a_history_without_an_effect_raises_no_false_alarm() {
+    let (_dir, db) = history("none", 6_000);
+    let r = report_json(&db, &[]);
+    assert_eq!(
+        r["findings"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r["findings"]
+    );
+    assert!(
+        r["correlations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["strong"] == false)
+    );
+    assert_eq!(r["oom"]["likely_oom_runs"].as_array().unwrap().len(), 0);
+    assert_eq!(r["oom"]["gpus"][0]["samples_below"], 0);
+    // With the threshold above every sample, the GPU is a hardware limit.
+    let r = report_json(&db, &["--oom-threshold-mib", "100000"]);
+    assert_eq!(r["oom"]["gpus"][0]["hardware_limit"], true);
+}
+
+#[test]
+fn filters_narrow_the_report() {
+    let (_dir, db) = history("planted", 3_000);
+    let r = report_json(&db, &["--run", "run-5"]);
+    assert_eq!(r["spans_analyzed"], 10);
+    assert_eq!(r["runs_analyzed"], 1);
+    let r = report_json(&db, &["--name", "tool_call"]);
+    assert_eq!(r["latency"].as_array().unwrap().len(), 1);
+    assert_eq!(r["latency"][0]["name"], "tool_call");
+    // The generated history is from 2023: a recent window holds nothing.
+    let r = report_json(&db, &["--since", "1h"]);
+    assert_eq!(r["spans_analyzed"], 0);
+    let (status, _, stderr) = run_bin(
+        "runlens",
+        &["report", "--db", &db, "--since", "soon"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("such as 1h"), "{stderr}");
+    let (status, _, _) = run_bin(
+        "runlens",
+        &["report", "--db", "/nonexistent/x.db"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(66));
+}
+
+#[test]
+fn the_table_fits_100_columns_and_the_html_is_self_contained_with_charts() {
+    let (dir, db) = history("planted", 3_000);
+    let (status, table, _) = run_bin("runlens", &["report", "--db", &db], Duration::from_secs(60));
+    assert!(status.success());
+    for heading in [
+        "1. Latency by step",
+        "2. The machine at span start",
+        "3. Correlation",
+        "4. Under pressure vs not",
+        "5. OOM risk",
+        "* llm_call is slower when GPU 0 has less free memory",
+        "likely OOM",
+    ] {
+        assert!(table.contains(heading), "missing {heading:?}:\n{table}");
+    }
+    let wide: Vec<&str> = table
+        .lines()
+        .filter(|l| l.chars().count() > 100 && !l.starts_with("* "))
+        .collect();
+    assert!(wide.is_empty(), "lines over 100 columns: {wide:#?}");
+
+    let out = dir.path().join("report.html");
+    let (status, _, stderr) = run_bin(
+        "runlens",
+        &[
+            "report",
+            "--db",
+            &db,
+            "--format",
+            "html",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.trim_end().ends_with("</html>"));
+    assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
+    assert!(
+        html.matches("<svg").count() >= 6,
+        "timeline (3) and a scatter per step (3)"
+    );
+    assert!(html.contains("<polyline"), "GPU memory and CPU load lines");
+    assert!(html.contains("<circle"), "scatter points");
+    assert!(html.contains("<rect"), "runs as bars");
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+    assert!(html.contains("llm_call is slower when GPU 0 has less free memory"));
+}
+
+#[test]
+fn a_real_history_without_gpus_reports_cleanly() {
+    let mut sidecar = Sidecar::start();
+    let (status, _, stderr) = run_bin(
+        "example-agent",
+        &[
+            "--endpoint",
+            &sidecar.endpoint(),
+            "--runs",
+            "6",
+            "--step-ms",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    sidecar.stop();
+    let db = sidecar.db.to_string_lossy().into_owned();
+    let r = report_json(&db, &[]);
+    assert_eq!(r["spans_analyzed"], 18);
+    assert_eq!(r["oom"]["gpus"].as_array().unwrap().len(), 0);
+    let tool = r["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "tool_call")
+        .unwrap();
+    assert_eq!(tool["failures"], 2);
+    let (status, table, _) = run_bin("runlens", &["report", "--db", &db], Duration::from_secs(30));
+    assert!(status.success());
+    assert!(table.contains("no GPU samples in this window"), "{table}");
+}
