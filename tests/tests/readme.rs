@@ -10,13 +10,11 @@ use runlens_e2e::{Sidecar, run_bin};
 fn readme_sql() -> Vec<String> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
-    let block = readme
+    readme
         .split("```sql\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("README has a ```sql block");
-    block
-        .split(';')
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .flat_map(|block| block.split(';'))
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
@@ -26,7 +24,11 @@ fn readme_sql() -> Vec<String> {
 #[test]
 fn every_readme_query_runs_through_runlens_query() {
     let queries = readme_sql();
-    assert_eq!(queries.len(), 5, "the README promises five queries");
+    assert_eq!(
+        queries.len(),
+        9,
+        "five useful queries and four from the cookbook"
+    );
     let mut sidecar = Sidecar::start();
     let (status, _, stderr) = run_bin(
         "example-agent",

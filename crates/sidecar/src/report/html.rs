@@ -73,15 +73,15 @@ svg text{{font-size:11px;fill:#4b5563}}
     for f in &r.findings {
         let _ = writeln!(out, "<div class=\"finding\">{}</div>", esc(f));
     }
-    if r.oom.likely_oom_runs.len() > 20 {
+    if r.oom.likely_oom_runs.len() > 5 {
         let _ = writeln!(
             out,
-            "<div class=\"oom\">{} failed runs ended with less than {} MiB GPU memory free: likely OOM. The first 20:</div>",
+            "<div class=\"oom\">{} failed runs ended with less than {} MiB GPU memory free: likely OOM. The first 5:</div>",
             r.oom.likely_oom_runs.len(),
             r.oom_threshold_bytes >> 20
         );
     }
-    for run in r.oom.likely_oom_runs.iter().take(20) {
+    for run in r.oom.likely_oom_runs.iter().take(5) {
         let _ = writeln!(
             out,
             "<div class=\"oom\">Likely OOM: run <b>{}</b> ({}) failed with {:.0} MiB GPU memory free: {}</div>",
