@@ -111,6 +111,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         || "GPUs through NVML".to_owned(),
         |reason| format!("no GPU sampling ({reason})"),
     );
+    let mut signals = ShutdownSignals::register()?;
     // The one line on stdout: scripts and tests read the address from it (port 0 case).
     println!(
         "runlens serve: listening on {addr} (db {}, sampling every {}, {gpu_line})",
@@ -124,7 +125,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         result = &mut server => {
             result.map_err(|e| Failure::new(FAILURE, format!("gRPC server failed: {e}")))?;
         }
-        () = shutdown_signal() => {
+        () = signals.recv() => {
             tracing::info!("shutting down: refusing new connections, committing accepted data");
             health.set_not_serving::<RunlensServer<RunlensService>>().await;
             let _ = shutdown_tx.send(true);
@@ -145,30 +146,40 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGINT (Ctrl-C) and SIGTERM, registered when created: a signal that arrives right
+/// after the ready line is printed must already be ours, not the default "exit at once".
+struct ShutdownSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn register() -> Result<Self, Failure> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let fail = |e: std::io::Error| {
+                Failure::new(FAILURE, format!("cannot listen for shutdown signals: {e}"))
+            };
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).map_err(fail)?,
+                terminate: signal(SignalKind::terminate()).map_err(fail)?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves on the first of them.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
