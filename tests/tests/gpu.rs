@@ -142,6 +142,29 @@ fn four_gpus_are_stored_with_their_values_and_unsupported_metrics_are_null() {
         ),
         sidecar.count("SELECT count(*) FROM snapshots")
     );
+    // GPU 2 is in MIG mode: its instances are stored with their own memory.
+    let snapshots = sidecar.count("SELECT count(*) FROM snapshots");
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM gpu_samples WHERE gpu_index = 2 AND mig_enabled = 1"),
+        snapshots
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM gpu_samples WHERE gpu_index != 2 AND mig_enabled = 0"),
+        3 * snapshots
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM mig_samples WHERE gpu_index = 2 AND mig_index = 0
+             AND uuid = 'MIG-aaaaaaaa-fake-4000-8000-000000000020'
+             AND memory_total_bytes = 20937965568 AND memory_used_bytes = 3221225472
+             AND memory_free_bytes = 20937965568 - 3221225472"
+        ),
+        snapshots
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(DISTINCT mig_index) FROM mig_samples"),
+        2
+    );
     assert!(!logs.contains("WARN") && !logs.contains("ERROR"), "{logs}");
 }
 
@@ -417,6 +440,11 @@ fn snapshot_and_doctor_show_every_gpu_as_a_user_reads_them() {
     assert_eq!(
         json["gpu"]["devices"][3]["ecc_corrected_errors"],
         Value::Null
+    );
+    assert_eq!(json["gpu"]["devices"][2]["mig_enabled"], true);
+    assert_eq!(
+        json["gpu"]["devices"][2]["mig_devices"][1]["memory_used_bytes"],
+        1u64 << 30
     );
 
     let (status, stdout, _) = with_scenario(&["doctor"], &scenario);

@@ -74,6 +74,18 @@ fn gpu_to_wire(d: &probe_core::GpuDevice) -> pb::GpuResources {
                 used_memory_bytes: p.used_memory_bytes,
             })
             .collect(),
+        mig_enabled: d.mig_enabled,
+        mig_devices: d
+            .mig_devices
+            .iter()
+            .map(|m| pb::MigDevice {
+                index: m.index,
+                uuid: m.uuid.clone().unwrap_or_default(),
+                memory_total_bytes: m.memory_total_bytes,
+                memory_used_bytes: m.memory_used_bytes,
+                memory_free_bytes: m.memory_free_bytes,
+            })
+            .collect(),
     }
 }
 

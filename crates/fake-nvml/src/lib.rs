@@ -31,6 +31,7 @@ const UNINITIALIZED: nvmlReturn_t = 1;
 const INVALID_ARGUMENT: nvmlReturn_t = 2;
 const INSUFFICIENT_SIZE: nvmlReturn_t = 7;
 const DRIVER_NOT_LOADED: nvmlReturn_t = 9;
+const NOT_FOUND: nvmlReturn_t = 6;
 const UNKNOWN: nvmlReturn_t = 999;
 
 /// What identifies one version of the scenario file: replacing it (write to a temporary
@@ -96,6 +97,30 @@ fn with_state(
         Ok(()) => SUCCESS,
         Err(code) => code,
     }
+}
+
+/// MIG device handles are `MIG_HANDLE * (gpu + 1) + mig index + 1`, apart from GPU
+/// handles (`gpu + 1`).
+const MIG_HANDLE: usize = 0x1000;
+
+/// The GPU and MIG index behind a MIG handle, or `None` for a GPU handle.
+fn mig_of(handle: nvmlDevice_t) -> Option<(usize, usize)> {
+    let h = handle as usize;
+    (h >= MIG_HANDLE).then(|| (h / MIG_HANDLE - 1, h % MIG_HANDLE - 1))
+}
+
+/// Runs `f` on the MIG instance behind `handle`.
+fn with_mig(
+    function: &str,
+    handle: nvmlDevice_t,
+    f: impl FnOnce(&scenario::MigDevice) -> Result<(), nvmlReturn_t>,
+) -> nvmlReturn_t {
+    let Some((gpu, mig)) = mig_of(handle) else {
+        return INVALID_ARGUMENT;
+    };
+    with_device(function, (gpu + 1) as nvmlDevice_t, |d| {
+        f(d.mig_devices.get(mig).ok_or(INVALID_ARGUMENT)?)
+    })
 }
 
 /// Runs `f` on the device behind `handle`, after injected global and device errors.
@@ -306,6 +331,11 @@ pub unsafe extern "C" fn nvmlDeviceGetUUID(
     uuid: *mut c_char,
     length: c_uint,
 ) -> nvmlReturn_t {
+    if mig_of(device).is_some() {
+        return with_mig("nvmlDeviceGetUUID", device, |m| unsafe {
+            put_str(uuid, length, &m.uuid)
+        });
+    }
     with_device("nvmlDeviceGetUUID", device, |d| unsafe {
         put_str(uuid, length, &d.uuid)
     })
@@ -323,6 +353,27 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
     device: nvmlDevice_t,
     memory: *mut nvmlMemory_v2_t,
 ) -> nvmlReturn_t {
+    if mig_of(device).is_some() {
+        return with_mig("nvmlDeviceGetMemoryInfo_v2", device, |m| {
+            if memory.is_null() {
+                return Err(INVALID_ARGUMENT);
+            }
+            // SAFETY: non-null and valid per the NVML contract.
+            let version = unsafe { (*memory).version };
+            unsafe {
+                put(
+                    memory,
+                    nvmlMemory_v2_t {
+                        version,
+                        total: m.memory_total_bytes,
+                        reserved: 0,
+                        free: m.memory_total_bytes.saturating_sub(m.memory_used_bytes),
+                        used: m.memory_used_bytes,
+                    },
+                )
+            }
+        });
+    }
     with_device("nvmlDeviceGetMemoryInfo_v2", device, |d| {
         if memory.is_null() {
             return Err(INVALID_ARGUMENT);
@@ -520,5 +571,37 @@ pub unsafe extern "C" fn nvmlDeviceGetComputeRunningProcesses_v3(
             }
         }
         Ok(())
+    })
+}
+
+/// NVML's `nvmlDeviceGetMigMode`, answered from the scenario.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetMigMode(
+    device: nvmlDevice_t,
+    current: *mut c_uint,
+    pending: *mut c_uint,
+) -> nvmlReturn_t {
+    with_device("nvmlDeviceGetMigMode", device, |d| {
+        let mode = c_uint::from(!d.mig_devices.is_empty());
+        unsafe {
+            put(current, mode)?;
+            put(pending, mode)
+        }
+    })
+}
+
+/// NVML's `nvmlDeviceGetMigDeviceHandleByIndex`, answered from the scenario.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
+    device: nvmlDevice_t,
+    index: c_uint,
+    mig: *mut nvmlDevice_t,
+) -> nvmlReturn_t {
+    with_device("nvmlDeviceGetMigDeviceHandleByIndex", device, |d| {
+        if index as usize >= d.mig_devices.len() {
+            return Err(NOT_FOUND);
+        }
+        let handle = (MIG_HANDLE * (device as usize) + index as usize + 1) as nvmlDevice_t;
+        unsafe { put(mig, handle) }
     })
 }

@@ -90,6 +90,22 @@ pub struct Device {
     /// 3 = not supported, 15 = GPU lost.
     #[serde(default)]
     pub errors: HashMap<String, u32>,
+    /// MIG instances: when present, the GPU reports MIG mode enabled.
+    #[serde(default)]
+    pub mig_devices: Vec<MigDevice>,
+}
+
+/// One MIG instance of a GPU.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigDevice {
+    /// UUID (`MIG-...`).
+    pub uuid: String,
+    /// Memory of the instance.
+    pub memory_total_bytes: u64,
+    /// Memory allocated in the instance.
+    #[serde(default)]
+    pub memory_used_bytes: u64,
 }
 
 /// A process using a GPU.

@@ -10,7 +10,7 @@ use nvml_wrapper::enum_wrappers::device::{
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 
-use crate::snapshot::{GpuDevice, GpuProcess, GpuSnapshot, GpuState};
+use crate::snapshot::{GpuDevice, GpuProcess, GpuSnapshot, GpuState, MigDevice};
 
 /// Something that can report the machine's GPUs.
 ///
@@ -80,6 +80,7 @@ enum Metric {
     EccCorrected,
     EccUncorrected,
     Processes,
+    Mig,
 }
 
 impl Metric {
@@ -99,6 +100,7 @@ impl Metric {
             Metric::EccCorrected => "ecc_corrected",
             Metric::EccUncorrected => "ecc_uncorrected",
             Metric::Processes => "processes",
+            Metric::Mig => "mig",
         }
     }
 }
@@ -252,6 +254,14 @@ impl NvmlProbe {
                 },
             })
             .collect();
+        let mig_enabled = r
+            .read(Metric::Mig, || device.mig_mode())
+            .map(|m| m.current == 1);
+        let mig_devices = if mig_enabled == Some(true) {
+            read_mig_devices(&device)
+        } else {
+            Vec::new()
+        };
         let lost = r.lost;
         let mut unsupported: Vec<String> =
             r.unsupported.iter().map(|m| m.name().to_owned()).collect();
@@ -287,8 +297,30 @@ impl NvmlProbe {
             ecc_uncorrected_errors,
             processes,
             unsupported,
+            mig_enabled,
+            mig_devices,
         }
     }
+}
+
+/// A GPU has at most 7 MIG instances today; NVML answers NotFound for empty slots.
+const MAX_MIG_DEVICES: u32 = 8;
+
+/// The MIG instances of a GPU in MIG mode, each with its own memory.
+fn read_mig_devices(device: &nvml_wrapper::Device<'_>) -> Vec<MigDevice> {
+    (0..MAX_MIG_DEVICES)
+        .filter_map(|index| {
+            let mig = device.mig_device_by_index(index).ok()?;
+            let memory = mig.memory_info().ok();
+            Some(MigDevice {
+                index,
+                uuid: mig.uuid().ok(),
+                memory_total_bytes: memory.as_ref().map(|m| m.total),
+                memory_used_bytes: memory.as_ref().map(|m| m.used),
+                memory_free_bytes: memory.as_ref().map(|m| m.free),
+            })
+        })
+        .collect()
 }
 
 /// Reads one metric at a time, remembering unsupported ones and noticing a lost device.

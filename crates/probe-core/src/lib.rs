@@ -22,7 +22,7 @@ pub use host::HostProbe;
 pub use process::{ProcessProbe, WatchOutcome};
 pub use sampler::Sampler;
 pub use snapshot::{
-    CgroupSnapshot, GpuDevice, GpuProcess, GpuSnapshot, GpuState, HostSnapshot, ProcessSample,
-    Snapshot, clock_event_reason_names,
+    CgroupSnapshot, GpuDevice, GpuProcess, GpuSnapshot, GpuState, HostSnapshot, MigDevice,
+    ProcessSample, Snapshot, clock_event_reason_names,
 };
 pub use time::unix_now_ns;

@@ -172,6 +172,27 @@ pub struct GpuDevice {
     pub processes: Vec<GpuProcess>,
     /// Metrics this device answered "not supported" for (asked once, then skipped).
     pub unsupported: Vec<String>,
+    /// Whether MIG mode is on; `None` where the GPU has no MIG.
+    #[serde(default)]
+    pub mig_enabled: Option<bool>,
+    /// The MIG instances when MIG mode is on, each with its own memory.
+    #[serde(default)]
+    pub mig_devices: Vec<MigDevice>,
+}
+
+/// One MIG instance: a slice of a GPU with its own memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigDevice {
+    /// Position among the GPU's MIG instances.
+    pub index: u32,
+    /// UUID (`MIG-...`), what CUDA_VISIBLE_DEVICES names.
+    pub uuid: Option<String>,
+    /// Memory of the instance.
+    pub memory_total_bytes: Option<u64>,
+    /// Memory allocated in it.
+    pub memory_used_bytes: Option<u64>,
+    /// Memory free in it.
+    pub memory_free_bytes: Option<u64>,
 }
 
 /// A process using a GPU.
@@ -230,6 +251,8 @@ impl GpuDevice {
             ecc_uncorrected_errors: None,
             processes: Vec::new(),
             unsupported: Vec::new(),
+            mig_enabled: None,
+            mig_devices: Vec::new(),
         }
     }
 }

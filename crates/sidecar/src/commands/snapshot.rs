@@ -185,6 +185,21 @@ pub fn render_table(s: &Snapshot) -> String {
                 .collect();
             notes.push(format!("processes {}", procs.join(", ")));
         }
+        if !d.mig_devices.is_empty() {
+            let migs: Vec<String> = d
+                .mig_devices
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} {} of {}",
+                        m.uuid.as_deref().unwrap_or("?"),
+                        opt(m.memory_used_bytes, bytes),
+                        opt(m.memory_total_bytes, bytes)
+                    )
+                })
+                .collect();
+            notes.push(format!("MIG: {}", migs.join(", ")));
+        }
         if !d.unsupported.is_empty() {
             notes.push(format!("not supported: {}", d.unsupported.join(", ")));
         }

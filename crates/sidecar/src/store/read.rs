@@ -266,6 +266,8 @@ pub fn snapshot(conn: &Connection, snapshot_id: i64) -> Result<Option<probe_core
                 ecc_uncorrected_errors: r.get::<_, Option<i64>>(18)?.map(unsigned),
                 processes: Vec::new(),
                 unsupported: Vec::new(),
+                mig_enabled: None,
+                mig_devices: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

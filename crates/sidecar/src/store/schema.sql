@@ -51,7 +51,20 @@ CREATE TABLE gpu_samples (
     clock_event_reason_names  TEXT,              -- e.g. 'sw_power_cap,hw_slowdown'
     ecc_corrected_errors      INTEGER,
     ecc_uncorrected_errors    INTEGER,
+    mig_enabled               INTEGER,           -- 1 in MIG mode, 0 not, NULL no MIG
     PRIMARY KEY (snapshot_id, gpu_index)
+) WITHOUT ROWID;
+
+-- MIG instances of GPUs in MIG mode, each with its own memory.
+CREATE TABLE mig_samples (
+    snapshot_id         INTEGER NOT NULL REFERENCES snapshots (snapshot_id),
+    gpu_index           INTEGER NOT NULL,
+    mig_index           INTEGER NOT NULL,
+    uuid                TEXT,
+    memory_total_bytes  INTEGER,
+    memory_used_bytes   INTEGER,
+    memory_free_bytes   INTEGER,
+    PRIMARY KEY (snapshot_id, gpu_index, mig_index)
 ) WITHOUT ROWID;
 
 -- Which processes held memory on which GPU at each snapshot (host PIDs, as NVML reports).

@@ -698,9 +698,14 @@ fn write_snapshot(tx: &rusqlite::Connection, s: &StoredSnapshot) -> rusqlite::Re
             memory_utilization_ratio, temperature_celsius, power_watts, memory_reserved_bytes,
             power_limit_watts, clock_sm_mhz, clock_memory_mhz, performance_state,
             clock_event_reasons, clock_event_reason_names, ecc_corrected_errors,
-            ecc_uncorrected_errors)
+            ecc_uncorrected_errors, mig_enabled)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21)",
+                 ?18, ?19, ?20, ?21, ?22)",
+    )?;
+    let mut mig = tx.prepare_cached(
+        "INSERT OR IGNORE INTO mig_samples (snapshot_id, gpu_index, mig_index, uuid,
+            memory_total_bytes, memory_used_bytes, memory_free_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut process = tx.prepare_cached(
         "INSERT OR IGNORE INTO gpu_processes (snapshot_id, gpu_index, pid, used_memory_bytes)
@@ -730,7 +735,19 @@ fn write_snapshot(tx: &rusqlite::Connection, s: &StoredSnapshot) -> rusqlite::Re
                 .map(|m| probe_core::clock_event_reason_names(m).join(",")),
             d.ecc_corrected_errors.map(bytes),
             d.ecc_uncorrected_errors.map(bytes),
+            d.mig_enabled,
         ])?;
+        for m in &d.mig_devices {
+            mig.execute(params![
+                s.id,
+                d.index,
+                m.index,
+                m.uuid,
+                m.memory_total_bytes.map(bytes),
+                m.memory_used_bytes.map(bytes),
+                m.memory_free_bytes.map(bytes)
+            ])?;
+        }
         for p in &d.processes {
             process.execute(params![
                 s.id,
