@@ -144,6 +144,26 @@ async fn a_burst_beyond_the_buffer_counts_exactly_what_was_dropped_in_sql() {
 async fn thirty_two_clients_at_once_each_complete() {
     let mut sidecar = Sidecar::start();
     let endpoint = sidecar.endpoint();
+    // A reader keeps querying while the 32 clients write: WAL readers neither block the
+    // writer nor see "database is locked".
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let db = sidecar.db.to_string_lossy().into_owned();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut queries = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _, stderr) = runlens_e2e::run_bin(
+                    "runlens",
+                    &["query", "--db", &db, "select count(*) from span_resources"],
+                    Duration::from_secs(30),
+                );
+                assert!(status.success(), "query during ingest failed: {stderr}");
+                queries += 1;
+            }
+            queries
+        })
+    };
     let mut tasks = Vec::new();
     for c in 0..32 {
         let endpoint = endpoint.clone();
@@ -172,6 +192,8 @@ async fn thirty_two_clients_at_once_each_complete() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), (0, 0));
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() >= 1, "the reader ran during ingest");
     sidecar.stop();
     assert_eq!(
         sidecar.count("SELECT count(*) FROM runs WHERE status = 'ok'"),
