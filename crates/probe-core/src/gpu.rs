@@ -148,10 +148,25 @@ pub struct NvmlProbe {
     nvml: Result<Nvml, NvmlLoadError>,
     /// Per device index, the metrics the device answered `NotSupported` for.
     unsupported: Vec<HashSet<Metric>>,
-    /// Per device index, the last (uuid, name) read: a lost device can no longer say
-    /// which it is, but its samples and events still should.
-    identity: Vec<(Option<String>, Option<String>)>,
+    /// Per device index, what rarely changes, read every [`FIXED_EVERY`] samples. It also
+    /// names a lost device, which can no longer say which it is.
+    fixed: Vec<Option<Fixed>>,
 }
+
+/// Figures that change only on reconfiguration (a reset, a new power cap): each NVML call
+/// costs tens of microseconds on real drivers, so they are not asked every sample.
+#[derive(Debug, Clone)]
+struct Fixed {
+    uuid: Option<String>,
+    name: Option<String>,
+    power_limit_mw: Option<u32>,
+    mig_enabled: Option<bool>,
+    /// Samples until they are read again.
+    fresh_for: u32,
+}
+
+/// Re-read the rarely changing figures every this many samples.
+const FIXED_EVERY: u32 = 30;
 
 impl NvmlProbe {
     /// Loads NVML from `lib_path`, or from the system's `libnvidia-ml.so.1` when `None`.
@@ -169,7 +184,7 @@ impl NvmlProbe {
         Self {
             nvml,
             unsupported: Vec::new(),
-            identity: Vec::new(),
+            fixed: Vec::new(),
         }
     }
 
@@ -197,9 +212,9 @@ impl NvmlProbe {
     /// A device that could not be read, named by what it last said it was.
     fn unreadable(&self, index: u32, state: GpuState) -> GpuDevice {
         let mut device = GpuDevice::bare(index, state);
-        if let Some((uuid, name)) = self.identity.get(index as usize) {
-            device.uuid = uuid.clone();
-            device.name = name.clone();
+        if let Some(Some(fixed)) = self.fixed.get(index as usize) {
+            device.uuid = fixed.uuid.clone();
+            device.name = fixed.name.clone();
         }
         device
     }
@@ -214,19 +229,41 @@ impl NvmlProbe {
         if self.unsupported.len() <= slot {
             self.unsupported.resize_with(slot + 1, HashSet::new);
         }
+        if self.fixed.len() <= slot {
+            self.fixed.resize_with(slot + 1, || None);
+        }
         let mut r = MetricReader {
             unsupported: &mut self.unsupported[slot],
             lost: false,
         };
-        let uuid = r.read(Metric::Uuid, || device.uuid());
-        let name = r.read(Metric::Name, || device.name());
+        let fixed = match self.fixed[slot].take() {
+            Some(mut f) if f.fresh_for > 0 => {
+                f.fresh_for -= 1;
+                f
+            }
+            previous => {
+                let uuid = r.read(Metric::Uuid, || device.uuid());
+                let name = r.read(Metric::Name, || device.name());
+                Fixed {
+                    // A device that cannot name itself now keeps the name it had.
+                    uuid: uuid.or_else(|| previous.as_ref().and_then(|p| p.uuid.clone())),
+                    name: name.or_else(|| previous.as_ref().and_then(|p| p.name.clone())),
+                    power_limit_mw: r.read(Metric::PowerLimit, || device.enforced_power_limit()),
+                    mig_enabled: r
+                        .read(Metric::Mig, || device.mig_mode())
+                        .map(|m| m.current == 1),
+                    fresh_for: FIXED_EVERY,
+                }
+            }
+        };
+        let (uuid, name) = (fixed.uuid.clone(), fixed.name.clone());
+        let (power_limit_mw, mig_enabled) = (fixed.power_limit_mw, fixed.mig_enabled);
         let memory = r.read(Metric::Memory, || device.memory_info());
         let utilization = r.read(Metric::Utilization, || device.utilization_rates());
         let temperature = r.read(Metric::Temperature, || {
             device.temperature(TemperatureSensor::Gpu)
         });
         let power_mw = r.read(Metric::Power, || device.power_usage());
-        let power_limit_mw = r.read(Metric::PowerLimit, || device.enforced_power_limit());
         let clock_sm_mhz = r.read(Metric::ClockSm, || device.clock_info(Clock::SM));
         let clock_memory_mhz = r.read(Metric::ClockMemory, || device.clock_info(Clock::Memory));
         let performance_state = r
@@ -254,9 +291,6 @@ impl NvmlProbe {
                 },
             })
             .collect();
-        let mig_enabled = r
-            .read(Metric::Mig, || device.mig_mode())
-            .map(|m| m.current == 1);
         let mig_devices = if mig_enabled == Some(true) {
             read_mig_devices(&device)
         } else {
@@ -266,12 +300,7 @@ impl NvmlProbe {
         let mut unsupported: Vec<String> =
             r.unsupported.iter().map(|m| m.name().to_owned()).collect();
         unsupported.sort();
-        if self.identity.len() <= slot {
-            self.identity.resize_with(slot + 1, Default::default);
-        }
-        if uuid.is_some() || name.is_some() {
-            self.identity[slot] = (uuid.clone(), name.clone());
-        }
+        self.fixed[slot] = Some(fixed);
         if lost {
             return self.unreadable(index, GpuState::Lost);
         }

@@ -1,4 +1,5 @@
-//! Host CPU and memory through one long-lived `sysinfo::System`.
+//! Host CPU and memory: /proc files kept open on Linux, one long-lived `sysinfo::System`
+//! as the fallback elsewhere.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,13 @@ pub struct HostProbe {
     system: System,
     meminfo: ProcFile,
     loadavg: ProcFile,
+    /// CPU time counters from /proc/stat (sysinfo's refresh is the fallback).
+    stat: ProcFile,
+    /// (busy, total) ticks per line of /proc/stat at the previous reading: all CPUs, then
+    /// each CPU.
+    cpu_ticks: Vec<(u64, u64)>,
+    /// Utilization over the last interval: all CPUs, then each CPU.
+    cpu_usage: Option<(f64, Vec<f64>)>,
     /// When CPU counters were last read; utilization is the change since then.
     last_cpu_refresh: Instant,
     /// True once two CPU readings far enough apart exist.
@@ -29,13 +37,19 @@ impl HostProbe {
     pub fn new() -> Result<Self, String> {
         let mut system = System::new().map_err(|e| format!("cannot read host resources: {e}"))?;
         system.refresh_cpu_usage();
-        Ok(Self {
+        let mut probe = Self {
             system,
             meminfo: ProcFile::new("/proc/meminfo"),
             loadavg: ProcFile::new("/proc/loadavg"),
+            stat: ProcFile::new("/proc/stat"),
+            cpu_ticks: Vec::new(),
+            cpu_usage: None,
             last_cpu_refresh: Instant::now(),
             cpu_baseline_ready: false,
-        })
+        };
+        // The first reading: utilization is the change from here.
+        probe.read_proc_stat();
+        Ok(probe)
     }
 
     /// Takes one host sample.
@@ -44,26 +58,43 @@ impl HostProbe {
         let now = Instant::now();
         // sysinfo ignores refreshes closer than this; utilization over a shorter span would
         // be noise anyway, so keep the previous reading until enough time has passed.
-        if now.duration_since(self.last_cpu_refresh) >= sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
-            self.system.refresh_cpu_usage();
-            self.last_cpu_refresh = now;
-            self.cpu_baseline_ready = true;
-        }
+        let from_proc =
+            if now.duration_since(self.last_cpu_refresh) >= sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
+                self.last_cpu_refresh = now;
+                self.cpu_baseline_ready = true;
+                let read = self.read_proc_stat();
+                if !read {
+                    self.system.refresh_cpu_usage();
+                }
+                read
+            } else {
+                !self.cpu_ticks.is_empty()
+            };
         let load = self.load_average();
-        let cpus = self.system.cpus();
-        let (cpu_utilization_ratio, cpu_core_utilization_ratio) = if self.cpu_baseline_ready {
-            (
-                Some(f64::from(self.system.global_cpu_usage()) / 100.0),
-                cpus.iter().map(|c| f64::from(c.usage()) / 100.0).collect(),
-            )
+        let (cpu_count, cpu_utilization_ratio, cpu_core_utilization_ratio) = if from_proc {
+            let cores = u32::try_from(self.cpu_ticks.len().saturating_sub(1)).unwrap_or(u32::MAX);
+            match &self.cpu_usage {
+                Some((all, each)) => (cores, Some(*all), each.clone()),
+                None => (cores, None, Vec::new()),
+            }
         } else {
-            (None, Vec::new())
+            let cpus = self.system.cpus();
+            let count = u32::try_from(cpus.len()).unwrap_or(u32::MAX);
+            if self.cpu_baseline_ready {
+                (
+                    count,
+                    Some(f64::from(self.system.global_cpu_usage()) / 100.0),
+                    cpus.iter().map(|c| f64::from(c.usage()) / 100.0).collect(),
+                )
+            } else {
+                (count, None, Vec::new())
+            }
         };
         HostSnapshot {
             cpu_load_1m: load.map(|l| l[0]),
             cpu_load_5m: load.map(|l| l[1]),
             cpu_load_15m: load.map(|l| l[2]),
-            cpu_count: u32::try_from(cpus.len()).unwrap_or(u32::MAX),
+            cpu_count,
             cpu_utilization_ratio,
             cpu_core_utilization_ratio,
             ram_total_bytes: memory.total,
@@ -72,6 +103,36 @@ impl HostProbe {
             swap_total_bytes: memory.swap_total,
             swap_used_bytes: memory.swap_total.saturating_sub(memory.swap_free),
         }
+    }
+
+    /// Reads /proc/stat and, with a previous reading, computes utilization over the
+    /// interval. False when /proc/stat is not readable.
+    fn read_proc_stat(&mut self) -> bool {
+        let Some(text) = self.stat.read() else {
+            return false;
+        };
+        let ticks = parse_proc_stat(text);
+        if ticks.is_empty() {
+            return false;
+        }
+        if ticks.len() == self.cpu_ticks.len() {
+            let ratio = |(busy, total): (u64, u64), (busy0, total0): (u64, u64)| {
+                let dt = total.saturating_sub(total0);
+                if dt == 0 {
+                    0.0
+                } else {
+                    (busy.saturating_sub(busy0) as f64 / dt as f64).clamp(0.0, 1.0)
+                }
+            };
+            let mut all = ticks
+                .iter()
+                .zip(&self.cpu_ticks)
+                .map(|(a, b)| ratio(*a, *b));
+            let overall = all.next().unwrap_or(0.0);
+            self.cpu_usage = Some((overall, all.collect()));
+        }
+        self.cpu_ticks = ticks;
+        true
     }
 
     /// Load averages over 1, 5 and 15 minutes, from /proc/loadavg kept open (sysinfo's
@@ -108,6 +169,28 @@ impl HostProbe {
     pub fn cpu_warmup() -> Duration {
         sysinfo::MINIMUM_CPU_UPDATE_INTERVAL
     }
+}
+
+/// (busy, total) ticks of the `cpu` line and each `cpuN` line of /proc/stat. Busy is all
+/// time but idle and iowait; guest time is already part of user time.
+fn parse_proc_stat(text: &str) -> Vec<(u64, u64)> {
+    text.lines()
+        .take_while(|l| l.starts_with("cpu"))
+        .filter_map(|l| {
+            let fields: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .take(8)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            if fields.len() < 5 {
+                return None;
+            }
+            let total: u64 = fields.iter().sum();
+            let idle = fields[3] + fields[4];
+            Some((total - idle, total))
+        })
+        .collect()
 }
 
 /// The /proc/meminfo figures runlens uses, in bytes.
@@ -148,6 +231,16 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_stat_gives_busy_and_total_ticks() {
+        let text = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 60 0 20 400 20 0 0 0 0 0\n\
+                    cpu1 40 0 30 400 30 0 0 0 0 0\nintr 12345\n";
+        assert_eq!(
+            parse_proc_stat(text),
+            vec![(150, 1000), (80, 500), (70, 500)]
+        );
+    }
 
     #[test]
     fn meminfo_is_parsed_in_bytes() {
