@@ -185,6 +185,11 @@ fn read_rss(dir: &Path) -> Option<u64> {
     Some(pages * PAGE_SIZE)
 }
 
+/// CPU time (user + system) a process has used, in USER_HZ ticks (100 per second).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    read_ticks(&Path::new("/proc").join(pid.to_string()))
+}
+
 /// utime + stime from `stat`, in ticks. The command name may contain spaces and
 /// parentheses; the fields after its last `)` are fixed.
 fn read_ticks(dir: &Path) -> Option<u64> {

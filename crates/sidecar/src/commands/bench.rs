@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use probe_core::{CgroupProbe, GpuProbe, HostProbe, NoGpu, NvmlProbe, Sampler};
+use probe_core::{CgroupProbe, GpuProbe, HostProbe, NoGpu, NvmlProbe, Sampler, cpu_ticks};
 
 use crate::cli::{BenchArgs, BenchCommand, IdleArgs, SampleBenchArgs};
 use crate::exit::{FAILURE, Failure};
@@ -90,17 +90,6 @@ fn sample(args: SampleBenchArgs) -> Result<(), Failure> {
         summary(time_samples(&mut with_gpus, args.iterations))
     );
     Ok(())
-}
-
-/// utime + stime of a process, in clock ticks, from /proc/<pid>/stat.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields after the closing parenthesis are fixed.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }
 
 /// A `VmRSS:`-style line of /proc/<pid>/status, in bytes.
@@ -243,8 +232,8 @@ mod tests {
     }
 
     #[test]
-    fn cpu_ticks_of_this_process_are_readable() {
-        assert!(cpu_ticks(std::process::id()).is_some());
+    fn memory_of_this_process_is_readable() {
         assert!(status_bytes(std::process::id(), "VmRSS:").is_some_and(|b| b > 0));
+        assert!(status_bytes(std::process::id(), "VmHWM:").is_some_and(|b| b > 0));
     }
 }
