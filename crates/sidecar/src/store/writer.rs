@@ -426,9 +426,10 @@ fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()>
             _ => None,
         })
         .collect();
-    let mut completed: HashSet<&str> = HashSet::new();
-    // Snapshots first: rows of this batch may refer to any of them (foreign keys are
-    // enforced), and a completed span refers to its end snapshot at its start's place.
+    let mut completed: Vec<(&SpanStart, &SpanEnd)> = Vec::new();
+    let mut completed_ids: HashSet<&str> = HashSet::new();
+    // Snapshots first: rows of this batch may refer to any of them, and a completed span
+    // refers to its end snapshot at its start's place.
     for req in batch {
         if let WriteOp::Snapshot(snapshot) = &req.op {
             write_snapshot(&tx, snapshot)?;
@@ -439,45 +440,69 @@ fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()>
             WriteOp::Snapshot(_) => continue,
             WriteOp::StartSpan(start) => {
                 if let Some(end) = ends.get(start.span_id.as_str()) {
-                    write_complete_span(&tx, start, end)?;
-                    completed.insert(start.span_id.as_str());
+                    completed.push((start, end));
+                    completed_ids.insert(start.span_id.as_str());
                     continue;
                 }
             }
-            WriteOp::EndSpan(end) if completed.contains(end.span_id.as_str()) => continue,
+            WriteOp::EndSpan(end) if completed_ids.contains(end.span_id.as_str()) => continue,
             _ => {}
         }
         write_op(&tx, &req.op)?;
     }
+    // Completed spans go in last, many rows per statement. Nothing else in the batch
+    // depends on them: later rows of the batch only ever update spans still running.
+    write_complete_spans(&tx, &completed)?;
     record_client_progress(&tx, batch)?;
     tx.commit()
 }
 
-/// Inserts a span whose start and end are both at hand.
-fn write_complete_span(
+/// Rows per multi-row INSERT of completed spans (11 parameters each).
+const SPANS_PER_INSERT: usize = 32;
+
+/// Inserts spans whose start and end are both at hand, `SPANS_PER_INSERT` per statement:
+/// one statement step instead of 32 is most of the writer's per-span cost.
+fn write_complete_spans(
     tx: &rusqlite::Connection,
-    start: &SpanStart,
-    end: &SpanEnd,
+    spans: &[(&SpanStart, &SpanEnd)],
 ) -> rusqlite::Result<()> {
-    let attributes = merge_attributes(start.attributes.as_deref(), end.attributes.as_deref());
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name, status, error,
-            attributes, started_at_ns, ended_at_ns, start_snapshot_id, end_snapshot_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        start.span_id,
-        start.run_id,
-        start.parent_span_id,
-        start.name,
-        end.status,
-        end.error,
-        attributes,
-        start.at_ns,
-        end.at_ns,
-        start.snapshot_id,
-        end.snapshot_id
-    ])?;
+    const COLUMNS: &str = "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name,
+        status, error, attributes, started_at_ns, ended_at_ns, start_snapshot_id,
+        end_snapshot_id) VALUES ";
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let full = format!("{COLUMNS}{}", vec![row; SPANS_PER_INSERT].join(", "));
+    let single = format!("{COLUMNS}{row}");
+    for chunk in spans.chunks(SPANS_PER_INSERT) {
+        let attributes: Vec<Option<String>> = chunk
+            .iter()
+            .map(|(s, e)| merge_attributes(s.attributes.as_deref(), e.attributes.as_deref()))
+            .collect();
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 11);
+        for ((start, end), attrs) in chunk.iter().zip(&attributes) {
+            values.extend([
+                &start.span_id as &dyn rusqlite::ToSql,
+                &start.run_id,
+                &start.parent_span_id,
+                &start.name,
+                &end.status,
+                &end.error,
+                attrs,
+                &start.at_ns,
+                &end.at_ns,
+                &start.snapshot_id,
+                &end.snapshot_id,
+            ]);
+        }
+        if chunk.len() == SPANS_PER_INSERT {
+            tx.prepare_cached(&full)?
+                .execute(rusqlite::params_from_iter(values))?;
+        } else {
+            let mut one = tx.prepare_cached(&single)?;
+            for row in values.chunks(11) {
+                one.execute(rusqlite::params_from_iter(row))?;
+            }
+        }
+    }
     Ok(())
 }
 
