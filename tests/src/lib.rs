@@ -199,11 +199,6 @@ impl Sidecar {
         format!("http://{}", self.addr)
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
     /// A read-only connection to the database.
     pub fn sql(&self) -> Connection {
         let conn = Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -230,6 +230,7 @@ fn hello(client_id: &str) -> pb::ClientMessage {
         0,
         Body::Hello(pb::SessionHello {
             client_id: client_id.into(),
+            cuda_visible_devices: "GPU-1234,1".into(),
             ..Default::default()
         }),
     )
@@ -324,6 +325,14 @@ async fn session_reports_bad_messages_and_carries_on() {
     assert_eq!(
         sidecar.count("SELECT committed_seq FROM clients WHERE client_id = 'agent-a'"),
         11
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM clients WHERE client_id = 'agent-a'
+             AND cuda_visible_devices = 'GPU-1234,1'"
+        ),
+        1,
+        "the agent's CUDA_VISIBLE_DEVICES is kept"
     );
     sidecar.stop();
 }

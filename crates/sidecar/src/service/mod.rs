@@ -164,6 +164,8 @@ impl Runlens for RunlensService {
             client_id: hello.client_id.clone(),
             client_name: hello.client_name.clone(),
             pid: hello.pid,
+            cuda_visible_devices: Some(hello.cuda_visible_devices.clone())
+                .filter(|v| !v.is_empty()),
             dropped_total: 0,
         };
         self.writer

@@ -169,6 +169,7 @@ impl Session {
                 client_id: self.client_id.to_string(),
                 client_name: self.client_name.clone(),
                 pid: self.pid,
+                cuda_visible_devices: None,
                 dropped_total: stats.dropped_total,
             };
             if stats.dropped_total > 0 {

@@ -145,7 +145,9 @@ CREATE TABLE clients (
     committed_seq  INTEGER NOT NULL,
     last_seen_ns   INTEGER NOT NULL,
     -- Messages the client dropped because its buffer was full: data known to be missing.
-    dropped_messages INTEGER NOT NULL DEFAULT 0
+    dropped_messages INTEGER NOT NULL DEFAULT 0,
+    -- The agent's CUDA_VISIBLE_DEVICES from hello: which GPUs it means to use.
+    cuda_visible_devices TEXT
 );
 
 -- Each snapshot with its GPU figures folded in: total GPU memory used, the tightest GPU's

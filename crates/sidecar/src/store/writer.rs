@@ -157,6 +157,8 @@ pub enum WriteOp {
         client_name: String,
         /// Its process id from hello.
         pid: u32,
+        /// Its CUDA_VISIBLE_DEVICES from hello (`None` keeps what is stored).
+        cuda_visible_devices: Option<String>,
         /// Messages it dropped since it started.
         dropped_total: u64,
     },
@@ -652,22 +654,26 @@ fn write_op(tx: &rusqlite::Connection, op: &WriteOp) -> rusqlite::Result<()> {
             client_id,
             client_name,
             pid,
+            cuda_visible_devices,
             dropped_total,
         } => {
             tx.prepare_cached(
                 "INSERT INTO clients (client_id, client_name, pid, committed_seq, last_seen_ns,
-                    dropped_messages)
-                 VALUES (?1, ?2, ?3, 0, ?4, ?5)
+                    dropped_messages, cuda_visible_devices)
+                 VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)
                  ON CONFLICT (client_id) DO UPDATE SET
                     client_name = excluded.client_name, pid = excluded.pid,
-                    dropped_messages = max(dropped_messages, excluded.dropped_messages)",
+                    dropped_messages = max(dropped_messages, excluded.dropped_messages),
+                    cuda_visible_devices =
+                        coalesce(excluded.cuda_visible_devices, cuda_visible_devices)",
             )?
             .execute(params![
                 client_id,
                 client_name,
                 pid,
                 probe_core::unix_now_ns(),
-                seq_to_sql(*dropped_total)
+                seq_to_sql(*dropped_total),
+                cuda_visible_devices
             ])?;
             Ok(())
         }
