@@ -270,3 +270,28 @@ fn the_agent_process_is_recorded_from_its_pid() {
         "no GPU here, so no GPU figure"
     );
 }
+
+#[test]
+fn full_durability_syncs_and_stores_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = Sidecar::start_on(&dir.path().join("full.db"), &["--durability", "full"]);
+    let (status, _, stderr) = run_bin(
+        "example-agent",
+        &[
+            "--endpoint",
+            &sidecar.endpoint(),
+            "--runs",
+            "3",
+            "--step-ms",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    sidecar.stop();
+    assert_eq!(sidecar.count("SELECT count(*) FROM spans"), 9);
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE ended_at_ns IS NOT NULL"),
+        3
+    );
+}
