@@ -536,3 +536,60 @@ fn cgroup_fixtures_give_the_right_limits_in_snapshots() {
         assert_eq!(row, expected, "fixture {name}");
     }
 }
+
+#[test]
+fn the_report_judges_the_gpu_the_agent_uses_not_the_tightest_on_the_machine() {
+    const TOTAL: i64 = 80 * GIB;
+    let world = |agent: Option<u32>| {
+        let processes = agent.map_or_else(Vec::new, |pid| {
+            vec![json!({ "pid": pid, "used_memory_bytes": 10 * GIB })]
+        });
+        json!({ "devices": [
+            { "name": "busy neighbour", "uuid": "GPU-n", "memory_total_bytes": TOTAL,
+              "memory_used_bytes": TOTAL - GIB / 4 },
+            { "name": "the agent's", "uuid": "GPU-a", "memory_total_bytes": TOTAL,
+              "memory_used_bytes": 10 * GIB, "processes": processes }
+        ]})
+        .to_string()
+    };
+    let scenario = Scenario::new(&world(None));
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = sidecar_with(&scenario, &dir);
+    let child = std::process::Command::new(runlens_e2e::bin("example-agent"))
+        .args([
+            "--endpoint",
+            &sidecar.endpoint(),
+            "--runs",
+            "12",
+            "--step-ms",
+            "20",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    scenario.write(&world(Some(child.id())));
+    assert!(child.wait_with_output().unwrap().status.success());
+    sidecar.stop();
+    let db = sidecar.db.to_string_lossy().into_owned();
+    let (status, stdout, stderr) = run_bin(
+        "runlens",
+        &["report", "--db", &db, "--format", "json"],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["agent_gpus"], json!([1]));
+    let llm = r["context"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "llm_call")
+        .unwrap();
+    let free = llm["gpu_free_min_mib_p50"].as_f64().unwrap();
+    assert!(
+        free > 60_000.0,
+        "the agent's GPU has ~70 GiB free, not the neighbour's 256 MiB: {free}"
+    );
+    // The neighbour is still reported in the OOM section, where every GPU counts.
+    assert_eq!(r["oom"]["gpus"][0]["share_below"], 1.0);
+}

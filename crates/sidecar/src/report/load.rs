@@ -88,6 +88,8 @@ pub struct Data {
     pub runs: Vec<RunRow>,
     /// GPU samples in time order per GPU.
     pub gpus: Vec<GpuPoint>,
+    /// GPUs where watched agent processes held memory (empty: unknown, all GPUs count).
+    pub agent_gpus: Vec<u32>,
 }
 
 fn unsigned(v: Option<i64>) -> Option<u64> {
@@ -131,6 +133,17 @@ pub fn load(
     }
     drop(rows);
     let first_id = snapshot_index.keys().min().copied().unwrap_or(i64::MAX);
+    // The GPUs the agents use: those where a watched agent process held memory. When
+    // known, "the tightest GPU" means the tightest of these, not of the whole machine.
+    let agent_gpus: Vec<u32> = conn
+        .prepare(
+            "SELECT DISTINCT gpu_index FROM gpu_processes
+             WHERE snapshot_id >= ?1
+               AND pid IN (SELECT DISTINCT pid FROM process_samples WHERE snapshot_id >= ?1)
+             ORDER BY gpu_index",
+        )?
+        .query_map([first_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare(
         "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio FROM gpu_samples
          WHERE snapshot_id >= ?1 AND state = 'ok'",
@@ -142,6 +155,9 @@ pub fn load(
         };
         let s = &mut snapshots[i as usize];
         let index: u32 = r.get(1)?;
+        if !agent_gpus.is_empty() && agent_gpus.binary_search(&index).is_err() {
+            continue;
+        }
         if let Some(free) = unsigned(r.get(2)?)
             && s.gpu_free_min_bytes.is_none_or(|m| free < m)
         {
@@ -233,5 +249,6 @@ pub fn load(
         spans,
         runs,
         gpus,
+        agent_gpus,
     })
 }

@@ -55,6 +55,9 @@ pub struct Report {
     pub runs_analyzed: usize,
     /// Snapshots in the window.
     pub snapshots_analyzed: usize,
+    /// The GPUs the agents used (where a watched agent process held memory); "the
+    /// tightest GPU" is the tightest of these. Empty when unknown: all GPUs count.
+    pub agent_gpus: Vec<u32>,
     /// Section 1: latency by step.
     pub latency: Vec<Latency>,
     /// Section 2: what the machine looked like at span start, per step.
@@ -468,6 +471,7 @@ fn compute(data: &Data, options: &Options) -> Report {
         spans_analyzed: data.spans.len(),
         runs_analyzed: data.runs.len(),
         snapshots_analyzed: data.snapshots.len(),
+        agent_gpus: data.agent_gpus.clone(),
         latency,
         context,
         correlations,
