@@ -177,7 +177,17 @@ impl Shared {
         !self.lock().pending.is_empty()
     }
 
+    /// Takes up to `max` messages to send, keeping copies until they are acknowledged.
+    pub fn take_batch(&self, max: usize) -> Vec<pb::ClientMessage> {
+        let mut q = self.lock();
+        let n = q.pending.len().min(max);
+        let batch: Vec<pb::ClientMessage> = q.pending.drain(..n).collect();
+        q.inflight.extend(batch.iter().cloned());
+        batch
+    }
+
     /// Takes the next message to send, keeping a copy until it is acknowledged.
+    #[cfg(test)]
     pub fn take_next(&self) -> Option<pb::ClientMessage> {
         let mut q = self.lock();
         let msg = q.pending.pop_front()?;

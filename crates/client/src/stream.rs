@@ -14,8 +14,25 @@ use crate::backoff::Backoff;
 use crate::buffer::Shared;
 use crate::ids::random_u64;
 
-/// Messages in flight between this task and the gRPC transport.
-const OUTBOUND_WINDOW: usize = 1024;
+/// Frames in flight between this task and the gRPC transport.
+const OUTBOUND_WINDOW: usize = 64;
+
+/// Most messages in one frame.
+const FRAME_MESSAGES: usize = 512;
+
+/// One message as itself, several as a `MessageBatch` frame, none as nothing.
+fn frame(mut batch: Vec<pb::ClientMessage>) -> Option<pb::ClientMessage> {
+    match batch.len() {
+        0 => None,
+        1 => batch.pop(),
+        _ => Some(pb::ClientMessage {
+            seq: 0,
+            body: Some(pb::client_message::Body::Batch(pb::MessageBatch {
+                messages: batch,
+            })),
+        }),
+    }
+}
 
 /// What identifies this client to the sidecar.
 pub struct Hello {
@@ -84,9 +101,10 @@ async fn session(
                 dropped_total,
             }));
         }
-        // Hand the transport as much as it will take without waiting.
+        // Hand the transport as much as it will take without waiting, many messages per
+        // frame: per-frame costs (framing, polling, wakeups) then hardly count.
         while let Ok(permit) = tx.try_reserve() {
-            match shared.take_next() {
+            match frame(shared.take_batch(FRAME_MESSAGES)) {
                 Some(msg) => permit.send(msg),
                 None => break,
             }
@@ -110,7 +128,7 @@ async fn session(
             },
             permit = tx.reserve(), if has_pending => {
                 let permit = permit.map_err(|e| e.to_string())?;
-                if let Some(msg) = shared.take_next() {
+                if let Some(msg) = frame(shared.take_batch(FRAME_MESSAGES)) {
                     permit.send(msg);
                 }
             }
