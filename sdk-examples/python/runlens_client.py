@@ -211,11 +211,13 @@ class Client:
 
 
 class _Recorder:
-    """What runs and spans share: metrics and events."""
+    """What runs and spans share: metrics, events, nested spans, and ending."""
 
     _client: Client
     _run_id: str
     _span_id: str = ""
+    _ended: bool = False
+    _error: str = ""
 
     def metric(self, name: str, value: float, unit: str = "", **attributes) -> None:
         """Records one numeric measurement (must be finite)."""
@@ -234,6 +236,28 @@ class _Recorder:
         start and end rather than attach its latest periodic sample."""
         return Span(self._client, self._run_id, self._span_id, name, fresh_snapshot, attributes)
 
+    def fail(self, error: str) -> None:
+        """Marks it failed; it ends as failed when its `with` block exits."""
+        self._error = error or "failed"
+
+    def end(self, error: str = "") -> None:
+        """Ends it: ok, or failed when `error` (or an earlier `fail`) is given."""
+        if self._ended:
+            return
+        self._ended = True
+        error = error or self._error
+        self._push_end(_FAILED if error else _OK, error)
+
+    def _push_end(self, status: int, error: str) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.end(f"{exc_type.__name__}: {exc}" if exc_type else "")
+        return False
+
 
 class Run(_Recorder):
     """One task of an agent, from request to answer."""
@@ -241,8 +265,6 @@ class Run(_Recorder):
     def __init__(self, client: Client, name: str, attributes: dict):
         self._client = client
         self._run_id = client._new_id()
-        self._ended = False
-        self._error = ""
         client._push(start_run=pb.StartRunRequest(
             run_id=self._run_id, name=name, attributes=_attrs(attributes), time_ns=_now_ns()))
 
@@ -251,26 +273,9 @@ class Run(_Recorder):
         """The run's id, as stored in runs.run_id."""
         return self._run_id
 
-    def fail(self, error: str) -> None:
-        """Marks the run failed; it ends as failed when its `with` block exits."""
-        self._error = error or "failed"
-
-    def end(self, error: str = "") -> None:
-        """Ends the run: ok, or failed when `error` (or an earlier `fail`) is given."""
-        if self._ended:
-            return
-        self._ended = True
-        error = error or self._error
+    def _push_end(self, status: int, error: str) -> None:
         self._client._push(end_run=pb.EndRunRequest(
-            run_id=self._run_id, status=_FAILED if error else _OK, error=error,
-            time_ns=_now_ns()))
-
-    def __enter__(self) -> "Run":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self.end(f"{exc_type.__name__}: {exc}" if exc_type else "")
-        return False
+            run_id=self._run_id, status=status, error=error, time_ns=_now_ns()))
 
 
 class Span(_Recorder):
@@ -282,8 +287,6 @@ class Span(_Recorder):
         self._run_id = run_id
         self._span_id = client._new_id()
         self._fresh = fresh_snapshot
-        self._ended = False
-        self._error = ""
         client._push(start_span=pb.StartSpanRequest(
             run_id=run_id, span_id=self._span_id, parent_span_id=parent, name=name,
             attributes=_attrs(attributes), time_ns=_now_ns(), fresh_snapshot=fresh_snapshot))
@@ -293,23 +296,7 @@ class Span(_Recorder):
         """The span's id, as stored in spans.span_id."""
         return self._span_id
 
-    def fail(self, error: str) -> None:
-        """Marks the span failed; it ends as failed when its `with` block exits."""
-        self._error = error or "failed"
-
-    def end(self, error: str = "") -> None:
-        """Ends the span: ok, or failed when `error` (or an earlier `fail`) is given."""
-        if self._ended:
-            return
-        self._ended = True
-        error = error or self._error
+    def _push_end(self, status: int, error: str) -> None:
         self._client._push(end_span=pb.EndSpanRequest(
-            span_id=self._span_id, status=_FAILED if error else _OK, error=error,
-            time_ns=_now_ns(), fresh_snapshot=self._fresh))
-
-    def __enter__(self) -> "Span":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self.end(f"{exc_type.__name__}: {exc}" if exc_type else "")
-        return False
+            span_id=self._span_id, status=status, error=error, time_ns=_now_ns(),
+            fresh_snapshot=self._fresh))
