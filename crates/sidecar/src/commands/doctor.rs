@@ -252,7 +252,46 @@ fn check_gpus(lib: Option<&Path>, no_gpu: bool) -> Vec<Check> {
             )),
         }
     }
+    checks.extend(check_gpu_pids(&gpus.devices));
     checks
+}
+
+/// NVML reports GPU processes by host PID. If none of them exists in this PID namespace,
+/// GPU memory cannot be matched to agents here.
+fn check_gpu_pids(devices: &[probe_core::GpuDevice]) -> Option<Check> {
+    let pids: Vec<u32> = devices
+        .iter()
+        .flat_map(|d| d.processes.iter().map(|p| p.pid))
+        .collect();
+    if pids.is_empty() {
+        return None;
+    }
+    let visible = pids
+        .iter()
+        .filter(|pid| Path::new("/proc").join(pid.to_string()).exists())
+        .count();
+    Some(if visible == 0 {
+        check(
+            "gpu pids",
+            Status::Warn,
+            format!(
+                "none of the {} GPU process ids NVML reports is visible here: NVML reports host \
+                 PIDs, so GPU memory cannot be attributed to agents",
+                pids.len()
+            ),
+            Some(
+                "run runlens in the host PID namespace (Kubernetes: hostPID: true; Docker: \
+                 --pid=host) to attribute GPU memory per agent",
+            ),
+        )
+    } else {
+        check(
+            "gpu pids",
+            Status::Ok,
+            format!("{visible} of {} GPU process ids visible here", pids.len()),
+            None,
+        )
+    })
 }
 
 fn check_pid(pid: u32) -> Check {
