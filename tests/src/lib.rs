@@ -194,6 +194,27 @@ impl Sidecar {
         }
     }
 
+    /// Runs `example-agent` against this sidecar (`runs` runs, 1 ms steps, every third
+    /// run failing) as a separate process, and checks it succeeded.
+    pub fn run_example_agent(&self, runs: u32) {
+        let (status, stdout, stderr) = run_bin(
+            "example-agent",
+            &[
+                "--endpoint",
+                &self.endpoint(),
+                "--runs",
+                &runs.to_string(),
+                "--step-ms",
+                "1",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(
+            status.success(),
+            "example-agent failed:\n{stdout}\n{stderr}"
+        );
+    }
+
     /// The gRPC endpoint URL.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)

@@ -151,13 +151,7 @@ fn example_agent_runs_are_stored_with_status_nesting_and_snapshots() {
 #[test]
 fn query_command_shows_span_resources_of_a_live_database() {
     let mut sidecar = Sidecar::start();
-    let endpoint = sidecar.endpoint();
-    let (status, _, stderr) = run_bin(
-        "example-agent",
-        &["--endpoint", &endpoint, "--runs", "2", "--step-ms", "1"],
-        Duration::from_secs(60),
-    );
-    assert!(status.success(), "{stderr}");
+    sidecar.run_example_agent(2);
     // While the sidecar is still writing: WAL readers do not block it.
     let db = sidecar.db.to_string_lossy().into_owned();
     let (status, stdout, stderr) = run_bin(
@@ -216,12 +210,7 @@ fn query_command_shows_span_resources_of_a_live_database() {
 #[test]
 fn sigterm_drains_and_exits_zero() {
     let mut sidecar = Sidecar::start();
-    let (status, _, stderr) = run_bin(
-        "example-agent",
-        &["--endpoint", &sidecar.endpoint(), "--runs", "1"],
-        Duration::from_secs(60),
-    );
-    assert!(status.success(), "{stderr}");
+    sidecar.run_example_agent(1);
     let (status, logs) = sidecar.stop_with("TERM");
     assert!(status.success(), "exit {status}:\n{logs}");
     assert_eq!(
@@ -275,19 +264,7 @@ fn the_agent_process_is_recorded_from_its_pid() {
 fn full_durability_syncs_and_stores_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let mut sidecar = Sidecar::start_on(&dir.path().join("full.db"), &["--durability", "full"]);
-    let (status, _, stderr) = run_bin(
-        "example-agent",
-        &[
-            "--endpoint",
-            &sidecar.endpoint(),
-            "--runs",
-            "3",
-            "--step-ms",
-            "1",
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(status.success(), "{stderr}");
+    sidecar.run_example_agent(3);
     sidecar.stop();
     assert_eq!(sidecar.count("SELECT count(*) FROM spans"), 9);
     assert_eq!(

@@ -30,19 +30,7 @@ fn every_readme_query_runs_through_runlens_query() {
         "five useful queries and four from the cookbook"
     );
     let mut sidecar = Sidecar::start();
-    let (status, _, stderr) = run_bin(
-        "example-agent",
-        &[
-            "--endpoint",
-            &sidecar.endpoint(),
-            "--runs",
-            "3",
-            "--step-ms",
-            "1",
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(status.success(), "{stderr}");
+    sidecar.run_example_agent(3);
     sidecar.stop();
     let db = sidecar.db.to_string_lossy().into_owned();
     for sql in &queries {

@@ -254,19 +254,7 @@ fn the_table_fits_100_columns_and_the_html_is_self_contained_with_charts() {
 #[test]
 fn a_real_history_without_gpus_reports_cleanly() {
     let mut sidecar = Sidecar::start();
-    let (status, _, stderr) = run_bin(
-        "example-agent",
-        &[
-            "--endpoint",
-            &sidecar.endpoint(),
-            "--runs",
-            "6",
-            "--step-ms",
-            "1",
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(status.success(), "{stderr}");
+    sidecar.run_example_agent(6);
     sidecar.stop();
     let db = sidecar.db.to_string_lossy().into_owned();
     let r = report_json(&db, &[]);
