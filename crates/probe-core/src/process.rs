@@ -276,6 +276,6 @@ mod tests {
         }
         let second = p.sample();
         let cpu = second[0].cpu_ratio.expect("second reading has a rate");
-        assert!(cpu > 0.3, "a spinning thread shows up: {cpu}");
+        assert!(cpu > 0.1, "a spinning thread shows up: {cpu}");
     }
 }
