@@ -526,7 +526,7 @@ async fn an_invisible_agent_pid_is_reported_once() {
             0,
             Body::Hello(pb::SessionHello {
                 client_id: id.into(),
-                pid: 4_000_000,
+                pid: 4_294_000_000, // above any possible pid_max
                 ..Default::default()
             }),
         )
