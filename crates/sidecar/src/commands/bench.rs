@@ -12,6 +12,7 @@ use probe_core::{CgroupProbe, GpuProbe, HostProbe, NoGpu, NvmlProbe, Sampler, cp
 
 use crate::cli::{BenchArgs, BenchCommand, IdleArgs, SampleBenchArgs};
 use crate::exit::{FAILURE, Failure};
+use crate::report::stats::sorted_percentile;
 
 /// Runs the chosen benchmark.
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
@@ -24,22 +25,28 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
 }
 
 /// Median, p90, p99 and max of a set of durations, in microseconds.
-pub fn summary(mut samples: Vec<Duration>) -> String {
-    samples.sort();
-    // Nearest-rank quantiles: the smallest sample with at least q of the samples at or
-    // below it.
-    let pick = |q: f64| {
-        let i = ((samples.len() as f64 * q).ceil() as usize).saturating_sub(1);
-        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
+pub fn summary(samples: Vec<Duration>) -> String {
+    let us = sorted_in(&samples, 1e6);
+    let pick = |q: f64| sorted_percentile(&us, q).unwrap_or(0.0);
     format!(
         "median {:>7.1} µs   p90 {:>7.1} µs   p99 {:>7.1} µs   max {:>7.1} µs   (n = {})",
         pick(0.5),
         pick(0.9),
         pick(0.99),
         pick(1.0),
-        samples.len()
+        us.len()
     )
+}
+
+/// Durations in units of `1 / per_second` seconds (1e6: microseconds), sorted, ready for
+/// the report's nearest-rank [`sorted_percentile`].
+pub fn sorted_in(samples: &[Duration], per_second: f64) -> Vec<f64> {
+    let mut v: Vec<f64> = samples
+        .iter()
+        .map(|d| d.as_secs_f64() * per_second)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
 }
 
 /// Times `iterations` samples spaced like a real sampler, so every sample includes a

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use runlens_client::Client;
 
-use super::bench::{ServeProcess, mib, status_bytes, summary};
+use super::bench::{ServeProcess, mib, sorted_in, status_bytes, summary};
 use crate::cli::IngestArgs;
 use crate::exit::{FAILURE, Failure, USAGE};
+use crate::report::stats::sorted_percentile;
 
 /// Runs the benchmark.
 pub fn run(args: IngestArgs) -> Result<(), Failure> {
@@ -145,15 +146,11 @@ async fn drive(args: &IngestArgs, endpoint: &str) -> Result<(u64, u64), Failure>
         acked,
         recorded.as_secs_f64()
     );
-    hot_path.sort();
-    let ns = |q: f64| {
-        let i = ((hot_path.len() as f64 * q).ceil() as usize).saturating_sub(1);
-        hot_path.get(i).map_or(0, |d| d.as_nanos())
-    };
+    let ns = sorted_in(&hot_path, 1e9);
     println!(
-        "client hot path, span start+end (mean per span over batches of 1000): median {} ns, p99 {} ns",
-        ns(0.5),
-        ns(0.99)
+        "client hot path, span start+end (mean per span over batches of 1000): median {:.0} ns, p99 {:.0} ns",
+        sorted_percentile(&ns, 0.5).unwrap_or(0.0),
+        sorted_percentile(&ns, 0.99).unwrap_or(0.0)
     );
     let dropped: u64 = clients.iter().map(Client::dropped).sum();
     if dropped > 0 {

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::params;
 
+use super::bench::sorted_in;
 use crate::cli::{Effect, ReportBenchArgs};
 use crate::exit::{FAILURE, Failure, USAGE};
+use crate::report::stats::sorted_percentile;
 use crate::report::{self, Options};
 use crate::store;
 
@@ -229,13 +231,13 @@ pub fn run(args: ReportBenchArgs) -> Result<(), Failure> {
 }
 
 fn summary_ms(times: &[Duration]) -> String {
-    let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    ms.sort_by(f64::total_cmp);
+    let ms = sorted_in(times, 1e3);
     format!(
         "median {:.0} ms (runs: {})",
-        ms[ms.len() / 2],
-        ms.iter()
-            .map(|m| format!("{m:.0} ms"))
+        sorted_percentile(&ms, 0.5).unwrap_or(0.0),
+        times
+            .iter()
+            .map(|t| format!("{:.0} ms", t.as_secs_f64() * 1e3))
             .collect::<Vec<_>>()
             .join(", ")
     )
