@@ -430,6 +430,25 @@ pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
     })
 }
 
+/// Exports NVML getters that write one field of the scenario's device.
+macro_rules! device_getters {
+    ($($name:ident => $field:ident: $ty:ty;)*) => {$(
+        #[doc = concat!("NVML's `", stringify!($name), "`, answered from the scenario.")]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(device: nvmlDevice_t, out: *mut $ty) -> nvmlReturn_t {
+            with_device(stringify!($name), device, |d| unsafe { put(out, d.$field) })
+        }
+    )*};
+}
+
+device_getters! {
+    nvmlDeviceGetPowerUsage => power_milliwatts: c_uint;
+    nvmlDeviceGetEnforcedPowerLimit => power_limit_milliwatts: c_uint;
+    nvmlDeviceGetPerformanceState => pstate: c_uint;
+    nvmlDeviceGetCurrentClocksThrottleReasons => throttle_reasons: c_ulonglong;
+    nvmlDeviceGetCurrentClocksEventReasons => throttle_reasons: c_ulonglong;
+}
+
 /// NVML's `nvmlDeviceGetTemperature`, answered from the scenario.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetTemperature(
@@ -439,28 +458,6 @@ pub unsafe extern "C" fn nvmlDeviceGetTemperature(
 ) -> nvmlReturn_t {
     with_device("nvmlDeviceGetTemperature", device, |d| unsafe {
         put(temp, d.temperature_celsius)
-    })
-}
-
-/// NVML's `nvmlDeviceGetPowerUsage`, answered from the scenario.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetPowerUsage(
-    device: nvmlDevice_t,
-    power: *mut c_uint,
-) -> nvmlReturn_t {
-    with_device("nvmlDeviceGetPowerUsage", device, |d| unsafe {
-        put(power, d.power_milliwatts)
-    })
-}
-
-/// NVML's `nvmlDeviceGetEnforcedPowerLimit`, answered from the scenario.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetEnforcedPowerLimit(
-    device: nvmlDevice_t,
-    limit: *mut c_uint,
-) -> nvmlReturn_t {
-    with_device("nvmlDeviceGetEnforcedPowerLimit", device, |d| unsafe {
-        put(limit, d.power_limit_milliwatts)
     })
 }
 
@@ -480,43 +477,6 @@ pub unsafe extern "C" fn nvmlDeviceGetClockInfo(
         };
         unsafe { put(clock, mhz) }
     })
-}
-
-/// NVML's `nvmlDeviceGetPerformanceState`, answered from the scenario.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetPerformanceState(
-    device: nvmlDevice_t,
-    state: *mut c_uint,
-) -> nvmlReturn_t {
-    with_device("nvmlDeviceGetPerformanceState", device, |d| unsafe {
-        put(state, d.pstate)
-    })
-}
-
-/// NVML's `nvmlDeviceGetCurrentClocksThrottleReasons`, answered from the scenario.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetCurrentClocksThrottleReasons(
-    device: nvmlDevice_t,
-    reasons: *mut c_ulonglong,
-) -> nvmlReturn_t {
-    with_device(
-        "nvmlDeviceGetCurrentClocksThrottleReasons",
-        device,
-        |d| unsafe { put(reasons, d.throttle_reasons) },
-    )
-}
-
-/// NVML's `nvmlDeviceGetCurrentClocksEventReasons`, answered from the scenario.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetCurrentClocksEventReasons(
-    device: nvmlDevice_t,
-    reasons: *mut c_ulonglong,
-) -> nvmlReturn_t {
-    with_device(
-        "nvmlDeviceGetCurrentClocksEventReasons",
-        device,
-        |d| unsafe { put(reasons, d.throttle_reasons) },
-    )
 }
 
 /// NVML's `nvmlDeviceGetTotalEccErrors`, answered from the scenario.
