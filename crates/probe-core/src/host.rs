@@ -35,8 +35,7 @@ impl HostProbe {
     /// Fails only where sysinfo cannot read the host at all (an unsupported OS, or Linux
     /// without `/proc`); the error says which.
     pub fn new() -> Result<Self, String> {
-        let mut system = System::new().map_err(|e| format!("cannot read host resources: {e}"))?;
-        system.refresh_cpu_usage();
+        let system = System::new().map_err(|e| format!("cannot read host resources: {e}"))?;
         let mut probe = Self {
             system,
             meminfo: ProcFile::new("/proc/meminfo"),
@@ -47,8 +46,11 @@ impl HostProbe {
             last_cpu_refresh: Instant::now(),
             cpu_baseline_ready: false,
         };
-        // The first reading: utilization is the change from here.
-        probe.read_proc_stat();
+        // The first reading: utilization is the change from here. sysinfo only where
+        // /proc/stat cannot be read.
+        if !probe.read_proc_stat() {
+            probe.system.refresh_cpu_usage();
+        }
         Ok(probe)
     }
 

@@ -185,9 +185,9 @@ fn read_rss(dir: &Path) -> Option<u64> {
     Some(pages * PAGE_SIZE)
 }
 
-/// CPU time (user + system) a process has used, in USER_HZ ticks (100 per second).
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
-    read_ticks(&Path::new("/proc").join(pid.to_string()))
+/// CPU time (user + system) a process has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    read_ticks(&Path::new("/proc").join(pid.to_string())).map(|t| t as f64 / TICKS_PER_SECOND)
 }
 
 /// utime + stime from `stat`, in ticks. The command name may contain spaces and

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use probe_core::{CgroupProbe, GpuProbe, HostProbe, NoGpu, NvmlProbe, Sampler, cpu_ticks};
+use probe_core::{CgroupProbe, GpuProbe, HostProbe, NoGpu, NvmlProbe, Sampler, cpu_seconds};
 
 use crate::cli::{BenchArgs, BenchCommand, IdleArgs, SampleBenchArgs};
 use crate::exit::{FAILURE, Failure};
@@ -107,10 +107,6 @@ pub fn status_bytes(pid: u32, key: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Linux reports process CPU time in USER_HZ ticks, fixed at 100 per second on the
-/// architectures runlens targets.
-const TICKS_PER_SECOND: f64 = 100.0;
-
 /// A `runlens serve` started by a benchmark, on loopback with its own database.
 pub struct ServeProcess {
     child: std::process::Child,
@@ -180,7 +176,7 @@ fn idle(args: IdleArgs) -> Result<(), Failure> {
     let pid = serve.pid;
     // Let start-up costs (schema, NVML init, first samples) pass before measuring.
     std::thread::sleep(Duration::from_secs(2));
-    let start_ticks = cpu_ticks(pid);
+    let start_cpu = cpu_seconds(pid);
     let start = Instant::now();
     println!(
         "runlens bench idle: serve with no clients, sampling every {}, measured for {} s ...",
@@ -188,7 +184,7 @@ fn idle(args: IdleArgs) -> Result<(), Failure> {
         args.seconds
     );
     std::thread::sleep(Duration::from_secs(args.seconds));
-    let end_ticks = cpu_ticks(pid);
+    let end_cpu = cpu_seconds(pid);
     let wall = start.elapsed().as_secs_f64();
     let rss = status_bytes(pid, "VmRSS:");
     let peak = status_bytes(pid, "VmHWM:");
@@ -197,13 +193,13 @@ fn idle(args: IdleArgs) -> Result<(), Failure> {
         .and_then(|c| c.query_row("SELECT count(*) FROM snapshots", [], |r| r.get::<_, i64>(0)))
         .unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
-    let (Some(a), Some(b)) = (start_ticks, end_ticks) else {
+    let (Some(a), Some(b)) = (start_cpu, end_cpu) else {
         return Err(Failure::new(
             FAILURE,
             "cannot read /proc/<pid>/stat of the sidecar",
         ));
     };
-    let cpu_seconds = (b - a) as f64 / TICKS_PER_SECOND;
+    let cpu_seconds = b - a;
     println!(
         "CPU {:.3}% of one core ({:.2} s of CPU in {:.1} s; clock-tick resolution 10 ms)",
         100.0 * cpu_seconds / wall,

@@ -69,7 +69,6 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, mut drained) = mpsc::channel::<()>(1);
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<RunlensServer<RunlensService>>().await;
     let ticker = tokio::spawn(sampler.clone().run_interval_sampling(shutdown_rx.clone()));
     let service = RunlensService::new(
         sampler.clone(),
@@ -79,13 +78,14 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         shutdown_rx.clone(),
         drain_tx.downgrade(),
     );
-    // The health service follows the writer: NOT_SERVING while storage is failing.
+    // SERVING before the first connection; then the health service follows the writer:
+    // NOT_SERVING while storage is failing.
+    health.set_serving::<RunlensServer<RunlensService>>().await;
     let mut storage = writer.handle().health();
     let storage_health = health.clone();
     tokio::spawn(async move {
-        loop {
-            let failing = storage.borrow_and_update().is_some();
-            if failing {
+        while storage.changed().await.is_ok() {
+            if storage.borrow_and_update().is_some() {
                 storage_health
                     .set_not_serving::<RunlensServer<RunlensService>>()
                     .await;
@@ -93,9 +93,6 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
                 storage_health
                     .set_serving::<RunlensServer<RunlensService>>()
                     .await;
-            }
-            if storage.changed().await.is_err() {
-                return;
             }
         }
     });

@@ -459,6 +459,19 @@ fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()>
     tx.commit()
 }
 
+/// The multi-row and the one-row INSERT of completed spans, built once.
+static COMPLETE_SPAN_INSERTS: std::sync::LazyLock<(String, String)> =
+    std::sync::LazyLock::new(|| {
+        let columns = "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name, \
+            status, error, attributes, started_at_ns, ended_at_ns, start_snapshot_id, \
+            end_snapshot_id) VALUES ";
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        (
+            format!("{columns}{}", vec![row; SPANS_PER_INSERT].join(", ")),
+            format!("{columns}{row}"),
+        )
+    });
+
 /// Rows per multi-row INSERT of completed spans (11 parameters each).
 const SPANS_PER_INSERT: usize = 32;
 
@@ -468,12 +481,7 @@ fn write_complete_spans(
     tx: &rusqlite::Connection,
     spans: &[(&SpanStart, &SpanEnd)],
 ) -> rusqlite::Result<()> {
-    const COLUMNS: &str = "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name,
-        status, error, attributes, started_at_ns, ended_at_ns, start_snapshot_id,
-        end_snapshot_id) VALUES ";
-    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-    let full = format!("{COLUMNS}{}", vec![row; SPANS_PER_INSERT].join(", "));
-    let single = format!("{COLUMNS}{row}");
+    let (full, single) = &*COMPLETE_SPAN_INSERTS;
     for chunk in spans.chunks(SPANS_PER_INSERT) {
         let attributes: Vec<Option<String>> = chunk
             .iter()
@@ -496,10 +504,10 @@ fn write_complete_spans(
             ]);
         }
         if chunk.len() == SPANS_PER_INSERT {
-            tx.prepare_cached(&full)?
+            tx.prepare_cached(full)?
                 .execute(rusqlite::params_from_iter(values))?;
         } else {
-            let mut one = tx.prepare_cached(&single)?;
+            let mut one = tx.prepare_cached(single)?;
             for row in values.chunks(11) {
                 one.execute(rusqlite::params_from_iter(row))?;
             }
