@@ -83,11 +83,13 @@ fn example_agent_runs_are_stored_with_status_nesting_and_snapshots() {
         ),
         6
     );
-    // llm_call asked for a fresh snapshot at its start.
+    // llm_call asked for fresh snapshots: at its start and at its end.
     assert_eq!(
         sidecar.count(
-            "SELECT count(*) FROM spans s JOIN snapshots a ON a.snapshot_id = s.start_snapshot_id
-             WHERE s.name = 'llm_call' AND a.reason = 'fresh'"
+            "SELECT count(*) FROM spans s
+             JOIN snapshots a ON a.snapshot_id = s.start_snapshot_id
+             JOIN snapshots b ON b.snapshot_id = s.end_snapshot_id
+             WHERE s.name = 'llm_call' AND a.reason = 'fresh' AND b.reason = 'fresh'"
         ),
         6
     );

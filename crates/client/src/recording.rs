@@ -82,7 +82,8 @@ impl Run {
     }
 
     /// Opens a top-level span with attributes; `fresh_snapshot` asks the sidecar to
-    /// sample now rather than attach its latest periodic sample (use before heavy steps).
+    /// sample at its start and end rather than attach its latest periodic sample (use
+    /// around heavy steps).
     pub fn span_with<K: Into<String>, V: Into<String>>(
         &self,
         name: impl Into<String>,
@@ -166,6 +167,8 @@ pub struct Span {
     client: Client,
     run_id: Arc<str>,
     span_id: String,
+    /// Asked for fresh snapshots: at the start, and again at the end.
+    fresh_snapshot: bool,
     ended: bool,
 }
 
@@ -195,6 +198,7 @@ impl Span {
             client: client.clone(),
             run_id: run_id.clone(),
             span_id,
+            fresh_snapshot,
             ended: false,
         }
     }
@@ -216,7 +220,8 @@ impl Span {
         )
     }
 
-    /// Opens a nested span with attributes and, optionally, a fresh snapshot.
+    /// Opens a nested span with attributes and, optionally, fresh snapshots at its start
+    /// and end.
     pub fn child_with<K: Into<String>, V: Into<String>>(
         &self,
         name: impl Into<String>,
@@ -284,7 +289,7 @@ impl Span {
                 error,
                 attributes: HashMap::new(),
                 time_ns: now_ns(),
-                fresh_snapshot: false,
+                fresh_snapshot: self.fresh_snapshot,
             }));
     }
 }
