@@ -152,6 +152,22 @@ def free_port():
         return sock.getsockname()[1]
 
 
+class Buffer(unittest.TestCase):
+    def test_a_burst_beyond_the_buffer_is_counted_and_stored(self):
+        listen = f"127.0.0.1:{free_port()}"
+        client = Client(listen, name="bursty-py", capacity=100, flush_at_exit=0)
+        run = client.run("burst")               # message 1
+        for i in range(299):
+            run.metric("m", i)                  # 99 kept, 200 dropped
+        self.assertEqual(client.dropped, 200)
+        with Sidecar(listen=listen) as s:
+            self.assertTrue(client.flush(timeout=30), client.last_error)
+            self.assertEqual(one(s.db, "select count(*) from events"), 99)
+            self.assertEqual(one(s.db, "select dropped_messages from clients "
+                                       "where client_name = 'bursty-py'"), 200)
+            client.close()
+
+
 class Restart(unittest.TestCase):
     def test_the_helper_survives_a_sidecar_restart_mid_run(self):
         with tempfile.TemporaryDirectory() as d:
