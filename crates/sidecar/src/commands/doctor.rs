@@ -181,7 +181,8 @@ fn check_gpus(lib: Option<&Path>, no_gpu: bool) -> Vec<Check> {
     let mut checks = vec![check(
         "nvml",
         Status::Ok,
-        format!("loaded {lib_name}; driver {driver}, CUDA {cuda}"),
+        // The versions first: a long library path wraps, the versions stay on one line.
+        format!("driver {driver}, CUDA {cuda}; loaded {lib_name}"),
         None,
     )];
     let gpus = probe.sample();
