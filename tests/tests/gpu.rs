@@ -424,6 +424,10 @@ fn with_scenario(args: &[&str], scenario: &Scenario) -> (std::process::ExitStatu
 #[test]
 fn snapshot_and_doctor_show_every_gpu_as_a_user_reads_them() {
     let mut world = demo();
+    // GPU process ids that no process here can have (above Linux's largest pid_max, 2^22),
+    // so that doctor's visibility check reads the same on every machine.
+    world["devices"][0]["processes"][0]["pid"] = json!(4_194_305);
+    world["devices"][1]["processes"][0]["pid"] = json!(4_194_306);
     let scenario = Scenario::new(&world.to_string());
     let (status, stdout, stderr) = with_scenario(&["snapshot"], &scenario);
     assert!(status.success(), "{stderr}");
@@ -441,7 +445,7 @@ fn snapshot_and_doctor_show_every_gpu_as_a_user_reads_them() {
         assert!(row.contains(cell), "{cell:?} not in {row:?}");
     }
     assert!(
-        stdout.contains("  GPU 1: clocks held by sw_power_cap; processes 4243 (78.0 GiB)"),
+        stdout.contains("  GPU 1: clocks held by sw_power_cap; processes 4194306 (78.0 GiB)"),
         "{stdout}"
     );
     assert!(
@@ -454,7 +458,7 @@ fn snapshot_and_doctor_show_every_gpu_as_a_user_reads_them() {
     assert!(status.success());
     let json: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["gpu"]["devices"].as_array().unwrap().len(), 4);
-    assert_eq!(json["gpu"]["devices"][0]["processes"][0]["pid"], 4242);
+    assert_eq!(json["gpu"]["devices"][0]["processes"][0]["pid"], 4_194_305);
     assert_eq!(
         json["gpu"]["devices"][3]["ecc_corrected_errors"],
         Value::Null
@@ -483,7 +487,7 @@ fn snapshot_and_doctor_show_every_gpu_as_a_user_reads_them() {
         4,
         "{stdout}"
     );
-    // The demo's GPU processes (PIDs 4242, 4243) are not ours: NVML's host PIDs.
+    // Those GPU processes are not visible here, as host PIDs are not from inside a container.
     assert!(
         stdout.contains("warn    gpu pids  none of the 2 GPU process ids"),
         "{stdout}"
