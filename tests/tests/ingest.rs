@@ -304,3 +304,73 @@ async fn a_full_disk_holds_data_reports_it_and_resumes_when_space_is_freed() {
     );
     assert_eq!(client.rejected(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_writer_answers_resource_exhausted_to_unary_calls_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("saturated.db");
+    let mut sidecar = Sidecar::start_on(&db, &[]);
+    // Another writer holds the database: the sidecar's writer waits on it (SQLite's busy
+    // timeout, 5 s, before it calls storage failing) and its queue fills behind it.
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let client = Client::builder(sidecar.endpoint()).build().unwrap();
+    let run = client.start_run("flood");
+    // More messages than the writer's queue (16,384) and one batch (4,096) hold.
+    for i in 0..30_000 {
+        run.metric("m", f64::from(i), "");
+    }
+    let mut raw = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
+    let start = |id: &str| {
+        let mut request = tonic::Request::new(pb::StartRunRequest {
+            run_id: id.into(),
+            name: "unary".into(),
+            ..Default::default()
+        });
+        // A call that got into the queue waits for its commit: don't wait for it here.
+        request.set_timeout(Duration::from_millis(200));
+        request
+    };
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut probes = 0;
+    let refused = loop {
+        assert!(Instant::now() < deadline, "the queue never filled");
+        probes += 1;
+        match raw.start_run(start(&format!("probe-{probes}"))).await {
+            Err(status) if status.code() == Code::ResourceExhausted => break status,
+            Err(status) => assert_eq!(status.code(), Code::Cancelled, "{status:?}"),
+            Ok(_) => panic!("a unary call was committed while the database was held"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        refused.message().contains("write queue is full") && refused.message().contains("retry"),
+        "{refused:?}"
+    );
+    assert!(client.unacknowledged() > 0);
+
+    // The other writer lets go: everything held is stored and unary calls work again.
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    client.flush_timeout(Duration::from_secs(30)).await.unwrap();
+    let mut again = start("after");
+    again.set_timeout(Duration::from_secs(15));
+    raw.start_run(again).await.unwrap();
+    sidecar.stop();
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM events WHERE kind = 'metric'"),
+        30_000
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE run_id = 'after'"),
+        1
+    );
+    // The refused call changed nothing.
+    assert_eq!(
+        sidecar.count(&format!(
+            "SELECT count(*) FROM runs WHERE run_id = 'probe-{probes}'"
+        )),
+        0
+    );
+}
