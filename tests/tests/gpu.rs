@@ -574,6 +574,42 @@ fn cgroup_fixtures_give_the_right_limits_in_snapshots() {
 
 #[test]
 fn the_report_judges_the_gpu_the_agent_uses_not_the_tightest_on_the_machine() {
+    let r = report_on_two_gpus(AgentShows::Process, &[]);
+    assert_eq!(r["agent_gpus"], json!([1]));
+    assert_eq!(r["agent_gpus_from"], "processes");
+    assert_agents_gpu_judged(&r);
+    // The neighbour is still reported in the OOM section, where every GPU counts.
+    assert_eq!(r["oom"]["gpus"][0]["share_below"], 1.0);
+}
+
+#[test]
+fn without_visible_agent_processes_the_report_takes_cuda_visible_devices() {
+    // NVML lists no agent process (host PIDs in a container): the agent's own setting,
+    // sent in its hello, names its GPU, by UUID or by index.
+    for setting in ["GPU-a", "1"] {
+        let r = report_on_two_gpus(AgentShows::Nothing, &[("CUDA_VISIBLE_DEVICES", setting)]);
+        assert_eq!(r["agent_gpus"], json!([1]), "{setting}");
+        assert_eq!(r["agent_gpus_from"], "cuda_visible_devices", "{setting}");
+        assert_agents_gpu_judged(&r);
+    }
+    // Nothing to go on: every GPU counts, and the report says it does not know.
+    let r = report_on_two_gpus(AgentShows::Nothing, &[]);
+    assert_eq!(r["agent_gpus"], json!([]));
+    assert_eq!(r["agent_gpus_from"], Value::Null);
+}
+
+/// What NVML's process list shows of the agent.
+#[derive(Clone, Copy)]
+enum AgentShows {
+    /// The agent's PID holds 10 GiB on GPU 1.
+    Process,
+    /// No processes at all.
+    Nothing,
+}
+
+/// The example agent on a machine of two GPUs, a neighbour's nearly full (GPU 0) and the
+/// agent's (GPU 1); the report of it, as JSON.
+fn report_on_two_gpus(shows: AgentShows, env: &[(&str, &str)]) -> Value {
     const TOTAL: i64 = 80 * GIB;
     let world = |agent: Option<u32>| {
         let processes = agent.map_or_else(Vec::new, |pid| {
@@ -599,10 +635,14 @@ fn the_report_judges_the_gpu_the_agent_uses_not_the_tightest_on_the_machine() {
             "--step-ms",
             "20",
         ])
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    scenario.write(&world(Some(child.id())));
+    if let AgentShows::Process = shows {
+        scenario.write(&world(Some(child.id())));
+    }
     assert!(child.wait_with_output().unwrap().status.success());
     sidecar.stop();
     let db = sidecar.db.to_string_lossy().into_owned();
@@ -612,8 +652,12 @@ fn the_report_judges_the_gpu_the_agent_uses_not_the_tightest_on_the_machine() {
         Duration::from_secs(30),
     );
     assert!(status.success(), "{stderr}");
-    let r: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(r["agent_gpus"], json!([1]));
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// The report's GPU figures are those of the agent's GPU, not of the tightest on the
+/// machine; the OOM section still covers every GPU.
+fn assert_agents_gpu_judged(r: &Value) {
     let llm = r["context"]
         .as_array()
         .unwrap()
@@ -625,6 +669,4 @@ fn the_report_judges_the_gpu_the_agent_uses_not_the_tightest_on_the_machine() {
         free > 60_000.0,
         "the agent's GPU has ~70 GiB free, not the neighbour's 256 MiB: {free}"
     );
-    // The neighbour is still reported in the OOM section, where every GPU counts.
-    assert_eq!(r["oom"]["gpus"][0]["share_below"], 1.0);
 }

@@ -355,7 +355,7 @@ pub fn render(report: &Report) -> String {
     // Long findings wrap under their column instead of being cut.
     let mut wrapped = Vec::new();
     for row in rows {
-        for (i, line) in super::snapshot::wrap(&row[2], 76).into_iter().enumerate() {
+        for (i, line) in crate::format::wrap(&row[2], 76).into_iter().enumerate() {
             if i == 0 {
                 wrapped.push(vec![row[0].clone(), row[1].clone(), line]);
             } else {

@@ -10,7 +10,7 @@ use probe_core::{HostProbe, Snapshot};
 use super::build_sampler;
 use crate::cli::{Format, SnapshotArgs};
 use crate::exit::{FAILURE, Failure, USAGE};
-use crate::format::{bytes, percent, table, timestamp};
+use crate::format::{bytes, percent, table, timestamp, wrap};
 
 /// Samples once (after the short wait CPU utilization needs) and prints the result.
 pub fn run(args: SnapshotArgs) -> Result<(), Failure> {
@@ -35,24 +35,6 @@ pub fn run(args: SnapshotArgs) -> Result<(), Failure> {
 
 fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map_or_else(|| "-".to_owned(), f)
-}
-
-/// Splits text into lines of at most `width` characters at spaces.
-pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    for word in text.split_whitespace() {
-        let last = lines.last_mut().map_or(0, |l| l.chars().count());
-        if last > 0 && last + 1 + word.chars().count() > width {
-            lines.push(String::new());
-        }
-        if let Some(line) = lines.last_mut() {
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(word);
-        }
-    }
-    lines
 }
 
 /// The human form, readable in a 100-column terminal.

@@ -117,7 +117,9 @@ svg text{{font-size:11px;fill:#4b5563}}
             l.p99_ms
         );
     }
-    out.push_str("</table>\n<h2>2. The machine at span start (medians)</h2>\n<table><tr><th>step</th><th>GPU free MiB</th><th>GPU util</th><th>load/core</th><th>RAM free</th><th>cgroup free</th></tr>\n");
+    out.push_str("</table>\n<h2>2. The machine at span start (medians)</h2>\n");
+    let _ = writeln!(out, "<p>{}</p>", esc(&r.gpu_columns_meaning()));
+    out.push_str("<table><tr><th>step</th><th>GPU free MiB</th><th>GPU util</th><th>load/core</th><th>RAM free</th><th>cgroup free</th></tr>\n");
     for c in &r.context {
         let _ = writeln!(
             out,

@@ -88,8 +88,21 @@ pub struct Data {
     pub runs: Vec<RunRow>,
     /// GPU samples in time order per GPU.
     pub gpus: Vec<GpuPoint>,
-    /// GPUs where watched agent processes held memory (empty: unknown, all GPUs count).
+    /// The GPUs the agents use (empty: unknown, all GPUs count).
     pub agent_gpus: Vec<u32>,
+    /// How `agent_gpus` was known.
+    pub agent_gpus_from: Option<AgentGpusFrom>,
+}
+
+/// Where the report learned which GPUs the agents use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentGpusFrom {
+    /// A watched agent process held memory on them (NVML's per-process list).
+    Processes,
+    /// The agents' `CUDA_VISIBLE_DEVICES`, sent in their session hello: used when no
+    /// agent process shows in NVML's list (its PIDs are the host's, not the container's).
+    CudaVisibleDevices,
 }
 
 fn unsigned(v: Option<i64>) -> Option<u64> {
@@ -135,7 +148,7 @@ pub fn load(
     let first_id = snapshot_index.keys().min().copied().unwrap_or(i64::MAX);
     // The GPUs the agents use: those where a watched agent process held memory. When
     // known, "the tightest GPU" means the tightest of these, not of the whole machine.
-    let agent_gpus: Vec<u32> = conn
+    let mut agent_gpus: Vec<u32> = conn
         .prepare(
             "SELECT DISTINCT gpu_index FROM gpu_processes
              WHERE snapshot_id >= ?1
@@ -144,6 +157,11 @@ pub fn load(
         )?
         .query_map([first_id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    let mut agent_gpus_from = (!agent_gpus.is_empty()).then_some(AgentGpusFrom::Processes);
+    if agent_gpus.is_empty() {
+        agent_gpus = gpus_named_by_clients(conn, since_ns)?;
+        agent_gpus_from = (!agent_gpus.is_empty()).then_some(AgentGpusFrom::CudaVisibleDevices);
+    }
     let mut stmt = conn.prepare(
         "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio FROM gpu_samples
          WHERE snapshot_id >= ?1 AND state = 'ok'",
@@ -250,5 +268,114 @@ pub fn load(
         runs,
         gpus,
         agent_gpus,
+        agent_gpus_from,
     })
+}
+
+/// The GPUs that the `CUDA_VISIBLE_DEVICES` of clients seen since `since_ns` name, as
+/// NVML indices; empty when no client sent one or none names a GPU this database knows.
+fn gpus_named_by_clients(conn: &Connection, since_ns: i64) -> rusqlite::Result<Vec<u32>> {
+    let lists: Vec<String> = conn
+        .prepare(
+            "SELECT DISTINCT cuda_visible_devices FROM clients
+             WHERE last_seen_ns >= ?1 AND cuda_visible_devices <> ''",
+        )?
+        .query_map([since_ns], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if lists.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Identities from the newest snapshot that has them: UUIDs do not change.
+    let identities = |table: &str| -> rusqlite::Result<Vec<(u32, String)>> {
+        conn.prepare(&format!(
+            "SELECT gpu_index, uuid FROM {table}
+             WHERE snapshot_id = (SELECT max(snapshot_id) FROM {table}) AND uuid IS NOT NULL"
+        ))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+    };
+    let gpus = identities("gpu_samples")?;
+    let migs = identities("mig_samples")?;
+    let mut named: Vec<u32> = lists
+        .iter()
+        .flat_map(|list| cuda_visible_gpus(list, &gpus, &migs))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    Ok(named)
+}
+
+/// The NVML indices of the GPUs one `CUDA_VISIBLE_DEVICES` value names. Entries are
+/// indices, GPU UUIDs (`GPU-…`, a unique prefix is enough, as CUDA allows) or MIG UUIDs
+/// (`MIG-…`, which count as their parent GPU). Like CUDA, the list ends at the first entry
+/// that names no device. An index is read as NVML's (PCI bus order), which is CUDA's only
+/// with `CUDA_DEVICE_ORDER=PCI_BUS_ID` or on machines of one GPU model; UUIDs are exact.
+pub fn cuda_visible_gpus(value: &str, gpus: &[(u32, String)], migs: &[(u32, String)]) -> Vec<u32> {
+    let mut named = Vec::new();
+    for entry in value.split(',').map(str::trim) {
+        let found = if let Ok(index) = entry.parse::<u32>() {
+            gpus.iter().find(|(i, _)| *i == index).map(|(i, _)| *i)
+        } else {
+            let table = if entry.starts_with("MIG-") {
+                migs
+            } else {
+                gpus
+            };
+            let mut matches = table
+                .iter()
+                .filter(|(_, uuid)| !entry.is_empty() && uuid.starts_with(entry));
+            match (matches.next(), matches.next()) {
+                (Some((i, _)), None) => Some(*i),
+                _ => None, // no such device, or an ambiguous prefix
+            }
+        };
+        match found {
+            Some(index) => named.push(index),
+            None => break,
+        }
+    }
+    named
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cuda_visible_gpus;
+
+    fn gpus() -> Vec<(u32, String)> {
+        vec![
+            (0, "GPU-0a1b2c3d-aaaa".to_owned()),
+            (1, "GPU-0a1b9999-bbbb".to_owned()),
+            (2, "GPU-77777777-cccc".to_owned()),
+        ]
+    }
+
+    #[test]
+    fn indices_uuids_and_prefixes_name_nvml_gpus() {
+        let migs = vec![(2, "MIG-5555-dddd".to_owned())];
+        assert_eq!(cuda_visible_gpus("1,0", &gpus(), &migs), vec![1, 0]);
+        assert_eq!(cuda_visible_gpus(" 2 ", &gpus(), &migs), vec![2]);
+        assert_eq!(
+            cuda_visible_gpus("GPU-77777777-cccc", &gpus(), &migs),
+            vec![2]
+        );
+        assert_eq!(cuda_visible_gpus("GPU-0a1b2", &gpus(), &migs), vec![0]);
+        assert_eq!(cuda_visible_gpus("MIG-5555", &gpus(), &migs), vec![2]);
+    }
+
+    #[test]
+    fn the_list_ends_at_the_first_entry_that_names_no_gpu() {
+        let none: Vec<(u32, String)> = Vec::new();
+        // An ambiguous prefix names no device, as in CUDA.
+        assert_eq!(
+            cuda_visible_gpus("GPU-0a1b", &gpus(), &none),
+            Vec::<u32>::new()
+        );
+        assert_eq!(cuda_visible_gpus("0,7,1", &gpus(), &none), vec![0]);
+        assert_eq!(cuda_visible_gpus("-1", &gpus(), &none), Vec::<u32>::new());
+        assert_eq!(
+            cuda_visible_gpus("NoDevFiles", &gpus(), &none),
+            Vec::<u32>::new()
+        );
+        assert_eq!(cuda_visible_gpus("", &gpus(), &none), Vec::<u32>::new());
+    }
 }

@@ -13,6 +13,7 @@ pub mod table;
 use rusqlite::Connection;
 use serde::Serialize;
 
+pub use load::AgentGpusFrom;
 use load::{Data, SnapFigures};
 use stats::{sorted_percentile, spearman};
 
@@ -55,9 +56,12 @@ pub struct Report {
     pub runs_analyzed: usize,
     /// Snapshots in the window.
     pub snapshots_analyzed: usize,
-    /// The GPUs the agents used (where a watched agent process held memory); "the
-    /// tightest GPU" is the tightest of these. Empty when unknown: all GPUs count.
+    /// The GPUs the agents used; "the tightest GPU" is the tightest of these. Empty when
+    /// unknown: all GPUs count.
     pub agent_gpus: Vec<u32>,
+    /// How `agent_gpus` was known: `processes` (a watched agent process held memory
+    /// there) or `cuda_visible_devices` (the agents' own setting); null when unknown.
+    pub agent_gpus_from: Option<AgentGpusFrom>,
     /// Section 1: latency by step.
     pub latency: Vec<Latency>,
     /// Section 2: what the machine looked like at span start, per step.
@@ -72,6 +76,34 @@ pub struct Report {
     pub oom: Oom,
     /// Data for charts (downsampled).
     pub charts: Charts,
+}
+
+impl Report {
+    /// Which GPUs the GPU columns of the context and correlation sections describe, and
+    /// how the report knows they are the agents'.
+    pub fn gpu_columns_meaning(&self) -> String {
+        let list = self
+            .agent_gpus
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let gpus = if self.agent_gpus.len() == 1 {
+            "GPU"
+        } else {
+            "GPUs"
+        };
+        let which = match self.agent_gpus_from {
+            Some(AgentGpusFrom::Processes) => {
+                format!("{gpus} {list}, where the agents' processes held memory")
+            }
+            Some(AgentGpusFrom::CudaVisibleDevices) => {
+                format!("{gpus} {list}, named by the agents' CUDA_VISIBLE_DEVICES")
+            }
+            None => "every GPU (the agents' GPUs are not known)".to_owned(),
+        };
+        format!("GPU columns: tightest (FREE), busiest (UTIL) of {which}")
+    }
 }
 
 /// The analysed window.
@@ -472,6 +504,7 @@ fn compute(data: &Data, options: &Options) -> Report {
         runs_analyzed: data.runs.len(),
         snapshots_analyzed: data.snapshots.len(),
         agent_gpus: data.agent_gpus.clone(),
+        agent_gpus_from: data.agent_gpus_from,
         latency,
         context,
         correlations,

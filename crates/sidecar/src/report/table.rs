@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Report, Resource};
-use crate::format::{table, timestamp};
+use crate::format::{table, timestamp, wrap};
 
 fn num(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
@@ -51,6 +51,7 @@ pub fn render(r: &Report) -> String {
     ));
 
     let _ = writeln!(out, "\n2. The machine at span start (medians)");
+    let _ = writeln!(out, "{}", wrap(&r.gpu_columns_meaning(), 100).join("\n"));
     let rows: Vec<Vec<String>> = r
         .context
         .iter()
