@@ -153,9 +153,9 @@ svg text{{font-size:11px;fill:#4b5563}}
     for c in &r.correlations {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{:?}</td><td>{:+.2}{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:+.2}{}</td><td>{}</td></tr>",
             esc(&c.name),
-            c.resource,
+            c.resource.label(),
             c.rho,
             if c.strong { " ●" } else { "" },
             c.n

@@ -190,6 +190,17 @@ impl Resource {
         }
     }
 
+    /// What a reader calls this figure.
+    pub fn label(self) -> &'static str {
+        match self {
+            Resource::GpuFreeMemory => "GPU free memory",
+            Resource::GpuUtilization => "GPU utilization",
+            Resource::CpuLoadPerCore => "CPU load per core",
+            Resource::RamHeadroom => "RAM available",
+            Resource::CgroupHeadroom => "cgroup memory headroom",
+        }
+    }
+
     /// "when <phrase>" for a correlation of this sign with duration.
     fn phrase(self, rho: f64, gpu: &str) -> String {
         let more = rho > 0.0;
