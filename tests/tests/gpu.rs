@@ -670,3 +670,94 @@ fn assert_agents_gpu_judged(r: &Value) {
         "the agent's GPU has ~70 GiB free, not the neighbour's 256 MiB: {free}"
     );
 }
+
+#[tokio::test]
+async fn gpu_memory_a_child_of_the_agent_holds_counts_for_the_agent_on_that_gpu() {
+    // The agent is this test process; the GPU memory is held by a process it started
+    // (as a model server or worker would), on GPU 1 only.
+    let mut worker = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let world = |holder: Option<u32>| {
+        let processes = holder.map_or_else(Vec::new, |pid| {
+            vec![json!({ "pid": pid, "used_memory_bytes": 6 * GIB })]
+        });
+        json!({ "devices": [
+            { "name": "other", "uuid": "GPU-o", "memory_total_bytes": 80 * GIB,
+              "memory_used_bytes": GIB },
+            { "name": "the worker's", "uuid": "GPU-w", "memory_total_bytes": 80 * GIB,
+              "memory_used_bytes": 6 * GIB, "processes": processes }
+        ]})
+        .to_string()
+    };
+    let scenario = Scenario::new(&world(None));
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = sidecar_with(&scenario, &dir);
+    let client = runlens_client::Client::builder(sidecar.endpoint())
+        .build()
+        .unwrap();
+    let run = client.start_run("serve-model");
+    client.flush_timeout(Duration::from_secs(10)).await.unwrap();
+    scenario.write(&world(Some(worker.id())));
+    let agent = std::process::id();
+    let held = format!(
+        "SELECT count(*) FROM process_gpu_samples
+         WHERE pid = {agent} AND gpu_index = 1 AND used_memory_bytes = {}",
+        6 * GIB
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sidecar.count(&held) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker's GPU memory never counted for the agent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The live snapshot says the same over the wire.
+    let mut raw = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
+    let now = raw
+        .get_snapshot(pb::GetSnapshotRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let me = now.agent_processes.iter().find(|p| p.pid == agent).unwrap();
+    assert_eq!(me.gpu_memory_bytes, Some(6 << 30));
+    assert_eq!(
+        me.gpus,
+        vec![pb::AgentGpuMemory {
+            gpu_index: 1,
+            used_memory_bytes: 6 << 30
+        }]
+    );
+    run.end_ok();
+    client.flush_timeout(Duration::from_secs(10)).await.unwrap();
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    sidecar.stop();
+    // Never on the other GPU, and the per-GPU rows add up to the tree's total.
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM process_gpu_samples WHERE gpu_index = 0"),
+        0
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM process_samples p
+             WHERE p.gpu_memory_bytes != coalesce((SELECT sum(used_memory_bytes)
+                 FROM process_gpu_samples g
+                 WHERE g.snapshot_id = p.snapshot_id AND g.pid = p.pid), 0)"
+        ),
+        0
+    );
+    // The report takes GPU 1 as the agent's.
+    let db = sidecar.db.to_string_lossy().into_owned();
+    let (status, stdout, stderr) = run_bin(
+        "runlens",
+        &["report", "--db", &db, "--format", "json"],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["agent_gpus"], json!([1]));
+    assert_eq!(r["agent_gpus_from"], "processes");
+}

@@ -40,6 +40,14 @@ pub fn snapshot_to_wire(snapshot: &probe_core::Snapshot, snapshot_id: i64) -> pb
                 rss_bytes: p.rss_bytes,
                 cpu_ratio: p.cpu_ratio,
                 gpu_memory_bytes: p.gpu_memory_bytes,
+                gpus: p
+                    .gpus
+                    .iter()
+                    .map(|g| pb::AgentGpuMemory {
+                        gpu_index: g.gpu_index,
+                        used_memory_bytes: g.used_memory_bytes,
+                    })
+                    .collect(),
             })
             .collect(),
     }

@@ -23,6 +23,6 @@ pub use process::{ProcessProbe, WatchOutcome, cpu_seconds};
 pub use sampler::Sampler;
 pub use snapshot::{
     CgroupSnapshot, GpuDevice, GpuProcess, GpuSnapshot, GpuState, HostSnapshot, MigDevice,
-    ProcessSample, Snapshot, clock_event_reason_names,
+    ProcessGpuMemory, ProcessSample, Snapshot, clock_event_reason_names,
 };
 pub use time::unix_now_ns;

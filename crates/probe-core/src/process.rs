@@ -139,6 +139,7 @@ impl ProcessProbe {
                 rss_bytes,
                 cpu_ratio,
                 gpu_memory_bytes: None,
+                gpus: Vec::new(),
                 tree: w.tree.clone(),
             });
         }

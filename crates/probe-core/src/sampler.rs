@@ -4,7 +4,7 @@ use crate::cgroup::{CgroupProbe, CgroupReader};
 use crate::gpu::GpuProbe;
 use crate::host::HostProbe;
 use crate::process::{ProcessProbe, WatchOutcome};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ProcessGpuMemory, Snapshot};
 use crate::time::unix_now_ns;
 
 /// Produces [`Snapshot`]s. Cheap to call repeatedly: all probes stay loaded between calls.
@@ -44,16 +44,26 @@ impl Sampler {
         let cgroup = self.cgroup.sample();
         let mut processes = self.processes.sample();
         if gpu.available {
-            // NVML's per-process list, matched against each watched tree.
+            // NVML's per-process list, matched against each watched tree: memory that a
+            // child process holds (a worker, a model server it started) is the agent's.
             for p in &mut processes {
-                let used: u64 = gpu
+                p.gpus = gpu
                     .devices
                     .iter()
-                    .flat_map(|d| &d.processes)
-                    .filter(|gp| p.tree.binary_search(&gp.pid).is_ok())
-                    .filter_map(|gp| gp.used_memory_bytes)
-                    .sum();
-                p.gpu_memory_bytes = Some(used);
+                    .filter_map(|d| {
+                        let used: u64 = d
+                            .processes
+                            .iter()
+                            .filter(|gp| p.tree.binary_search(&gp.pid).is_ok())
+                            .filter_map(|gp| gp.used_memory_bytes)
+                            .sum();
+                        (used > 0).then_some(ProcessGpuMemory {
+                            gpu_index: d.index,
+                            used_memory_bytes: used,
+                        })
+                    })
+                    .collect();
+                p.gpu_memory_bytes = Some(p.gpus.iter().map(|g| g.used_memory_bytes).sum());
             }
         }
         Snapshot {

@@ -33,8 +33,21 @@ pub struct ProcessSample {
     pub cpu_ratio: Option<f64>,
     /// GPU memory the tree holds, from NVML's per-process list; `None` with no GPU data.
     pub gpu_memory_bytes: Option<u64>,
+    /// The same memory per GPU: only GPUs where a process of the tree (the agent or any
+    /// process it started) holds memory, by GPU index.
+    #[serde(default)]
+    pub gpus: Vec<ProcessGpuMemory>,
     /// PIDs in the tree.
     pub tree: Vec<u32>,
+}
+
+/// GPU memory that one watched process tree holds on one GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessGpuMemory {
+    /// The GPU's NVML index.
+    pub gpu_index: u32,
+    /// Memory the tree's processes hold there, summed.
+    pub used_memory_bytes: u64,
 }
 
 /// The container's own limits and usage, from the cgroup filesystem. Inside a container

@@ -98,7 +98,8 @@ pub struct Data {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentGpusFrom {
-    /// A watched agent process held memory on them (NVML's per-process list).
+    /// A watched agent's process tree (the agent or a process it started) held memory on
+    /// them (NVML's per-process list).
     Processes,
     /// The agents' `CUDA_VISIBLE_DEVICES`, sent in their session hello: used when no
     /// agent process shows in NVML's list (its PIDs are the host's, not the container's).
@@ -148,13 +149,29 @@ pub fn load(
     let first_id = snapshot_index.keys().min().copied().unwrap_or(i64::MAX);
     // The GPUs the agents use: those where a watched agent process held memory. When
     // known, "the tightest GPU" means the tightest of these, not of the whole machine.
+    // Databases of schema 2 on have the agents' trees matched per GPU (children count);
+    // older ones only NVML's list, where the agent's own PID is all that can be matched.
+    let per_gpu = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE name = 'process_gpu_samples'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? > 0;
+    let agent_gpus_sql = if per_gpu {
+        "SELECT gpu_index FROM process_gpu_samples
+         WHERE snapshot_id >= ?1 AND used_memory_bytes > 0
+         UNION
+         SELECT gpu_index FROM gpu_processes
+         WHERE snapshot_id >= ?1
+           AND pid IN (SELECT DISTINCT pid FROM process_samples WHERE snapshot_id >= ?1)
+         ORDER BY gpu_index"
+    } else {
+        "SELECT DISTINCT gpu_index FROM gpu_processes
+         WHERE snapshot_id >= ?1
+           AND pid IN (SELECT DISTINCT pid FROM process_samples WHERE snapshot_id >= ?1)
+         ORDER BY gpu_index"
+    };
     let mut agent_gpus: Vec<u32> = conn
-        .prepare(
-            "SELECT DISTINCT gpu_index FROM gpu_processes
-             WHERE snapshot_id >= ?1
-               AND pid IN (SELECT DISTINCT pid FROM process_samples WHERE snapshot_id >= ?1)
-             ORDER BY gpu_index",
-        )?
+        .prepare(agent_gpus_sql)?
         .query_map([first_id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut agent_gpus_from = (!agent_gpus.is_empty()).then_some(AgentGpusFrom::Processes);

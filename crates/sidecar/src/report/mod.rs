@@ -59,8 +59,8 @@ pub struct Report {
     /// The GPUs the agents used; "the tightest GPU" is the tightest of these. Empty when
     /// unknown: all GPUs count.
     pub agent_gpus: Vec<u32>,
-    /// How `agent_gpus` was known: `processes` (a watched agent process held memory
-    /// there) or `cuda_visible_devices` (the agents' own setting); null when unknown.
+    /// How `agent_gpus` was known: `processes` (a watched agent's process tree held
+    /// memory there) or `cuda_visible_devices` (the agents' own setting); null when unknown.
     pub agent_gpus_from: Option<AgentGpusFrom>,
     /// Section 1: latency by step.
     pub latency: Vec<Latency>,

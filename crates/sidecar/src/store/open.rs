@@ -10,10 +10,14 @@ use super::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x524C_4E53;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Forward-only migrations: `MIGRATIONS[v]` takes a database from version `v` to `v + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+/// A new database runs them all; an older one the ones it lacks.
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("migrate_002_process_gpu_samples.sql"),
+];
 
 /// Opens (creating if needed) the database the sidecar writes to, and brings its schema
 /// up to date. Fails with a clear error on a file that is not a runlens database.
@@ -163,6 +167,36 @@ mod tests {
         // Reopening an up-to-date database is a no-op.
         open_for_writing(&path, false, None).unwrap();
         open_read_only(&path).unwrap();
+    }
+
+    #[test]
+    fn an_older_database_is_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            // A database as the first schema left it, with a run in it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO runs (run_id, name, status, started_at_ns) VALUES ('r', 'n', 'ok', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open_for_writing(&path, false, None).unwrap();
+        let v: i32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let runs: i64 = conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(runs, 1);
+        conn.query_row("SELECT count(*) FROM process_gpu_samples", [], |_| Ok(()))
+            .unwrap();
     }
 
     #[test]

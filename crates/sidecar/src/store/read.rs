@@ -313,7 +313,7 @@ fn agent_processes(conn: &Connection, snapshot_id: i64) -> Result<Vec<probe_core
         "SELECT pid, process_count, rss_bytes, cpu_ratio, gpu_memory_bytes
          FROM process_samples WHERE snapshot_id = ?1 ORDER BY pid",
     )?;
-    let rows = stmt
+    let mut rows = stmt
         .query_map([snapshot_id], |r| {
             Ok(probe_core::ProcessSample {
                 pid: r.get(0)?,
@@ -321,9 +321,24 @@ fn agent_processes(conn: &Connection, snapshot_id: i64) -> Result<Vec<probe_core
                 rss_bytes: unsigned(r.get(2)?),
                 cpu_ratio: r.get(3)?,
                 gpu_memory_bytes: r.get::<_, Option<i64>>(4)?.map(unsigned),
+                gpus: Vec::new(),
                 tree: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT pid, gpu_index, used_memory_bytes FROM process_gpu_samples
+         WHERE snapshot_id = ?1 ORDER BY pid, gpu_index",
+    )?;
+    let mut per_gpu = stmt.query([snapshot_id])?;
+    while let Some(r) = per_gpu.next()? {
+        let pid: u32 = r.get(0)?;
+        if let Some(p) = rows.iter_mut().find(|p| p.pid == pid) {
+            p.gpus.push(probe_core::ProcessGpuMemory {
+                gpu_index: r.get(1)?,
+                used_memory_bytes: unsigned(r.get(2)?),
+            });
+        }
+    }
     Ok(rows)
 }

@@ -802,6 +802,11 @@ fn write_snapshot(tx: &rusqlite::Connection, s: &StoredSnapshot) -> rusqlite::Re
                 cpu_ratio, gpu_memory_bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
+        let mut per_gpu = tx.prepare_cached(
+            "INSERT OR IGNORE INTO process_gpu_samples (snapshot_id, pid, gpu_index,
+                used_memory_bytes)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
         for p in &s.snapshot.processes {
             agent.execute(params![
                 s.id,
@@ -811,6 +816,14 @@ fn write_snapshot(tx: &rusqlite::Connection, s: &StoredSnapshot) -> rusqlite::Re
                 p.cpu_ratio,
                 p.gpu_memory_bytes.map(bytes)
             ])?;
+            for g in &p.gpus {
+                per_gpu.execute(params![
+                    s.id,
+                    p.pid,
+                    g.gpu_index,
+                    bytes(g.used_memory_bytes)
+                ])?;
+            }
         }
     }
     Ok(())
