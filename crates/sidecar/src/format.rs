@@ -1,6 +1,9 @@
-//! Text output helpers: byte sizes, timestamps and aligned tables.
+//! Text output helpers: byte sizes, timestamps, aligned tables, and writing to stdout.
 
+use std::io::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
+
+use crate::exit::{FAILURE, Failure};
 
 /// Bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `79.6 GiB`.
 pub fn bytes(n: u64) -> String {
@@ -85,6 +88,29 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     }
     lines
 }
+
+/// Writes a line of command output to stdout and flushes it. A reader that has gone away
+/// (`runlens report | head`) ends the output quietly, as it does for other command-line
+/// tools; any other write error (a full disk behind `> out.json`) is a failure.
+pub fn emit(line: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::new(
+            FAILURE,
+            format!("cannot write to standard output: {e}"),
+        )),
+    }
+}
+
+/// `println!` for command output, through [`emit`]: evaluates to `Result<(), Failure>`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::format::emit(&format!($($arg)*))
+    };
+}
+pub(crate) use outln;
 
 #[cfg(test)]
 mod tests {

@@ -181,3 +181,42 @@ fn help_names_every_subcommand() {
         assert!(text.contains(env), "{env} missing from serve --help");
     }
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `runlens report | head -1`: the reader goes away before the output is written.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let db = db.to_str().unwrap();
+    let built = runlens(&[
+        "bench",
+        "report",
+        "--spans",
+        "2000",
+        "--db",
+        db,
+        "--build-only",
+    ]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    for args in [
+        vec!["report", "--db", db],
+        vec!["query", "--db", db, "SELECT * FROM spans"],
+        vec!["snapshot"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runlens"))
+            .args(&args)
+            .env("RUNLENS_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}

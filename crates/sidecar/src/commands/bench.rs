@@ -12,6 +12,7 @@ use probe_core::{CgroupProbe, GpuProbe, HostProbe, NoGpu, NvmlProbe, Sampler, cp
 
 use crate::cli::{BenchArgs, BenchCommand, IdleArgs, SampleBenchArgs};
 use crate::exit::{FAILURE, Failure};
+use crate::format::outln;
 use crate::report::stats::sorted_percentile;
 
 /// Runs the chosen benchmark.
@@ -70,32 +71,32 @@ fn time_samples(sampler: &mut Sampler, iterations: usize) -> Vec<Duration> {
 
 fn sample(args: SampleBenchArgs) -> Result<(), Failure> {
     let host = || HostProbe::new().map_err(|e| Failure::new(FAILURE, e));
-    println!(
+    outln!(
         "runlens bench sample: {} samples each, {} ms apart (host = CPU, RAM, swap, load, cgroup)",
         args.iterations,
         HostProbe::cpu_warmup().as_millis() + 5
-    );
+    )?;
     let mut host_only = Sampler::with_cgroup(
         host()?,
         Box::new(NoGpu::new("bench")),
         CgroupProbe::detect(),
     );
-    println!(
+    outln!(
         "host only          {}",
         summary(time_samples(&mut host_only, args.iterations))
-    );
+    )?;
     let nvml = NvmlProbe::load(args.probe.nvml_lib.as_deref().map(OsStr::new));
     if let Some(reason) = nvml.load_error() {
-        println!("host + GPUs: skipped, NVML not loaded ({reason})");
+        outln!("host + GPUs: skipped, NVML not loaded ({reason})")?;
         return Ok(());
     }
     let mut nvml: Box<dyn GpuProbe> = Box::new(nvml);
     let gpus = nvml.sample().devices.len();
     let mut with_gpus = Sampler::with_cgroup(host()?, nvml, CgroupProbe::detect());
-    println!(
+    outln!(
         "host + {gpus} GPU(s)  {}",
         summary(time_samples(&mut with_gpus, args.iterations))
-    );
+    )?;
     Ok(())
 }
 
@@ -178,11 +179,11 @@ fn idle(args: IdleArgs) -> Result<(), Failure> {
     std::thread::sleep(Duration::from_secs(2));
     let start_cpu = cpu_seconds(pid);
     let start = Instant::now();
-    println!(
+    outln!(
         "runlens bench idle: serve with no clients, sampling every {}, measured for {} s ...",
         humantime::format_duration(args.sample_interval),
         args.seconds
-    );
+    )?;
     std::thread::sleep(Duration::from_secs(args.seconds));
     let end_cpu = cpu_seconds(pid);
     let wall = start.elapsed().as_secs_f64();
@@ -200,14 +201,14 @@ fn idle(args: IdleArgs) -> Result<(), Failure> {
         ));
     };
     let cpu_seconds = b - a;
-    println!(
+    outln!(
         "CPU {:.3}% of one core ({:.2} s of CPU in {:.1} s; clock-tick resolution 10 ms)",
         100.0 * cpu_seconds / wall,
         cpu_seconds,
         wall
-    );
-    println!("resident memory {} now, {} peak", mib(rss), mib(peak));
-    println!("{snapshots} snapshots stored");
+    )?;
+    outln!("resident memory {} now, {} peak", mib(rss), mib(peak))?;
+    outln!("{snapshots} snapshots stored")?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use runlens_client::Client;
 use super::bench::{ServeProcess, mib, sorted_in, status_bytes, summary};
 use crate::cli::IngestArgs;
 use crate::exit::{FAILURE, Failure, USAGE};
+use crate::format::outln;
 use crate::report::stats::sorted_percentile;
 
 /// Runs the benchmark.
@@ -44,19 +45,19 @@ pub fn run(args: IngestArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::new(FAILURE, format!("cannot start a runtime: {e}")))?;
     let endpoint = format!("http://{}", serve.addr);
-    println!(
+    outln!(
         "runlens bench ingest: {} spans from {} client(s) to runlens serve (pid {}) at {}, db {}",
         args.spans,
         args.clients,
         serve.pid,
         serve.addr,
         db.display()
-    );
+    )?;
     let result = runtime.block_on(drive(&args, &endpoint));
     let peak = status_bytes(serve.pid, "VmHWM:");
     serve.stop();
     let (sent, steady_spans) = result?;
-    println!("sidecar peak resident memory: {}", mib(peak));
+    outln!("sidecar peak resident memory: {}", mib(peak))?;
     let stored: i64 = rusqlite::Connection::open(&db)
         .and_then(|c| {
             c.query_row(
@@ -68,7 +69,7 @@ pub fn run(args: IngestArgs) -> Result<(), Failure> {
         })
         .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))?;
     let expected = sent + steady_spans;
-    println!("verified {stored}/{expected} spans stored, each with both snapshots");
+    outln!("verified {stored}/{expected} spans stored, each with both snapshots")?;
     if u64::try_from(stored).ok() != Some(expected) {
         return Err(Failure::new(
             FAILURE,
@@ -138,23 +139,23 @@ async fn drive(args: &IngestArgs, endpoint: &str) -> Result<(u64, u64), Failure>
     }
     let acked = start.elapsed().as_secs_f64();
     let messages = sent * 2 + 2 * args.clients;
-    println!(
+    outln!(
         "full speed: {:.0} spans/s, {:.0} messages/s ({} spans acknowledged in {:.2} s; recording took {:.2} s)",
         sent as f64 / acked,
         messages as f64 / acked,
         sent,
         acked,
         recorded.as_secs_f64()
-    );
+    )?;
     let ns = sorted_in(&hot_path, 1e9);
-    println!(
+    outln!(
         "client hot path, span start+end (mean per span over batches of 1000): median {:.0} ns, p99 {:.0} ns",
         sorted_percentile(&ns, 0.5).unwrap_or(0.0),
         sorted_percentile(&ns, 0.99).unwrap_or(0.0)
-    );
+    )?;
     let dropped: u64 = clients.iter().map(Client::dropped).sum();
     if dropped > 0 {
-        println!("dropped by clients: {dropped}");
+        outln!("dropped by clients: {dropped}")?;
     }
 
     // Phase 2: a steady rate; acknowledgement latency of every 10th span.
@@ -192,11 +193,11 @@ async fn drive(args: &IngestArgs, endpoint: &str) -> Result<(u64, u64), Failure>
         );
     }
     client.flush().await.map_err(fail)?;
-    println!(
+    outln!(
         "steady {} spans/s for {} s: acknowledgement latency {}",
         args.rate,
         args.steady_seconds,
         summary(latencies)
-    );
+    )?;
     Ok((sent, total))
 }

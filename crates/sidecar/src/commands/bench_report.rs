@@ -15,6 +15,7 @@ use rusqlite::params;
 use super::bench::sorted_in;
 use crate::cli::{Effect, ReportBenchArgs};
 use crate::exit::{FAILURE, Failure, USAGE};
+use crate::format::outln;
 use crate::report::stats::sorted_percentile;
 use crate::report::{self, Options};
 use crate::store;
@@ -190,13 +191,13 @@ pub fn run(args: ReportBenchArgs) -> Result<(), Failure> {
     let started = Instant::now();
     build_history(&db, args.spans, args.effect)
         .map_err(|e| Failure::new(FAILURE, format!("cannot build the history: {e}")))?;
-    println!(
+    outln!(
         "built {} with {} spans ({:?} effect) in {:.1} s",
         db.display(),
         args.spans,
         args.effect,
         started.elapsed().as_secs_f64()
-    );
+    )?;
     if args.build_only {
         return Ok(());
     }
@@ -219,13 +220,13 @@ pub fn run(args: ReportBenchArgs) -> Result<(), Failure> {
         times.push(t.elapsed());
         findings = report.findings;
     }
-    println!(
+    outln!(
         "runlens report --format json over {} spans: {}",
         args.spans,
         summary_ms(&times)
-    );
+    )?;
     for f in findings {
-        println!("finding: {f}");
+        outln!("finding: {f}")?;
     }
     Ok(())
 }

@@ -321,7 +321,7 @@ pub fn run(args: DoctorArgs) -> Result<(), Failure> {
         Format::Table => render(&report),
         Format::Csv => return Err(Failure::new(USAGE, "doctor prints table or json")),
     };
-    println!("{}", text.trim_end());
+    crate::format::emit(text.trim_end())?;
     if report.ok {
         Ok(())
     } else {

@@ -55,8 +55,7 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
             t
         }
     };
-    print!("{text}");
-    Ok(())
+    crate::format::emit(text.strip_suffix('\n').unwrap_or(&text))
 }
 
 fn to_json(v: ValueRef<'_>) -> serde_json::Value {

@@ -28,7 +28,7 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
     match &args.out {
         Some(path) => std::fs::write(path, text)
             .map_err(|e| Failure::new(FAILURE, format!("cannot write {}: {e}", path.display())))?,
-        None => println!("{}", text.trim_end()),
+        None => crate::format::emit(text.trim_end())?,
     }
     Ok(())
 }

@@ -110,7 +110,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     );
     let mut signals = ShutdownSignals::register()?;
     // The one line on stdout: scripts and tests read the address from it (port 0 case).
-    println!(
+    // A closed stdout must not stop the sidecar: the line is for whoever reads it.
+    let _ = crate::format::outln!(
         "runlens serve: listening on {addr} (db {}, sampling every {}, {gpu_line})",
         args.db.display(),
         humantime::format_duration(args.sample_interval)

@@ -29,7 +29,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), Failure> {
             ));
         }
     };
-    println!("{}", text.trim_end());
+    crate::format::emit(text.trim_end())?;
     Ok(())
 }
 

@@ -4,7 +4,6 @@
 //! Each prints one line when the load is fully in place (`running ...` / `holding ...`),
 //! so a test can take its snapshot at the right moment, and a summary when done.
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::cli::{StressArgs, StressCommand};
@@ -19,9 +18,9 @@ pub fn run(args: StressArgs) -> Result<(), Failure> {
 }
 
 fn say(line: &str) {
-    println!("{line}");
-    // Tests wait for these lines: do not leave them in a buffer.
-    let _ = std::io::stdout().flush();
+    // Flushed at once (tests wait for these lines); a reader gone away does not stop the
+    // load, which is the point of the command.
+    let _ = crate::format::emit(line);
 }
 
 /// Counts primes by trial division: pure CPU work the optimiser cannot remove.
