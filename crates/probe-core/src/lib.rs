@@ -19,7 +19,7 @@ mod time;
 pub use cgroup::{CgroupProbe, CgroupReader};
 pub use gpu::{GpuProbe, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus};
 pub use host::HostProbe;
-pub use process::{ProcessProbe, WatchOutcome, cpu_seconds};
+pub use process::{ProcessProbe, WatchOutcome, cpu_seconds, process_start_ticks};
 pub use sampler::Sampler;
 pub use snapshot::{
     CgroupSnapshot, GpuDevice, GpuProcess, GpuSnapshot, GpuState, HostSnapshot, MigDevice,

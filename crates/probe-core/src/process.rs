@@ -191,6 +191,24 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     read_ticks(&Path::new("/proc").join(pid.to_string())).map(|t| t as f64 / TICKS_PER_SECOND)
 }
 
+/// When a live process started (`starttime` from `/proc/<pid>/stat`, in ticks since boot);
+/// `None` when no such process runs here, or it has exited and awaits its parent (zombie).
+/// Two readings that differ mean the PID was reused by another process.
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    start_ticks(&Path::new("/proc").join(pid.to_string()))
+}
+
+fn start_ticks(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("stat")).ok()?;
+    let rest = text.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    // After the state (field 3) comes field 4; starttime is field 22.
+    fields.nth(18)?.parse().ok()
+}
+
 /// utime + stime from `stat`, in ticks. The command name may contain spaces and
 /// parentheses; the fields after its last `)` are fixed.
 fn read_ticks(dir: &Path) -> Option<u64> {
@@ -263,6 +281,26 @@ mod tests {
         assert!(p.sample().is_empty());
         assert!(p.watched().is_empty(), "an exited process is dropped");
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn start_ticks_tell_a_live_process_from_an_exited_or_reused_one() {
+        let root = fake_proc("start");
+        process(&root, 90, &[], 1, (0, 0));
+        // The fake stat line ends at field 22, starttime "0"; write a real-looking one.
+        let dir = root.join("90");
+        let line = |state: &str, start: u64| {
+            format!("90 (a) b) {state} 1 1 1 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 {start} 100 10\n")
+        };
+        std::fs::write(dir.join("stat"), line("S", 4242)).unwrap();
+        assert_eq!(start_ticks(&dir), Some(4242));
+        std::fs::write(dir.join("stat"), line("Z", 4242)).unwrap();
+        assert_eq!(start_ticks(&dir), None, "a zombie has exited");
+        assert_eq!(start_ticks(&root.join("91")), None, "no such process");
+        let _ = std::fs::remove_dir_all(&root);
+        // This process is alive, and its start does not move.
+        let me = process_start_ticks(std::process::id()).unwrap();
+        assert_eq!(process_start_ticks(std::process::id()), Some(me));
     }
 
     #[test]

@@ -265,6 +265,11 @@ pub struct ServeArgs {
     /// with a larger cap or after old rows are deleted.
     #[arg(long, env = "RUNLENS_MAX_DB_MIB", value_name = "MIB")]
     pub max_db_mib: Option<u64>,
+    /// Runs a session client left open are ended as failed when the client is gone: at
+    /// once when its process exits (PID visible here), else after its session has stayed
+    /// closed this long, e.g. 10m, 1h.
+    #[arg(long, env = "RUNLENS_CLIENT_TIMEOUT", default_value = "10m", value_parser = parse_client_timeout)]
+    pub client_timeout: Duration,
     #[command(flatten)]
     pub probe: ProbeArgs,
 }
@@ -316,6 +321,17 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
             "{text} is shorter than the minimum of {}ms",
             MIN_SAMPLE_INTERVAL.as_millis()
         ));
+    }
+    Ok(d)
+}
+
+/// A client timeout: any duration of at least a second (shorter would end the runs of
+/// clients that are only reconnecting).
+fn parse_client_timeout(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 30s, 10m or 1h"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{text} is shorter than the minimum of 1s"));
     }
     Ok(d)
 }

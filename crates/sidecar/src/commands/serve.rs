@@ -78,6 +78,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         shutdown_rx.clone(),
         drain_tx.downgrade(),
     );
+    let closer = service
+        .end_runs_of_gone_clients(args.client_timeout)
+        .map_err(Failure::from)?;
     // SERVING before the first connection; then the health service follows the writer:
     // NOT_SERVING while storage is failing.
     health.set_serving::<RunlensServer<RunlensService>>().await;
@@ -138,6 +141,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     let _ = shutdown_tx.send(true);
     let _ = ticker.await;
+    let _ = closer.await;
     drop(sampler);
     writer.close().await;
     tracing::info!("stopped; everything accepted is committed");

@@ -1,5 +1,6 @@
 //! The gRPC service `runlens.v1.Runlens`.
 
+mod abandoned;
 mod history;
 mod ingest;
 mod registry;
@@ -20,6 +21,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+pub use abandoned::Presence;
 pub use ingest::Ingest;
 pub use registry::Registry;
 
@@ -41,6 +43,8 @@ pub struct RunlensService {
     shutdown: watch::Receiver<bool>,
     /// Upgraded into every streaming task; shutdown waits until all are dropped.
     drain: mpsc::WeakSender<()>,
+    /// Which session clients are still there.
+    presence: Presence,
 }
 
 impl RunlensService {
@@ -57,6 +61,7 @@ impl RunlensService {
         drain: mpsc::WeakSender<()>,
     ) -> Self {
         Self {
+            presence: Presence::default(),
             ingest: Ingest::new(sampler.clone(), registry),
             sampler,
             writer,
@@ -64,6 +69,32 @@ impl RunlensService {
             shutdown,
             drain,
         }
+    }
+
+    /// Starts ending the open runs of session clients that are gone (process exited, or
+    /// no session for `client_timeout`), first adopting the clients that the database
+    /// shows with runs open from before this start. Runs until shutdown.
+    pub fn end_runs_of_gone_clients(
+        &self,
+        client_timeout: Duration,
+    ) -> Result<tokio::task::JoinHandle<()>, crate::store::StoreError> {
+        let waiting = self
+            .ingest
+            .with_registry(|r| r.db().map(read::clients_with_open_runs))
+            .transpose()?
+            .unwrap_or_default();
+        if !waiting.is_empty() {
+            tracing::info!(clients = waiting.len(), timeout = %humantime::format_duration(client_timeout),
+                "clients with open runs from before this start: waiting for them to come back");
+        }
+        self.presence.adopt(waiting);
+        Ok(tokio::spawn(abandoned::end_runs_of_gone_clients(
+            self.presence.clone(),
+            self.ingest.clone(),
+            self.writer.clone(),
+            client_timeout,
+            self.shutdown.clone(),
+        )))
     }
 
     /// Accepts one message, waits for its commit, and answers with its snapshot.
@@ -173,6 +204,9 @@ impl Runlens for RunlensService {
             .await
             .map_err(|_| Status::unavailable("the sidecar is shutting down"))?;
         let session = session::Session {
+            _presence: self
+                .presence
+                .opened(&hello.client_id, &hello.client_name, hello.pid),
             client_name: hello.client_name.clone(),
             pid: hello.pid,
             client_id: Arc::from(hello.client_id.as_str()),

@@ -44,6 +44,8 @@ pub struct Session {
     pub shutdown: watch::Receiver<bool>,
     /// Held while the session runs, so shutdown can wait for it.
     pub _drain: Option<mpsc::Sender<()>>,
+    /// Held while the session runs: the client is there.
+    pub _presence: super::abandoned::SessionPresence,
 }
 
 fn message(body: Out) -> Result<pb::ServerMessage, Status> {

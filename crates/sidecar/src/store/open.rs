@@ -14,10 +14,7 @@ pub const SCHEMA_VERSION: i32 = 2;
 
 /// Forward-only migrations: `MIGRATIONS[v]` takes a database from version `v` to `v + 1`.
 /// A new database runs them all; an older one the ones it lacks.
-const MIGRATIONS: &[&str] = &[
-    include_str!("schema.sql"),
-    include_str!("migrate_002_process_gpu_samples.sql"),
-];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("migrate_002.sql")];
 
 /// Opens (creating if needed) the database the sidecar writes to, and brings its schema
 /// up to date. Fails with a clear error on a file that is not a runlens database.

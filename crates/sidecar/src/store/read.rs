@@ -157,6 +157,29 @@ pub fn open_spans_of_run(conn: &Connection, run_id: &str) -> Result<Vec<String>>
     Ok(rows)
 }
 
+/// Runs a session client opened that are still open.
+pub fn open_runs_of_client(conn: &Connection, client_id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT run_id FROM runs WHERE client_id = ?1 AND status = 'running' ORDER BY run_id",
+    )?;
+    let rows = stmt
+        .query_map([client_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Session clients with runs still open: (client id, name, pid).
+pub fn clients_with_open_runs(conn: &Connection) -> Result<Vec<(String, String, u32)>> {
+    let mut stmt = conn.prepare(
+        "SELECT client_id, coalesce(client_name, ''), coalesce(pid, 0) FROM clients
+         WHERE client_id IN (SELECT client_id FROM runs WHERE status = 'running')",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 /// Highest sequence number committed for a session client (0 for a new client).
 pub fn committed_seq(conn: &Connection, client_id: &str) -> Result<u64> {
     let seq: Option<i64> = conn

@@ -1,4 +1,4 @@
--- Schema version 2: GPU memory per watched agent per GPU.
+-- Schema version 2: GPU memory per watched agent per GPU; open runs by client.
 --
 -- `process_samples.gpu_memory_bytes` sums the agent's tree over every GPU. This table
 -- keeps it per GPU, with the tree's PIDs already matched against NVML's process list:
@@ -12,3 +12,8 @@ CREATE TABLE process_gpu_samples (
     used_memory_bytes  INTEGER NOT NULL,
     PRIMARY KEY (snapshot_id, pid, gpu_index)
 ) WITHOUT ROWID;
+
+-- Runs still open, by the session client that opened them: the sidecar ends the runs of
+-- agents that are gone (process exited, or never came back) as failed. Partial, so only
+-- open runs are in it.
+CREATE INDEX runs_open_by_client ON runs (client_id) WHERE status = 'running';

@@ -1,0 +1,208 @@
+//! Agents that vanish without ending their runs (killed by the OOM killer, crashed, or
+//! never back): the sidecar ends those runs as failed, with the reason and an end
+//! snapshot, so that they count as failures instead of staying `running` forever.
+
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use runlens_api::pb;
+use runlens_api::pb::client_message::Body;
+use runlens_api::pb::runlens_client::RunlensClient;
+use runlens_e2e::{Sidecar, TempDir};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+fn wait_for(sidecar: &Sidecar, sql: &str, what: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while sidecar.count(sql) == 0 {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_agent_killed_mid_run_has_its_open_run_failed_at_once() {
+    let mut sidecar = Sidecar::start();
+    let mut agent = Command::new(runlens_e2e::bin("example-agent"))
+        .args([
+            "--endpoint",
+            &sidecar.endpoint(),
+            "--runs",
+            "1000",
+            "--step-ms",
+            "300",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = agent.id();
+    wait_for(
+        &sidecar,
+        "SELECT count(*) FROM spans WHERE status = 'running'",
+        "the agent is inside a step",
+        Duration::from_secs(30),
+    );
+    agent.kill().unwrap(); // SIGKILL: no chance to end anything
+    agent.wait().unwrap();
+    let reason = format!("the agent process (pid {pid}) exited without ending this run");
+    wait_for(
+        &sidecar,
+        &format!("SELECT count(*) FROM runs WHERE status = 'failed' AND error = '{reason}'"),
+        "the open run ended as failed",
+        Duration::from_secs(10),
+    );
+    sidecar.stop();
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE status = 'running'"),
+        0
+    );
+    assert_eq!(
+        sidecar.count(&format!(
+            "SELECT count(*) FROM runs WHERE error = '{reason}'
+             AND ended_at_ns IS NOT NULL AND end_snapshot_id IS NOT NULL"
+        )),
+        1
+    );
+    // Its open spans end with it.
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM spans WHERE status = 'running'"),
+        0
+    );
+    assert!(
+        sidecar.count(&format!(
+            "SELECT count(*) FROM spans s JOIN runs r USING (run_id)
+             WHERE r.error = '{reason}' AND s.status = 'failed'
+             AND s.error = 'run ended while span was open'"
+        )) >= 1
+    );
+    assert_eq!(
+        sidecar.count(&format!(
+            "SELECT count(*) FROM events WHERE kind = 'system' AND name = 'client.gone'
+             AND json_extract(attributes, '$.pid') = {pid}
+             AND json_extract(attributes, '$.runs_ended') = 1"
+        )),
+        1
+    );
+}
+
+/// A session that says hello without a PID (a client in another container) and opens a
+/// run and a span; the session closes when the returned sender is dropped.
+async fn open_run_without_pid(
+    sidecar: &Sidecar,
+    client_id: &str,
+    run_id: &str,
+) -> (
+    mpsc::Sender<pb::ClientMessage>,
+    tonic::Streaming<pb::ServerMessage>,
+) {
+    let (tx, rx) = mpsc::channel(8);
+    let message = |seq, body| pb::ClientMessage {
+        seq,
+        body: Some(body),
+    };
+    tx.send(message(
+        0,
+        Body::Hello(pb::SessionHello {
+            client_id: client_id.into(),
+            client_name: "elsewhere".into(),
+            ..Default::default()
+        }),
+    ))
+    .await
+    .unwrap();
+    tx.send(message(
+        1,
+        Body::StartRun(pb::StartRunRequest {
+            run_id: run_id.into(),
+            name: "task".into(),
+            ..Default::default()
+        }),
+    ))
+    .await
+    .unwrap();
+    tx.send(message(
+        2,
+        Body::StartSpan(pb::StartSpanRequest {
+            run_id: run_id.into(),
+            span_id: format!("{run_id}-step"),
+            name: "step".into(),
+            ..Default::default()
+        }),
+    ))
+    .await
+    .unwrap();
+    let mut c = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
+    let mut inbound = c
+        .session(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // Wait until both messages are committed.
+    while let Some(m) = inbound.message().await.unwrap() {
+        if let Some(pb::server_message::Body::Ack(ack)) = m.body
+            && ack.committed_seq >= 2
+        {
+            break;
+        }
+    }
+    (tx, inbound)
+}
+
+#[tokio::test]
+async fn a_client_that_never_comes_back_has_its_runs_failed_after_the_timeout() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("gone.db");
+    let mut sidecar = Sidecar::start_on(&db, &["--client-timeout", "2s"]);
+    let (tx, inbound) = open_run_without_pid(&sidecar, "away", "r-away").await;
+    // Still connected past the timeout: nothing happens to its run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE run_id = 'r-away' AND status = 'running'"),
+        1
+    );
+    let closed = Instant::now();
+    drop((tx, inbound));
+    let reason =
+        "the agent''s session closed and did not come back within 2s; the run was never ended";
+    let sql = format!(
+        "SELECT count(*) FROM runs WHERE run_id = 'r-away' AND status = 'failed' AND error = '{reason}'"
+    );
+    while sidecar.count(&sql) == 0 {
+        assert!(closed.elapsed() < Duration::from_secs(15), "never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        closed.elapsed() >= Duration::from_secs(2),
+        "not before the timeout"
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM spans WHERE span_id = 'r-away-step' AND status = 'failed'"
+        ),
+        1
+    );
+    sidecar.stop();
+
+    // A run left open when the sidecar stopped: after the restart its client has the
+    // timeout to come back, then the run ends the same way.
+    let mut sidecar = Sidecar::start_on(&db, &[]);
+    let (tx, inbound) = open_run_without_pid(&sidecar, "before-restart", "r-old").await;
+    drop((tx, inbound));
+    sidecar.stop();
+    let restarted = Instant::now();
+    let mut sidecar = Sidecar::start_on(&db, &["--client-timeout", "2s"]);
+    let sql = "SELECT count(*) FROM runs WHERE run_id = 'r-old' AND status = 'failed'
+               AND error LIKE '%did not come back within 2s%'";
+    while sidecar.count(sql) == 0 {
+        assert!(restarted.elapsed() < Duration::from_secs(20), "never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = sidecar.stop();
+    assert!(
+        logs.contains("clients with open runs from before this start"),
+        "{logs}"
+    );
+}
