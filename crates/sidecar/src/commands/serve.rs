@@ -141,7 +141,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     let _ = shutdown_tx.send(true);
     let _ = ticker.await;
-    let _ = closer.await;
+    // Stopped, not awaited: it may be waiting on a failing disk, which only the writer's
+    // close below gives up on. Runs it had yet to end are found again at the next start.
+    closer.abort();
     drop(sampler);
     writer.close().await;
     tracing::info!("stopped; everything accepted is committed");
