@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use runlens_api::pb;
 use runlens_api::pb::client_message::Body;
 use runlens_api::pb::runlens_client::RunlensClient;
-use runlens_e2e::{Sidecar, TempDir};
+use runlens_e2e::{Scenario, Sidecar, TempDir, fake_nvml_lib, run_bin};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -205,4 +205,82 @@ async fn a_client_that_never_comes_back_has_its_runs_failed_after_the_timeout() 
         logs.contains("clients with open runs from before this start"),
         "{logs}"
     );
+}
+
+#[test]
+fn an_agent_killed_under_gpu_pressure_is_flagged_likely_oom() {
+    // One GPU with 100 MiB free while the agent works; its memory comes back once the
+    // agent is killed, so the run's end snapshot alone would look calm.
+    const TOTAL: i64 = 80 << 30;
+    let gpu = |used: i64| {
+        serde_json::json!({ "devices": [{ "name": "tight", "uuid": "GPU-t",
+            "memory_total_bytes": TOTAL, "memory_used_bytes": used }] })
+        .to_string()
+    };
+    let scenario = Scenario::new(&gpu(TOTAL - (100 << 20)));
+    let dir = TempDir::new().unwrap();
+    let lib = fake_nvml_lib();
+    let (key, value) = scenario.env();
+    let mut sidecar = Sidecar::start_with_env(
+        &dir.path().join("oom.db"),
+        &[
+            "--sample-interval",
+            "100ms",
+            "--nvml-lib",
+            lib.to_str().unwrap(),
+        ],
+        &[(key, value)],
+    );
+    let mut agent = Command::new(runlens_e2e::bin("example-agent"))
+        .args([
+            "--endpoint",
+            &sidecar.endpoint(),
+            "--runs",
+            "1000",
+            "--fail-every",
+            "0",
+            "--step-ms",
+            "300",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &sidecar,
+        "SELECT count(*) FROM spans WHERE status = 'running'",
+        "the agent is inside a step",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    agent.kill().unwrap();
+    scenario.write(&gpu(1 << 30));
+    agent.wait().unwrap();
+    wait_for(
+        &sidecar,
+        "SELECT count(*) FROM runs WHERE status = 'failed' AND error LIKE '%exited without%'",
+        "the open run ended as failed",
+        Duration::from_secs(10),
+    );
+    sidecar.stop();
+    let killed: String = sidecar
+        .sql()
+        .query_row(
+            "SELECT run_id FROM runs WHERE error LIKE '%exited without%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let db = sidecar.db.to_string_lossy().into_owned();
+    let (status, stdout, stderr) = run_bin(
+        "runlens",
+        &["report", "--db", &db, "--format", "json"],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let flagged = r["oom"]["likely_oom_runs"].as_array().unwrap();
+    assert_eq!(flagged.len(), 1, "only the killed run failed: {flagged:?}");
+    assert_eq!(flagged[0]["run_id"], killed.as_str());
+    let free = flagged[0]["gpu_free_min_mib"].as_f64().unwrap();
+    assert!((free - 100.0).abs() < 1.0, "what the agent saw: {free} MiB");
 }

@@ -28,6 +28,13 @@ pub const MEMORY_PRESSURE: f64 = 0.1;
 /// A GPU below the threshold in more than this share of samples is a hardware limit.
 pub const HARDWARE_LIMIT_SHARE: f64 = 0.5;
 
+/// How far before a failed run's end (but not before its start) the report looks for GPU
+/// memory pressure. The end
+/// snapshot alone can miss it: a run the sidecar ended after its agent died (an OOM kill,
+/// a crash) has an end snapshot of the machine after the dead process's memory was freed;
+/// the samples just before show what the agent was up against.
+pub const OOM_LOOKBACK_NS: i64 = 5_000_000_000;
+
 /// What to analyse.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -277,7 +284,8 @@ pub struct Pressure {
 pub struct Oom {
     /// Each GPU and how often it was below the threshold.
     pub gpus: Vec<GpuRisk>,
-    /// Failed runs that ended with a GPU below the threshold.
+    /// Failed runs that ended with a GPU below the threshold (at the end, or in the 5 s
+    /// before it).
     pub likely_oom_runs: Vec<LikelyOom>,
 }
 
@@ -321,7 +329,8 @@ pub struct LikelyOom {
     pub error: Option<String>,
     /// When it ended.
     pub ended_at_ns: Option<i64>,
-    /// Free memory of the tightest GPU at its end, MiB.
+    /// Least free memory of the tightest GPU at its end or in the 5 s before (while it
+    /// ran), MiB.
     pub gpu_free_min_mib: f64,
 }
 
@@ -603,13 +612,29 @@ fn oom(data: &Data, threshold: u64) -> Oom {
         });
         start = end;
     }
+    // (time, tightest GPU's free memory) of every snapshot with GPU figures, by time.
+    let mut by_time: Vec<(i64, u64)> = data
+        .snapshots
+        .iter()
+        .filter_map(|s| Some((s.taken_at_ns, s.gpu_free_min_bytes?)))
+        .collect();
+    by_time.sort_unstable();
     let likely_oom_runs = data
         .runs
         .iter()
         .filter(|r| r.status == "failed")
         .filter_map(|r| {
-            let i = *data.snapshot_index.get(&r.end_snapshot_id?)?;
-            let free = data.snapshots[i as usize].gpu_free_min_bytes?;
+            let at_end = data
+                .snapshot_index
+                .get(&r.end_snapshot_id?)
+                .and_then(|&i| data.snapshots[i as usize].gpu_free_min_bytes);
+            let ended = r.ended_at_ns?;
+            // Only while the run ran: pressure before it started is not its story.
+            let since = (ended - OOM_LOOKBACK_NS).max(r.started_at_ns);
+            let from = by_time.partition_point(|&(t, _)| t < since);
+            let to = by_time.partition_point(|&(t, _)| t <= ended);
+            let before = by_time[from..to].iter().map(|&(_, free)| free).min();
+            let free = at_end.into_iter().chain(before).min()?;
             (free < threshold).then(|| LikelyOom {
                 run_id: r.run_id.clone(),
                 name: r.name.clone(),
