@@ -35,40 +35,64 @@ pub fn timestamp(ns: i64) -> String {
 /// Renders rows under headers as space-aligned columns; cells wider than `max_cell`
 /// characters are cut with `…` so tables stay readable in a terminal.
 pub fn table(headers: &[String], rows: &[Vec<String>], max_cell: usize) -> String {
-    let cut = |s: &str| -> String {
-        if s.chars().count() > max_cell {
-            let kept: String = s.chars().take(max_cell.saturating_sub(1)).collect();
-            format!("{kept}…")
-        } else {
-            s.to_owned()
-        }
-    };
-    let headers: Vec<String> = headers.iter().map(|h| cut(h)).collect();
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.iter().map(|c| cut(c)).collect())
-        .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(parts.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(&headers);
-    for row in &rows {
-        line(row);
+    let columns = Columns::fit(headers, rows, max_cell);
+    let mut out = columns.line(headers);
+    for row in rows {
+        out.push_str(&columns.line(row));
     }
     out
+}
+
+/// The widths of an aligned table's columns, sized from the rows it was fitted to. Rows
+/// met later (a table printed as it is read) are cut to those widths.
+pub struct Columns {
+    widths: Vec<usize>,
+}
+
+/// `s` cut to `width` characters, its last one `…` when cut.
+fn cut(s: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    if s.chars().count() > width {
+        let kept: String = s.chars().take(width.saturating_sub(1)).collect();
+        format!("{kept}…").into()
+    } else {
+        s.into()
+    }
+}
+
+impl Columns {
+    /// Widths that fit `headers` and `rows`, no column wider than `max_cell`.
+    pub fn fit(headers: &[String], rows: &[Vec<String>], max_cell: usize) -> Self {
+        let mut widths: Vec<usize> = headers
+            .iter()
+            .map(|h| h.chars().count().min(max_cell))
+            .collect();
+        for row in rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count().min(max_cell));
+            }
+        }
+        Self { widths }
+    }
+
+    /// Whether a cell of `cells` is wider than its column (and would be cut).
+    pub fn cuts(&self, cells: &[String]) -> bool {
+        cells
+            .iter()
+            .zip(&self.widths)
+            .any(|(c, &w)| c.chars().count() > w)
+    }
+
+    /// One line of the table, with its newline.
+    pub fn line(&self, cells: &[String]) -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&self.widths)
+            .map(|(c, &w)| format!("{:<w$}", cut(c, w)))
+            .collect();
+        let mut line = parts.join("  ").trim_end().to_owned();
+        line.push('\n');
+        line
+    }
 }
 
 /// Splits text into lines of at most `width` characters at spaces.

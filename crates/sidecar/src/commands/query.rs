@@ -4,10 +4,19 @@ use rusqlite::types::ValueRef;
 
 use crate::cli::{Format, QueryArgs};
 use crate::exit::{DATA, FAILURE, Failure};
-use crate::format::table;
+use std::io::Write;
+
+use crate::format::Columns;
 use crate::store;
 
-/// Runs the statement and prints its rows.
+/// Rows a table holds to size its columns; the rest are printed as they are read, cut to
+/// those widths, so that memory stays flat however many rows a query returns.
+const TABLE_SIZING_ROWS: usize = 1000;
+
+/// Widest table cell, in characters.
+const MAX_CELL: usize = 32;
+
+/// Runs the statement and prints its rows as they are read.
 pub fn run(args: QueryArgs) -> Result<(), Failure> {
     let conn = store::open_read_only(&args.db)?;
     let mut stmt = conn
@@ -24,38 +33,144 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
     let mut rows = stmt
         .query([])
         .map_err(|e| Failure::new(DATA, format!("SQL error: {e}")))?;
-    let mut values: Vec<Vec<serde_json::Value>> = Vec::new();
-    while let Some(row) = rows
-        .next()
-        .map_err(|e| Failure::new(FAILURE, format!("SQL error: {e}")))?
-    {
-        let mut out = Vec::with_capacity(headers.len());
-        for i in 0..headers.len() {
-            let v = row
-                .get_ref(i)
-                .map_err(|e| Failure::new(FAILURE, format!("SQL error: {e}")))?;
-            out.push(to_json(v));
-        }
-        values.push(out);
-    }
-    let text = match args.format {
-        Format::Json => render_json(&headers, &values)?,
-        Format::Csv => render_csv(&headers, &values),
-        Format::Table => {
-            let cells: Vec<Vec<String>> = values
-                .iter()
-                .map(|r| r.iter().map(cell_text).collect())
-                .collect();
-            let mut t = table(&headers, &cells, 32);
-            t.push_str(&format!(
-                "({} row{})\n",
-                cells.len(),
-                if cells.len() == 1 { "" } else { "s" }
-            ));
-            t
-        }
+    let mut next = || -> Result<Option<Vec<serde_json::Value>>, Failure> {
+        let Some(row) = rows
+            .next()
+            .map_err(|e| Failure::new(FAILURE, format!("SQL error: {e}")))?
+        else {
+            return Ok(None);
+        };
+        (0..headers.len())
+            .map(|i| {
+                row.get_ref(i)
+                    .map(to_json)
+                    .map_err(|e| Failure::new(FAILURE, format!("SQL error: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     };
-    crate::format::emit(text.strip_suffix('\n').unwrap_or(&text))
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match args.format {
+        Format::Csv => write_csv(&mut out, &headers, &mut next),
+        Format::Json => write_json(&mut out, &headers, &mut next),
+        Format::Table => write_table(&mut out, &headers, &mut next),
+    };
+    match written.and_then(|()| out.flush().map_err(Written::Io)) {
+        Ok(()) => Ok(()),
+        Err(Written::Failed(failure)) => Err(failure),
+        // The reader went away (`runlens query ... | head`): nothing more to say.
+        Err(Written::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(Written::Io(e)) => Err(Failure::new(
+            FAILURE,
+            format!("cannot write to standard output: {e}"),
+        )),
+    }
+}
+
+/// Why printing stopped early.
+enum Written {
+    /// Reading a row failed.
+    Failed(Failure),
+    /// Writing failed (a closed pipe among others).
+    Io(std::io::Error),
+}
+
+impl From<Failure> for Written {
+    fn from(f: Failure) -> Self {
+        Written::Failed(f)
+    }
+}
+
+impl From<std::io::Error> for Written {
+    fn from(e: std::io::Error) -> Self {
+        Written::Io(e)
+    }
+}
+
+/// The next row, or `None` after the last.
+type NextRow<'a> = dyn FnMut() -> Result<Option<Vec<serde_json::Value>>, Failure> + 'a;
+
+fn write_csv(
+    out: &mut impl Write,
+    headers: &[String],
+    next: &mut NextRow<'_>,
+) -> Result<(), Written> {
+    let header: Vec<String> = headers.iter().map(|h| csv_field(h)).collect();
+    writeln!(out, "{}", header.join(","))?;
+    while let Some(row) = next()? {
+        out.write_all(csv_line(&row).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The same text as `serde_json::to_string_pretty` of the array of row objects, written
+/// one row at a time.
+fn write_json(
+    out: &mut impl Write,
+    headers: &[String],
+    next: &mut NextRow<'_>,
+) -> Result<(), Written> {
+    let mut first = true;
+    while let Some(row) = next()? {
+        let object: serde_json::Map<String, serde_json::Value> =
+            headers.iter().cloned().zip(row).collect();
+        let text = serde_json::to_string_pretty(&object)
+            .map_err(|e| Failure::new(FAILURE, format!("cannot encode JSON: {e}")))?;
+        out.write_all(if first { b"[\n  " } else { b",\n  " })?;
+        out.write_all(text.replace('\n', "\n  ").as_bytes())?;
+        first = false;
+    }
+    out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;
+    Ok(())
+}
+
+fn write_table(
+    out: &mut impl Write,
+    headers: &[String],
+    next: &mut NextRow<'_>,
+) -> Result<(), Written> {
+    let cells =
+        |row: Vec<serde_json::Value>| -> Vec<String> { row.iter().map(cell_text).collect() };
+    let mut first: Vec<Vec<String>> = Vec::new();
+    let mut more = true;
+    while first.len() < TABLE_SIZING_ROWS {
+        match next()? {
+            Some(row) => first.push(cells(row)),
+            None => {
+                more = false;
+                break;
+            }
+        }
+    }
+    let columns = Columns::fit(headers, &first, MAX_CELL);
+    out.write_all(columns.line(headers).as_bytes())?;
+    let mut count = first.len();
+    for row in &first {
+        out.write_all(columns.line(row).as_bytes())?;
+    }
+    drop(first);
+    let mut cut_later = false;
+    while more {
+        match next()? {
+            Some(row) => {
+                let row = cells(row);
+                cut_later |= columns.cuts(&row);
+                out.write_all(columns.line(&row).as_bytes())?;
+                count += 1;
+            }
+            None => more = false,
+        }
+    }
+    write!(out, "({count} row{}", if count == 1 { "" } else { "s" })?;
+    if cut_later {
+        write!(
+            out,
+            "; cells after the first {TABLE_SIZING_ROWS} rows were cut to their widths: \
+             --format csv or json prints them whole"
+        )?;
+    }
+    writeln!(out, ")")?;
+    Ok(())
 }
 
 fn to_json(v: ValueRef<'_>) -> serde_json::Value {
@@ -78,39 +193,24 @@ fn cell_text(v: &serde_json::Value) -> String {
     }
 }
 
-fn render_json(headers: &[String], rows: &[Vec<serde_json::Value>]) -> Result<String, Failure> {
-    let objects: Vec<serde_json::Map<String, serde_json::Value>> = rows
-        .iter()
-        .map(|r| headers.iter().cloned().zip(r.iter().cloned()).collect())
-        .collect();
-    let mut text = serde_json::to_string_pretty(&objects)
-        .map_err(|e| Failure::new(FAILURE, format!("cannot encode JSON: {e}")))?;
-    text.push('\n');
-    Ok(text)
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }
 
-fn render_csv(headers: &[String], rows: &[Vec<serde_json::Value>]) -> String {
-    let field = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_owned()
-        }
-    };
-    let mut out = String::new();
-    let line = |cells: Vec<String>| cells.join(",") + "\n";
-    out.push_str(&line(headers.iter().map(|h| field(h)).collect()));
-    for r in rows {
-        let cells = r
-            .iter()
-            .map(|v| match v {
-                serde_json::Value::Null => String::new(),
-                other => field(&cell_text(other)),
-            })
-            .collect();
-        out.push_str(&line(cells));
-    }
-    out
+/// One CSV record with its newline; NULL is an empty field.
+fn csv_line(row: &[serde_json::Value]) -> String {
+    let cells: Vec<String> = row
+        .iter()
+        .map(|v| match v {
+            serde_json::Value::Null => String::new(),
+            other => csv_field(&cell_text(other)),
+        })
+        .collect();
+    cells.join(",") + "\n"
 }
 
 #[cfg(test)]
@@ -119,13 +219,60 @@ mod tests {
 
     #[test]
     fn csv_quotes_what_needs_quoting_and_leaves_null_empty() {
-        let text = render_csv(
-            &["a".into(), "b".into()],
-            &[
-                vec!["x,y".into(), serde_json::Value::Null],
-                vec![1.into(), "q\"".into()],
-            ],
+        let rows = vec![
+            vec!["x,y".into(), serde_json::Value::Null],
+            vec![1.into(), "q\"".into()],
+        ];
+        let mut rows = rows.into_iter();
+        let mut out = Vec::new();
+        assert!(write_csv(&mut out, &["a".into(), "b".into()], &mut || Ok(rows.next())).is_ok());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a,b\n\"x,y\",\n1,\"q\"\"\"\n"
         );
-        assert_eq!(text, "a,b\n\"x,y\",\n1,\"q\"\"\"\n");
+    }
+
+    #[test]
+    fn json_is_written_row_by_row_as_one_pretty_array() {
+        let headers: Vec<String> = vec!["a".into(), "b".into()];
+        let rows = vec![
+            vec![1.into(), serde_json::json!("x")],
+            vec![serde_json::Value::Null, 2.5.into()],
+        ];
+        let whole: Vec<serde_json::Map<String, serde_json::Value>> = rows
+            .iter()
+            .map(|r| headers.iter().cloned().zip(r.iter().cloned()).collect())
+            .collect();
+        let mut expected = serde_json::to_string_pretty(&whole).unwrap();
+        expected.push('\n');
+        let mut it = rows.into_iter();
+        let mut out = Vec::new();
+        assert!(write_json(&mut out, &headers, &mut || Ok(it.next())).is_ok());
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        let mut out = Vec::new();
+        assert!(write_json(&mut out, &headers, &mut || Ok(None)).is_ok());
+        assert_eq!(String::from_utf8(out).unwrap(), "[]\n");
+    }
+
+    #[test]
+    fn a_long_table_keeps_the_widths_of_its_first_rows() {
+        let headers: Vec<String> = vec!["n".into()];
+        let mut i = 0u32;
+        let mut out = Vec::new();
+        let mut next = || {
+            i += 1;
+            // Short values first, a long one after the sizing rows.
+            Ok(match i {
+                1..=1000 => Some(vec![serde_json::json!("ab")]),
+                1001 => Some(vec![serde_json::json!("abcdef")]),
+                _ => None,
+            })
+        };
+        assert!(write_table(&mut out, &headers, &mut next).is_ok());
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "n");
+        assert_eq!(lines[1001], "a…", "cut to the column's width");
+        assert!(lines[1002].starts_with("(1001 rows; cells after the first 1000 rows were cut"));
     }
 }
