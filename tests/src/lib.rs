@@ -148,6 +148,23 @@ impl Sidecar {
         Self::launch("127.0.0.1:0", db, extra, env)
     }
 
+    /// Starts a sidecar on a free port writing to `db`, sampling every 100 ms, with the
+    /// fake NVML library (`crates/fake-nvml`) playing `scenario`.
+    pub fn start_with_fake_nvml(db: &Path, scenario: &Scenario) -> Self {
+        let lib = fake_nvml_lib();
+        let (key, value) = scenario.env();
+        Self::start_with_env(
+            db,
+            &[
+                "--sample-interval",
+                "100ms",
+                "--nvml-lib",
+                lib.to_str().expect("library path is UTF-8"),
+            ],
+            &[(key, value)],
+        )
+    }
+
     fn launch(listen: &str, db: &Path, extra: &[&str], env: &[(&str, &OsStr)]) -> Self {
         let mut child = Command::new(bin("runlens"))
             .args(["serve", "--listen", listen, "--db"])
@@ -316,6 +333,16 @@ pub fn run_bin(name: &str, args: &[&str], timeout: Duration) -> (ExitStatus, Str
             panic!("{name} {args:?} did not finish within {timeout:?}");
         }
     }
+}
+
+/// `runlens report --format json` over `db` (plus `extra` arguments), parsed.
+pub fn report_json(db: &Path, extra: &[&str]) -> serde_json::Value {
+    let db = db.to_str().expect("database path is UTF-8");
+    let mut args = vec!["report", "--db", db, "--format", "json"];
+    args.extend_from_slice(extra);
+    let (status, stdout, stderr) = run_bin("runlens", &args, Duration::from_secs(60));
+    assert!(status.success(), "runlens report failed: {stderr}");
+    serde_json::from_str(&stdout).expect("report JSON")
 }
 
 /// A loopback address with a port that was free a moment ago.

@@ -99,41 +99,32 @@ async fn open_run_without_pid(
     tonic::Streaming<pb::ServerMessage>,
 ) {
     let (tx, rx) = mpsc::channel(8);
-    let message = |seq, body| pb::ClientMessage {
-        seq,
-        body: Some(body),
-    };
-    tx.send(message(
-        0,
+    let bodies = [
         Body::Hello(pb::SessionHello {
             client_id: client_id.into(),
             client_name: "elsewhere".into(),
             ..Default::default()
         }),
-    ))
-    .await
-    .unwrap();
-    tx.send(message(
-        1,
         Body::StartRun(pb::StartRunRequest {
             run_id: run_id.into(),
             name: "task".into(),
             ..Default::default()
         }),
-    ))
-    .await
-    .unwrap();
-    tx.send(message(
-        2,
         Body::StartSpan(pb::StartSpanRequest {
             run_id: run_id.into(),
             span_id: format!("{run_id}-step"),
             name: "step".into(),
             ..Default::default()
         }),
-    ))
-    .await
-    .unwrap();
+    ];
+    for (seq, body) in (0..).zip(bodies) {
+        tx.send(pb::ClientMessage {
+            seq,
+            body: Some(body),
+        })
+        .await
+        .unwrap();
+    }
     let mut c = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
     let mut inbound = c
         .session(ReceiverStream::new(rx))

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use runlens_api::pb;
 use runlens_api::pb::runlens_client::RunlensClient;
-use runlens_e2e::{Scenario, Sidecar, fake_nvml_lib, fixture, run_bin};
+use runlens_e2e::{Scenario, Sidecar, fake_nvml_lib, fixture, report_json, run_bin};
 use serde_json::{Value, json};
 
 const GIB: i64 = 1 << 30;
@@ -24,18 +24,7 @@ fn demo() -> Value {
 
 /// A sidecar sampling every 100 ms with the fake library playing `scenario`.
 fn sidecar_with(scenario: &Scenario, dir: &tempfile::TempDir) -> Sidecar {
-    let lib = fake_nvml_lib();
-    let (key, value) = scenario.env();
-    Sidecar::start_with_env(
-        &dir.path().join("gpu.db"),
-        &[
-            "--sample-interval",
-            "100ms",
-            "--nvml-lib",
-            lib.to_str().unwrap(),
-        ],
-        &[(key, value)],
-    )
+    Sidecar::start_with_fake_nvml(&dir.path().join("gpu.db"), scenario)
 }
 
 fn sleep_samples(n: u64) {
@@ -645,14 +634,7 @@ fn report_on_two_gpus(shows: AgentShows, env: &[(&str, &str)]) -> Value {
     }
     assert!(child.wait_with_output().unwrap().status.success());
     sidecar.stop();
-    let db = sidecar.db.to_string_lossy().into_owned();
-    let (status, stdout, stderr) = run_bin(
-        "runlens",
-        &["report", "--db", &db, "--format", "json"],
-        Duration::from_secs(30),
-    );
-    assert!(status.success(), "{stderr}");
-    serde_json::from_str(&stdout).unwrap()
+    report_json(&sidecar.db, &[])
 }
 
 /// The report's GPU figures are those of the agent's GPU, not of the tightest on the
@@ -750,14 +732,7 @@ async fn gpu_memory_a_child_of_the_agent_holds_counts_for_the_agent_on_that_gpu(
         0
     );
     // The report takes GPU 1 as the agent's.
-    let db = sidecar.db.to_string_lossy().into_owned();
-    let (status, stdout, stderr) = run_bin(
-        "runlens",
-        &["report", "--db", &db, "--format", "json"],
-        Duration::from_secs(30),
-    );
-    assert!(status.success(), "{stderr}");
-    let r: Value = serde_json::from_str(&stdout).unwrap();
+    let r = report_json(&sidecar.db, &[]);
     assert_eq!(r["agent_gpus"], json!([1]));
     assert_eq!(r["agent_gpus_from"], "processes");
 }

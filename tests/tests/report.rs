@@ -36,11 +36,7 @@ fn history(effect: &str, spans: u32) -> (tempfile::TempDir, String) {
 }
 
 fn report_json(db: &str, extra: &[&str]) -> Value {
-    let mut args = vec!["report", "--db", db, "--format", "json"];
-    args.extend_from_slice(extra);
-    let (status, stdout, stderr) = run_bin("runlens", &args, Duration::from_secs(60));
-    assert!(status.success(), "{stderr}");
-    serde_json::from_str(&stdout).unwrap()
+    runlens_e2e::report_json(std::path::Path::new(db), extra)
 }
 
 fn correlation<'a>(r: &'a Value, name: &str, resource: &str) -> &'a Value {
