@@ -65,7 +65,41 @@ class ExampleAgent(unittest.TestCase):
             client.close()
 
 
-def wait_for_line(proc, word, timeout=60):
+class KilledAgent(unittest.TestCase):
+    def test_an_agent_killed_mid_run_has_its_run_failed_by_the_sidecar(self):
+        # The OOM killer's way: SIGKILL, no exception, no atexit, no flush.
+        agent_code = (
+            "import sys, time\n"
+            f"sys.path.insert(0, {os.path.dirname(HERE)!r})\n"
+            "from runlens_client import Client\n"
+            "client = Client(sys.argv[1], name='doomed')\n"
+            "run = client.run('train')\n"
+            "run.span('step')\n"
+            "client.flush(timeout=20)\n"
+            "print('in step', flush=True)\n"
+            "time.sleep(60)\n")
+        with Sidecar() as s:
+            agent = subprocess.Popen([sys.executable, "-c", agent_code, s.addr],
+                                     stdout=subprocess.PIPE, text=True)
+            try:
+                wait_for_line(agent, "in step", what="the agent")
+                agent.kill()
+                agent.wait(timeout=10)
+            finally:
+                agent.stdout.close()
+            reason = f"the agent process (pid {agent.pid}) exited without ending this run"
+            deadline = time.monotonic() + 10
+            while one(s.db, "select count(*) from runs where status = 'failed'") == 0:
+                self.assertLess(time.monotonic(), deadline, "the run was never ended")
+                time.sleep(0.1)
+            self.assertEqual(one(s.db, "select error from runs"), reason)
+            self.assertEqual(one(s.db, "select error from spans"),
+                             "run ended while span was open")
+            self.assertEqual(one(s.db, "select count(*) from runs where end_snapshot_id is null"),
+                             0)
+
+
+def wait_for_line(proc, word, timeout=60, what="runlens stress"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -73,7 +107,7 @@ def wait_for_line(proc, word, timeout=60):
             return line
         if not line and proc.poll() is not None:
             break
-    raise AssertionError(f"runlens stress never said {word!r}")
+    raise AssertionError(f"{what} never said {word!r}")
 
 
 class Stress(unittest.TestCase):
