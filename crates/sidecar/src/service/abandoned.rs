@@ -122,13 +122,19 @@ impl Presence {
     fn take_gone(&self, timeout: Duration) -> Vec<Gone> {
         let mut clients = self.lock();
         let mut gone = Vec::new();
+        // One read of /proc per process, however many closed clients it had (a service
+        // that opens a client per request leaves many behind until the timeout).
+        let mut started: HashMap<u32, Option<u64>> = HashMap::new();
         clients.retain(|client_id, c| {
             let Some(closed_since) = c.closed_since else {
                 return true;
             };
-            let exited = c
-                .start_ticks
-                .is_some_and(|start| probe_core::process_start_ticks(c.pid) != Some(start));
+            let exited = c.start_ticks.is_some_and(|start| {
+                *started
+                    .entry(c.pid)
+                    .or_insert_with(|| probe_core::process_start_ticks(c.pid))
+                    != Some(start)
+            });
             let reason = if exited {
                 format!(
                     "the agent process (pid {}) exited without ending this run",
@@ -174,7 +180,15 @@ pub async fn end_runs_of_gone_clients(
         if *shutdown.borrow() {
             return;
         }
-        for gone in presence.take_gone(timeout) {
+        let gone = presence.take_gone(timeout);
+        if gone.is_empty() {
+            continue;
+        }
+        if let Err(error) = committed(&writer).await {
+            tracing::warn!(%error, "could not end the runs of clients that are gone");
+            continue;
+        }
+        for gone in gone {
             if let Err(error) = end_open_runs(&gone, &ingest, &writer).await {
                 tracing::warn!(client_id = %gone.client_id, %error,
                     "could not end the runs of a client that is gone");
@@ -183,9 +197,10 @@ pub async fn end_runs_of_gone_clients(
     }
 }
 
-async fn end_open_runs(gone: &Gone, ingest: &Ingest, writer: &WriterHandle) -> Result<(), String> {
-    // Everything the client sent is queued before this point: once this marker is
-    // committed, the database holds all of its runs.
+/// Waits until everything queued so far is committed. The gone clients' sessions have
+/// ended, so all they sent is queued before this marker: afterwards the database holds
+/// every run they opened.
+async fn committed(writer: &WriterHandle) -> Result<(), String> {
     let (done, committed) = oneshot::channel();
     writer
         .send(WriteOp::Nothing, Ack::Reply(done))
@@ -193,7 +208,11 @@ async fn end_open_runs(gone: &Gone, ingest: &Ingest, writer: &WriterHandle) -> R
         .map_err(|e| e.to_string())?;
     committed
         .await
-        .map_err(|_| "the writer stopped".to_owned())??;
+        .map_err(|_| "the writer stopped".to_owned())?
+}
+
+/// Ends the runs `gone` left open, as failed with its reason, and records `client.gone`.
+async fn end_open_runs(gone: &Gone, ingest: &Ingest, writer: &WriterHandle) -> Result<(), String> {
     let runs = ingest
         .with_registry(|r| {
             r.db()
