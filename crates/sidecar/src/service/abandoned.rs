@@ -330,6 +330,22 @@ mod tests {
     }
 
     #[test]
+    fn many_closed_clients_of_one_process_go_together_when_it_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let presence = Presence::default();
+        for i in 0..100 {
+            drop(presence.opened(&format!("c{i}"), "per-request", child.id()));
+        }
+        assert!(presence.take_gone(Duration::from_secs(3600)).is_empty());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(presence.take_gone(Duration::from_secs(3600)).len(), 100);
+    }
+
+    #[test]
     fn clients_adopted_after_a_restart_get_the_timeout() {
         let presence = Presence::default();
         presence.adopt(vec![("old".into(), "agent".into(), 1)]);
