@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use runlens_api::pb;
 use runlens_api::pb::client_message::Body;
 use runlens_api::pb::runlens_client::RunlensClient;
-use runlens_e2e::{Scenario, Sidecar, TempDir, fake_nvml_lib, run_bin};
+use runlens_e2e::{Scenario, Sidecar, TempDir, report_json, run_bin};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -210,18 +210,7 @@ fn an_agent_killed_under_gpu_pressure_is_flagged_likely_oom() {
     };
     let scenario = Scenario::new(&gpu(TOTAL - (100 << 20)));
     let dir = TempDir::new().unwrap();
-    let lib = fake_nvml_lib();
-    let (key, value) = scenario.env();
-    let mut sidecar = Sidecar::start_with_env(
-        &dir.path().join("oom.db"),
-        &[
-            "--sample-interval",
-            "100ms",
-            "--nvml-lib",
-            lib.to_str().unwrap(),
-        ],
-        &[(key, value)],
-    );
+    let mut sidecar = Sidecar::start_with_fake_nvml(&dir.path().join("oom.db"), &scenario);
     let mut agent = Command::new(runlens_e2e::bin("example-agent"))
         .args([
             "--endpoint",
@@ -261,17 +250,106 @@ fn an_agent_killed_under_gpu_pressure_is_flagged_likely_oom() {
             |r| r.get(0),
         )
         .unwrap();
-    let db = sidecar.db.to_string_lossy().into_owned();
-    let (status, stdout, stderr) = run_bin(
-        "runlens",
-        &["report", "--db", &db, "--format", "json"],
-        Duration::from_secs(30),
-    );
-    assert!(status.success(), "{stderr}");
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let r = report_json(&sidecar.db, &[]);
     let flagged = r["oom"]["likely_oom_runs"].as_array().unwrap();
     assert_eq!(flagged.len(), 1, "only the killed run failed: {flagged:?}");
     assert_eq!(flagged[0]["run_id"], killed.as_str());
     let free = flagged[0]["gpu_free_min_mib"].as_f64().unwrap();
     assert!((free - 100.0).abs() < 1.0, "what the agent saw: {free} MiB");
+}
+
+#[test]
+fn an_agent_killed_with_its_container_nearly_out_of_memory_is_flagged_likely_oom_kill() {
+    // A cgroup v2 directory at 4 GiB of its 4 GiB limit but 100 MiB while the agent works;
+    // the kernel's OOM killer takes the agent, and the memory comes back.
+    let cgroup = TempDir::new().unwrap();
+    for file in ["cgroup.controllers", "cpu.max", "cpu.stat", "memory.max"] {
+        std::fs::copy(
+            runlens_e2e::fixture(&format!("cgroup/v2/{file}")),
+            cgroup.path().join(file),
+        )
+        .unwrap();
+    }
+    std::fs::write(cgroup.path().join("memory.max"), "4294967296\n").unwrap();
+    std::fs::write(
+        cgroup.path().join("memory.stat"),
+        "anon 4000000000\ninactive_file 0\n",
+    )
+    .unwrap();
+    let used = |bytes: u64| {
+        let tmp = cgroup.path().join("memory.current.tmp");
+        std::fs::write(&tmp, format!("{bytes}\n")).unwrap();
+        std::fs::rename(&tmp, cgroup.path().join("memory.current")).unwrap();
+    };
+    used((4 << 30) - (100 << 20));
+    let dir = TempDir::new().unwrap();
+    let mut sidecar = Sidecar::start_on(
+        &dir.path().join("killed.db"),
+        &[
+            "--sample-interval",
+            "100ms",
+            "--cgroup-root",
+            cgroup.path().to_str().unwrap(),
+        ],
+    );
+    let mut agent = Command::new(runlens_e2e::bin("example-agent"))
+        .args([
+            "--endpoint",
+            &sidecar.endpoint(),
+            "--runs",
+            "1000",
+            "--fail-every",
+            "0",
+            "--step-ms",
+            "300",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &sidecar,
+        "SELECT count(*) FROM spans WHERE status = 'running'",
+        "the agent is inside a step",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    agent.kill().unwrap();
+    used(1 << 30);
+    agent.wait().unwrap();
+    wait_for(
+        &sidecar,
+        "SELECT count(*) FROM runs WHERE status = 'failed' AND error LIKE '%exited without%'",
+        "the open run ended as failed",
+        Duration::from_secs(10),
+    );
+    sidecar.stop();
+    let r = report_json(&sidecar.db, &[]);
+    let killed = r["oom"]["likely_oom_killed_runs"].as_array().unwrap();
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    let headroom = killed[0]["cgroup_headroom_min_ratio"].as_f64().unwrap();
+    assert!(
+        (headroom - 100.0 / 4096.0).abs() < 0.001,
+        "what the agent saw: {headroom}"
+    );
+    assert!(
+        killed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited without ending this run")
+    );
+    assert_eq!(
+        r["oom"]["likely_oom_runs"],
+        serde_json::json!([]),
+        "no GPU here"
+    );
+    let (status, table, _) = run_bin(
+        "runlens",
+        &["report", "--db", sidecar.db.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert!(status.success());
+    assert!(
+        table.contains("likely OOM kill: run") && table.contains("cgroup memory headroom 2 %"),
+        "{table}"
+    );
 }

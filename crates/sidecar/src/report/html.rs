@@ -67,8 +67,21 @@ svg text{{font-size:11px;fill:#4b5563}}
         r.oom_threshold_bytes >> 20
     );
     out.push_str("<h2>Findings</h2>\n");
-    if r.findings.is_empty() && r.oom.likely_oom_runs.is_empty() {
-        out.push_str("<p class=\"muted\">No step's duration follows a resource figure strongly enough (|ρ| ≥ 0.3 with n ≥ 20), and no failed run ended under GPU memory pressure.</p>\n");
+    if r.findings.is_empty()
+        && r.oom.likely_oom_runs.is_empty()
+        && r.oom.likely_oom_killed_runs.is_empty()
+    {
+        out.push_str("<p class=\"muted\">No step's duration follows a resource figure strongly enough (|ρ| ≥ 0.3 with n ≥ 20), and no failed run ended under memory pressure.</p>\n");
+    }
+    for run in r.oom.likely_oom_killed_runs.iter().take(5) {
+        let _ = writeln!(
+            out,
+            "<div class=\"oom\">Likely OOM kill: run <b>{}</b> ({}) lost its agent process with {}: {}</div>",
+            esc(&run.run_id),
+            esc(&run.name),
+            esc(&run.memory_words()),
+            esc(run.error.as_deref().unwrap_or(""))
+        );
     }
     for f in &r.findings {
         let _ = writeln!(out, "<div class=\"finding\">{}</div>", esc(f));

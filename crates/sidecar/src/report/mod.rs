@@ -14,7 +14,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 pub use load::AgentGpusFrom;
-use load::{Data, SnapFigures};
+use load::{Data, RunRow, SnapFigures};
 use stats::{sorted_percentile, spearman};
 
 /// A correlation is stated as a finding only from this strength ...
@@ -287,6 +287,27 @@ pub struct Oom {
     /// Failed runs that ended with a GPU below the threshold (at the end, or in the 5 s
     /// before it).
     pub likely_oom_runs: Vec<LikelyOom>,
+    /// Runs ended by the sidecar because their agent's process died, while RAM or the
+    /// container's memory was nearly full: likely killed by the kernel's OOM killer.
+    pub likely_oom_killed_runs: Vec<LikelyOomKilled>,
+}
+
+/// A run whose agent process died without ending it, under memory pressure.
+#[derive(Debug, Clone, Serialize)]
+pub struct LikelyOomKilled {
+    /// Run id.
+    pub run_id: String,
+    /// Run name.
+    pub name: String,
+    /// Its error text (the sidecar's: which process exited).
+    pub error: Option<String>,
+    /// When it was ended.
+    pub ended_at_ns: Option<i64>,
+    /// Least RAM available / total at its end or in the 5 s before (while it ran).
+    pub ram_available_min_ratio: Option<f64>,
+    /// Least cgroup memory headroom (1 − used / limit) in the same window; null without
+    /// a limit.
+    pub cgroup_headroom_min_ratio: Option<f64>,
 }
 
 /// One GPU's time below the threshold.
@@ -332,6 +353,21 @@ pub struct LikelyOom {
     /// Least free memory of the tightest GPU at its end or in the 5 s before (while it
     /// ran), MiB.
     pub gpu_free_min_mib: f64,
+}
+
+impl LikelyOomKilled {
+    /// The memory figures that were short, in words: "cgroup headroom 2 %, RAM available 40 %".
+    pub fn memory_words(&self) -> String {
+        let pct = |v: f64| format!("{:.0} %", v * 100.0);
+        let mut parts = Vec::new();
+        if let Some(c) = self.cgroup_headroom_min_ratio {
+            parts.push(format!("cgroup memory headroom {}", pct(c)));
+        }
+        if let Some(r) = self.ram_available_min_ratio {
+            parts.push(format!("RAM available {}", pct(r)));
+        }
+        parts.join(", ")
+    }
 }
 
 /// Downsampled series for charts.
@@ -612,29 +648,21 @@ fn oom(data: &Data, threshold: u64) -> Oom {
         });
         start = end;
     }
-    // (time, tightest GPU's free memory) of every snapshot with GPU figures, by time.
-    let mut by_time: Vec<(i64, u64)> = data
+    // Every snapshot by time, to find those just before a run's end.
+    let mut by_time: Vec<(i64, usize)> = data
         .snapshots
         .iter()
-        .filter_map(|s| Some((s.taken_at_ns, s.gpu_free_min_bytes?)))
+        .enumerate()
+        .map(|(i, s)| (s.taken_at_ns, i))
         .collect();
     by_time.sort_unstable();
-    let likely_oom_runs = data
-        .runs
-        .iter()
-        .filter(|r| r.status == "failed")
+    let failed = data.runs.iter().filter(|r| r.status == "failed");
+    let likely_oom_runs = failed
+        .clone()
         .filter_map(|r| {
-            let at_end = data
-                .snapshot_index
-                .get(&r.end_snapshot_id?)
-                .and_then(|&i| data.snapshots[i as usize].gpu_free_min_bytes);
-            let ended = r.ended_at_ns?;
-            // Only while the run ran: pressure before it started is not its story.
-            let since = (ended - OOM_LOOKBACK_NS).max(r.started_at_ns);
-            let from = by_time.partition_point(|&(t, _)| t < since);
-            let to = by_time.partition_point(|&(t, _)| t <= ended);
-            let before = by_time[from..to].iter().map(|&(_, free)| free).min();
-            let free = at_end.into_iter().chain(before).min()?;
+            let free = end_window(data, &by_time, r)
+                .filter_map(|s| s.gpu_free_min_bytes)
+                .min()?;
             (free < threshold).then(|| LikelyOom {
                 run_id: r.run_id.clone(),
                 name: r.name.clone(),
@@ -644,10 +672,57 @@ fn oom(data: &Data, threshold: u64) -> Oom {
             })
         })
         .collect();
+    let least = |values: &mut dyn Iterator<Item = f64>| values.reduce(f64::min);
+    let likely_oom_killed_runs = failed
+        .filter(|r| {
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(crate::service::EXITED_REASON_PREFIX))
+        })
+        .filter_map(|r| {
+            let ram =
+                least(&mut end_window(data, &by_time, r).filter_map(|s| s.ram_available_ratio));
+            let cgroup =
+                least(&mut end_window(data, &by_time, r).filter_map(|s| s.cgroup_headroom_ratio));
+            let pressed = |v: Option<f64>| v.is_some_and(|v| v < MEMORY_PRESSURE);
+            (pressed(ram) || pressed(cgroup)).then(|| LikelyOomKilled {
+                run_id: r.run_id.clone(),
+                name: r.name.clone(),
+                error: r.error.clone(),
+                ended_at_ns: r.ended_at_ns,
+                ram_available_min_ratio: ram,
+                cgroup_headroom_min_ratio: cgroup,
+            })
+        })
+        .collect();
     Oom {
         gpus,
         likely_oom_runs,
+        likely_oom_killed_runs,
     }
+}
+
+/// The snapshots a failed run's end is judged by: its end snapshot, and those taken in the
+/// [`OOM_LOOKBACK_NS`] before its end while it ran.
+fn end_window<'a>(
+    data: &'a Data,
+    by_time: &'a [(i64, usize)],
+    r: &RunRow,
+) -> impl Iterator<Item = &'a SnapFigures> + 'a {
+    let at_end = r
+        .end_snapshot_id
+        .and_then(|id| data.snapshot_index.get(&id))
+        .map(|&i| &data.snapshots[i as usize]);
+    let window = r.ended_at_ns.map_or(&by_time[..0], |ended| {
+        // Only while the run ran: pressure before it started is not its story.
+        let since = (ended - OOM_LOOKBACK_NS).max(r.started_at_ns);
+        let from = by_time.partition_point(|&(t, _)| t < since);
+        let to = by_time.partition_point(|&(t, _)| t <= ended);
+        &by_time[from..to]
+    });
+    at_end
+        .into_iter()
+        .chain(window.iter().map(|&(_, i)| &data.snapshots[i]))
 }
 
 fn charts(data: &Data, scatter: Vec<Scatter>) -> Charts {

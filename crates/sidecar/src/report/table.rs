@@ -233,5 +233,23 @@ pub fn render(r: &Report) -> String {
             run.error.as_deref().unwrap_or("")
         );
     }
+    for run in r.oom.likely_oom_killed_runs.iter().take(SHOWN) {
+        let _ = writeln!(
+            out,
+            "* likely OOM kill: run {} ({}) lost its agent process at {} with {}: {}",
+            run.run_id,
+            run.name,
+            run.ended_at_ns.map_or_else(|| "-".into(), timestamp),
+            run.memory_words(),
+            run.error.as_deref().unwrap_or("")
+        );
+    }
+    if r.oom.likely_oom_killed_runs.len() > SHOWN {
+        let _ = writeln!(
+            out,
+            "* ... {} likely OOM kills in all (every one in --format json)",
+            r.oom.likely_oom_killed_runs.len()
+        );
+    }
     out
 }

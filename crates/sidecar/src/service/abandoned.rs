@@ -25,6 +25,10 @@ use tokio::sync::{oneshot, watch};
 use super::ingest::Ingest;
 use crate::store::{Ack, EventRow, WriteOp, WriterHandle, read};
 
+/// How the error of a run ended because its agent's process exited begins (the report
+/// looks for it).
+pub const EXITED_REASON_PREFIX: &str = "the agent process (pid ";
+
 /// How often closed sessions are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -137,7 +141,7 @@ impl Presence {
             });
             let reason = if exited {
                 format!(
-                    "the agent process (pid {}) exited without ending this run",
+                    "{EXITED_REASON_PREFIX}{}) exited without ending this run",
                     c.pid
                 )
             } else if closed_since.elapsed() >= timeout {

@@ -21,7 +21,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use abandoned::Presence;
+pub use abandoned::{EXITED_REASON_PREFIX, Presence};
 pub use ingest::Ingest;
 pub use registry::Registry;
 
