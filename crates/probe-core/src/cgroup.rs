@@ -109,7 +109,7 @@ impl CgroupProbe {
 /// Limits change rarely (a resize of the pod): re-read them every this many samples.
 const LIMITS_EVERY: u32 = 30;
 
-/// Reads one cgroup's usage every sample and its limits every [`LIMITS_EVERY`] samples,
+/// Reads one cgroup's usage every sample and its limits every `LIMITS_EVERY` (30) samples,
 /// keeping the files open between samples.
 #[derive(Debug)]
 pub struct CgroupReader {

@@ -100,7 +100,7 @@ fn sample(args: SampleBenchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A `VmRSS:`-style line of /proc/<pid>/status, in bytes.
+/// A `VmRSS:`-style line of `/proc/<pid>/status`, in bytes.
 pub fn status_bytes(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;

@@ -208,7 +208,7 @@ impl Resource {
         }
     }
 
-    /// "when <phrase>" for a correlation of this sign with duration.
+    /// "when `<phrase>`" for a correlation of this sign with duration.
     fn phrase(self, rho: f64, gpu: &str) -> String {
         let more = rho > 0.0;
         match self {
