@@ -23,37 +23,53 @@ fn wait_for(sidecar: &Sidecar, sql: &str, what: &str, within: Duration) {
     }
 }
 
-#[test]
-fn an_agent_killed_mid_run_has_its_open_run_failed_at_once() {
-    let mut sidecar = Sidecar::start();
+/// Runs example-agent (300 ms steps, no planned failures) against `sidecar`, SIGKILLs it
+/// inside a step — no chance to end anything — calls `after_kill` (what the machine does
+/// once the agent is gone), and waits until the sidecar has ended the run it left open.
+/// Returns the reason the run was ended with.
+fn kill_agent_inside_a_step(sidecar: &Sidecar, after_kill: impl FnOnce()) -> String {
     let mut agent = Command::new(runlens_e2e::bin("example-agent"))
         .args([
             "--endpoint",
             &sidecar.endpoint(),
             "--runs",
             "1000",
+            "--fail-every",
+            "0",
             "--step-ms",
             "300",
         ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = agent.id();
     wait_for(
-        &sidecar,
+        sidecar,
         "SELECT count(*) FROM spans WHERE status = 'running'",
         "the agent is inside a step",
         Duration::from_secs(30),
     );
-    agent.kill().unwrap(); // SIGKILL: no chance to end anything
+    // A few samples of the machine as the agent saw it.
+    std::thread::sleep(Duration::from_millis(300));
+    agent.kill().unwrap();
+    after_kill();
     agent.wait().unwrap();
-    let reason = format!("the agent process (pid {pid}) exited without ending this run");
+    let reason = format!(
+        "the agent process (pid {}) exited without ending this run",
+        agent.id()
+    );
     wait_for(
-        &sidecar,
+        sidecar,
         &format!("SELECT count(*) FROM runs WHERE status = 'failed' AND error = '{reason}'"),
         "the open run ended as failed",
         Duration::from_secs(10),
     );
+    reason
+}
+
+#[test]
+fn an_agent_killed_mid_run_has_its_open_run_failed_at_once() {
+    let mut sidecar = Sidecar::start();
+    let reason = kill_agent_inside_a_step(&sidecar, || {});
     sidecar.stop();
     assert_eq!(
         sidecar.count("SELECT count(*) FROM runs WHERE status = 'running'"),
@@ -81,7 +97,7 @@ fn an_agent_killed_mid_run_has_its_open_run_failed_at_once() {
     assert_eq!(
         sidecar.count(&format!(
             "SELECT count(*) FROM events WHERE kind = 'system' AND name = 'client.gone'
-             AND json_extract(attributes, '$.pid') = {pid}
+             AND json_extract(attributes, '$.reason') = '{reason}'
              AND json_extract(attributes, '$.runs_ended') = 1"
         )),
         1
@@ -211,44 +227,13 @@ fn an_agent_killed_under_gpu_pressure_is_flagged_likely_oom() {
     let scenario = Scenario::new(&gpu(TOTAL - (100 << 20)));
     let dir = TempDir::new().unwrap();
     let mut sidecar = Sidecar::start_with_fake_nvml(&dir.path().join("oom.db"), &scenario);
-    let mut agent = Command::new(runlens_e2e::bin("example-agent"))
-        .args([
-            "--endpoint",
-            &sidecar.endpoint(),
-            "--runs",
-            "1000",
-            "--fail-every",
-            "0",
-            "--step-ms",
-            "300",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(
-        &sidecar,
-        "SELECT count(*) FROM spans WHERE status = 'running'",
-        "the agent is inside a step",
-        Duration::from_secs(30),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    agent.kill().unwrap();
-    scenario.write(&gpu(1 << 30));
-    agent.wait().unwrap();
-    wait_for(
-        &sidecar,
-        "SELECT count(*) FROM runs WHERE status = 'failed' AND error LIKE '%exited without%'",
-        "the open run ended as failed",
-        Duration::from_secs(10),
-    );
+    let reason = kill_agent_inside_a_step(&sidecar, || scenario.write(&gpu(1 << 30)));
     sidecar.stop();
     let killed: String = sidecar
         .sql()
-        .query_row(
-            "SELECT run_id FROM runs WHERE error LIKE '%exited without%'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT run_id FROM runs WHERE error = ?1", [&reason], |r| {
+            r.get(0)
+        })
         .unwrap();
     let r = report_json(&sidecar.db, &[]);
     let flagged = r["oom"]["likely_oom_runs"].as_array().unwrap();
@@ -292,36 +277,7 @@ fn an_agent_killed_with_its_container_nearly_out_of_memory_is_flagged_likely_oom
             cgroup.path().to_str().unwrap(),
         ],
     );
-    let mut agent = Command::new(runlens_e2e::bin("example-agent"))
-        .args([
-            "--endpoint",
-            &sidecar.endpoint(),
-            "--runs",
-            "1000",
-            "--fail-every",
-            "0",
-            "--step-ms",
-            "300",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(
-        &sidecar,
-        "SELECT count(*) FROM spans WHERE status = 'running'",
-        "the agent is inside a step",
-        Duration::from_secs(30),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    agent.kill().unwrap();
-    used(1 << 30);
-    agent.wait().unwrap();
-    wait_for(
-        &sidecar,
-        "SELECT count(*) FROM runs WHERE status = 'failed' AND error LIKE '%exited without%'",
-        "the open run ended as failed",
-        Duration::from_secs(10),
-    );
+    let reason = kill_agent_inside_a_step(&sidecar, || used(1 << 30));
     sidecar.stop();
     let r = report_json(&sidecar.db, &[]);
     let killed = r["oom"]["likely_oom_killed_runs"].as_array().unwrap();
@@ -331,12 +287,7 @@ fn an_agent_killed_with_its_container_nearly_out_of_memory_is_flagged_likely_oom
         (headroom - 100.0 / 4096.0).abs() < 0.001,
         "what the agent saw: {headroom}"
     );
-    assert!(
-        killed[0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("exited without ending this run")
-    );
+    assert_eq!(killed[0]["error"], reason.as_str());
     assert_eq!(
         r["oom"]["likely_oom_runs"],
         serde_json::json!([]),
