@@ -75,7 +75,7 @@ async fn the_agent_is_not_slowed_while_the_sidecar_is_down_and_everything_arrive
     let addr = free_addr();
     let client = Client::builder(format!("http://{addr}")).build().unwrap();
     let mut slowest = Duration::ZERO;
-    let mut runs = 0;
+    let mut runs: i64 = 0;
     let down_until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < down_until {
         let t = Instant::now();
@@ -98,6 +98,8 @@ async fn the_agent_is_not_slowed_while_the_sidecar_is_down_and_everything_arrive
             .await
             .is_err()
     );
+    // Every message is held: run start, span start, span end, run end.
+    assert_eq!(client.unacknowledged(), 4 * runs.unsigned_abs());
     let dir = tempfile::tempdir().unwrap();
     let mut sidecar = Sidecar::start_at(&addr, &dir.path().join("late.db"), &[]);
     client.flush_timeout(Duration::from_secs(30)).await.unwrap();

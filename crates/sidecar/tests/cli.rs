@@ -167,8 +167,13 @@ fn help_names_every_subcommand() {
     let out = runlens(&["--help"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    for sub in ["serve", "snapshot", "query"] {
-        assert!(text.contains(sub), "{text}");
+    for sub in [
+        "serve", "snapshot", "query", "doctor", "report", "stress", "bench",
+    ] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(sub)),
+            "{sub} missing from --help:\n{text}"
+        );
     }
     let out = runlens(&["serve", "--help"]);
     let text = stdout(&out);
@@ -177,6 +182,10 @@ fn help_names_every_subcommand() {
         "RUNLENS_DB",
         "RUNLENS_SAMPLE_INTERVAL",
         "RUNLENS_NVML_LIB",
+        "RUNLENS_CGROUP_ROOT",
+        "RUNLENS_DURABILITY",
+        "RUNLENS_MAX_DB_MIB",
+        "RUNLENS_CLIENT_TIMEOUT",
     ] {
         assert!(text.contains(env), "{env} missing from serve --help");
     }
