@@ -347,7 +347,37 @@ fn free_bytes(d: &Device) -> u64 {
         .saturating_sub(d.memory_reserved_bytes)
 }
 
-/// NVML's `nvmlDeviceGetMemoryInfo_v2`, answered from the scenario.
+/// Writes a v2 memory record, keeping the `version` the caller set.
+///
+/// # Safety
+/// `memory` is null or valid for reads and writes, as NVML's contract requires.
+unsafe fn put_memory_v2(
+    memory: *mut nvmlMemory_v2_t,
+    total: u64,
+    reserved: u64,
+    used: u64,
+) -> Result<(), nvmlReturn_t> {
+    if memory.is_null() {
+        return Err(INVALID_ARGUMENT);
+    }
+    // SAFETY: non-null and valid per the NVML contract; the caller set `version`.
+    let version = unsafe { (*memory).version };
+    unsafe {
+        put(
+            memory,
+            nvmlMemory_v2_t {
+                version,
+                total,
+                reserved,
+                free: total.saturating_sub(used).saturating_sub(reserved),
+                used,
+            },
+        )
+    }
+}
+
+/// NVML's `nvmlDeviceGetMemoryInfo_v2`, answered from the scenario (a MIG handle answers
+/// with its instance's memory).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
     device: nvmlDevice_t,
@@ -355,41 +385,18 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
 ) -> nvmlReturn_t {
     if mig_of(device).is_some() {
         return with_mig("nvmlDeviceGetMemoryInfo_v2", device, |m| {
-            if memory.is_null() {
-                return Err(INVALID_ARGUMENT);
-            }
-            // SAFETY: non-null and valid per the NVML contract.
-            let version = unsafe { (*memory).version };
-            unsafe {
-                put(
-                    memory,
-                    nvmlMemory_v2_t {
-                        version,
-                        total: m.memory_total_bytes,
-                        reserved: 0,
-                        free: m.memory_total_bytes.saturating_sub(m.memory_used_bytes),
-                        used: m.memory_used_bytes,
-                    },
-                )
-            }
+            // SAFETY: the caller's pointer, per the NVML contract.
+            unsafe { put_memory_v2(memory, m.memory_total_bytes, 0, m.memory_used_bytes) }
         });
     }
     with_device("nvmlDeviceGetMemoryInfo_v2", device, |d| {
-        if memory.is_null() {
-            return Err(INVALID_ARGUMENT);
-        }
-        // SAFETY: non-null and valid per the NVML contract; the caller set `version`.
-        let version = unsafe { (*memory).version };
+        // SAFETY: the caller's pointer, per the NVML contract.
         unsafe {
-            put(
+            put_memory_v2(
                 memory,
-                nvmlMemory_v2_t {
-                    version,
-                    total: d.memory_total_bytes,
-                    reserved: d.memory_reserved_bytes,
-                    free: free_bytes(d),
-                    used: d.memory_used_bytes,
-                },
+                d.memory_total_bytes,
+                d.memory_reserved_bytes,
+                d.memory_used_bytes,
             )
         }
     })
