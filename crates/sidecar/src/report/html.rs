@@ -73,43 +73,32 @@ svg text{{font-size:11px;fill:#4b5563}}
     {
         out.push_str("<p class=\"muted\">No step's duration follows a resource figure strongly enough (|ρ| ≥ 0.3 with n ≥ 20), and no failed run ended under memory pressure.</p>\n");
     }
-    for run in r.oom.likely_oom_killed_runs.iter().take(5) {
-        let _ = writeln!(
-            out,
-            "<div class=\"oom\">Likely OOM kill: run <b>{}</b> ({}) lost its agent process with {}: {}</div>",
-            esc(&run.run_id),
-            esc(&run.name),
-            esc(&run.memory_words()),
-            esc(run.error.as_deref().unwrap_or(""))
-        );
-    }
     for f in &r.findings {
         let _ = writeln!(out, "<div class=\"finding\">{}</div>", esc(f));
     }
-    if r.oom.likely_oom_runs.len() > 5 {
+    const SHOWN: usize = 5;
+    for line in r.oom.counts_beyond(SHOWN, r.oom_threshold_bytes) {
+        let _ = writeln!(out, "<div class=\"oom\">{}</div>", esc(&line));
+    }
+    for run in r.oom.likely_oom_runs.iter().take(SHOWN) {
         let _ = writeln!(
             out,
-            "<div class=\"oom\">{} failed runs ended with less than {} MiB GPU memory free: likely OOM. The first 5:</div>",
-            r.oom.likely_oom_runs.len(),
-            r.oom_threshold_bytes >> 20
+            "<div class=\"oom\">Likely OOM: {}</div>",
+            esc(&run.sentence())
         );
     }
-    for run in r.oom.likely_oom_runs.iter().take(5) {
+    for run in r.oom.likely_oom_killed_runs.iter().take(SHOWN) {
         let _ = writeln!(
             out,
-            "<div class=\"oom\">Likely OOM: run <b>{}</b> ({}) failed with {:.0} MiB GPU memory free: {}</div>",
-            esc(&run.run_id),
-            esc(&run.name),
-            run.gpu_free_min_mib,
-            esc(run.error.as_deref().unwrap_or(""))
+            "<div class=\"oom\">Likely OOM kill: {}</div>",
+            esc(&run.sentence())
         );
     }
     for g in r.oom.gpus.iter().filter(|g| g.hardware_limit) {
         let _ = writeln!(
             out,
-            "<div class=\"oom\">GPU {} is below the threshold in {:.0}% of samples: a hardware limit for this work.</div>",
-            g.gpu_index,
-            g.share_below * 100.0
+            "<div class=\"oom\">{}.</div>",
+            esc(&g.hardware_limit_sentence())
         );
     }
 

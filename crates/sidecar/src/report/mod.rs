@@ -355,9 +355,52 @@ pub struct LikelyOom {
     pub gpu_free_min_mib: f64,
 }
 
+// The OOM section's sentences, one wording for the table and the HTML page.
+
+fn ended_at(ns: Option<i64>) -> String {
+    ns.map_or_else(|| "-".into(), crate::format::timestamp)
+}
+
+impl GpuRisk {
+    /// "GPU 0 is below the threshold in 80% of samples: a hardware limit for this work".
+    pub fn hardware_limit_sentence(&self) -> String {
+        format!(
+            "GPU {} is below the threshold in {:.0}% of samples: a hardware limit for this work",
+            self.gpu_index,
+            self.share_below * 100.0
+        )
+    }
+}
+
+impl LikelyOom {
+    /// "run r (name) failed at <time> with 100 MiB GPU memory free: <error>".
+    pub fn sentence(&self) -> String {
+        format!(
+            "run {} ({}) failed at {} with {:.0} MiB GPU memory free: {}",
+            self.run_id,
+            self.name,
+            ended_at(self.ended_at_ns),
+            self.gpu_free_min_mib,
+            self.error.as_deref().unwrap_or("")
+        )
+    }
+}
+
 impl LikelyOomKilled {
+    /// "run r (name) lost its agent process at <time> with cgroup memory headroom 2 %: <error>".
+    pub fn sentence(&self) -> String {
+        format!(
+            "run {} ({}) lost its agent process at {} with {}: {}",
+            self.run_id,
+            self.name,
+            ended_at(self.ended_at_ns),
+            self.memory_words(),
+            self.error.as_deref().unwrap_or("")
+        )
+    }
+
     /// The memory figures that were short, in words: "cgroup headroom 2 %, RAM available 40 %".
-    pub fn memory_words(&self) -> String {
+    fn memory_words(&self) -> String {
         let pct = |v: f64| format!("{:.0} %", v * 100.0);
         let mut parts = Vec::new();
         if let Some(c) = self.cgroup_headroom_min_ratio {
@@ -367,6 +410,30 @@ impl LikelyOomKilled {
             parts.push(format!("RAM available {}", pct(r)));
         }
         parts.join(", ")
+    }
+}
+
+impl Oom {
+    /// A line saying how many likely OOM runs (and likely OOM kills) there are, for each
+    /// list longer than the `shown` entries a format prints; empty when all are shown.
+    pub fn counts_beyond(&self, shown: usize, threshold_bytes: u64) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.likely_oom_runs.len() > shown {
+            lines.push(format!(
+                "{} failed runs ended with less than {} MiB GPU memory free: likely OOM \
+                 (the first {shown} below; all in --format json)",
+                self.likely_oom_runs.len(),
+                threshold_bytes >> 20
+            ));
+        }
+        if self.likely_oom_killed_runs.len() > shown {
+            lines.push(format!(
+                "{} runs lost their agent process under memory pressure: likely OOM kills \
+                 (the first {shown} below; all in --format json)",
+                self.likely_oom_killed_runs.len()
+            ));
+        }
+        lines
     }
 }
 

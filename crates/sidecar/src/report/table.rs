@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Report, Resource};
-use crate::format::{table, timestamp, wrap};
+use crate::format::{table, wrap};
 
 fn num(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
@@ -205,51 +205,18 @@ pub fn render(r: &Report) -> String {
             24,
         ));
         for g in r.oom.gpus.iter().filter(|g| g.hardware_limit) {
-            let _ = writeln!(
-                out,
-                "* GPU {} is below the threshold in {:.0}% of samples: a hardware limit for this work",
-                g.gpu_index,
-                g.share_below * 100.0
-            );
+            let _ = writeln!(out, "* {}", g.hardware_limit_sentence());
         }
     }
     const SHOWN: usize = 10;
-    if r.oom.likely_oom_runs.len() > SHOWN {
-        let _ = writeln!(
-            out,
-            "* {} failed runs ended with less than {} MiB GPU memory free: likely OOM (first {SHOWN} below; all in --format json)",
-            r.oom.likely_oom_runs.len(),
-            r.oom_threshold_bytes >> 20
-        );
+    for line in r.oom.counts_beyond(SHOWN, r.oom_threshold_bytes) {
+        let _ = writeln!(out, "* {line}");
     }
     for run in r.oom.likely_oom_runs.iter().take(SHOWN) {
-        let _ = writeln!(
-            out,
-            "* likely OOM: run {} ({}) failed at {} with {:.0} MiB GPU free: {}",
-            run.run_id,
-            run.name,
-            run.ended_at_ns.map_or_else(|| "-".into(), timestamp),
-            run.gpu_free_min_mib,
-            run.error.as_deref().unwrap_or("")
-        );
+        let _ = writeln!(out, "* likely OOM: {}", run.sentence());
     }
     for run in r.oom.likely_oom_killed_runs.iter().take(SHOWN) {
-        let _ = writeln!(
-            out,
-            "* likely OOM kill: run {} ({}) lost its agent process at {} with {}: {}",
-            run.run_id,
-            run.name,
-            run.ended_at_ns.map_or_else(|| "-".into(), timestamp),
-            run.memory_words(),
-            run.error.as_deref().unwrap_or("")
-        );
-    }
-    if r.oom.likely_oom_killed_runs.len() > SHOWN {
-        let _ = writeln!(
-            out,
-            "* ... {} likely OOM kills in all (every one in --format json)",
-            r.oom.likely_oom_killed_runs.len()
-        );
+        let _ = writeln!(out, "* likely OOM kill: {}", run.sentence());
     }
     out
 }
