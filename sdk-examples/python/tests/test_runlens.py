@@ -110,24 +110,33 @@ def wait_for_line(proc, word, timeout=60, what="runlens stress"):
     raise AssertionError(f"{what} never said {word!r}")
 
 
+def span_around_load(client, span, argv, ready_word, before=0.0, after=0.0):
+    """Runs `argv` (a load that prints `ready_word` once it is in place) inside a span with
+    fresh snapshots: the span starts `before` seconds ahead of the load and ends `after`
+    seconds after the word, and is committed while the load still holds; then waits for
+    the load to finish and everything to be committed."""
+    with client.run("stress") as run:
+        with run.span(span, fresh_snapshot=True):
+            time.sleep(before)
+            load = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+            wait_for_line(load, ready_word, what=os.path.basename(argv[0]))
+            time.sleep(after)
+        # The span ended while the load held: commit before it is released.
+        assert client.flush(timeout=20), "span not committed"
+    load.wait(timeout=60)
+    load.stdout.close()
+    assert client.flush(timeout=20), "run not committed"
+
+
 class Stress(unittest.TestCase):
     """Seed Section 7: the snapshots must reflect real load."""
 
     def test_a_span_around_1_gib_of_ram_shows_the_growth(self):
         with Sidecar(interval="200ms") as s:
             client = Client(s.addr, flush_at_exit=0)
-            with client.run("stress") as run:
-                with run.span("ram", fresh_snapshot=True):
-                    time.sleep(0.3)
-                    stress = subprocess.Popen(
-                        [RUNLENS, "stress", "ram", "--mib", "1024", "--seconds", "6"],
-                        stdout=subprocess.PIPE, text=True)
-                    wait_for_line(stress, "holding")
-                # The span ended while the memory was held: commit before it is released.
-                self.assertTrue(client.flush(timeout=20))
-            stress.wait(timeout=60)
-            stress.stdout.close()
-            self.assertTrue(client.flush(timeout=20))
+            span_around_load(client, "ram",
+                             [RUNLENS, "stress", "ram", "--mib", "1024", "--seconds", "6"],
+                             "holding", before=0.3)
             delta = one(s.db, "select delta_ram_used_bytes from span_resources where name = 'ram'")
             self.assertGreaterEqual(delta, 900 * MIB, f"RAM delta {delta / MIB:.0f} MiB")
             client.close()
@@ -136,17 +145,10 @@ class Stress(unittest.TestCase):
         with Sidecar(interval="200ms") as s:
             client = Client(s.addr, flush_at_exit=0)
             threads = os.cpu_count() or 2
-            with client.run("stress") as run:
-                with run.span("cpu", fresh_snapshot=True):
-                    stress = subprocess.Popen(
-                        [RUNLENS, "stress", "cpu", "--threads", str(threads), "--seconds", "4"],
-                        stdout=subprocess.PIPE, text=True)
-                    wait_for_line(stress, "running")
-                    time.sleep(1.5)
-                self.assertTrue(client.flush(timeout=20))
-            stress.wait(timeout=60)
-            stress.stdout.close()
-            self.assertTrue(client.flush(timeout=20))
+            span_around_load(client, "cpu",
+                             [RUNLENS, "stress", "cpu", "--threads", str(threads),
+                              "--seconds", "4"],
+                             "running", after=1.5)
             end = one(s.db, "select end_cpu_utilization_ratio from span_resources "
                             "where name = 'cpu'")
             self.assertGreaterEqual(end, 0.8, f"CPU utilization at span end: {end}")
@@ -162,18 +164,12 @@ class FakeGpuStress(unittest.TestCase):
             with Sidecar(extra=["--nvml-lib", FAKE_NVML],
                          env={"RUNLENS_FAKE_NVML_SCENARIO": scenario}) as s:
                 client = Client(s.addr, flush_at_exit=0)
-                with client.run("gpu") as run:
-                    with run.span("alloc", fresh_snapshot=True):
-                        stress = subprocess.Popen(
-                            [sys.executable, os.path.join(os.path.dirname(HERE), "gpu_stress.py"),
-                             "--mib", "8192", "--seconds", "3", "--device", "2",
-                             "--fake-scenario", scenario],
-                            stdout=subprocess.PIPE, text=True)
-                        wait_for_line(stress, "holding")
-                    self.assertTrue(client.flush(timeout=20))
-                stress.wait(timeout=30)
-                stress.stdout.close()
-                self.assertTrue(client.flush(timeout=20))
+                span_around_load(client, "alloc",
+                                 [sys.executable,
+                                  os.path.join(os.path.dirname(HERE), "gpu_stress.py"),
+                                  "--mib", "8192", "--seconds", "3", "--device", "2",
+                                  "--fake-scenario", scenario],
+                                 "holding")
                 delta = one(s.db, "select delta_gpu_memory_used_bytes from span_resources "
                                   "where name = 'alloc'")
                 self.assertEqual(delta, 8192 * MIB)
