@@ -122,11 +122,7 @@ impl Client {
         name: impl Into<String>,
         attributes: impl IntoIterator<Item = (K, V)>,
     ) -> Run {
-        let attrs = attributes
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        Run::start(self, name.into(), attrs)
+        Run::start(self, name.into(), crate::recording::attrs(attributes))
     }
 
     /// Waits until the sidecar has durably committed everything recorded so far.

@@ -20,7 +20,8 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-fn attrs<K: Into<String>, V: Into<String>>(
+/// Attributes from any pairs of strings.
+pub(crate) fn attrs<K: Into<String>, V: Into<String>>(
     it: impl IntoIterator<Item = (K, V)>,
 ) -> HashMap<String, String> {
     it.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
@@ -33,11 +34,75 @@ fn end_status(result: Result<(), String>) -> (i32, String) {
     }
 }
 
+/// What a run and a span share: the client their records go to and what they attach to
+/// (the run, and the span when there is one).
+struct Scope {
+    client: Client,
+    run_id: Arc<str>,
+    /// Empty for a run's own records.
+    span_id: String,
+}
+
+impl Scope {
+    fn push(&self, body: Body) {
+        self.client.inner.shared.push(body);
+    }
+
+    /// Opens a span in this scope: top-level in a run, nested in a span.
+    fn span(
+        &self,
+        name: String,
+        attributes: HashMap<String, String>,
+        fresh_snapshot: bool,
+    ) -> Span {
+        let span_id = self.client.inner.ids.next();
+        self.push(Body::StartSpan(pb::StartSpanRequest {
+            run_id: self.run_id.to_string(),
+            span_id: span_id.clone(),
+            parent_span_id: self.span_id.clone(),
+            name,
+            attributes,
+            time_ns: now_ns(),
+            fresh_snapshot,
+        }));
+        Span {
+            scope: Scope {
+                client: self.client.clone(),
+                run_id: self.run_id.clone(),
+                span_id,
+            },
+            fresh_snapshot,
+            ended: false,
+        }
+    }
+
+    fn metric(&self, name: String, value: f64, unit: String) {
+        self.push(Body::Metric(pb::Metric {
+            run_id: self.run_id.to_string(),
+            span_id: self.span_id.clone(),
+            name,
+            value,
+            unit,
+            attributes: HashMap::new(),
+            time_ns: now_ns(),
+        }));
+    }
+
+    fn event(&self, name: String, attributes: HashMap<String, String>) {
+        self.push(Body::Event(pb::Event {
+            run_id: self.run_id.to_string(),
+            span_id: self.span_id.clone(),
+            name,
+            attributes,
+            time_ns: now_ns(),
+        }));
+    }
+}
+
 /// One task of an agent. End it with [`Run::end_ok`] or [`Run::end_failed`]; dropping
 /// it unended records it as failed ("dropped without end").
 pub struct Run {
-    client: Client,
-    run_id: Arc<str>,
+    scope: Scope,
     ended: bool,
 }
 
@@ -58,27 +123,23 @@ impl Run {
                 time_ns: now_ns(),
             }));
         Self {
-            client: client.clone(),
-            run_id,
+            scope: Scope {
+                client: client.clone(),
+                run_id,
+                span_id: String::new(),
+            },
             ended: false,
         }
     }
 
     /// The run's id, as stored in `runs.run_id`.
     pub fn id(&self) -> &str {
-        &self.run_id
+        &self.scope.run_id
     }
 
     /// Opens a top-level span in this run.
     pub fn span(&self, name: impl Into<String>) -> Span {
-        Span::start(
-            &self.client,
-            &self.run_id,
-            None,
-            name.into(),
-            HashMap::new(),
-            false,
-        )
+        self.scope.span(name.into(), HashMap::new(), false)
     }
 
     /// Opens a top-level span with attributes; `fresh_snapshot` asks the sidecar to
@@ -90,26 +151,13 @@ impl Run {
         attributes: impl IntoIterator<Item = (K, V)>,
         fresh_snapshot: bool,
     ) -> Span {
-        Span::start(
-            &self.client,
-            &self.run_id,
-            None,
-            name.into(),
-            attrs(attributes),
-            fresh_snapshot,
-        )
+        self.scope
+            .span(name.into(), attrs(attributes), fresh_snapshot)
     }
 
     /// Records a run-level metric.
     pub fn metric(&self, name: impl Into<String>, value: f64, unit: impl Into<String>) {
-        record_metric(
-            &self.client,
-            &self.run_id,
-            "",
-            name.into(),
-            value,
-            unit.into(),
-        );
+        self.scope.metric(name.into(), value, unit.into());
     }
 
     /// Records a run-level event.
@@ -118,13 +166,7 @@ impl Run {
         name: impl Into<String>,
         attributes: impl IntoIterator<Item = (K, V)>,
     ) {
-        record_event(
-            &self.client,
-            &self.run_id,
-            "",
-            name.into(),
-            attrs(attributes),
-        );
+        self.scope.event(name.into(), attrs(attributes));
     }
 
     /// Ends the run as ok.
@@ -142,16 +184,13 @@ impl Run {
             return;
         }
         let (status, error) = end_status(result);
-        self.client
-            .inner
-            .shared
-            .push(Body::EndRun(pb::EndRunRequest {
-                run_id: self.run_id.to_string(),
-                status,
-                error,
-                attributes: HashMap::new(),
-                time_ns: now_ns(),
-            }));
+        self.scope.push(Body::EndRun(pb::EndRunRequest {
+            run_id: self.scope.run_id.to_string(),
+            status,
+            error,
+            attributes: HashMap::new(),
+            time_ns: now_ns(),
+        }));
     }
 }
 
@@ -164,60 +203,21 @@ impl Drop for Run {
 /// One step of a run, possibly nested. End it with [`Span::end_ok`] or
 /// [`Span::end_failed`]; dropping it unended records it as failed.
 pub struct Span {
-    client: Client,
-    run_id: Arc<str>,
-    span_id: String,
+    scope: Scope,
     /// Asked for fresh snapshots: at the start, and again at the end.
     fresh_snapshot: bool,
     ended: bool,
 }
 
 impl Span {
-    fn start(
-        client: &Client,
-        run_id: &Arc<str>,
-        parent: Option<&str>,
-        name: String,
-        attributes: HashMap<String, String>,
-        fresh_snapshot: bool,
-    ) -> Self {
-        let span_id = client.inner.ids.next();
-        client
-            .inner
-            .shared
-            .push(Body::StartSpan(pb::StartSpanRequest {
-                run_id: run_id.to_string(),
-                span_id: span_id.clone(),
-                parent_span_id: parent.unwrap_or_default().to_owned(),
-                name,
-                attributes,
-                time_ns: now_ns(),
-                fresh_snapshot,
-            }));
-        Self {
-            client: client.clone(),
-            run_id: run_id.clone(),
-            span_id,
-            fresh_snapshot,
-            ended: false,
-        }
-    }
-
     /// The span's id, as stored in `spans.span_id`.
     pub fn id(&self) -> &str {
-        &self.span_id
+        &self.scope.span_id
     }
 
     /// Opens a span nested in this one.
     pub fn child(&self, name: impl Into<String>) -> Span {
-        Span::start(
-            &self.client,
-            &self.run_id,
-            Some(&self.span_id),
-            name.into(),
-            HashMap::new(),
-            false,
-        )
+        self.scope.span(name.into(), HashMap::new(), false)
     }
 
     /// Opens a nested span with attributes and, optionally, fresh snapshots at its start
@@ -228,26 +228,13 @@ impl Span {
         attributes: impl IntoIterator<Item = (K, V)>,
         fresh_snapshot: bool,
     ) -> Span {
-        Span::start(
-            &self.client,
-            &self.run_id,
-            Some(&self.span_id),
-            name.into(),
-            attrs(attributes),
-            fresh_snapshot,
-        )
+        self.scope
+            .span(name.into(), attrs(attributes), fresh_snapshot)
     }
 
     /// Records a metric on this span.
     pub fn metric(&self, name: impl Into<String>, value: f64, unit: impl Into<String>) {
-        record_metric(
-            &self.client,
-            &self.run_id,
-            &self.span_id,
-            name.into(),
-            value,
-            unit.into(),
-        );
+        self.scope.metric(name.into(), value, unit.into());
     }
 
     /// Records an event on this span.
@@ -256,13 +243,7 @@ impl Span {
         name: impl Into<String>,
         attributes: impl IntoIterator<Item = (K, V)>,
     ) {
-        record_event(
-            &self.client,
-            &self.run_id,
-            &self.span_id,
-            name.into(),
-            attrs(attributes),
-        );
+        self.scope.event(name.into(), attrs(attributes));
     }
 
     /// Ends the span as ok.
@@ -280,17 +261,14 @@ impl Span {
             return;
         }
         let (status, error) = end_status(result);
-        self.client
-            .inner
-            .shared
-            .push(Body::EndSpan(pb::EndSpanRequest {
-                span_id: self.span_id.clone(),
-                status,
-                error,
-                attributes: HashMap::new(),
-                time_ns: now_ns(),
-                fresh_snapshot: self.fresh_snapshot,
-            }));
+        self.scope.push(Body::EndSpan(pb::EndSpanRequest {
+            span_id: self.scope.span_id.clone(),
+            status,
+            error,
+            attributes: HashMap::new(),
+            time_ns: now_ns(),
+            fresh_snapshot: self.fresh_snapshot,
+        }));
     }
 }
 
@@ -298,39 +276,4 @@ impl Drop for Span {
     fn drop(&mut self) {
         self.end(Err(DROPPED_ERROR.to_owned()));
     }
-}
-
-fn record_metric(
-    client: &Client,
-    run_id: &str,
-    span_id: &str,
-    name: String,
-    value: f64,
-    unit: String,
-) {
-    client.inner.shared.push(Body::Metric(pb::Metric {
-        run_id: run_id.to_owned(),
-        span_id: span_id.to_owned(),
-        name,
-        value,
-        unit,
-        attributes: HashMap::new(),
-        time_ns: now_ns(),
-    }));
-}
-
-fn record_event(
-    client: &Client,
-    run_id: &str,
-    span_id: &str,
-    name: String,
-    attributes: HashMap<String, String>,
-) {
-    client.inner.shared.push(Body::Event(pb::Event {
-        run_id: run_id.to_owned(),
-        span_id: span_id.to_owned(),
-        name,
-        attributes,
-        time_ns: now_ns(),
-    }));
 }
