@@ -49,13 +49,13 @@ pub struct Columns {
     widths: Vec<usize>,
 }
 
-/// `s` cut to `width` characters, its last one `…` when cut.
-fn cut(s: &str, width: usize) -> std::borrow::Cow<'_, str> {
+/// `s` cut to `width` characters, its last one `…` when cut; and whether it was.
+fn cut(s: &str, width: usize) -> (std::borrow::Cow<'_, str>, bool) {
     if s.chars().count() > width {
         let kept: String = s.chars().take(width.saturating_sub(1)).collect();
-        format!("{kept}…").into()
+        (format!("{kept}…").into(), true)
     } else {
-        s.into()
+        (s.into(), false)
     }
 }
 
@@ -74,24 +74,27 @@ impl Columns {
         Self { widths }
     }
 
-    /// Whether a cell of `cells` is wider than its column (and would be cut).
-    pub fn cuts(&self, cells: &[String]) -> bool {
-        cells
-            .iter()
-            .zip(&self.widths)
-            .any(|(c, &w)| c.chars().count() > w)
-    }
-
     /// One line of the table, with its newline.
     pub fn line(&self, cells: &[String]) -> String {
+        self.line_cut(cells).0
+    }
+
+    /// One line of the table, with its newline, and whether a cell was wider than its
+    /// column and had to be cut.
+    pub fn line_cut(&self, cells: &[String]) -> (String, bool) {
+        let mut any_cut = false;
         let parts: Vec<String> = cells
             .iter()
             .zip(&self.widths)
-            .map(|(c, &w)| format!("{:<w$}", cut(c, w)))
+            .map(|(c, &w)| {
+                let (text, was_cut) = cut(c, w);
+                any_cut |= was_cut;
+                format!("{text:<w$}")
+            })
             .collect();
         let mut line = parts.join("  ").trim_end().to_owned();
         line.push('\n');
-        line
+        (line, any_cut)
     }
 }
 

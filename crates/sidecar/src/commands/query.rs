@@ -153,9 +153,9 @@ fn write_table(
     while more {
         match next()? {
             Some(row) => {
-                let row = cells(row);
-                cut_later |= columns.cuts(&row);
-                out.write_all(columns.line(&row).as_bytes())?;
+                let (line, was_cut) = columns.line_cut(&cells(row));
+                cut_later |= was_cut;
+                out.write_all(line.as_bytes())?;
                 count += 1;
             }
             None => more = false,

@@ -739,7 +739,10 @@ fn oom(data: &Data, threshold: u64) -> Oom {
             })
         })
         .collect();
-    let least = |values: &mut dyn Iterator<Item = f64>| values.reduce(f64::min);
+    let least = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let likely_oom_killed_runs = failed
         .filter(|r| {
             r.error
@@ -747,10 +750,12 @@ fn oom(data: &Data, threshold: u64) -> Oom {
                 .is_some_and(|e| e.starts_with(crate::service::EXITED_REASON_PREFIX))
         })
         .filter_map(|r| {
-            let ram =
-                least(&mut end_window(data, &by_time, r).filter_map(|s| s.ram_available_ratio));
-            let cgroup =
-                least(&mut end_window(data, &by_time, r).filter_map(|s| s.cgroup_headroom_ratio));
+            let (ram, cgroup) = end_window(data, &by_time, r).fold((None, None), |(ram, cg), s| {
+                (
+                    least(ram, s.ram_available_ratio),
+                    least(cg, s.cgroup_headroom_ratio),
+                )
+            });
             let pressed = |v: Option<f64>| v.is_some_and(|v| v < MEMORY_PRESSURE);
             (pressed(ram) || pressed(cgroup)).then(|| LikelyOomKilled {
                 run_id: r.run_id.clone(),
