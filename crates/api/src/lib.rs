@@ -1,10 +1,9 @@
 //! The runlens.v1 wire contract.
 //!
 //! [`pb`] holds the code generated from `proto/runlens/v1/*.proto` (messages, the
-//! `Runlens` client and server). [`convert`] is the one place where probe-core types
-//! become wire types. Health checking uses the standard `grpc.health.v1` service.
-
-pub mod convert;
+//! `Runlens` client and server), and nothing else: this crate is linked into every agent
+//! that uses the Rust client, so it depends on no sampling or storage code. Health
+//! checking uses the standard `grpc.health.v1` service.
 
 /// Generated protobuf messages and gRPC stubs for package `runlens.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

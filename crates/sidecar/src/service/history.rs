@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use runlens_api::convert::snapshot_to_wire;
+use super::to_wire::snapshot_to_wire;
 use runlens_api::pb;
 use tonic::Status;
 

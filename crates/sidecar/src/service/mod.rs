@@ -5,6 +5,7 @@ mod history;
 mod ingest;
 mod registry;
 mod session;
+mod to_wire;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runlens_api::convert::snapshot_to_wire;
+use to_wire::snapshot_to_wire;
 use runlens_api::pb;
 use runlens_api::pb::client_message::Body;
 use runlens_api::pb::runlens_server::Runlens;

@@ -1,6 +1,8 @@
-//! Conversions from probe-core types to wire types.
+//! Conversions from probe-core types to wire types: the one place where a sample becomes a
+//! `runlens.v1` message (the api crate stays free of probe-core, so agents linking the
+//! client do not link NVML or sysinfo).
 
-use crate::pb;
+use runlens_api::pb;
 
 /// Converts a sample to its wire form; `snapshot_id` is the stored row id (0 = not stored).
 pub fn snapshot_to_wire(snapshot: &probe_core::Snapshot, snapshot_id: i64) -> pb::Snapshot {
