@@ -3,8 +3,10 @@
 
 mod cli;
 mod commands;
+mod domain;
 mod exit;
 mod format;
+mod ingest;
 mod report;
 mod sampler;
 mod service;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use probe_core::{GpuState, Sampler, Snapshot};
 use tokio::sync::watch;
 
+use crate::domain::EventKind;
 use crate::store::{Ack, EventRow, StoredSnapshot, WriteOp, WriterHandle};
 
 /// Why a snapshot was taken; stored in `snapshots.reason`.
@@ -66,7 +67,7 @@ impl GpuHealth {
         let mut event = |name: &str, attributes: serde_json::Value| {
             tracing::warn!(event = name, %attributes, "GPU state changed");
             events.push(EventRow {
-                kind: "system",
+                kind: EventKind::System,
                 run_id: None,
                 span_id: None,
                 name: name.to_owned(),

@@ -1,8 +1,6 @@
 //! One module per subcommand.
 
 pub mod bench;
-pub mod bench_ingest;
-pub mod bench_report;
 pub mod doctor;
 pub mod query;
 pub mod report;

@@ -11,8 +11,10 @@ use tonic::transport::Server;
 use super::build_sampler;
 use crate::cli::{Durability, ServeArgs};
 use crate::exit::{FAILURE, Failure, UNAVAILABLE};
+use crate::ingest::{Ingest, Registry};
 use crate::sampler::SamplerHandle;
-use crate::service::{Registry, RunlensService};
+use crate::service::RunlensService;
+use crate::store::read::{Reader, SharedReader};
 use crate::store::{self, Writer, read};
 
 /// How long open streams get to finish after SIGINT/SIGTERM before they are cut.
@@ -44,7 +46,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let next_snapshot_id = read::next_snapshot_id(&conn).map_err(Failure::from)?;
     let writer = Writer::start(conn)
         .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
-    let registry = Registry::new(Some(store::open_read_only(&args.db)?));
+    let registry = Registry::new(Some(Reader::open(&args.db)?));
+    let reader = SharedReader::new(Reader::open(&args.db)?);
     let (sampler, gpu_problem) = build_sampler(&args.probe)?;
     let sampler = SamplerHandle::new(
         sampler,
@@ -71,9 +74,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let ticker = tokio::spawn(sampler.clone().run_interval_sampling(shutdown_rx.clone()));
     let service = RunlensService::new(
+        Ingest::new(sampler.clone(), registry),
         sampler.clone(),
         writer.handle(),
-        registry,
+        reader,
         args.db.clone(),
         shutdown_rx.clone(),
         drain_tx.downgrade(),

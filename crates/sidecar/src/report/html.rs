@@ -71,7 +71,11 @@ svg text{{font-size:11px;fill:#4b5563}}
         && r.oom.likely_oom_runs.is_empty()
         && r.oom.likely_oom_killed_runs.is_empty()
     {
-        out.push_str("<p class=\"muted\">No step's duration follows a resource figure strongly enough (|ρ| ≥ 0.3 with n ≥ 20), and no failed run ended under memory pressure.</p>\n");
+        let _ = writeln!(
+            out,
+            "<p class=\"muted\">No step's duration follows a resource figure strongly enough ({}), and no failed run ended under memory pressure.</p>",
+            esc(&super::finding_rule())
+        );
     }
     for f in &r.findings {
         let _ = writeln!(out, "<div class=\"finding\">{}</div>", esc(f));
@@ -259,9 +263,10 @@ fn timeline(out: &mut String, c: &Charts) {
     );
     let _ = writeln!(
         out,
-        "<text x=\"4\" y=\"12\">CPU load per core (0–{load_max:.1}; 0.9 = pressure)</text>"
+        "<text x=\"4\" y=\"12\">CPU load per core (0–{load_max:.1}; {} = pressure)</text>",
+        super::CPU_PRESSURE
     );
-    let pressure = y.at(0.9);
+    let pressure = y.at(super::CPU_PRESSURE);
     let _ = writeln!(
         out,
         "<line x1=\"{left}\" x2=\"{right}\" y1=\"{pressure:.1}\" y2=\"{pressure:.1}\" stroke=\"#dc2626\" stroke-dasharray=\"4 3\" stroke-width=\"0.8\"/>"

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use rusqlite::Connection;
 
+use crate::domain::{EndedBy, Status};
+
 /// The figures of one snapshot that the report uses.
 #[derive(Debug, Clone, Default)]
 pub struct SnapFigures {
@@ -23,9 +25,9 @@ pub struct SnapFigures {
     pub gpu_utilization_max: Option<f64>,
 }
 
-/// A finished span.
+/// A finished span, reduced to what the latency and correlation figures use.
 #[derive(Debug, Clone)]
-pub struct SpanRow {
+pub struct SpanFigures {
     /// Index into the report's name list.
     pub name: u32,
     /// Ended as failed.
@@ -38,13 +40,15 @@ pub struct SpanRow {
 
 /// A run in the window.
 #[derive(Debug, Clone)]
-pub struct RunRow {
+pub struct RunFigures {
     /// Id.
     pub run_id: String,
     /// Name.
     pub name: String,
-    /// Status.
-    pub status: String,
+    /// Where it is in its life.
+    pub status: Status,
+    /// Who ended it (`None` while running).
+    pub ended_by: Option<EndedBy>,
     /// Error text.
     pub error: Option<String>,
     /// Start.
@@ -83,9 +87,9 @@ pub struct Data {
     /// Distinct span names.
     pub names: Vec<String>,
     /// Finished spans.
-    pub spans: Vec<SpanRow>,
+    pub spans: Vec<SpanFigures>,
     /// Runs.
-    pub runs: Vec<RunRow>,
+    pub runs: Vec<RunFigures>,
     /// GPU samples in time order per GPU.
     pub gpus: Vec<GpuPoint>,
     /// The GPUs the agents use (empty: unknown, all GPUs count).
@@ -227,9 +231,9 @@ pub fn load(
         };
         let started: i64 = r.get(2)?;
         let ended: i64 = r.get(3)?;
-        spans.push(SpanRow {
+        spans.push(SpanFigures {
             name,
-            failed: r.get_ref(1)?.as_str()? == "failed",
+            failed: r.get::<_, Status>(1)? == Status::Failed,
             duration_ms: (ended - started) as f64 / 1e6,
             snapshot: r
                 .get::<_, Option<i64>>(4)?
@@ -239,13 +243,14 @@ pub fn load(
     drop(rows);
 
     let mut stmt = conn.prepare(
-        "SELECT run_id, name, status, error, started_at_ns, ended_at_ns, end_snapshot_id
+        "SELECT run_id, name, status, error, started_at_ns, ended_at_ns, end_snapshot_id,
+                ended_by
          FROM runs WHERE started_at_ns >= ?1 AND (?2 IS NULL OR run_id = ?2)
          ORDER BY started_at_ns",
     )?;
     let runs = stmt
         .query_map(rusqlite::params![since_ns, run_id], |r| {
-            Ok(RunRow {
+            Ok(RunFigures {
                 run_id: r.get(0)?,
                 name: r.get(1)?,
                 status: r.get(2)?,
@@ -253,6 +258,7 @@ pub fn load(
                 started_at_ns: r.get(4)?,
                 ended_at_ns: r.get(5)?,
                 end_snapshot_id: r.get(6)?,
+                ended_by: r.get(7)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -129,7 +129,7 @@ pub fn render(r: &Report) -> String {
         28,
     ));
     if r.findings.is_empty() {
-        let _ = writeln!(out, "no finding: no |ρ| ≥ 0.3 with n ≥ 20");
+        let _ = writeln!(out, "no finding: no {}", super::finding_rule());
     } else {
         for f in &r.findings {
             let _ = writeln!(out, "* {f}");
@@ -138,7 +138,8 @@ pub fn render(r: &Report) -> String {
 
     let _ = writeln!(
         out,
-        "\n4. Under pressure vs not (GPU free < threshold, load/core > 0.9, RAM or cgroup < 10% free)"
+        "\n4. Under pressure vs not ({})",
+        super::pressure_rule()
     );
     let rows: Vec<Vec<String>> = r
         .pressure

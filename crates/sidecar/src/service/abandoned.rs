@@ -18,16 +18,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use runlens_api::pb;
-use runlens_api::pb::client_message::Body;
 use tokio::sync::{oneshot, watch};
 
-use super::ingest::Ingest;
-use crate::store::{Ack, EventRow, WriteOp, WriterHandle, read};
-
-/// How the error of a run ended because its agent's process exited begins (the report
-/// looks for it).
-pub const EXITED_REASON_PREFIX: &str = "the agent process (pid ";
+use crate::domain::{EndedBy, EventKind, Outcome};
+use crate::ingest::{Command, EndRun, Ingest};
+use crate::store::read::SharedReader;
+use crate::store::{Ack, EventRow, WriteOp, WriterHandle};
 
 /// How often closed sessions are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -49,6 +45,9 @@ struct Gone {
     client_id: String,
     name: String,
     pid: u32,
+    /// Why, as the report reads it.
+    ended_by: EndedBy,
+    /// Why, in words, stored as the runs' error.
     reason: String,
 }
 
@@ -139,16 +138,22 @@ impl Presence {
                     .or_insert_with(|| probe_core::process_start_ticks(c.pid))
                     != Some(start)
             });
-            let reason = if exited {
-                format!(
-                    "{EXITED_REASON_PREFIX}{}) exited without ending this run",
-                    c.pid
+            let (ended_by, reason) = if exited {
+                (
+                    EndedBy::ProcessExit,
+                    format!(
+                        "the agent process (pid {}) exited without ending this run",
+                        c.pid
+                    ),
                 )
             } else if closed_since.elapsed() >= timeout {
-                format!(
-                    "the agent's session closed and did not come back within {}; the run was \
-                     never ended",
-                    humantime::format_duration(timeout)
+                (
+                    EndedBy::SessionTimeout,
+                    format!(
+                        "the agent's session closed and did not come back within {}; the run \
+                         was never ended",
+                        humantime::format_duration(timeout)
+                    ),
                 )
             } else {
                 return true;
@@ -157,6 +162,7 @@ impl Presence {
                 client_id: client_id.clone(),
                 name: std::mem::take(&mut c.name),
                 pid: c.pid,
+                ended_by,
                 reason,
             });
             false
@@ -171,6 +177,7 @@ pub async fn end_runs_of_gone_clients(
     presence: Presence,
     ingest: Ingest,
     writer: WriterHandle,
+    reader: SharedReader,
     timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -193,7 +200,7 @@ pub async fn end_runs_of_gone_clients(
             continue;
         }
         for gone in gone {
-            if let Err(error) = end_open_runs(&gone, &ingest, &writer).await {
+            if let Err(error) = end_open_runs(&gone, &ingest, &writer, &reader).await {
                 tracing::warn!(client_id = %gone.client_id, %error,
                     "could not end the runs of a client that is gone");
             }
@@ -216,25 +223,26 @@ async fn committed(writer: &WriterHandle) -> Result<(), String> {
 }
 
 /// Ends the runs `gone` left open, as failed with its reason, and records `client.gone`.
-async fn end_open_runs(gone: &Gone, ingest: &Ingest, writer: &WriterHandle) -> Result<(), String> {
-    let runs = ingest
-        .with_registry(|r| {
-            r.db()
-                .map(|db| read::open_runs_of_client(db, &gone.client_id))
-        })
-        .transpose()
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
+async fn end_open_runs(
+    gone: &Gone,
+    ingest: &Ingest,
+    writer: &WriterHandle,
+    reader: &SharedReader,
+) -> Result<(), String> {
+    let runs = reader
+        .read(|r| r.open_runs_of_client(&gone.client_id))
+        .map_err(|e| e.to_string())?;
     if runs.is_empty() {
         return Ok(()); // a clean exit: nothing left open
     }
     let mut ended = 0;
     for run_id in &runs {
-        let end = Body::EndRun(pb::EndRunRequest {
+        let end = Command::EndRun(EndRun {
             run_id: run_id.clone(),
-            status: pb::EndStatus::Failed as i32,
-            error: gone.reason.clone(),
-            ..Default::default()
+            outcome: Outcome::Failed(gone.reason.clone()),
+            attributes: Default::default(),
+            time_ns: 0,
+            ended_by: gone.ended_by,
         });
         // A run the client ended meanwhile is refused here, which is right.
         if let Ok(accepted) = ingest.accept(end, Some(&gone.client_id)).await {
@@ -248,7 +256,7 @@ async fn end_open_runs(gone: &Gone, ingest: &Ingest, writer: &WriterHandle) -> R
     tracing::warn!(client_id = %gone.client_id, name = %gone.name, pid = gone.pid, ended,
         reason = %gone.reason, "ended the open runs of a client that is gone");
     let event = EventRow {
-        kind: "system",
+        kind: EventKind::System,
         run_id: None,
         span_id: None,
         name: "client.gone".to_owned(),
@@ -288,6 +296,7 @@ mod tests {
         let gone = presence.take_gone(Duration::ZERO);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].client_id, "c1");
+        assert_eq!(gone[0].ended_by, EndedBy::SessionTimeout);
         assert!(
             gone[0].reason.contains("did not come back"),
             "{}",
@@ -331,6 +340,7 @@ mod tests {
         let gone = presence.take_gone(Duration::from_secs(3600));
         assert_eq!(gone.len(), 1);
         assert!(gone[0].reason.contains("exited"), "{}", gone[0].reason);
+        assert_eq!(gone[0].ended_by, EndedBy::ProcessExit);
     }
 
     #[test]

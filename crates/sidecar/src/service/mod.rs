@@ -1,33 +1,37 @@
-//! The gRPC service `runlens.v1.Runlens`.
+//! The gRPC service `runlens.v1.Runlens`: a thin front door onto the ingest core.
+//!
+//! `from_wire` turns messages into the core's commands, `status` maps the core's refusals
+//! to gRPC codes, `to_wire` turns samples into messages; `session` is the streaming
+//! adapter, the unary rpcs share [`RunlensService::unary`], `abandoned` ends the runs of
+//! clients that are gone, `history` serves stored runs.
 
 mod abandoned;
+mod from_wire;
 mod history;
-mod ingest;
-mod registry;
 mod session;
+mod status;
 mod to_wire;
-pub mod validate;
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use to_wire::snapshot_to_wire;
 use runlens_api::pb;
 use runlens_api::pb::client_message::Body;
 use runlens_api::pb::runlens_server::Runlens;
+use to_wire::snapshot_to_wire;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use abandoned::{EXITED_REASON_PREFIX, Presence};
-pub use ingest::Ingest;
-pub use registry::Registry;
+pub use abandoned::Presence;
 
+use crate::ingest::{Command, Ingest, IngestError};
 use crate::sampler::SamplerHandle;
-use crate::store::{Ack, QueueError, SessionProgress, WriteOp, WriterHandle, read};
+use crate::store::read::SharedReader;
+use crate::store::{Ack, QueueError, SessionProgress, WriteOp, WriterHandle};
 
 /// How long a unary call waits for its commit.
 const UNARY_COMMIT_WAIT: Duration = Duration::from_secs(10);
@@ -40,6 +44,8 @@ pub struct RunlensService {
     ingest: Ingest,
     sampler: SamplerHandle,
     writer: WriterHandle,
+    /// Session bookkeeping reads (committed sequence numbers, clients with open runs).
+    reader: SharedReader,
     db_path: PathBuf,
     shutdown: watch::Receiver<bool>,
     /// Upgraded into every streaming task; shutdown waits until all are dropped.
@@ -49,23 +55,25 @@ pub struct RunlensService {
 }
 
 impl RunlensService {
-    /// A service storing through `writer`, reading history from `db_path`. Streams end
-    /// when `shutdown` turns true; each streaming task holds an upgraded `drain`, so once
-    /// the owner drops its sender, the receiver's `recv()` returns `None` when they have
-    /// all finished.
+    /// A service accepting through `ingest`, storing through `writer`, reading session
+    /// state through `reader` and history from `db_path`. Streams end when `shutdown`
+    /// turns true; each streaming task holds an upgraded `drain`, so once the owner drops
+    /// its sender, the receiver's `recv()` returns `None` when they have all finished.
     pub fn new(
+        ingest: Ingest,
         sampler: SamplerHandle,
         writer: WriterHandle,
-        registry: Registry,
+        reader: SharedReader,
         db_path: PathBuf,
         shutdown: watch::Receiver<bool>,
         drain: mpsc::WeakSender<()>,
     ) -> Self {
         Self {
             presence: Presence::default(),
-            ingest: Ingest::new(sampler.clone(), registry),
+            ingest,
             sampler,
             writer,
+            reader,
             db_path,
             shutdown,
             drain,
@@ -79,11 +87,7 @@ impl RunlensService {
         &self,
         client_timeout: Duration,
     ) -> Result<tokio::task::JoinHandle<()>, crate::store::StoreError> {
-        let waiting = self
-            .ingest
-            .with_registry(|r| r.db().map(read::clients_with_open_runs))
-            .transpose()?
-            .unwrap_or_default();
+        let waiting = self.reader.read(|r| r.clients_with_open_runs())?;
         if !waiting.is_empty() {
             tracing::info!(clients = waiting.len(), timeout = %humantime::format_duration(client_timeout),
                 "clients with open runs from before this start: waiting for them to come back");
@@ -93,16 +97,23 @@ impl RunlensService {
             self.presence.clone(),
             self.ingest.clone(),
             self.writer.clone(),
+            self.reader.clone(),
             client_timeout,
             self.shutdown.clone(),
         )))
     }
 
-    /// Accepts one message, waits for its commit, and answers with its snapshot.
+    /// Accepts one command, waits for its commit, and answers with `respond` applied to
+    /// the snapshot it attached: the shape of every unary recording rpc.
     ///
     /// Refuses before changing any state when storage is failing (`UNAVAILABLE`) or the
     /// write queue is full (`RESOURCE_EXHAUSTED`), so a retry is always safe then.
-    async fn unary(&self, body: Body) -> Result<pb::Snapshot, Status> {
+    async fn unary<R>(
+        &self,
+        command: Result<Command, IngestError>,
+        respond: impl FnOnce(Option<pb::Snapshot>) -> R,
+    ) -> Result<Response<R>, Status> {
+        let command = command?;
         if let Some(error) = self.writer.health().borrow().clone() {
             return Err(Status::unavailable(format!(
                 "storage is failing ({error}); nothing was recorded, retry later"
@@ -114,7 +125,7 @@ impl RunlensService {
             ),
             QueueError::Closed => Status::unavailable("the sidecar is shutting down"),
         })?;
-        let accepted = self.ingest.accept(body, None).await?;
+        let accepted = self.ingest.accept(command, None).await?;
         let (tx, rx) = oneshot::channel();
         permit.send(accepted.op, Ack::Reply(tx));
         match tokio::time::timeout(UNARY_COMMIT_WAIT, rx).await {
@@ -133,10 +144,8 @@ impl RunlensService {
                 )));
             }
         }
-        Ok(snapshot_to_wire(
-            &accepted.snapshot.snapshot,
-            accepted.snapshot.id,
-        ))
+        let snapshot = snapshot_to_wire(&accepted.snapshot.snapshot, accepted.snapshot.id);
+        Ok(Response::new(respond(Some(snapshot))))
     }
 }
 
@@ -164,13 +173,11 @@ impl Runlens for RunlensService {
             }
             None => return Err(Status::invalid_argument("session closed before hello")),
         };
-        validate::id("client_id", &hello.client_id)?;
+        crate::ingest::validate::id("client_id", &hello.client_id)?;
         let committed = self
-            .ingest
-            .with_registry(|r| r.db().map(|db| read::committed_seq(db, &hello.client_id)))
-            .transpose()
-            .map_err(|e| Status::unavailable(format!("storage read failed: {e}")))?
-            .unwrap_or(0);
+            .reader
+            .read(|r| r.committed_seq(&hello.client_id))
+            .map_err(|e| IngestError::storage(&e))?;
         tracing::info!(client_id = %hello.client_id, name = %hello.client_name, pid = hello.pid,
             committed, "session opened");
         if hello.pid != 0 {
@@ -227,60 +234,54 @@ impl Runlens for RunlensService {
         &self,
         request: Request<pb::StartRunRequest>,
     ) -> Result<Response<pb::StartRunResponse>, Status> {
-        let snapshot = self.unary(Body::StartRun(request.into_inner())).await?;
-        Ok(Response::new(pb::StartRunResponse {
-            snapshot: Some(snapshot),
-        }))
+        let command = Ok(from_wire::start_run(request.into_inner()));
+        self.unary(command, |snapshot| pb::StartRunResponse { snapshot })
+            .await
     }
 
     async fn end_run(
         &self,
         request: Request<pb::EndRunRequest>,
     ) -> Result<Response<pb::EndRunResponse>, Status> {
-        let snapshot = self.unary(Body::EndRun(request.into_inner())).await?;
-        Ok(Response::new(pb::EndRunResponse {
-            snapshot: Some(snapshot),
-        }))
+        let command = from_wire::end_run(request.into_inner());
+        self.unary(command, |snapshot| pb::EndRunResponse { snapshot })
+            .await
     }
 
     async fn start_span(
         &self,
         request: Request<pb::StartSpanRequest>,
     ) -> Result<Response<pb::StartSpanResponse>, Status> {
-        let snapshot = self.unary(Body::StartSpan(request.into_inner())).await?;
-        Ok(Response::new(pb::StartSpanResponse {
-            snapshot: Some(snapshot),
-        }))
+        let command = Ok(from_wire::start_span(request.into_inner()));
+        self.unary(command, |snapshot| pb::StartSpanResponse { snapshot })
+            .await
     }
 
     async fn end_span(
         &self,
         request: Request<pb::EndSpanRequest>,
     ) -> Result<Response<pb::EndSpanResponse>, Status> {
-        let snapshot = self.unary(Body::EndSpan(request.into_inner())).await?;
-        Ok(Response::new(pb::EndSpanResponse {
-            snapshot: Some(snapshot),
-        }))
+        let command = from_wire::end_span(request.into_inner());
+        self.unary(command, |snapshot| pb::EndSpanResponse { snapshot })
+            .await
     }
 
     async fn record_metric(
         &self,
         request: Request<pb::Metric>,
     ) -> Result<Response<pb::RecordMetricResponse>, Status> {
-        let snapshot = self.unary(Body::Metric(request.into_inner())).await?;
-        Ok(Response::new(pb::RecordMetricResponse {
-            snapshot: Some(snapshot),
-        }))
+        let command = Ok(from_wire::metric(request.into_inner()));
+        self.unary(command, |snapshot| pb::RecordMetricResponse { snapshot })
+            .await
     }
 
     async fn record_event(
         &self,
         request: Request<pb::Event>,
     ) -> Result<Response<pb::RecordEventResponse>, Status> {
-        let snapshot = self.unary(Body::Event(request.into_inner())).await?;
-        Ok(Response::new(pb::RecordEventResponse {
-            snapshot: Some(snapshot),
-        }))
+        let command = Ok(from_wire::event(request.into_inner()));
+        self.unary(command, |snapshot| pb::RecordEventResponse { snapshot })
+            .await
     }
 
     async fn get_snapshot(
@@ -291,7 +292,7 @@ impl Runlens for RunlensService {
             .sampler
             .sample_unstored()
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(IngestError::from)?;
         Ok(Response::new(snapshot_to_wire(&snapshot, 0)))
     }
 
@@ -328,7 +329,7 @@ impl Runlens for RunlensService {
                     .sample_unstored()
                     .await
                     .map(|s| snapshot_to_wire(&s, 0))
-                    .map_err(|e| Status::internal(e.to_string()));
+                    .map_err(|e| Status::from(IngestError::from(e)));
                 match tx.try_send(item) {
                     Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
                     Err(mpsc::error::TrySendError::Closed(_)) => return,

@@ -16,7 +16,8 @@ use runlens_api::pb::server_message::Body as Out;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
-use super::ingest::Ingest;
+use super::from_wire;
+use crate::ingest::Ingest;
 use crate::store::{Ack, SessionProgress, WriteOp, WriterHandle};
 
 /// How long a closing session waits for its last acknowledgements.
@@ -180,9 +181,13 @@ impl Session {
             }
             return self.queue(op, seq).await;
         }
-        match self.ingest.accept(body, Some(&self.client_id)).await {
+        let accepted = match from_wire::command(body) {
+            Ok(command) => self.ingest.accept(command, Some(&self.client_id)).await,
+            Err(refused) => Err(refused),
+        };
+        match accepted {
             Ok(accepted) => self.queue(accepted.op, seq).await,
-            Err(status) => self.reject_and_skip(seq, status).await,
+            Err(refused) => self.reject_and_skip(seq, refused.into()).await,
         }
     }
 

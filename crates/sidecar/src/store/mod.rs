@@ -7,6 +7,7 @@
 
 mod open;
 pub mod read;
+mod sql_types;
 mod writer;
 
 pub use open::{open_for_writing, open_read_only};

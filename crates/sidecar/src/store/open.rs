@@ -10,11 +10,15 @@ use super::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x524C_4E53;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Forward-only migrations: `MIGRATIONS[v]` takes a database from version `v` to `v + 1`.
 /// A new database runs them all; an older one the ones it lacks.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("migrate_002.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("migrate_002.sql"),
+    include_str!("migrate_003.sql"),
+];
 
 /// Opens (creating if needed) the database the sidecar writes to, and brings its schema
 /// up to date. Fails with a clear error on a file that is not a runlens database.
@@ -194,6 +198,41 @@ mod tests {
         assert_eq!(runs, 1);
         conn.query_row("SELECT count(*) FROM process_gpu_samples", [], |_| Ok(()))
             .unwrap();
+    }
+
+    #[test]
+    fn a_version_2_database_learns_how_its_runs_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO runs (run_id, name, status, error, started_at_ns) VALUES
+                 ('open', 'n', 'running', NULL, 1),
+                 ('fine', 'n', 'ok', NULL, 1),
+                 ('own', 'n', 'failed', 'the agent process (pid 7) had a bad day', 1),
+                 ('exit', 'n', 'failed', 'the agent process (pid 7) exited without ending this run', 1),
+                 ('away', 'n', 'failed', 'the agent''s session closed and did not come back within 10m; the run was never ended', 1);",
+            )
+            .unwrap();
+        }
+        let conn = open_for_writing(&path, false, None).unwrap();
+        let ended_by = |run: &str| -> Option<String> {
+            conn.query_row("SELECT ended_by FROM runs WHERE run_id = ?1", [run], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(ended_by("open"), None);
+        assert_eq!(ended_by("fine").as_deref(), Some("client"));
+        assert_eq!(ended_by("own").as_deref(), Some("client"));
+        assert_eq!(ended_by("exit").as_deref(), Some("process_exit"));
+        assert_eq!(ended_by("away").as_deref(), Some("session_timeout"));
     }
 
     #[test]

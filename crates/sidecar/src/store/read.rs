@@ -1,20 +1,47 @@
-//! Reads for the history rpcs and for recovering state after a restart.
+//! Reads for the history rpcs and for recovering state after a restart, through a
+//! [`Reader`]: its own read-only connection (WAL: it never blocks the writer), so that no
+//! code outside the store touches SQL.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Result;
+use crate::domain::Status;
 
-/// A stored run.
+/// A read-only connection to a runlens database, with the reads the sidecar needs.
+pub struct Reader {
+    conn: Connection,
+}
+
+/// A [`Reader`] shared between tasks (session opening, the gone-client check); each read
+/// holds it only for its own few primary-key lookups. Cheap to clone.
+#[derive(Clone)]
+pub struct SharedReader(Arc<Mutex<Reader>>);
+
+impl SharedReader {
+    /// Shares `reader`.
+    pub fn new(reader: Reader) -> Self {
+        Self(Arc::new(Mutex::new(reader)))
+    }
+
+    /// Runs one read (never across an await).
+    pub fn read<T>(&self, f: impl FnOnce(&Reader) -> Result<T>) -> Result<T> {
+        f(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A run as stored, for the history rpcs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunRow {
+pub struct StoredRun {
     /// Client-chosen id.
     pub run_id: String,
     /// Name.
     pub name: String,
-    /// `running`, `ok` or `failed`.
-    pub status: String,
+    /// Where it is in its life.
+    pub status: Status,
     /// Error text.
     pub error: Option<String>,
     /// Start, Unix ns.
@@ -29,17 +56,17 @@ pub struct RunRow {
     pub attributes: HashMap<String, String>,
 }
 
-/// A stored span.
+/// A span as stored, for the history rpcs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SpanRow {
+pub struct StoredSpan {
     /// Client-chosen id.
     pub span_id: String,
     /// Enclosing span.
     pub parent_span_id: Option<String>,
     /// Name.
     pub name: String,
-    /// `running`, `ok` or `failed`.
-    pub status: String,
+    /// Where it is in its life.
+    pub status: Status,
     /// Error text.
     pub error: Option<String>,
     /// Start, Unix ns.
@@ -62,8 +89,8 @@ fn attributes(text: Option<String>) -> HashMap<String, String> {
 const RUN_COLUMNS: &str = "run_id, name, status, error, started_at_ns, ended_at_ns, \
                            start_snapshot_id, end_snapshot_id, attributes";
 
-fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
-    Ok(RunRow {
+fn run_row(r: &Row<'_>) -> rusqlite::Result<StoredRun> {
+    Ok(StoredRun {
         run_id: r.get(0)?,
         name: r.get(1)?,
         status: r.get(2)?,
@@ -76,120 +103,260 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
-/// Runs, newest first, optionally filtered by status and paged by start time.
-pub fn list_runs(
-    conn: &Connection,
-    limit: u32,
-    status: Option<&str>,
-    started_before_ns: Option<i64>,
-) -> Result<Vec<RunRow>> {
-    let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM runs
-         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR started_at_ns < ?2)
-         ORDER BY started_at_ns DESC LIMIT ?3"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(params![status, started_before_ns, limit], run_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
-
-/// One run, if stored.
-pub fn get_run(conn: &Connection, run_id: &str) -> Result<Option<RunRow>> {
-    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1");
-    Ok(conn.query_row(&sql, [run_id], run_row).optional()?)
-}
-
-/// The spans of a run, in start order.
-pub fn spans_of_run(conn: &Connection, run_id: &str) -> Result<Vec<SpanRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT span_id, parent_span_id, name, status, error, started_at_ns, ended_at_ns,
-                start_snapshot_id, end_snapshot_id, attributes
-         FROM spans WHERE run_id = ?1 ORDER BY started_at_ns, span_id",
-    )?;
-    let rows = stmt
-        .query_map([run_id], |r| {
-            Ok(SpanRow {
-                span_id: r.get(0)?,
-                parent_span_id: r.get(1)?,
-                name: r.get(2)?,
-                status: r.get(3)?,
-                error: r.get(4)?,
-                started_at_ns: r.get(5)?,
-                ended_at_ns: r.get(6)?,
-                start_snapshot_id: r.get(7)?,
-                end_snapshot_id: r.get(8)?,
-                attributes: attributes(r.get(9)?),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
-
-/// Status of a stored run (`running`, `ok`, `failed`), if it exists.
-pub fn run_status(conn: &Connection, run_id: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row("SELECT status FROM runs WHERE run_id = ?1", [run_id], |r| {
-            r.get(0)
+impl Reader {
+    /// Opens the database at `path` for reading; see [`super::open_read_only`].
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            conn: super::open_read_only(path)?,
         })
-        .optional()?)
-}
+    }
 
-/// Run id and status of a stored span, if it exists.
-pub fn span_status(conn: &Connection, span_id: &str) -> Result<Option<(String, String)>> {
-    Ok(conn
-        .query_row(
-            "SELECT run_id, status FROM spans WHERE span_id = ?1",
-            [span_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?)
-}
+    /// Runs, newest first, optionally filtered by status and paged by start time.
+    pub fn list_runs(
+        &self,
+        limit: u32,
+        status: Option<Status>,
+        started_before_ns: Option<i64>,
+    ) -> Result<Vec<StoredRun>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR started_at_ns < ?2)
+             ORDER BY started_at_ns DESC LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(params![status, started_before_ns, limit], run_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
 
-/// Ids of a run's spans that are still open.
-pub fn open_spans_of_run(conn: &Connection, run_id: &str) -> Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT span_id FROM spans WHERE run_id = ?1 AND status = 'running'")?;
-    let rows = stmt
-        .query_map([run_id], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
+    /// One run, if stored.
+    pub fn get_run(&self, run_id: &str) -> Result<Option<StoredRun>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1");
+        Ok(self.conn.query_row(&sql, [run_id], run_row).optional()?)
+    }
 
-/// Runs a session client opened that are still open.
-pub fn open_runs_of_client(conn: &Connection, client_id: &str) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT run_id FROM runs WHERE client_id = ?1 AND status = 'running' ORDER BY run_id",
-    )?;
-    let rows = stmt
-        .query_map([client_id], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
+    /// The spans of a run, in start order.
+    pub fn spans_of_run(&self, run_id: &str) -> Result<Vec<StoredSpan>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT span_id, parent_span_id, name, status, error, started_at_ns, ended_at_ns,
+                    start_snapshot_id, end_snapshot_id, attributes
+             FROM spans WHERE run_id = ?1 ORDER BY started_at_ns, span_id",
+        )?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(StoredSpan {
+                    span_id: r.get(0)?,
+                    parent_span_id: r.get(1)?,
+                    name: r.get(2)?,
+                    status: r.get(3)?,
+                    error: r.get(4)?,
+                    started_at_ns: r.get(5)?,
+                    ended_at_ns: r.get(6)?,
+                    start_snapshot_id: r.get(7)?,
+                    end_snapshot_id: r.get(8)?,
+                    attributes: attributes(r.get(9)?),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
 
-/// Session clients with runs still open: (client id, name, pid).
-pub fn clients_with_open_runs(conn: &Connection) -> Result<Vec<(String, String, u32)>> {
-    let mut stmt = conn.prepare(
-        "SELECT client_id, coalesce(client_name, ''), coalesce(pid, 0) FROM clients
-         WHERE client_id IN (SELECT client_id FROM runs WHERE status = 'running')",
-    )?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
+    /// Status of a stored run, if it exists.
+    pub fn run_status(&self, run_id: &str) -> Result<Option<Status>> {
+        Ok(self
+            .conn
+            .query_row("SELECT status FROM runs WHERE run_id = ?1", [run_id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
 
-/// Highest sequence number committed for a session client (0 for a new client).
-pub fn committed_seq(conn: &Connection, client_id: &str) -> Result<u64> {
-    let seq: Option<i64> = conn
-        .query_row(
-            "SELECT committed_seq FROM clients WHERE client_id = ?1",
-            [client_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+    /// Run id and status of a stored span, if it exists.
+    pub fn span_status(&self, span_id: &str) -> Result<Option<(String, Status)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT run_id, status FROM spans WHERE span_id = ?1",
+                [span_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Ids of a run's spans that are still open.
+    pub fn open_spans_of_run(&self, run_id: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT span_id FROM spans WHERE run_id = ?1 AND status = 'running'")?;
+        let rows = stmt
+            .query_map([run_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Runs a session client opened that are still open.
+    pub fn open_runs_of_client(&self, client_id: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT run_id FROM runs WHERE client_id = ?1 AND status = 'running' ORDER BY run_id",
+        )?;
+        let rows = stmt
+            .query_map([client_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Session clients with runs still open: (client id, name, pid).
+    pub fn clients_with_open_runs(&self) -> Result<Vec<(String, String, u32)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT client_id, coalesce(client_name, ''), coalesce(pid, 0) FROM clients
+             WHERE client_id IN (SELECT client_id FROM runs WHERE status = 'running')",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Highest sequence number committed for a session client (0 for a new client).
+    pub fn committed_seq(&self, client_id: &str) -> Result<u64> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT committed_seq FROM clients WHERE client_id = ?1",
+                [client_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+    }
+
+    /// A stored snapshot with its GPU rows, as a probe-core [`probe_core::Snapshot`].
+    pub fn snapshot(&self, snapshot_id: i64) -> Result<Option<probe_core::Snapshot>> {
+        let conn = &self.conn;
+        let host = conn
+            .query_row(
+                "SELECT taken_at_ns, gpu_available, gpu_unavailable_reason, cpu_count, cpu_load_1m,
+                        cpu_load_5m, cpu_load_15m, cpu_utilization_ratio, cpu_core_utilization,
+                        ram_total_bytes, ram_used_bytes, ram_available_bytes, swap_total_bytes,
+                        swap_used_bytes, cgroup_version, cgroup_memory_limit_bytes,
+                        cgroup_memory_used_bytes, cgroup_cpu_quota_cores, cgroup_cpu_throttled_ns
+                 FROM snapshots WHERE snapshot_id = ?1",
+                [snapshot_id],
+                |r| {
+                    let cores: Option<String> = r.get(8)?;
+                    let cgroup_version: Option<u8> = r.get(14)?;
+                    let cgroup = match cgroup_version {
+                        Some(version) => Some(probe_core::CgroupSnapshot {
+                            version,
+                            memory_limit_bytes: r.get::<_, Option<i64>>(15)?.map(unsigned),
+                            memory_used_bytes: r.get::<_, Option<i64>>(16)?.map(unsigned),
+                            cpu_quota_cores: r.get(17)?,
+                            cpu_throttled_ns: r.get::<_, Option<i64>>(18)?.map(unsigned),
+                        }),
+                        None => None,
+                    };
+                    Ok((
+                        cgroup,
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, bool>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        probe_core::HostSnapshot {
+                            cpu_count: r.get(3)?,
+                            cpu_load_1m: r.get(4)?,
+                            cpu_load_5m: r.get(5)?,
+                            cpu_load_15m: r.get(6)?,
+                            cpu_utilization_ratio: r.get(7)?,
+                            cpu_core_utilization_ratio: cores
+                                .and_then(|c| serde_json::from_str(&c).ok())
+                                .unwrap_or_default(),
+                            ram_total_bytes: unsigned(r.get(9)?),
+                            ram_used_bytes: unsigned(r.get(10)?),
+                            ram_available_bytes: unsigned(r.get(11)?),
+                            swap_total_bytes: unsigned(r.get(12)?),
+                            swap_used_bytes: unsigned(r.get(13)?),
+                        },
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((cgroup, taken_at_ns, available, unavailable_reason, host)) = host else {
+            return Ok(None);
+        };
+        let mut stmt = conn.prepare_cached(
+            "SELECT gpu_index, uuid, name, state, memory_total_bytes, memory_used_bytes,
+                    memory_free_bytes, utilization_ratio, memory_utilization_ratio,
+                    temperature_celsius, power_watts, memory_reserved_bytes, power_limit_watts,
+                    clock_sm_mhz, clock_memory_mhz, performance_state, clock_event_reasons,
+                    ecc_corrected_errors, ecc_uncorrected_errors
+             FROM gpu_samples WHERE snapshot_id = ?1 ORDER BY gpu_index",
+        )?;
+        let devices = stmt
+            .query_map([snapshot_id], |r| {
+                let state: String = r.get(3)?;
+                Ok(probe_core::GpuDevice {
+                    index: r.get(0)?,
+                    uuid: r.get(1)?,
+                    name: r.get(2)?,
+                    state: match state.as_str() {
+                        "ok" => probe_core::GpuState::Ok,
+                        "lost" => probe_core::GpuState::Lost,
+                        _ => probe_core::GpuState::Error,
+                    },
+                    memory_total_bytes: r.get::<_, Option<i64>>(4)?.map(unsigned),
+                    memory_used_bytes: r.get::<_, Option<i64>>(5)?.map(unsigned),
+                    memory_free_bytes: r.get::<_, Option<i64>>(6)?.map(unsigned),
+                    utilization_ratio: r.get(7)?,
+                    memory_utilization_ratio: r.get(8)?,
+                    temperature_celsius: r.get(9)?,
+                    power_watts: r.get(10)?,
+                    memory_reserved_bytes: r.get::<_, Option<i64>>(11)?.map(unsigned),
+                    power_limit_watts: r.get(12)?,
+                    clock_sm_mhz: r.get(13)?,
+                    clock_memory_mhz: r.get(14)?,
+                    performance_state: r.get(15)?,
+                    clock_event_reasons: r.get::<_, Option<i64>>(16)?.map(unsigned),
+                    ecc_corrected_errors: r.get::<_, Option<i64>>(17)?.map(unsigned),
+                    ecc_uncorrected_errors: r.get::<_, Option<i64>>(18)?.map(unsigned),
+                    processes: Vec::new(),
+                    unsupported: Vec::new(),
+                    mig_enabled: None,
+                    mig_devices: Vec::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut devices = devices;
+        let mut procs = conn.prepare_cached(
+            "SELECT gpu_index, pid, used_memory_bytes FROM gpu_processes
+             WHERE snapshot_id = ?1 ORDER BY gpu_index, pid",
+        )?;
+        let rows = procs.query_map([snapshot_id], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                probe_core::GpuProcess {
+                    pid: r.get(1)?,
+                    used_memory_bytes: r.get::<_, Option<i64>>(2)?.map(unsigned),
+                },
+            ))
+        })?;
+        for row in rows {
+            let (index, process) = row?;
+            if let Some(d) = devices.iter_mut().find(|d| d.index == index) {
+                d.processes.push(process);
+            }
+        }
+        Ok(Some(probe_core::Snapshot {
+            taken_at_ns,
+            host,
+            gpu: probe_core::GpuSnapshot {
+                available,
+                unavailable_reason,
+                devices,
+            },
+            cgroup,
+            processes: agent_processes(conn, snapshot_id)?,
+        }))
+    }
 }
 
 /// The next free snapshot id.
@@ -199,132 +366,6 @@ pub fn next_snapshot_id(conn: &Connection) -> Result<i64> {
         [],
         |r| r.get(0),
     )?)
-}
-
-/// A stored snapshot with its GPU rows, as a probe-core [`probe_core::Snapshot`].
-pub fn snapshot(conn: &Connection, snapshot_id: i64) -> Result<Option<probe_core::Snapshot>> {
-    let host = conn
-        .query_row(
-            "SELECT taken_at_ns, gpu_available, gpu_unavailable_reason, cpu_count, cpu_load_1m,
-                    cpu_load_5m, cpu_load_15m, cpu_utilization_ratio, cpu_core_utilization,
-                    ram_total_bytes, ram_used_bytes, ram_available_bytes, swap_total_bytes,
-                    swap_used_bytes, cgroup_version, cgroup_memory_limit_bytes,
-                    cgroup_memory_used_bytes, cgroup_cpu_quota_cores, cgroup_cpu_throttled_ns
-             FROM snapshots WHERE snapshot_id = ?1",
-            [snapshot_id],
-            |r| {
-                let cores: Option<String> = r.get(8)?;
-                let cgroup_version: Option<u8> = r.get(14)?;
-                let cgroup = match cgroup_version {
-                    Some(version) => Some(probe_core::CgroupSnapshot {
-                        version,
-                        memory_limit_bytes: r.get::<_, Option<i64>>(15)?.map(unsigned),
-                        memory_used_bytes: r.get::<_, Option<i64>>(16)?.map(unsigned),
-                        cpu_quota_cores: r.get(17)?,
-                        cpu_throttled_ns: r.get::<_, Option<i64>>(18)?.map(unsigned),
-                    }),
-                    None => None,
-                };
-                Ok((
-                    cgroup,
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, bool>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    probe_core::HostSnapshot {
-                        cpu_count: r.get(3)?,
-                        cpu_load_1m: r.get(4)?,
-                        cpu_load_5m: r.get(5)?,
-                        cpu_load_15m: r.get(6)?,
-                        cpu_utilization_ratio: r.get(7)?,
-                        cpu_core_utilization_ratio: cores
-                            .and_then(|c| serde_json::from_str(&c).ok())
-                            .unwrap_or_default(),
-                        ram_total_bytes: unsigned(r.get(9)?),
-                        ram_used_bytes: unsigned(r.get(10)?),
-                        ram_available_bytes: unsigned(r.get(11)?),
-                        swap_total_bytes: unsigned(r.get(12)?),
-                        swap_used_bytes: unsigned(r.get(13)?),
-                    },
-                ))
-            },
-        )
-        .optional()?;
-    let Some((cgroup, taken_at_ns, available, unavailable_reason, host)) = host else {
-        return Ok(None);
-    };
-    let mut stmt = conn.prepare_cached(
-        "SELECT gpu_index, uuid, name, state, memory_total_bytes, memory_used_bytes,
-                memory_free_bytes, utilization_ratio, memory_utilization_ratio,
-                temperature_celsius, power_watts, memory_reserved_bytes, power_limit_watts,
-                clock_sm_mhz, clock_memory_mhz, performance_state, clock_event_reasons,
-                ecc_corrected_errors, ecc_uncorrected_errors
-         FROM gpu_samples WHERE snapshot_id = ?1 ORDER BY gpu_index",
-    )?;
-    let devices = stmt
-        .query_map([snapshot_id], |r| {
-            let state: String = r.get(3)?;
-            Ok(probe_core::GpuDevice {
-                index: r.get(0)?,
-                uuid: r.get(1)?,
-                name: r.get(2)?,
-                state: match state.as_str() {
-                    "ok" => probe_core::GpuState::Ok,
-                    "lost" => probe_core::GpuState::Lost,
-                    _ => probe_core::GpuState::Error,
-                },
-                memory_total_bytes: r.get::<_, Option<i64>>(4)?.map(unsigned),
-                memory_used_bytes: r.get::<_, Option<i64>>(5)?.map(unsigned),
-                memory_free_bytes: r.get::<_, Option<i64>>(6)?.map(unsigned),
-                utilization_ratio: r.get(7)?,
-                memory_utilization_ratio: r.get(8)?,
-                temperature_celsius: r.get(9)?,
-                power_watts: r.get(10)?,
-                memory_reserved_bytes: r.get::<_, Option<i64>>(11)?.map(unsigned),
-                power_limit_watts: r.get(12)?,
-                clock_sm_mhz: r.get(13)?,
-                clock_memory_mhz: r.get(14)?,
-                performance_state: r.get(15)?,
-                clock_event_reasons: r.get::<_, Option<i64>>(16)?.map(unsigned),
-                ecc_corrected_errors: r.get::<_, Option<i64>>(17)?.map(unsigned),
-                ecc_uncorrected_errors: r.get::<_, Option<i64>>(18)?.map(unsigned),
-                processes: Vec::new(),
-                unsupported: Vec::new(),
-                mig_enabled: None,
-                mig_devices: Vec::new(),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut devices = devices;
-    let mut procs = conn.prepare_cached(
-        "SELECT gpu_index, pid, used_memory_bytes FROM gpu_processes
-         WHERE snapshot_id = ?1 ORDER BY gpu_index, pid",
-    )?;
-    let rows = procs.query_map([snapshot_id], |r| {
-        Ok((
-            r.get::<_, u32>(0)?,
-            probe_core::GpuProcess {
-                pid: r.get(1)?,
-                used_memory_bytes: r.get::<_, Option<i64>>(2)?.map(unsigned),
-            },
-        ))
-    })?;
-    for row in rows {
-        let (index, process) = row?;
-        if let Some(d) = devices.iter_mut().find(|d| d.index == index) {
-            d.processes.push(process);
-        }
-    }
-    Ok(Some(probe_core::Snapshot {
-        taken_at_ns,
-        host,
-        gpu: probe_core::GpuSnapshot {
-            available,
-            unavailable_reason,
-            devices,
-        },
-        cgroup,
-        processes: agent_processes(conn, snapshot_id)?,
-    }))
 }
 
 fn unsigned(v: i64) -> u64 {

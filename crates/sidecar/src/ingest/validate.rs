@@ -1,10 +1,10 @@
-//! Validation of everything that arrives on the wire. Each failure is an
-//! `INVALID_ARGUMENT` status whose message names the field and the rule.
+//! Validation of everything that reaches the ingest core, from any front door. Each
+//! failure is [`IngestError::Invalid`] (`INVALID_ARGUMENT` on the wire) with a message
+//! that names the field and the rule.
 
 use std::collections::HashMap;
 
-use runlens_api::pb::EndStatus;
-use tonic::Status;
+use super::error::{IngestError, Result};
 
 /// Longest id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -23,12 +23,12 @@ pub const MAX_ERROR_LEN: usize = 4096;
 pub const MAX_UNIT_LEN: usize = 64;
 
 /// A client-chosen id: 1..=128 bytes of `A-Z a-z 0-9 _ - . :`.
-pub fn id(field: &str, value: &str) -> Result<(), Status> {
+pub fn id(field: &str, value: &str) -> Result<()> {
     if value.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is empty")));
+        return Err(IngestError::Invalid(format!("{field} is empty")));
     }
     if value.len() > MAX_ID_LEN {
-        return Err(Status::invalid_argument(format!(
+        return Err(IngestError::Invalid(format!(
             "{field} is {} bytes long; the limit is {MAX_ID_LEN}",
             value.len()
         )));
@@ -37,35 +37,34 @@ pub fn id(field: &str, value: &str) -> Result<(), Status> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
     {
-        return Err(Status::invalid_argument(format!(
+        return Err(IngestError::Invalid(format!(
             "{field} contains {c:?}; ids may use only A-Z a-z 0-9 _ - . :"
         )));
     }
     Ok(())
 }
 
-/// An optional id: empty means absent.
-pub fn optional_id(field: &str, value: &str) -> Result<Option<String>, Status> {
-    if value.is_empty() {
-        Ok(None)
-    } else {
-        id(field, value).map(|()| Some(value.to_owned()))
+/// An optional id (the front door turns an empty wire field into `None`).
+pub fn optional_id(field: &str, value: Option<String>) -> Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(v) => id(field, &v).map(|()| Some(v)),
     }
 }
 
 /// A name: 1..=256 characters, not only whitespace, no control characters.
-pub fn name(field: &str, value: &str) -> Result<(), Status> {
+pub fn name(field: &str, value: &str) -> Result<()> {
     if value.trim().is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is empty")));
+        return Err(IngestError::Invalid(format!("{field} is empty")));
     }
     let chars = value.chars().count();
     if chars > MAX_NAME_LEN {
-        return Err(Status::invalid_argument(format!(
+        return Err(IngestError::Invalid(format!(
             "{field} is {chars} characters long; the limit is {MAX_NAME_LEN}"
         )));
     }
     if value.chars().any(char::is_control) {
-        return Err(Status::invalid_argument(format!(
+        return Err(IngestError::Invalid(format!(
             "{field} contains a control character"
         )));
     }
@@ -74,12 +73,12 @@ pub fn name(field: &str, value: &str) -> Result<(), Status> {
 
 /// Attributes: at most 64 entries, keys 1..=128 characters, values up to 4096.
 /// Returns them as a JSON object, or `None` when empty.
-pub fn attributes(map: &HashMap<String, String>) -> Result<Option<String>, Status> {
+pub fn attributes(map: &HashMap<String, String>) -> Result<Option<String>> {
     if map.is_empty() {
         return Ok(None);
     }
     if map.len() > MAX_ATTRIBUTES {
-        return Err(Status::invalid_argument(format!(
+        return Err(IngestError::Invalid(format!(
             "{} attributes given; the limit is {MAX_ATTRIBUTES}",
             map.len()
         )));
@@ -87,50 +86,41 @@ pub fn attributes(map: &HashMap<String, String>) -> Result<Option<String>, Statu
     for (key, value) in map {
         let key_len = key.chars().count();
         if key_len == 0 || key_len > MAX_ATTRIBUTE_KEY_LEN {
-            return Err(Status::invalid_argument(format!(
+            return Err(IngestError::Invalid(format!(
                 "attribute key {key:?} must be 1 to {MAX_ATTRIBUTE_KEY_LEN} characters"
             )));
         }
         if value.chars().count() > MAX_ATTRIBUTE_VALUE_LEN {
-            return Err(Status::invalid_argument(format!(
+            return Err(IngestError::Invalid(format!(
                 "attribute {key:?} has a value longer than {MAX_ATTRIBUTE_VALUE_LEN} characters"
             )));
         }
     }
     serde_json::to_string(map)
         .map(Some)
-        .map_err(|e| Status::internal(format!("attributes not encodable: {e}")))
+        .map_err(|e| IngestError::Invalid(format!("attributes not encodable: {e}")))
 }
 
-/// An end status and its error text: `(status column, error column)`.
-pub fn end_status(raw: i32, error: &str) -> Result<(&'static str, Option<String>), Status> {
-    match EndStatus::try_from(raw) {
-        Ok(EndStatus::Ok) => Ok(("ok", None)),
-        Ok(EndStatus::Failed) => Ok(("failed", Some(truncate(error, MAX_ERROR_LEN)))),
-        Ok(EndStatus::Unspecified) => Err(Status::invalid_argument(
-            "status is unspecified; use END_STATUS_OK or END_STATUS_FAILED",
-        )),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "status {raw} is not a known EndStatus"
-        ))),
-    }
+/// An error text: kept whole up to [`MAX_ERROR_LEN`] characters, cut (with "…") beyond.
+pub fn error_text(error: &str) -> String {
+    truncate(error, MAX_ERROR_LEN)
 }
 
 /// A metric value: finite.
-pub fn metric_value(name: &str, value: f64) -> Result<(), Status> {
+pub fn metric_value(name: &str, value: f64) -> Result<()> {
     if value.is_finite() {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(IngestError::Invalid(format!(
             "metric {name:?} has value {value}; values must be finite numbers"
         )))
     }
 }
 
 /// A unit: up to 64 characters; empty means none.
-pub fn unit(value: &str) -> Result<Option<String>, Status> {
+pub fn unit(value: &str) -> Result<Option<String>> {
     if value.chars().count() > MAX_UNIT_LEN {
-        return Err(Status::invalid_argument(format!(
+        return Err(IngestError::Invalid(format!(
             "unit is longer than {MAX_UNIT_LEN} characters"
         )));
     }
@@ -138,10 +128,10 @@ pub fn unit(value: &str) -> Result<Option<String>, Status> {
 }
 
 /// A timestamp: 0 means now; negative is invalid.
-pub fn time_ns(value: i64, now_ns: i64) -> Result<i64, Status> {
+pub fn time_ns(value: i64, now_ns: i64) -> Result<i64> {
     match value {
         0 => Ok(now_ns),
-        v if v < 0 => Err(Status::invalid_argument(format!(
+        v if v < 0 => Err(IngestError::Invalid(format!(
             "time_ns {v} is negative; use Unix nanoseconds, or 0 for now"
         ))),
         v => Ok(v),
@@ -158,20 +148,24 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
 
     #[test]
     fn ids_are_checked_for_length_and_characters() {
         assert!(id("run_id", "run-1.a:b_c").is_ok());
-        assert_eq!(id("run_id", "").unwrap_err().code(), Code::InvalidArgument);
+        assert!(matches!(id("run_id", ""), Err(IngestError::Invalid(_))));
         let long = "a".repeat(MAX_ID_LEN + 1);
         assert!(
             id("run_id", &long)
                 .unwrap_err()
-                .message()
+                .to_string()
                 .contains("limit is 128")
         );
-        assert!(id("span_id", "a b").unwrap_err().message().contains("' '"));
+        assert!(
+            id("span_id", "a b")
+                .unwrap_err()
+                .to_string()
+                .contains("' '")
+        );
     }
 
     #[test]
@@ -191,7 +185,7 @@ mod tests {
         assert!(
             attributes(&map)
                 .unwrap_err()
-                .message()
+                .to_string()
                 .contains("limit is 64")
         );
         let ok: HashMap<_, _> = [("model".to_owned(), "m".to_owned())].into();
@@ -206,19 +200,18 @@ mod tests {
     fn non_finite_metric_values_are_rejected() {
         assert!(metric_value("m", 1.5).is_ok());
         for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            assert_eq!(
-                metric_value("m", bad).unwrap_err().code(),
-                Code::InvalidArgument
-            );
+            assert!(matches!(
+                metric_value("m", bad),
+                Err(IngestError::Invalid(_))
+            ));
         }
     }
 
     #[test]
     fn long_error_text_is_truncated_not_rejected() {
-        let (status, error) = end_status(EndStatus::Failed as i32, &"e".repeat(10_000)).unwrap();
-        assert_eq!(status, "failed");
-        assert_eq!(error.unwrap().chars().count(), MAX_ERROR_LEN + 1);
-        assert!(end_status(0, "").is_err());
-        assert!(end_status(99, "").is_err());
+        let error = error_text(&"e".repeat(10_000));
+        assert_eq!(error.chars().count(), MAX_ERROR_LEN + 1);
+        assert!(error.ends_with('…'));
+        assert_eq!(error_text("short"), "short");
     }
 }

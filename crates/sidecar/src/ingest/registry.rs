@@ -9,10 +9,9 @@
 use std::collections::{HashMap, HashSet};
 use std::mem;
 
-use rusqlite::Connection;
-use tonic::Status;
-
-use crate::store::read;
+use super::error::{IngestError, Result};
+use crate::domain::Status;
+use crate::store::read::Reader;
 
 /// Ended ids remembered per generation before the older generation is forgotten (older
 /// ones are looked up in the database, only on error paths).
@@ -68,13 +67,13 @@ pub struct Registry {
     spans: HashMap<String, OpenSpan>,
     ended_runs: Recent<()>,
     ended_spans: Recent<String>,
-    /// Read connection for ids not in memory (after a restart); `None` in unit tests.
-    db: Option<Connection>,
+    /// Where ids not in memory are looked up (after a restart); `None` in unit tests.
+    db: Option<Reader>,
 }
 
 impl Registry {
     /// A registry that falls back to `db` for ids it has not seen.
-    pub fn new(db: Option<Connection>) -> Self {
+    pub fn new(db: Option<Reader>) -> Self {
         Self {
             runs: HashMap::new(),
             spans: HashMap::new(),
@@ -84,12 +83,7 @@ impl Registry {
         }
     }
 
-    /// The database connection, for session bookkeeping reads.
-    pub fn db(&self) -> Option<&Connection> {
-        self.db.as_ref()
-    }
-
-    fn find_run(&mut self, run_id: &str) -> Result<Found<'_, OpenRun>, Status> {
+    fn find_run(&mut self, run_id: &str) -> Result<Found<'_, OpenRun>> {
         if !self.runs.contains_key(run_id) {
             if self.ended_runs.get(run_id).is_some() {
                 return Ok(Found::Ended);
@@ -98,7 +92,7 @@ impl Registry {
             // A primary-key lookup on a path taken only for unknown ids.
             match self.db_run_status(run_id)? {
                 None => return Ok(Found::Unknown),
-                Some(status) if status != "running" => {
+                Some(status) if status != Status::Running => {
                     self.ended_runs.insert(run_id.to_owned(), ());
                     return Ok(Found::Ended);
                 }
@@ -127,7 +121,7 @@ impl Registry {
             .map_or(Found::Unknown, Found::Open))
     }
 
-    fn find_span(&mut self, span_id: &str) -> Result<Found<'_, OpenSpan>, Status> {
+    fn find_span(&mut self, span_id: &str) -> Result<Found<'_, OpenSpan>> {
         if !self.spans.contains_key(span_id) {
             if self.ended_spans.get(span_id).is_some() {
                 return Ok(Found::Ended);
@@ -137,7 +131,7 @@ impl Registry {
                 Some((run_id, status)) => {
                     // Loading the run also loads its open spans.
                     let run_open = matches!(self.find_run(&run_id)?, Found::Open(_));
-                    if status != "running" || !run_open {
+                    if status != Status::Running || !run_open {
                         self.ended_spans.insert(span_id.to_owned(), run_id);
                         return Ok(Found::Ended);
                     }
@@ -151,20 +145,20 @@ impl Registry {
     }
 
     /// Accepts a new run.
-    pub fn start_run(&mut self, run_id: &str) -> Result<(), Status> {
+    pub fn start_run(&mut self, run_id: &str) -> Result<()> {
         match self.find_run(run_id)? {
             Found::Unknown => {
                 self.runs.insert(run_id.to_owned(), OpenRun::default());
                 Ok(())
             }
-            _ => Err(Status::already_exists(format!(
+            _ => Err(IngestError::AlreadyExists(format!(
                 "run {run_id:?} already exists; run ids must be unique"
             ))),
         }
     }
 
     /// Accepts the end of a run; its open spans are closed with it.
-    pub fn end_run(&mut self, run_id: &str) -> Result<(), Status> {
+    pub fn end_run(&mut self, run_id: &str) -> Result<()> {
         match self.find_run(run_id)? {
             Found::Open(_) => {
                 if let Some(run) = self.runs.remove(run_id) {
@@ -176,7 +170,7 @@ impl Registry {
                 self.ended_runs.insert(run_id.to_owned(), ());
                 Ok(())
             }
-            Found::Ended => Err(Status::failed_precondition(format!(
+            Found::Ended => Err(IngestError::FailedPrecondition(format!(
                 "run {run_id:?} has already ended"
             ))),
             Found::Unknown => Err(unknown_run(run_id)),
@@ -189,11 +183,11 @@ impl Registry {
         run_id: &str,
         span_id: &str,
         parent_span_id: Option<&str>,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         match self.find_run(run_id)? {
             Found::Open(_) => {}
             Found::Ended => {
-                return Err(Status::failed_precondition(format!(
+                return Err(IngestError::FailedPrecondition(format!(
                     "run {run_id:?} has already ended; no new spans can start in it"
                 )));
             }
@@ -203,7 +197,7 @@ impl Registry {
         // of the ingest path. An id reused from before a restart is ignored by the store
         // (INSERT OR IGNORE); resends are recognised by sequence number before this.
         if self.spans.contains_key(span_id) || self.ended_spans.get(span_id).is_some() {
-            return Err(Status::already_exists(format!(
+            return Err(IngestError::AlreadyExists(format!(
                 "span {span_id:?} already exists; span ids must be unique"
             )));
         }
@@ -211,18 +205,18 @@ impl Registry {
             match self.find_span(parent)? {
                 Found::Open(p) if p.run_id == run_id => {}
                 Found::Open(p) => {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(IngestError::Invalid(format!(
                         "parent span {parent:?} belongs to run {:?}, not {run_id:?}",
                         p.run_id
                     )));
                 }
                 Found::Ended => {
-                    return Err(Status::failed_precondition(format!(
+                    return Err(IngestError::FailedPrecondition(format!(
                         "parent span {parent:?} has already ended"
                     )));
                 }
                 Found::Unknown => {
-                    return Err(Status::not_found(format!(
+                    return Err(IngestError::NotFound(format!(
                         "parent span {parent:?} not found; start the parent before its children"
                     )));
                 }
@@ -241,7 +235,7 @@ impl Registry {
     }
 
     /// Accepts the end of an open span.
-    pub fn end_span(&mut self, span_id: &str) -> Result<(), Status> {
+    pub fn end_span(&mut self, span_id: &str) -> Result<()> {
         match self.find_span(span_id)? {
             Found::Open(_) => {
                 if let Some(span) = self.spans.remove(span_id) {
@@ -252,10 +246,10 @@ impl Registry {
                 }
                 Ok(())
             }
-            Found::Ended => Err(Status::failed_precondition(format!(
+            Found::Ended => Err(IngestError::FailedPrecondition(format!(
                 "span {span_id:?} has already ended"
             ))),
-            Found::Unknown => Err(Status::not_found(format!(
+            Found::Unknown => Err(IngestError::NotFound(format!(
                 "span {span_id:?} not found; start it before ending it"
             ))),
         }
@@ -263,11 +257,11 @@ impl Registry {
 
     /// Checks the target of a metric or event: an open run, and a span of that run
     /// (open or recently ended: a measurement may arrive just after its span closed).
-    pub fn check_target(&mut self, run_id: &str, span_id: Option<&str>) -> Result<(), Status> {
+    pub fn check_target(&mut self, run_id: &str, span_id: Option<&str>) -> Result<()> {
         match self.find_run(run_id)? {
             Found::Open(_) => {}
             Found::Ended => {
-                return Err(Status::failed_precondition(format!(
+                return Err(IngestError::FailedPrecondition(format!(
                     "run {run_id:?} has already ended"
                 )));
             }
@@ -280,56 +274,70 @@ impl Registry {
             Found::Open(span) => Some(span.run_id.clone()),
             Found::Ended => self.ended_spans.get(span_id).cloned(),
             Found::Unknown => {
-                return Err(Status::not_found(format!("span {span_id:?} not found")));
+                return Err(IngestError::NotFound(format!("span {span_id:?} not found")));
             }
         };
         match owner {
-            Some(owner) if owner != run_id => Err(Status::invalid_argument(format!(
+            Some(owner) if owner != run_id => Err(IngestError::Invalid(format!(
                 "span {span_id:?} belongs to run {owner:?}, not {run_id:?}"
             ))),
             _ => Ok(()),
         }
     }
 
-    fn db_run_status(&self, run_id: &str) -> Result<Option<String>, Status> {
+    fn db_run_status(&self, run_id: &str) -> Result<Option<Status>> {
         match &self.db {
-            Some(db) => read::run_status(db, run_id).map_err(storage_status),
+            Some(db) => db.run_status(run_id).map_err(|e| IngestError::storage(&e)),
             None => Ok(None),
         }
     }
 
-    fn db_span_status(&self, span_id: &str) -> Result<Option<(String, String)>, Status> {
+    fn db_span_status(&self, span_id: &str) -> Result<Option<(String, Status)>> {
         match &self.db {
-            Some(db) => read::span_status(db, span_id).map_err(storage_status),
+            Some(db) => db
+                .span_status(span_id)
+                .map_err(|e| IngestError::storage(&e)),
             None => Ok(None),
         }
     }
 
-    fn db_open_spans(&self, run_id: &str) -> Result<Vec<String>, Status> {
+    fn db_open_spans(&self, run_id: &str) -> Result<Vec<String>> {
         match &self.db {
-            Some(db) => read::open_spans_of_run(db, run_id).map_err(storage_status),
+            Some(db) => db
+                .open_spans_of_run(run_id)
+                .map_err(|e| IngestError::storage(&e)),
             None => Ok(Vec::new()),
         }
     }
 }
 
-fn unknown_run(run_id: &str) -> Status {
-    Status::not_found(format!(
+fn unknown_run(run_id: &str) -> IngestError {
+    IngestError::NotFound(format!(
         "run {run_id:?} not found; start it before using it"
     ))
-}
-
-fn storage_status(e: crate::store::StoreError) -> Status {
-    Status::unavailable(format!("storage read failed: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
 
-    fn code<T: std::fmt::Debug>(r: Result<T, Status>) -> Code {
-        r.unwrap_err().code()
+    /// The kind of refusal, without its message.
+    #[derive(Debug, PartialEq)]
+    enum Code {
+        Invalid,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+    }
+
+    fn code<T: std::fmt::Debug>(r: Result<T>) -> Code {
+        match r.unwrap_err() {
+            IngestError::Invalid(_) => Code::Invalid,
+            IngestError::NotFound(_) => Code::NotFound,
+            IngestError::AlreadyExists(_) => Code::AlreadyExists,
+            IngestError::FailedPrecondition(_) => Code::FailedPrecondition,
+            e @ IngestError::Unavailable(_) => panic!("unexpected {e:?}"),
+        }
     }
 
     #[test]
@@ -371,7 +379,7 @@ mod tests {
         r.start_span("a", "sa", None).unwrap();
         r.check_target("a", Some("sa")).unwrap();
         r.check_target("a", None).unwrap();
-        assert_eq!(code(r.check_target("b", Some("sa"))), Code::InvalidArgument);
+        assert_eq!(code(r.check_target("b", Some("sa"))), Code::Invalid);
         assert_eq!(code(r.check_target("a", Some("zz"))), Code::NotFound);
         r.end_span("sa").unwrap();
         r.check_target("a", Some("sa")).unwrap();
@@ -385,9 +393,6 @@ mod tests {
         r.start_run("a").unwrap();
         r.start_run("b").unwrap();
         r.start_span("a", "pa", None).unwrap();
-        assert_eq!(
-            code(r.start_span("b", "c", Some("pa"))),
-            Code::InvalidArgument
-        );
+        assert_eq!(code(r.start_span("b", "c", Some("pa"))), Code::Invalid);
     }
 }

@@ -1,12 +1,11 @@
 //! `runlens bench ingest`: the sidecar as a separate process on loopback, driven by the
 //! real client, with every figure printed and the database checked at the end.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use runlens_client::Client;
 
-use super::bench::{ServeProcess, mib, sorted_in, status_bytes, summary};
+use super::support::{ServeProcess, TempDir, mib, sorted_in, status_bytes, summary};
 use crate::cli::IngestArgs;
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::format::outln;
@@ -32,11 +31,8 @@ pub fn run(args: IngestArgs) -> Result<(), Failure> {
         }
         Some(db) => (db.clone(), None),
         None => {
-            let dir =
-                std::env::temp_dir().join(format!("runlens-bench-ingest-{}", std::process::id()));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Failure::new(FAILURE, format!("cannot create a temp dir: {e}")))?;
-            (dir.join("ingest.db"), Some(TempDir(dir)))
+            let dir = TempDir::new("ingest")?;
+            (dir.0.join("ingest.db"), Some(dir))
         }
     };
     let serve = ServeProcess::start(&db, &[])?;
@@ -77,15 +73,6 @@ pub fn run(args: IngestArgs) -> Result<(), Failure> {
         ));
     }
     Ok(())
-}
-
-/// Removes the temporary directory when the benchmark ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 async fn drive(args: &IngestArgs, endpoint: &str) -> Result<(u64, u64), Failure> {

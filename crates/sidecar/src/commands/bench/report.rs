@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::params;
 
-use super::bench::sorted_in;
+use super::support::sorted_in;
 use crate::cli::{Effect, ReportBenchArgs};
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::format::outln;

@@ -1,0 +1,26 @@
+//! `runlens bench`: measured figures for the cost of sampling, of an idle sidecar, of
+//! ingest and of the report.
+//!
+//! Figures are printed, never asserted: timings belong in a benchmark, not in a test
+//! that flakes on a busy machine. Each benchmark is its own module; what they share
+//! (a sidecar process, percentiles, /proc figures) is in `support`, which imports none
+//! of them.
+
+mod idle;
+mod ingest;
+mod report;
+mod sample;
+mod support;
+
+use crate::cli::{BenchArgs, BenchCommand};
+use crate::exit::Failure;
+
+/// Runs the chosen benchmark.
+pub fn run(args: BenchArgs) -> Result<(), Failure> {
+    match args.command {
+        BenchCommand::Sample(a) => sample::run(a),
+        BenchCommand::Idle(a) => idle::run(a),
+        BenchCommand::Ingest(a) => ingest::run(a),
+        BenchCommand::Report(a) => report::run(a),
+    }
+}

@@ -1,0 +1,231 @@
+//! From the loaded figures to a [`Report`]: latency, context, correlations and pressure
+//! per step, and the chart series. The OOM section is `oom.rs`'s.
+
+use super::load::{self, Data, SnapFigures};
+use super::stats::{self, sorted_percentile, spearman};
+use super::*;
+use crate::domain::Status;
+
+/// At most this many points per chart series.
+const CHART_POINTS: usize = 600;
+
+fn every<T: Clone>(items: &[T], max: usize) -> Vec<T> {
+    let step = items.len().div_ceil(max.max(1)).max(1);
+    items.iter().step_by(step).cloned().collect()
+}
+
+fn group(durations: &mut [f64], failures: usize) -> Group {
+    durations.sort_unstable_by(f64::total_cmp);
+    let n = durations.len();
+    Group {
+        n,
+        p50_ms: sorted_percentile(durations, 0.5),
+        p95_ms: sorted_percentile(durations, 0.95),
+        failure_rate: (n > 0).then(|| failures as f64 / n as f64),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    stats::percentile(&mut v, 0.5)
+}
+
+pub(super) fn compute(data: &Data, options: &Options) -> Report {
+    let threshold = options.oom_threshold_bytes;
+    let mut by_name: Vec<Vec<usize>> = vec![Vec::new(); data.names.len()];
+    for (i, s) in data.spans.iter().enumerate() {
+        by_name[s.name as usize].push(i);
+    }
+    let gpu_label = gpu_label(&data.snapshots);
+    let mut latency = Vec::new();
+    let mut context = Vec::new();
+    let mut correlations = Vec::new();
+    let mut findings = Vec::new();
+    let mut pressure = Vec::new();
+    let mut scatter = Vec::new();
+    for (name_idx, members) in by_name.iter().enumerate() {
+        let name = &data.names[name_idx];
+        let spans: Vec<&load::SpanFigures> = members.iter().map(|&i| &data.spans[i]).collect();
+        let failures = spans.iter().filter(|s| s.failed).count();
+        let mut durations: Vec<f64> = spans.iter().map(|s| s.duration_ms).collect();
+        let all = group(&mut durations, failures);
+        latency.push(Latency {
+            name: name.clone(),
+            count: spans.len(),
+            failures,
+            failure_rate: all.failure_rate.unwrap_or(0.0),
+            p50_ms: all.p50_ms.unwrap_or(0.0),
+            p95_ms: all.p95_ms.unwrap_or(0.0),
+            p99_ms: sorted_percentile(&durations, 0.99).unwrap_or(0.0),
+        });
+        let snap = |s: &load::SpanFigures| s.snapshot.map(|i| &data.snapshots[i as usize]);
+        let figures = |r: Resource| -> Vec<(f64, f64)> {
+            spans
+                .iter()
+                .filter_map(|s| Some((r.value(snap(s)?)?, s.duration_ms)))
+                .filter(|(v, _)| v.is_finite())
+                .collect()
+        };
+        let mut medians = [None; 5];
+        for (k, resource) in RESOURCES.iter().enumerate() {
+            let pairs = figures(*resource);
+            medians[k] = median(pairs.iter().map(|p| p.0).collect());
+            if pairs.len() < 3 {
+                continue;
+            }
+            let (x, y): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+            let Some(rho) = spearman(&x, &y) else {
+                continue;
+            };
+            let strong = rho.abs() >= MIN_RHO && pairs.len() >= MIN_N;
+            if strong {
+                findings.push(format!(
+                    "{name} is slower when {}: ρ = {:.2}, n = {}",
+                    resource.phrase(rho, &gpu_label),
+                    rho,
+                    pairs.len()
+                ));
+            }
+            correlations.push(Correlation {
+                name: name.clone(),
+                resource: *resource,
+                rho,
+                n: pairs.len(),
+                strong,
+            });
+            if *resource == Resource::GpuFreeMemory {
+                scatter.push(Scatter {
+                    name: name.clone(),
+                    points: every(&pairs, CHART_POINTS * 2)
+                        .into_iter()
+                        .map(|(free, d)| (free / MIB, d))
+                        .collect(),
+                });
+            }
+        }
+        context.push(Context {
+            name: name.clone(),
+            n: spans.iter().filter(|s| s.snapshot.is_some()).count(),
+            gpu_free_min_mib_p50: medians[0].map(|b| b / MIB),
+            gpu_utilization_p50: medians[1],
+            cpu_load_per_core_p50: medians[2],
+            ram_headroom_ratio_p50: medians[3],
+            cgroup_headroom_ratio_p50: medians[4],
+        });
+        let (mut under, mut normal) = (Vec::new(), Vec::new());
+        let (mut under_failed, mut normal_failed) = (0, 0);
+        for s in &spans {
+            if snap(s).is_some_and(|f| under_pressure(f, threshold)) {
+                under.push(s.duration_ms);
+                under_failed += usize::from(s.failed);
+            } else {
+                normal.push(s.duration_ms);
+                normal_failed += usize::from(s.failed);
+            }
+        }
+        let under = group(&mut under, under_failed);
+        let normal = group(&mut normal, normal_failed);
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        pressure.push(Pressure {
+            name: name.clone(),
+            p50_ratio: ratio(under.p50_ms, normal.p50_ms),
+            p95_ratio: ratio(under.p95_ms, normal.p95_ms),
+            under_pressure: under,
+            no_pressure: normal,
+        });
+    }
+    latency.sort_by(|a, b| b.p95_ms.total_cmp(&a.p95_ms));
+    let oom = super::oom::oom(data, threshold);
+    let charts = charts(data, scatter);
+    Report {
+        generated_at_ns: probe_core::unix_now_ns(),
+        window: Window {
+            since_ns: options.since_ns,
+            run_id: options.run_id.clone(),
+            name: options.name.clone(),
+        },
+        oom_threshold_bytes: threshold,
+        spans_analyzed: data.spans.len(),
+        runs_analyzed: data.runs.len(),
+        snapshots_analyzed: data.snapshots.len(),
+        agent_gpus: data.agent_gpus.clone(),
+        agent_gpus_from: data.agent_gpus_from,
+        latency,
+        context,
+        correlations,
+        findings,
+        pressure,
+        oom,
+        charts,
+    }
+}
+
+fn under_pressure(f: &SnapFigures, threshold: u64) -> bool {
+    f.gpu_free_min_bytes.is_some_and(|b| b < threshold)
+        || f.cpu_load_per_core.is_some_and(|l| l > CPU_PRESSURE)
+        || f.ram_available_ratio.is_some_and(|r| r < MEMORY_PRESSURE)
+        || f.cgroup_headroom_ratio.is_some_and(|r| r < MEMORY_PRESSURE)
+}
+
+/// "GPU 0" when one GPU is the tightest in nearly every sample, else "the tightest GPU".
+fn gpu_label(snapshots: &[SnapFigures]) -> String {
+    let mut counts = std::collections::HashMap::new();
+    let mut total = 0;
+    for s in snapshots {
+        if let Some(i) = s.gpu_free_min_index {
+            *counts.entry(i).or_insert(0usize) += 1;
+            total += 1;
+        }
+    }
+    match counts.into_iter().max_by_key(|(_, n)| *n) {
+        Some((index, n)) if n * 10 >= total * 9 => format!("GPU {index}"),
+        _ => "the tightest GPU".to_owned(),
+    }
+}
+
+fn charts(data: &Data, scatter: Vec<Scatter>) -> Charts {
+    let mut gpu_memory: Vec<GpuSeries> = Vec::new();
+    for p in &data.gpus {
+        let (Some(used), Some(total)) = (p.used_bytes, p.total_bytes) else {
+            continue;
+        };
+        match gpu_memory.last_mut() {
+            Some(s) if s.gpu_index == p.gpu_index => {
+                s.points.push((p.taken_at_ns, used as f64 / MIB));
+            }
+            _ => gpu_memory.push(GpuSeries {
+                gpu_index: p.gpu_index,
+                total_mib: total as f64 / MIB,
+                points: vec![(p.taken_at_ns, used as f64 / MIB)],
+            }),
+        }
+    }
+    for s in &mut gpu_memory {
+        s.points = every(&s.points, CHART_POINTS);
+    }
+    let cpu: Vec<(i64, f64)> = data
+        .snapshots
+        .iter()
+        .filter_map(|s| Some((s.taken_at_ns, s.cpu_load_per_core?)))
+        .collect();
+    let runs: Vec<(i64, i64, bool, String)> = data
+        .runs
+        .iter()
+        .map(|r| {
+            (
+                r.started_at_ns,
+                r.ended_at_ns.unwrap_or(r.started_at_ns),
+                r.status == Status::Failed,
+                r.name.clone(),
+            )
+        })
+        .collect();
+    Charts {
+        gpu_memory,
+        cpu_load: every(&cpu, CHART_POINTS),
+        runs: every(&runs, 400),
+        scatter,
+    }
+}

@@ -1,0 +1,139 @@
+//! Section 5: per GPU, time below the threshold and the runs it touched; failed runs that
+//! were short of GPU memory at their end (likely OOM); runs whose agent died while RAM or
+//! the container's memory was nearly gone (likely OOM kill).
+
+use super::load::{Data, RunFigures, SnapFigures};
+use super::*;
+use crate::domain::{EndedBy, Status};
+
+pub(super) fn oom(data: &Data, threshold: u64) -> Oom {
+    let mut gpus = Vec::new();
+    let mut start = 0;
+    while start < data.gpus.len() {
+        let index = data.gpus[start].gpu_index;
+        let end = data.gpus[start..]
+            .iter()
+            .position(|p| p.gpu_index != index)
+            .map_or(data.gpus.len(), |n| start + n);
+        let points = &data.gpus[start..end];
+        let below: Vec<usize> = (0..points.len())
+            .filter(|&i| points[i].free_bytes.is_some_and(|f| f < threshold))
+            .collect();
+        let seconds_below = below
+            .iter()
+            .filter_map(|&i| {
+                points
+                    .get(i + 1)
+                    .map(|n| (n.taken_at_ns - points[i].taken_at_ns) as f64 / 1e9)
+            })
+            .map(|gap| gap.min(60.0))
+            .sum();
+        let below_times: Vec<i64> = below.iter().map(|&i| points[i].taken_at_ns).collect();
+        let runs_below = data
+            .runs
+            .iter()
+            .filter(|r| {
+                let end = r.ended_at_ns.unwrap_or(i64::MAX);
+                let from = below_times.partition_point(|&t| t < r.started_at_ns);
+                below_times.get(from).is_some_and(|&t| t <= end)
+            })
+            .map(|r| r.run_id.clone())
+            .collect();
+        let share_below = below.len() as f64 / points.len().max(1) as f64;
+        gpus.push(GpuRisk {
+            gpu_index: index,
+            uuid: points.last().and_then(|p| p.uuid.clone()),
+            name: points.last().and_then(|p| p.name.clone()),
+            samples: points.len(),
+            samples_below: below.len(),
+            share_below,
+            min_free_mib: points
+                .iter()
+                .filter_map(|p| p.free_bytes)
+                .min()
+                .map(|b| b as f64 / MIB),
+            first_below_ns: below_times.first().copied(),
+            last_below_ns: below_times.last().copied(),
+            seconds_below,
+            runs_below,
+            hardware_limit: share_below > HARDWARE_LIMIT_SHARE,
+        });
+        start = end;
+    }
+    // Every snapshot by time, to find those just before a run's end.
+    let mut by_time: Vec<(i64, usize)> = data
+        .snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.taken_at_ns, i))
+        .collect();
+    by_time.sort_unstable();
+    let failed = data.runs.iter().filter(|r| r.status == Status::Failed);
+    let likely_oom_runs = failed
+        .clone()
+        .filter_map(|r| {
+            let free = end_window(data, &by_time, r)
+                .filter_map(|s| s.gpu_free_min_bytes)
+                .min()?;
+            (free < threshold).then(|| LikelyOom {
+                run_id: r.run_id.clone(),
+                name: r.name.clone(),
+                error: r.error.clone(),
+                ended_at_ns: r.ended_at_ns,
+                gpu_free_min_mib: free as f64 / MIB,
+            })
+        })
+        .collect();
+    let least = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let likely_oom_killed_runs = failed
+        .filter(|r| r.ended_by == Some(EndedBy::ProcessExit))
+        .filter_map(|r| {
+            let (ram, cgroup) = end_window(data, &by_time, r).fold((None, None), |(ram, cg), s| {
+                (
+                    least(ram, s.ram_available_ratio),
+                    least(cg, s.cgroup_headroom_ratio),
+                )
+            });
+            let pressed = |v: Option<f64>| v.is_some_and(|v| v < MEMORY_PRESSURE);
+            (pressed(ram) || pressed(cgroup)).then(|| LikelyOomKilled {
+                run_id: r.run_id.clone(),
+                name: r.name.clone(),
+                error: r.error.clone(),
+                ended_at_ns: r.ended_at_ns,
+                ram_available_min_ratio: ram,
+                cgroup_headroom_min_ratio: cgroup,
+            })
+        })
+        .collect();
+    Oom {
+        gpus,
+        likely_oom_runs,
+        likely_oom_killed_runs,
+    }
+}
+
+/// The snapshots a failed run's end is judged by: its end snapshot, and those taken in the
+/// [`OOM_LOOKBACK_NS`] before its end while it ran.
+fn end_window<'a>(
+    data: &'a Data,
+    by_time: &'a [(i64, usize)],
+    r: &RunFigures,
+) -> impl Iterator<Item = &'a SnapFigures> + 'a {
+    let at_end = r
+        .end_snapshot_id
+        .and_then(|id| data.snapshot_index.get(&id))
+        .map(|&i| &data.snapshots[i as usize]);
+    let window = r.ended_at_ns.map_or(&by_time[..0], |ended| {
+        // Only while the run ran: pressure before it started is not its story.
+        let since = (ended - OOM_LOOKBACK_NS).max(r.started_at_ns);
+        let from = by_time.partition_point(|&(t, _)| t < since);
+        let to = by_time.partition_point(|&(t, _)| t <= ended);
+        &by_time[from..to]
+    });
+    at_end
+        .into_iter()
+        .chain(window.iter().map(|&(_, i)| &data.snapshots[i]))
+}

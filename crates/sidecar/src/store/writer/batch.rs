@@ -1,0 +1,378 @@
+//! How a batch of requests becomes one transaction: snapshots first, spans that start
+//! and end in the same batch merged into one complete row, every session client's progress
+//! committed with the rows it covers; and, when the database refuses a row, the others
+//! written one by one.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{Connection, params};
+
+use super::rows::{SpanEnd, SpanStart, WriteOp};
+use super::{Ack, Request, ops, snapshot, sql_int};
+
+pub(super) fn write_one_by_one(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
+    let mut tx = conn.transaction()?;
+    for req in batch {
+        let sp = tx.savepoint()?;
+        match ops::write_op(&sp, &req.op) {
+            Ok(()) => sp.commit()?,
+            Err(e) => tracing::error!(error = %e, op = ?req.op, "request not stored"),
+        }
+    }
+    record_client_progress(&tx, batch)?;
+    tx.commit()
+}
+
+pub(super) fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    // A span that starts and ends within one batch (most spans, at high volume) is
+    // inserted once, complete, instead of inserted and then updated.
+    let ends: HashMap<&str, &SpanEnd> = batch
+        .iter()
+        .filter_map(|r| match &r.op {
+            WriteOp::EndSpan(e) => Some((e.span_id.as_str(), e)),
+            _ => None,
+        })
+        .collect();
+    let mut completed: Vec<(&SpanStart, &SpanEnd)> = Vec::new();
+    let mut completed_ids: HashSet<&str> = HashSet::new();
+    // Snapshots first: rows of this batch may refer to any of them, and a completed span
+    // refers to its end snapshot at its start's place.
+    for req in batch {
+        if let WriteOp::Snapshot(snapshot) = &req.op {
+            snapshot::write_snapshot(&tx, snapshot)?;
+        }
+    }
+    for req in batch {
+        match &req.op {
+            WriteOp::Snapshot(_) => continue,
+            WriteOp::StartSpan(start) => {
+                if let Some(end) = ends.get(start.span_id.as_str()) {
+                    completed.push((start, end));
+                    completed_ids.insert(start.span_id.as_str());
+                    continue;
+                }
+            }
+            WriteOp::EndSpan(end) if completed_ids.contains(end.span_id.as_str()) => continue,
+            _ => {}
+        }
+        ops::write_op(&tx, &req.op)?;
+    }
+    // Completed spans go in last, many rows per statement. Nothing else in the batch
+    // depends on them: later rows of the batch only ever update spans still running.
+    write_complete_spans(&tx, &completed)?;
+    record_client_progress(&tx, batch)?;
+    tx.commit()
+}
+
+/// The multi-row and the one-row INSERT of completed spans, built once.
+static COMPLETE_SPAN_INSERTS: std::sync::LazyLock<(String, String)> =
+    std::sync::LazyLock::new(|| {
+        let columns = "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name, \
+            status, error, attributes, started_at_ns, ended_at_ns, start_snapshot_id, \
+            end_snapshot_id) VALUES ";
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        (
+            format!("{columns}{}", vec![row; SPANS_PER_INSERT].join(", ")),
+            format!("{columns}{row}"),
+        )
+    });
+
+/// Rows per multi-row INSERT of completed spans (11 parameters each).
+const SPANS_PER_INSERT: usize = 32;
+
+/// Inserts spans whose start and end are both at hand, `SPANS_PER_INSERT` per statement:
+/// one statement step instead of 32 is most of the writer's per-span cost.
+fn write_complete_spans(
+    tx: &rusqlite::Connection,
+    spans: &[(&SpanStart, &SpanEnd)],
+) -> rusqlite::Result<()> {
+    let (full, single) = &*COMPLETE_SPAN_INSERTS;
+    for chunk in spans.chunks(SPANS_PER_INSERT) {
+        let attributes: Vec<Option<String>> = chunk
+            .iter()
+            .map(|(s, e)| merge_attributes(s.attributes.as_deref(), e.attributes.as_deref()))
+            .collect();
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 11);
+        for ((start, end), attrs) in chunk.iter().zip(&attributes) {
+            values.extend([
+                &start.span_id as &dyn rusqlite::ToSql,
+                &start.run_id,
+                &start.parent_span_id,
+                &start.name,
+                &end.status,
+                &end.error,
+                attrs,
+                &start.at_ns,
+                &end.at_ns,
+                &start.snapshot_id,
+                &end.snapshot_id,
+            ]);
+        }
+        if chunk.len() == SPANS_PER_INSERT {
+            tx.prepare_cached(full)?
+                .execute(rusqlite::params_from_iter(values))?;
+        } else {
+            let mut one = tx.prepare_cached(single)?;
+            for row in values.chunks(11) {
+                one.execute(rusqlite::params_from_iter(row))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Start attributes with end attributes laid over them (the same as SQL `json_patch` for
+/// flat string maps).
+fn merge_attributes(start: Option<&str>, end: Option<&str>) -> Option<String> {
+    let Some(end) = end else {
+        return start.map(str::to_owned);
+    };
+    let parse = |t: &str| {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(t).unwrap_or_default()
+    };
+    let mut merged = start.map(parse).unwrap_or_default();
+    merged.extend(parse(end));
+    serde_json::to_string(&merged).ok()
+}
+
+/// Each session client's highest sequence number in the batch, stored in the same
+/// transaction as the rows: a restarted sidecar knows exactly what it has.
+fn record_client_progress(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[Request],
+) -> rusqlite::Result<()> {
+    let mut client_seq: HashMap<&str, u64> = HashMap::new();
+    for req in batch {
+        if let Ack::Session { client_id, seq, .. } = &req.ack {
+            let entry = client_seq.entry(client_id).or_default();
+            *entry = (*entry).max(*seq);
+        }
+    }
+    if !client_seq.is_empty() {
+        let now = probe_core::unix_now_ns();
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO clients (client_id, committed_seq, last_seen_ns) VALUES (?1, ?2, ?3)
+             ON CONFLICT (client_id) DO UPDATE SET
+                committed_seq = max(committed_seq, excluded.committed_seq),
+                last_seen_ns = excluded.last_seen_ns",
+        )?;
+        for (client, seq) in client_seq {
+            stmt.execute(params![client, sql_int(seq), now])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use tokio::sync::watch;
+
+    use crate::domain::{EndedBy, Status};
+    use crate::store::writer::SessionProgress;
+    use crate::store::writer::rows::{RunEnd, RunStart, StoredSnapshot};
+
+    fn snapshot(id: i64) -> WriteOp {
+        let host = probe_core::HostSnapshot {
+            cpu_load_1m: Some(0.5),
+            cpu_load_5m: None,
+            cpu_load_15m: None,
+            cpu_count: 2,
+            cpu_utilization_ratio: None,
+            cpu_core_utilization_ratio: vec![],
+            ram_total_bytes: 100,
+            ram_used_bytes: 40,
+            ram_available_bytes: 60,
+            swap_total_bytes: 0,
+            swap_used_bytes: 0,
+        };
+        WriteOp::Snapshot(Arc::new(StoredSnapshot {
+            id,
+            reason: "interval",
+            snapshot: probe_core::Snapshot {
+                taken_at_ns: id,
+                host,
+                gpu: probe_core::GpuSnapshot::unavailable("none in this test"),
+                cgroup: None,
+                processes: vec![],
+            },
+            taken: Instant::now(),
+        }))
+    }
+
+    fn request(op: WriteOp) -> Request {
+        Request { op, ack: Ack::None }
+    }
+
+    fn start_span(span_id: &str, at_ns: i64, attributes: Option<&str>) -> WriteOp {
+        WriteOp::StartSpan(SpanStart {
+            span_id: span_id.into(),
+            run_id: "r".into(),
+            parent_span_id: None,
+            name: "step".into(),
+            attributes: attributes.map(str::to_owned),
+            at_ns,
+            snapshot_id: 1,
+        })
+    }
+
+    fn end_span(span_id: &str, at_ns: i64, attributes: Option<&str>) -> WriteOp {
+        WriteOp::EndSpan(SpanEnd {
+            span_id: span_id.into(),
+            status: Status::Ok,
+            error: None,
+            attributes: attributes.map(str::to_owned),
+            at_ns,
+            snapshot_id: 2,
+        })
+    }
+
+    fn database() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open_for_writing(&dir.path().join("t.db"), false, None).unwrap();
+        (dir, conn)
+    }
+
+    type SpanState = (Status, Option<i64>, Option<i64>, Option<String>);
+
+    fn span(conn: &Connection, span_id: &str) -> SpanState {
+        conn.query_row(
+            "SELECT status, ended_at_ns, end_snapshot_id, attributes FROM spans WHERE span_id = ?1",
+            [span_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_span_started_and_ended_in_one_batch_is_one_complete_row_and_others_are_updated_later() {
+        let (_dir, mut conn) = database();
+        let start = WriteOp::StartRun(RunStart {
+            run_id: "r".into(),
+            name: "run".into(),
+            attributes: None,
+            client_id: None,
+            at_ns: 1,
+            snapshot_id: 1,
+        });
+        // More complete spans than one multi-row INSERT holds, so both statements run.
+        let mut first = vec![request(snapshot(1)), request(snapshot(2)), request(start)];
+        for i in 0..40 {
+            first.push(request(start_span(
+                &format!("s{i}"),
+                10,
+                Some(r#"{"a":"1"}"#),
+            )));
+            first.push(request(end_span(
+                &format!("s{i}"),
+                20,
+                Some(r#"{"b":"2"}"#),
+            )));
+        }
+        first.push(request(start_span("open", 11, None)));
+        write_batch(&mut conn, &first).unwrap();
+        for i in [0, 31, 32, 39] {
+            assert_eq!(
+                span(&conn, &format!("s{i}")),
+                (
+                    Status::Ok,
+                    Some(20),
+                    Some(2),
+                    Some(r#"{"a":"1","b":"2"}"#.into())
+                )
+            );
+        }
+        assert_eq!(span(&conn, "open"), (Status::Running, None, None, None));
+        write_batch(&mut conn, &[request(end_span("open", 30, None))]).unwrap();
+        assert_eq!(span(&conn, "open"), (Status::Ok, Some(30), Some(2), None));
+        let end = WriteOp::EndRun(RunEnd {
+            run_id: "r".into(),
+            status: Status::Failed,
+            error: Some("boom".into()),
+            ended_by: EndedBy::ProcessExit,
+            attributes: None,
+            at_ns: 40,
+            snapshot_id: 2,
+        });
+        write_batch(
+            &mut conn,
+            &[request(start_span("late", 35, None)), request(end)],
+        )
+        .unwrap();
+        assert_eq!(span(&conn, "late").0, Status::Failed, "closed with its run");
+        let (status, ended_by): (Status, EndedBy) = conn
+            .query_row(
+                "SELECT status, ended_by FROM runs WHERE run_id = 'r'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((status, ended_by), (Status::Failed, EndedBy::ProcessExit));
+    }
+
+    #[test]
+    fn each_session_clients_highest_sequence_number_is_committed_with_the_batch() {
+        let (_dir, mut conn) = database();
+        let progress = Arc::new(watch::channel(SessionProgress::default()).0);
+        let ack = |client: &str, seq| Ack::Session {
+            client_id: Arc::from(client),
+            progress: progress.clone(),
+            seq,
+        };
+        let batch = vec![
+            Request {
+                op: WriteOp::Nothing,
+                ack: ack("a", 7),
+            },
+            Request {
+                op: WriteOp::Nothing,
+                ack: ack("a", 5),
+            },
+            Request {
+                op: WriteOp::Nothing,
+                ack: ack("b", 3),
+            },
+        ];
+        write_batch(&mut conn, &batch).unwrap();
+        let seq = |conn: &Connection, client: &str| -> i64 {
+            conn.query_row(
+                "SELECT committed_seq FROM clients WHERE client_id = ?1",
+                [client],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!((seq(&conn, "a"), seq(&conn, "b")), (7, 3));
+        // A later, lower number (a resend) never moves it back.
+        write_batch(
+            &mut conn,
+            &[Request {
+                op: WriteOp::Nothing,
+                ack: ack("a", 2),
+            }],
+        )
+        .unwrap();
+        assert_eq!(seq(&conn, "a"), 7);
+    }
+
+    #[test]
+    fn end_attributes_are_laid_over_start_attributes() {
+        assert_eq!(merge_attributes(None, None), None);
+        assert_eq!(
+            merge_attributes(Some(r#"{"a":"1"}"#), None).as_deref(),
+            Some(r#"{"a":"1"}"#)
+        );
+        assert_eq!(
+            merge_attributes(Some(r#"{"a":"1","b":"2"}"#), Some(r#"{"b":"3","c":"4"}"#)).as_deref(),
+            Some(r#"{"a":"1","b":"3","c":"4"}"#)
+        );
+        assert_eq!(
+            merge_attributes(None, Some(r#"{"c":"4"}"#)).as_deref(),
+            Some(r#"{"c":"4"}"#)
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! The single writer: one thread owns the write connection and commits batches.
+//!
+//! Requests arrive on a bounded channel (a full channel makes senders wait: backpressure
+//! reaches the session stream's HTTP/2 flow control). The thread takes whatever is queued,
+//! up to [`MAX_BATCH`] requests, writes them in one transaction with cached prepared
+//! statements, commits, and only then acknowledges: unary callers get their reply, session
+//! clients see their committed sequence number advance.
+//!
+//! `rows` holds what can be written, `batch` how a batch becomes one transaction, `ops`
+//! and `snapshot` the SQL of each row; this file the channel, the thread, retrying and
+//! acknowledging.
+
+mod batch;
+mod ops;
+mod rows;
+mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::Result;
+
+pub use rows::{EventRow, RunEnd, RunStart, SpanEnd, SpanStart, StoredSnapshot, WriteOp};
+
+/// Most requests written in one transaction.
+pub const MAX_BATCH: usize = 4096;
+
+/// Requests the writer's channel holds before senders wait.
+pub const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// Progress of one session client, published by the writer after each commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionProgress {
+    /// Highest sequence number whose effects are committed.
+    pub committed_seq: u64,
+    /// Set when a commit failed: the session must end so the client resends.
+    pub write_failed: Option<String>,
+}
+
+/// Who to tell once the request is committed.
+#[derive(Debug)]
+pub enum Ack {
+    /// Nobody (background snapshots).
+    None,
+    /// A unary caller waiting for the commit.
+    Reply(oneshot::Sender<Result<(), String>>),
+    /// A session client: after commit, its `committed_seq` becomes at least `seq`.
+    Session {
+        /// Client id, for the `clients` table.
+        client_id: Arc<str>,
+        /// Where the client's progress is published.
+        progress: Arc<watch::Sender<SessionProgress>>,
+        /// Sequence number of the message.
+        seq: u64,
+    },
+}
+
+struct Request {
+    op: WriteOp,
+    ack: Ack,
+}
+
+// `Close` is sent once per process; boxing every write to shrink it would cost more.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Write(Request),
+    /// Commit what is queued before this message, then stop.
+    Close,
+}
+
+/// The sending side of the writer, cheap to clone.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Message>,
+    health: watch::Receiver<Option<String>>,
+}
+
+/// Why a request could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue is full: the sidecar is saturated.
+    #[error("the sidecar's write queue is full; retry with backoff")]
+    Full,
+    /// The writer has stopped.
+    #[error("the storage writer has stopped")]
+    Closed,
+}
+
+/// Room for one request in the writer's queue, reserved in advance.
+pub struct WritePermit(mpsc::OwnedPermit<Message>);
+
+impl WritePermit {
+    /// Queues the request in the reserved room.
+    pub fn send(self, op: WriteOp, ack: Ack) {
+        self.0.send(Message::Write(Request { op, ack }));
+    }
+}
+
+/// The writer thread.
+pub struct Writer {
+    handle: WriterHandle,
+    thread: Option<JoinHandle<()>>,
+    /// Set by `close`: a writer retrying a failing disk gives up instead of waiting forever.
+    stop: Arc<AtomicBool>,
+}
+
+/// The writer is gone (shut down, or its thread died).
+#[derive(Debug, thiserror::Error)]
+#[error("the storage writer has stopped")]
+pub struct WriterClosed;
+
+impl WriterHandle {
+    /// Queues a request, waiting while the queue is full.
+    pub async fn send(&self, op: WriteOp, ack: Ack) -> Result<(), WriterClosed> {
+        self.tx
+            .send(Message::Write(Request { op, ack }))
+            .await
+            .map_err(|_| WriterClosed)
+    }
+
+    /// Reserves room for one request without waiting, so a caller can refuse work before
+    /// changing any state.
+    pub fn try_reserve(&self) -> Result<WritePermit, QueueError> {
+        self.tx
+            .clone()
+            .try_reserve_owned()
+            .map(WritePermit)
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => QueueError::Full,
+                mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
+            })
+    }
+
+    /// Why storage is failing right now (disk full, read-only file ...), or `None` while
+    /// writes succeed. Watch it to follow changes.
+    pub fn health(&self) -> watch::Receiver<Option<String>> {
+        self.health.clone()
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread on an open, migrated connection.
+    pub fn start(conn: Connection) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (health_tx, health) = watch::channel(None);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("runlens-writer".into())
+            .spawn(move || {
+                run(Thread {
+                    conn,
+                    rx,
+                    health: health_tx,
+                    stop: thread_stop,
+                })
+            })?;
+        Ok(Self {
+            handle: WriterHandle { tx, health },
+            thread: Some(thread),
+            stop,
+        })
+    }
+
+    /// A handle for sending requests.
+    pub fn handle(&self) -> WriterHandle {
+        self.handle.clone()
+    }
+
+    /// Commits everything queued so far and stops the thread.
+    pub async fn close(mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Ignored error: the thread is already gone, which is what we want.
+        let _ = self.handle.tx.send(Message::Close).await;
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+struct Thread {
+    conn: Connection,
+    rx: mpsc::Receiver<Message>,
+    health: watch::Sender<Option<String>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn run(mut t: Thread) {
+    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    let mut closing = false;
+    while !closing {
+        match t.rx.blocking_recv() {
+            Some(Message::Write(req)) => batch.push(req),
+            Some(Message::Close) | None => closing = true,
+        }
+        while !closing && batch.len() < MAX_BATCH {
+            match t.rx.try_recv() {
+                Ok(Message::Write(req)) => batch.push(req),
+                Ok(Message::Close) => closing = true,
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let outcome = commit(&mut t, &batch);
+        acknowledge(batch.drain(..), &outcome);
+    }
+    tracing::debug!("storage writer stopped");
+}
+
+/// Errors that say the disk, not the data, is the problem: retrying the same batch will
+/// work once space is freed or the file is writable again.
+fn is_transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            DiskFull
+                | ReadOnly
+                | SystemIoFailure
+                | CannotOpen
+                | DatabaseBusy
+                | DatabaseLocked
+                | OutOfMemory
+        )
+    )
+}
+
+/// Commits a batch. While storage fails for a transient reason the batch is retried with
+/// backoff (holding the queue, so backpressure reaches the clients) and the failure is
+/// published as the writer's health; nothing queued is dropped. Only at shutdown does a
+/// failing batch give up: it is then unacknowledged, and the clients still hold it.
+fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
+    let mut delay = Duration::from_millis(50);
+    let mut last_log: Option<Instant> = None;
+    loop {
+        match batch::write_batch(&mut t.conn, batch) {
+            Ok(()) => {
+                if t.health.borrow().is_some() {
+                    tracing::info!("storage is writable again; ingest resumed");
+                    t.health.send_replace(None);
+                }
+                return Ok(());
+            }
+            Err(e) if is_transient(&e) => {
+                let error = e.to_string();
+                if last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                    tracing::error!(%error, requests = batch.len(),
+                        "storage write failed; holding new data and retrying (free disk space \
+                         or fix the file's permissions)");
+                    last_log = Some(Instant::now());
+                }
+                t.health.send_replace(Some(error.clone()));
+                if t.stop.load(Ordering::Acquire) {
+                    return Err(error);
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                // Not the disk: a row the database refuses. Write the others, one
+                // savepoint each, so a single bad row cannot block everything.
+                tracing::error!(error = %e, "batch refused; writing its requests one by one");
+                return batch::write_one_by_one(&mut t.conn, batch).map_err(|e| e.to_string());
+            }
+        }
+    }
+}
+
+fn acknowledge(batch: impl Iterator<Item = Request>, outcome: &Result<(), String>) {
+    let mut sessions: HashMap<
+        *const watch::Sender<SessionProgress>,
+        (Arc<watch::Sender<SessionProgress>>, u64),
+    > = HashMap::new();
+    for req in batch {
+        match req.ack {
+            Ack::None => {}
+            Ack::Reply(tx) => {
+                // The caller may have gone away (cancelled rpc); nothing to tell then.
+                let _ = tx.send(outcome.clone());
+            }
+            Ack::Session { progress, seq, .. } => {
+                let entry = sessions
+                    .entry(Arc::as_ptr(&progress))
+                    .or_insert_with(|| (progress.clone(), 0));
+                entry.1 = entry.1.max(seq);
+            }
+        }
+    }
+    for (progress, seq) in sessions.into_values() {
+        progress.send_if_modified(|p| match outcome {
+            Ok(()) if seq > p.committed_seq => {
+                p.committed_seq = seq;
+                true
+            }
+            Ok(()) => false,
+            Err(error) => {
+                p.write_failed = Some(error.clone());
+                true
+            }
+        });
+    }
+}
+
+/// SQLite integers are signed 64-bit; no byte count or sequence number comes near the
+/// limit, and one that did is stored as the largest value rather than wrapped.
+fn sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,157 @@
+//! The SQL of each request, one function per kind of row.
+
+use rusqlite::{Connection, params};
+
+use super::rows::{EventRow, RunEnd, RunStart, SpanEnd, SpanStart, WriteOp};
+use super::{snapshot, sql_int};
+use crate::domain::Status;
+
+/// Writes one request inside the caller's transaction.
+pub(super) fn write_op(tx: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::Snapshot(s) => snapshot::write_snapshot(tx, s),
+        WriteOp::StartRun(r) => start_run(tx, r),
+        WriteOp::EndRun(r) => end_run(tx, r),
+        WriteOp::StartSpan(s) => start_span(tx, s),
+        WriteOp::EndSpan(s) => end_span(tx, s),
+        WriteOp::Record(e) => record(tx, e),
+        WriteOp::Nothing => Ok(()),
+        WriteOp::ClientStats {
+            client_id,
+            client_name,
+            pid,
+            cuda_visible_devices,
+            dropped_total,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO clients (client_id, client_name, pid, committed_seq, last_seen_ns,
+                    dropped_messages, cuda_visible_devices)
+                 VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)
+                 ON CONFLICT (client_id) DO UPDATE SET
+                    client_name = excluded.client_name, pid = excluded.pid,
+                    dropped_messages = max(dropped_messages, excluded.dropped_messages),
+                    cuda_visible_devices =
+                        coalesce(excluded.cuda_visible_devices, cuda_visible_devices)",
+            )?
+            .execute(params![
+                client_id,
+                client_name,
+                pid,
+                probe_core::unix_now_ns(),
+                sql_int(*dropped_total),
+                cuda_visible_devices
+            ])?;
+            Ok(())
+        }
+    }
+}
+
+fn start_run(tx: &Connection, r: &RunStart) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO runs (run_id, name, status, attributes, client_id,
+            started_at_ns, start_snapshot_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        r.run_id,
+        r.name,
+        Status::Running,
+        r.attributes,
+        r.client_id,
+        r.at_ns,
+        r.snapshot_id
+    ])?;
+    Ok(())
+}
+
+/// Ends the run, and any of its spans still open (as failed: the run ended under them).
+fn end_run(tx: &Connection, r: &RunEnd) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE runs SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
+            ended_by = ?7,
+            attributes = CASE WHEN ?6 IS NULL THEN attributes
+                              ELSE json_patch(coalesce(attributes, '{}'), ?6) END
+         WHERE run_id = ?1 AND status = ?8",
+    )?
+    .execute(params![
+        r.run_id,
+        r.status,
+        r.error,
+        r.at_ns,
+        r.snapshot_id,
+        r.attributes,
+        r.ended_by,
+        Status::Running
+    ])?;
+    tx.prepare_cached(
+        "UPDATE spans SET status = ?4, error = 'run ended while span was open',
+            ended_at_ns = ?2, end_snapshot_id = ?3
+         WHERE run_id = ?1 AND status = ?5",
+    )?
+    .execute(params![
+        r.run_id,
+        r.at_ns,
+        r.snapshot_id,
+        Status::Failed,
+        Status::Running
+    ])?;
+    Ok(())
+}
+
+fn start_span(tx: &Connection, s: &SpanStart) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name, status,
+            attributes, started_at_ns, start_snapshot_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        s.span_id,
+        s.run_id,
+        s.parent_span_id,
+        s.name,
+        Status::Running,
+        s.attributes,
+        s.at_ns,
+        s.snapshot_id
+    ])?;
+    Ok(())
+}
+
+fn end_span(tx: &Connection, s: &SpanEnd) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE spans SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
+            attributes = CASE WHEN ?6 IS NULL THEN attributes
+                              ELSE json_patch(coalesce(attributes, '{}'), ?6) END
+         WHERE span_id = ?1 AND status = ?7",
+    )?
+    .execute(params![
+        s.span_id,
+        s.status,
+        s.error,
+        s.at_ns,
+        s.snapshot_id,
+        s.attributes,
+        Status::Running
+    ])?;
+    Ok(())
+}
+
+fn record(tx: &Connection, e: &EventRow) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO events (kind, run_id, span_id, name, value, unit, attributes,
+            at_ns, snapshot_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        e.kind,
+        e.run_id,
+        e.span_id,
+        e.name,
+        e.value,
+        e.unit,
+        e.attributes,
+        e.at_ns,
+        e.snapshot_id
+    ])?;
+    Ok(())
+}
