@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use sysinfo::{MemoryRefreshKind, System};
 
+use crate::ProbeError;
 use crate::procfile::ProcFile;
 use crate::snapshot::HostSnapshot;
 
@@ -34,8 +35,8 @@ impl HostProbe {
     ///
     /// Fails only where sysinfo cannot read the host at all (an unsupported OS, or Linux
     /// without `/proc`); the error says which.
-    pub fn new() -> Result<Self, String> {
-        let system = System::new().map_err(|e| format!("cannot read host resources: {e}"))?;
+    pub fn new() -> crate::Result<Self> {
+        let system = System::new().map_err(|e| ProbeError::HostUnreadable(e.to_string()))?;
         let mut probe = Self {
             system,
             meminfo: ProcFile::new("/proc/meminfo"),

@@ -8,6 +8,7 @@
 //! devices; the real [`NvmlProbe`] is also exercised through a fake NVML library.
 
 mod cgroup;
+mod error;
 mod gpu;
 mod host;
 mod process;
@@ -17,6 +18,7 @@ mod snapshot;
 mod time;
 
 pub use cgroup::{CgroupProbe, CgroupReader};
+pub use error::{ProbeError, Result};
 pub use gpu::{GpuProbe, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus};
 pub use host::HostProbe;
 pub use process::{ProcessProbe, WatchOutcome, cpu_seconds, process_start_ticks};

@@ -1,11 +1,43 @@
-//! Command-line definitions. Every flag has a `RUNLENS_*` environment variable; a flag
-//! given on the command line wins over the variable, which wins over the default.
+//! Command-line definitions.
+//!
+//! Settings — where the database is, the output format, the NVML library and cgroup
+//! directory, everything `serve` takes, the report's OOM threshold — each have a
+//! `RUNLENS_*` environment variable, named in [`env`]; a flag given on the command line
+//! wins over the variable, which wins over the default. Choices that belong to one
+//! invocation — what a report covers (`--run`, `--since`, `--name`, `--out`), what
+//! `doctor` checks (`--pid`, `--no-gpu`), benchmark and stress sizes, the SQL of `query` —
+//! are flags only: a variable left in the environment must not silently narrow a report
+//! or a check.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The environment variables behind the settings' flags.
+pub mod env {
+    /// `--db` of `serve`, `query` and `report`.
+    pub const DB: &str = "RUNLENS_DB";
+    /// `--format` of `snapshot`, `query` and `doctor`.
+    pub const FORMAT: &str = "RUNLENS_FORMAT";
+    /// `--nvml-lib` of every command that samples.
+    pub const NVML_LIB: &str = "RUNLENS_NVML_LIB";
+    /// `--cgroup-root` of every command that samples.
+    pub const CGROUP_ROOT: &str = "RUNLENS_CGROUP_ROOT";
+    /// `serve --listen`.
+    pub const LISTEN: &str = "RUNLENS_LISTEN";
+    /// `serve --sample-interval`.
+    pub const SAMPLE_INTERVAL: &str = "RUNLENS_SAMPLE_INTERVAL";
+    /// `serve --durability`.
+    pub const DURABILITY: &str = "RUNLENS_DURABILITY";
+    /// `serve --max-db-mib`.
+    pub const MAX_DB_MIB: &str = "RUNLENS_MAX_DB_MIB";
+    /// `serve --client-timeout`.
+    pub const CLIENT_TIMEOUT: &str = "RUNLENS_CLIENT_TIMEOUT";
+    /// `report --oom-threshold-mib`.
+    pub const OOM_THRESHOLD_MIB: &str = "RUNLENS_OOM_THRESHOLD_MIB";
+}
 
 /// runlens: a GPU-aware resource sidecar for LLM agents.
 ///
@@ -44,7 +76,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// SQLite database to read.
-    #[arg(long, env = "RUNLENS_DB", default_value = "./runlens.db")]
+    #[arg(long, env = env::DB, default_value = "./runlens.db")]
     pub db: PathBuf,
     /// Only this run.
     #[arg(long)]
@@ -56,7 +88,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// GPU free memory below this many MiB counts as pressure ("OOM soon").
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, env = env::OOM_THRESHOLD_MIB, default_value_t = 500)]
     pub oom_threshold_mib: u64,
     /// Output format: table, json or html.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
@@ -211,7 +243,7 @@ pub struct IdleArgs {
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Output format: table or json.
-    #[arg(long, env = "RUNLENS_FORMAT", value_enum, default_value_t = Format::Table)]
+    #[arg(long, env = env::FORMAT, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Check that this agent process is visible (repeatable).
     #[arg(long, value_name = "PID")]
@@ -227,11 +259,11 @@ pub struct DoctorArgs {
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// Path of the NVML library to load [default: the system's libnvidia-ml.so.1].
-    #[arg(long, env = "RUNLENS_NVML_LIB", value_name = "PATH")]
+    #[arg(long, env = env::NVML_LIB, value_name = "PATH")]
     pub nvml_lib: Option<PathBuf>,
     /// Read container limits from this cgroup directory instead of this process's own
     /// (a v2 directory, or a v1 mount holding memory/ and cpu/).
-    #[arg(long, env = "RUNLENS_CGROUP_ROOT", value_name = "DIR")]
+    #[arg(long, env = env::CGROUP_ROOT, value_name = "DIR")]
     pub cgroup_root: Option<PathBuf>,
 }
 
@@ -249,26 +281,26 @@ pub enum Durability {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port, printed at start).
-    #[arg(long, env = "RUNLENS_LISTEN", default_value = "127.0.0.1:50551")]
+    #[arg(long, env = env::LISTEN, default_value = "127.0.0.1:50551")]
     pub listen: SocketAddr,
     /// SQLite database to write (created if missing).
-    #[arg(long, env = "RUNLENS_DB", default_value = "./runlens.db")]
+    #[arg(long, env = env::DB, default_value = "./runlens.db")]
     pub db: PathBuf,
     /// How often to store a background snapshot, e.g. 1s, 500ms, 1m (at least 50ms).
-    #[arg(long, env = "RUNLENS_SAMPLE_INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    #[arg(long, env = env::SAMPLE_INTERVAL, default_value = "1s", value_parser = parse_interval)]
     pub sample_interval: Duration,
     /// How hard each commit is pushed to disk.
-    #[arg(long, env = "RUNLENS_DURABILITY", value_enum, default_value_t = Durability::Normal)]
+    #[arg(long, env = env::DURABILITY, value_enum, default_value_t = Durability::Normal)]
     pub durability: Durability,
     /// Cap the database at this many MiB. When it is full, runlens stops taking new data
     /// (clients keep it in their buffers), reports NOT_SERVING, and resumes after a restart
     /// with a larger cap or after old rows are deleted.
-    #[arg(long, env = "RUNLENS_MAX_DB_MIB", value_name = "MIB")]
+    #[arg(long, env = env::MAX_DB_MIB, value_name = "MIB")]
     pub max_db_mib: Option<u64>,
     /// Runs a session client left open are ended as failed when the client is gone: at
     /// once when its process exits (PID visible here), else after its session has stayed
     /// closed this long, e.g. 10m, 1h.
-    #[arg(long, env = "RUNLENS_CLIENT_TIMEOUT", default_value = "10m", value_parser = parse_client_timeout)]
+    #[arg(long, env = env::CLIENT_TIMEOUT, default_value = "10m", value_parser = parse_client_timeout)]
     pub client_timeout: Duration,
     #[command(flatten)]
     pub probe: ProbeArgs,
@@ -289,7 +321,7 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
     /// Output format: table or json.
-    #[arg(long, env = "RUNLENS_FORMAT", value_enum, default_value_t = Format::Table)]
+    #[arg(long, env = env::FORMAT, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     #[command(flatten)]
     pub probe: ProbeArgs,
@@ -299,10 +331,10 @@ pub struct SnapshotArgs {
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// SQLite database to read.
-    #[arg(long, env = "RUNLENS_DB", default_value = "./runlens.db")]
+    #[arg(long, env = env::DB, default_value = "./runlens.db")]
     pub db: PathBuf,
     /// Output format.
-    #[arg(long, env = "RUNLENS_FORMAT", value_enum, default_value_t = Format::Table)]
+    #[arg(long, env = env::FORMAT, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// One SQL statement that only reads, e.g. "select * from span_resources limit 5".
     /// May start with a `--` comment.

@@ -94,7 +94,7 @@ fn check_host() -> Check {
         Err(e) => check(
             "host",
             Status::Fail,
-            e,
+            e.to_string(),
             Some("runlens reads /proc: run it on Linux with /proc mounted"),
         ),
     }

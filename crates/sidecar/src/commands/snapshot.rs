@@ -39,9 +39,16 @@ fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 
 /// The human form, readable in a 100-column terminal.
 pub fn render_table(s: &Snapshot) -> String {
-    let h = &s.host;
     let mut out = String::new();
     let _ = writeln!(out, "runlens snapshot at {}", timestamp(s.taken_at_ns));
+    host_lines(&mut out, &s.host);
+    cgroup_line(&mut out, s.cgroup.as_ref());
+    gpu_table(&mut out, s);
+    out
+}
+
+/// The CPU and RAM lines.
+fn host_lines(out: &mut String, h: &probe_core::HostSnapshot) {
     let load = |v: Option<f64>| opt(v, |x| format!("{x:.2}"));
     let _ = writeln!(
         out,
@@ -76,7 +83,11 @@ pub fn render_table(s: &Snapshot) -> String {
         bytes(h.swap_used_bytes),
         bytes(h.swap_total_bytes),
     );
-    match &s.cgroup {
+}
+
+/// The container's limits, or that none are readable.
+fn cgroup_line(out: &mut String, cgroup: Option<&probe_core::CgroupSnapshot>) {
+    match cgroup {
         Some(c) => {
             let limit = c
                 .memory_limit_bytes
@@ -101,6 +112,10 @@ pub fn render_table(s: &Snapshot) -> String {
             let _ = writeln!(out, "CGRP  none readable");
         }
     }
+}
+
+/// A row per GPU, then a line of notes per GPU that has any (or why there are no GPUs).
+fn gpu_table(out: &mut String, s: &Snapshot) {
     if !s.gpu.available {
         let reason = s
             .gpu
@@ -110,7 +125,7 @@ pub fn render_table(s: &Snapshot) -> String {
         for (i, line) in wrap(&format!("none: {reason}"), 94).iter().enumerate() {
             let _ = writeln!(out, "{}{line}", if i == 0 { "GPU   " } else { "      " });
         }
-        return out;
+        return;
     }
     let _ = writeln!(out, "GPU   {} device(s)", s.gpu.devices.len());
     let headers: Vec<String> = [
@@ -148,55 +163,59 @@ pub fn render_table(s: &Snapshot) -> String {
         .collect();
     out.push_str(&table(&headers, &rows, 24));
     for d in &s.gpu.devices {
-        let mut notes = Vec::new();
-        if let Some(reasons) = d.clock_event_reasons {
-            let names = probe_core::clock_event_reason_names(reasons);
-            let held: Vec<&str> = names.into_iter().filter(|n| *n != "gpu_idle").collect();
-            if !held.is_empty() {
-                notes.push(format!("clocks held by {}", held.join(", ")));
-            }
-        }
-        if let Some(n) = d.ecc_uncorrected_errors.filter(|n| *n > 0) {
-            notes.push(format!("{n} uncorrected ECC errors"));
-        }
-        if !d.processes.is_empty() {
-            let procs: Vec<String> = d
-                .processes
-                .iter()
-                .map(|p| format!("{} ({})", p.pid, opt(p.used_memory_bytes, bytes)))
-                .collect();
-            notes.push(format!("processes {}", procs.join(", ")));
-        }
-        if !d.mig_devices.is_empty() {
-            let migs: Vec<String> = d
-                .mig_devices
-                .iter()
-                .map(|m| {
-                    format!(
-                        "{} {} of {}",
-                        m.uuid.as_deref().unwrap_or("?"),
-                        opt(m.memory_used_bytes, bytes),
-                        opt(m.memory_total_bytes, bytes)
-                    )
-                })
-                .collect();
-            notes.push(format!("MIG: {}", migs.join(", ")));
-        }
-        if !d.unsupported.is_empty() {
-            notes.push(format!("not supported: {}", d.unsupported.join(", ")));
-        }
-        for (i, line) in wrap(&notes.join("; "), 90).iter().enumerate() {
-            if !line.is_empty() {
-                let lead = if i == 0 {
-                    format!("GPU {}:", d.index)
-                } else {
-                    String::new()
-                };
-                let _ = writeln!(out, "  {lead:<7}{line}");
-            }
+        gpu_notes(out, d);
+    }
+}
+
+/// Held clocks, ECC errors, processes, MIG instances and unsupported metrics of a GPU.
+fn gpu_notes(out: &mut String, d: &probe_core::GpuDevice) {
+    let mut notes = Vec::new();
+    if let Some(reasons) = d.clock_event_reasons {
+        let names = probe_core::clock_event_reason_names(reasons);
+        let held: Vec<&str> = names.into_iter().filter(|n| *n != "gpu_idle").collect();
+        if !held.is_empty() {
+            notes.push(format!("clocks held by {}", held.join(", ")));
         }
     }
-    out
+    if let Some(n) = d.ecc_uncorrected_errors.filter(|n| *n > 0) {
+        notes.push(format!("{n} uncorrected ECC errors"));
+    }
+    if !d.processes.is_empty() {
+        let procs: Vec<String> = d
+            .processes
+            .iter()
+            .map(|p| format!("{} ({})", p.pid, opt(p.used_memory_bytes, bytes)))
+            .collect();
+        notes.push(format!("processes {}", procs.join(", ")));
+    }
+    if !d.mig_devices.is_empty() {
+        let migs: Vec<String> = d
+            .mig_devices
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {} of {}",
+                    m.uuid.as_deref().unwrap_or("?"),
+                    opt(m.memory_used_bytes, bytes),
+                    opt(m.memory_total_bytes, bytes)
+                )
+            })
+            .collect();
+        notes.push(format!("MIG: {}", migs.join(", ")));
+    }
+    if !d.unsupported.is_empty() {
+        notes.push(format!("not supported: {}", d.unsupported.join(", ")));
+    }
+    for (i, line) in wrap(&notes.join("; "), 90).iter().enumerate() {
+        if !line.is_empty() {
+            let lead = if i == 0 {
+                format!("GPU {}:", d.index)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "  {lead:<7}{line}");
+        }
+    }
 }
 
 #[cfg(test)]

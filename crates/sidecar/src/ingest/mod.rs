@@ -192,3 +192,132 @@ impl Ingest {
         Ok(snapshot)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use probe_core::{HostProbe, NoGpu, Sampler};
+
+    use super::*;
+    use crate::domain::{EndedBy, Outcome, Status};
+    use crate::store::Writer;
+
+    /// A core over a real sampler (no GPU) and a writer on a fresh database.
+    fn core(dir: &tempfile::TempDir) -> (Ingest, Writer) {
+        let conn = crate::store::open_for_writing(&dir.path().join("t.db"), false, None).unwrap();
+        let writer = Writer::start(conn).unwrap();
+        let sampler = Sampler::new(HostProbe::new().unwrap(), Box::new(NoGpu::new("test")));
+        let sampler = SamplerHandle::new(sampler, writer.handle(), 1, Duration::from_secs(60));
+        (Ingest::new(sampler, Registry::new(None)), writer)
+    }
+
+    fn start_run(run_id: &str, name: &str) -> Command {
+        Command::StartRun(StartRun {
+            run_id: run_id.into(),
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    fn start_span(run_id: &str, span_id: &str, parent: Option<&str>) -> Command {
+        Command::StartSpan(StartSpan {
+            run_id: run_id.into(),
+            span_id: span_id.into(),
+            parent_span_id: parent.map(str::to_owned),
+            name: "step".into(),
+            ..Default::default()
+        })
+    }
+
+    fn end_run(run_id: &str, outcome: Outcome) -> Command {
+        Command::EndRun(EndRun {
+            run_id: run_id.into(),
+            outcome,
+            attributes: Default::default(),
+            time_ns: 0,
+            ended_by: EndedBy::Client,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refused_command_changes_nothing_and_an_accepted_one_carries_its_row_and_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, writer) = core(&dir);
+        // Invalid: refused before the registry sees it, so the id stays free.
+        let refused = ingest.accept(start_run("r1", "  "), None).await;
+        assert!(
+            matches!(refused, Err(IngestError::Invalid(_))),
+            "{refused:?}"
+        );
+        let accepted = ingest
+            .accept(start_run("r1", "task"), Some("c1"))
+            .await
+            .unwrap();
+        let WriteOp::StartRun(row) = &accepted.op else {
+            panic!("not a run start: {:?}", accepted.op);
+        };
+        assert_eq!(row.client_id.as_deref(), Some("c1"));
+        assert_eq!(row.snapshot_id, accepted.snapshot.id);
+        assert_eq!(accepted.snapshot.reason, "run_start");
+        assert!(row.at_ns > 0, "time 0 means now");
+        writer.close().await;
+    }
+
+    #[tokio::test]
+    async fn runs_and_spans_follow_their_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, writer) = core(&dir);
+        let accept = |c| ingest.accept(c, None);
+        assert!(matches!(
+            accept(start_span("nope", "s", None)).await,
+            Err(IngestError::NotFound(_))
+        ));
+        accept(start_run("r", "task")).await.unwrap();
+        assert!(matches!(
+            accept(start_run("r", "task")).await,
+            Err(IngestError::AlreadyExists(_))
+        ));
+        accept(start_span("r", "a", None)).await.unwrap();
+        assert!(matches!(
+            accept(start_span("r", "b", Some("ghost"))).await,
+            Err(IngestError::NotFound(_))
+        ));
+        accept(start_span("r", "b", Some("a"))).await.unwrap();
+        let metric = Command::Record(Record {
+            recorded: Recorded::Metric {
+                value: f64::NAN,
+                unit: String::new(),
+            },
+            run_id: "r".into(),
+            span_id: Some("b".into()),
+            name: "tokens".into(),
+            attributes: Default::default(),
+            time_ns: 0,
+        });
+        assert!(matches!(accept(metric).await, Err(IngestError::Invalid(_))));
+        let ended = accept(end_run("r", Outcome::Failed("x".repeat(10_000))))
+            .await
+            .unwrap();
+        let WriteOp::EndRun(row) = &ended.op else {
+            panic!("not a run end");
+        };
+        assert_eq!(row.status, Status::Failed);
+        assert_eq!(row.ended_by, EndedBy::Client);
+        assert_eq!(
+            row.error.as_ref().map(|e| e.chars().count()),
+            Some(validate::MAX_ERROR_LEN + 1),
+            "long error text is cut, not refused"
+        );
+        assert!(matches!(
+            accept(end_run("r", Outcome::Ok)).await,
+            Err(IngestError::FailedPrecondition(_))
+        ));
+        // Its spans were closed with it.
+        assert!(matches!(
+            accept(start_span("r", "c", Some("a"))).await,
+            Err(IngestError::FailedPrecondition(_))
+        ));
+        writer.close().await;
+    }
+}

@@ -229,3 +229,141 @@ fn charts(data: &Data, scatter: Vec<Scatter>) -> Charts {
         scatter,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::fixture::{self, empty};
+    use super::*;
+
+    fn options() -> Options {
+        Options {
+            since_ns: 0,
+            run_id: None,
+            name: None,
+            oom_threshold_bytes: 500 << 20,
+        }
+    }
+
+    fn gpu_free(mib: u64) -> SnapFigures {
+        SnapFigures {
+            gpu_free_min_bytes: Some(mib << 20),
+            gpu_free_min_index: Some(0),
+            ..Default::default()
+        }
+    }
+
+    /// `n` spans of `name`, each starting on its own snapshot with `free_mib(i)` GPU
+    /// memory free and lasting `duration_ms(i)`.
+    fn steps(
+        data: &mut Data,
+        name: &str,
+        n: u32,
+        free_mib: impl Fn(u32) -> u64,
+        duration_ms: impl Fn(u32) -> f64,
+    ) {
+        for i in 0..n {
+            let at = data.snapshots.len() as f64;
+            let id = fixture::snapshot(data, at, gpu_free(free_mib(i)));
+            fixture::span(data, name, duration_ms(i), false, id);
+        }
+    }
+
+    #[test]
+    fn a_step_slower_with_less_gpu_memory_free_is_a_finding_and_an_unrelated_one_is_not() {
+        let mut data = empty();
+        // llm_call: the less memory free, the slower.
+        steps(
+            &mut data,
+            "llm_call",
+            30,
+            |i| 1000 + 100 * u64::from(i),
+            |i| f64::from(300 - i),
+        );
+        // tool_call: durations that ignore memory (alternating).
+        steps(
+            &mut data,
+            "tool_call",
+            30,
+            |i| 1000 + 100 * u64::from(i),
+            |i| {
+                if i % 2 == 0 { 10.0 } else { 20.0 }
+            },
+        );
+        // plan: a perfect relation, but too few spans to state it.
+        steps(
+            &mut data,
+            "plan",
+            MIN_N as u32 - 1,
+            |i| 1000 + u64::from(i),
+            |i| f64::from(100 - i),
+        );
+        let report = compute(&data, &options());
+        let rho = |name: &str| {
+            report
+                .correlations
+                .iter()
+                .find(|c| c.name == name && c.resource == Resource::GpuFreeMemory)
+                .map(|c| (c.rho, c.strong))
+        };
+        assert_eq!(rho("llm_call"), Some((-1.0, true)));
+        let (tool_rho, tool_strong) = rho("tool_call").unwrap();
+        assert!(tool_rho.abs() < MIN_RHO && !tool_strong, "{tool_rho}");
+        assert_eq!(rho("plan"), Some((-1.0, false)));
+        assert_eq!(
+            report.findings,
+            ["llm_call is slower when GPU 0 has less free memory: ρ = -1.00, n = 30"]
+        );
+    }
+
+    #[test]
+    fn spans_that_started_under_pressure_are_compared_with_the_others() {
+        let mut data = empty();
+        // 10 spans with 100 MiB free (under the 500 MiB threshold) taking 50 ms, 10 with
+        // plenty free taking 10 ms; two of the squeezed ones failed.
+        for i in 0..20 {
+            let squeezed = i < 10;
+            let id = fixture::snapshot(
+                &mut data,
+                f64::from(i),
+                gpu_free(if squeezed { 100 } else { 9000 }),
+            );
+            let duration = if squeezed { 50.0 } else { 10.0 };
+            fixture::span(&mut data, "llm_call", duration, squeezed && i < 2, id);
+        }
+        // CPU load per core above CPU_PRESSURE is pressure too.
+        let busy = fixture::snapshot(
+            &mut data,
+            30.0,
+            SnapFigures {
+                cpu_load_per_core: Some(CPU_PRESSURE + 0.05),
+                ..Default::default()
+            },
+        );
+        fixture::span(&mut data, "tool_call", 5.0, false, busy);
+        let report = compute(&data, &options());
+        let llm = report
+            .pressure
+            .iter()
+            .find(|p| p.name == "llm_call")
+            .unwrap();
+        assert_eq!((llm.under_pressure.n, llm.no_pressure.n), (10, 10));
+        assert_eq!(llm.under_pressure.failure_rate, Some(0.2));
+        assert_eq!(llm.no_pressure.failure_rate, Some(0.0));
+        assert_eq!(llm.p50_ratio, Some(5.0));
+        let tool = report
+            .pressure
+            .iter()
+            .find(|p| p.name == "tool_call")
+            .unwrap();
+        assert_eq!(tool.under_pressure.n, 1);
+        let latency = report
+            .latency
+            .iter()
+            .find(|l| l.name == "llm_call")
+            .unwrap();
+        assert_eq!(
+            (latency.count, latency.failures, latency.p95_ms),
+            (20, 2, 50.0)
+        );
+    }
+}

@@ -66,6 +66,19 @@ svg text{{font-size:11px;fill:#4b5563}}
         r.snapshots_analyzed,
         r.oom_threshold_bytes >> 20
     );
+    findings(&mut out, r);
+    out.push_str("<h2>Timeline</h2>\n");
+    timeline(&mut out, &r.charts);
+
+    for section in [latency, context, correlations, pressure, oom] {
+        section(&mut out, r);
+    }
+    out.push_str("</table>\n<p class=\"muted\">Made by runlens. The numbers come from SQL you can run yourself: see the README's SQL cookbook.</p>\n</body></html>\n");
+    out
+}
+
+/// The findings: strong correlations, likely OOM runs and kills, hardware limits.
+fn findings(out: &mut String, r: &Report) {
     out.push_str("<h2>Findings</h2>\n");
     if r.findings.is_empty()
         && r.oom.likely_oom_runs.is_empty()
@@ -105,10 +118,10 @@ svg text{{font-size:11px;fill:#4b5563}}
             esc(&g.hardware_limit_sentence())
         );
     }
+}
 
-    out.push_str("<h2>Timeline</h2>\n");
-    timeline(&mut out, &r.charts);
-
+/// Section 1: latency by step.
+fn latency(out: &mut String, r: &Report) {
     out.push_str("<h2>1. Latency by step</h2>\n<table><tr><th>step</th><th>count</th><th>failed</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>\n");
     for l in &r.latency {
         let _ = writeln!(
@@ -123,6 +136,10 @@ svg text{{font-size:11px;fill:#4b5563}}
             l.p99_ms
         );
     }
+}
+
+/// Section 2: the machine at span start.
+fn context(out: &mut String, r: &Report) {
     out.push_str("</table>\n<h2>2. The machine at span start (medians)</h2>\n");
     let _ = writeln!(out, "<p>{}</p>", esc(&r.gpu_columns_meaning()));
     out.push_str("<table><tr><th>step</th><th>GPU free MiB</th><th>GPU util</th><th>load/core</th><th>RAM free</th><th>cgroup free</th></tr>\n");
@@ -138,6 +155,10 @@ svg text{{font-size:11px;fill:#4b5563}}
             opt(c.cgroup_headroom_ratio_p50.map(|v| v * 100.0), 0)
         );
     }
+}
+
+/// Section 3: duration against GPU free memory, and every correlation.
+fn correlations(out: &mut String, r: &Report) {
     out.push_str("</table>\n<h2>3. Duration against GPU free memory</h2>\n");
     for (i, s) in r.charts.scatter.iter().enumerate() {
         let rho = r
@@ -145,7 +166,7 @@ svg text{{font-size:11px;fill:#4b5563}}
             .iter()
             .find(|c| c.name == s.name && c.resource == super::Resource::GpuFreeMemory);
         scatter(
-            &mut out,
+            out,
             &s.name,
             &s.points,
             COLORS[i % COLORS.len()],
@@ -167,6 +188,10 @@ svg text{{font-size:11px;fill:#4b5563}}
             c.n
         );
     }
+}
+
+/// Section 4: under pressure vs not.
+fn pressure(out: &mut String, r: &Report) {
     out.push_str("</table>\n<h2>4. Under pressure vs not</h2>\n<table><tr><th>step</th><th>n under</th><th>p50</th><th>p95</th><th>failed</th><th>n calm</th><th>p50</th><th>p95</th><th>failed</th><th>p50 ratio</th></tr>\n");
     for p in &r.pressure {
         let _ = writeln!(
@@ -184,6 +209,10 @@ svg text{{font-size:11px;fill:#4b5563}}
             opt(p.p50_ratio, 2)
         );
     }
+}
+
+/// Section 5: OOM risk per GPU.
+fn oom(out: &mut String, r: &Report) {
     out.push_str("</table>\n<h2>5. OOM risk</h2>\n<table><tr><th>GPU</th><th>name</th><th>samples</th><th>below</th><th>min free MiB</th><th>seconds below</th><th>runs</th></tr>\n");
     for g in &r.oom.gpus {
         let _ = writeln!(
@@ -199,8 +228,6 @@ svg text{{font-size:11px;fill:#4b5563}}
             g.runs_below.len()
         );
     }
-    out.push_str("</table>\n<p class=\"muted\">Made by runlens. The numbers come from SQL you can run yourself: see the README's SQL cookbook.</p>\n</body></html>\n");
-    out
 }
 
 fn timeline(out: &mut String, c: &Charts) {

@@ -121,6 +121,28 @@ pub fn load(
     run_id: Option<&str>,
     name: Option<&str>,
 ) -> rusqlite::Result<Data> {
+    let (mut snapshots, snapshot_index) = snapshot_figures(conn, since_ns)?;
+    let first_id = snapshot_index.keys().min().copied().unwrap_or(i64::MAX);
+    let (agent_gpus, agent_gpus_from) = agent_gpus(conn, first_id, since_ns)?;
+    add_gpu_figures(conn, first_id, &agent_gpus, &snapshot_index, &mut snapshots)?;
+    let (names, spans) = span_figures(conn, (since_ns, run_id, name), &snapshot_index)?;
+    Ok(Data {
+        runs: run_figures(conn, since_ns, run_id)?,
+        gpus: gpu_points(conn, since_ns)?,
+        snapshots,
+        snapshot_index,
+        names,
+        spans,
+        agent_gpus,
+        agent_gpus_from,
+    })
+}
+
+/// Host and cgroup figures of every snapshot from `since_ns` on, and id → position.
+fn snapshot_figures(
+    conn: &Connection,
+    since_ns: i64,
+) -> rusqlite::Result<(Vec<SnapFigures>, HashMap<i64, u32>)> {
     let mut snapshots = Vec::new();
     let mut snapshot_index = HashMap::new();
     let mut stmt = conn.prepare(
@@ -150,7 +172,15 @@ pub fn load(
         });
     }
     drop(rows);
-    let first_id = snapshot_index.keys().min().copied().unwrap_or(i64::MAX);
+    Ok((snapshots, snapshot_index))
+}
+
+/// The GPUs the agents use, and how that is known.
+fn agent_gpus(
+    conn: &Connection,
+    first_id: i64,
+    since_ns: i64,
+) -> rusqlite::Result<(Vec<u32>, Option<AgentGpusFrom>)> {
     // The GPUs the agents use: those where a watched agent process held memory. When
     // known, "the tightest GPU" means the tightest of these, not of the whole machine.
     // Databases of schema 2 on have the agents' trees matched per GPU (children count);
@@ -183,6 +213,17 @@ pub fn load(
         agent_gpus = gpus_named_by_clients(conn, since_ns)?;
         agent_gpus_from = (!agent_gpus.is_empty()).then_some(AgentGpusFrom::CudaVisibleDevices);
     }
+    Ok((agent_gpus, agent_gpus_from))
+}
+
+/// Each snapshot's tightest and busiest GPU, among the agents' GPUs when known.
+fn add_gpu_figures(
+    conn: &Connection,
+    first_id: i64,
+    agent_gpus: &[u32],
+    snapshot_index: &HashMap<i64, u32>,
+    snapshots: &mut [SnapFigures],
+) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(
         "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio FROM gpu_samples
          WHERE snapshot_id >= ?1 AND state = 'ok'",
@@ -208,7 +249,16 @@ pub fn load(
         }
     }
     drop(rows);
+    Ok(())
+}
 
+/// Finished spans in the window (from `since_ns`, of `run_id` and `name` when given),
+/// with the distinct span names they index.
+fn span_figures(
+    conn: &Connection,
+    (since_ns, run_id, name): (i64, Option<&str>, Option<&str>),
+    snapshot_index: &HashMap<i64, u32>,
+) -> rusqlite::Result<(Vec<String>, Vec<SpanFigures>)> {
     let mut names: Vec<String> = Vec::new();
     let mut name_index: HashMap<String, u32> = HashMap::new();
     let mut spans = Vec::new();
@@ -241,7 +291,15 @@ pub fn load(
         });
     }
     drop(rows);
+    Ok((names, spans))
+}
 
+/// Runs started from `since_ns` on (only `run_id` when given).
+fn run_figures(
+    conn: &Connection,
+    since_ns: i64,
+    run_id: Option<&str>,
+) -> rusqlite::Result<Vec<RunFigures>> {
     let mut stmt = conn.prepare(
         "SELECT run_id, name, status, error, started_at_ns, ended_at_ns, end_snapshot_id,
                 ended_by
@@ -262,7 +320,11 @@ pub fn load(
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(runs)
+}
 
+/// Every readable GPU sample from `since_ns` on, per GPU in time order.
+fn gpu_points(conn: &Connection, since_ns: i64) -> rusqlite::Result<Vec<GpuPoint>> {
     let mut stmt = conn.prepare(
         "SELECT g.gpu_index, g.uuid, g.name, s.taken_at_ns, g.memory_free_bytes,
                 g.memory_used_bytes, g.memory_total_bytes
@@ -283,16 +345,7 @@ pub fn load(
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Data {
-        snapshots,
-        snapshot_index,
-        names,
-        spans,
-        runs,
-        gpus,
-        agent_gpus,
-        agent_gpus_from,
-    })
+    Ok(gpus)
 }
 
 /// The GPUs that the `CUDA_VISIBLE_DEVICES` of clients seen since `since_ns` name, as
@@ -400,5 +453,75 @@ mod tests {
             Vec::<u32>::new()
         );
         assert_eq!(cuda_visible_gpus("", &gpus(), &none), Vec::<u32>::new());
+    }
+}
+
+#[cfg(test)]
+pub(super) mod fixture {
+    //! Hand-made [`Data`] for the unit tests of the report's computations.
+
+    use super::*;
+
+    /// No spans, runs, snapshots or GPUs.
+    pub fn empty() -> Data {
+        Data {
+            snapshots: Vec::new(),
+            snapshot_index: HashMap::new(),
+            names: Vec::new(),
+            spans: Vec::new(),
+            runs: Vec::new(),
+            gpus: Vec::new(),
+            agent_gpus: Vec::new(),
+            agent_gpus_from: None,
+        }
+    }
+
+    /// Adds a snapshot taken at `at_s` seconds; returns its id (= position + 1).
+    pub fn snapshot(data: &mut Data, at_s: f64, figures: SnapFigures) -> i64 {
+        let position = data.snapshots.len() as u32;
+        data.snapshots.push(SnapFigures {
+            taken_at_ns: (at_s * 1e9) as i64,
+            ..figures
+        });
+        let id = i64::from(position) + 1;
+        data.snapshot_index.insert(id, position);
+        id
+    }
+
+    /// Adds a finished span of step `name` that started at snapshot `snapshot_id`.
+    pub fn span(data: &mut Data, name: &str, duration_ms: f64, failed: bool, snapshot_id: i64) {
+        let index = match data.names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                data.names.push(name.to_owned());
+                data.names.len() - 1
+            }
+        };
+        data.spans.push(SpanFigures {
+            name: index as u32,
+            failed,
+            duration_ms,
+            snapshot: data.snapshot_index.get(&snapshot_id).copied(),
+        });
+    }
+
+    /// Adds an ended run.
+    pub fn run(
+        data: &mut Data,
+        run_id: &str,
+        (start_s, end_s): (f64, f64),
+        outcome: (Status, EndedBy, &str),
+        end_snapshot_id: Option<i64>,
+    ) {
+        data.runs.push(RunFigures {
+            run_id: run_id.to_owned(),
+            name: "task".to_owned(),
+            status: outcome.0,
+            ended_by: Some(outcome.1),
+            error: (!outcome.2.is_empty()).then(|| outcome.2.to_owned()),
+            started_at_ns: (start_s * 1e9) as i64,
+            ended_at_ns: Some((end_s * 1e9) as i64),
+            end_snapshot_id,
+        });
     }
 }

@@ -2,6 +2,8 @@
 //! were short of GPU memory at their end (likely OOM); runs whose agent died while RAM or
 //! the container's memory was nearly gone (likely OOM kill).
 
+#[cfg(test)]
+use super::load::GpuPoint;
 use super::load::{Data, RunFigures, SnapFigures};
 use super::*;
 use crate::domain::{EndedBy, Status};
@@ -136,4 +138,112 @@ fn end_window<'a>(
     at_end
         .into_iter()
         .chain(window.iter().map(|&(_, i)| &data.snapshots[i]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::fixture::{self, empty};
+    use super::*;
+
+    const THRESHOLD: u64 = 500 << 20;
+
+    fn gpu_free(mib: u64) -> SnapFigures {
+        SnapFigures {
+            gpu_free_min_bytes: Some(mib << 20),
+            gpu_free_min_index: Some(0),
+            ..Default::default()
+        }
+    }
+
+    fn ram_available(ratio: f64) -> SnapFigures {
+        SnapFigures {
+            ram_available_ratio: Some(ratio),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_run_short_of_gpu_memory_in_its_last_seconds_is_likely_oom() {
+        let mut data = empty();
+        for t in 0..8 {
+            fixture::snapshot(&mut data, f64::from(t), gpu_free(8000));
+        }
+        fixture::snapshot(&mut data, 8.0, gpu_free(100)); // the squeeze, 2 s before the end
+        let end = fixture::snapshot(&mut data, 10.0, gpu_free(8000)); // memory freed by then
+        let failed = (Status::Failed, EndedBy::Client, "CUDA out of memory");
+        fixture::run(&mut data, "squeezed", (0.0, 10.0), failed, Some(end));
+        // Started after the squeeze: the low sample is not its story.
+        fixture::run(&mut data, "late", (9.0, 10.0), failed, Some(end));
+        // Squeezed but ended well.
+        let ok = (Status::Ok, EndedBy::Client, "");
+        fixture::run(&mut data, "fine", (0.0, 10.0), ok, Some(end));
+        // Failed long after the squeeze (more than OOM_LOOKBACK_NS later).
+        let much_later = fixture::snapshot(&mut data, 30.0, gpu_free(8000));
+        fixture::run(&mut data, "other", (0.0, 30.0), failed, Some(much_later));
+
+        let oom = oom(&data, THRESHOLD);
+        let flagged: Vec<&str> = oom
+            .likely_oom_runs
+            .iter()
+            .map(|r| r.run_id.as_str())
+            .collect();
+        assert_eq!(flagged, ["squeezed"]);
+        assert_eq!(oom.likely_oom_runs[0].gpu_free_min_mib, 100.0);
+    }
+
+    #[test]
+    fn only_runs_the_sidecar_ended_for_a_dead_process_are_likely_oom_kills() {
+        let mut data = empty();
+        fixture::snapshot(&mut data, 0.0, ram_available(0.5));
+        fixture::snapshot(&mut data, 9.0, ram_available(0.02));
+        let end = fixture::snapshot(&mut data, 10.0, ram_available(0.6));
+        let words = "the agent process (pid 7) exited without ending this run";
+        let by_sidecar = (Status::Failed, EndedBy::ProcessExit, words);
+        fixture::run(&mut data, "killed", (0.0, 10.0), by_sidecar, Some(end));
+        // The same words from the agent itself: the report no longer reads error text.
+        let by_agent = (Status::Failed, EndedBy::Client, words);
+        fixture::run(&mut data, "own-words", (0.0, 10.0), by_agent, Some(end));
+        // The sidecar ended it after a timeout: the process did not die under pressure.
+        let timed_out = (Status::Failed, EndedBy::SessionTimeout, "session closed");
+        fixture::run(&mut data, "away", (0.0, 10.0), timed_out, Some(end));
+
+        let oom = oom(&data, THRESHOLD);
+        let killed: Vec<&str> = oom
+            .likely_oom_killed_runs
+            .iter()
+            .map(|r| r.run_id.as_str())
+            .collect();
+        assert_eq!(killed, ["killed"]);
+        assert_eq!(
+            oom.likely_oom_killed_runs[0].ram_available_min_ratio,
+            Some(0.02)
+        );
+    }
+
+    #[test]
+    fn a_gpu_below_the_threshold_in_most_samples_is_a_hardware_limit() {
+        let mut data = empty();
+        for (t, free_mib) in [(0, 100), (1, 100), (2, 9000), (3, 100), (200, 100)] {
+            data.gpus.push(GpuPoint {
+                gpu_index: 0,
+                uuid: Some("GPU-0".into()),
+                name: Some("H200".into()),
+                taken_at_ns: t * 1_000_000_000,
+                free_bytes: Some(free_mib << 20),
+                used_bytes: None,
+                total_bytes: None,
+            });
+        }
+        let ok = (Status::Ok, EndedBy::Client, "");
+        fixture::run(&mut data, "during", (0.5, 1.5), ok, None);
+        fixture::run(&mut data, "between", (1.5, 2.5), ok, None);
+        let oom = oom(&data, THRESHOLD);
+        let gpu = &oom.gpus[0];
+        assert_eq!((gpu.samples, gpu.samples_below), (5, 4));
+        assert!(gpu.hardware_limit);
+        // 1 s + 1 s (to the next sample), the 197 s gap counted as at most 60 s, the last
+        // sample has no next.
+        assert_eq!(gpu.seconds_below, 62.0);
+        assert_eq!(gpu.runs_below, ["during"]);
+    }
 }

@@ -24,8 +24,20 @@ pub fn render(r: &Report) -> String {
         r.snapshots_analyzed,
         r.oom_threshold_bytes / (1 << 20)
     );
-    let h = |cols: &[&str]| cols.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
 
+    for section in [latency, context, correlations, pressure, oom] {
+        section(&mut out, r);
+    }
+    out
+}
+
+/// Column headers.
+fn h(cols: &[&str]) -> Vec<String> {
+    cols.iter().map(|c| (*c).to_owned()).collect()
+}
+
+/// Section 1: latency by step.
+fn latency(out: &mut String, r: &Report) {
     let _ = writeln!(out, "\n1. Latency by step");
     let rows: Vec<Vec<String>> = r
         .latency
@@ -49,7 +61,10 @@ pub fn render(r: &Report) -> String {
         &rows,
         28,
     ));
+}
 
+/// Section 2: the machine at span start.
+fn context(out: &mut String, r: &Report) {
     let _ = writeln!(out, "\n2. The machine at span start (medians)");
     let _ = writeln!(out, "{}", wrap(&r.gpu_columns_meaning(), 100).join("\n"));
     let rows: Vec<Vec<String>> = r
@@ -78,7 +93,10 @@ pub fn render(r: &Report) -> String {
         &rows,
         28,
     ));
+}
 
+/// Section 3: correlation of duration with resources, and the findings.
+fn correlations(out: &mut String, r: &Report) {
     let _ = writeln!(
         out,
         "\n3. Correlation of duration with the machine at start (Spearman ρ, n)"
@@ -135,7 +153,10 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(out, "* {f}");
         }
     }
+}
 
+/// Section 4: spans under pressure and the others.
+fn pressure(out: &mut String, r: &Report) {
     let _ = writeln!(
         out,
         "\n4. Under pressure vs not ({})",
@@ -167,7 +188,10 @@ pub fn render(r: &Report) -> String {
         &rows,
         20,
     ));
+}
 
+/// Section 5: OOM risk and hardware limits.
+fn oom(out: &mut String, r: &Report) {
     let _ = writeln!(out, "\n5. OOM risk and hardware limits");
     if r.oom.gpus.is_empty() {
         let _ = writeln!(out, "no GPU samples in this window");
@@ -219,5 +243,4 @@ pub fn render(r: &Report) -> String {
     for run in r.oom.likely_oom_killed_runs.iter().take(SHOWN) {
         let _ = writeln!(out, "* likely OOM kill: {}", run.sentence());
     }
-    out
 }

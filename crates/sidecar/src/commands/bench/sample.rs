@@ -31,7 +31,7 @@ fn time_samples(sampler: &mut Sampler, iterations: usize) -> Vec<Duration> {
 
 /// Runs the benchmark.
 pub fn run(args: SampleBenchArgs) -> Result<(), Failure> {
-    let host = || HostProbe::new().map_err(|e| Failure::new(FAILURE, e));
+    let host = || HostProbe::new().map_err(|e| Failure::new(FAILURE, e.to_string()));
     outln!(
         "runlens bench sample: {} samples each, {} ms apart (host = CPU, RAM, swap, load, cgroup)",
         args.iterations,

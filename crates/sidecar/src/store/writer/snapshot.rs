@@ -1,15 +1,20 @@
 //! The SQL of a snapshot: its host row, a row per GPU (with its MIG instances and
 //! processes), and a row per watched agent (with its memory per GPU).
 
-use rusqlite::params;
+use rusqlite::{Connection, params};
 
 use super::rows::StoredSnapshot;
 use super::sql_int as bytes;
 
-pub(super) fn write_snapshot(
-    tx: &rusqlite::Connection,
-    s: &StoredSnapshot,
-) -> rusqlite::Result<()> {
+/// Writes a snapshot and every row that hangs off it.
+pub(super) fn write_snapshot(tx: &Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
+    host_row(tx, s)?;
+    gpu_rows(tx, s)?;
+    agent_rows(tx, s)
+}
+
+/// The `snapshots` row: host, cgroup and whether GPUs were readable.
+fn host_row(tx: &Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
     let h = &s.snapshot.host;
     let g = &s.snapshot.gpu;
     let c = s.snapshot.cgroup.as_ref();
@@ -52,6 +57,12 @@ pub(super) fn write_snapshot(
         c.and_then(|c| c.cpu_quota_cores),
         c.and_then(|c| c.cpu_throttled_ns).map(bytes),
     ])?;
+    Ok(())
+}
+
+/// A `gpu_samples` row per GPU, with its `mig_samples` and `gpu_processes` rows.
+fn gpu_rows(tx: &Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
+    let g = &s.snapshot.gpu;
     let mut gpu = tx.prepare_cached(
         "INSERT OR IGNORE INTO gpu_samples (snapshot_id, gpu_index, uuid, name, state,
             memory_total_bytes, memory_used_bytes, memory_free_bytes, utilization_ratio,
@@ -117,6 +128,11 @@ pub(super) fn write_snapshot(
             ])?;
         }
     }
+    Ok(())
+}
+
+/// A `process_samples` row per watched agent, with its `process_gpu_samples` rows.
+fn agent_rows(tx: &Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
     if !s.snapshot.processes.is_empty() {
         let mut agent = tx.prepare_cached(
             "INSERT OR IGNORE INTO process_samples (snapshot_id, pid, process_count, rss_bytes,
