@@ -34,6 +34,11 @@ fn example_agent_runs_are_stored_with_status_nesting_and_snapshots() {
     // Runs: right statuses, failure text kept.
     assert_eq!(sidecar.count("SELECT count(*) FROM runs"), 6);
     assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE ended_by = 'client'"),
+        6,
+        "every run was ended by its agent"
+    );
+    assert_eq!(
         sidecar.count("SELECT count(*) FROM runs WHERE status = 'ok'"),
         4
     );

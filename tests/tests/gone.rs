@@ -59,7 +59,10 @@ fn kill_agent_inside_a_step(sidecar: &Sidecar, after_kill: impl FnOnce()) -> Str
     );
     wait_for(
         sidecar,
-        &format!("SELECT count(*) FROM runs WHERE status = 'failed' AND error = '{reason}'"),
+        &format!(
+            "SELECT count(*) FROM runs WHERE status = 'failed' AND error = '{reason}'
+             AND ended_by = 'process_exit'"
+        ),
         "the open run ended as failed",
         Duration::from_secs(10),
     );
@@ -175,7 +178,8 @@ async fn a_client_that_never_comes_back_has_its_runs_failed_after_the_timeout() 
     let reason =
         "the agent''s session closed and did not come back within 2s; the run was never ended";
     let sql = format!(
-        "SELECT count(*) FROM runs WHERE run_id = 'r-away' AND status = 'failed' AND error = '{reason}'"
+        "SELECT count(*) FROM runs WHERE run_id = 'r-away' AND status = 'failed' AND error = '{reason}'
+         AND ended_by = 'session_timeout'"
     );
     while sidecar.count(&sql) == 0 {
         assert!(closed.elapsed() < Duration::from_secs(15), "never ended");
@@ -202,7 +206,7 @@ async fn a_client_that_never_comes_back_has_its_runs_failed_after_the_timeout() 
     let restarted = Instant::now();
     let mut sidecar = Sidecar::start_on(&db, &["--client-timeout", "2s"]);
     let sql = "SELECT count(*) FROM runs WHERE run_id = 'r-old' AND status = 'failed'
-               AND error LIKE '%did not come back within 2s%'";
+               AND error LIKE '%did not come back within 2s%' AND ended_by = 'session_timeout'";
     while sidecar.count(sql) == 0 {
         assert!(restarted.elapsed() < Duration::from_secs(20), "never ended");
         tokio::time::sleep(Duration::from_millis(100)).await;
