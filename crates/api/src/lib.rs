@@ -11,5 +11,10 @@ pub mod pb {
     tonic::include_proto!("runlens.v1");
 }
 
+/// The encoded `FileDescriptorSet` of `proto/runlens/v1/*.proto`, with their comments:
+/// what gRPC server reflection serves, so that tools describe every rpc without the files.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/runlens_descriptor.bin"));
+
 /// The gRPC service name, as the health service reports it.
 pub const SERVICE_NAME: &str = "runlens.v1.Runlens";

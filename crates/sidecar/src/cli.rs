@@ -37,6 +37,13 @@ pub mod env {
     pub const CLIENT_TIMEOUT: &str = "RUNLENS_CLIENT_TIMEOUT";
     /// `report --oom-threshold-mib`.
     pub const OOM_THRESHOLD_MIB: &str = "RUNLENS_OOM_THRESHOLD_MIB";
+    /// `--log-format` of every command.
+    pub const LOG_FORMAT: &str = "RUNLENS_LOG_FORMAT";
+    /// `serve --reflection`.
+    pub const REFLECTION: &str = "RUNLENS_REFLECTION";
+    /// The log filter (`RUNLENS_LOG=debug`, or per module: `runlens=debug,tonic=info`);
+    /// an environment variable only.
+    pub const LOG: &str = "RUNLENS_LOG";
 }
 
 /// runlens: a GPU-aware resource sidecar for LLM agents.
@@ -44,11 +51,24 @@ pub mod env {
 /// Agents open runs and spans over gRPC; runlens attaches a resource snapshot (GPUs, CPU,
 /// RAM) to every boundary and stores everything in SQLite for you to query.
 #[derive(Debug, Parser)]
-#[command(name = "runlens", version, propagate_version = true)]
+#[command(name = "runlens", version = crate::build_info::LONG, propagate_version = true)]
 pub struct Cli {
+    /// How log lines on stderr are written: `text` for people, `json` (one object a line:
+    /// timestamp, level, target, message and every field) for log pipelines.
+    #[arg(long, global = true, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colour on a terminal).
+    Text,
+    /// One JSON object a line, fields at the top level.
+    Json,
 }
 
 /// The subcommands.
@@ -267,6 +287,15 @@ pub struct ProbeArgs {
     pub cgroup_root: Option<PathBuf>,
 }
 
+/// A feature turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
 /// How hard each commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Durability {
@@ -302,6 +331,10 @@ pub struct ServeArgs {
     /// closed this long, e.g. 10m, 1h.
     #[arg(long, env = env::CLIENT_TIMEOUT, default_value = "10m", value_parser = parse_client_timeout)]
     pub client_timeout: Duration,
+    /// Serve gRPC server reflection (v1 and v1alpha) beside runlens.v1, so that grpcurl
+    /// and other tools list, describe and call every rpc without the .proto files.
+    #[arg(long, env = env::REFLECTION, value_enum, default_value_t = Switch::On)]
+    pub reflection: Switch,
     #[command(flatten)]
     pub probe: ProbeArgs,
 }

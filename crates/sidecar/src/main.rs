@@ -1,6 +1,7 @@
 //! The `runlens` binary.
 #![forbid(unsafe_code)]
 
+mod build_info;
 mod cli;
 mod commands;
 mod domain;
@@ -19,10 +20,13 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // The sidecar reports its life at info; one-shot commands speak only of problems.
-    init_logging(match cli.command {
-        cli::Command::Serve(_) => "info",
-        _ => "warn",
-    });
+    init_logging(
+        match cli.command {
+            cli::Command::Serve(_) => "info",
+            _ => "warn",
+        },
+        cli.log_format,
+    );
     let result = match cli.command {
         cli::Command::Serve(args) => commands::serve::run(args),
         cli::Command::Snapshot(args) => commands::snapshot::run(args),
@@ -42,12 +46,23 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; `RUNLENS_LOG` sets the filter (e.g. `debug`), else `default`.
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNLENS_LOG")
+/// `json` writes one object a line with the event's fields at the top level (beside
+/// `timestamp`, `level`, `target` and `message`), as log pipelines index them.
+fn init_logging(default: &str, format: cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(cli::env::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        cli::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }

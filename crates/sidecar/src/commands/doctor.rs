@@ -41,6 +41,8 @@ pub struct Check {
 /// Everything doctor found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// This runlens: version, commit and build date.
+    pub runlens: String,
     /// True when no check failed.
     pub ok: bool,
     /// Number of failed checks.
@@ -68,6 +70,7 @@ pub fn diagnose(args: &DoctorArgs) -> Report {
     }
     let problems = checks.iter().filter(|c| c.status == Status::Fail).count();
     Report {
+        runlens: crate::build_info::LONG.to_owned(),
         ok: problems == 0,
         problems,
         checks,
@@ -350,7 +353,7 @@ pub fn render(report: &Report) -> String {
             rows.push(vec![String::new(), String::new(), format!("fix: {fix}")]);
         }
     }
-    let mut out = String::from("runlens doctor\n");
+    let mut out = format!("runlens doctor: runlens {}\n", report.runlens);
     let headers = ["STATUS", "CHECK", "FOUND"].map(String::from).to_vec();
     // Long findings wrap under their column instead of being cut.
     let mut wrapped = Vec::new();

@@ -9,7 +9,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use super::build_sampler;
-use crate::cli::{Durability, ServeArgs};
+use crate::cli::{Durability, ServeArgs, Switch};
 use crate::exit::{FAILURE, Failure, UNAVAILABLE};
 use crate::ingest::{Ingest, Registry};
 use crate::sampler::SamplerHandle;
@@ -104,9 +104,18 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
     });
     let mut stop_accepting = shutdown_rx.clone();
+    let (reflection_v1, reflection_v1alpha) = match args.reflection {
+        Switch::On => {
+            let (v1, v1alpha) = reflection()?;
+            (Some(v1), Some(v1alpha))
+        }
+        Switch::Off => (None, None),
+    };
     let server = Server::builder()
         .add_service(health_service)
         .add_service(RunlensServer::new(service))
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = stop_accepting.changed().await;
         });
@@ -123,7 +132,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         args.db.display(),
         humantime::format_duration(args.sample_interval)
     );
-    tracing::info!(%addr, db = %args.db.display(), "serving");
+    tracing::info!(listen = %addr, db = %args.db.display(),
+        sample_interval = %humantime::format_duration(args.sample_interval),
+        reflection = args.reflection == Switch::On, version = crate::build_info::LONG, "serving");
 
     tokio::pin!(server);
     tokio::select! {
@@ -152,6 +163,33 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     writer.close().await;
     tracing::info!("stopped; everything accepted is committed");
     Ok(())
+}
+
+/// gRPC server reflection, v1 and v1alpha (grpcurl asks v1 first, older tools v1alpha),
+/// describing runlens.v1 and the health service with their comments.
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    Failure,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(runlens_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let fail = |e: tonic_reflection::server::Error| {
+        Failure::new(FAILURE, format!("cannot build the reflection service: {e}"))
+    };
+    Ok((
+        builder().build_v1().map_err(fail)?,
+        builder().build_v1alpha().map_err(fail)?,
+    ))
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, registered when created: a signal that arrives right

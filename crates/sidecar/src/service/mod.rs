@@ -187,7 +187,7 @@ impl Runlens for RunlensService {
         let welcome = pb::ServerMessage {
             body: Some(pb::server_message::Body::Welcome(pb::SessionWelcome {
                 committed_seq: committed,
-                server_version: env!("CARGO_PKG_VERSION").to_owned(),
+                server_version: crate::build_info::LONG.to_owned(),
             })),
         };
         out.send(Ok(welcome))

