@@ -115,6 +115,10 @@ pub struct Sidecar {
     child: Option<Child>,
     /// The address it listens on.
     pub addr: String,
+    /// Its OTLP/gRPC address (`host:port`), unless turned off.
+    pub otlp_grpc: Option<String>,
+    /// Its OTLP/HTTP address (`host:port`), unless turned off.
+    pub otlp_http: Option<String>,
     /// Its database file.
     pub db: PathBuf,
     /// Its stderr (logs), collected after it stops.
@@ -166,9 +170,17 @@ impl Sidecar {
     }
 
     fn launch(listen: &str, db: &Path, extra: &[&str], env: &[(&str, &OsStr)]) -> Self {
+        // Tests run side by side: OTLP on free ports unless a test chooses.
+        let mut otlp = Vec::new();
+        for flag in ["--otlp-grpc-listen", "--otlp-http-listen"] {
+            if !extra.contains(&flag) {
+                otlp.extend([flag, "127.0.0.1:0"]);
+            }
+        }
         let mut child = Command::new(bin("runlens"))
             .args(["serve", "--listen", listen, "--db"])
             .arg(db)
+            .args(otlp)
             .args(extra)
             // No real NVML in tests unless a test asks for one (a flag wins over this).
             .env("RUNLENS_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
@@ -202,9 +214,18 @@ impl Sidecar {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .to_owned();
+        let otlp = |label: &str| {
+            line.split(label)
+                .nth(1)
+                .and_then(|rest| rest.split([',', ' ']).next())
+                .filter(|a| *a != "off")
+                .map(str::to_owned)
+        };
         Self {
             child: Some(child),
             addr,
+            otlp_grpc: otlp("OTLP: gRPC "),
+            otlp_http: otlp(", HTTP "),
             db: db.to_owned(),
             stderr: Some(stderr),
             _dir: None,
@@ -349,4 +370,89 @@ pub fn report_json(db: &Path, extra: &[&str]) -> serde_json::Value {
 pub fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").to_string()
+}
+
+/// An HTTP/1.1 answer: status, headers (lowercase names) and body.
+pub struct HttpAnswer {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// POSTs `body` to `http://{addr}{path}` over a plain TCP connection (no client library:
+/// the request is exactly what is written here), with the given extra headers.
+pub fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpAnswer {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("write head");
+    // A server may answer (413) before reading all of a large body.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = end + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+    out
 }

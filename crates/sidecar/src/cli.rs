@@ -39,6 +39,12 @@ pub mod env {
     pub const OOM_THRESHOLD_MIB: &str = "RUNLENS_OOM_THRESHOLD_MIB";
     /// `--log-format` of every command.
     pub const LOG_FORMAT: &str = "RUNLENS_LOG_FORMAT";
+    /// `serve --otlp-grpc-listen`.
+    pub const OTLP_GRPC_LISTEN: &str = "RUNLENS_OTLP_GRPC_LISTEN";
+    /// `serve --otlp-http-listen`.
+    pub const OTLP_HTTP_LISTEN: &str = "RUNLENS_OTLP_HTTP_LISTEN";
+    /// `serve --otlp-root-timeout`.
+    pub const OTLP_ROOT_TIMEOUT: &str = "RUNLENS_OTLP_ROOT_TIMEOUT";
     /// `serve --reflection`.
     pub const REFLECTION: &str = "RUNLENS_REFLECTION";
     /// The log filter (`RUNLENS_LOG=debug`, or per module: `runlens=debug,tonic=info`);
@@ -287,6 +293,24 @@ pub struct ProbeArgs {
     pub cgroup_root: Option<PathBuf>,
 }
 
+/// An address to listen on, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Listen here (port 0: any free port, printed at start).
+    On(SocketAddr),
+    /// Do not listen.
+    Off,
+}
+
+fn parse_listener(text: &str) -> Result<Listener, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Listener::Off);
+    }
+    text.parse()
+        .map(Listener::On)
+        .map_err(|e| format!("{e}; write host:port such as 127.0.0.1:4317, or off"))
+}
+
 /// A feature turned on or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
@@ -331,6 +355,18 @@ pub struct ServeArgs {
     /// closed this long, e.g. 10m, 1h.
     #[arg(long, env = env::CLIENT_TIMEOUT, default_value = "10m", value_parser = parse_client_timeout)]
     pub client_timeout: Duration,
+    /// Address for OpenTelemetry traces over gRPC (OTLP `TraceService/Export`; also served
+    /// on --listen), or `off`.
+    #[arg(long, env = env::OTLP_GRPC_LISTEN, default_value = "127.0.0.1:4317", value_parser = parse_listener)]
+    pub otlp_grpc_listen: Listener,
+    /// Address for OpenTelemetry traces over HTTP (`POST /v1/traces`, protobuf or JSON,
+    /// gzip or not), or `off`.
+    #[arg(long, env = env::OTLP_HTTP_LISTEN, default_value = "127.0.0.1:4318", value_parser = parse_listener)]
+    pub otlp_http_listen: Listener,
+    /// An OpenTelemetry trace whose root span has not arrived this long after its last span
+    /// ended gets its run ended as failed ("root span never received"), e.g. 10m, 1h.
+    #[arg(long, env = env::OTLP_ROOT_TIMEOUT, default_value = "10m", value_parser = parse_client_timeout)]
+    pub otlp_root_timeout: Duration,
     /// Serve gRPC server reflection (v1 and v1alpha) beside runlens.v1, so that grpcurl
     /// and other tools list, describe and call every rpc without the .proto files.
     #[arg(long, env = env::REFLECTION, value_enum, default_value_t = Switch::On)]
@@ -409,6 +445,16 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn listeners_are_addresses_or_off() {
+        assert_eq!(parse_listener("off"), Ok(Listener::Off));
+        assert_eq!(
+            parse_listener("0.0.0.0:4317"),
+            Ok(Listener::On("0.0.0.0:4317".parse().unwrap()))
+        );
+        assert!(parse_listener("4317").unwrap_err().contains("or off"));
     }
 
     #[test]

@@ -68,14 +68,18 @@ pub enum EndedBy {
     ProcessExit,
     /// The sidecar ended it: the agent's session stayed closed past `--client-timeout`.
     SessionTimeout,
+    /// The sidecar ended it: an OTLP trace whose root span never arrived within
+    /// `--otlp-root-timeout` of its last span.
+    RootMissing,
 }
 
 impl EndedBy {
     /// Every way a run ends.
-    pub const ALL: [EndedBy; 3] = [
+    pub const ALL: [EndedBy; 4] = [
         EndedBy::Client,
         EndedBy::ProcessExit,
         EndedBy::SessionTimeout,
+        EndedBy::RootMissing,
     ];
 
     /// The stored spelling.
@@ -84,10 +88,53 @@ impl EndedBy {
             EndedBy::Client => "client",
             EndedBy::ProcessExit => "process_exit",
             EndedBy::SessionTimeout => "session_timeout",
+            EndedBy::RootMissing => "root_missing",
         }
     }
 
     /// The value spelled `text`, if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// What a span was doing in its request (OpenTelemetry's span kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpanKind {
+    /// Work inside the process.
+    Internal,
+    /// Handling a request from a remote caller.
+    Server,
+    /// Calling a remote service (an LLM API, a tool server).
+    Client,
+    /// Sending a message for later processing.
+    Producer,
+    /// Processing a message sent earlier.
+    Consumer,
+}
+
+impl SpanKind {
+    /// Every kind.
+    pub const ALL: [SpanKind; 5] = [
+        SpanKind::Internal,
+        SpanKind::Server,
+        SpanKind::Client,
+        SpanKind::Producer,
+        SpanKind::Consumer,
+    ];
+
+    /// The stored spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Internal => "internal",
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+            SpanKind::Producer => "producer",
+            SpanKind::Consumer => "consumer",
+        }
+    }
+
+    /// The kind spelled `text`, if any.
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
@@ -137,6 +184,9 @@ mod tests {
         }
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+        for k in SpanKind::ALL {
+            assert_eq!(SpanKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(Status::parse("RUNNING"), None);
         assert_eq!(Outcome::Failed("x".into()).status(), Status::Failed);

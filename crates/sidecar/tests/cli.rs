@@ -138,6 +138,25 @@ fn serve_reports_a_taken_address() {
     let out = runlens(&["serve", "--listen", &addr, "--db", db.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     assert!(stderr(&out).contains("choose another address with --listen"));
+
+    // A taken OTLP port names its own flag, and how to do without it.
+    let out = runlens(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--otlp-grpc-listen",
+        &addr,
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "choose another address with --otlp-grpc-listen (or `--otlp-grpc-listen off`)"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -21,9 +21,12 @@ class Sidecar:
             self._dir = tempfile.TemporaryDirectory()
             db = os.path.join(self._dir.name, "runlens.db")
         self.db = db
+        # Several sidecars may run at once: OTLP only where a test asks for it.
+        otlp = [arg for flag in ("--otlp-grpc-listen", "--otlp-http-listen")
+                if flag not in extra for arg in (flag, "off")]
         self.proc = subprocess.Popen(
             [RUNLENS, "serve", "--listen", listen, "--db", db, "--sample-interval", interval,
-             *extra],
+             *otlp, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={**os.environ, "RUNLENS_NVML_LIB": "/nonexistent/libnvidia-ml.so.1",
                  **(env or {})})

@@ -9,9 +9,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use super::build_sampler;
-use crate::cli::{Durability, ServeArgs, Switch};
+use crate::cli::{Durability, Listener, ServeArgs, Switch};
 use crate::exit::{FAILURE, Failure, UNAVAILABLE};
 use crate::ingest::{Ingest, Registry};
+use crate::otlp::{self, OtlpIngest};
 use crate::sampler::SamplerHandle;
 use crate::service::RunlensService;
 use crate::store::read::{Reader, SharedReader};
@@ -23,6 +24,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long idle connections get to close after the streams have finished. Nothing is
 /// lost by cutting them: every accepted message is already queued to the writer.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long the OTLP servers get to answer exports in flight at shutdown.
+const OTLP_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs the sidecar until SIGINT or SIGTERM, then drains and exits.
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -56,25 +60,18 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         args.sample_interval,
     );
 
-    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
-        Failure::new(
-            UNAVAILABLE,
-            format!(
-                "cannot listen on {}: {e}; choose another address with --listen",
-                args.listen
-            ),
-        )
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Failure::new(FAILURE, format!("listening socket has no address: {e}")))?;
+    let (listener, addr) = bind(args.listen, "--listen").await?;
+    let otlp_grpc = bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen").await?;
+    let otlp_http = bind_optional(args.otlp_http_listen, "--otlp-http-listen").await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, mut drained) = mpsc::channel::<()>(1);
     let (health, health_service) = tonic_health::server::health_reporter();
     let ticker = tokio::spawn(sampler.clone().run_interval_sampling(shutdown_rx.clone()));
+    let ingest = Ingest::new(sampler.clone(), registry);
+    let otlp = OtlpIngest::new(ingest.clone(), sampler.clone(), writer.handle());
     let service = RunlensService::new(
-        Ingest::new(sampler.clone(), registry),
+        ingest,
         sampler.clone(),
         writer.handle(),
         reader,
@@ -85,25 +82,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let closer = service
         .end_runs_of_gone_clients(args.client_timeout)
         .map_err(Failure::from)?;
-    // SERVING before the first connection; then the health service follows the writer:
-    // NOT_SERVING while storage is failing.
-    health.set_serving::<RunlensServer<RunlensService>>().await;
-    let mut storage = writer.handle().health();
-    let storage_health = health.clone();
-    tokio::spawn(async move {
-        while storage.changed().await.is_ok() {
-            if storage.borrow_and_update().is_some() {
-                storage_health
-                    .set_not_serving::<RunlensServer<RunlensService>>()
-                    .await;
-            } else {
-                storage_health
-                    .set_serving::<RunlensServer<RunlensService>>()
-                    .await;
-            }
-        }
-    });
-    let mut stop_accepting = shutdown_rx.clone();
+    let rootless = tokio::spawn(otlp::root_timeout::end_rootless_runs(
+        writer.handle(),
+        args.otlp_root_timeout,
+        args.sample_interval,
+        shutdown_rx.clone(),
+    ));
+    follow_storage_health(&health, &writer).await;
     let (reflection_v1, reflection_v1alpha) = match args.reflection {
         Switch::On => {
             let (v1, v1alpha) = reflection()?;
@@ -114,25 +99,36 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let server = Server::builder()
         .add_service(health_service)
         .add_service(RunlensServer::new(service))
+        .add_service(otlp::grpc::service(otlp.clone()))
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop_accepting.changed().await;
-        });
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            stopped(shutdown_rx.clone()),
+        );
+    let otlp_servers = serve_otlp(&otlp, otlp_grpc, otlp_http, &shutdown_rx);
 
     let gpu_line = gpu_problem.map_or_else(
         || "GPUs through NVML".to_owned(),
         |reason| format!("no GPU sampling ({reason})"),
     );
+    let shown =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let otlp_line = format!(
+        "OTLP: gRPC {}, HTTP {}",
+        shown(otlp_servers.grpc),
+        shown(otlp_servers.http)
+    );
     let mut signals = ShutdownSignals::register()?;
-    // The one line on stdout: scripts and tests read the address from it (port 0 case).
+    // The one line on stdout: scripts and tests read the addresses from it (port 0 case).
     // A closed stdout must not stop the sidecar: the line is for whoever reads it.
     let _ = crate::format::outln!(
-        "runlens serve: listening on {addr} (db {}, sampling every {}, {gpu_line})",
+        "runlens serve: listening on {addr} (db {}, sampling every {}, {gpu_line}) {otlp_line}",
         args.db.display(),
         humantime::format_duration(args.sample_interval)
     );
-    tracing::info!(listen = %addr, db = %args.db.display(),
+    tracing::info!(listen = %addr, otlp_grpc = %shown(otlp_servers.grpc),
+        otlp_http = %shown(otlp_servers.http), db = %args.db.display(),
         sample_interval = %humantime::format_duration(args.sample_interval),
         reflection = args.reflection == Switch::On, version = crate::build_info::LONG, "serving");
 
@@ -155,14 +151,134 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
     }
     let _ = shutdown_tx.send(true);
+    // Exports in flight are answered once their spans are committed: the writer is still
+    // running while the OTLP servers finish.
+    otlp_servers.finish().await;
     let _ = ticker.await;
     // Stopped, not awaited: it may be waiting on a failing disk, which only the writer's
     // close below gives up on. Runs it had yet to end are found again at the next start.
     closer.abort();
+    rootless.abort();
     drop(sampler);
     writer.close().await;
     tracing::info!("stopped; everything accepted is committed");
     Ok(())
+}
+
+/// Resolves when `shutdown` turns true (or its sender is gone).
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Binds `address`; a failure names the flag that chose it (exit code 69).
+async fn bind(
+    address: std::net::SocketAddr,
+    flag: &str,
+) -> Result<(TcpListener, std::net::SocketAddr), Failure> {
+    let listener = TcpListener::bind(address).await.map_err(|e| {
+        Failure::new(
+            UNAVAILABLE,
+            format!("cannot listen on {address}: {e}; choose another address with {flag}"),
+        )
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Failure::new(FAILURE, format!("listening socket has no address: {e}")))?;
+    Ok((listener, bound))
+}
+
+/// Binds an optional listener; a failure also says how to turn it off.
+async fn bind_optional(
+    listener: Listener,
+    flag: &str,
+) -> Result<Option<(TcpListener, std::net::SocketAddr)>, Failure> {
+    match listener {
+        Listener::Off => Ok(None),
+        Listener::On(address) => bind(address, flag)
+            .await
+            .map(Some)
+            .map_err(|f| Failure::new(f.code, format!("{} (or `{flag} off`)", f.message))),
+    }
+}
+
+/// SERVING now; then the health service follows the writer: NOT_SERVING while storage is
+/// failing.
+async fn follow_storage_health(health: &tonic_health::server::HealthReporter, writer: &Writer) {
+    health.set_serving::<RunlensServer<RunlensService>>().await;
+    let mut storage = writer.handle().health();
+    let storage_health = health.clone();
+    tokio::spawn(async move {
+        while storage.changed().await.is_ok() {
+            if storage.borrow_and_update().is_some() {
+                storage_health
+                    .set_not_serving::<RunlensServer<RunlensService>>()
+                    .await;
+            } else {
+                storage_health
+                    .set_serving::<RunlensServer<RunlensService>>()
+                    .await;
+            }
+        }
+    });
+}
+
+/// The OTLP listeners' servers, running.
+struct OtlpServers {
+    grpc: Option<std::net::SocketAddr>,
+    http: Option<std::net::SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl OtlpServers {
+    /// Waits (at most [`OTLP_CLOSE_TIMEOUT`]) for the servers to answer what is in flight;
+    /// then cuts the connections that senders keep open between exports. Nothing is lost
+    /// by cutting: an export not yet answered is queued (stored) or not (the sender
+    /// retries), and a retry of a stored one is skipped.
+    async fn finish(self) {
+        let deadline = tokio::time::Instant::now() + OTLP_CLOSE_TIMEOUT;
+        for task in self.tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::debug!("OTLP connections still open at shutdown; closing them");
+            }
+        }
+    }
+}
+
+/// Starts OTLP/gRPC and OTLP/HTTP on their own listeners, until `shutdown`.
+fn serve_otlp(
+    otlp: &OtlpIngest,
+    grpc: Option<(TcpListener, std::net::SocketAddr)>,
+    http: Option<(TcpListener, std::net::SocketAddr)>,
+    shutdown: &watch::Receiver<bool>,
+) -> OtlpServers {
+    let mut servers = OtlpServers {
+        grpc: grpc.as_ref().map(|(_, a)| *a),
+        http: http.as_ref().map(|(_, a)| *a),
+        tasks: Vec::new(),
+    };
+    if let Some((listener, _)) = grpc {
+        let server = Server::builder()
+            .add_service(otlp::grpc::service(otlp.clone()))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stopped(shutdown.clone()),
+            );
+        servers.tasks.push(tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "the OTLP gRPC server failed");
+            }
+        }));
+    }
+    if let Some((listener, _)) = http {
+        let server = axum::serve(listener, otlp::http::router(otlp.clone()))
+            .with_graceful_shutdown(stopped(shutdown.clone()));
+        servers.tasks.push(tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "the OTLP HTTP server failed");
+            }
+        }));
+    }
+    servers
 }
 
 /// gRPC server reflection, v1 and v1alpha (grpcurl asks v1 first, older tools v1alpha),

@@ -10,6 +10,7 @@
 pub mod command;
 pub mod error;
 mod registry;
+pub mod trace;
 pub mod validate;
 
 use std::sync::{Arc, Mutex};

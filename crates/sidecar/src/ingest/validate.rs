@@ -44,6 +44,24 @@ pub fn id(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// An id the sidecar made for a traced span or run: like a client's id, with `/` too
+/// (`otlp/<trace>/<span>`). Client ids cannot contain `/`, so the two never collide.
+pub fn generated_id(field: &str, value: &str) -> Result<()> {
+    if value.len() > MAX_ID_LEN {
+        return Err(IngestError::Invalid(format!(
+            "{field} is {} bytes long; the limit is {MAX_ID_LEN}",
+            value.len()
+        )));
+    }
+    if value.split('/').all(|part| id(field, part).is_ok()) {
+        Ok(())
+    } else {
+        Err(IngestError::Invalid(format!(
+            "{field} {value:?} is not made of ids (A-Z a-z 0-9 _ - . :) joined by /"
+        )))
+    }
+}
+
 /// An optional id (the front door turns an empty wire field into `None`).
 pub fn optional_id(field: &str, value: Option<String>) -> Result<Option<String>> {
     match value {
@@ -166,6 +184,14 @@ mod tests {
                 .to_string()
                 .contains("' '")
         );
+    }
+
+    #[test]
+    fn generated_ids_may_have_slashes_and_client_ids_may_not() {
+        assert!(generated_id("span id", "otlp/0af7/b7ad").is_ok());
+        assert!(generated_id("span id", "otlp//b7ad").is_err());
+        assert!(generated_id("span id", "otlp/a b").is_err());
+        assert!(id("run_id", "otlp/0af7").is_err());
     }
 
     #[test]

@@ -13,7 +13,8 @@ mod writer;
 pub use open::{open_for_writing, open_read_only};
 pub use writer::{
     Ack, EventRow, QueueError, RunEnd, RunStart, SessionProgress, SpanEnd, SpanStart,
-    StoredSnapshot, WriteOp, Writer, WriterHandle,
+    StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow, WriteOp, Writer,
+    WriterHandle,
 };
 
 use std::path::PathBuf;

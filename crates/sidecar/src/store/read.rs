@@ -206,11 +206,13 @@ impl Reader {
         Ok(rows)
     }
 
-    /// Session clients with runs still open: (client id, name, pid).
+    /// Session clients with runs still open: (client id, name, pid). OTLP senders are not
+    /// session clients: their runs end with their root span (or its timeout).
     pub fn clients_with_open_runs(&self) -> Result<Vec<(String, String, u32)>> {
         let mut stmt = self.conn.prepare(
             "SELECT client_id, coalesce(client_name, ''), coalesce(pid, 0) FROM clients
-             WHERE client_id IN (SELECT client_id FROM runs WHERE status = 'running')",
+             WHERE client_id IN (SELECT client_id FROM runs WHERE status = 'running')
+               AND client_id NOT LIKE 'otlp/%'",
         )?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?

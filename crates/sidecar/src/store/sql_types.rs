@@ -2,7 +2,7 @@
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use crate::domain::{EndedBy, EventKind, Status};
+use crate::domain::{EndedBy, EventKind, SpanKind, Status};
 
 macro_rules! text_mapping {
     ($ty:ty) => {
@@ -28,6 +28,7 @@ macro_rules! text_mapping {
 text_mapping!(Status);
 text_mapping!(EndedBy);
 text_mapping!(EventKind);
+text_mapping!(SpanKind);
 
 #[cfg(test)]
 mod tests {

@@ -62,6 +62,12 @@ impl ServeProcess {
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
+            .args([
+                "--otlp-grpc-listen",
+                "127.0.0.1:0",
+                "--otlp-http-listen",
+                "off",
+            ])
             .args(extra)
             .env("RUNLENS_LOG", "warn")
             .stdout(Stdio::piped())

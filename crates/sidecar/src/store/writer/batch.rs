@@ -8,13 +8,18 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{Connection, params};
 
 use super::rows::{SpanEnd, SpanStart, WriteOp};
+use super::times::SnapshotTimes;
 use super::{Ack, Request, ops, snapshot, sql_int};
 
-pub(super) fn write_one_by_one(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
+pub(super) fn write_one_by_one(
+    conn: &mut Connection,
+    times: &mut SnapshotTimes,
+    batch: &[Request],
+) -> rusqlite::Result<()> {
     let mut tx = conn.transaction()?;
     for req in batch {
         let sp = tx.savepoint()?;
-        match ops::write_op(&sp, &req.op) {
+        match ops::write_op(&sp, times, &req.op) {
             Ok(()) => sp.commit()?,
             Err(e) => tracing::error!(error = %e, op = ?req.op, "request not stored"),
         }
@@ -23,7 +28,11 @@ pub(super) fn write_one_by_one(conn: &mut Connection, batch: &[Request]) -> rusq
     tx.commit()
 }
 
-pub(super) fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
+pub(super) fn write_batch(
+    conn: &mut Connection,
+    times: &mut SnapshotTimes,
+    batch: &[Request],
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     // A span that starts and ends within one batch (most spans, at high volume) is
     // inserted once, complete, instead of inserted and then updated.
@@ -41,6 +50,7 @@ pub(super) fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite:
     for req in batch {
         if let WriteOp::Snapshot(snapshot) = &req.op {
             snapshot::write_snapshot(&tx, snapshot)?;
+            times.insert(snapshot.snapshot.taken_at_ns, snapshot.id);
         }
     }
     for req in batch {
@@ -56,7 +66,7 @@ pub(super) fn write_batch(conn: &mut Connection, batch: &[Request]) -> rusqlite:
             WriteOp::EndSpan(end) if completed_ids.contains(end.span_id.as_str()) => continue,
             _ => {}
         }
-        ops::write_op(&tx, &req.op)?;
+        ops::write_op(&tx, times, &req.op)?;
     }
     // Completed spans go in last, many rows per statement. Nothing else in the batch
     // depends on them: later rows of the batch only ever update spans still running.
@@ -274,7 +284,7 @@ mod tests {
             )));
         }
         first.push(request(start_span("open", 11, None)));
-        write_batch(&mut conn, &first).unwrap();
+        write_batch(&mut conn, &mut SnapshotTimes::default(), &first).unwrap();
         for i in [0, 31, 32, 39] {
             assert_eq!(
                 span(&conn, &format!("s{i}")),
@@ -287,7 +297,12 @@ mod tests {
             );
         }
         assert_eq!(span(&conn, "open"), (Status::Running, None, None, None));
-        write_batch(&mut conn, &[request(end_span("open", 30, None))]).unwrap();
+        write_batch(
+            &mut conn,
+            &mut SnapshotTimes::default(),
+            &[request(end_span("open", 30, None))],
+        )
+        .unwrap();
         assert_eq!(span(&conn, "open"), (Status::Ok, Some(30), Some(2), None));
         let end = WriteOp::EndRun(RunEnd {
             run_id: "r".into(),
@@ -300,6 +315,7 @@ mod tests {
         });
         write_batch(
             &mut conn,
+            &mut SnapshotTimes::default(),
             &[request(start_span("late", 35, None)), request(end)],
         )
         .unwrap();
@@ -337,7 +353,7 @@ mod tests {
                 ack: ack("b", 3),
             },
         ];
-        write_batch(&mut conn, &batch).unwrap();
+        write_batch(&mut conn, &mut SnapshotTimes::default(), &batch).unwrap();
         let seq = |conn: &Connection, client: &str| -> i64 {
             conn.query_row(
                 "SELECT committed_seq FROM clients WHERE client_id = ?1",
@@ -350,6 +366,7 @@ mod tests {
         // A later, lower number (a resend) never moves it back.
         write_batch(
             &mut conn,
+            &mut SnapshotTimes::default(),
             &[Request {
                 op: WriteOp::Nothing,
                 ack: ack("a", 2),

@@ -14,6 +14,8 @@ mod batch;
 mod ops;
 mod rows;
 mod snapshot;
+mod times;
+mod trace;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +28,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Result;
 
-pub use rows::{EventRow, RunEnd, RunStart, SpanEnd, SpanStart, StoredSnapshot, WriteOp};
+pub use rows::{
+    EventRow, RunEnd, RunStart, SpanEnd, SpanStart, StoredSnapshot, TraceClientRow, TraceEventRow,
+    TraceRows, TraceSpanRow, WriteOp,
+};
 
 /// Most requests written in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -145,8 +150,10 @@ impl WriterHandle {
 }
 
 impl Writer {
-    /// Starts the writer thread on an open, migrated connection.
+    /// Starts the writer thread on an open, migrated connection (reading the recent
+    /// samples' times first; failing to is an I/O error like failing to spawn).
     pub fn start(conn: Connection) -> std::io::Result<Self> {
+        let times = times::SnapshotTimes::load(&conn).map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (health_tx, health) = watch::channel(None);
         let stop = Arc::new(AtomicBool::new(false));
@@ -156,6 +163,7 @@ impl Writer {
             .spawn(move || {
                 run(Thread {
                     conn,
+                    times,
                     rx,
                     health: health_tx,
                     stop: thread_stop,
@@ -186,6 +194,8 @@ impl Writer {
 
 struct Thread {
     conn: Connection,
+    /// When each stored sample was taken, for spans that arrive after they ended.
+    times: times::SnapshotTimes,
     rx: mpsc::Receiver<Message>,
     health: watch::Sender<Option<String>>,
     stop: Arc<AtomicBool>,
@@ -241,7 +251,7 @@ fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
     let mut delay = Duration::from_millis(50);
     let mut last_log: Option<Instant> = None;
     loop {
-        match batch::write_batch(&mut t.conn, batch) {
+        match batch::write_batch(&mut t.conn, &mut t.times, batch) {
             Ok(()) => {
                 if t.health.borrow().is_some() {
                     tracing::info!("storage is writable again; ingest resumed");
@@ -268,7 +278,8 @@ fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
                 // Not the disk: a row the database refuses. Write the others, one
                 // savepoint each, so a single bad row cannot block everything.
                 tracing::error!(error = %e, "batch refused; writing its requests one by one");
-                return batch::write_one_by_one(&mut t.conn, batch).map_err(|e| e.to_string());
+                return batch::write_one_by_one(&mut t.conn, &mut t.times, batch)
+                    .map_err(|e| e.to_string());
             }
         }
     }

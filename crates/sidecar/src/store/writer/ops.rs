@@ -3,13 +3,28 @@
 use rusqlite::{Connection, params};
 
 use super::rows::{EventRow, RunEnd, RunStart, SpanEnd, SpanStart, WriteOp};
-use super::{snapshot, sql_int};
+use super::times::SnapshotTimes;
+use super::{snapshot, sql_int, trace};
 use crate::domain::Status;
 
 /// Writes one request inside the caller's transaction.
-pub(super) fn write_op(tx: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
+pub(super) fn write_op(
+    tx: &Connection,
+    times: &mut SnapshotTimes,
+    op: &WriteOp,
+) -> rusqlite::Result<()> {
     match op {
-        WriteOp::Snapshot(s) => snapshot::write_snapshot(tx, s),
+        WriteOp::Snapshot(s) => {
+            snapshot::write_snapshot(tx, s)?;
+            times.insert(s.snapshot.taken_at_ns, s.id);
+            Ok(())
+        }
+        WriteOp::Trace(rows) => trace::write_trace(tx, times, rows),
+        WriteOp::CloseRootless {
+            quiet_since_ns,
+            window_ns,
+            reason,
+        } => trace::close_rootless(tx, times, *window_ns, *quiet_since_ns, reason),
         WriteOp::StartRun(r) => start_run(tx, r),
         WriteOp::EndRun(r) => end_run(tx, r),
         WriteOp::StartSpan(s) => start_span(tx, s),

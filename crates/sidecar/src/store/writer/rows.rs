@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use probe_core::Snapshot;
 
-use crate::domain::{EndedBy, EventKind, Status};
+use crate::domain::{EndedBy, EventKind, SpanKind, Status};
 
 /// A sample that has been given a row id and is (or will be) stored.
 #[derive(Debug)]
@@ -133,6 +133,19 @@ pub enum WriteOp {
     /// Write nothing; only move the session's committed sequence number past a message
     /// that was rejected, in order with the messages before it.
     Nothing,
+    /// Finished spans from a tracing front door (OTLP), with their senders: one request,
+    /// so that the answer to an export means all of it is committed.
+    Trace(Box<TraceRows>),
+    /// End, as failed, the traced runs whose root span has not arrived and whose last span
+    /// ended before `quiet_since_ns`.
+    CloseRootless {
+        /// Runs quiet since before this, Unix ns, are closed.
+        quiet_since_ns: i64,
+        /// The end sample is the one nearest the last span's end within this, ns.
+        window_ns: i64,
+        /// The error text they get.
+        reason: String,
+    },
     /// A session client's count of messages it dropped (buffer full), so SQL shows that
     /// data is missing and how much.
     ClientStats {
@@ -147,4 +160,75 @@ pub enum WriteOp {
         /// Messages it dropped since it started.
         dropped_total: u64,
     },
+}
+
+/// Spans of one export from a tracing front door, with their senders.
+#[derive(Debug, Default)]
+pub struct TraceRows {
+    /// The senders.
+    pub clients: Vec<TraceClientRow>,
+    /// The spans.
+    pub spans: Vec<TraceSpanRow>,
+    /// A span gets the stored sample nearest its start (and its end) when one is at most
+    /// this far away, Unix ns (the sampling interval); else none.
+    pub snapshot_window_ns: i64,
+}
+
+/// A sender of traced spans.
+#[derive(Debug)]
+pub struct TraceClientRow {
+    /// `otlp/<service.name>[/<pid>]`.
+    pub client_id: String,
+    /// `service.name`.
+    pub name: String,
+    /// `process.pid`, 0 when not given.
+    pub pid: u32,
+    /// Resource attributes as a JSON object.
+    pub resource: Option<String>,
+}
+
+/// A finished traced span.
+#[derive(Debug)]
+pub struct TraceSpanRow {
+    /// Its trace's run.
+    pub run_id: String,
+    /// Its id.
+    pub span_id: String,
+    /// Its parent; `None` for the root, which names and ends the run.
+    pub parent_span_id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// OpenTelemetry span kind.
+    pub kind: Option<SpanKind>,
+    /// `Ok` or `Failed`.
+    pub status: Status,
+    /// Error text for failed spans.
+    pub error: Option<String>,
+    /// JSON object of attributes.
+    pub attributes: Option<String>,
+    /// Start, Unix ns.
+    pub start_ns: i64,
+    /// End, Unix ns.
+    pub end_ns: i64,
+    /// The sender.
+    pub client_id: String,
+    /// Its events and metrics, written only with the span's first arrival.
+    pub events: Vec<TraceEventRow>,
+}
+
+/// An event or metric of a traced span.
+#[derive(Debug)]
+pub struct TraceEventRow {
+    /// `Event` or `Metric`.
+    pub kind: EventKind,
+    /// Name.
+    pub name: String,
+    /// Value of a metric.
+    pub value: Option<f64>,
+    /// Unit of a metric.
+    pub unit: Option<String>,
+    /// JSON object of attributes.
+    pub attributes: Option<String>,
+    /// When, Unix ns.
+    pub at_ns: i64,
 }

@@ -1,0 +1,55 @@
+//! OTLP over gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`, gzip
+//! accepted.
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+use super::{ExportError, MAX_BODY_BYTES, OtlpIngest};
+
+/// The gRPC trace service.
+pub struct OtlpGrpc(OtlpIngest);
+
+/// The service, ready to add to a tonic server. Messages up to four times
+/// [`MAX_BODY_BYTES`] are read (a longer one is refused by tonic before it is buffered,
+/// with `OUT_OF_RANGE`); above [`MAX_BODY_BYTES`] the answer is `RESOURCE_EXHAUSTED`.
+pub fn service(ingest: OtlpIngest) -> TraceServiceServer<OtlpGrpc> {
+    TraceServiceServer::new(OtlpGrpc(ingest))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_BODY_BYTES * 4)
+}
+
+impl From<ExportError> for Status {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Malformed(m) => Status::invalid_argument(m),
+            ExportError::TooLarge(m) => Status::resource_exhausted(m),
+            ExportError::Unavailable(m) => Status::unavailable(m),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let request = request.into_inner();
+        let size = request.encoded_len();
+        if size > MAX_BODY_BYTES {
+            return Err(ExportError::TooLarge(format!(
+                "the export is {size} bytes; the limit is {MAX_BODY_BYTES}: send smaller batches \
+                 (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)"
+            ))
+            .into());
+        }
+        Ok(Response::new(self.0.export(request).await?))
+    }
+}

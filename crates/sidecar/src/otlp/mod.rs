@@ -1,0 +1,184 @@
+//! The OpenTelemetry front door: OTLP traces over gRPC (`TraceService/Export`, on its own
+//! port and on the runlens.v1 port) and over HTTP (`POST /v1/traces`, protobuf or JSON,
+//! gzip or not). An agent instrumented with any OpenTelemetry SDK needs only
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` pointed here.
+//!
+//! `convert` turns a request into the ingest core's trace batches; the core checks every
+//! span; the writer stores them in one request and attaches the samples nearest each span's
+//! own start and end. The answer goes back only once that is committed, so a resend
+//! (OpenTelemetry SDKs retry on `UNAVAILABLE` / 503) finds the spans stored and skips them:
+//! exactly once. `grpc` and `http` are the two transports; `root_timeout` ends the runs
+//! of traces whose root span never arrives.
+
+pub mod convert;
+pub mod grpc;
+pub mod http;
+pub mod root_timeout;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::sync::oneshot;
+
+use crate::ingest::Ingest;
+use crate::sampler::SamplerHandle;
+use crate::store::{Ack, QueueError, WriteOp, WriterHandle};
+
+/// Largest export body accepted, bytes (after gzip is undone): 16 MiB, four times
+/// tonic's default, room for batches of thousands of spans.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long an export waits for its commit before answering `UNAVAILABLE` (the spans stay
+/// queued and are stored; the sender's retry then finds them and doubles nothing).
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Refusals quoted in a partial success's message; the count covers all of them.
+const QUOTED_REJECTIONS: usize = 5;
+
+/// Why an export was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// The body is not an OTLP trace request (`INVALID_ARGUMENT`, HTTP 400).
+    #[error("{0}")]
+    Malformed(String),
+    /// The body is over [`MAX_BODY_BYTES`] (`RESOURCE_EXHAUSTED`, HTTP 413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Storage is failing or the sidecar is saturated or stopping; nothing was stored, a
+    /// retry later is safe (`UNAVAILABLE`, HTTP 503 with `Retry-After`).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What both transports share: the core, the writer, and the agent processes watched.
+#[derive(Clone)]
+pub struct OtlpIngest {
+    ingest: Ingest,
+    sampler: SamplerHandle,
+    writer: WriterHandle,
+    /// PIDs already handed to the sampler (`process.pid` of senders).
+    watched: Arc<Mutex<HashSet<u32>>>,
+}
+
+impl OtlpIngest {
+    /// Exports go through `ingest` and `writer`; senders' PIDs are watched by `sampler`.
+    pub fn new(ingest: Ingest, sampler: SamplerHandle, writer: WriterHandle) -> Self {
+        Self {
+            ingest,
+            sampler,
+            writer,
+            watched: Arc::default(),
+        }
+    }
+
+    /// Stores the valid spans of `request`, answering once they are committed; spans that
+    /// break a rule are counted and quoted in the partial success.
+    pub async fn export(
+        &self,
+        request: ExportTraceServiceRequest,
+    ) -> Result<ExportTraceServiceResponse, ExportError> {
+        let (batches, mut rejected) = convert::batches(request);
+        if batches.iter().all(|b| b.spans.is_empty()) && rejected.is_empty() {
+            return Ok(ExportTraceServiceResponse::default());
+        }
+        for pid in batches.iter().map(|b| b.client.pid).filter(|p| *p != 0) {
+            let new = self
+                .watched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(pid);
+            if new {
+                self.sampler.watch_process(pid).await;
+            }
+        }
+        let accepted = self.ingest.accept_trace(batches);
+        rejected.extend(accepted.rejected);
+        if !accepted.rows.spans.is_empty() {
+            self.store(accepted.rows).await?;
+        }
+        if !rejected.is_empty() {
+            tracing::debug!(rejected = rejected.len(), first = %rejected[0], "OTLP spans refused");
+        }
+        Ok(ExportTraceServiceResponse {
+            partial_success: partial_success(&rejected),
+        })
+    }
+
+    /// Queues the rows as one request and waits for their commit; refuses before queuing
+    /// when storage is failing or the queue is full, so a retry is always safe.
+    async fn store(&self, rows: crate::store::TraceRows) -> Result<(), ExportError> {
+        if let Some(error) = self.writer.health().borrow().clone() {
+            return Err(ExportError::Unavailable(format!(
+                "storage is failing ({error}); nothing was stored, retry later"
+            )));
+        }
+        let permit = self.writer.try_reserve().map_err(|e| match e {
+            QueueError::Full => ExportError::Unavailable(
+                "the sidecar's write queue is full; nothing was stored, retry with backoff".into(),
+            ),
+            QueueError::Closed => ExportError::Unavailable("the sidecar is shutting down".into()),
+        })?;
+        let (tx, rx) = oneshot::channel();
+        permit.send(WriteOp::Trace(Box::new(rows)), Ack::Reply(tx));
+        match tokio::time::timeout(COMMIT_WAIT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ExportError::Unavailable(format!(
+                "not stored ({e}); the sidecar stopped before storage recovered, retry later"
+            ))),
+            Ok(Err(_)) => Err(ExportError::Unavailable(
+                "the sidecar is shutting down".into(),
+            )),
+            Err(_) => Err(ExportError::Unavailable(format!(
+                "not committed within {}s (storage is slow); it stays queued, and a retry \
+                 stores nothing twice",
+                COMMIT_WAIT.as_secs()
+            ))),
+        }
+    }
+}
+
+/// `rejected_spans` and a message quoting the first refusals; `None` when all were taken.
+fn partial_success(rejected: &[String]) -> Option<ExportTracePartialSuccess> {
+    if rejected.is_empty() {
+        return None;
+    }
+    let mut message = rejected
+        .iter()
+        .take(QUOTED_REJECTIONS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if rejected.len() > QUOTED_REJECTIONS {
+        message.push_str(&format!(
+            "; and {} more",
+            rejected.len() - QUOTED_REJECTIONS
+        ));
+    }
+    Some(ExportTracePartialSuccess {
+        rejected_spans: i64::try_from(rejected.len()).unwrap_or(i64::MAX),
+        error_message: message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_success_counts_every_refusal_and_quotes_the_first_few() {
+        assert_eq!(partial_success(&[]), None);
+        let many: Vec<String> = (0..8).map(|i| format!("span {i}: bad")).collect();
+        let p = partial_success(&many).unwrap();
+        assert_eq!(p.rejected_spans, 8);
+        assert!(p.error_message.starts_with("span 0: bad; span 1: bad"));
+        assert!(
+            p.error_message.ends_with("; and 3 more"),
+            "{}",
+            p.error_message
+        );
+    }
+}

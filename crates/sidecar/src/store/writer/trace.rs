@@ -1,0 +1,184 @@
+//! The SQL of traced spans (OTLP): one run per trace, created by the first span that
+//! arrives and named, ended and given its status by the root; each span inserted once
+//! (a resend is skipped, so its events and metrics are not doubled); each span's start and
+//! end annotated with the stored samples nearest those instants.
+
+use rusqlite::{Connection, params};
+
+use super::rows::{TraceRows, TraceSpanRow};
+use super::times::SnapshotTimes;
+use crate::domain::{EndedBy, Status};
+
+/// The name a traced run has until its root span arrives.
+pub const WAITING_FOR_ROOT: &str = "(root span not received yet)";
+
+/// Spans stored without a start sample, counted over the process's life for the log.
+static WITHOUT_SAMPLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Writes one export's spans and senders.
+pub(super) fn write_trace(
+    tx: &Connection,
+    times: &SnapshotTimes,
+    rows: &TraceRows,
+) -> rusqlite::Result<()> {
+    let now = probe_core::unix_now_ns();
+    for c in &rows.clients {
+        tx.prepare_cached(
+            "INSERT INTO clients (client_id, client_name, pid, committed_seq, last_seen_ns,
+                resource)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5)
+             ON CONFLICT (client_id) DO UPDATE SET
+                client_name = excluded.client_name, pid = excluded.pid,
+                last_seen_ns = excluded.last_seen_ns,
+                resource = coalesce(excluded.resource, resource)",
+        )?
+        .execute(params![c.client_id, c.name, c.pid, now, c.resource])?;
+    }
+    let mut without_sample = 0u64;
+    for span in &rows.spans {
+        let start = times.nearest(tx, span.start_ns, rows.snapshot_window_ns);
+        let end = times.nearest(tx, span.end_ns, rows.snapshot_window_ns);
+        without_sample += u64::from(start.is_none());
+        write_span(tx, span, start, end)?;
+    }
+    if without_sample > 0 {
+        let total = WITHOUT_SAMPLE.fetch_add(without_sample, std::sync::atomic::Ordering::Relaxed)
+            + without_sample;
+        tracing::info!(
+            spans = without_sample,
+            total,
+            "traced spans stored without a resource sample: no sample within one interval of \
+             their start (older than the oldest sample, or the sidecar was not running then)"
+        );
+    }
+    Ok(())
+}
+
+fn write_span(
+    tx: &Connection,
+    s: &TraceSpanRow,
+    start: Option<i64>,
+    end: Option<i64>,
+) -> rusqlite::Result<()> {
+    // The trace's run exists from its first span on.
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO runs (run_id, name, status, client_id, started_at_ns,
+            start_snapshot_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        s.run_id,
+        WAITING_FOR_ROOT,
+        Status::Running,
+        s.client_id,
+        s.start_ns,
+        start
+    ])?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name, kind, status,
+                error, attributes, started_at_ns, ended_at_ns, start_snapshot_id,
+                end_snapshot_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            s.span_id,
+            s.run_id,
+            s.parent_span_id,
+            s.name,
+            s.kind,
+            s.status,
+            s.error,
+            s.attributes,
+            s.start_ns,
+            s.end_ns,
+            start,
+            end
+        ])?;
+    if inserted == 0 {
+        return Ok(()); // a resend: everything below was written with the first arrival
+    }
+    for e in &s.events {
+        tx.prepare_cached(
+            "INSERT INTO events (kind, run_id, span_id, name, value, unit, attributes, at_ns,
+                snapshot_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            e.kind,
+            s.run_id,
+            s.span_id,
+            e.name,
+            e.value,
+            e.unit,
+            e.attributes,
+            e.at_ns,
+            end
+        ])?;
+    }
+    if s.parent_span_id.is_none() {
+        // The root: the run is what it says, whenever it arrives (even after the run was
+        // closed for want of it).
+        tx.prepare_cached(
+            "UPDATE runs SET name = ?2, status = ?3, error = ?4, attributes = ?5,
+                started_at_ns = ?6, ended_at_ns = ?7, start_snapshot_id = ?8,
+                end_snapshot_id = ?9, ended_by = ?10
+             WHERE run_id = ?1",
+        )?
+        .execute(params![
+            s.run_id,
+            s.name,
+            s.status,
+            s.error,
+            s.attributes,
+            s.start_ns,
+            s.end_ns,
+            start,
+            end,
+            EndedBy::Client
+        ])?;
+    }
+    Ok(())
+}
+
+/// Ends, as failed, the traced runs still waiting for their root whose last span ended
+/// before `quiet_since_ns`; each ends when its last span ended, with the sample nearest.
+pub(super) fn close_rootless(
+    tx: &Connection,
+    times: &SnapshotTimes,
+    window_ns: i64,
+    quiet_since_ns: i64,
+    reason: &str,
+) -> rusqlite::Result<()> {
+    // Traced runs are the open runs of `otlp/` clients: a range of the partial index of
+    // open runs by client.
+    let quiet: Vec<(String, i64)> = tx
+        .prepare_cached(
+            "SELECT r.run_id, coalesce(max(s.ended_at_ns), r.started_at_ns) AS last_ns
+             FROM runs r LEFT JOIN spans s ON s.run_id = r.run_id
+             WHERE r.status = 'running' AND r.client_id >= 'otlp/' AND r.client_id < 'otlp0'
+             GROUP BY r.run_id HAVING last_ns < ?1",
+        )?
+        .query_map([quiet_since_ns], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (run_id, last_ns) in &quiet {
+        tx.prepare_cached(
+            "UPDATE runs SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
+                ended_by = ?6
+             WHERE run_id = ?1 AND status = ?7",
+        )?
+        .execute(params![
+            run_id,
+            Status::Failed,
+            reason,
+            last_ns,
+            times.nearest(tx, *last_ns, window_ns),
+            EndedBy::RootMissing,
+            Status::Running
+        ])?;
+    }
+    if !quiet.is_empty() {
+        tracing::warn!(runs = quiet.len(), %reason, "ended traced runs whose root span never arrived");
+    }
+    Ok(())
+}
