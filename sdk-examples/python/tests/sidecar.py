@@ -34,6 +34,10 @@ class Sidecar:
         if "listening on " not in line:
             raise RuntimeError(f"runlens serve did not start: {line!r}")
         self.addr = line.split("listening on ")[1].split()[0]
+        # "... OTLP: gRPC 127.0.0.1:4317, HTTP off"
+        otlp = line.split("OTLP: gRPC ")[1].split(", HTTP ") if "OTLP: gRPC " in line else ["off", "off"]
+        self.otlp_grpc = None if otlp[0].strip() == "off" else otlp[0].strip()
+        self.otlp_http = None if otlp[1].strip() == "off" else otlp[1].strip()
 
     def stop(self, sig=signal.SIGINT):
         self.proc.send_signal(sig)
