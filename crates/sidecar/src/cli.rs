@@ -193,6 +193,27 @@ pub enum BenchCommand {
     /// Build a synthetic history (with or without a planted effect) and time
     /// `runlens report` on it.
     Report(ReportBenchArgs),
+    /// Start `runlens serve` with a fresh database, send it OpenTelemetry traces over
+    /// OTLP/gRPC in batches, and report spans/s stored with both samples, and memory.
+    Otlp(OtlpBenchArgs),
+}
+
+/// `runlens bench otlp`.
+#[derive(Debug, Args)]
+pub struct OtlpBenchArgs {
+    /// Spans to send.
+    #[arg(long, default_value_t = 500_000)]
+    pub spans: u64,
+    /// Spans per export (the OpenTelemetry SDKs' default batch is 512).
+    #[arg(long, default_value_t = 512)]
+    pub batch: u64,
+    /// Spans per trace (one root, the rest its children; every fourth child an LLM call
+    /// with token counts).
+    #[arg(long, default_value_t = 16)]
+    pub trace_spans: u64,
+    /// Exports in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
 }
 
 /// `runlens bench report`.

@@ -102,10 +102,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .add_service(otlp::grpc::service(otlp.clone()))
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            stopped(shutdown_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(listener), stopped(shutdown_rx.clone()));
     let otlp_servers = serve_otlp(&otlp, otlp_grpc, otlp_http, &shutdown_rx);
 
     let gpu_line = gpu_problem.map_or_else(
@@ -163,6 +160,21 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     writer.close().await;
     tracing::info!("stopped; everything accepted is committed");
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: an export's answer is one small frame
+/// that must not wait for the client's delayed ACK (40 ms on Linux).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted {
+            // Best effort: a socket that refuses is only slower.
+            let _ = stream.set_nodelay(true);
+        }
+        accepted
+    })
 }
 
 /// Resolves when `shutdown` turns true (or its sender is gone).
@@ -259,10 +271,7 @@ fn serve_otlp(
     if let Some((listener, _)) = grpc {
         let server = Server::builder()
             .add_service(otlp::grpc::service(otlp.clone()))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                stopped(shutdown.clone()),
-            );
+            .serve_with_incoming_shutdown(incoming(listener), stopped(shutdown.clone()));
         servers.tasks.push(tokio::spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!(%error, "the OTLP gRPC server failed");
@@ -270,6 +279,10 @@ fn serve_otlp(
         }));
     }
     if let Some((listener, _)) = http {
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
         let server = axum::serve(listener, otlp::http::router(otlp.clone()))
             .with_graceful_shutdown(stopped(shutdown.clone()));
         servers.tasks.push(tokio::spawn(async move {

@@ -102,32 +102,24 @@ fn client(resource: Map<String, Value>) -> TraceClient {
 
 /// One span, or why its ids make it unusable.
 fn trace_span(span: Span) -> Result<TraceSpan, String> {
-    let trace = id_hex(&span.trace_id, 16).ok_or_else(|| {
-        format!(
-            "span {:?}: trace_id {}",
-            span.name,
-            id_problem(&span.trace_id, 16)
-        )
-    })?;
-    let own = id_hex(&span.span_id, 8).ok_or_else(|| {
-        format!(
-            "span {:?}: span_id {}",
-            span.name,
-            id_problem(&span.span_id, 8)
-        )
-    })?;
-    let parent = if span.parent_span_id.is_empty() {
-        None
-    } else {
-        let hex = id_hex(&span.parent_span_id, 8).ok_or_else(|| {
-            format!(
-                "span {:?}: parent_span_id {}",
-                span.name,
-                id_problem(&span.parent_span_id, 8)
-            )
-        })?;
-        Some(format!("otlp/{trace}/{hex}"))
+    let problem = |field: &str, bytes: &[u8], len: usize| {
+        format!("span {:?}: {field} {}", span.name, id_problem(bytes, len))
     };
+    if !id_ok(&span.trace_id, 16) {
+        return Err(problem("trace_id", &span.trace_id, 16));
+    }
+    if !id_ok(&span.span_id, 8) {
+        return Err(problem("span_id", &span.span_id, 8));
+    }
+    let parent_given = !span.parent_span_id.is_empty();
+    if parent_given && !id_ok(&span.parent_span_id, 8) {
+        return Err(problem("parent_span_id", &span.parent_span_id, 8));
+    }
+    let mut run_id = String::with_capacity(5 + 32);
+    run_id.push_str("otlp/");
+    push_hex(&mut run_id, &span.trace_id);
+    let span_id = span_id_text(&run_id, &span.span_id);
+    let parent = parent_given.then(|| span_id_text(&run_id, &span.parent_span_id));
     let exception = span
         .events
         .iter()
@@ -156,8 +148,8 @@ fn trace_span(span: Span) -> Result<TraceSpan, String> {
         })
         .collect();
     Ok(TraceSpan {
-        run_id: format!("otlp/{trace}"),
-        span_id: format!("otlp/{trace}/{own}"),
+        run_id,
+        span_id,
         parent_span_id: parent,
         name: span.name,
         kind: kind(span.kind),
@@ -186,12 +178,9 @@ fn nanos(ns: u64) -> i64 {
     i64::try_from(ns).unwrap_or(i64::MAX)
 }
 
-/// Lowercase hex of an id of `len` bytes that is not all zero.
-fn id_hex(bytes: &[u8], len: usize) -> Option<String> {
-    if bytes.len() != len || bytes.iter().all(|b| *b == 0) {
-        return None;
-    }
-    Some(hex(bytes))
+/// Whether an id is `len` bytes and not all zero (the OTLP rule).
+fn id_ok(bytes: &[u8], len: usize) -> bool {
+    bytes.len() == len && bytes.iter().any(|b| *b != 0)
 }
 
 fn id_problem(bytes: &[u8], len: usize) -> String {
@@ -204,9 +193,25 @@ fn id_problem(bytes: &[u8], len: usize) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut text, bytes);
+    text
+}
+
+/// Appends lowercase hex (a table, not the formatter: every span has three ids).
+fn push_hex(text: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        let _ = write!(text, "{b:02x}");
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
+}
+
+/// `otlp/<trace hex>/<span hex>`.
+fn span_id_text(run_id: &str, span: &[u8]) -> String {
+    let mut text = String::with_capacity(run_id.len() + 1 + span.len() * 2);
+    text.push_str(run_id);
+    text.push('/');
+    push_hex(&mut text, span);
     text
 }
 
@@ -273,8 +278,11 @@ fn token_metrics(attributes: &Map<String, Value>) -> Vec<TraceMetric> {
             _ => None,
         };
         if let Some(value) = value {
+            // Which convention named it, when it was not the current one.
             let mut from = Map::new();
-            from.insert("from".into(), Value::String(key.into()));
+            if key != metric {
+                from.insert("from".into(), Value::String(key.into()));
+            }
             metrics.push(TraceMetric {
                 name: metric.to_owned(),
                 value,

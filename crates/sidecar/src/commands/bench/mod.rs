@@ -1,5 +1,5 @@
 //! `runlens bench`: measured figures for the cost of sampling, of an idle sidecar, of
-//! ingest and of the report.
+//! ingest (runlens.v1 and OTLP) and of the report.
 //!
 //! Figures are printed, never asserted: timings belong in a benchmark, not in a test
 //! that flakes on a busy machine. Each benchmark is its own module; what they share
@@ -8,6 +8,7 @@
 
 mod idle;
 mod ingest;
+mod otlp;
 mod report;
 mod sample;
 mod support;
@@ -22,5 +23,6 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         BenchCommand::Idle(a) => idle::run(a),
         BenchCommand::Ingest(a) => ingest::run(a),
         BenchCommand::Report(a) => report::run(a),
+        BenchCommand::Otlp(a) => otlp::run(a),
     }
 }

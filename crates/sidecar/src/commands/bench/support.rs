@@ -49,6 +49,8 @@ pub struct ServeProcess {
     pub pid: u32,
     /// The address it listens on.
     pub addr: String,
+    /// Its OTLP/gRPC address.
+    pub otlp_grpc: Option<String>,
 }
 
 impl ServeProcess {
@@ -84,10 +86,17 @@ impl ServeProcess {
             .and_then(|rest| rest.split_whitespace().next())
             .ok_or_else(|| Failure::new(FAILURE, format!("runlens serve did not start: {line}")))?
             .to_owned();
+        let otlp_grpc = line
+            .split("OTLP: gRPC ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .filter(|a| *a != "off")
+            .map(str::to_owned);
         Ok(Self {
             pid: child.id(),
             child,
             addr,
+            otlp_grpc,
         })
     }
 

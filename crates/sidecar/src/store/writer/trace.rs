@@ -3,7 +3,10 @@
 //! (a resend is skipped, so its events and metrics are not doubled); each span's start and
 //! end annotated with the stored samples nearest those instants.
 
-use rusqlite::{Connection, params};
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use rusqlite::{Connection, ToSql, params, params_from_iter};
 
 use super::rows::{TraceRows, TraceSpanRow};
 use super::times::SnapshotTimes;
@@ -35,12 +38,25 @@ pub(super) fn write_trace(
         .execute(params![c.client_id, c.name, c.pid, now, c.resource])?;
     }
     let mut without_sample = 0u64;
+    let mut runs: HashSet<&str> = HashSet::new();
+    // Spans with nothing hanging off them (no events or metrics, not a root) go in many
+    // rows per statement; the others one by one, since what follows depends on whether
+    // the span is new.
+    let mut plain: Vec<PlainSpan<'_>> = Vec::new();
     for span in &rows.spans {
         let start = times.nearest(tx, span.start_ns, rows.snapshot_window_ns);
         let end = times.nearest(tx, span.end_ns, rows.snapshot_window_ns);
         without_sample += u64::from(start.is_none());
-        write_span(tx, span, start, end)?;
+        if runs.insert(&span.run_id) {
+            open_run(tx, span, start)?;
+        }
+        if span.parent_span_id.is_none() || !span.events.is_empty() {
+            write_span(tx, span, start, end)?;
+        } else {
+            plain.push((span, start, end));
+        }
     }
+    write_plain_spans(tx, &plain)?;
     if without_sample > 0 {
         let total = WITHOUT_SAMPLE.fetch_add(without_sample, std::sync::atomic::Ordering::Relaxed)
             + without_sample;
@@ -54,13 +70,11 @@ pub(super) fn write_trace(
     Ok(())
 }
 
-fn write_span(
-    tx: &Connection,
-    s: &TraceSpanRow,
-    start: Option<i64>,
-    end: Option<i64>,
-) -> rusqlite::Result<()> {
-    // The trace's run exists from its first span on.
+/// A span with its start and end samples.
+type PlainSpan<'a> = (&'a TraceSpanRow, Option<i64>, Option<i64>);
+
+/// The trace's run exists from its first span on (once per trace and export).
+fn open_run(tx: &Connection, s: &TraceSpanRow, start: Option<i64>) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT OR IGNORE INTO runs (run_id, name, status, client_id, started_at_ns,
             start_snapshot_id)
@@ -74,27 +88,85 @@ fn write_span(
         s.start_ns,
         start
     ])?;
-    let inserted = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name, kind, status,
-                error, attributes, started_at_ns, ended_at_ns, start_snapshot_id,
-                end_snapshot_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?
-        .execute(params![
-            s.span_id,
-            s.run_id,
-            s.parent_span_id,
-            s.name,
-            s.kind,
-            s.status,
-            s.error,
-            s.attributes,
-            s.start_ns,
-            s.end_ns,
-            start,
-            end
-        ])?;
+    Ok(())
+}
+
+/// Columns of a traced span row, and how many.
+const SPAN_COLUMNS: &str = "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name,
+    kind, status, error, attributes, started_at_ns, ended_at_ns, start_snapshot_id,
+    end_snapshot_id) VALUES ";
+const SPAN_PARAMS: usize = 12;
+/// Rows per multi-row INSERT.
+const SPANS_PER_INSERT: usize = 32;
+
+/// The multi-row and the one-row INSERT, built once.
+static SPAN_INSERTS: LazyLock<(String, String)> = LazyLock::new(|| {
+    let row = format!("({})", ["?"; SPAN_PARAMS].join(", "));
+    (
+        format!(
+            "{SPAN_COLUMNS}{}",
+            vec![row.as_str(); SPANS_PER_INSERT].join(", ")
+        ),
+        format!("{SPAN_COLUMNS}{row}"),
+    )
+});
+
+/// Spans nothing else depends on, [`SPANS_PER_INSERT`] rows per statement (a resend is
+/// ignored row by row).
+fn write_plain_spans(tx: &Connection, spans: &[PlainSpan<'_>]) -> rusqlite::Result<()> {
+    let (full, single) = &*SPAN_INSERTS;
+    for chunk in spans.chunks(SPANS_PER_INSERT) {
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * SPAN_PARAMS);
+        for (s, start, end) in chunk {
+            values.extend([
+                &s.span_id as &dyn ToSql,
+                &s.run_id,
+                &s.parent_span_id,
+                &s.name,
+                &s.kind,
+                &s.status,
+                &s.error,
+                &s.attributes,
+                &s.start_ns,
+                &s.end_ns,
+                start,
+                end,
+            ]);
+        }
+        if chunk.len() == SPANS_PER_INSERT {
+            tx.prepare_cached(full)?.execute(params_from_iter(values))?;
+        } else {
+            let mut one = tx.prepare_cached(single)?;
+            for row in values.chunks(SPAN_PARAMS) {
+                one.execute(params_from_iter(row))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A span that is a root or carries events: written alone, its events and the run's
+/// update only with its first arrival.
+fn write_span(
+    tx: &Connection,
+    s: &TraceSpanRow,
+    start: Option<i64>,
+    end: Option<i64>,
+) -> rusqlite::Result<()> {
+    let inserted = tx.prepare_cached(&SPAN_INSERTS.1)?.execute(params![
+        s.span_id,
+        s.run_id,
+        s.parent_span_id,
+        s.name,
+        s.kind,
+        s.status,
+        s.error,
+        s.attributes,
+        s.start_ns,
+        s.end_ns,
+        start,
+        end
+    ])?;
     if inserted == 0 {
         return Ok(()); // a resend: everything below was written with the first arrival
     }
