@@ -503,3 +503,67 @@ fn otlp_http_takes_protobuf_json_with_hex_ids_and_gzip_and_refuses_clearly() {
     assert_eq!(too_big.status, 413);
     sidecar.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_over_an_otlp_only_history_names_the_step_slowed_by_gpu_memory() {
+    // One GPU whose free memory falls from about 40 GiB to about 1 GiB while an agent,
+    // traced with OpenTelemetry only, makes LLM calls that get slower as it falls.
+    const TOTAL: u64 = 80 << 30;
+    let gpu = |free_mib: u64| {
+        serde_json::json!({ "devices": [{ "name": "H100", "uuid": "GPU-otlp",
+            "memory_total_bytes": TOTAL, "memory_used_bytes": TOTAL - (free_mib << 20) }] })
+        .to_string()
+    };
+    let scenario = runlens_e2e::Scenario::new(&gpu(40_000));
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = Sidecar::start_with_fake_nvml(&dir.path().join("report.db"), &scenario);
+    for i in 0..30u8 {
+        scenario.write(&gpu(40_000 - u64::from(i) * 1_300));
+        // Two samples (every 100 ms) of the new figure before the task starts.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let start = now_ns() - 20 * MS;
+        let llm_ms = 100 + u64::from(i) * 20;
+        let tool_ms = if i % 2 == 0 { 10 } else { 30 };
+        let trace = 0x10 + i;
+        let root = span(
+            trace,
+            1,
+            None,
+            "invoke_agent support",
+            start,
+            llm_ms + tool_ms + 5,
+        );
+        let llm = span(trace, 2, Some(1), "chat llama-3-8b", start + MS, llm_ms);
+        let tool = span(
+            trace,
+            3,
+            Some(1),
+            "execute_tool search",
+            start + (llm_ms + 2) * MS,
+            tool_ms,
+        );
+        export_grpc(&sidecar, export_of(vec![tool, llm, root])).await;
+    }
+    sidecar.stop();
+    let report = runlens_e2e::report_json(&sidecar.db, &[]);
+    assert_eq!(report["spans_analyzed"], 90);
+    assert_eq!(report["runs_analyzed"], 30);
+    let findings: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.starts_with("chat llama-3-8b is slower when GPU 0 has less free memory")),
+        "{findings:?}"
+    );
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.starts_with("execute_tool search")),
+        "{findings:?}"
+    );
+}
