@@ -25,6 +25,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tokio::sync::oneshot;
 
 use crate::ingest::Ingest;
+use crate::ingest::trace::TraceBatch;
 use crate::sampler::SamplerHandle;
 use crate::store::{Ack, QueueError, WriteOp, WriterHandle};
 
@@ -95,6 +96,7 @@ impl OtlpIngest {
                 self.sampler.watch_process(pid).await;
             }
         }
+        self.sample_if_behind(&batches).await?;
         let accepted = self.ingest.accept_trace(batches);
         rejected.extend(accepted.rejected);
         if !accepted.rows.spans.is_empty() {
@@ -106,6 +108,25 @@ impl OtlpIngest {
         Ok(ExportTraceServiceResponse {
             partial_success: partial_success(&rejected),
         })
+    }
+
+    /// Spans that ended within the last sampling interval need a sample from about now;
+    /// when the periodic sampler is late (a busy machine), one is taken, so that they are
+    /// not left without one. It is queued before the spans, so they can take it.
+    async fn sample_if_behind(&self, batches: &[TraceBatch]) -> Result<(), ExportError> {
+        let interval = i64::try_from(self.sampler.interval().as_nanos()).unwrap_or(i64::MAX);
+        let recent = probe_core::unix_now_ns().saturating_sub(interval);
+        let live = batches
+            .iter()
+            .flat_map(|b| &b.spans)
+            .any(|s| s.end_ns >= recent);
+        if live {
+            self.sampler
+                .current()
+                .await
+                .map_err(|e| ExportError::Unavailable(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Queues the rows as one request and waits for their commit; refuses before queuing
