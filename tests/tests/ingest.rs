@@ -278,6 +278,19 @@ async fn a_full_disk_holds_data_reports_it_and_resumes_when_space_is_freed() {
         refused.message().contains("storage is failing"),
         "{refused:?}"
     );
+    // OTLP senders hear the same: 503 with Retry-After, nothing stored, retry later.
+    let otlp = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{
+        "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+        "name":"while full","startTimeUnixNano":"1000","endTimeUnixNano":"2000"}]}]}]}"#;
+    let answer = runlens_e2e::http_post(
+        sidecar.otlp_http.as_deref().unwrap(),
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        otlp.as_bytes(),
+    );
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert!(String::from_utf8_lossy(&answer.body).contains("storage is failing"));
     let stored_while_full = sidecar.count("SELECT count(*) FROM spans");
     assert!(stored_while_full < 4_000);
 

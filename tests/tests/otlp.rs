@@ -298,7 +298,24 @@ async fn a_resent_batch_doubles_nothing_and_one_bad_span_among_100_is_refused_al
         sidecar.count("SELECT count(*) FROM runs WHERE run_id LIKE 'otlp/b2b2%'"),
         1
     );
-    sidecar.stop();
+
+    // A trace from an hour before the sidecar's first sample: stored, without samples,
+    // and counted in the log.
+    let old = now_ns() - 3_600_000 * MS;
+    let long_ago = span(0xb3, 1, None, "long ago", old, 5);
+    export_grpc(&sidecar, export_of(vec![long_ago])).await;
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM spans WHERE name = 'long ago'
+             AND start_snapshot_id IS NULL AND end_snapshot_id IS NULL"
+        ),
+        1
+    );
+    let logs = sidecar.stop();
+    assert!(
+        logs.contains("traced spans stored without a resource sample"),
+        "{logs}"
+    );
 }
 
 #[tokio::test]
