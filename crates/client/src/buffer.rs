@@ -177,6 +177,11 @@ impl Shared {
         !self.lock().pending.is_empty()
     }
 
+    /// How many messages wait to be sent.
+    pub fn pending_len(&self) -> usize {
+        self.lock().pending.len()
+    }
+
     /// Takes up to `max` messages to send, keeping copies until they are acknowledged.
     pub fn take_batch(&self, max: usize) -> Vec<pb::ClientMessage> {
         let mut q = self.lock();

@@ -196,6 +196,25 @@ pub enum BenchCommand {
     /// Start `runlens serve` with a fresh database, send it OpenTelemetry traces over
     /// OTLP/gRPC in batches, and report spans/s stored with both samples, and memory.
     Otlp(OtlpBenchArgs),
+    /// Drive `runlens serve` with the example agent's shape at a steady rate and report the
+    /// CPU per span of the sidecar and of the agent's process, wake-ups, fresh samples and
+    /// acknowledgement latency.
+    Agent(AgentBenchArgs),
+}
+
+/// `runlens bench agent`.
+#[derive(Debug, Args)]
+pub struct AgentBenchArgs {
+    /// Spans per second (a task is three spans).
+    #[arg(long, default_value_t = 400)]
+    pub rate: u64,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Also run the seed's psutil + JSON-lines emitter at the same rate with this Python
+    /// (it needs psutil), for comparison.
+    #[arg(long, value_name = "PYTHON")]
+    pub seed_python: Option<PathBuf>,
 }
 
 /// `runlens bench otlp`.

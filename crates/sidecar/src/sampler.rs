@@ -11,6 +11,13 @@ use tokio::sync::watch;
 use crate::domain::EventKind;
 use crate::store::{Ack, EventRow, StoredSnapshot, WriteOp, WriterHandle};
 
+/// A sample this young counts as fresh for a run's start and for a span that asks for a
+/// fresh sample (a run's start right after the previous run's end, a span's fresh start right
+/// after its run's): at agent rates a sample per request would be most of the sidecar's
+/// work, and the machine does not change between them in a way the figures could show. A
+/// run's end always takes its own sample.
+pub const FRESH_SHARE_WINDOW: Duration = Duration::from_millis(10);
+
 /// Why a snapshot was taken; stored in `snapshots.reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -160,6 +167,14 @@ impl SamplerHandle {
     /// The snapshot is queued to the writer before this returns, so any row that refers
     /// to it is written in the same or a later transaction.
     pub async fn fresh(&self, reason: Reason) -> Result<Arc<StoredSnapshot>, SampleError> {
+        // A run's end state is its own (the OOM analysis reads it); the periodic sample is
+        // never skipped. Other requests share a sample taken in the last few milliseconds.
+        if !matches!(reason, Reason::Interval | Reason::RunEnd) {
+            let latest = lock(&self.inner.latest).clone();
+            if let Some(shared) = latest.filter(|l| l.taken.elapsed() <= FRESH_SHARE_WINDOW) {
+                return Ok(shared);
+            }
+        }
         let snapshot = self.sample_unstored().await?;
         let stored = Arc::new(StoredSnapshot {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
@@ -300,5 +315,26 @@ mod tests {
             names(fresh.update(&snapshot(true, &[Lost]))),
             vec!["gpu.lost"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_fresh_sample_serves_requests_of_the_next_milliseconds_but_not_a_runs_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open_for_writing(&dir.path().join("s.db"), false, None).unwrap();
+        let writer = crate::store::Writer::start(conn).unwrap();
+        let sampler = probe_core::Sampler::new(
+            probe_core::HostProbe::new().unwrap(),
+            Box::new(probe_core::NoGpu::new("test")),
+        );
+        let handle = SamplerHandle::new(sampler, writer.handle(), 1, Duration::from_secs(60));
+        let start = handle.fresh(Reason::RunStart).await.unwrap();
+        let llm = handle.fresh(Reason::Fresh).await.unwrap();
+        assert_eq!(llm.id, start.id, "shared within {FRESH_SHARE_WINDOW:?}");
+        let end = handle.fresh(Reason::RunEnd).await.unwrap();
+        assert_ne!(end.id, start.id, "a run's end has its own sample");
+        tokio::time::sleep(FRESH_SHARE_WINDOW * 2).await;
+        let later = handle.fresh(Reason::Fresh).await.unwrap();
+        assert_ne!(later.id, end.id, "older than the window: a new sample");
+        writer.close().await;
     }
 }

@@ -6,6 +6,7 @@
 //! (a sidecar process, percentiles, /proc figures) is in `support`, which imports none
 //! of them.
 
+mod agent;
 mod idle;
 mod ingest;
 mod otlp;
@@ -24,5 +25,6 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         BenchCommand::Ingest(a) => ingest::run(a),
         BenchCommand::Report(a) => report::run(a),
         BenchCommand::Otlp(a) => otlp::run(a),
+        BenchCommand::Agent(a) => agent::run(a),
     }
 }

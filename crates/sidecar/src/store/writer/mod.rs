@@ -36,6 +36,13 @@ pub use rows::{
 /// Most requests written in one transaction.
 pub const MAX_BATCH: usize = 4096;
 
+/// A batch smaller than this waits [`GROUP_COMMIT_WAIT`] for more before it is committed.
+pub const GROUP_COMMIT_BELOW: usize = 64;
+
+/// How long a small batch waits for more: the longest an acknowledgement is delayed by
+/// group commit.
+pub const GROUP_COMMIT_WAIT: Duration = Duration::from_micros(500);
+
 /// Requests the writer's channel holds before senders wait.
 pub const QUEUE_CAPACITY: usize = 16 * 1024;
 
@@ -209,12 +216,12 @@ fn run(mut t: Thread) {
             Some(Message::Write(req)) => batch.push(req),
             Some(Message::Close) | None => closing = true,
         }
-        while !closing && batch.len() < MAX_BATCH {
-            match t.rx.try_recv() {
-                Ok(Message::Write(req)) => batch.push(req),
-                Ok(Message::Close) => closing = true,
-                Err(_) => break,
-            }
+        drain(&mut t.rx, &mut batch, &mut closing);
+        if !closing && batch.len() < GROUP_COMMIT_BELOW {
+            // Group commit: a short queue means messages trickle in; waiting a moment for
+            // the next ones commits them together instead of one transaction each.
+            std::thread::sleep(GROUP_COMMIT_WAIT);
+            drain(&mut t.rx, &mut batch, &mut closing);
         }
         if batch.is_empty() {
             continue;
@@ -223,6 +230,17 @@ fn run(mut t: Thread) {
         acknowledge(batch.drain(..), &outcome);
     }
     tracing::debug!("storage writer stopped");
+}
+
+/// Takes what is queued, up to [`MAX_BATCH`], without waiting.
+fn drain(rx: &mut mpsc::Receiver<Message>, batch: &mut Vec<Request>, closing: &mut bool) {
+    while !*closing && batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(Message::Write(req)) => batch.push(req),
+            Ok(Message::Close) => *closing = true,
+            Err(_) => break,
+        }
+    }
 }
 
 /// Errors that say the disk, not the data, is the problem: retrying the same batch will

@@ -1,0 +1,290 @@
+//! `runlens bench agent`: what runlens costs at the rates agents really run, not at
+//! saturation. The real client drives a fresh `runlens serve` with the example agent's shape
+//! at a steady rate, and the CPU of each side is divided by the spans stored.
+//!
+//! The shape of one task (three spans, like `example-agent`): `start_run` (a fresh sample),
+//! `plan`, under it `llm_call` with a fresh sample and two token metrics, then `tool_call`;
+//! every third task the tool fails (an event, three failures); a run metric; `end_run` (a
+//! fresh sample). Its messages are spread over the task's share of time, as an agent's steps
+//! are, so they reach the sidecar one by one rather than in batches.
+//!
+//! CPU is read from `/proc/<pid>/task/*/schedstat` (nanoseconds on CPU, every thread), so
+//! even a sidecar that spends a few milliseconds a second is measured exactly. Wake-ups are
+//! the context switches of every thread. With `--seed-python`, the seed's in-process emitter
+//! (psutil at each span boundary, JSON lines to a file) runs at the same rate for comparison.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use runlens_client::Client;
+
+use super::support::{ServeProcess, TempDir, summary};
+use crate::cli::AgentBenchArgs;
+use crate::exit::{FAILURE, Failure, USAGE};
+use crate::format::outln;
+
+/// Spans in one task.
+const SPANS_PER_TASK: u64 = 3;
+
+/// CPU and scheduling of a process, summed over its threads.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    /// Nanoseconds on a CPU.
+    cpu_ns: u64,
+    /// Context switches, voluntary (waits: each a wake-up) and not.
+    switches: u64,
+}
+
+impl Usage {
+    fn of(pid: u32) -> Usage {
+        let mut usage = Usage::default();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return usage;
+        };
+        for task in tasks.flatten() {
+            let dir = task.path();
+            if let Some(ns) = std::fs::read_to_string(dir.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            {
+                usage.cpu_ns += ns;
+            }
+            if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
+                usage.switches += status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+        }
+        usage
+    }
+
+    fn since(self, earlier: Usage) -> Usage {
+        Usage {
+            cpu_ns: self.cpu_ns.saturating_sub(earlier.cpu_ns),
+            switches: self.switches.saturating_sub(earlier.switches),
+        }
+    }
+}
+
+/// Runs the benchmark.
+pub fn run(args: AgentBenchArgs) -> Result<(), Failure> {
+    if args.rate == 0 || args.seconds == 0 {
+        return Err(Failure::new(USAGE, "--rate and --seconds must be positive"));
+    }
+    let dir = TempDir::new("agent")?;
+    let db = dir.0.join("agent.db");
+    let serve = ServeProcess::start(&db, &[])?;
+    let endpoint = format!("http://{}", serve.addr);
+    let tasks = (args.rate * args.seconds).div_ceil(SPANS_PER_TASK);
+    outln!(
+        "runlens bench agent: {} spans/s for {} s ({tasks} tasks of {SPANS_PER_TASK} spans, \
+         the example agent's shape) to runlens serve (pid {}) at {}",
+        args.rate,
+        args.seconds,
+        serve.pid,
+        serve.addr
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(FAILURE, format!("cannot start a runtime: {e}")))?;
+    let outcome = runtime.block_on(drive(&args, &endpoint, serve.pid, tasks));
+    serve.stop();
+    let measured = outcome?;
+    let spans = tasks * SPANS_PER_TASK;
+    let per_span = |u: Usage| u.cpu_ns as f64 / 1e3 / spans as f64;
+    outln!(
+        "sidecar: {:.1} µs CPU per span, {:.2} wake-ups per span ({:.2} % of a core)",
+        per_span(measured.sidecar),
+        measured.sidecar.switches as f64 / spans as f64,
+        measured.sidecar.cpu_ns as f64 / 1e7 / measured.wall.as_secs_f64()
+    )?;
+    outln!(
+        "client (the agent's process): {:.1} µs CPU per span, {:.2} wake-ups per span",
+        per_span(measured.client),
+        measured.client.switches as f64 / spans as f64
+    )?;
+    outln!(
+        "sidecar + client: {:.1} µs CPU per span",
+        per_span(measured.sidecar) + per_span(measured.client)
+    )?;
+    let conn = rusqlite::Connection::open(&db)
+        .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))?;
+    let count = |sql: &str| -> Result<i64, Failure> {
+        conn.query_row(sql, [], |r| r.get(0))
+            .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))
+    };
+    let fresh = count(
+        "SELECT count(*) FROM snapshots WHERE reason IN ('run_start', 'run_end', 'fresh', 'stale')",
+    )?;
+    outln!(
+        "fresh samples: {:.2} per span ({fresh} for {spans} spans)",
+        fresh as f64 / spans as f64
+    )?;
+    outln!("acknowledgement latency: {}", summary(measured.acks))?;
+    let stored = count(
+        "SELECT count(*) FROM spans WHERE start_snapshot_id IS NOT NULL
+         AND end_snapshot_id IS NOT NULL",
+    )?;
+    outln!("verified {stored}/{spans} spans stored, each with both samples")?;
+    if let Some(python) = &args.seed_python {
+        let seed = seed_emitter(python, args.rate, args.seconds.min(10), &dir.0)?;
+        outln!(
+            "seed emitter (psutil + JSON lines, in process, same rate): {seed:.1} µs CPU per span"
+        )?;
+    }
+    if u64::try_from(stored).ok() != Some(spans) {
+        return Err(Failure::new(
+            FAILURE,
+            "the database does not hold exactly what was sent",
+        ));
+    }
+    Ok(())
+}
+
+/// What one run measured.
+struct Measured {
+    sidecar: Usage,
+    client: Usage,
+    wall: Duration,
+    acks: Vec<Duration>,
+}
+
+/// Records `tasks` tasks at the rate, measuring both processes from the first to the last
+/// acknowledgement.
+async fn drive(
+    args: &AgentBenchArgs,
+    endpoint: &str,
+    sidecar: u32,
+    tasks: u64,
+) -> Result<Measured, Failure> {
+    let fail = |e: runlens_client::Error| Failure::new(FAILURE, e.to_string());
+    let client = Client::builder(endpoint)
+        .name("bench-agent")
+        .build()
+        .map_err(fail)?;
+    // Connected and warm before measuring.
+    client.start_run("warm-up").end_ok();
+    client.flush().await.map_err(fail)?;
+    let me = std::process::id();
+    let (sidecar_before, client_before) = (Usage::of(sidecar), Usage::of(me));
+    let begin = Instant::now();
+    let task_time = Duration::from_secs_f64(SPANS_PER_TASK as f64 / args.rate as f64);
+    // A task's messages come in four groups, a quarter of its time apart.
+    let step = task_time / 4;
+    let mut acks = Vec::new();
+    for i in 0..tasks {
+        let due = begin + task_time * u32::try_from(i).unwrap_or(u32::MAX);
+        pause_until(due).await;
+        let fails = i % 3 == 2;
+        let run = client.start_run_with("answer-question", [("task", i.to_string())]);
+        let plan = run.span("plan");
+        pause_until(due + step).await;
+        let llm = plan.child_with("llm_call", [("model", "example-7b")], true);
+        llm.metric("gen_ai.usage.input_tokens", 200.0, "{token}");
+        llm.metric("gen_ai.usage.output_tokens", 50.0, "{token}");
+        llm.end_ok();
+        pause_until(due + step * 2).await;
+        let tool = plan.child_with("tool_call", [("tool", "search")], false);
+        if fails {
+            tool.event("retry", [("attempt", "1")]);
+            tool.end_failed("search timed out after 1 retry");
+            plan.end_failed("tool_call failed");
+        } else {
+            tool.end_ok();
+            plan.end_ok();
+        }
+        pause_until(due + step * 3).await;
+        run.metric("agent.steps", 3.0, "{step}");
+        if fails {
+            run.end_failed("tool_call failed");
+        } else {
+            run.end_ok();
+        }
+        // How long the task's last message waits for its commit.
+        let seq = client.last_seq();
+        let sent = Instant::now();
+        let waiting = client.clone();
+        acks.push(tokio::spawn(async move {
+            waiting.committed(seq).await.map(|()| sent.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(acks.len());
+    for a in acks {
+        latencies.push(
+            a.await
+                .map_err(|e| Failure::new(FAILURE, e.to_string()))?
+                .map_err(fail)?,
+        );
+    }
+    client.flush().await.map_err(fail)?;
+    Ok(Measured {
+        sidecar: Usage::of(sidecar).since(sidecar_before),
+        client: Usage::of(me).since(client_before),
+        wall: begin.elapsed(),
+        acks: latencies,
+    })
+}
+
+async fn pause_until(due: Instant) {
+    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The seed's emitter (Section 8 of the course): at each span's start and end, psutil's
+/// load average and virtual memory, and a JSON line appended to a file; run by `python` at
+/// `rate` spans/s for `seconds`. Returns its CPU per span, µs.
+fn seed_emitter(python: &Path, rate: u64, seconds: u64, dir: &Path) -> Result<f64, Failure> {
+    const SEED: &str = r#"
+import json, os, sys, time
+import psutil
+rate, seconds, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def system_metrics():
+    mem = psutil.virtual_memory()
+    return {"cpu_load_1m": psutil.getloadavg()[0], "ram_used_mb": mem.used / 2**20,
+            "ram_free_mb": mem.available / 2**20}
+n = rate * seconds
+gap = 1.0 / rate
+with open(path, "a") as out:
+    def emit(kind, **fields):
+        out.write(json.dumps({"ts": time.time(), "kind": kind, **fields}) + "\n")
+        out.flush()
+    begin = time.perf_counter()
+    cpu0 = time.process_time()
+    for i in range(n):
+        delay = begin + i * gap - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        emit("span_start", name="llm_call", span=i, **system_metrics())
+        emit("span_end", name="llm_call", span=i, status="ok", **system_metrics())
+    print((time.process_time() - cpu0) * 1e6 / n)
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", SEED, &rate.to_string(), &seconds.to_string()])
+        .arg(dir.join("seed.jsonl"))
+        .output()
+        .map_err(|e| Failure::new(FAILURE, format!("cannot run {}: {e}", python.display())))?;
+    if !out.status.success() {
+        return Err(Failure::new(
+            FAILURE,
+            format!(
+                "the seed emitter failed (is psutil installed for {}?): {}",
+                python.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| {
+            Failure::new(
+                FAILURE,
+                format!("the seed emitter said something else: {e}"),
+            )
+        })
+}
