@@ -20,7 +20,7 @@ RUNLENS_BIN=${RUNLENS_BIN:-$root/target/debug/runlens}
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 "$RUNLENS_BIN" serve --listen 127.0.0.1:0 --db "$work/grpcurl.db" \
-  --otlp-grpc-listen 127.0.0.1:0 --otlp-http-listen off >"$work/serve.out" 2>"$work/serve.err" &
+  --otlp-grpc-listen 127.0.0.1:0 --otlp-http-listen off --metrics-listen off >"$work/serve.out" 2>"$work/serve.err" &
 pid=$!
 for _ in $(seq 100); do
   grep -q "listening on" "$work/serve.out" 2>/dev/null && break

@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 D=${1:-$root/target/release}
 W=$(mktemp -d)
 PORT=50998
-"$D/runlens" serve --listen 127.0.0.1:$PORT --db "$W/a.db" --sample-interval 200ms --otlp-grpc-listen off --otlp-http-listen off >"$W/serve.log" 2>&1 &
+"$D/runlens" serve --listen 127.0.0.1:$PORT --db "$W/a.db" --sample-interval 200ms --otlp-grpc-listen off --otlp-http-listen off --metrics-listen off >"$W/serve.log" 2>&1 &
 SP=$!
 sleep 2
 cat >"$W/alloc.py" <<'PY'

@@ -21,7 +21,7 @@ export RUNLENS_BIN=${RUNLENS_BIN:-$root/target/debug/runlens}
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 "$RUNLENS_BIN" serve --listen 127.0.0.1:0 --db "$work/py.db" --sample-interval 200ms \
-  --otlp-grpc-listen off --otlp-http-listen off \
+  --otlp-grpc-listen off --otlp-http-listen off --metrics-listen off \
   >"$work/serve.out" 2>"$work/serve.err" &
 pid=$!
 for _ in $(seq 100); do

@@ -119,6 +119,8 @@ pub struct Sidecar {
     pub otlp_grpc: Option<String>,
     /// Its OTLP/HTTP address (`host:port`), unless turned off.
     pub otlp_http: Option<String>,
+    /// Its Prometheus `/metrics` address (`host:port`), unless turned off.
+    pub metrics: Option<String>,
     /// Its database file.
     pub db: PathBuf,
     /// Its stderr (logs), collected after it stops.
@@ -170,9 +172,13 @@ impl Sidecar {
     }
 
     fn launch(listen: &str, db: &Path, extra: &[&str], env: &[(&str, &OsStr)]) -> Self {
-        // Tests run side by side: OTLP on free ports unless a test chooses.
+        // Tests run side by side: OTLP and metrics on free ports unless a test chooses.
         let mut otlp = Vec::new();
-        for flag in ["--otlp-grpc-listen", "--otlp-http-listen"] {
+        for flag in [
+            "--otlp-grpc-listen",
+            "--otlp-http-listen",
+            "--metrics-listen",
+        ] {
             if !extra.contains(&flag) {
                 otlp.extend([flag, "127.0.0.1:0"]);
             }
@@ -217,7 +223,7 @@ impl Sidecar {
         let otlp = |label: &str| {
             line.split(label)
                 .nth(1)
-                .and_then(|rest| rest.split([',', ' ']).next())
+                .and_then(|rest| rest.split([',', ' ', ';']).next())
                 .filter(|a| *a != "off")
                 .map(str::to_owned)
         };
@@ -226,6 +232,7 @@ impl Sidecar {
             addr,
             otlp_grpc: otlp("OTLP: gRPC "),
             otlp_http: otlp(", HTTP "),
+            metrics: otlp("; metrics "),
             db: db.to_owned(),
             stderr: Some(stderr),
             _dir: None,
@@ -395,13 +402,28 @@ impl HttpAnswer {
 /// POSTs `body` to `http://{addr}{path}` over a plain TCP connection (no client library:
 /// the request is exactly what is written here), with the given extra headers.
 pub fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpAnswer {
+    http_request("POST", addr, path, headers, body)
+}
+
+/// GETs `http://{addr}{path}` likewise.
+pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> HttpAnswer {
+    http_request("GET", addr, path, headers, b"")
+}
+
+fn http_request(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     for (name, value) in headers {

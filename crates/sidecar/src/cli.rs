@@ -45,6 +45,8 @@ pub mod env {
     pub const OTLP_HTTP_LISTEN: &str = "RUNLENS_OTLP_HTTP_LISTEN";
     /// `serve --otlp-root-timeout`.
     pub const OTLP_ROOT_TIMEOUT: &str = "RUNLENS_OTLP_ROOT_TIMEOUT";
+    /// `serve --metrics-listen`.
+    pub const METRICS_LISTEN: &str = "RUNLENS_METRICS_LISTEN";
     /// `serve --reflection`.
     pub const REFLECTION: &str = "RUNLENS_REFLECTION";
     /// The log filter (`RUNLENS_LOG=debug`, or per module: `runlens=debug,tonic=info`);
@@ -407,6 +409,9 @@ pub struct ServeArgs {
     /// ended gets its run ended as failed ("root span never received"), e.g. 10m, 1h.
     #[arg(long, env = env::OTLP_ROOT_TIMEOUT, default_value = "10m", value_parser = parse_client_timeout)]
     pub otlp_root_timeout: Duration,
+    /// Address for Prometheus `/metrics` (OpenMetrics or text 0.0.4), or `off`.
+    #[arg(long, env = env::METRICS_LISTEN, default_value = "127.0.0.1:9464", value_parser = parse_listener)]
+    pub metrics_listen: Listener,
     /// Serve gRPC server reflection (v1 and v1alpha) beside runlens.v1, so that grpcurl
     /// and other tools list, describe and call every rpc without the .proto files.
     #[arg(long, env = env::REFLECTION, value_enum, default_value_t = Switch::On)]

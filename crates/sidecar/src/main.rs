@@ -8,6 +8,7 @@ mod domain;
 mod exit;
 mod format;
 mod ingest;
+mod metrics;
 mod otlp;
 mod report;
 mod sampler;

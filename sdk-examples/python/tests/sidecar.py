@@ -1,6 +1,7 @@
 """Starts and stops a real `runlens serve` for the Python tests."""
 
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -22,7 +23,7 @@ class Sidecar:
             db = os.path.join(self._dir.name, "runlens.db")
         self.db = db
         # Several sidecars may run at once: OTLP only where a test asks for it.
-        otlp = [arg for flag in ("--otlp-grpc-listen", "--otlp-http-listen")
+        otlp = [arg for flag in ("--otlp-grpc-listen", "--otlp-http-listen", "--metrics-listen")
                 if flag not in extra for arg in (flag, "off")]
         self.proc = subprocess.Popen(
             [RUNLENS, "serve", "--listen", listen, "--db", db, "--sample-interval", interval,
@@ -34,10 +35,10 @@ class Sidecar:
         if "listening on " not in line:
             raise RuntimeError(f"runlens serve did not start: {line!r}")
         self.addr = line.split("listening on ")[1].split()[0]
-        # "... OTLP: gRPC 127.0.0.1:4317, HTTP off"
-        otlp = line.split("OTLP: gRPC ")[1].split(", HTTP ") if "OTLP: gRPC " in line else ["off", "off"]
-        self.otlp_grpc = None if otlp[0].strip() == "off" else otlp[0].strip()
-        self.otlp_http = None if otlp[1].strip() == "off" else otlp[1].strip()
+        # "... OTLP: gRPC 127.0.0.1:4317, HTTP off; metrics 127.0.0.1:9464"
+        found = re.search(r"OTLP: gRPC (\S+), HTTP ([^;\s]+)(?:; metrics (\S+))?", line)
+        addr = lambda i: None if not found or found.group(i) in (None, "off") else found.group(i)
+        self.otlp_grpc, self.otlp_http, self.metrics = addr(1), addr(2), addr(3)
 
     def stop(self, sig=signal.SIGINT):
         self.proc.send_signal(sig)

@@ -1,5 +1,6 @@
 //! `runlens serve`: the sidecar.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use runlens_api::pb::runlens_server::RunlensServer;
@@ -12,9 +13,10 @@ use super::build_sampler;
 use crate::cli::{Durability, Listener, ServeArgs, Switch};
 use crate::exit::{FAILURE, Failure, UNAVAILABLE};
 use crate::ingest::{Ingest, Registry};
+use crate::metrics::{Metrics, WorkCounters};
 use crate::otlp::{self, OtlpIngest};
 use crate::sampler::SamplerHandle;
-use crate::service::RunlensService;
+use crate::service::{Backends, RunlensService};
 use crate::store::read::{Reader, SharedReader};
 use crate::store::{self, Writer, read};
 
@@ -48,7 +50,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         args.max_db_mib.map(|mib| mib.saturating_mul(1 << 20)),
     )?;
     let next_snapshot_id = read::next_snapshot_id(&conn).map_err(Failure::from)?;
-    let writer = Writer::start(conn)
+    let counters = Arc::new(WorkCounters::default());
+    let writer = Writer::start(conn, Some(counters.clone()))
         .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
     let registry = Registry::new(Some(Reader::open(&args.db)?));
     let reader = SharedReader::new(Reader::open(&args.db)?);
@@ -63,18 +66,33 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let (listener, addr) = bind(args.listen, "--listen").await?;
     let otlp_grpc = bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen").await?;
     let otlp_http = bind_optional(args.otlp_http_listen, "--otlp-http-listen").await?;
+    let metrics_listener = bind_optional(args.metrics_listen, "--metrics-listen").await?;
+    let metrics = Arc::new(Metrics::new(
+        &counters,
+        sampler.clone(),
+        writer.handle().health(),
+        args.db.clone(),
+    ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, mut drained) = mpsc::channel::<()>(1);
     let (health, health_service) = tonic_health::server::health_reporter();
     let ticker = tokio::spawn(sampler.clone().run_interval_sampling(shutdown_rx.clone()));
     let ingest = Ingest::new(sampler.clone(), registry);
-    let otlp = OtlpIngest::new(ingest.clone(), sampler.clone(), writer.handle());
-    let service = RunlensService::new(
-        ingest,
+    let otlp = OtlpIngest::new(
+        ingest.clone(),
         sampler.clone(),
         writer.handle(),
-        reader,
+        metrics.clone(),
+    );
+    let service = RunlensService::new(
+        Backends {
+            ingest,
+            metrics: metrics.clone(),
+            sampler: sampler.clone(),
+            writer: writer.handle(),
+            reader,
+        },
         args.db.clone(),
         shutdown_rx.clone(),
         drain_tx.downgrade(),
@@ -103,7 +121,16 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming(listener), stopped(shutdown_rx.clone()));
-    let otlp_servers = serve_otlp(&otlp, otlp_grpc, otlp_http, &shutdown_rx);
+    let mut otlp_servers = serve_otlp(&otlp, otlp_grpc, otlp_http, &shutdown_rx);
+    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
+    if let Some((listener, _)) = metrics_listener {
+        otlp_servers.tasks.push(serve_http(
+            listener,
+            crate::metrics::router(metrics.clone()),
+            &shutdown_rx,
+            "metrics",
+        ));
+    }
 
     let gpu_line = gpu_problem.map_or_else(
         || "GPUs through NVML".to_owned(),
@@ -112,9 +139,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let shown =
         |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
     let otlp_line = format!(
-        "OTLP: gRPC {}, HTTP {}",
+        "OTLP: gRPC {}, HTTP {}; metrics {}",
         shown(otlp_servers.grpc),
-        shown(otlp_servers.http)
+        shown(otlp_servers.http),
+        shown(metrics_addr)
     );
     let mut signals = ShutdownSignals::register()?;
     // The one line on stdout: scripts and tests read the addresses from it (port 0 case).
@@ -125,7 +153,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         humantime::format_duration(args.sample_interval)
     );
     tracing::info!(listen = %addr, otlp_grpc = %shown(otlp_servers.grpc),
-        otlp_http = %shown(otlp_servers.http), db = %args.db.display(),
+        otlp_http = %shown(otlp_servers.http), metrics = %shown(metrics_addr),
+        db = %args.db.display(),
         sample_interval = %humantime::format_duration(args.sample_interval),
         reflection = args.reflection == Switch::On, version = crate::build_info::LONG, "serving");
 
@@ -279,19 +308,33 @@ fn serve_otlp(
         }));
     }
     if let Some((listener, _)) = http {
-        use axum::serve::ListenerExt as _;
-        let listener = listener.tap_io(|stream| {
-            let _ = stream.set_nodelay(true);
-        });
-        let server = axum::serve(listener, otlp::http::router(otlp.clone()))
-            .with_graceful_shutdown(stopped(shutdown.clone()));
-        servers.tasks.push(tokio::spawn(async move {
-            if let Err(error) = server.await {
-                tracing::error!(%error, "the OTLP HTTP server failed");
-            }
-        }));
+        servers.tasks.push(serve_http(
+            listener,
+            otlp::http::router(otlp.clone()),
+            shutdown,
+            "OTLP HTTP",
+        ));
     }
     servers
+}
+
+/// Serves `router` over HTTP/1.1 on `listener` (Nagle off) until `shutdown`.
+fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: &watch::Receiver<bool>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
+    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(shutdown.clone()));
+    tokio::spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, server = what, "an HTTP server failed");
+        }
+    })
 }
 
 /// gRPC server reflection, v1 and v1alpha (grpcurl asks v1 first, older tools v1alpha),

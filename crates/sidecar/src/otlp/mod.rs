@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::ingest::Ingest;
 use crate::ingest::trace::TraceBatch;
+use crate::metrics::Metrics;
 use crate::sampler::SamplerHandle;
 use crate::store::{Ack, QueueError, WriteOp, WriterHandle};
 
@@ -61,17 +62,25 @@ pub struct OtlpIngest {
     ingest: Ingest,
     sampler: SamplerHandle,
     writer: WriterHandle,
+    /// Learns the senders' names (for the metrics' `client` label).
+    metrics: Arc<Metrics>,
     /// PIDs already handed to the sampler (`process.pid` of senders).
     watched: Arc<Mutex<HashSet<u32>>>,
 }
 
 impl OtlpIngest {
     /// Exports go through `ingest` and `writer`; senders' PIDs are watched by `sampler`.
-    pub fn new(ingest: Ingest, sampler: SamplerHandle, writer: WriterHandle) -> Self {
+    pub fn new(
+        ingest: Ingest,
+        sampler: SamplerHandle,
+        writer: WriterHandle,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             ingest,
             sampler,
             writer,
+            metrics,
             watched: Arc::default(),
         }
     }
@@ -86,13 +95,18 @@ impl OtlpIngest {
         if batches.iter().all(|b| b.spans.is_empty()) && rejected.is_empty() {
             return Ok(ExportTraceServiceResponse::default());
         }
-        for pid in batches.iter().map(|b| b.client.pid).filter(|p| *p != 0) {
+        for (pid, name) in batches
+            .iter()
+            .map(|b| (b.client.pid, &b.client.name))
+            .filter(|(p, _)| *p != 0)
+        {
             let new = self
                 .watched
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(pid);
             if new {
+                self.metrics.note_client(pid, name);
                 self.sampler.watch_process(pid).await;
             }
         }

@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 pub use abandoned::Presence;
 
 use crate::ingest::{Command, Ingest, IngestError};
+use crate::metrics::Metrics;
 use crate::sampler::SamplerHandle;
 use crate::store::read::SharedReader;
 use crate::store::{Ack, QueueError, SessionProgress, WriteOp, WriterHandle};
@@ -39,9 +40,25 @@ const UNARY_COMMIT_WAIT: Duration = Duration::from_secs(10);
 /// Shortest interval `WatchSnapshots` accepts.
 const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// What the service works through.
+pub struct Backends {
+    /// The ingest core.
+    pub ingest: Ingest,
+    /// Learns the agents' names.
+    pub metrics: Arc<Metrics>,
+    /// Samples on demand.
+    pub sampler: SamplerHandle,
+    /// Stores.
+    pub writer: WriterHandle,
+    /// Session bookkeeping reads.
+    pub reader: SharedReader,
+}
+
 /// The service behind every rpc.
 pub struct RunlensService {
     ingest: Ingest,
+    /// Learns the agents' names (for the metrics' `client` label).
+    metrics: Arc<Metrics>,
     sampler: SamplerHandle,
     writer: WriterHandle,
     /// Session bookkeeping reads (committed sequence numbers, clients with open runs).
@@ -55,25 +72,23 @@ pub struct RunlensService {
 }
 
 impl RunlensService {
-    /// A service accepting through `ingest`, storing through `writer`, reading session
-    /// state through `reader` and history from `db_path`. Streams end when `shutdown`
-    /// turns true; each streaming task holds an upgraded `drain`, so once the owner drops
-    /// its sender, the receiver's `recv()` returns `None` when they have all finished.
+    /// A service accepting through `backends.ingest`, storing through its writer, reading
+    /// session state through its reader and history from `db_path`. Streams end when
+    /// `shutdown` turns true; each streaming task holds an upgraded `drain`, so once the owner
+    /// drops its sender, the receiver's `recv()` returns `None` when they have all finished.
     pub fn new(
-        ingest: Ingest,
-        sampler: SamplerHandle,
-        writer: WriterHandle,
-        reader: SharedReader,
+        backends: Backends,
         db_path: PathBuf,
         shutdown: watch::Receiver<bool>,
         drain: mpsc::WeakSender<()>,
     ) -> Self {
         Self {
             presence: Presence::default(),
-            ingest,
-            sampler,
-            writer,
-            reader,
+            ingest: backends.ingest,
+            metrics: backends.metrics,
+            sampler: backends.sampler,
+            writer: backends.writer,
+            reader: backends.reader,
             db_path,
             shutdown,
             drain,
@@ -181,6 +196,7 @@ impl Runlens for RunlensService {
         tracing::info!(client_id = %hello.client_id, name = %hello.client_name, pid = hello.pid,
             committed, "session opened");
         if hello.pid != 0 {
+            self.metrics.note_client(hello.pid, &hello.client_name);
             self.sampler.watch_process(hello.pid).await;
         }
         let (out, out_rx) = mpsc::channel(256);

@@ -12,10 +12,12 @@ mod writer;
 
 pub use open::{open_for_writing, open_read_only};
 pub use writer::{
-    Ack, EventRow, QueueError, RunEnd, RunStart, SessionProgress, SpanEnd, SpanStart,
-    StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow, WriteOp, Writer,
-    WriterHandle,
+    Ack, CommitObserver, EventRow, Finished, QueueError, RunEnd, RunStart, SessionProgress,
+    SpanEnd, SpanStart, StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow,
+    WriteOp, Writer, WriterHandle,
 };
+#[cfg(test)]
+pub use writer::{FinishedRun, FinishedSpan};
 
 use std::path::PathBuf;
 

@@ -69,6 +69,8 @@ impl ServeProcess {
                 "127.0.0.1:0",
                 "--otlp-http-listen",
                 "off",
+                "--metrics-listen",
+                "off",
             ])
             .args(extra)
             .env("RUNLENS_LOG", "warn")

@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, params};
 
-use super::rows::{SpanEnd, SpanStart, WriteOp};
+#[cfg(test)]
+use super::rows::FinishedRun;
+use super::rows::{Finished, FinishedSpan, SpanEnd, SpanStart, WriteOp};
 use super::times::SnapshotTimes;
 use super::{Ack, Request, ops, snapshot, sql_int};
 
@@ -15,12 +17,18 @@ pub(super) fn write_one_by_one(
     conn: &mut Connection,
     times: &mut SnapshotTimes,
     batch: &[Request],
+    finished: &mut Finished,
 ) -> rusqlite::Result<()> {
     let mut tx = conn.transaction()?;
     for req in batch {
         let sp = tx.savepoint()?;
-        match ops::write_op(&sp, times, &req.op) {
-            Ok(()) => sp.commit()?,
+        let mut this = Finished::default();
+        match ops::write_op(&sp, times, &req.op, &mut this) {
+            Ok(()) => {
+                sp.commit()?;
+                finished.spans.append(&mut this.spans);
+                finished.runs.append(&mut this.runs);
+            }
             Err(e) => tracing::error!(error = %e, op = ?req.op, "request not stored"),
         }
     }
@@ -32,6 +40,7 @@ pub(super) fn write_batch(
     conn: &mut Connection,
     times: &mut SnapshotTimes,
     batch: &[Request],
+    finished: &mut Finished,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     // A span that starts and ends within one batch (most spans, at high volume) is
@@ -66,11 +75,11 @@ pub(super) fn write_batch(
             WriteOp::EndSpan(end) if completed_ids.contains(end.span_id.as_str()) => continue,
             _ => {}
         }
-        ops::write_op(&tx, times, &req.op)?;
+        ops::write_op(&tx, times, &req.op, finished)?;
     }
     // Completed spans go in last, many rows per statement. Nothing else in the batch
     // depends on them: later rows of the batch only ever update spans still running.
-    write_complete_spans(&tx, &completed)?;
+    write_complete_spans(&tx, &completed, finished)?;
     record_client_progress(&tx, batch)?;
     tx.commit()
 }
@@ -83,8 +92,11 @@ static COMPLETE_SPAN_INSERTS: std::sync::LazyLock<(String, String)> =
             end_snapshot_id) VALUES ";
         let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         (
-            format!("{columns}{}", vec![row; SPANS_PER_INSERT].join(", ")),
-            format!("{columns}{row}"),
+            format!(
+                "{columns}{} {RETURNING_FINISHED}",
+                vec![row; SPANS_PER_INSERT].join(", ")
+            ),
+            format!("{columns}{row} {RETURNING_FINISHED}"),
         )
     });
 
@@ -96,6 +108,7 @@ const SPANS_PER_INSERT: usize = 32;
 fn write_complete_spans(
     tx: &rusqlite::Connection,
     spans: &[(&SpanStart, &SpanEnd)],
+    finished: &mut Finished,
 ) -> rusqlite::Result<()> {
     let (full, single) = &*COMPLETE_SPAN_INSERTS;
     for chunk in spans.chunks(SPANS_PER_INSERT) {
@@ -120,14 +133,34 @@ fn write_complete_spans(
             ]);
         }
         if chunk.len() == SPANS_PER_INSERT {
-            tx.prepare_cached(full)?
-                .execute(rusqlite::params_from_iter(values))?;
+            let mut stmt = tx.prepare_cached(full)?;
+            collect_finished(&mut stmt, rusqlite::params_from_iter(values), finished)?;
         } else {
             let mut one = tx.prepare_cached(single)?;
             for row in values.chunks(11) {
-                one.execute(rusqlite::params_from_iter(row))?;
+                collect_finished(&mut one, rusqlite::params_from_iter(row), finished)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// What an INSERT OR IGNORE of ended spans returns: only the rows it inserted.
+pub(super) const RETURNING_FINISHED: &str = "RETURNING name, status, ended_at_ns - started_at_ns";
+
+/// Runs `stmt` (ending in [`RETURNING_FINISHED`]) and notes the spans it inserted.
+pub(super) fn collect_finished(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    finished: &mut Finished,
+) -> rusqlite::Result<()> {
+    let mut rows = stmt.query(params)?;
+    while let Some(r) = rows.next()? {
+        finished.spans.push(FinishedSpan {
+            name: r.get(0)?,
+            status: r.get(1)?,
+            duration_ns: r.get(2)?,
+        });
     }
     Ok(())
 }
@@ -241,6 +274,13 @@ mod tests {
         })
     }
 
+    /// Writes a batch in one transaction; returns what it finished.
+    fn write(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<Finished> {
+        let mut finished = Finished::default();
+        write_batch(conn, &mut SnapshotTimes::default(), batch, &mut finished)?;
+        Ok(finished)
+    }
+
     fn database() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::open_for_writing(&dir.path().join("t.db"), false, None).unwrap();
@@ -284,7 +324,15 @@ mod tests {
             )));
         }
         first.push(request(start_span("open", 11, None)));
-        write_batch(&mut conn, &mut SnapshotTimes::default(), &first).unwrap();
+        let finished = write(&mut conn, &first).unwrap();
+        // What the counters see: the 40 complete spans, each once, with its duration.
+        assert_eq!(finished.spans.len(), 40);
+        assert!(
+            finished
+                .spans
+                .iter()
+                .all(|f| f.name == "step" && f.duration_ns == 10)
+        );
         for i in [0, 31, 32, 39] {
             assert_eq!(
                 span(&conn, &format!("s{i}")),
@@ -297,13 +345,12 @@ mod tests {
             );
         }
         assert_eq!(span(&conn, "open"), (Status::Running, None, None, None));
-        write_batch(
-            &mut conn,
-            &mut SnapshotTimes::default(),
-            &[request(end_span("open", 30, None))],
-        )
-        .unwrap();
+        let finished = write(&mut conn, &[request(end_span("open", 30, None))]).unwrap();
         assert_eq!(span(&conn, "open"), (Status::Ok, Some(30), Some(2), None));
+        assert_eq!(finished.spans[0].duration_ns, 19);
+        // Ending it again finishes nothing.
+        let again = write(&mut conn, &[request(end_span("open", 31, None))]).unwrap();
+        assert!(again.spans.is_empty());
         let end = WriteOp::EndRun(RunEnd {
             run_id: "r".into(),
             status: Status::Failed,
@@ -313,12 +360,26 @@ mod tests {
             at_ns: 40,
             snapshot_id: 2,
         });
-        write_batch(
+        let finished = write(
             &mut conn,
-            &mut SnapshotTimes::default(),
             &[request(start_span("late", 35, None)), request(end)],
         )
         .unwrap();
+        assert_eq!(
+            finished.runs,
+            [FinishedRun {
+                name: "run".into(),
+                status: Status::Failed
+            }]
+        );
+        assert_eq!(
+            finished.spans,
+            [FinishedSpan {
+                name: "step".into(),
+                status: Status::Failed,
+                duration_ns: 5
+            }]
+        );
         assert_eq!(span(&conn, "late").0, Status::Failed, "closed with its run");
         let (status, ended_by): (Status, EndedBy) = conn
             .query_row(
@@ -353,7 +414,7 @@ mod tests {
                 ack: ack("b", 3),
             },
         ];
-        write_batch(&mut conn, &mut SnapshotTimes::default(), &batch).unwrap();
+        write(&mut conn, &batch).unwrap();
         let seq = |conn: &Connection, client: &str| -> i64 {
             conn.query_row(
                 "SELECT committed_seq FROM clients WHERE client_id = ?1",
@@ -364,9 +425,8 @@ mod tests {
         };
         assert_eq!((seq(&conn, "a"), seq(&conn, "b")), (7, 3));
         // A later, lower number (a resend) never moves it back.
-        write_batch(
+        write(
             &mut conn,
-            &mut SnapshotTimes::default(),
             &[Request {
                 op: WriteOp::Nothing,
                 ack: ack("a", 2),

@@ -29,9 +29,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::Result;
 
 pub use rows::{
-    EventRow, RunEnd, RunStart, SpanEnd, SpanStart, StoredSnapshot, TraceClientRow, TraceEventRow,
-    TraceRows, TraceSpanRow, WriteOp,
+    CommitObserver, EventRow, Finished, RunEnd, RunStart, SpanEnd, SpanStart, StoredSnapshot,
+    TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow, WriteOp,
 };
+#[cfg(test)]
+pub use rows::{FinishedRun, FinishedSpan};
 
 /// Most requests written in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -159,7 +161,10 @@ impl WriterHandle {
 impl Writer {
     /// Starts the writer thread on an open, migrated connection (reading the recent
     /// samples' times first; failing to is an I/O error like failing to spawn).
-    pub fn start(conn: Connection) -> std::io::Result<Self> {
+    pub fn start(
+        conn: Connection,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> std::io::Result<Self> {
         let times = times::SnapshotTimes::load(&conn).map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (health_tx, health) = watch::channel(None);
@@ -171,6 +176,7 @@ impl Writer {
                 run(Thread {
                     conn,
                     times,
+                    observer,
                     rx,
                     health: health_tx,
                     stop: thread_stop,
@@ -203,6 +209,8 @@ struct Thread {
     conn: Connection,
     /// When each stored sample was taken, for spans that arrive after they ended.
     times: times::SnapshotTimes,
+    /// Told what each commit finished.
+    observer: Option<Arc<dyn CommitObserver>>,
     rx: mpsc::Receiver<Message>,
     health: watch::Sender<Option<String>>,
     stop: Arc<AtomicBool>,
@@ -269,8 +277,12 @@ fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
     let mut delay = Duration::from_millis(50);
     let mut last_log: Option<Instant> = None;
     loop {
-        match batch::write_batch(&mut t.conn, &mut t.times, batch) {
+        let mut finished = Finished::default();
+        match batch::write_batch(&mut t.conn, &mut t.times, batch, &mut finished) {
             Ok(()) => {
+                if let Some(observer) = &t.observer {
+                    observer.committed(&finished);
+                }
                 if t.health.borrow().is_some() {
                     tracing::info!("storage is writable again; ingest resumed");
                     t.health.send_replace(None);
@@ -296,8 +308,13 @@ fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
                 // Not the disk: a row the database refuses. Write the others, one
                 // savepoint each, so a single bad row cannot block everything.
                 tracing::error!(error = %e, "batch refused; writing its requests one by one");
-                return batch::write_one_by_one(&mut t.conn, &mut t.times, batch)
-                    .map_err(|e| e.to_string());
+                let mut finished = Finished::default();
+                let outcome =
+                    batch::write_one_by_one(&mut t.conn, &mut t.times, batch, &mut finished);
+                if let (Ok(()), Some(observer)) = (&outcome, &t.observer) {
+                    observer.committed(&finished);
+                }
+                return outcome.map_err(|e| e.to_string());
             }
         }
     }

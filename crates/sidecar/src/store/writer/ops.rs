@@ -1,8 +1,10 @@
 //! The SQL of each request, one function per kind of row.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{EventRow, RunEnd, RunStart, SpanEnd, SpanStart, WriteOp};
+use super::rows::{
+    EventRow, Finished, FinishedRun, FinishedSpan, RunEnd, RunStart, SpanEnd, SpanStart, WriteOp,
+};
 use super::times::SnapshotTimes;
 use super::{snapshot, sql_int, trace};
 use crate::domain::Status;
@@ -12,6 +14,7 @@ pub(super) fn write_op(
     tx: &Connection,
     times: &mut SnapshotTimes,
     op: &WriteOp,
+    finished: &mut Finished,
 ) -> rusqlite::Result<()> {
     match op {
         WriteOp::Snapshot(s) => {
@@ -19,16 +22,16 @@ pub(super) fn write_op(
             times.insert(s.snapshot.taken_at_ns, s.id);
             Ok(())
         }
-        WriteOp::Trace(rows) => trace::write_trace(tx, times, rows),
+        WriteOp::Trace(rows) => trace::write_trace(tx, times, rows, finished),
         WriteOp::CloseRootless {
             quiet_since_ns,
             window_ns,
             reason,
-        } => trace::close_rootless(tx, times, *window_ns, *quiet_since_ns, reason),
+        } => trace::close_rootless(tx, times, (*window_ns, *quiet_since_ns), reason, finished),
         WriteOp::StartRun(r) => start_run(tx, r),
-        WriteOp::EndRun(r) => end_run(tx, r),
+        WriteOp::EndRun(r) => end_run(tx, r, finished),
         WriteOp::StartSpan(s) => start_span(tx, s),
-        WriteOp::EndSpan(s) => end_span(tx, s),
+        WriteOp::EndSpan(s) => end_span(tx, s, finished),
         WriteOp::Record(e) => record(tx, e),
         WriteOp::Nothing => Ok(()),
         WriteOp::ClientStats {
@@ -80,36 +83,56 @@ fn start_run(tx: &Connection, r: &RunStart) -> rusqlite::Result<()> {
 }
 
 /// Ends the run, and any of its spans still open (as failed: the run ended under them).
-fn end_run(tx: &Connection, r: &RunEnd) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "UPDATE runs SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
-            ended_by = ?7,
-            attributes = CASE WHEN ?6 IS NULL THEN attributes
-                              ELSE json_patch(coalesce(attributes, '{}'), ?6) END
-         WHERE run_id = ?1 AND status = ?8",
-    )?
-    .execute(params![
-        r.run_id,
-        r.status,
-        r.error,
-        r.at_ns,
-        r.snapshot_id,
-        r.attributes,
-        r.ended_by,
-        Status::Running
-    ])?;
-    tx.prepare_cached(
+fn end_run(tx: &Connection, r: &RunEnd, finished: &mut Finished) -> rusqlite::Result<()> {
+    let name: Option<String> = tx
+        .prepare_cached(
+            "UPDATE runs SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
+                ended_by = ?7,
+                attributes = CASE WHEN ?6 IS NULL THEN attributes
+                                  ELSE json_patch(coalesce(attributes, '{}'), ?6) END
+             WHERE run_id = ?1 AND status = ?8
+             RETURNING name",
+        )?
+        .query_row(
+            params![
+                r.run_id,
+                r.status,
+                r.error,
+                r.at_ns,
+                r.snapshot_id,
+                r.attributes,
+                r.ended_by,
+                Status::Running
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(name) = name {
+        finished.runs.push(FinishedRun {
+            name,
+            status: r.status,
+        });
+    }
+    let mut closed = tx.prepare_cached(
         "UPDATE spans SET status = ?4, error = 'run ended while span was open',
             ended_at_ns = ?2, end_snapshot_id = ?3
-         WHERE run_id = ?1 AND status = ?5",
-    )?
-    .execute(params![
+         WHERE run_id = ?1 AND status = ?5
+         RETURNING name, ended_at_ns - started_at_ns",
+    )?;
+    let mut rows = closed.query(params![
         r.run_id,
         r.at_ns,
         r.snapshot_id,
         Status::Failed,
         Status::Running
     ])?;
+    while let Some(row) = rows.next()? {
+        finished.spans.push(FinishedSpan {
+            name: row.get(0)?,
+            status: Status::Failed,
+            duration_ns: row.get(1)?,
+        });
+    }
     Ok(())
 }
 
@@ -132,22 +155,35 @@ fn start_span(tx: &Connection, s: &SpanStart) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn end_span(tx: &Connection, s: &SpanEnd) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "UPDATE spans SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
-            attributes = CASE WHEN ?6 IS NULL THEN attributes
-                              ELSE json_patch(coalesce(attributes, '{}'), ?6) END
-         WHERE span_id = ?1 AND status = ?7",
-    )?
-    .execute(params![
-        s.span_id,
-        s.status,
-        s.error,
-        s.at_ns,
-        s.snapshot_id,
-        s.attributes,
-        Status::Running
-    ])?;
+fn end_span(tx: &Connection, s: &SpanEnd, finished: &mut Finished) -> rusqlite::Result<()> {
+    let ended: Option<(String, i64)> = tx
+        .prepare_cached(
+            "UPDATE spans SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
+                attributes = CASE WHEN ?6 IS NULL THEN attributes
+                                  ELSE json_patch(coalesce(attributes, '{}'), ?6) END
+             WHERE span_id = ?1 AND status = ?7
+             RETURNING name, ended_at_ns - started_at_ns",
+        )?
+        .query_row(
+            params![
+                s.span_id,
+                s.status,
+                s.error,
+                s.at_ns,
+                s.snapshot_id,
+                s.attributes,
+                Status::Running
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    if let Some((name, duration_ns)) = ended {
+        finished.spans.push(FinishedSpan {
+            name,
+            status: s.status,
+            duration_ns,
+        });
+    }
     Ok(())
 }
 

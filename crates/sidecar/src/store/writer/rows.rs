@@ -232,3 +232,39 @@ pub struct TraceEventRow {
     /// When, Unix ns.
     pub at_ns: i64,
 }
+
+/// What a committed transaction finished, each span and run once (a resend or an end that
+/// found nothing open adds nothing): what counters of spans and runs are made of.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// Spans that ended.
+    pub spans: Vec<FinishedSpan>,
+    /// Runs that ended.
+    pub runs: Vec<FinishedRun>,
+}
+
+/// A span that ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedSpan {
+    /// Its name.
+    pub name: String,
+    /// `Ok` or `Failed`.
+    pub status: Status,
+    /// End minus start, ns.
+    pub duration_ns: i64,
+}
+
+/// A run that ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedRun {
+    /// Its name.
+    pub name: String,
+    /// `Ok` or `Failed`.
+    pub status: Status,
+}
+
+/// Told, after each commit, what it finished (the metrics' counters).
+pub trait CommitObserver: Send + Sync {
+    /// `finished` is committed.
+    fn committed(&self, finished: &Finished);
+}

@@ -8,7 +8,8 @@ use std::sync::LazyLock;
 
 use rusqlite::{Connection, ToSql, params, params_from_iter};
 
-use super::rows::{TraceRows, TraceSpanRow};
+use super::batch::{RETURNING_FINISHED, collect_finished};
+use super::rows::{Finished, FinishedRun, FinishedSpan, TraceRows, TraceSpanRow};
 use super::times::SnapshotTimes;
 use crate::domain::{EndedBy, Status};
 
@@ -23,6 +24,7 @@ pub(super) fn write_trace(
     tx: &Connection,
     times: &SnapshotTimes,
     rows: &TraceRows,
+    finished: &mut Finished,
 ) -> rusqlite::Result<()> {
     let now = probe_core::unix_now_ns();
     for c in &rows.clients {
@@ -51,12 +53,12 @@ pub(super) fn write_trace(
             open_run(tx, span, start)?;
         }
         if span.parent_span_id.is_none() || !span.events.is_empty() {
-            write_span(tx, span, start, end)?;
+            write_span(tx, span, (start, end), finished)?;
         } else {
             plain.push((span, start, end));
         }
     }
-    write_plain_spans(tx, &plain)?;
+    write_plain_spans(tx, &plain, finished)?;
     if without_sample > 0 {
         let total = WITHOUT_SAMPLE.fetch_add(without_sample, std::sync::atomic::Ordering::Relaxed)
             + without_sample;
@@ -99,12 +101,12 @@ const SPAN_PARAMS: usize = 12;
 /// Rows per multi-row INSERT.
 const SPANS_PER_INSERT: usize = 32;
 
-/// The multi-row and the one-row INSERT, built once.
+/// The multi-row INSERT (returning what it inserted) and the one-row INSERT, built once.
 static SPAN_INSERTS: LazyLock<(String, String)> = LazyLock::new(|| {
     let row = format!("({})", ["?"; SPAN_PARAMS].join(", "));
     (
         format!(
-            "{SPAN_COLUMNS}{}",
+            "{SPAN_COLUMNS}{} {RETURNING_FINISHED}",
             vec![row.as_str(); SPANS_PER_INSERT].join(", ")
         ),
         format!("{SPAN_COLUMNS}{row}"),
@@ -113,7 +115,11 @@ static SPAN_INSERTS: LazyLock<(String, String)> = LazyLock::new(|| {
 
 /// Spans nothing else depends on, [`SPANS_PER_INSERT`] rows per statement (a resend is
 /// ignored row by row).
-fn write_plain_spans(tx: &Connection, spans: &[PlainSpan<'_>]) -> rusqlite::Result<()> {
+fn write_plain_spans(
+    tx: &Connection,
+    spans: &[PlainSpan<'_>],
+    finished: &mut Finished,
+) -> rusqlite::Result<()> {
     let (full, single) = &*SPAN_INSERTS;
     for chunk in spans.chunks(SPANS_PER_INSERT) {
         let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * SPAN_PARAMS);
@@ -134,11 +140,17 @@ fn write_plain_spans(tx: &Connection, spans: &[PlainSpan<'_>]) -> rusqlite::Resu
             ]);
         }
         if chunk.len() == SPANS_PER_INSERT {
-            tx.prepare_cached(full)?.execute(params_from_iter(values))?;
+            collect_finished(
+                &mut tx.prepare_cached(full)?,
+                params_from_iter(values),
+                finished,
+            )?;
         } else {
             let mut one = tx.prepare_cached(single)?;
-            for row in values.chunks(SPAN_PARAMS) {
-                one.execute(params_from_iter(row))?;
+            for (row, (s, _, _)) in values.chunks(SPAN_PARAMS).zip(chunk) {
+                if one.execute(params_from_iter(row))? > 0 {
+                    finished.spans.push(finished_span(s));
+                }
             }
         }
     }
@@ -147,11 +159,19 @@ fn write_plain_spans(tx: &Connection, spans: &[PlainSpan<'_>]) -> rusqlite::Resu
 
 /// A span that is a root or carries events: written alone, its events and the run's
 /// update only with its first arrival.
+fn finished_span(s: &TraceSpanRow) -> FinishedSpan {
+    FinishedSpan {
+        name: s.name.clone(),
+        status: s.status,
+        duration_ns: s.end_ns - s.start_ns,
+    }
+}
+
 fn write_span(
     tx: &Connection,
     s: &TraceSpanRow,
-    start: Option<i64>,
-    end: Option<i64>,
+    (start, end): (Option<i64>, Option<i64>),
+    finished: &mut Finished,
 ) -> rusqlite::Result<()> {
     let inserted = tx.prepare_cached(&SPAN_INSERTS.1)?.execute(params![
         s.span_id,
@@ -170,6 +190,7 @@ fn write_span(
     if inserted == 0 {
         return Ok(()); // a resend: everything below was written with the first arrival
     }
+    finished.spans.push(finished_span(s));
     for e in &s.events {
         tx.prepare_cached(
             "INSERT INTO events (kind, run_id, span_id, name, value, unit, attributes, at_ns,
@@ -209,6 +230,10 @@ fn write_span(
             end,
             EndedBy::Client
         ])?;
+        finished.runs.push(FinishedRun {
+            name: s.name.clone(),
+            status: s.status,
+        });
     }
     Ok(())
 }
@@ -218,9 +243,9 @@ fn write_span(
 pub(super) fn close_rootless(
     tx: &Connection,
     times: &SnapshotTimes,
-    window_ns: i64,
-    quiet_since_ns: i64,
+    (window_ns, quiet_since_ns): (i64, i64),
     reason: &str,
+    finished: &mut Finished,
 ) -> rusqlite::Result<()> {
     // Traced runs are the open runs of `otlp/` clients: a range of the partial index of
     // open runs by client.
@@ -234,20 +259,27 @@ pub(super) fn close_rootless(
         .query_map([quiet_since_ns], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (run_id, last_ns) in &quiet {
-        tx.prepare_cached(
-            "UPDATE runs SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
+        let ended = tx
+            .prepare_cached(
+                "UPDATE runs SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
                 ended_by = ?6
              WHERE run_id = ?1 AND status = ?7",
-        )?
-        .execute(params![
-            run_id,
-            Status::Failed,
-            reason,
-            last_ns,
-            times.nearest(tx, *last_ns, window_ns),
-            EndedBy::RootMissing,
-            Status::Running
-        ])?;
+            )?
+            .execute(params![
+                run_id,
+                Status::Failed,
+                reason,
+                last_ns,
+                times.nearest(tx, *last_ns, window_ns),
+                EndedBy::RootMissing,
+                Status::Running
+            ])?;
+        if ended > 0 {
+            finished.runs.push(FinishedRun {
+                name: WAITING_FOR_ROOT.to_owned(),
+                status: Status::Failed,
+            });
+        }
     }
     if !quiet.is_empty() {
         tracing::warn!(runs = quiet.len(), %reason, "ended traced runs whose root span never arrived");
