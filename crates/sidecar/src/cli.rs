@@ -202,6 +202,22 @@ pub enum BenchCommand {
     /// CPU per span of the sidecar and of the agent's process, wake-ups, fresh samples and
     /// acknowledgement latency.
     Agent(AgentBenchArgs),
+    /// Time a Prometheus scrape: the exposition of many GPUs and span names.
+    Metrics(MetricsBenchArgs),
+}
+
+/// `runlens bench metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsBenchArgs {
+    /// GPUs in the sample.
+    #[arg(long, default_value_t = 8)]
+    pub gpus: u32,
+    /// Distinct span names counted (names beyond 200 are counted as `other`).
+    #[arg(long, default_value_t = 1000)]
+    pub names: u32,
+    /// Scrapes to time.
+    #[arg(long, default_value_t = 200)]
+    pub scrapes: usize,
 }
 
 /// `runlens bench agent`.

@@ -314,8 +314,8 @@ impl Collector for MachineCollector {
         )?;
         gauges(
             e,
-            "system_cpu_logical_count",
-            "CPUs",
+            "system_cpu_logical_cpus",
+            "Logical CPUs (system.cpu.logical.count)",
             None,
             [(Vec::new(), f64::from(h.cpu_count))],
         )?;

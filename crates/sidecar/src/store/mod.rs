@@ -11,13 +11,13 @@ mod sql_types;
 mod writer;
 
 pub use open::{open_for_writing, open_read_only};
-pub use writer::{
-    Ack, CommitObserver, EventRow, Finished, QueueError, RunEnd, RunStart, SessionProgress,
-    SpanEnd, SpanStart, StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow,
-    WriteOp, Writer, WriterHandle,
-};
 #[cfg(test)]
-pub use writer::{FinishedRun, FinishedSpan};
+pub use writer::FinishedRun;
+pub use writer::{
+    Ack, CommitObserver, EventRow, Finished, FinishedSpan, QueueError, RunEnd, RunStart,
+    SessionProgress, SpanEnd, SpanStart, StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows,
+    TraceSpanRow, WriteOp, Writer, WriterHandle,
+};
 
 use std::path::PathBuf;
 

@@ -9,6 +9,7 @@
 mod agent;
 mod idle;
 mod ingest;
+mod metrics;
 mod otlp;
 mod report;
 mod sample;
@@ -26,5 +27,6 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         BenchCommand::Report(a) => report::run(a),
         BenchCommand::Otlp(a) => otlp::run(a),
         BenchCommand::Agent(a) => agent::run(a),
+        BenchCommand::Metrics(a) => metrics::run(a),
     }
 }

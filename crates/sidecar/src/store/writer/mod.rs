@@ -28,12 +28,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Result;
 
-pub use rows::{
-    CommitObserver, EventRow, Finished, RunEnd, RunStart, SpanEnd, SpanStart, StoredSnapshot,
-    TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow, WriteOp,
-};
 #[cfg(test)]
-pub use rows::{FinishedRun, FinishedSpan};
+pub use rows::FinishedRun;
+pub use rows::{
+    CommitObserver, EventRow, Finished, FinishedSpan, RunEnd, RunStart, SpanEnd, SpanStart,
+    StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow, WriteOp,
+};
 
 /// Most requests written in one transaction.
 pub const MAX_BATCH: usize = 4096;
