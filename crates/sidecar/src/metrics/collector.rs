@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -52,8 +52,35 @@ fn ratio() -> Unit {
     Unit::Other("ratio".into())
 }
 
-/// One gauge family: the descriptor, then a series per `(labels, value)`; a lone series
-/// without labels is written bare (`name 1`, not `name{} 1`).
+/// One family: the descriptor, then a series per `(labels, value)`; a lone series without
+/// labels is written bare (`name 1`, not `name{} 1`). Nothing at all when there is no series.
+fn family(
+    encoder: &mut DescriptorEncoder<'_>,
+    (name, help, unit): (&str, &str, Option<Unit>),
+    metric_type: MetricType,
+    series: impl IntoIterator<Item = (Labels, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let series: Vec<(Labels, f64)> = series.into_iter().collect();
+    if series.is_empty() {
+        return Ok(());
+    }
+    let write = |value: f64, to: MetricEncoder<'_>| match metric_type {
+        MetricType::Counter => ConstCounter::new(value).encode(to),
+        _ => ConstGauge::new(value).encode(to),
+    };
+    let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), metric_type)?;
+    if let [(labels, value)] = series.as_slice()
+        && labels.is_empty()
+    {
+        return write(*value, family);
+    }
+    for (labels, value) in &series {
+        write(*value, family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge family (see [`family`]).
 fn gauges(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -61,23 +88,10 @@ fn gauges(
     unit: Option<Unit>,
     series: impl IntoIterator<Item = (Labels, f64)>,
 ) -> Result<(), std::fmt::Error> {
-    let series: Vec<(Labels, f64)> = series.into_iter().collect();
-    if series.is_empty() {
-        return Ok(());
-    }
-    let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
-    if let [(labels, value)] = series.as_slice()
-        && labels.is_empty()
-    {
-        return ConstGauge::new(*value).encode(family);
-    }
-    for (labels, value) in &series {
-        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(encoder, (name, help, unit), MetricType::Gauge, series)
 }
 
-/// One counter family, likewise.
+/// A counter family (see [`family`]).
 fn counters(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -85,20 +99,7 @@ fn counters(
     unit: Option<Unit>,
     series: impl IntoIterator<Item = (Labels, f64)>,
 ) -> Result<(), std::fmt::Error> {
-    let series: Vec<(Labels, f64)> = series.into_iter().collect();
-    if series.is_empty() {
-        return Ok(());
-    }
-    let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
-    if let [(labels, value)] = series.as_slice()
-        && labels.is_empty()
-    {
-        return ConstCounter::new(*value).encode(family);
-    }
-    for (labels, value) in &series {
-        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(encoder, (name, help, unit), MetricType::Counter, series)
 }
 
 impl Collector for MachineCollector {
