@@ -45,6 +45,8 @@ pub mod env {
     pub const OTLP_HTTP_LISTEN: &str = "RUNLENS_OTLP_HTTP_LISTEN";
     /// `serve --otlp-root-timeout`.
     pub const OTLP_ROOT_TIMEOUT: &str = "RUNLENS_OTLP_ROOT_TIMEOUT";
+    /// `serve --otlp-export`.
+    pub const OTLP_EXPORT: &str = "RUNLENS_OTLP_EXPORT";
     /// `serve --metrics-listen`.
     pub const METRICS_LISTEN: &str = "RUNLENS_METRICS_LISTEN";
     /// `serve --reflection`.
@@ -425,6 +427,11 @@ pub struct ServeArgs {
     /// ended gets its run ended as failed ("root span never received"), e.g. 10m, 1h.
     #[arg(long, env = env::OTLP_ROOT_TIMEOUT, default_value = "10m", value_parser = parse_client_timeout)]
     pub otlp_root_timeout: Duration,
+    /// Export every ended run as an OpenTelemetry trace to this OTLP/gRPC receiver (a
+    /// Collector, Jaeger, Tempo, Phoenix, another runlens), e.g. http://collector:4317,
+    /// from a durable outbox: nothing is lost while it is down.
+    #[arg(long, env = env::OTLP_EXPORT, value_name = "URL")]
+    pub otlp_export: Option<String>,
     /// Address for Prometheus `/metrics` (OpenMetrics or text 0.0.4), or `off`.
     #[arg(long, env = env::METRICS_LISTEN, default_value = "127.0.0.1:9464", value_parser = parse_listener)]
     pub metrics_listen: Listener,

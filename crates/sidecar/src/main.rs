@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod domain;
 mod exit;
+mod export;
 mod format;
 mod ingest;
 mod metrics;

@@ -51,7 +51,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     )?;
     let next_snapshot_id = read::next_snapshot_id(&conn).map_err(Failure::from)?;
     let counters = Arc::new(WorkCounters::default());
-    let writer = Writer::start(conn, Some(counters.clone()))
+    let writer = Writer::start(conn, Some(counters.clone()), args.otlp_export.is_some())
         .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
     let registry = Registry::new(Some(Reader::open(&args.db)?));
     let reader = SharedReader::new(Reader::open(&args.db)?);
@@ -67,11 +67,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let otlp_grpc = bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen").await?;
     let otlp_http = bind_optional(args.otlp_http_listen, "--otlp-http-listen").await?;
     let metrics_listener = bind_optional(args.metrics_listen, "--metrics-listen").await?;
+    let export_state = Arc::new(crate::export::ExportState::default());
     let metrics = Arc::new(Metrics::new(
         &counters,
         sampler.clone(),
         writer.handle().health(),
         args.db.clone(),
+        args.otlp_export.is_some().then(|| export_state.clone()),
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -100,6 +102,19 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let closer = service
         .end_runs_of_gone_clients(args.client_timeout)
         .map_err(Failure::from)?;
+    let exporter = match &args.otlp_export {
+        Some(endpoint) => Some(tokio::spawn(
+            crate::export::Exporter {
+                endpoint: endpoint.clone(),
+                reader: SharedReader::new(Reader::open(&args.db)?),
+                writer: writer.handle(),
+                state: export_state.clone(),
+                resource: crate::metrics::collector::resource_from_env(),
+            }
+            .run(shutdown_rx.clone()),
+        )),
+        None => None,
+    };
     let rootless = tokio::spawn(otlp::root_timeout::end_rootless_runs(
         writer.handle(),
         args.otlp_root_timeout,
@@ -185,6 +200,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     // close below gives up on. Runs it had yet to end are found again at the next start.
     closer.abort();
     rootless.abort();
+    if let Some(exporter) = exporter {
+        // Its cursor is durable: what it had not sent is sent at the next start.
+        exporter.abort();
+    }
     drop(sampler);
     writer.close().await;
     tracing::info!("stopped; everything accepted is committed");

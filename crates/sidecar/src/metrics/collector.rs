@@ -35,6 +35,8 @@ pub struct MachineCollector {
     pub clients: Arc<Mutex<HashMap<u32, String>>>,
     /// `target_info` labels: who this sidecar is (OpenTelemetry resource attributes).
     pub identity: Vec<(String, String)>,
+    /// The OTLP exporter's progress, when export is on.
+    pub export: Option<Arc<crate::export::ExportState>>,
 }
 
 /// A [`SamplerHandle`] that `Collector`'s `Debug` bound accepts.
@@ -402,6 +404,26 @@ impl MachineCollector {
             path.push(suffix);
             std::fs::metadata(path).map_or(0, |m| m.len())
         };
+        if let Some(export) = &self.export {
+            use std::sync::atomic::Ordering;
+            gauges(
+                e,
+                "runlens_export_lag_runs",
+                "Ended runs not yet acknowledged by the OTLP receiver",
+                None,
+                [(Vec::new(), export.lag_runs.load(Ordering::Relaxed) as f64)],
+            )?;
+            counters(
+                e,
+                "runlens_export_skipped_runs",
+                "Runs the OTLP receiver refused for good (skipped)",
+                None,
+                [(
+                    Vec::new(),
+                    export.skipped_runs.load(Ordering::Relaxed) as f64,
+                )],
+            )?;
+        }
         gauges(
             e,
             "runlens_database_size",
@@ -445,7 +467,28 @@ pub fn identity_from_env() -> Vec<(String, String)> {
     labels
 }
 
-fn percent_decode(text: &str) -> String {
+/// The OpenTelemetry resource from the environment with its own keys (`k8s.pod.name`),
+/// for the OTLP exporter: `OTEL_RESOURCE_ATTRIBUTES`, then `OTEL_SERVICE_NAME`.
+pub fn resource_from_env() -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (!k.trim().is_empty()).then(|| (k.trim().to_owned(), percent_decode(v.trim())))
+        })
+        .collect();
+    if let Ok(name) = std::env::var("OTEL_SERVICE_NAME")
+        && !name.trim().is_empty()
+    {
+        pairs.retain(|(k, _)| k != "service.name");
+        pairs.push(("service.name".to_owned(), name.trim().to_owned()));
+    }
+    pairs
+}
+
+/// Percent-decoding of OpenTelemetry environment values (`%2C` → `,`).
+pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -121,6 +121,7 @@ mod tests {
             finished.spans.push(span(&format!("step-{i}"), Status::Ok));
         }
         finished.runs.push(FinishedRun {
+            run_id: "r".into(),
             name: "task".into(),
             status: Status::Ok,
         });

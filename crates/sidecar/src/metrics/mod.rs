@@ -40,6 +40,7 @@ impl Metrics {
         sampler: SamplerHandle,
         storage: watch::Receiver<Option<String>>,
         db: PathBuf,
+        export: Option<Arc<crate::export::ExportState>>,
     ) -> Self {
         let clients = Arc::new(Mutex::new(HashMap::new()));
         let mut registry = Registry::default();
@@ -65,6 +66,7 @@ impl Metrics {
             db,
             clients: clients.clone(),
             identity: collector::identity_from_env(),
+            export,
         }));
         Self { registry, clients }
     }

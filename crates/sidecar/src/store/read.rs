@@ -361,6 +361,243 @@ impl Reader {
     }
 }
 
+/// A run to export, with everything that hangs off it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportRun {
+    /// Its id.
+    pub run_id: String,
+    /// Its name.
+    pub name: String,
+    /// `Ok` or `Failed` (or `Running` when it was reopened meanwhile).
+    pub status: Status,
+    /// Error text.
+    pub error: Option<String>,
+    /// Attributes, JSON object text.
+    pub attributes: Option<String>,
+    /// Start and end, Unix ns.
+    pub started_at_ns: i64,
+    /// End, Unix ns.
+    pub ended_at_ns: Option<i64>,
+    /// The client's name.
+    pub client_name: Option<String>,
+    /// The machine at its start and end.
+    pub start: Option<ResourceContext>,
+    /// The machine at its end.
+    pub end: Option<ResourceContext>,
+    /// Its spans.
+    pub spans: Vec<ExportSpan>,
+    /// Its metrics and events.
+    pub events: Vec<ExportEvent>,
+}
+
+/// A span to export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportSpan {
+    /// Its id.
+    pub span_id: String,
+    /// Its parent.
+    pub parent_span_id: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// OpenTelemetry span kind, as stored (`client` ...).
+    pub kind: Option<String>,
+    /// Its status.
+    pub status: Status,
+    /// Error text.
+    pub error: Option<String>,
+    /// Attributes, JSON object text.
+    pub attributes: Option<String>,
+    /// Start, Unix ns.
+    pub started_at_ns: i64,
+    /// End, Unix ns.
+    pub ended_at_ns: Option<i64>,
+    /// The machine at its start.
+    pub start: Option<ResourceContext>,
+    /// The machine at its end.
+    pub end: Option<ResourceContext>,
+}
+
+/// A metric or event to export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportEvent {
+    /// The span it belongs to, if any.
+    pub span_id: Option<String>,
+    /// `metric` or `event`.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// A metric's value.
+    pub value: Option<f64>,
+    /// A metric's unit.
+    pub unit: Option<String>,
+    /// Attributes, JSON object text.
+    pub attributes: Option<String>,
+    /// When, Unix ns.
+    pub at_ns: i64,
+}
+
+/// What a span or run is annotated with: the machine in one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ResourceContext {
+    /// Free memory of the tightest GPU.
+    pub gpu_free_min_bytes: Option<i64>,
+    /// Utilization of the busiest GPU.
+    pub gpu_utilization_max: Option<f64>,
+    /// 1-minute load per CPU.
+    pub cpu_load_per_core: Option<f64>,
+    /// RAM available.
+    pub ram_available_bytes: Option<i64>,
+    /// 1 - cgroup used / limit, when there is a limit.
+    pub cgroup_headroom_ratio: Option<f64>,
+}
+
+impl Reader {
+    /// The last outbox entry the receiver acknowledged (0 before the first).
+    pub fn export_cursor(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq FROM export_cursor WHERE exporter = 'otlp'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Up to `limit` outbox entries after `after`: (seq, run id).
+    pub fn export_outbox(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, run_id FROM export_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Outbox entries after `after` (the export lag).
+    pub fn export_lag(&self, after: i64) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM export_outbox WHERE seq > ?1",
+            [after],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// A run with its spans, events and the machine at each boundary.
+    pub fn export_run(&self, run_id: &str) -> Result<Option<ExportRun>> {
+        let run = self
+            .conn
+            .query_row(
+                "SELECT r.run_id, r.name, r.status, r.error, r.attributes, r.started_at_ns,
+                        r.ended_at_ns, c.client_name, r.start_snapshot_id, r.end_snapshot_id
+                 FROM runs r LEFT JOIN clients c USING (client_id) WHERE r.run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok((
+                        ExportRun {
+                            run_id: r.get(0)?,
+                            name: r.get(1)?,
+                            status: r.get(2)?,
+                            error: r.get(3)?,
+                            attributes: r.get(4)?,
+                            started_at_ns: r.get(5)?,
+                            ended_at_ns: r.get(6)?,
+                            client_name: r.get(7)?,
+                            start: None,
+                            end: None,
+                            spans: Vec::new(),
+                            events: Vec::new(),
+                        },
+                        r.get::<_, Option<i64>>(8)?,
+                        r.get::<_, Option<i64>>(9)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((mut run, start, end)) = run else {
+            return Ok(None);
+        };
+        run.start = self.context(start)?;
+        run.end = self.context(end)?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT span_id, parent_span_id, name, kind, status, error, attributes,
+                    started_at_ns, ended_at_ns, start_snapshot_id, end_snapshot_id
+             FROM spans WHERE run_id = ?1 ORDER BY started_at_ns, span_id",
+        )?;
+        let spans = stmt
+            .query_map([run_id], |r| {
+                Ok((
+                    ExportSpan {
+                        span_id: r.get(0)?,
+                        parent_span_id: r.get(1)?,
+                        name: r.get(2)?,
+                        kind: r.get(3)?,
+                        status: r.get(4)?,
+                        error: r.get(5)?,
+                        attributes: r.get(6)?,
+                        started_at_ns: r.get(7)?,
+                        ended_at_ns: r.get(8)?,
+                        start: None,
+                        end: None,
+                    },
+                    r.get::<_, Option<i64>>(9)?,
+                    r.get::<_, Option<i64>>(10)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (mut span, start, end) in spans {
+            span.start = self.context(start)?;
+            span.end = self.context(end)?;
+            run.spans.push(span);
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT span_id, kind, name, value, unit, attributes, at_ns FROM events
+             WHERE run_id = ?1 AND kind IN ('metric', 'event') ORDER BY at_ns, event_id",
+        )?;
+        run.events = stmt
+            .query_map([run_id], |r| {
+                Ok(ExportEvent {
+                    span_id: r.get(0)?,
+                    kind: r.get(1)?,
+                    name: r.get(2)?,
+                    value: r.get(3)?,
+                    unit: r.get(4)?,
+                    attributes: r.get(5)?,
+                    at_ns: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(run))
+    }
+
+    fn context(&self, snapshot_id: Option<i64>) -> Result<Option<ResourceContext>> {
+        let Some(id) = snapshot_id else {
+            return Ok(None);
+        };
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT gpu_memory_free_min_bytes, gpu_utilization_max_ratio,
+                        cpu_load_1m / nullif(cpu_count, 0), ram_available_bytes,
+                        1.0 - cast(cgroup_memory_used_bytes AS REAL)
+                              / nullif(cgroup_memory_limit_bytes, 0)
+                 FROM snapshot_summary WHERE snapshot_id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok(ResourceContext {
+                    gpu_free_min_bytes: r.get(0)?,
+                    gpu_utilization_max: r.get(1)?,
+                    cpu_load_per_core: r.get(2)?,
+                    ram_available_bytes: r.get(3)?,
+                    cgroup_headroom_ratio: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+}
+
 /// The next free snapshot id.
 pub fn next_snapshot_id(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row(

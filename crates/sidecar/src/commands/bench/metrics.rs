@@ -26,7 +26,8 @@ pub fn run(args: MetricsBenchArgs) -> Result<(), Failure> {
     let db = dir.0.join("metrics.db");
     let conn = crate::store::open_for_writing(&db, false, None)?;
     let counters = WorkCounters::default();
-    let writer = Writer::start(conn, None).map_err(|e| fail("cannot start the writer", &e))?;
+    let writer =
+        Writer::start(conn, None, false).map_err(|e| fail("cannot start the writer", &e))?;
     let host = HostProbe::new().map_err(|e| fail("cannot read the host", &e))?;
     let sampler = Sampler::new(host, Box::new(StaticGpus::new(gpus(args.gpus))));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -48,7 +49,7 @@ pub fn run(args: MetricsBenchArgs) -> Result<(), Failure> {
         }
     }
     counters.committed(&finished);
-    let metrics = Metrics::new(&counters, handle, writer.handle().health(), db);
+    let metrics = Metrics::new(&counters, handle, writer.handle().health(), db, None);
     let size = metrics
         .openmetrics()
         .map_err(|e| fail("cannot encode", &e))?

@@ -18,6 +18,7 @@ pub(super) fn write_one_by_one(
     times: &mut SnapshotTimes,
     batch: &[Request],
     finished: &mut Finished,
+    outbox: bool,
 ) -> rusqlite::Result<()> {
     let mut tx = conn.transaction()?;
     for req in batch {
@@ -33,7 +34,22 @@ pub(super) fn write_one_by_one(
         }
     }
     record_client_progress(&tx, batch)?;
+    if outbox {
+        record_outbox(&tx, finished)?;
+    }
     tx.commit()
+}
+
+/// Runs that ended in this transaction join the export outbox, in the same transaction.
+fn record_outbox(tx: &rusqlite::Transaction<'_>, finished: &Finished) -> rusqlite::Result<()> {
+    if finished.runs.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached("INSERT INTO export_outbox (run_id) VALUES (?1)")?;
+    for run in &finished.runs {
+        stmt.execute([&run.run_id])?;
+    }
+    Ok(())
 }
 
 pub(super) fn write_batch(
@@ -41,6 +57,7 @@ pub(super) fn write_batch(
     times: &mut SnapshotTimes,
     batch: &[Request],
     finished: &mut Finished,
+    outbox: bool,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     // A span that starts and ends within one batch (most spans, at high volume) is
@@ -81,6 +98,9 @@ pub(super) fn write_batch(
     // depends on them: later rows of the batch only ever update spans still running.
     write_complete_spans(&tx, &completed, finished)?;
     record_client_progress(&tx, batch)?;
+    if outbox {
+        record_outbox(&tx, finished)?;
+    }
     tx.commit()
 }
 
@@ -277,7 +297,13 @@ mod tests {
     /// Writes a batch in one transaction; returns what it finished.
     fn write(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<Finished> {
         let mut finished = Finished::default();
-        write_batch(conn, &mut SnapshotTimes::default(), batch, &mut finished)?;
+        write_batch(
+            conn,
+            &mut SnapshotTimes::default(),
+            batch,
+            &mut finished,
+            true,
+        )?;
         Ok(finished)
     }
 
@@ -368,6 +394,7 @@ mod tests {
         assert_eq!(
             finished.runs,
             [FinishedRun {
+                run_id: "r".into(),
                 name: "run".into(),
                 status: Status::Failed
             }]

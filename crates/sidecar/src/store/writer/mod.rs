@@ -160,10 +160,12 @@ impl WriterHandle {
 
 impl Writer {
     /// Starts the writer thread on an open, migrated connection (reading the recent
-    /// samples' times first; failing to is an I/O error like failing to spawn).
+    /// samples' times first; failing to is an I/O error like failing to spawn). `observer`
+    /// is told what each commit finished; with `outbox`, ended runs join the export outbox.
     pub fn start(
         conn: Connection,
         observer: Option<Arc<dyn CommitObserver>>,
+        outbox: bool,
     ) -> std::io::Result<Self> {
         let times = times::SnapshotTimes::load(&conn).map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -177,6 +179,7 @@ impl Writer {
                     conn,
                     times,
                     observer,
+                    outbox,
                     rx,
                     health: health_tx,
                     stop: thread_stop,
@@ -211,6 +214,8 @@ struct Thread {
     times: times::SnapshotTimes,
     /// Told what each commit finished.
     observer: Option<Arc<dyn CommitObserver>>,
+    /// Whether ended runs join the export outbox (only while an exporter reads it).
+    outbox: bool,
     rx: mpsc::Receiver<Message>,
     health: watch::Sender<Option<String>>,
     stop: Arc<AtomicBool>,
@@ -278,7 +283,7 @@ fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
     let mut last_log: Option<Instant> = None;
     loop {
         let mut finished = Finished::default();
-        match batch::write_batch(&mut t.conn, &mut t.times, batch, &mut finished) {
+        match batch::write_batch(&mut t.conn, &mut t.times, batch, &mut finished, t.outbox) {
             Ok(()) => {
                 if let Some(observer) = &t.observer {
                     observer.committed(&finished);
@@ -309,8 +314,13 @@ fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
                 // savepoint each, so a single bad row cannot block everything.
                 tracing::error!(error = %e, "batch refused; writing its requests one by one");
                 let mut finished = Finished::default();
-                let outcome =
-                    batch::write_one_by_one(&mut t.conn, &mut t.times, batch, &mut finished);
+                let outcome = batch::write_one_by_one(
+                    &mut t.conn,
+                    &mut t.times,
+                    batch,
+                    &mut finished,
+                    t.outbox,
+                );
                 if let (Ok(()), Some(observer)) = (&outcome, &t.observer) {
                     observer.committed(&finished);
                 }

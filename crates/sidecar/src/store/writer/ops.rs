@@ -34,6 +34,14 @@ pub(super) fn write_op(
         WriteOp::EndSpan(s) => end_span(tx, s, finished),
         WriteOp::Record(e) => record(tx, e),
         WriteOp::Nothing => Ok(()),
+        WriteOp::ExportCursor { seq } => {
+            tx.prepare_cached(
+                "INSERT INTO export_cursor (exporter, seq) VALUES ('otlp', ?1)
+                 ON CONFLICT (exporter) DO UPDATE SET seq = max(seq, excluded.seq)",
+            )?
+            .execute([seq])?;
+            Ok(())
+        }
         WriteOp::ClientStats {
             client_id,
             client_name,
@@ -109,6 +117,7 @@ fn end_run(tx: &Connection, r: &RunEnd, finished: &mut Finished) -> rusqlite::Re
         .optional()?;
     if let Some(name) = name {
         finished.runs.push(FinishedRun {
+            run_id: r.run_id.clone(),
             name,
             status: r.status,
         });

@@ -136,6 +136,11 @@ pub enum WriteOp {
     /// Finished spans from a tracing front door (OTLP), with their senders: one request,
     /// so that the answer to an export means all of it is committed.
     Trace(Box<TraceRows>),
+    /// The export of every outbox entry up to `seq` was acknowledged by the receiver.
+    ExportCursor {
+        /// The last outbox entry sent.
+        seq: i64,
+    },
     /// End, as failed, the traced runs whose root span has not arrived and whose last span
     /// ended before `quiet_since_ns`.
     CloseRootless {
@@ -257,6 +262,8 @@ pub struct FinishedSpan {
 /// A run that ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinishedRun {
+    /// Its id.
+    pub run_id: String,
     /// Its name.
     pub name: String,
     /// `Ok` or `Failed`.

@@ -231,6 +231,7 @@ fn write_span(
             EndedBy::Client
         ])?;
         finished.runs.push(FinishedRun {
+            run_id: s.run_id.clone(),
             name: s.name.clone(),
             status: s.status,
         });
@@ -276,6 +277,7 @@ pub(super) fn close_rootless(
             ])?;
         if ended > 0 {
             finished.runs.push(FinishedRun {
+                run_id: run_id.clone(),
                 name: WAITING_FOR_ROOT.to_owned(),
                 status: Status::Failed,
             });

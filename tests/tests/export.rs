@@ -1,0 +1,119 @@
+//! OTLP export from the durable outbox to a second runlens (its OTLP ingest as the
+//! receiver): a receiver that was down while the agent worked, and an exporter SIGKILLed and
+//! restarted, end with every run and span exactly once at the receiver, names, parents,
+//! error texts and the resource context kept.
+
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use runlens_e2e::{Sidecar, free_addr, http_get};
+
+fn wait_for(sidecar: &Sidecar, sql: &str, want: i64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = sidecar.count(sql);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {got} of {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_receiver_down_at_first_and_an_exporter_killed_get_every_span_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver_addr = free_addr();
+    let export = format!("http://{receiver_addr}");
+    let exporter_flags = [
+        "--otlp-export",
+        export.as_str(),
+        "--sample-interval",
+        "100ms",
+    ];
+    let exporter_db = dir.path().join("exporter.db");
+    let mut exporter = Sidecar::start_on(&exporter_db, &exporter_flags);
+
+    // The agent works while the receiver is down.
+    exporter.run_example_agent(6);
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = exporter.metrics.clone().unwrap();
+    let scrape = String::from_utf8(http_get(&metrics, "/metrics", &[]).body).unwrap();
+    assert!(scrape.contains("runlens_export_lag_runs 6"), "{scrape}");
+
+    // The receiver comes up: everything arrives.
+    let mut receiver = Sidecar::start_on(
+        &dir.path().join("receiver.db"),
+        &["--otlp-grpc-listen", receiver_addr.as_str()],
+    );
+    // 6 runs: each a root span (the run) and its 3 spans.
+    wait_for(
+        &receiver,
+        "SELECT count(*) FROM spans",
+        24,
+        "spans at the receiver",
+    );
+
+    // The exporter is killed and restarted; the agent goes on.
+    exporter.stop_with("KILL");
+    let mut exporter = Sidecar::start_on(&exporter_db, &exporter_flags);
+    exporter.run_example_agent(3);
+    wait_for(
+        &receiver,
+        "SELECT count(*) FROM spans",
+        36,
+        "spans after the restart",
+    );
+    std::thread::sleep(Duration::from_millis(1500)); // anything sent twice would show now
+    assert_eq!(receiver.count("SELECT count(*) FROM spans"), 36);
+    assert_eq!(receiver.count("SELECT count(*) FROM runs"), 9);
+    assert_eq!(
+        receiver.count("SELECT count(*) FROM runs WHERE name = 'answer-question'"),
+        9,
+        "each run is the root of its trace"
+    );
+    // Parents kept: every span but the roots has its parent at the receiver.
+    assert_eq!(
+        receiver.count(
+            "SELECT count(*) FROM spans c LEFT JOIN spans p ON p.span_id = c.parent_span_id
+             WHERE c.parent_span_id IS NOT NULL AND p.span_id IS NULL"
+        ),
+        0
+    );
+    assert_eq!(
+        receiver.count(
+            "SELECT count(*) FROM spans WHERE name = 'llm_call' AND parent_span_id IS NOT NULL"
+        ),
+        9
+    );
+    // Error texts kept.
+    assert_eq!(
+        receiver.count(
+            "SELECT count(*) FROM spans WHERE name = 'tool_call' AND status = 'failed'
+             AND error = 'search timed out after 1 retry'"
+        ),
+        3
+    );
+    // The resource context at each span's start and end rides along.
+    assert_eq!(
+        receiver.count(
+            "SELECT count(*) FROM spans
+             WHERE json_extract(attributes, '$.\"runlens.start.ram.available\"') > 0
+               AND json_extract(attributes, '$.\"runlens.end.ram.available\"') > 0"
+        ),
+        36
+    );
+    // The sender is runlens.
+    assert_eq!(
+        receiver.count("SELECT count(*) FROM clients WHERE client_name = 'runlens'"),
+        1
+    );
+    let scrape =
+        String::from_utf8(http_get(&exporter.metrics.clone().unwrap(), "/metrics", &[]).body)
+            .unwrap();
+    assert!(scrape.contains("runlens_export_lag_runs 0"), "{scrape}");
+    exporter.stop();
+    receiver.stop();
+}
