@@ -206,6 +206,16 @@ pub enum BenchCommand {
     Agent(AgentBenchArgs),
     /// Time a Prometheus scrape: the exposition of many GPUs and span names.
     Metrics(MetricsBenchArgs),
+    /// Drain an OTLP export outbox of a synthetic history to a local receiver.
+    Export(ExportBenchArgs),
+}
+
+/// `runlens bench export`.
+#[derive(Debug, Args)]
+pub struct ExportBenchArgs {
+    /// Spans in the synthetic history (runs of 10 spans).
+    #[arg(long, default_value_t = 200_000)]
+    pub spans: u64,
 }
 
 /// `runlens bench metrics`.

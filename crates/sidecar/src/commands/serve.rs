@@ -51,7 +51,15 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     )?;
     let next_snapshot_id = read::next_snapshot_id(&conn).map_err(Failure::from)?;
     let counters = Arc::new(WorkCounters::default());
-    let writer = Writer::start(conn, Some(counters.clone()), args.otlp_export.is_some())
+    let export_state = Arc::new(crate::export::ExportState::default());
+    let observer: Arc<dyn crate::store::CommitObserver> = match &args.otlp_export {
+        Some(_) => Arc::new(crate::export::WakeOnRuns {
+            counters: counters.clone(),
+            state: export_state.clone(),
+        }),
+        None => counters.clone(),
+    };
+    let writer = Writer::start(conn, Some(observer), args.otlp_export.is_some())
         .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
     let registry = Registry::new(Some(Reader::open(&args.db)?));
     let reader = SharedReader::new(Reader::open(&args.db)?);
@@ -67,7 +75,6 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let otlp_grpc = bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen").await?;
     let otlp_http = bind_optional(args.otlp_http_listen, "--otlp-http-listen").await?;
     let metrics_listener = bind_optional(args.metrics_listen, "--metrics-listen").await?;
-    let export_state = Arc::new(crate::export::ExportState::default());
     let metrics = Arc::new(Metrics::new(
         &counters,
         sampler.clone(),

@@ -15,24 +15,48 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use tokio::sync::{oneshot, watch};
 use tonic::Code;
 use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::store::read::{ExportRun, SharedReader};
+use crate::store::read::SharedReader;
 use crate::store::{Ack, WriteOp, WriterHandle};
 
 /// Runs per export.
-const RUNS_PER_BATCH: u32 = 64;
-/// How long an empty outbox waits before it is looked at again.
-const IDLE_POLL: Duration = Duration::from_millis(500);
+const RUNS_PER_BATCH: u32 = 256;
+/// How long an empty outbox waits before it is looked at again if no commit says that a
+/// run ended (a safety net: the writer wakes the exporter when it fills the outbox).
+const IDLE_POLL: Duration = Duration::from_secs(60);
 /// The longest back-off between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// What the exporter shows (`/metrics`): runs waiting, runs skipped after a permanent refusal.
+/// gRPC metadata sent with every export.
+type Headers = Vec<(
+    MetadataKey<tonic::metadata::Ascii>,
+    MetadataValue<tonic::metadata::Ascii>,
+)>;
+
+/// A batch on its way.
+struct InFlight {
+    /// Its last outbox entry.
+    last: i64,
+    /// Runs in it.
+    runs: usize,
+    /// The receiver's answer, when it comes.
+    answer:
+        tokio::task::JoinHandle<Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status>>,
+}
+
+/// What the exporter shows (`/metrics`): runs waiting, runs skipped after a permanent
+/// refusal; and how the writer wakes it.
 #[derive(Debug, Default)]
 pub struct ExportState {
+    /// Notified after a commit that ended runs (they are in the outbox now).
+    pub wake: tokio::sync::Notify,
     /// Outbox entries not yet acknowledged.
     pub lag_runs: AtomicI64,
     /// Runs the receiver refused for good (skipped).
@@ -54,31 +78,47 @@ pub struct Exporter {
 }
 
 impl Exporter {
+    /// A client for the receiver (connected when first used).
+    fn client(&self) -> Result<TraceServiceClient<Channel>, String> {
+        Endpoint::from_shared(self.endpoint.clone())
+            .map(|e| TraceServiceClient::new(e.connect_lazy()))
+            .map_err(|e| format!("--otlp-export {} is not a URL: {e}", self.endpoint))
+    }
+
+    /// Sends everything in the outbox now, failing at the first error (for benchmarks).
+    pub async fn drain(&self) -> Result<(), String> {
+        let mut client = self.client()?;
+        self.send_all(&mut client, &headers_from_env())
+            .await
+            .map(|_| ())
+    }
+
     /// Exports until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let channel = match Endpoint::from_shared(self.endpoint.clone()) {
-            Ok(e) => e.connect_lazy(),
-            Err(e) => {
-                tracing::error!(endpoint = %self.endpoint, error = %e, "--otlp-export is not a URL; export is off");
+        let mut client = match self.client() {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "export is off");
                 return;
             }
         };
         let headers = headers_from_env();
-        let mut client = TraceServiceClient::new(channel);
         let mut backoff = Duration::from_millis(100);
         let mut failing_since_log = 0u32;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let step = self.step(&mut client, &headers).await;
-            let wait = match step {
-                Ok(true) => {
+            let wait = match self.send_all(&mut client, &headers).await {
+                Ok(_) => {
                     backoff = Duration::from_millis(100);
                     failing_since_log = 0;
-                    continue;
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        () = self.state.wake.notified() => continue,
+                        () = tokio::time::sleep(IDLE_POLL) => continue,
+                    }
                 }
-                Ok(false) => IDLE_POLL,
                 Err(error) => {
                     if failing_since_log == 0 {
                         tracing::warn!(endpoint = %self.endpoint, %error, "OTLP export failed; retrying with back-off (nothing is lost)");
@@ -96,38 +136,76 @@ impl Exporter {
         }
     }
 
-    /// Sends the next batch; `Ok(false)` when there was nothing to send.
-    async fn step(
+    /// Sends batches until the outbox is empty; returns how many. While one batch is on
+    /// its way, the next is read (one in flight: the cursor moves in order). On an error
+    /// the batches not acknowledged stay in the outbox for the next try.
+    async fn send_all(
         &self,
         client: &mut TraceServiceClient<Channel>,
-        headers: &[(
-            MetadataKey<tonic::metadata::Ascii>,
-            MetadataValue<tonic::metadata::Ascii>,
-        )],
-    ) -> Result<bool, String> {
+        headers: &Headers,
+    ) -> Result<usize, String> {
+        let mut after = self
+            .reader
+            .read(|r| r.export_cursor())
+            .map_err(|e| e.to_string())?;
+        let mut in_flight: Option<InFlight> = None;
+        let mut sent = 0;
+        loop {
+            let next = self.read_batch(after)?;
+            if let Some(previous) = in_flight.take() {
+                self.finish(previous).await?;
+                sent += 1;
+            }
+            let Some((last, runs, request)) = next else {
+                // The lag read with the batch was from before its acknowledgement.
+                self.reader
+                    .read(|r| {
+                        let lag = r.export_lag(r.export_cursor()?)?;
+                        self.state.lag_runs.store(lag, Ordering::Relaxed);
+                        Ok(())
+                    })
+                    .map_err(|e| e.to_string())?;
+                return Ok(sent);
+            };
+            let mut request = tonic::Request::new(request);
+            for (k, v) in headers {
+                request.metadata_mut().insert(k.clone(), v.clone());
+            }
+            let mut client = client.clone();
+            in_flight = Some(InFlight {
+                last,
+                runs,
+                answer: tokio::spawn(async move { client.export(request).await }),
+            });
+            after = last;
+        }
+    }
+
+    /// The batch after `after`: its last outbox entry, its run count and the request.
+    fn read_batch(
+        &self,
+        after: i64,
+    ) -> Result<Option<(i64, usize, ExportTraceServiceRequest)>, String> {
         let (entries, runs) = self
             .reader
             .read(|r| {
-                let cursor = r.export_cursor()?;
                 self.state
                     .lag_runs
-                    .store(r.export_lag(cursor)?, Ordering::Relaxed);
-                let entries = r.export_outbox(cursor, RUNS_PER_BATCH)?;
-                let mut runs: Vec<ExportRun> = Vec::with_capacity(entries.len());
-                for (_, run_id) in &entries {
-                    runs.extend(r.export_run(run_id)?);
-                }
-                Ok((entries, runs))
+                    .store(r.export_lag(r.export_cursor()?)?, Ordering::Relaxed);
+                let entries = r.export_outbox(after, RUNS_PER_BATCH)?;
+                let ids: Vec<String> = entries.iter().map(|(_, id)| id.clone()).collect();
+                Ok((entries, r.export_runs(&ids)?))
             })
             .map_err(|e| e.to_string())?;
-        let Some(&(last, _)) = entries.last() else {
-            return Ok(false);
-        };
-        let mut request = tonic::Request::new(convert::request(&runs, &self.resource));
-        for (k, v) in headers {
-            request.metadata_mut().insert(k.clone(), v.clone());
-        }
-        match client.export(request).await {
+        Ok(entries
+            .last()
+            .map(|&(last, _)| (last, entries.len(), convert::request(&runs, &self.resource))))
+    }
+
+    /// Waits for a batch's answer and moves the cursor past it (also past a batch refused
+    /// for good, which is counted); a retryable failure is returned.
+    async fn finish(&self, batch: InFlight) -> Result<(), String> {
+        match batch.answer.await.map_err(|e| e.to_string())? {
             Ok(answer) => {
                 if let Some(p) = answer.into_inner().partial_success
                     && p.rejected_spans > 0
@@ -139,14 +217,13 @@ impl Exporter {
             Err(status) if permanent(status.code()) => {
                 self.state
                     .skipped_runs
-                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
-                tracing::error!(runs = entries.len(), code = ?status.code(), message = %status.message(),
+                    .fetch_add(batch.runs as u64, Ordering::Relaxed);
+                tracing::error!(runs = batch.runs, code = ?status.code(), message = %status.message(),
                     "the OTLP receiver refused a batch for good; it is skipped");
             }
             Err(status) => return Err(format!("{:?}: {}", status.code(), status.message())),
         }
-        self.advance(last).await?;
-        Ok(true)
+        self.advance(batch.last).await
     }
 
     /// Persists the cursor (through the writer, the one connection that writes).
@@ -195,4 +272,22 @@ fn jitter(d: Duration) -> Duration {
     let nanos = u64::try_from(probe_core::unix_now_ns()).unwrap_or(0);
     let spread = (nanos % 1000) as f64 / 1000.0;
     d.mul_f64(0.5 + spread / 2.0)
+}
+
+/// The writer's observer when export is on: the counters, and a wake-up for the exporter
+/// after each commit that ended runs.
+pub struct WakeOnRuns {
+    /// Fed first.
+    pub counters: std::sync::Arc<crate::metrics::WorkCounters>,
+    /// Woken when runs ended.
+    pub state: std::sync::Arc<ExportState>,
+}
+
+impl crate::store::CommitObserver for WakeOnRuns {
+    fn committed(&self, finished: &crate::store::Finished) {
+        self.counters.committed(finished);
+        if !finished.runs.is_empty() {
+            self.state.wake.notify_one();
+        }
+    }
 }

@@ -485,8 +485,23 @@ impl Reader {
         )?)
     }
 
+    /// Runs with their spans, events and the machine at each boundary; runs no longer
+    /// stored are left out. Samples shared by many boundaries are read once.
+    pub fn export_runs(&self, run_ids: &[String]) -> Result<Vec<ExportRun>> {
+        let mut contexts = HashMap::new();
+        let mut runs = Vec::with_capacity(run_ids.len());
+        for run_id in run_ids {
+            runs.extend(self.export_run(run_id, &mut contexts)?);
+        }
+        Ok(runs)
+    }
+
     /// A run with its spans, events and the machine at each boundary.
-    pub fn export_run(&self, run_id: &str) -> Result<Option<ExportRun>> {
+    fn export_run(
+        &self,
+        run_id: &str,
+        contexts: &mut HashMap<i64, Option<ResourceContext>>,
+    ) -> Result<Option<ExportRun>> {
         let run = self
             .conn
             .query_row(
@@ -519,8 +534,8 @@ impl Reader {
         let Some((mut run, start, end)) = run else {
             return Ok(None);
         };
-        run.start = self.context(start)?;
-        run.end = self.context(end)?;
+        run.start = self.context(start, contexts)?;
+        run.end = self.context(end, contexts)?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT span_id, parent_span_id, name, kind, status, error, attributes,
                     started_at_ns, ended_at_ns, start_snapshot_id, end_snapshot_id
@@ -548,8 +563,8 @@ impl Reader {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (mut span, start, end) in spans {
-            span.start = self.context(start)?;
-            span.end = self.context(end)?;
+            span.start = self.context(start, contexts)?;
+            span.end = self.context(end, contexts)?;
             run.spans.push(span);
         }
         let mut stmt = self.conn.prepare_cached(
@@ -572,18 +587,30 @@ impl Reader {
         Ok(Some(run))
     }
 
-    fn context(&self, snapshot_id: Option<i64>) -> Result<Option<ResourceContext>> {
+    fn context(
+        &self,
+        snapshot_id: Option<i64>,
+        cache: &mut HashMap<i64, Option<ResourceContext>>,
+    ) -> Result<Option<ResourceContext>> {
         let Some(id) = snapshot_id else {
             return Ok(None);
         };
-        Ok(self
+        if let Some(known) = cache.get(&id) {
+            return Ok(*known);
+        }
+        // The snapshot_summary view's figures, for one snapshot, without the view (a view
+        // with GROUP BY costs a full parse each time SQLite re-prepares).
+        let context = self
             .conn
             .prepare_cached(
-                "SELECT gpu_memory_free_min_bytes, gpu_utilization_max_ratio,
+                "SELECT (SELECT min(memory_free_bytes) FROM gpu_samples
+                         WHERE snapshot_id = ?1 AND state = 'ok'),
+                        (SELECT max(utilization_ratio) FROM gpu_samples
+                         WHERE snapshot_id = ?1 AND state = 'ok'),
                         cpu_load_1m / nullif(cpu_count, 0), ram_available_bytes,
                         1.0 - cast(cgroup_memory_used_bytes AS REAL)
                               / nullif(cgroup_memory_limit_bytes, 0)
-                 FROM snapshot_summary WHERE snapshot_id = ?1",
+                 FROM snapshots WHERE snapshot_id = ?1",
             )?
             .query_row([id], |r| {
                 Ok(ResourceContext {
@@ -594,7 +621,9 @@ impl Reader {
                     cgroup_headroom_ratio: r.get(4)?,
                 })
             })
-            .optional()?)
+            .optional()?;
+        cache.insert(id, context);
+        Ok(context)
     }
 }
 

@@ -7,6 +7,7 @@
 //! of them.
 
 mod agent;
+mod export;
 mod idle;
 mod ingest;
 mod metrics;
@@ -28,5 +29,6 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         BenchCommand::Otlp(a) => otlp::run(a),
         BenchCommand::Agent(a) => agent::run(a),
         BenchCommand::Metrics(a) => metrics::run(a),
+        BenchCommand::Export(a) => export::run(a),
     }
 }
