@@ -42,6 +42,34 @@ fn a_receiver_down_at_first_and_an_exporter_killed_get_every_span_exactly_once()
     let metrics = exporter.metrics.clone().unwrap();
     let scrape = String::from_utf8(http_get(&metrics, "/metrics", &[]).body).unwrap();
     assert!(scrape.contains("runlens_export_lag_runs 6"), "{scrape}");
+    // doctor says so too, with what to do.
+    let (_, doctor, _) = runlens_e2e::run_bin(
+        "runlens",
+        &[
+            "doctor",
+            "--no-gpu",
+            "--format",
+            "json",
+            "--db",
+            exporter_db.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    let doctor: serde_json::Value = serde_json::from_str(&doctor).unwrap();
+    let export_check = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "export")
+        .expect("an export check");
+    assert_eq!(export_check["status"], "warn");
+    assert!(
+        export_check["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("6 ended run(s)"),
+        "{export_check}"
+    );
 
     // The receiver comes up: everything arrives.
     let mut receiver = Sidecar::start_on(

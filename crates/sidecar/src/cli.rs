@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The environment variables behind the settings' flags.
 pub mod env {
-    /// `--db` of `serve`, `query` and `report`.
+    /// `--db` of `serve`, `query`, `report` and `doctor`.
     pub const DB: &str = "RUNLENS_DB";
     /// `--format` of `snapshot`, `query` and `doctor`.
     pub const FORMAT: &str = "RUNLENS_FORMAT";
@@ -347,6 +347,9 @@ pub struct DoctorArgs {
     /// This machine is not expected to have a GPU: a missing NVML is a warning, not a failure.
     #[arg(long)]
     pub no_gpu: bool,
+    /// The sidecar's database, for the export check (skipped when there is none).
+    #[arg(long, env = env::DB, default_value = "./runlens.db")]
+    pub db: PathBuf,
     #[command(flatten)]
     pub probe: ProbeArgs,
 }

@@ -68,6 +68,7 @@ pub fn diagnose(args: &DoctorArgs) -> Report {
     for pid in &args.pid {
         checks.push(check_pid(*pid));
     }
+    checks.extend(check_export(&args.db));
     let problems = checks.iter().filter(|c| c.status == Status::Fail).count();
     Report {
         runlens: crate::build_info::LONG.to_owned(),
@@ -294,6 +295,34 @@ fn check_gpu_pids(devices: &[probe_core::GpuDevice]) -> Option<Check> {
             Status::Ok,
             format!("{visible} of {} GPU process ids visible here", pids.len()),
             None,
+        )
+    })
+}
+
+/// The OTLP export's lag, when the database has an outbox with runs in it.
+fn check_export(db: &std::path::Path) -> Option<Check> {
+    let reader = crate::store::read::Reader::open(db).ok()?;
+    let cursor = reader.export_cursor().ok()?;
+    let lag = reader.export_lag(cursor).ok()?;
+    if cursor == 0 && lag == 0 {
+        return None; // export never used with this database
+    }
+    Some(if lag == 0 {
+        check(
+            "export",
+            Status::Ok,
+            "every ended run acknowledged by the OTLP receiver".to_owned(),
+            None,
+        )
+    } else {
+        check(
+            "export",
+            Status::Warn,
+            format!("{lag} ended run(s) not yet acknowledged by the OTLP receiver"),
+            Some(
+                "check that the --otlp-export receiver is up: they are sent as soon as it \
+                 answers (runlens_export_lag_runs in /metrics follows it)",
+            ),
         )
     })
 }
