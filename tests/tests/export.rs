@@ -145,3 +145,128 @@ fn a_receiver_down_at_first_and_an_exporter_killed_get_every_span_exactly_once()
     exporter.stop();
     receiver.stop();
 }
+
+mod metrics_receiver {
+    //! A minimal OTLP metrics receiver that keeps what it is sent.
+
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    #[derive(Clone, Default)]
+    pub struct Captured(pub Arc<Mutex<Vec<ExportMetricsServiceRequest>>>);
+
+    #[tonic::async_trait]
+    impl MetricsService for Captured {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            self.0.lock().unwrap().push(request.into_inner());
+            Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        }
+    }
+
+    /// Serves on a free loopback port; returns the address.
+    pub async fn start(captured: Captured) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(MetricsServiceServer::new(captured))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_samples_reach_an_otlp_metrics_receiver_as_semantic_convention_gauges() {
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+
+    const USED: u64 = 6 << 30;
+    let scenario = runlens_e2e::Scenario::new(
+        &serde_json::json!({ "devices": [{ "name": "H100", "uuid": "GPU-export",
+            "memory_total_bytes": 80u64 << 30, "memory_used_bytes": USED }] })
+        .to_string(),
+    );
+    let captured = metrics_receiver::Captured::default();
+    let addr = metrics_receiver::start(captured.clone()).await;
+    let (key, value) = scenario.env();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = runlens_e2e::fake_nvml_lib();
+    let export = format!("http://{addr}");
+    let mut sidecar = Sidecar::start_with_env(
+        &dir.path().join("m.db"),
+        &[
+            "--otlp-export",
+            &export,
+            "--sample-interval",
+            "200ms",
+            "--nvml-lib",
+            lib.to_str().unwrap(),
+        ],
+        &[(key, value)],
+    );
+    // The first export begins at the newest sample; the next comes ten seconds later.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let gpu_point = loop {
+        let found = captured.0.lock().unwrap().iter().find_map(|r| {
+            r.resource_metrics
+                .iter()
+                .flat_map(|rm| &rm.scope_metrics)
+                .flat_map(|sm| &sm.metrics)
+                .find(|m| m.name == "hw.gpu.memory.usage")
+                .and_then(|m| match &m.data {
+                    Some(metric::Data::Gauge(g)) => g.data_points.first().cloned(),
+                    _ => None,
+                })
+        });
+        if let Some(point) = found {
+            break point;
+        }
+        assert!(Instant::now() < deadline, "no hw.gpu.memory.usage exported");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        gpu_point.value,
+        Some(number_data_point::Value::AsDouble(USED as f64))
+    );
+    let attribute = |key: &str| {
+        gpu_point
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.clone())
+    };
+    assert_eq!(
+        attribute("hw.id"),
+        Some(any_value::Value::StringValue("GPU-export".into()))
+    );
+    assert_eq!(
+        attribute("hw.type"),
+        Some(any_value::Value::StringValue("gpu".into()))
+    );
+    let names: Vec<String> = captured
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .map(|m| m.name.clone())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "system.memory.usage"),
+        "{names:?}"
+    );
+    sidecar.stop();
+}

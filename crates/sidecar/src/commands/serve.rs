@@ -122,6 +122,18 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         )),
         None => None,
     };
+    let metrics_exporter = match &args.otlp_export {
+        Some(endpoint) => Some(tokio::spawn(
+            crate::export::metrics::MetricsExporter {
+                endpoint: endpoint.clone(),
+                reader: SharedReader::new(Reader::open(&args.db)?),
+                writer: writer.handle(),
+                resource: crate::metrics::collector::resource_from_env(),
+            }
+            .run(shutdown_rx.clone()),
+        )),
+        None => None,
+    };
     let rootless = tokio::spawn(otlp::root_timeout::end_rootless_runs(
         writer.handle(),
         args.otlp_root_timeout,
@@ -207,9 +219,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     // close below gives up on. Runs it had yet to end are found again at the next start.
     closer.abort();
     rootless.abort();
-    if let Some(exporter) = exporter {
-        // Its cursor is durable: what it had not sent is sent at the next start.
-        exporter.abort();
+    // Their cursors are durable: what they had not sent is sent at the next start.
+    for task in [exporter, metrics_exporter].into_iter().flatten() {
+        task.abort();
     }
     drop(sampler);
     writer.close().await;

@@ -9,6 +9,7 @@
 //! skips that batch, logged and counted: never silent, never stuck.
 
 pub mod convert;
+pub mod metrics;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -230,7 +231,13 @@ impl Exporter {
     async fn advance(&self, seq: i64) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send(WriteOp::ExportCursor { seq }, Ack::Reply(tx))
+            .send(
+                WriteOp::ExportCursor {
+                    exporter: crate::store::read::TRACES_CURSOR,
+                    seq,
+                },
+                Ack::Reply(tx),
+            )
             .await
             .map_err(|e| e.to_string())?;
         rx.await.map_err(|_| "the writer stopped".to_owned())?

@@ -361,6 +361,11 @@ impl Reader {
     }
 }
 
+/// The traces exporter's name in `export_cursor`.
+pub const TRACES_CURSOR: &str = "otlp";
+/// The metrics exporter's name in `export_cursor`.
+pub const METRICS_CURSOR: &str = "otlp-metrics";
+
 /// A run to export, with everything that hangs off it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportRun {
@@ -474,6 +479,52 @@ impl Reader {
             .query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    /// The position an exporter acknowledged (`otlp`: outbox entries; `otlp-metrics`:
+    /// snapshot ids); 0 before the first.
+    pub fn cursor_of(&self, exporter: &str) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq FROM export_cursor WHERE exporter = ?1",
+                [exporter],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// The newest stored sample's id (0 when there is none).
+    pub fn newest_sample_id(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT coalesce(max(snapshot_id), 0) FROM snapshots",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Up to `limit` stored samples after snapshot id `after`, oldest first, with their ids.
+    pub fn samples_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, probe_core::Snapshot)>> {
+        let ids: Vec<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT snapshot_id FROM snapshots WHERE snapshot_id > ?1
+                 ORDER BY snapshot_id LIMIT ?2",
+            )?
+            .query_map(params![after, limit], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut samples = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(s) = self.snapshot(id)? {
+                samples.push((id, s));
+            }
+        }
+        Ok(samples)
     }
 
     /// Outbox entries after `after` (the export lag).

@@ -34,12 +34,12 @@ pub(super) fn write_op(
         WriteOp::EndSpan(s) => end_span(tx, s, finished),
         WriteOp::Record(e) => record(tx, e),
         WriteOp::Nothing => Ok(()),
-        WriteOp::ExportCursor { seq } => {
+        WriteOp::ExportCursor { exporter, seq } => {
             tx.prepare_cached(
-                "INSERT INTO export_cursor (exporter, seq) VALUES ('otlp', ?1)
+                "INSERT INTO export_cursor (exporter, seq) VALUES (?1, ?2)
                  ON CONFLICT (exporter) DO UPDATE SET seq = max(seq, excluded.seq)",
             )?
-            .execute([seq])?;
+            .execute(params![exporter, seq])?;
             Ok(())
         }
         WriteOp::ClientStats {

@@ -136,9 +136,11 @@ pub enum WriteOp {
     /// Finished spans from a tracing front door (OTLP), with their senders: one request,
     /// so that the answer to an export means all of it is committed.
     Trace(Box<TraceRows>),
-    /// The export of every outbox entry up to `seq` was acknowledged by the receiver.
+    /// An exporter's receiver acknowledged everything up to `seq`.
     ExportCursor {
-        /// The last outbox entry sent.
+        /// Which exporter (`otlp`, `otlp-metrics`).
+        exporter: &'static str,
+        /// The last position sent (outbox entry, snapshot id).
         seq: i64,
     },
     /// End, as failed, the traced runs whose root span has not arrived and whose last span
