@@ -270,3 +270,61 @@ async fn the_samples_reach_an_otlp_metrics_receiver_as_semantic_convention_gauge
     );
     sidecar.stop();
 }
+
+#[test]
+fn runs_reach_an_otlp_http_receiver_with_protobuf_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Sidecar::start_on(&dir.path().join("receiver.db"), &[]);
+    let export = format!("http://{}", receiver.otlp_http.clone().unwrap());
+    let mut exporter = Sidecar::start_on(
+        &dir.path().join("exporter.db"),
+        &[
+            "--otlp-export",
+            &export,
+            "--otlp-export-protocol",
+            "http/protobuf",
+        ],
+    );
+    exporter.run_example_agent(3);
+    wait_for(
+        &receiver,
+        "SELECT count(*) FROM spans",
+        12,
+        "spans over HTTP",
+    );
+    assert_eq!(
+        receiver.count(
+            "SELECT count(*) FROM spans WHERE status = 'failed'
+             AND error = 'search timed out after 1 retry'"
+        ),
+        1
+    );
+    exporter.stop();
+    receiver.stop();
+}
+
+#[test]
+fn an_export_url_that_is_not_http_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, stderr) = runlens_e2e::run_bin(
+        "runlens",
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "off",
+            "--otlp-http-listen",
+            "off",
+            "--metrics-listen",
+            "off",
+            "--db",
+            dir.path().join("x.db").to_str().unwrap(),
+            "--otlp-export",
+            "https://collector:4317",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("only http:// receivers"), "{stderr}");
+}

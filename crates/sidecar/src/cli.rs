@@ -47,6 +47,8 @@ pub mod env {
     pub const OTLP_ROOT_TIMEOUT: &str = "RUNLENS_OTLP_ROOT_TIMEOUT";
     /// `serve --otlp-export`.
     pub const OTLP_EXPORT: &str = "RUNLENS_OTLP_EXPORT";
+    /// `serve --otlp-export-protocol`.
+    pub const OTLP_EXPORT_PROTOCOL: &str = "RUNLENS_OTLP_EXPORT_PROTOCOL";
     /// `serve --metrics-listen`.
     pub const METRICS_LISTEN: &str = "RUNLENS_METRICS_LISTEN";
     /// `serve --reflection`.
@@ -384,6 +386,16 @@ fn parse_listener(text: &str) -> Result<Listener, String> {
         .map_err(|e| format!("{e}; write host:port such as 127.0.0.1:4317, or off"))
 }
 
+/// OTLP transports for export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportProtocol {
+    /// OTLP/gRPC (the receiver's port 4317).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (the receiver's port 4318, `/v1/traces`).
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
 /// A feature turned on or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
@@ -445,6 +457,9 @@ pub struct ServeArgs {
     /// from a durable outbox: nothing is lost while it is down.
     #[arg(long, env = env::OTLP_EXPORT, value_name = "URL")]
     pub otlp_export: Option<String>,
+    /// How `--otlp-export` reaches its receiver.
+    #[arg(long, env = env::OTLP_EXPORT_PROTOCOL, value_enum, default_value_t = ExportProtocol::Grpc)]
+    pub otlp_export_protocol: ExportProtocol,
     /// Address for Prometheus `/metrics` (OpenMetrics or text 0.0.4), or `off`.
     #[arg(long, env = env::METRICS_LISTEN, default_value = "127.0.0.1:9464", value_parser = parse_listener)]
     pub metrics_listen: Listener,

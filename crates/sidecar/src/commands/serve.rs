@@ -109,10 +109,18 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let closer = service
         .end_runs_of_gone_clients(args.client_timeout)
         .map_err(Failure::from)?;
-    let exporter = match &args.otlp_export {
-        Some(endpoint) => Some(tokio::spawn(
+    let transport = args
+        .otlp_export
+        .as_deref()
+        .map(|endpoint| {
+            crate::export::transport::Transport::new(endpoint, args.otlp_export_protocol)
+        })
+        .transpose()
+        .map_err(|e| Failure::new(crate::exit::USAGE, e))?;
+    let exporter = match &transport {
+        Some(transport) => Some(tokio::spawn(
             crate::export::Exporter {
-                endpoint: endpoint.clone(),
+                transport: transport.clone(),
                 reader: SharedReader::new(Reader::open(&args.db)?),
                 writer: writer.handle(),
                 state: export_state.clone(),
@@ -122,10 +130,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         )),
         None => None,
     };
-    let metrics_exporter = match &args.otlp_export {
-        Some(endpoint) => Some(tokio::spawn(
+    let metrics_exporter = match &transport {
+        Some(transport) => Some(tokio::spawn(
             crate::export::metrics::MetricsExporter {
-                endpoint: endpoint.clone(),
+                transport: transport.clone(),
                 reader: SharedReader::new(Reader::open(&args.db)?),
                 writer: writer.handle(),
                 resource: crate::metrics::collector::resource_from_env(),

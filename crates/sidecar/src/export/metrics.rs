@@ -193,8 +193,8 @@ pub fn request(samples: &[Snapshot], resource: &[(String, String)]) -> ExportMet
 
 /// Sends the samples as OTLP metrics until shutdown.
 pub struct MetricsExporter {
-    /// `http://host:port` of an OTLP/gRPC receiver.
-    pub endpoint: String,
+    /// The receiver.
+    pub transport: super::transport::Transport,
     /// Reads the samples (never across an await).
     pub reader: crate::store::read::SharedReader,
     /// Moves the cursor.
@@ -207,19 +207,13 @@ impl MetricsExporter {
     /// Exports every [`METRICS_EVERY`] until `shutdown` turns true. The first start with a
     /// database begins at its newest sample (history from before export was set stays home).
     pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-        let channel = match tonic::transport::Endpoint::from_shared(self.endpoint.clone()) {
-            Ok(e) => e.connect_lazy(),
-            Err(_) => return, // the traces exporter says why
-        };
-        let mut client = MetricsServiceClient::new(channel);
         let mut failing = false;
         loop {
-            match self.send_pending(&mut client).await {
+            match self.send_pending().await {
                 Ok(()) => failing = false,
                 Err(error) => {
                     if !failing {
-                        tracing::warn!(endpoint = %self.endpoint, %error, "OTLP metrics export failed; retrying (nothing is lost)");
+                        tracing::warn!(%error, "OTLP metrics export failed; retrying (nothing is lost)");
                     }
                     failing = true;
                 }
@@ -231,10 +225,7 @@ impl MetricsExporter {
         }
     }
 
-    async fn send_pending(
-        &self,
-        client: &mut opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient<tonic::transport::Channel>,
-    ) -> Result<(), String> {
+    async fn send_pending(&self) -> Result<(), String> {
         use crate::store::read::METRICS_CURSOR;
         let mut cursor = self
             .reader
@@ -257,24 +248,23 @@ impl MetricsExporter {
                 return Ok(());
             };
             let snapshots: Vec<Snapshot> = samples.into_iter().map(|(_, s)| s).collect();
-            match client.export(request(&snapshots, &self.resource)).await {
-                Ok(_) => {}
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        tonic::Code::InvalidArgument | tonic::Code::Unimplemented
-                    ) =>
-                {
+            match self
+                .transport
+                .metrics(request(&snapshots, &self.resource))
+                .await
+            {
+                Ok(()) => {}
+                Err(failure) if failure.permanent => {
                     // Said once: a receiver that takes traces but not metrics (another
                     // runlens) would otherwise fill the log every ten seconds.
                     static SAID: std::sync::atomic::AtomicBool =
                         std::sync::atomic::AtomicBool::new(false);
                     if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                        tracing::warn!(code = ?status.code(), message = %status.message(),
+                        tracing::warn!(message = %failure.message,
                             "the OTLP receiver does not take metrics; samples are not exported to it");
                     }
                 }
-                Err(status) => return Err(format!("{:?}: {}", status.code(), status.message())),
+                Err(failure) => return Err(failure.message),
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.writer

@@ -10,19 +10,17 @@
 
 pub mod convert;
 pub mod metrics;
+pub mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tokio::sync::{oneshot, watch};
-use tonic::Code;
-use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use transport::{Failure, Transport};
 
 use crate::store::read::SharedReader;
 use crate::store::{Ack, WriteOp, WriterHandle};
@@ -35,12 +33,6 @@ const IDLE_POLL: Duration = Duration::from_secs(60);
 /// The longest back-off between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// gRPC metadata sent with every export.
-type Headers = Vec<(
-    MetadataKey<tonic::metadata::Ascii>,
-    MetadataValue<tonic::metadata::Ascii>,
-)>;
-
 /// A batch on its way.
 struct InFlight {
     /// Its last outbox entry.
@@ -48,8 +40,7 @@ struct InFlight {
     /// Runs in it.
     runs: usize,
     /// The receiver's answer, when it comes.
-    answer:
-        tokio::task::JoinHandle<Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status>>,
+    answer: tokio::task::JoinHandle<Result<ExportTraceServiceResponse, Failure>>,
 }
 
 /// What the exporter shows (`/metrics`): runs waiting, runs skipped after a permanent
@@ -66,8 +57,8 @@ pub struct ExportState {
 
 /// The exporter's settings.
 pub struct Exporter {
-    /// `http://host:port` of an OTLP/gRPC receiver.
-    pub endpoint: String,
+    /// The receiver.
+    pub transport: Transport,
     /// Reads the outbox and the runs (never across an await).
     pub reader: SharedReader,
     /// Moves the cursor.
@@ -79,38 +70,20 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// A client for the receiver (connected when first used).
-    fn client(&self) -> Result<TraceServiceClient<Channel>, String> {
-        Endpoint::from_shared(self.endpoint.clone())
-            .map(|e| TraceServiceClient::new(e.connect_lazy()))
-            .map_err(|e| format!("--otlp-export {} is not a URL: {e}", self.endpoint))
-    }
-
     /// Sends everything in the outbox now, failing at the first error (for benchmarks).
     pub async fn drain(&self) -> Result<(), String> {
-        let mut client = self.client()?;
-        self.send_all(&mut client, &headers_from_env())
-            .await
-            .map(|_| ())
+        self.send_all().await.map(|_| ())
     }
 
     /// Exports until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut client = match self.client() {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(%error, "export is off");
-                return;
-            }
-        };
-        let headers = headers_from_env();
         let mut backoff = Duration::from_millis(100);
         let mut failing_since_log = 0u32;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let wait = match self.send_all(&mut client, &headers).await {
+            let wait = match self.send_all().await {
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
                     failing_since_log = 0;
@@ -122,7 +95,7 @@ impl Exporter {
                 }
                 Err(error) => {
                     if failing_since_log == 0 {
-                        tracing::warn!(endpoint = %self.endpoint, %error, "OTLP export failed; retrying with back-off (nothing is lost)");
+                        tracing::warn!(%error, "OTLP export failed; retrying with back-off (nothing is lost)");
                     }
                     failing_since_log = (failing_since_log + 1) % 20;
                     let wait = jitter(backoff);
@@ -140,11 +113,7 @@ impl Exporter {
     /// Sends batches until the outbox is empty; returns how many. While one batch is on
     /// its way, the next is read (one in flight: the cursor moves in order). On an error
     /// the batches not acknowledged stay in the outbox for the next try.
-    async fn send_all(
-        &self,
-        client: &mut TraceServiceClient<Channel>,
-        headers: &Headers,
-    ) -> Result<usize, String> {
+    async fn send_all(&self) -> Result<usize, String> {
         let mut after = self
             .reader
             .read(|r| r.export_cursor())
@@ -168,15 +137,11 @@ impl Exporter {
                     .map_err(|e| e.to_string())?;
                 return Ok(sent);
             };
-            let mut request = tonic::Request::new(request);
-            for (k, v) in headers {
-                request.metadata_mut().insert(k.clone(), v.clone());
-            }
-            let mut client = client.clone();
+            let transport = self.transport.clone();
             in_flight = Some(InFlight {
                 last,
                 runs,
-                answer: tokio::spawn(async move { client.export(request).await }),
+                answer: tokio::spawn(async move { transport.traces(request).await }),
             });
             after = last;
         }
@@ -208,21 +173,21 @@ impl Exporter {
     async fn finish(&self, batch: InFlight) -> Result<(), String> {
         match batch.answer.await.map_err(|e| e.to_string())? {
             Ok(answer) => {
-                if let Some(p) = answer.into_inner().partial_success
+                if let Some(p) = answer.partial_success
                     && p.rejected_spans > 0
                 {
                     tracing::warn!(rejected = p.rejected_spans, message = %p.error_message,
                         "the OTLP receiver refused some spans");
                 }
             }
-            Err(status) if permanent(status.code()) => {
+            Err(failure) if failure.permanent => {
                 self.state
                     .skipped_runs
                     .fetch_add(batch.runs as u64, Ordering::Relaxed);
-                tracing::error!(runs = batch.runs, code = ?status.code(), message = %status.message(),
+                tracing::error!(runs = batch.runs, message = %failure.message,
                     "the OTLP receiver refused a batch for good; it is skipped");
             }
-            Err(status) => return Err(format!("{:?}: {}", status.code(), status.message())),
+            Err(failure) => return Err(failure.message),
         }
         self.advance(batch.last).await
     }
@@ -242,35 +207,6 @@ impl Exporter {
             .map_err(|e| e.to_string())?;
         rx.await.map_err(|_| "the writer stopped".to_owned())?
     }
-}
-
-/// Refusals a retry will not change.
-fn permanent(code: Code) -> bool {
-    matches!(
-        code,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange | Code::Unimplemented
-    )
-}
-
-/// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` or `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k=v`) as gRPC
-/// metadata (an API key for a hosted backend, say).
-fn headers_from_env() -> Vec<(
-    MetadataKey<tonic::metadata::Ascii>,
-    MetadataValue<tonic::metadata::Ascii>,
-)> {
-    let raw = std::env::var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_HEADERS"))
-        .unwrap_or_default();
-    raw.split(',')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            let key = MetadataKey::from_bytes(k.trim().to_ascii_lowercase().as_bytes()).ok()?;
-            let value =
-                MetadataValue::try_from(crate::metrics::collector::percent_decode(v.trim()))
-                    .ok()?;
-            Some((key, value))
-        })
-        .collect()
 }
 
 /// Between half of `d` and `d`, spread by the clock's nanoseconds (full jitter without a

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::support::{ServeProcess, TempDir};
-use crate::cli::{Effect, ExportBenchArgs};
+use crate::cli::{Effect, ExportBenchArgs, ExportProtocol};
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::export::{ExportState, Exporter};
 use crate::format::outln;
@@ -46,7 +46,8 @@ pub fn run(args: ExportBenchArgs) -> Result<(), Failure> {
     let writer =
         Writer::start(conn, None, true).map_err(|e| fail("cannot start the writer", &e))?;
     let exporter = Exporter {
-        endpoint: endpoint.clone(),
+        transport: crate::export::transport::Transport::new(&endpoint, ExportProtocol::Grpc)
+            .map_err(|e| fail("bad endpoint", &e))?,
         reader: SharedReader::new(Reader::open(&history)?),
         writer: writer.handle(),
         state: std::sync::Arc::new(ExportState::default()),
