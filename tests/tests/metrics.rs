@@ -114,3 +114,53 @@ fn metrics_can_be_turned_off() {
     assert_eq!(sidecar.metrics, None);
     sidecar.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_open_runs_and_the_sample_cost_are_shown() {
+    use runlens_api::pb;
+    use runlens_api::pb::runlens_client::RunlensClient;
+
+    let mut sidecar = Sidecar::start();
+    let mut client = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
+    client
+        .start_run(pb::StartRunRequest {
+            run_id: "open-1".into(),
+            name: "task".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = client
+        .start_run(pb::StartRunRequest {
+            run_id: "bad".into(),
+            name: "  ".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let twice = client
+        .start_run(pb::StartRunRequest {
+            run_id: "open-1".into(),
+            name: "task".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), tonic::Code::AlreadyExists);
+    let addr = sidecar.metrics.clone().unwrap();
+    let text = String::from_utf8(http_get(&addr, "/metrics", &[]).body).unwrap();
+    assert_eq!(
+        value(&text, "runlens_rejected_total{reason=\"invalid_argument\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "runlens_rejected_total{reason=\"already_exists\"}"),
+        Some(1.0)
+    );
+    assert_eq!(value(&text, "runlens_open_runs"), Some(1.0));
+    let sample = value(&text, "runlens_sample_duration_seconds").unwrap();
+    assert!(sample > 0.0 && sample < 1.0, "{sample}");
+    sidecar.stop();
+}

@@ -1,7 +1,7 @@
 //! The sidecar's view of resources: the latest stored snapshot, fresh samples on demand,
 //! and the background task that samples at `--sample-interval`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,8 @@ struct Inner {
     sampler: Mutex<Sampler>,
     latest: Mutex<Option<Arc<StoredSnapshot>>>,
     next_id: AtomicI64,
+    /// How long the latest sample took, ns.
+    last_sample_ns: AtomicU64,
     writer: WriterHandle,
     interval: Duration,
 }
@@ -126,6 +128,14 @@ struct Inner {
 #[derive(Clone)]
 pub struct SamplerHandle {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SamplerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamplerHandle")
+            .field("interval", &self.inner.interval)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SamplerHandle {
@@ -137,6 +147,7 @@ impl SamplerHandle {
                 sampler: Mutex::new(sampler),
                 latest: Mutex::new(None),
                 next_id: AtomicI64::new(next_id),
+                last_sample_ns: AtomicU64::new(0),
                 writer,
                 interval,
             }),
@@ -162,9 +173,21 @@ impl SamplerHandle {
     /// Samples now without storing (for `GetSnapshot` / `WatchSnapshots`).
     pub async fn sample_unstored(&self) -> Result<Snapshot, SampleError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || lock(&inner.sampler).sample())
-            .await
-            .map_err(|e| SampleError::Sampler(e.to_string()))
+        tokio::task::spawn_blocking(move || {
+            let mut sampler = lock(&inner.sampler);
+            let start = Instant::now();
+            let snapshot = sampler.sample();
+            let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            inner.last_sample_ns.store(took, Ordering::Relaxed);
+            snapshot
+        })
+        .await
+        .map_err(|e| SampleError::Sampler(e.to_string()))
+    }
+
+    /// How long the latest sample took (`runlens_sample_duration_seconds`).
+    pub fn last_sample_duration(&self) -> Duration {
+        Duration::from_nanos(self.inner.last_sample_ns.load(Ordering::Relaxed))
     }
 
     /// Samples now, queues the snapshot for storage and makes it the latest.

@@ -75,19 +75,20 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let otlp_grpc = bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen").await?;
     let otlp_http = bind_optional(args.otlp_http_listen, "--otlp-http-listen").await?;
     let metrics_listener = bind_optional(args.metrics_listen, "--metrics-listen").await?;
+    let ingest = Ingest::new(sampler.clone(), registry);
     let metrics = Arc::new(Metrics::new(
         &counters,
         sampler.clone(),
         writer.handle().health(),
         args.db.clone(),
         args.otlp_export.is_some().then(|| export_state.clone()),
+        Some(ingest.clone()),
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, mut drained) = mpsc::channel::<()>(1);
     let (health, health_service) = tonic_health::server::health_reporter();
     let ticker = tokio::spawn(sampler.clone().run_interval_sampling(shutdown_rx.clone()));
-    let ingest = Ingest::new(sampler.clone(), registry);
     let otlp = OtlpIngest::new(
         ingest.clone(),
         sampler.clone(),

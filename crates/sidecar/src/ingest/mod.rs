@@ -40,6 +40,14 @@ pub struct Ingest {
     registry: Arc<Mutex<Registry>>,
 }
 
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("open_runs", &self.open_runs())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Ingest {
     /// Accepts commands against `registry`, attaching snapshots from `sampler`.
     pub fn new(sampler: SamplerHandle, registry: Registry) -> Self {
@@ -47,6 +55,11 @@ impl Ingest {
             sampler,
             registry: Arc::new(Mutex::new(registry)),
         }
+    }
+
+    /// Runs opened through runlens.v1 and not ended yet.
+    pub fn open_runs(&self) -> usize {
+        self.with_registry(|r| r.open_runs())
     }
 
     /// Runs `f` with the registry locked (never across an await).

@@ -83,6 +83,11 @@ impl Registry {
         }
     }
 
+    /// Runs open now (those this process has seen).
+    pub fn open_runs(&self) -> usize {
+        self.runs.len()
+    }
+
     fn find_run(&mut self, run_id: &str) -> Result<Found<'_, OpenRun>> {
         if !self.runs.contains_key(run_id) {
             if self.ended_runs.get(run_id).is_some() {

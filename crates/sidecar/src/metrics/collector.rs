@@ -26,7 +26,7 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Debug)]
 pub struct MachineCollector {
     /// The latest sample comes from here.
-    pub sampler: SamplerHandleDebug,
+    pub sampler: SamplerHandle,
     /// Why storage is failing, if it is.
     pub storage: watch::Receiver<Option<String>>,
     /// The database file (its size, with its WAL).
@@ -37,16 +37,10 @@ pub struct MachineCollector {
     pub identity: Vec<(String, String)>,
     /// The OTLP exporter's progress, when export is on.
     pub export: Option<Arc<crate::export::ExportState>>,
-}
-
-/// A [`SamplerHandle`] that `Collector`'s `Debug` bound accepts.
-#[derive(Clone)]
-pub struct SamplerHandleDebug(pub SamplerHandle);
-
-impl std::fmt::Debug for SamplerHandleDebug {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SamplerHandle")
-    }
+    /// Per session client id: its name and the messages it dropped.
+    pub dropped: Arc<Mutex<HashMap<String, (String, u64)>>>,
+    /// The open runs (of runlens.v1 clients).
+    pub ingest: Option<crate::ingest::Ingest>,
 }
 
 /// Prometheus's unit for shares 0..1 (`_ratio`; the crate's `Ratios` would say `_ratios`).
@@ -107,7 +101,7 @@ fn counters(
 impl Collector for MachineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         self.encode_self(&mut encoder)?;
-        let Some(latest) = self.sampler.0.latest() else {
+        let Some(latest) = self.sampler.latest() else {
             return Ok(());
         };
         let s = &latest.snapshot;
@@ -404,6 +398,43 @@ impl MachineCollector {
             path.push(suffix);
             std::fs::metadata(path).map_or(0, |m| m.len())
         };
+        if let Some(ingest) = &self.ingest {
+            gauges(
+                e,
+                "runlens_open_runs",
+                "Runs started by runlens.v1 clients and not ended yet",
+                None,
+                [(Vec::new(), ingest.open_runs() as f64)],
+            )?;
+        }
+        let mut by_name: HashMap<String, u64> = HashMap::new();
+        for (name, n) in self
+            .dropped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            *by_name.entry(name.clone()).or_default() += n;
+        }
+        counters(
+            e,
+            "runlens_client_dropped_messages",
+            "Messages clients dropped because their buffer was full (data known to be missing)",
+            None,
+            by_name
+                .into_iter()
+                .map(|(name, n)| (vec![("client", name)], n as f64)),
+        )?;
+        gauges(
+            e,
+            "runlens_sample_duration",
+            "How long the latest resource sample took",
+            Some(Unit::Seconds),
+            [(
+                Vec::new(),
+                self.sampler.last_sample_duration().as_secs_f64(),
+            )],
+        )?;
         if let Some(export) = &self.export {
             use std::sync::atomic::Ordering;
             gauges(

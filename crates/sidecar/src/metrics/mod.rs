@@ -15,11 +15,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
 use crate::sampler::SamplerHandle;
-use collector::{MachineCollector, SamplerHandleDebug};
+use collector::MachineCollector;
 pub use counters::WorkCounters;
 
 /// The OpenMetrics content type.
@@ -31,6 +33,9 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Metrics {
     registry: Registry,
     clients: Arc<Mutex<HashMap<u32, String>>>,
+    rejected: Family<Vec<(&'static str, String)>, Counter>,
+    /// Per session client id: its name and the messages it says it dropped.
+    dropped: Arc<Mutex<HashMap<String, (String, u64)>>>,
 }
 
 impl Metrics {
@@ -41,9 +46,17 @@ impl Metrics {
         storage: watch::Receiver<Option<String>>,
         db: PathBuf,
         export: Option<Arc<crate::export::ExportState>>,
+        ingest: Option<crate::ingest::Ingest>,
     ) -> Self {
         let clients = Arc::new(Mutex::new(HashMap::new()));
+        let dropped = Arc::new(Mutex::new(HashMap::new()));
+        let rejected = Family::default();
         let mut registry = Registry::default();
+        registry.register(
+            "runlens_rejected",
+            "Messages and spans refused, by reason (the gRPC code's name, or invalid_span for OTLP)",
+            rejected.clone(),
+        );
         registry.register(
             "runlens_spans",
             "Spans stored, by name (the first 200 names; later ones as `other`) and status",
@@ -61,14 +74,21 @@ impl Metrics {
             counters.durations.clone(),
         );
         registry.register_collector(Box::new(MachineCollector {
-            sampler: SamplerHandleDebug(sampler),
+            sampler,
             storage,
             db,
             clients: clients.clone(),
             identity: collector::identity_from_env(),
             export,
+            dropped: dropped.clone(),
+            ingest,
         }));
-        Self { registry, clients }
+        Self {
+            registry,
+            clients,
+            rejected,
+            dropped,
+        }
     }
 
     /// Remembers the name of the client whose agent process is `pid` (for the `client`
@@ -80,6 +100,22 @@ impl Metrics {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(pid, name.to_owned());
         }
+    }
+
+    /// Counts a refusal (`reason`: a gRPC code's name in snake case, `invalid_span` ...).
+    pub fn rejected(&self, reason: &str, count: u64) {
+        self.rejected
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc_by(count);
+    }
+
+    /// A session client's running count of messages it dropped (its buffer was full).
+    pub fn note_dropped(&self, client_id: &str, name: &str, dropped_total: u64) {
+        let mut dropped = self.dropped.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = dropped
+            .entry(client_id.to_owned())
+            .or_insert_with(|| (name.to_owned(), 0));
+        entry.1 = entry.1.max(dropped_total);
     }
 
     /// The exposition in OpenMetrics text.
@@ -112,6 +148,22 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     // A counter's HELP line comes before its TYPE line: renamed once all are known.
     for name in counters {
         out = out.replace(&format!("# HELP {name} "), &format!("# HELP {name}_total "));
+    }
+    out
+}
+
+/// A gRPC code as a label value: `InvalidArgument` → `invalid_argument`.
+pub fn code_label(code: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
     }
     out
 }

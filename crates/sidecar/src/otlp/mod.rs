@@ -117,6 +117,7 @@ impl OtlpIngest {
             self.store(accepted.rows).await?;
         }
         if !rejected.is_empty() {
+            self.metrics.rejected("invalid_span", rejected.len() as u64);
             tracing::debug!(rejected = rejected.len(), first = %rejected[0], "OTLP spans refused");
         }
         Ok(ExportTraceServiceResponse {

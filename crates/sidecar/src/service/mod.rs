@@ -128,7 +128,11 @@ impl RunlensService {
         command: Result<Command, IngestError>,
         respond: impl FnOnce(Option<pb::Snapshot>) -> R,
     ) -> Result<Response<R>, Status> {
-        let command = command?;
+        let command = command.inspect_err(|refused| {
+            let status = Status::from(refused.clone());
+            self.metrics
+                .rejected(&crate::metrics::code_label(status.code()), 1);
+        })?;
         if let Some(error) = self.writer.health().borrow().clone() {
             return Err(Status::unavailable(format!(
                 "storage is failing ({error}); nothing was recorded, retry later"
@@ -140,7 +144,15 @@ impl RunlensService {
             ),
             QueueError::Closed => Status::unavailable("the sidecar is shutting down"),
         })?;
-        let accepted = self.ingest.accept(command, None).await?;
+        let accepted = match self.ingest.accept(command, None).await {
+            Ok(accepted) => accepted,
+            Err(refused) => {
+                let status = Status::from(refused);
+                self.metrics
+                    .rejected(&crate::metrics::code_label(status.code()), 1);
+                return Err(status);
+            }
+        };
         let (tx, rx) = oneshot::channel();
         permit.send(accepted.op, Ack::Reply(tx));
         match tokio::time::timeout(UNARY_COMMIT_WAIT, rx).await {
@@ -241,6 +253,7 @@ impl Runlens for RunlensService {
             out,
             shutdown: self.shutdown.clone(),
             _drain: self.drain.upgrade(),
+            metrics: self.metrics.clone(),
         };
         tokio::spawn(session.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))

@@ -47,6 +47,8 @@ pub struct Session {
     pub _drain: Option<mpsc::Sender<()>>,
     /// Held while the session runs: the client is there.
     pub _presence: super::abandoned::SessionPresence,
+    /// Counts refusals and the client's drops.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 fn message(body: Out) -> Result<pb::ServerMessage, Status> {
@@ -175,6 +177,8 @@ impl Session {
                 cuda_visible_devices: None,
                 dropped_total: stats.dropped_total,
             };
+            self.metrics
+                .note_dropped(&self.client_id, &self.client_name, stats.dropped_total);
             if stats.dropped_total > 0 {
                 tracing::warn!(client_id = %self.client_id, dropped = stats.dropped_total,
                     "client dropped messages: its buffer was full");
@@ -208,6 +212,8 @@ impl Session {
     }
 
     async fn reject(&self, seq: u64, status: Status) -> bool {
+        self.metrics
+            .rejected(&crate::metrics::code_label(status.code()), 1);
         tracing::debug!(client_id = %self.client_id, seq, %status, "session message rejected");
         let error = pb::SessionError {
             seq,

@@ -49,7 +49,7 @@ pub fn run(args: MetricsBenchArgs) -> Result<(), Failure> {
         }
     }
     counters.committed(&finished);
-    let metrics = Metrics::new(&counters, handle, writer.handle().health(), db, None);
+    let metrics = Metrics::new(&counters, handle, writer.handle().health(), db, None, None);
     let size = metrics
         .openmetrics()
         .map_err(|e| fail("cannot encode", &e))?
