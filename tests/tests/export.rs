@@ -328,3 +328,37 @@ fn an_export_url_that_is_not_http_is_refused_at_start() {
     assert_eq!(status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("only http:// receivers"), "{stderr}");
 }
+
+#[test]
+fn a_receiver_killed_in_the_middle_of_a_backlog_still_gets_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver_addr = free_addr();
+    let export = format!("http://{receiver_addr}");
+    let mut exporter = Sidecar::start_on(
+        &dir.path().join("exporter.db"),
+        &["--otlp-export", export.as_str()],
+    );
+    // A backlog of several export batches (256 runs each) while the receiver is down.
+    exporter.run_example_agent(700);
+    let receiver_db = dir.path().join("receiver.db");
+    let receiver_flags = ["--otlp-grpc-listen", receiver_addr.as_str()];
+    let mut receiver = Sidecar::start_on(&receiver_db, &receiver_flags);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.count("SELECT count(*) FROM spans") == 0 {
+        assert!(Instant::now() < deadline, "nothing arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Killed as the first batches arrive: what it acknowledged is committed, the rest is
+    // sent again when it is back.
+    receiver.stop_with("KILL");
+    let mut receiver = Sidecar::start_on(&receiver_db, &receiver_flags);
+    wait_for(
+        &receiver,
+        "SELECT count(*) FROM spans",
+        700 * 4,
+        "spans after the receiver came back",
+    );
+    assert_eq!(receiver.count("SELECT count(*) FROM runs"), 700);
+    exporter.stop();
+    receiver.stop();
+}
