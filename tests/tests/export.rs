@@ -42,6 +42,12 @@ fn a_receiver_down_at_first_and_an_exporter_killed_get_every_span_exactly_once()
     let metrics = exporter.metrics.clone().unwrap();
     let scrape = String::from_utf8(http_get(&metrics, "/metrics", &[]).body).unwrap();
     assert!(scrape.contains("runlens_export_lag_runs 6"), "{scrape}");
+    let waited: f64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("runlens_export_lag_seconds "))
+        .and_then(|v| v.parse().ok())
+        .expect("the lag in seconds");
+    assert!(waited > 0.0 && waited < 60.0, "{waited}");
     // doctor says so too, with what to do.
     let (_, doctor, _) = runlens_e2e::run_bin(
         "runlens",
@@ -142,6 +148,7 @@ fn a_receiver_down_at_first_and_an_exporter_killed_get_every_span_exactly_once()
         String::from_utf8(http_get(&exporter.metrics.clone().unwrap(), "/metrics", &[]).body)
             .unwrap();
     assert!(scrape.contains("runlens_export_lag_runs 0"), "{scrape}");
+    assert!(scrape.contains("runlens_export_lag_seconds 0"), "{scrape}");
     exporter.stop();
     receiver.stop();
 }

@@ -303,7 +303,7 @@ fn check_gpu_pids(devices: &[probe_core::GpuDevice]) -> Option<Check> {
 fn check_export(db: &std::path::Path) -> Option<Check> {
     let reader = crate::store::read::Reader::open(db).ok()?;
     let cursor = reader.export_cursor().ok()?;
-    let lag = reader.export_lag(cursor).ok()?;
+    let (lag, oldest) = reader.export_lag(cursor).ok()?;
     if cursor == 0 && lag == 0 {
         return None; // export never used with this database
     }
@@ -318,7 +318,18 @@ fn check_export(db: &std::path::Path) -> Option<Check> {
         check(
             "export",
             Status::Warn,
-            format!("{lag} ended run(s) not yet acknowledged by the OTLP receiver"),
+            format!(
+                "{lag} ended run(s) not yet acknowledged by the OTLP receiver{}",
+                oldest
+                    .map(|ns| format!(
+                        ", the oldest waiting {}",
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            u64::try_from((probe_core::unix_now_ns() - ns) / 1_000_000_000)
+                                .unwrap_or(0)
+                        ))
+                    ))
+                    .unwrap_or_default()
+            ),
             Some(
                 "check that the --otlp-export receiver is up: they are sent as soon as it \
                  answers (runlens_export_lag_runs in /metrics follows it)",

@@ -51,6 +51,8 @@ pub struct ExportState {
     pub wake: tokio::sync::Notify,
     /// Outbox entries not yet acknowledged.
     pub lag_runs: AtomicI64,
+    /// When the oldest of them ended, Unix ns (0: none waits).
+    pub lag_oldest_end_ns: AtomicI64,
     /// Runs the receiver refused for good (skipped).
     pub skipped_runs: AtomicU64,
 }
@@ -130,8 +132,7 @@ impl Exporter {
                 // The lag read with the batch was from before its acknowledgement.
                 self.reader
                     .read(|r| {
-                        let lag = r.export_lag(r.export_cursor()?)?;
-                        self.state.lag_runs.store(lag, Ordering::Relaxed);
+                        self.state.note_lag(r.export_lag(r.export_cursor()?)?);
                         Ok(())
                     })
                     .map_err(|e| e.to_string())?;
@@ -155,9 +156,7 @@ impl Exporter {
         let (entries, runs) = self
             .reader
             .read(|r| {
-                self.state
-                    .lag_runs
-                    .store(r.export_lag(r.export_cursor()?)?, Ordering::Relaxed);
+                self.state.note_lag(r.export_lag(r.export_cursor()?)?);
                 let entries = r.export_outbox(after, RUNS_PER_BATCH)?;
                 let ids: Vec<String> = entries.iter().map(|(_, id)| id.clone()).collect();
                 Ok((entries, r.export_runs(&ids)?))
@@ -206,6 +205,24 @@ impl Exporter {
             .await
             .map_err(|e| e.to_string())?;
         rx.await.map_err(|_| "the writer stopped".to_owned())?
+    }
+}
+
+impl ExportState {
+    fn note_lag(&self, (runs, oldest_end_ns): (i64, Option<i64>)) {
+        self.lag_runs.store(runs, Ordering::Relaxed);
+        self.lag_oldest_end_ns
+            .store(oldest_end_ns.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// How long the oldest run waiting has waited (zero when none waits).
+    pub fn lag(&self) -> Duration {
+        match self.lag_oldest_end_ns.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            ended => Duration::from_nanos(
+                u64::try_from(probe_core::unix_now_ns().saturating_sub(ended)).unwrap_or(0),
+            ),
+        }
     }
 }
 

@@ -444,6 +444,13 @@ impl MachineCollector {
                 None,
                 [(Vec::new(), export.lag_runs.load(Ordering::Relaxed) as f64)],
             )?;
+            gauges(
+                e,
+                "runlens_export_lag",
+                "How long the oldest ended run not yet acknowledged by the OTLP receiver has waited",
+                Some(Unit::Seconds),
+                [(Vec::new(), export.lag().as_secs_f64())],
+            )?;
             counters(
                 e,
                 "runlens_export_skipped_runs",

@@ -527,12 +527,14 @@ impl Reader {
         Ok(samples)
     }
 
-    /// Outbox entries after `after` (the export lag).
-    pub fn export_lag(&self, after: i64) -> Result<i64> {
+    /// The export lag after outbox entry `after`: entries waiting, and when the oldest of
+    /// their runs ended (Unix ns), if any wait.
+    pub fn export_lag(&self, after: i64) -> Result<(i64, Option<i64>)> {
         Ok(self.conn.query_row(
-            "SELECT count(*) FROM export_outbox WHERE seq > ?1",
+            "SELECT count(*), min(r.ended_at_ns) FROM export_outbox o
+             LEFT JOIN runs r ON r.run_id = o.run_id WHERE o.seq > ?1",
             [after],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?)
     }
 
