@@ -35,6 +35,7 @@ echo "== grpcurl -plaintext $addr list"
 "$grpcurl" -plaintext "$addr" list | tee "$work/list"
 grep -qx "runlens.v1.Runlens" "$work/list" || fail "runlens.v1.Runlens not listed"
 grep -qx "grpc.health.v1.Health" "$work/list" || fail "grpc.health.v1.Health not listed"
+grep -qx "opentelemetry.proto.collector.trace.v1.TraceService" "$work/list" || fail "the OTLP trace service not listed"
 
 echo "== grpcurl -plaintext $addr describe runlens.v1.Runlens"
 "$grpcurl" -plaintext "$addr" describe runlens.v1.Runlens | tee "$work/describe"

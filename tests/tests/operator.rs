@@ -46,7 +46,11 @@ async fn reflection_lists_and_describes_every_service_with_its_comments() {
         panic!("not a service list");
     };
     let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for expected in ["runlens.v1.Runlens", "grpc.health.v1.Health"] {
+    for expected in [
+        "runlens.v1.Runlens",
+        "grpc.health.v1.Health",
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+    ] {
         assert!(names.contains(&expected), "{names:?}");
     }
 

@@ -16,5 +16,10 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/runlens_descriptor.bin"));
 
+/// The encoded `FileDescriptorSet` of the OTLP trace service (`proto/third_party`), which
+/// the sidecar also serves: reflection describes it too.
+pub const OTLP_TRACE_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/otlp_trace_descriptor.bin"));
+
 /// The gRPC service name, as the health service reports it.
 pub const SERVICE_NAME: &str = "runlens.v1.Runlens";

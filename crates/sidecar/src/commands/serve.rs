@@ -385,7 +385,7 @@ fn serve_http(
 }
 
 /// gRPC server reflection, v1 and v1alpha (grpcurl asks v1 first, older tools v1alpha),
-/// describing runlens.v1 and the health service with their comments.
+/// describing runlens.v1, the health service and the OTLP trace service with their comments.
 fn reflection() -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
@@ -401,6 +401,7 @@ fn reflection() -> Result<
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(runlens_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(runlens_api::OTLP_TRACE_FILE_DESCRIPTOR_SET)
     };
     let fail = |e: tonic_reflection::server::Error| {
         Failure::new(FAILURE, format!("cannot build the reflection service: {e}"))
