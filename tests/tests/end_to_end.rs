@@ -215,8 +215,17 @@ fn query_command_shows_span_resources_of_a_live_database() {
         &["query", "--db", &db, "select * from nowhere"],
         Duration::from_secs(30),
     );
-    assert_eq!(status.code(), Some(65));
+    // A statement SQLite cannot run is the user's argument to fix (64), not a refused
+    // write (65): scripts tell the two apart.
+    assert_eq!(status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("no such table: nowhere"), "{stderr}");
+    let (status, _, stderr) = run_bin(
+        "runlens",
+        &["query", "--db", &db, "selec * from runs"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("syntax error"), "{stderr}");
     assert_eq!(sidecar.count("SELECT count(*) FROM runs"), 2);
     assert_eq!(sidecar.count("SELECT count(*) FROM spans"), 6);
     sidecar.stop();

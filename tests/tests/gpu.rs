@@ -374,6 +374,11 @@ fn a_missing_library_means_gpu_available_0_and_doctor_explains_it() {
         .find(|c| c["name"] == "nvml")
         .unwrap();
     assert_eq!(nvml["status"], "warn");
+    let fix = nvml["fix"].as_str().unwrap_or_default();
+    assert!(
+        !fix.contains("pass --no-gpu"),
+        "--no-gpu was given, so doctor must not advise it: {fix}"
+    );
 }
 
 /// Doctor's table with each wrapped finding joined back onto its first line.

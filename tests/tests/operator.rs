@@ -194,3 +194,34 @@ fn the_version_names_the_commit_it_was_built_from() {
     assert_eq!(date.len(), 10, "{version}");
     assert_eq!(date.as_bytes()[4], b'-', "{version}");
 }
+
+#[test]
+fn serve_on_a_port_in_use_fails_before_creating_the_database() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("never.db");
+    let (status, _, stderr) = run_bin(
+        "runlens",
+        &[
+            "serve",
+            "--listen",
+            &port,
+            "--db",
+            db.to_str().unwrap(),
+            "--otlp-grpc-listen",
+            "off",
+            "--otlp-http-listen",
+            "off",
+            "--metrics-listen",
+            "off",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {port}")),
+        "{stderr}"
+    );
+    assert!(!db.exists(), "a failed bind must leave no database behind");
+}

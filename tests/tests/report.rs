@@ -267,3 +267,28 @@ fn a_real_history_without_gpus_reports_cleanly() {
     assert!(status.success());
     assert!(table.contains("no GPU samples in this window"), "{table}");
 }
+
+#[test]
+fn bench_report_without_db_leaves_nothing_in_the_temp_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(runlens_e2e::bin("runlens"))
+        .args(["bench", "report", "--spans", "2000"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("runlens report --format json over 2000 spans"),
+        "{stdout}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "bench report left {left:?} behind");
+}

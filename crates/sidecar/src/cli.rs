@@ -501,6 +501,10 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, env = env::FORMAT, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Widest table cell, in characters; longer values are cut with `…` and the row count
+    /// says so. 0 never cuts. CSV and JSON always print whole values.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_width: usize,
     /// One SQL statement that only reads, e.g. "select * from span_resources limit 5".
     /// May start with a `--` comment.
     #[arg(allow_hyphen_values = true)]

@@ -12,7 +12,8 @@ pub struct Failure {
     pub message: String,
 }
 
-/// Bad configuration or arguments (EX_USAGE).
+/// Bad configuration or arguments, including a `query` statement SQLite cannot run
+/// (EX_USAGE).
 pub const USAGE: u8 = 64;
 /// Input data is unusable: not a runlens database, a statement that writes (EX_DATAERR).
 pub const DATA: u8 = 65;
@@ -44,6 +45,7 @@ impl From<crate::store::StoreError> for Failure {
         use crate::store::StoreError;
         let code = match &e {
             StoreError::Missing { .. } => NO_INPUT,
+            StoreError::Directory { .. } => USAGE,
             StoreError::NotRunlens { .. }
             | StoreError::Corrupt { .. }
             | StoreError::TooNew { .. } => DATA,

@@ -140,8 +140,13 @@ fn check_cgroup(root: Option<&Path>) -> Check {
     }
 }
 
-fn nvml_fix(kind: NvmlLoadErrorKind) -> &'static str {
+fn nvml_fix(kind: NvmlLoadErrorKind, no_gpu: bool) -> &'static str {
     match kind {
+        // The user already said there is no GPU: advising --no-gpu again would be noise.
+        NvmlLoadErrorKind::NotFound if no_gpu => {
+            "none needed with --no-gpu; install the NVIDIA driver or point --nvml-lib at \
+             libnvidia-ml.so.1 if this machine should have a GPU"
+        }
         NvmlLoadErrorKind::NotFound => {
             "install the NVIDIA driver, or expose it to this container (NVIDIA container \
              toolkit), or point --nvml-lib at libnvidia-ml.so.1; pass --no-gpu if this machine \
@@ -173,7 +178,7 @@ fn check_gpus(lib: Option<&Path>, no_gpu: bool) -> Vec<Check> {
             "nvml",
             status,
             format!("{}: {}", failure.kind.as_str(), failure.message),
-            Some(nvml_fix(failure.kind)),
+            Some(nvml_fix(failure.kind, no_gpu)),
         )];
     }
     let driver = probe

@@ -3,7 +3,7 @@
 use rusqlite::types::ValueRef;
 
 use crate::cli::{Format, QueryArgs};
-use crate::exit::{DATA, FAILURE, Failure};
+use crate::exit::{DATA, FAILURE, Failure, USAGE};
 use std::io::Write;
 
 use crate::format::Columns;
@@ -13,15 +13,12 @@ use crate::store;
 /// those widths, so that memory stays flat however many rows a query returns.
 const TABLE_SIZING_ROWS: usize = 1000;
 
-/// Widest table cell, in characters.
-const MAX_CELL: usize = 32;
-
 /// Runs the statement and prints its rows as they are read.
 pub fn run(args: QueryArgs) -> Result<(), Failure> {
     let conn = store::open_read_only(&args.db)?;
     let mut stmt = conn
         .prepare(&args.sql)
-        .map_err(|e| Failure::new(DATA, format!("SQL error: {e}")))?;
+        .map_err(|e| Failure::new(USAGE, format!("SQL error: {e}")))?;
     if !stmt.readonly() {
         return Err(Failure::new(
             DATA,
@@ -32,7 +29,7 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
     let headers: Vec<String> = stmt.column_names().map(str::to_owned).collect();
     let mut rows = stmt
         .query([])
-        .map_err(|e| Failure::new(DATA, format!("SQL error: {e}")))?;
+        .map_err(|e| Failure::new(USAGE, format!("SQL error: {e}")))?;
     let mut next = || -> Result<Option<Vec<serde_json::Value>>, Failure> {
         let Some(row) = rows
             .next()
@@ -53,7 +50,15 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
     let written = match args.format {
         Format::Csv => write_csv(&mut out, &headers, &mut next),
         Format::Json => write_json(&mut out, &headers, &mut next),
-        Format::Table => write_table(&mut out, &headers, &mut next),
+        Format::Table => {
+            // 0 means "never cut".
+            let max_cell = if args.max_width == 0 {
+                usize::MAX
+            } else {
+                args.max_width
+            };
+            write_table(&mut out, &headers, &mut next, max_cell)
+        }
     };
     match written.and_then(|()| out.flush().map_err(Written::Io)) {
         Ok(()) => Ok(()),
@@ -124,10 +129,13 @@ fn write_json(
     Ok(())
 }
 
+/// Cells wider than `max_cell` characters are cut with `…`, and the closing count line
+/// says so and how to see them whole: a silent cut would hide data.
 fn write_table(
     out: &mut impl Write,
     headers: &[String],
     next: &mut NextRow<'_>,
+    max_cell: usize,
 ) -> Result<(), Written> {
     let cells =
         |row: Vec<serde_json::Value>| -> Vec<String> { row.iter().map(cell_text).collect() };
@@ -142,11 +150,14 @@ fn write_table(
             }
         }
     }
-    let columns = Columns::fit(headers, &first, MAX_CELL);
-    out.write_all(columns.line(headers).as_bytes())?;
+    let columns = Columns::fit(headers, &first, max_cell);
+    let (header_line, mut cut_any) = columns.line_cut(headers);
+    out.write_all(header_line.as_bytes())?;
     let mut count = first.len();
     for row in &first {
-        out.write_all(columns.line(row).as_bytes())?;
+        let (line, was_cut) = columns.line_cut(row);
+        cut_any |= was_cut;
+        out.write_all(line.as_bytes())?;
     }
     drop(first);
     let mut cut_later = false;
@@ -167,6 +178,12 @@ fn write_table(
             out,
             "; cells after the first {TABLE_SIZING_ROWS} rows were cut to their widths: \
              --format csv or json prints them whole"
+        )?;
+    } else if cut_any {
+        write!(
+            out,
+            "; cells wider than {max_cell} characters were cut: --max-width N widens them \
+             (0 never cuts), --format csv or json prints them whole"
         )?;
     }
     writeln!(out, ")")?;
@@ -268,11 +285,40 @@ mod tests {
                 _ => None,
             })
         };
-        assert!(write_table(&mut out, &headers, &mut next).is_ok());
+        assert!(write_table(&mut out, &headers, &mut next, 32).is_ok());
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "n");
         assert_eq!(lines[1001], "a…", "cut to the column's width");
         assert!(lines[1002].starts_with("(1001 rows; cells after the first 1000 rows were cut"));
+    }
+
+    fn table_of(value: &str, max_cell: usize) -> String {
+        let mut rows = vec![vec![serde_json::json!(value)]].into_iter();
+        let mut out = Vec::new();
+        assert!(
+            write_table(
+                &mut out,
+                &["attributes".into()],
+                &mut || Ok(rows.next()),
+                max_cell
+            )
+            .is_ok()
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_cut_cell_is_announced_and_max_width_zero_prints_it_whole() {
+        let long = "x".repeat(50);
+        let cut = table_of(&long, 32);
+        assert!(cut.contains(&format!("{}…", "x".repeat(31))), "{cut}");
+        assert!(
+            cut.contains("(1 row; cells wider than 32 characters were cut: --max-width N"),
+            "{cut}"
+        );
+        let whole = table_of(&long, usize::MAX);
+        assert!(whole.contains(&long), "{whole}");
+        assert!(whole.ends_with("(1 row)\n"), "{whole}");
     }
 }

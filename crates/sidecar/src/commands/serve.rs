@@ -44,6 +44,13 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    // Bind first: a port already in use must fail before the database is created or
+    // migrated, so a mistyped second `serve` leaves no file and no schema change behind.
+    // Connections that arrive meanwhile wait in the listen backlog.
+    let (listener, addr) = bind(args.listen, "--listen").await?;
+    let otlp_grpc = bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen").await?;
+    let otlp_http = bind_optional(args.otlp_http_listen, "--otlp-http-listen").await?;
+    let metrics_listener = bind_optional(args.metrics_listen, "--metrics-listen").await?;
     let conn = store::open_for_writing(
         &args.db,
         args.durability == Durability::Full,
@@ -71,10 +78,6 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         args.sample_interval,
     );
 
-    let (listener, addr) = bind(args.listen, "--listen").await?;
-    let otlp_grpc = bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen").await?;
-    let otlp_http = bind_optional(args.otlp_http_listen, "--otlp-http-listen").await?;
-    let metrics_listener = bind_optional(args.metrics_listen, "--metrics-listen").await?;
     let ingest = Ingest::new(sampler.clone(), registry);
     let metrics = Arc::new(Metrics::new(
         &counters,

@@ -59,6 +59,15 @@ pub enum StoreError {
         /// The newest version this build knows.
         supported: i32,
     },
+    /// `--db` names a directory, not a database file.
+    #[error(
+        "{path} is a directory, not a database file: pass --db with a file name, \
+         e.g. --db {}", path.join("runlens.db").display()
+    )]
+    Directory {
+        /// The path.
+        path: PathBuf,
+    },
     /// There is no database at the path (for read-only commands).
     #[error("no runlens database at {path}: start `runlens serve --db {path}` first, or pass --db")]
     Missing {

@@ -10,7 +10,7 @@ use super::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x524C_4E53;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Forward-only migrations: `MIGRATIONS[v]` takes a database from version `v` to `v + 1`.
 /// A new database runs them all; an older one the ones it lacks.
@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrate_003.sql"),
     include_str!("migrate_004.sql"),
     include_str!("migrate_005.sql"),
+    include_str!("migrate_006.sql"),
 ];
 
 /// Opens (creating if needed) the database the sidecar writes to, and brings its schema
@@ -31,6 +32,7 @@ pub fn open_for_writing(
     sync_every_commit: bool,
     max_bytes: Option<u64>,
 ) -> Result<Connection> {
+    refuse_directory(path)?;
     let conn = Connection::open(path).map_err(|source| StoreError::Corrupt {
         path: path.to_owned(),
         source,
@@ -72,6 +74,7 @@ pub fn open_for_writing(
 /// Opens an existing runlens database for reading only; `PRAGMA query_only` guards
 /// against any statement that would write.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
+    refuse_directory(path)?;
     if !path.exists() {
         return Err(StoreError::Missing {
             path: path.to_owned(),
@@ -94,6 +97,17 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "query_only", true)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
+}
+
+/// SQLite reports a directory as a "disk I/O error", which sends people looking for
+/// damage that is not there; say what it is instead.
+fn refuse_directory(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(StoreError::Directory {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks that the file is empty or a runlens database; returns its schema version.
@@ -170,6 +184,43 @@ mod tests {
         // Reopening an up-to-date database is a no-op.
         open_for_writing(&path, false, None).unwrap();
         open_read_only(&path).unwrap();
+    }
+
+    #[test]
+    fn a_directory_is_named_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for err in [
+            open_read_only(dir.path()).err(),
+            open_for_writing(dir.path(), false, None).err(),
+        ] {
+            let text = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                text.contains("is a directory, not a database file"),
+                "{text}"
+            );
+            assert!(text.contains("runlens.db"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_resource_views_carry_the_span_and_run_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_for_writing(&dir.path().join("v.db"), false, None).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (run_id, name, status, attributes, started_at_ns)
+                 VALUES ('r', 'n', 'ok', '{\"model\":\"m\"}', 1);
+             INSERT INTO spans (span_id, run_id, name, status, attributes, started_at_ns)
+                 VALUES ('s', 'r', 'tool', 'ok', '{\"tool\":\"grep\"}', 2);",
+        )
+        .unwrap();
+        let span: String = conn
+            .query_row("SELECT attributes FROM span_resources", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(span, r#"{"tool":"grep"}"#);
+        let run: String = conn
+            .query_row("SELECT attributes FROM run_resources", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(run, r#"{"model":"m"}"#);
     }
 
     #[test]

@@ -174,8 +174,22 @@ fn write_history(
     tx.commit()
 }
 
+/// Removes a database file and its WAL companions when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Builds the history and times the report on it.
 pub fn run(args: ReportBenchArgs) -> Result<(), Failure> {
+    let keep = args.db.is_some() || args.build_only;
     let db: PathBuf = match args.db {
         Some(db) if db.exists() => {
             return Err(Failure::new(
@@ -188,6 +202,9 @@ pub fn run(args: ReportBenchArgs) -> Result<(), Failure> {
             std::env::temp_dir().join(format!("runlens-bench-report-{}.db", std::process::id()))
         }
     };
+    // A history the user did not ask to keep is removed on every exit path: at ten million
+    // spans it is gigabytes of temp space. `--db` and `--build-only` keep it for reuse.
+    let _cleanup = (!keep).then(|| RemoveOnDrop(db.clone()));
     let started = Instant::now();
     build_history(&db, args.spans, args.effect)
         .map_err(|e| Failure::new(FAILURE, format!("cannot build the history: {e}")))?;
