@@ -69,7 +69,10 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// There is no database at the path (for read-only commands).
-    #[error("no runlens database at {path}: start `runlens serve --db {path}` first, or pass --db")]
+    #[error(
+        "no runlens database at {path}: start `runlens serve --db {path}` first, or pass \
+         --db (or set RUNLENS_DB) to the one `serve` writes"
+    )]
     Missing {
         /// The path.
         path: PathBuf,
