@@ -48,7 +48,7 @@ async fn dropping_unended_spans_and_runs_records_them_as_failed() {
     {
         let run = client.start_run("abandoned");
         let outer = run.span("outer");
-        let _inner = outer.child("inner");
+        let _inner = outer.span("inner");
         // Everything goes out of scope unended, as on an early return or a panic.
     }
     client.flush_timeout(Duration::from_secs(20)).await.unwrap();
@@ -68,6 +68,51 @@ async fn dropping_unended_spans_and_runs_records_them_as_failed() {
         client.rejected(),
         0,
         "children end before parents, runs last"
+    );
+    sidecar.stop();
+}
+
+#[tokio::test]
+async fn span_nests_under_a_span_and_span_fresh_samples_at_both_ends() {
+    let mut sidecar = Sidecar::start();
+    let client = Client::builder(sidecar.endpoint()).build().unwrap();
+    let run = client.start_run("nesting");
+    let plan = run.span("plan");
+    let plan_id = plan.id().to_owned();
+    // The empty-attributes case needs no type annotations.
+    let tool = plan.span_fresh("tool_call");
+    let inner = tool.span("parse");
+    inner.end_ok();
+    tool.end_failed("search timed out");
+    plan.end_ok();
+    run.end_ok();
+    client.flush_timeout(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(
+        sidecar.count(&format!(
+            "SELECT count(*) FROM spans WHERE name = 'tool_call' AND parent_span_id = '{plan_id}'
+               AND status = 'failed' AND error = 'search timed out'"
+        )),
+        1
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM spans c JOIN spans p ON c.parent_span_id = p.span_id
+             WHERE c.name = 'parse' AND p.name = 'tool_call'"
+        ),
+        1
+    );
+    // Fresh snapshots are sampled on demand (one sample serves the requests of the same
+    // 10 ms, so it may be the run's start sample), never the periodic one.
+    let on_demand = "('run_start', 'run_end', 'fresh', 'stale')";
+    assert_eq!(
+        sidecar.count(&format!(
+            "SELECT count(*) FROM spans s
+             JOIN snapshots a ON a.snapshot_id = s.start_snapshot_id
+             JOIN snapshots b ON b.snapshot_id = s.end_snapshot_id
+             WHERE s.name = 'tool_call' AND a.reason IN {on_demand}
+               AND b.reason IN {on_demand}"
+        )),
+        1
     );
     sidecar.stop();
 }

@@ -11,9 +11,11 @@
 //! let client = runlens_client::Client::builder("http://127.0.0.1:50551").build()?;
 //! let run = client.start_run("answer-question");
 //! let plan = run.span("plan");
-//! let llm = plan.child("llm_call");
+//! let llm = plan.span_with("llm_call", [("model", "llama-3-8b")], true); // fresh snapshots
 //! llm.metric("gen_ai.usage.output_tokens", 512.0, "{token}");
 //! llm.end_ok();
+//! let tool = plan.span_fresh("tool_call"); // fresh snapshots, no attributes
+//! tool.end_failed("search timed out");
 //! plan.end_ok();
 //! run.end_ok();
 //! client.flush().await?;

@@ -142,6 +142,12 @@ impl Run {
         self.scope.span(name.into(), HashMap::new(), false)
     }
 
+    /// Opens a top-level span with fresh snapshots at its start and end and no
+    /// attributes (use around a heavy step).
+    pub fn span_fresh(&self, name: impl Into<String>) -> Span {
+        self.scope.span(name.into(), HashMap::new(), true)
+    }
+
     /// Opens a top-level span with attributes; `fresh_snapshot` asks the sidecar to
     /// sample at its start and end rather than attach its latest periodic sample (use
     /// around heavy steps).
@@ -215,14 +221,21 @@ impl Span {
         &self.scope.span_id
     }
 
-    /// Opens a span nested in this one.
-    pub fn child(&self, name: impl Into<String>) -> Span {
+    /// Opens a span nested in this one. The same word as [`Run::span`] and as the Python
+    /// helper's `.span()`: nesting follows from what it is called on.
+    pub fn span(&self, name: impl Into<String>) -> Span {
         self.scope.span(name.into(), HashMap::new(), false)
     }
 
+    /// Opens a nested span with fresh snapshots at its start and end and no attributes
+    /// (use around a heavy step).
+    pub fn span_fresh(&self, name: impl Into<String>) -> Span {
+        self.scope.span(name.into(), HashMap::new(), true)
+    }
+
     /// Opens a nested span with attributes and, optionally, fresh snapshots at its start
-    /// and end.
-    pub fn child_with<K: Into<String>, V: Into<String>>(
+    /// and end. With no attributes, use [`Span::span`] or [`Span::span_fresh`].
+    pub fn span_with<K: Into<String>, V: Into<String>>(
         &self,
         name: impl Into<String>,
         attributes: impl IntoIterator<Item = (K, V)>,
@@ -230,6 +243,29 @@ impl Span {
     ) -> Span {
         self.scope
             .span(name.into(), attrs(attributes), fresh_snapshot)
+    }
+
+    /// Opens a span nested in this one.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `Span::span`: one word for nesting everywhere"
+    )]
+    pub fn child(&self, name: impl Into<String>) -> Span {
+        self.span(name)
+    }
+
+    /// Opens a nested span with attributes and, optionally, fresh snapshots.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `Span::span_with` (or `Span::span_fresh` without attributes)"
+    )]
+    pub fn child_with<K: Into<String>, V: Into<String>>(
+        &self,
+        name: impl Into<String>,
+        attributes: impl IntoIterator<Item = (K, V)>,
+        fresh_snapshot: bool,
+    ) -> Span {
+        self.span_with(name, attributes, fresh_snapshot)
     }
 
     /// Records a metric on this span.

@@ -59,7 +59,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(step).await;
 
         // Check resources right before the heavy step.
-        let llm = plan.child_with("llm_call", [("model", "example-7b")], true);
+        let llm = plan.span_with("llm_call", [("model", "example-7b")], true);
         tokio::time::sleep(step * 2).await;
         llm.metric("gen_ai.usage.input_tokens", f64::from(200 + i), "{token}");
         llm.metric(
@@ -69,7 +69,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         llm.end_ok();
 
-        let tool = plan.child_with("tool_call", [("tool", "search")], false);
+        let tool = plan.span_with("tool_call", [("tool", "search")], false);
         tokio::time::sleep(step).await;
         if fails {
             tool.event("retry", [("attempt", "1")]);

@@ -183,12 +183,12 @@ async fn drive(
         let run = client.start_run_with("answer-question", [("task", i.to_string())]);
         let plan = run.span("plan");
         pause_until(due + step).await;
-        let llm = plan.child_with("llm_call", [("model", "example-7b")], true);
+        let llm = plan.span_with("llm_call", [("model", "example-7b")], true);
         llm.metric("gen_ai.usage.input_tokens", 200.0, "{token}");
         llm.metric("gen_ai.usage.output_tokens", 50.0, "{token}");
         llm.end_ok();
         pause_until(due + step * 2).await;
-        let tool = plan.child_with("tool_call", [("tool", "search")], false);
+        let tool = plan.span_with("tool_call", [("tool", "search")], false);
         if fails {
             tool.event("retry", [("attempt", "1")]);
             tool.end_failed("search timed out after 1 retry");
