@@ -116,3 +116,90 @@ async fn span_nests_under_a_span_and_span_fresh_samples_at_both_ends() {
     );
     sidecar.stop();
 }
+
+#[tokio::test]
+async fn a_bare_host_port_endpoint_connects() {
+    let mut sidecar = Sidecar::start();
+    let bare = sidecar.endpoint().trim_start_matches("http://").to_owned();
+    let client = Client::builder(bare).build().unwrap();
+    client.start_run("bare").end_ok();
+    client.shutdown(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM runs WHERE name = 'bare'"),
+        1
+    );
+    sidecar.stop();
+}
+
+#[tokio::test]
+async fn with_the_sidecar_down_shutdown_says_what_is_pending_and_why() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Client::builder(format!("http://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let run = client.start_run("nowhere");
+    run.span("step").end_ok();
+    run.end_ok();
+    let err = client
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect_err("nothing can be acknowledged");
+    let text = err.to_string();
+    assert!(text.contains("4 message(s) not yet acknowledged"), "{text}");
+    // Start, span start, span end, run end: all four still buffered, and the cause named.
+    assert!(text.contains("unreachable"), "{text}");
+    assert!(text.contains("refused"), "{text}");
+    assert!(!err.is_fatal());
+}
+
+/// The child half of the drop-warning test: a program that records and exits without
+/// `shutdown`, against a sidecar that is not there.
+fn drop_without_shutdown(port: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = Client::builder(format!("127.0.0.1:{port}"))
+            .build()
+            .unwrap();
+        client.start_run("forgotten").end_ok();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+}
+
+#[test]
+fn dropping_the_client_with_pending_messages_warns_with_the_count() {
+    const CHILD: &str = "RUNLENS_TEST_DROP_CHILD_PORT";
+    if let Ok(port) = std::env::var(CHILD) {
+        drop_without_shutdown(&port);
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "dropping_the_client_with_pending_messages_warns_with_the_count",
+            "--nocapture",
+        ])
+        .env(CHILD, port.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("client dropped with 2 message(s) not yet acknowledged"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("client.shutdown(timeout).await"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("client dropped").count(), 1, "{stderr}");
+}

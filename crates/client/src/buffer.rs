@@ -60,6 +60,8 @@ pub struct Shared {
     dropped_reported: AtomicU64,
     rejected: AtomicU64,
     closed: AtomicBool,
+    /// Why the last connection attempt or session failed; `None` while connected.
+    last_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -83,6 +85,7 @@ impl Shared {
             dropped: AtomicU64::new(0),
             dropped_reported: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             closed: AtomicBool::new(false),
         }
     }
@@ -251,6 +254,22 @@ impl Shared {
     /// Messages the sidecar rejected as invalid.
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Records why the connection is down (`None` once a session is up again).
+    pub fn set_last_error(&self, error: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+
+    /// Why the last connection attempt failed; `None` while a session is up.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Asks the background task to finish once everything is acknowledged.

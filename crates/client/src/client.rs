@@ -58,7 +58,7 @@ impl ClientBuilder {
     /// when the connection is up.
     pub fn build(self) -> Result<Client, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let endpoint = Endpoint::from_shared(self.endpoint.clone())
+        let endpoint = Endpoint::from_shared(normalize_endpoint(&self.endpoint)?)
             .map_err(|e| Error::InvalidEndpoint {
                 endpoint: self.endpoint.clone(),
                 reason: e.to_string(),
@@ -86,7 +86,84 @@ pub(crate) struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: let the background task finish sending and stop.
+        let already_closed = self.shared.is_closed();
         self.shared.close();
+        let pending = self.shared.unacknowledged();
+        // Usually the program is about to exit and take the runtime, and the buffer, with
+        // it: say so once, with the count, rather than lose the data silently.
+        if pending > 0 && !already_closed {
+            crate::warn::warn(&format!(
+                "client dropped with {pending} message(s) not yet acknowledged by the sidecar; \
+                 they are lost if the program exits now: call `client.shutdown(timeout).await` \
+                 before exiting{}",
+                match self.shared.last_error() {
+                    Some(e) => format!(" (the sidecar is unreachable: {e})"),
+                    None => String::new(),
+                }
+            ));
+        }
+    }
+}
+
+/// Accepts `http://HOST:PORT`, `https://HOST:PORT` and a bare `HOST:PORT` (taken as
+/// `http://`): both spellings are common, and a wrong one must fail here, not connect
+/// never. Anything else is an error naming the expected form.
+fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
+    let invalid = |reason: &str| Error::InvalidEndpoint {
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let trimmed = endpoint.trim();
+    let url = match trimmed.split_once("://") {
+        Some(("http" | "https", _)) => trimmed.to_owned(),
+        Some((scheme, _)) => return Err(invalid(&format!("unsupported scheme {scheme:?}"))),
+        None => format!("http://{trimmed}"),
+    };
+    let uri: tonic::codegen::http::Uri = url
+        .parse()
+        .map_err(|e: tonic::codegen::http::uri::InvalidUri| invalid(&e.to_string()))?;
+    let host = uri.host().unwrap_or_default();
+    if host.is_empty() {
+        return Err(invalid("no host"));
+    }
+    if uri.port_u16().is_none() {
+        return Err(invalid("no port (the sidecar listens on 50551 by default)"));
+    }
+    if !matches!(uri.path(), "" | "/") {
+        return Err(invalid("a path is not allowed"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_spellings_are_accepted_and_wrong_ones_say_the_expected_form() {
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:50551").unwrap(),
+            "http://127.0.0.1:50551"
+        );
+        assert_eq!(
+            normalize_endpoint("http://localhost:50551").unwrap(),
+            "http://localhost:50551"
+        );
+        assert_eq!(
+            normalize_endpoint("https://sidecar:443").unwrap(),
+            "https://sidecar:443"
+        );
+        for bad in [
+            "unix:///tmp/x.sock",
+            "http://127.0.0.1",
+            "",
+            "http://:50551",
+            "http://h:1/v1",
+            "not a url",
+        ] {
+            let text = normalize_endpoint(bad).unwrap_err().to_string();
+            assert!(text.contains("http://HOST:PORT"), "{bad}: {text}");
+        }
     }
 }
 
@@ -145,8 +222,20 @@ impl Client {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {
                 unacknowledged: self.inner.shared.unacknowledged(),
+                last_error: self.inner.shared.last_error(),
             }),
         }
+    }
+
+    /// Waits up to `timeout` for the sidecar to commit everything recorded so far, then
+    /// stops the background task: call it before the program exits, as with
+    /// OpenTelemetry's `shutdown()`. Without it, messages still in the buffer when the
+    /// runtime stops are lost (the client warns on drop with their count). On a timeout
+    /// the error says how many messages were left and why.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let result = self.flush_timeout(timeout).await;
+        self.inner.shared.close();
+        result
     }
 
     /// Sequence number of the last message recorded (0 before the first).

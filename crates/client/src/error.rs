@@ -1,8 +1,10 @@
 /// What can go wrong using the client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The endpoint is not a valid URL.
-    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    /// The endpoint is not `http://HOST:PORT` (or `HOST:PORT`, or `https://…`).
+    #[error(
+        "invalid endpoint {endpoint:?}: {reason}; write it as http://HOST:PORT, e.g. http://127.0.0.1:50551"
+    )]
     InvalidEndpoint {
         /// The endpoint given.
         endpoint: String,
@@ -13,10 +15,18 @@ pub enum Error {
     #[error("runlens client needs a tokio runtime: create it inside #[tokio::main] or a Runtime")]
     NoRuntime,
     /// The wait ran out before the sidecar acknowledged everything.
-    #[error("timed out with {unacknowledged} message(s) not yet acknowledged by the sidecar")]
+    #[error(
+        "timed out with {unacknowledged} message(s) not yet acknowledged by the sidecar{}",
+        match last_error {
+            Some(e) => format!(" (it is unreachable: {e})"),
+            None => String::new(),
+        }
+    )]
     Timeout {
         /// Messages still waiting.
         unacknowledged: u64,
+        /// Why the sidecar cannot be reached, when it cannot.
+        last_error: Option<String>,
     },
     /// The client was shut down.
     #[error("the runlens client is closed")]

@@ -33,6 +33,7 @@ mod error;
 mod ids;
 mod recording;
 mod stream;
+mod warn;
 
 pub use backoff::Backoff;
 pub use buffer::FullPolicy;

@@ -53,6 +53,9 @@ pub async fn drive(shared: Arc<Shared>, endpoint: Endpoint, hello: Hello) {
         Duration::from_secs(5),
         random_u64(),
     );
+    // Since when the sidecar has been unreachable, and whether that was said already.
+    let mut down_since: Option<std::time::Instant> = None;
+    let mut warned = false;
     loop {
         if shared.is_closed() && shared.unacknowledged() == 0 {
             return;
@@ -63,11 +66,50 @@ pub async fn drive(shared: Arc<Shared>, endpoint: Endpoint, hello: Hello) {
                 shared.requeue_inflight();
                 let delay = backoff.next_delay();
                 tracing::debug!(%reason, ?delay, "runlens session down; reconnecting");
+                // No error recorded: a session was up (its welcome cleared the last one), so
+                // this failure starts a new outage.
+                if shared.last_error().is_none() {
+                    down_since = None;
+                    warned = false;
+                }
+                // One warning per outage, not one per retry: the agent keeps recording
+                // into the buffer meanwhile, and should know that it is only buffered.
+                let since = *down_since.get_or_insert_with(std::time::Instant::now);
+                if !warned && since.elapsed() >= UNREACHABLE_WARNING_AFTER {
+                    warned = true;
+                    crate::warn::warn(&format!(
+                        "runlens sidecar at {} unreachable for {}s ({reason}); {} message(s) \
+                         buffered, still retrying",
+                        endpoint.uri(),
+                        since.elapsed().as_secs(),
+                        shared.unacknowledged()
+                    ));
+                }
+                shared.set_last_error(Some(reason));
                 tokio::time::sleep(delay).await;
             }
         }
     }
 }
+
+/// An error with its causes, e.g. "transport error: tcp connect error: Connection refused
+/// (os error 111)": the outer message alone ("transport error") says nothing a user can act on.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// How long the sidecar may be unreachable before the client says so once.
+pub const UNREACHABLE_WARNING_AFTER: Duration = Duration::from_secs(10);
 
 /// One connection's life. `Ok` only when the client is closed and fully acknowledged.
 async fn session(
@@ -76,7 +118,7 @@ async fn session(
     hello: &Hello,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let channel = endpoint.connect().await.map_err(|e| with_sources(&e))?;
     let mut client = RunlensClient::new(channel);
     let (tx, rx) = mpsc::channel(OUTBOUND_WINDOW);
     let hello = pb::ClientMessage {
@@ -101,6 +143,7 @@ async fn session(
         other => return Err(format!("expected welcome, got {other:?}")),
     }
     backoff.reset();
+    shared.set_last_error(None);
     loop {
         if let Some(dropped_total) = shared.dropped_to_report() {
             shared.push_control(pb::client_message::Body::Stats(pb::ClientStats {

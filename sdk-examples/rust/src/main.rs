@@ -85,8 +85,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             run.end_ok();
         }
     }
+    // Wait for the sidecar's acknowledgement, then stop the client: without this, what is
+    // still buffered when main returns is lost.
     client
-        .flush_timeout(Duration::from_secs(args.flush_timeout_s))
+        .shutdown(Duration::from_secs(args.flush_timeout_s))
         .await?;
     println!(
         "example-agent: {} runs ({} ok, {failed} failed), {} spans; all acknowledged by {}",
