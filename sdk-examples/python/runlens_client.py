@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(_HERE, "generated"))
@@ -38,11 +39,38 @@ import grpc  # noqa: E402
 from runlens.v1 import runlens_pb2 as pb  # noqa: E402
 from runlens.v1 import runlens_pb2_grpc as rpc  # noqa: E402
 
-__all__ = ["Client", "Run", "Span", "pb"]
+__all__ = ["Client", "Run", "Span", "normalize_endpoint", "pb"]
 
 _OK = pb.END_STATUS_OK
 _BATCH = 1024  # messages per stream frame
 _FAILED = pb.END_STATUS_FAILED
+
+
+#: How long the sidecar may be unreachable before the client says so (once per outage).
+UNREACHABLE_WARNING_AFTER_S = 10.0
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """`host:port` for grpc, from `host:port` or `http://host:port` (both spellings are
+    common). Anything else raises ValueError naming the expected form, at once, rather than
+    a client that never connects."""
+    text = endpoint.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme != "http":
+            raise ValueError(f"invalid endpoint {endpoint!r}: unsupported scheme {scheme!r}; "
+                             "write it as HOST:PORT or http://HOST:PORT, e.g. 127.0.0.1:50551")
+        text = rest.rstrip("/")
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or "/" in text or " " in text:
+        raise ValueError(f"invalid endpoint {endpoint!r}: write it as HOST:PORT or "
+                         "http://HOST:PORT, e.g. 127.0.0.1:50551")
+    return text
+
+
+def _warn(message: str) -> None:
+    """A warning the agent's author sees (Python's `warnings`, on stderr by default)."""
+    warnings.warn(f"runlens: {message}", RuntimeWarning, stacklevel=3)
 
 
 def _now_ns() -> int:
@@ -58,9 +86,12 @@ class Client:
 
     def __init__(self, endpoint: str = "127.0.0.1:50551", name: str = "",
                  capacity: int = 100_000, flush_at_exit: float = 5.0):
-        """`endpoint` is host:port. `capacity` bounds the messages kept while
-        unacknowledged; beyond it new messages are dropped and counted (`dropped`)."""
-        self.endpoint = endpoint
+        """`endpoint` is host:port or http://host:port (ValueError otherwise). `capacity`
+        bounds the messages kept while unacknowledged; beyond it new messages are dropped,
+        counted (`dropped`) and warned about once. Nothing is ever lost silently: a sidecar
+        unreachable for a while, and messages left unacknowledged at `close()` or exit,
+        are warned about with their count."""
+        self.endpoint = normalize_endpoint(endpoint)
         self.name = name
         self.client_id = "py-" + uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
@@ -92,6 +123,10 @@ class Client:
             if len(self._pending) + len(self._inflight) >= self._capacity:
                 self.dropped += 1
                 self._cond.notify()
+                if self.dropped == 1:
+                    _warn(f"buffer full ({self._capacity} messages unacknowledged, sidecar at "
+                          f"{self.endpoint}): dropping new messages; the count is in "
+                          "`client.dropped` and reported to the sidecar")
                 return
             seq = self._next_seq
             self._next_seq += 1
@@ -125,11 +160,18 @@ class Client:
             return self._next_seq - 1 - self._acked
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flushes for up to `timeout` seconds and stops the background thread."""
+        """Flushes for up to `timeout` seconds and stops the background thread. What is
+        still unacknowledged then is lost: warned about with its count and the reason."""
         flushed = self.flush(timeout)
         with self._cond:
+            already = self._closed
             self._closed = True
             self._cond.notify_all()
+        left = self.unacknowledged
+        if not flushed and not already and left:
+            why = f" (last error: {self.last_error})" if self.last_error else ""
+            _warn(f"{left} message(s) not acknowledged by the sidecar at {self.endpoint} "
+                  f"after {timeout:g}s; they are lost{why}")
         return flushed
 
     def _acknowledge(self, seq: int) -> None:
@@ -170,6 +212,8 @@ class Client:
 
     def _drive(self) -> None:
         delay = 0.05
+        down_since = None  # when the current outage began
+        warned = False
         while True:
             with self._cond:
                 if self._closed and self._next_seq - 1 == self._acked:
@@ -187,6 +231,8 @@ class Client:
                     kind = reply.WhichOneof("body")
                     if kind == "welcome":
                         delay = 0.05
+                        down_since, warned = None, False
+                        self.last_error = ""
                         self._acknowledge(reply.welcome.committed_seq)
                     elif kind == "ack":
                         self._acknowledge(reply.ack.committed_seq)
@@ -205,6 +251,14 @@ class Client:
             with self._cond:
                 if self._closed and self._next_seq - 1 == self._acked:
                     return
+            if down_since is None:
+                down_since = time.monotonic()
+            down_for = time.monotonic() - down_since
+            if not warned and down_for >= UNREACHABLE_WARNING_AFTER_S:
+                warned = True
+                _warn(f"sidecar at {self.endpoint} unreachable for {down_for:.0f}s "
+                      f"({self.last_error or 'no answer'}); {self.unacknowledged} message(s) "
+                      "buffered, still retrying")
             # Capped exponential backoff with full jitter.
             time.sleep(random.uniform(0, delay))
             delay = min(delay * 2, 5.0)

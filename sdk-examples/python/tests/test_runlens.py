@@ -65,6 +65,41 @@ class ExampleAgent(unittest.TestCase):
             client.close()
 
 
+class Newcomer(unittest.TestCase):
+    """Wrong endpoints fail at once; a sidecar that is down is never a silent loss."""
+
+    def test_both_endpoint_spellings_reach_the_sidecar(self):
+        with Sidecar() as s:
+            for endpoint in (s.addr, "http://" + s.addr):
+                client = Client(endpoint, flush_at_exit=0)
+                with client.run("spelled " + endpoint):
+                    pass
+                self.assertTrue(client.flush(timeout=20), client.last_error)
+                client.close()
+            self.assertEqual(one(s.db, "select count(*) from runs where status = 'ok'"), 2)
+
+    def test_a_wrong_endpoint_is_an_error_naming_the_expected_form(self):
+        for bad in ("ftp://127.0.0.1:50551", "127.0.0.1", "http://host:1/v1", ""):
+            with self.assertRaises(ValueError) as caught:
+                Client(bad, flush_at_exit=0)
+            self.assertIn("HOST:PORT", str(caught.exception))
+
+    def test_exiting_with_the_sidecar_down_warns_with_the_count(self):
+        script = (
+            "import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from runlens_client import Client\n"
+            "client = Client(sys.argv[2], flush_at_exit=1)\n"
+            "with client.run('lost'):\n"
+            "    pass\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script, os.path.dirname(HERE), f"127.0.0.1:{free_port()}"],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("2 message(s) not acknowledged by the sidecar", out.stderr)
+        self.assertIn("they are lost", out.stderr)
+
+
 class KilledAgent(unittest.TestCase):
     def test_an_agent_killed_mid_run_has_its_run_failed_by_the_sidecar(self):
         # The OOM killer's way: SIGKILL, no exception, no atexit, no flush.
@@ -190,9 +225,11 @@ class Buffer(unittest.TestCase):
         listen = f"127.0.0.1:{free_port()}"
         client = Client(listen, name="bursty-py", capacity=100, flush_at_exit=0)
         run = client.run("burst")               # message 1
-        for i in range(299):
-            run.metric("m", i)                  # 99 kept, 200 dropped
+        with self.assertWarnsRegex(RuntimeWarning, "buffer full") as caught:
+            for i in range(299):
+                run.metric("m", i)              # 99 kept, 200 dropped
         self.assertEqual(client.dropped, 200)
+        self.assertEqual(len(caught.warnings), 1, "one warning, not one per drop")
         with Sidecar(listen=listen) as s:
             self.assertTrue(client.flush(timeout=30), client.last_error)
             self.assertEqual(one(s.db, "select count(*) from events"), 99)
