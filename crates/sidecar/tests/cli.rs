@@ -179,6 +179,19 @@ fn query_explains_missing_databases() {
         "{}",
         stderr(&out)
     );
+    assert!(stderr(&out).contains("RUNLENS_DB"), "{}", stderr(&out));
+    // RUNLENS_DB stands in for --db, as the README says.
+    let out = Command::new(env!("CARGO_BIN_EXE_runlens"))
+        .args(["query", "select 1"])
+        .env("RUNLENS_DB", &missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(66));
+    assert!(
+        stderr(&out).contains(&missing.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
