@@ -79,10 +79,13 @@ async fn span_nests_under_a_span_and_span_fresh_samples_at_both_ends() {
     let run = client.start_run("nesting");
     let plan = run.span("plan");
     let plan_id = plan.id().to_owned();
+    // Away from the run's start sample, so that only a fresh sample is within 10 ms.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     // The empty-attributes case needs no type annotations.
     let tool = plan.span_fresh("tool_call");
     let inner = tool.span("parse");
     inner.end_ok();
+    tokio::time::sleep(Duration::from_millis(150)).await;
     tool.end_failed("search timed out");
     plan.end_ok();
     run.end_ok();
@@ -101,17 +104,18 @@ async fn span_nests_under_a_span_and_span_fresh_samples_at_both_ends() {
         ),
         1
     );
-    // Fresh snapshots are sampled on demand (one sample serves the requests of the same
-    // 10 ms, so it may be the run's start sample), never the periodic one.
-    let on_demand = "('run_start', 'run_end', 'fresh', 'stale')";
+    // Fresh snapshots: taken for this span's start and end, or shared with a sample at
+    // most 10 ms older (FRESH_SHARE_WINDOW, whatever its reason), never an older periodic
+    // one. Clocks: the client and the sidecar read the same system clock.
     assert_eq!(
-        sidecar.count(&format!(
+        sidecar.count(
             "SELECT count(*) FROM spans s
              JOIN snapshots a ON a.snapshot_id = s.start_snapshot_id
              JOIN snapshots b ON b.snapshot_id = s.end_snapshot_id
-             WHERE s.name = 'tool_call' AND a.reason IN {on_demand}
-               AND b.reason IN {on_demand}"
-        )),
+             WHERE s.name = 'tool_call'
+               AND a.taken_at_ns >= s.started_at_ns - 10000000
+               AND b.taken_at_ns >= s.ended_at_ns - 10000000"
+        ),
         1
     );
     sidecar.stop();
