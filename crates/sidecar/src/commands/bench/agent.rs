@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use runlens_client::Client;
 
-use super::support::{ServeProcess, TempDir, summary};
+use super::support::{ServeProcess, TempDir, require_all_stored, summary};
 use crate::cli::AgentBenchArgs;
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::format::outln;
@@ -136,13 +136,7 @@ pub fn run(args: AgentBenchArgs) -> Result<(), Failure> {
             "seed emitter (psutil + JSON lines, in process, same rate): {seed:.1} µs CPU per span"
         )?;
     }
-    if u64::try_from(stored).ok() != Some(spans) {
-        return Err(Failure::new(
-            FAILURE,
-            "the database does not hold exactly what was sent",
-        ));
-    }
-    Ok(())
+    require_all_stored(stored, spans, "the database")
 }
 
 /// What one run measured.

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::support::{ServeProcess, TempDir};
+use super::support::{ServeProcess, TempDir, require_all_stored};
 use crate::cli::{Effect, ExportBenchArgs, ExportProtocol};
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::export::{ExportState, Exporter};
@@ -80,11 +80,5 @@ pub fn run(args: ExportBenchArgs) -> Result<(), Failure> {
         .and_then(|c| c.query_row("SELECT count(*) FROM spans", [], |r| r.get(0)))
         .map_err(|e| fail("cannot read the receiver's database", &e))?;
     outln!("verified {stored}/{sent} spans at the receiver")?;
-    if stored != sent {
-        return Err(Failure::new(
-            FAILURE,
-            "the receiver does not hold exactly what was sent",
-        ));
-    }
-    Ok(())
+    require_all_stored(stored, u64::try_from(sent).unwrap_or(0), "the receiver")
 }

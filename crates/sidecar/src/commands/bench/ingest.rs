@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use runlens_client::Client;
 
-use super::support::{ServeProcess, TempDir, mib, sorted_in, status_bytes, summary};
+use super::support::{
+    ServeProcess, TempDir, mib, require_all_stored, sorted_in, status_bytes, summary,
+};
 use crate::cli::IngestArgs;
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::format::outln;
@@ -66,12 +68,7 @@ pub fn run(args: IngestArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))?;
     let expected = sent + steady_spans;
     outln!("verified {stored}/{expected} spans stored, each with both snapshots")?;
-    if u64::try_from(stored).ok() != Some(expected) {
-        return Err(Failure::new(
-            FAILURE,
-            "the database does not hold exactly what was sent",
-        ));
-    }
+    require_all_stored(stored, expected, "the database")?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use probe_core::cpu_seconds;
 
-use super::support::{ServeProcess, TempDir, mib, status_bytes, summary};
+use super::support::{ServeProcess, TempDir, mib, require_all_stored, status_bytes, summary};
 use crate::cli::OtlpBenchArgs;
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::format::outln;
@@ -92,13 +92,7 @@ pub fn run(args: OtlpBenchArgs) -> Result<(), Failure> {
          ended by their root",
         sent / args.trace_spans
     )?;
-    if u64::try_from(stored).ok() != Some(sent) {
-        return Err(Failure::new(
-            FAILURE,
-            "the database does not hold exactly what was sent",
-        ));
-    }
-    Ok(())
+    require_all_stored(stored, sent, "the database")
 }
 
 /// Sends every batch, `concurrency` at a time; returns the time until the last answer and

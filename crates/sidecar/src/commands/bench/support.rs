@@ -119,6 +119,19 @@ pub fn mib(v: Option<u64>) -> String {
     )
 }
 
+/// Fails the benchmark unless `where_` holds exactly the `expected` spans it was sent: a
+/// figure measured while data was lost would be a false one.
+pub fn require_all_stored(stored: i64, expected: u64, where_: &str) -> Result<(), Failure> {
+    if u64::try_from(stored).ok() == Some(expected) {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            FAILURE,
+            format!("{where_} does not hold exactly what was sent ({stored} of {expected} spans)"),
+        ))
+    }
+}
+
 /// A temporary directory, removed when the benchmark ends.
 pub struct TempDir(pub PathBuf);
 
