@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "tests"))
 
-from runlens_client import Client  # noqa: E402
+from runlens import Client  # noqa: E402
 from sidecar import RUNLENS, Sidecar  # noqa: E402
 
 

@@ -6,15 +6,12 @@ Exercises the unary calls (each answers with the snapshot it attached), a bad re
 the SQLite database. Exits non-zero with a message on any mismatch.
 """
 
-import os
 import sqlite3
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "generated"))
-
-import grpc  # noqa: E402
-from runlens.v1 import runlens_pb2 as pb  # noqa: E402
-from runlens.v1 import runlens_pb2_grpc as rpc  # noqa: E402
+import grpc
+from runlens.v1 import runlens_pb2 as pb  # the stubs, as the installed package ships them
+from runlens.v1 import runlens_pb2_grpc as rpc
 
 
 def check(cond, what):

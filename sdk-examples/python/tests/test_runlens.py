@@ -1,4 +1,4 @@
-"""The Python helper against a real `runlens serve`: rows in SQL, failures with their
+"""The Python package's Client against a real `runlens serve`: rows in SQL, failures with their
 text, the seed's stress tests (Section 7), and a sidecar restart mid-run."""
 
 import os
@@ -12,10 +12,9 @@ import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from runlens_client import Client  # noqa: E402
+from runlens import Client  # noqa: E402  (the installed package: check.sh installs it)
 from sidecar import DEMO_SCENARIO, FAKE_NVML, RUNLENS, Sidecar  # noqa: E402
 
 MIB = 1 << 20
@@ -32,8 +31,11 @@ def one(db, sql):
 class ExampleAgent(unittest.TestCase):
     def test_example_agent_rows_and_failures(self):
         with Sidecar() as s:
+            # RUNLENS_PYTHON: a fresh virtual environment where check.sh installed the
+            # package from the folder, as a user would.
+            python = os.environ.get("RUNLENS_PYTHON", sys.executable)
             out = subprocess.run(
-                [sys.executable, os.path.join(os.path.dirname(HERE), "example_agent.py"),
+                [python, os.path.join(os.path.dirname(HERE), "example_agent.py"),
                  "--endpoint", s.addr, "--runs", "6", "--step-ms", "1"],
                 capture_output=True, text=True, timeout=60)
             self.assertEqual(out.returncode, 0, out.stderr)
@@ -86,14 +88,14 @@ class Newcomer(unittest.TestCase):
 
     def test_exiting_with_the_sidecar_down_warns_with_the_count(self):
         script = (
-            "import sys; sys.path.insert(0, sys.argv[1])\n"
-            "from runlens_client import Client\n"
-            "client = Client(sys.argv[2], flush_at_exit=1)\n"
+            "import sys\n"
+            "from runlens import Client\n"
+            "client = Client(sys.argv[1], flush_at_exit=1)\n"
             "with client.run('lost'):\n"
             "    pass\n"
         )
         out = subprocess.run(
-            [sys.executable, "-c", script, os.path.dirname(HERE), f"127.0.0.1:{free_port()}"],
+            [sys.executable, "-c", script, f"127.0.0.1:{free_port()}"],
             capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("2 message(s) not acknowledged by the sidecar", out.stderr)
@@ -105,8 +107,7 @@ class KilledAgent(unittest.TestCase):
         # The OOM killer's way: SIGKILL, no exception, no atexit, no flush.
         agent_code = (
             "import sys, time\n"
-            f"sys.path.insert(0, {os.path.dirname(HERE)!r})\n"
-            "from runlens_client import Client\n"
+            "from runlens import Client\n"
             "client = Client(sys.argv[1], name='doomed')\n"
             "run = client.run('train')\n"
             "run.span('step')\n"

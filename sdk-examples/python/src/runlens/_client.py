@@ -1,26 +1,15 @@
-"""A small Python helper for runlens, on top of the stubs generated from proto/.
+"""The transport: a bounded buffer and a background thread that streams it to the sidecar.
 
 Recording never waits on the network: each call appends one message to a bounded
 in-memory buffer and returns. A background thread streams the buffer to the sidecar over
 the `Session` rpc, keeps every message until the sidecar acknowledges that it is durably
 committed, and reconnects (resending what is unacknowledged) when the stream breaks, for
 example while the sidecar restarts.
-
-    from runlens_client import Client
-
-    client = Client("127.0.0.1:50551", name="my-agent")
-    with client.run("answer-question", model="llama-3-8b") as run:
-        with run.span("plan") as plan:
-            with plan.span("llm_call", fresh_snapshot=True) as llm:
-                llm.metric("gen_ai.usage.output_tokens", 512, unit="{token}")
-    client.flush()
-
-An exception inside a `with` block ends that run or span as failed with the exception's
-text, and propagates. `flush()` runs at interpreter exit (atexit) for a few seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import collections
 import itertools
@@ -32,18 +21,20 @@ import time
 import uuid
 import warnings
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(_HERE, "generated"))
+import grpc
 
-import grpc  # noqa: E402
-from runlens.v1 import runlens_pb2 as pb  # noqa: E402
-from runlens.v1 import runlens_pb2_grpc as rpc  # noqa: E402
+from .v1 import runlens_pb2 as pb
+from .v1 import runlens_pb2_grpc as rpc
 
-__all__ = ["Client", "Run", "Span", "normalize_endpoint", "pb"]
+__all__ = ["Client", "normalize_endpoint", "DEFAULT_ENDPOINT"]
 
-_OK = pb.END_STATUS_OK
+#: Where the sidecar listens by default (`runlens serve`'s default `--listen`).
+DEFAULT_ENDPOINT = "127.0.0.1:50551"
+
 _BATCH = 1024  # messages per stream frame
-_FAILED = pb.END_STATUS_FAILED
+#: How long the sender waits for more messages before sending a frame that is not full:
+#: at agent rates this turns several wake-ups and frames into one, for at most 1 ms of delay.
+_COALESCE_S = 0.001
 
 
 #: How long the sidecar may be unreachable before the client says so (once per outage).
@@ -73,18 +64,15 @@ def _warn(message: str) -> None:
     warnings.warn(f"runlens: {message}", RuntimeWarning, stacklevel=3)
 
 
-def _now_ns() -> int:
-    return time.time_ns()
-
-
-def _attrs(attributes: dict) -> dict:
-    return {str(k): str(v) for k, v in attributes.items()}
+def _resolve(future: "asyncio.Future") -> None:
+    if not future.done():
+        future.set_result(True)
 
 
 class Client:
     """A connection to the runlens sidecar. Safe to share between threads."""
 
-    def __init__(self, endpoint: str = "127.0.0.1:50551", name: str = "",
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, name: str = "",
                  capacity: int = 100_000, flush_at_exit: float = 5.0):
         """`endpoint` is host:port or http://host:port (ValueError otherwise). `capacity`
         bounds the messages kept while unacknowledged; beyond it new messages are dropped,
@@ -108,6 +96,8 @@ class Client:
         self._dropped_reported = 0
         self.rejected = 0
         self.last_error = ""
+        # (seq, loop, future) of `aflush()` callers, resolved from the sender thread.
+        self._waiters: list = []
         self._thread = threading.Thread(target=self._drive, name="runlens-client", daemon=True)
         self._thread.start()
         if flush_at_exit:
@@ -134,9 +124,17 @@ class Client:
             self._cond.notify()
 
     def run(self, name: str, **attributes) -> "Run":
-        """Opens a run (the sidecar takes a fresh baseline snapshot). Use it with `with`,
-        or call `end()` / `fail()` yourself."""
+        """Opens a run (the sidecar takes a fresh baseline snapshot). Use it with `with`
+        (it becomes the current run for `runlens.span()` below it), or call `end()` /
+        `fail()` yourself."""
+        from ._recording import Run
         return Run(self, name, attributes)
+
+    def span(self, name: str, fresh_snapshot: bool = False, **attributes) -> "Run | Span":
+        """Opens a span nested in the current run or span of this client (see
+        `runlens.current()`); with none current, opens a run of that name instead."""
+        from ._recording import open_span
+        return open_span(self, name, fresh_snapshot, attributes)
 
     # ---- delivery --------------------------------------------------------------------
 
@@ -152,6 +150,28 @@ class Client:
                     return False
                 self._cond.wait(left if left is not None else 1.0)
             return True
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """`flush()` for asyncio code: waits for the sidecar's acknowledgement of
+        everything recorded so far without blocking the event loop (the sender thread
+        resolves a future). Returns False if `timeout` (seconds) passed first."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._cond:
+            target = self._next_seq - 1
+            if self._acked >= target:
+                return True
+            waiter = (target, loop, future)
+            self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            with self._cond:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
 
     @property
     def unacknowledged(self) -> int:
@@ -175,6 +195,7 @@ class Client:
         return flushed
 
     def _acknowledge(self, seq: int) -> None:
+        done = []
         with self._cond:
             while self._inflight and self._inflight[0].seq <= seq:
                 self._inflight.popleft()
@@ -183,6 +204,14 @@ class Client:
             if seq > self._acked:
                 self._acked = seq
             self._cond.notify_all()
+            if self._waiters:
+                done = [w for w in self._waiters if w[0] <= self._acked]
+                self._waiters = [w for w in self._waiters if w[0] > self._acked]
+        for _, loop, future in done:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:
+                pass  # that event loop is closed: nobody is waiting any more
 
     def _requests(self, generation: int):
         """The outgoing stream of one connection; ends when that connection is replaced."""
@@ -195,6 +224,13 @@ class Client:
                        and generation == self._generation and not self._closed):
                     self._cond.wait(0.5)
                 if generation != self._generation or (self._closed and not self._pending):
+                    return
+                short = len(self._pending) < _BATCH and not self._closed
+            if short:
+                # Let what the agent records in the next moment join this frame.
+                time.sleep(_COALESCE_S)
+            with self._cond:
+                if generation != self._generation:
                     return
                 if self.dropped > self._dropped_reported:
                     # Tell the sidecar how much was lost (stored in clients.dropped_messages).
@@ -262,95 +298,3 @@ class Client:
             # Capped exponential backoff with full jitter.
             time.sleep(random.uniform(0, delay))
             delay = min(delay * 2, 5.0)
-
-
-class _Recorder:
-    """What runs and spans share: metrics, events, nested spans, and ending."""
-
-    _client: Client
-    _run_id: str
-    _span_id: str = ""
-    _ended: bool = False
-    _error: str = ""
-
-    def metric(self, name: str, value: float, unit: str = "", **attributes) -> None:
-        """Records one numeric measurement (must be finite)."""
-        self._client._push(metric=pb.Metric(
-            run_id=self._run_id, span_id=self._span_id, name=name, value=float(value),
-            unit=unit, attributes=_attrs(attributes), time_ns=_now_ns()))
-
-    def event(self, name: str, **attributes) -> None:
-        """Records a named occurrence, e.g. "retry"."""
-        self._client._push(event=pb.Event(
-            run_id=self._run_id, span_id=self._span_id, name=name,
-            attributes=_attrs(attributes), time_ns=_now_ns()))
-
-    def span(self, name: str, fresh_snapshot: bool = False, **attributes) -> "Span":
-        """Opens a span nested here. `fresh_snapshot` asks the sidecar to sample at its
-        start and end rather than attach its latest periodic sample."""
-        return Span(self._client, self._run_id, self._span_id, name, fresh_snapshot, attributes)
-
-    def fail(self, error: str) -> None:
-        """Marks it failed; it ends as failed when its `with` block exits."""
-        self._error = error or "failed"
-
-    def end(self, error: str = "") -> None:
-        """Ends it: ok, or failed when `error` (or an earlier `fail`) is given."""
-        if self._ended:
-            return
-        self._ended = True
-        error = error or self._error
-        self._push_end(_FAILED if error else _OK, error)
-
-    def _push_end(self, status: int, error: str) -> None:
-        raise NotImplementedError
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self.end(f"{exc_type.__name__}: {exc}" if exc_type else "")
-        return False
-
-
-class Run(_Recorder):
-    """One task of an agent, from request to answer."""
-
-    def __init__(self, client: Client, name: str, attributes: dict):
-        self._client = client
-        self._run_id = client._new_id()
-        client._push(start_run=pb.StartRunRequest(
-            run_id=self._run_id, name=name, attributes=_attrs(attributes), time_ns=_now_ns()))
-
-    @property
-    def id(self) -> str:
-        """The run's id, as stored in runs.run_id."""
-        return self._run_id
-
-    def _push_end(self, status: int, error: str) -> None:
-        self._client._push(end_run=pb.EndRunRequest(
-            run_id=self._run_id, status=status, error=error, time_ns=_now_ns()))
-
-
-class Span(_Recorder):
-    """One step of a run (plan, llm_call, tool_call, ...), possibly nested."""
-
-    def __init__(self, client: Client, run_id: str, parent: str, name: str,
-                 fresh_snapshot: bool, attributes: dict):
-        self._client = client
-        self._run_id = run_id
-        self._span_id = client._new_id()
-        self._fresh = fresh_snapshot
-        client._push(start_span=pb.StartSpanRequest(
-            run_id=run_id, span_id=self._span_id, parent_span_id=parent, name=name,
-            attributes=_attrs(attributes), time_ns=_now_ns(), fresh_snapshot=fresh_snapshot))
-
-    @property
-    def id(self) -> str:
-        """The span's id, as stored in spans.span_id."""
-        return self._span_id
-
-    def _push_end(self, status: int, error: str) -> None:
-        self._client._push(end_span=pb.EndSpanRequest(
-            span_id=self._span_id, status=status, error=error, time_ns=_now_ns(),
-            fresh_snapshot=self._fresh))
