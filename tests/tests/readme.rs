@@ -45,46 +45,52 @@ fn every_readme_query_runs_through_runlens_query() {
     }
 }
 
-#[test]
-fn the_readme_rust_example_is_the_compiled_quickstart_and_records_what_it_says() {
+/// Checks that the README shows `crates/client/examples/{name}.rs` (without its leading doc
+/// comment) and builds it; returns the executable.
+fn readme_example(name: &str, features: &[&str]) -> std::path::PathBuf {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     let example =
-        std::fs::read_to_string(format!("{root}/crates/client/examples/quickstart.rs")).unwrap();
-    // The README shows the file without its leading doc comment.
+        std::fs::read_to_string(format!("{root}/crates/client/examples/{name}.rs")).unwrap();
     let body = example.split_once("\n\n").map(|(_, b)| b).unwrap();
     assert!(
         readme.contains(&format!("```rust\n{body}```")),
-        "README's Rust example differs from crates/client/examples/quickstart.rs"
+        "README's Rust example differs from crates/client/examples/{name}.rs"
     );
-
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = std::process::Command::new(cargo);
-    build.args(["build", "-p", "runlens-client", "--example", "quickstart"]);
+    build.args(["build", "-p", "runlens-client", "--example", name]);
+    for feature in features {
+        build.args(["--features", feature]);
+    }
     if !cfg!(debug_assertions) {
         build.arg("--release");
     }
     assert!(build.current_dir(root).status().unwrap().success());
-    let exe = runlens_e2e::bin("runlens")
+    runlens_e2e::bin("runlens")
         .with_file_name("examples")
-        .join("quickstart");
+        .join(name)
+}
 
-    let mut sidecar = Sidecar::start();
+/// Runs an example against `sidecar`; it must succeed without a word on stderr (its
+/// shutdown returned Ok: everything committed, nothing warned about).
+fn run_example(exe: &std::path::Path, sidecar: &Sidecar) {
     let out = std::process::Command::new(exe)
         .env("RUNLENS_ENDPOINT", sidecar.endpoint())
         .output()
         .unwrap();
     assert!(
-        out.status.success(),
+        out.status.success() && out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // shutdown() returned Ok: everything is committed, nothing warned about.
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+}
+
+#[test]
+fn the_readme_rust_example_is_the_compiled_quickstart_and_records_what_it_says() {
+    let exe = readme_example("quickstart", &[]);
+    let mut sidecar = Sidecar::start();
+    run_example(&exe, &sidecar);
     assert_eq!(
         sidecar.count("SELECT count(*) FROM runs WHERE name = 'answer-question' AND status = 'ok'"),
         1
@@ -101,6 +107,36 @@ fn the_readme_rust_example_is_the_compiled_quickstart_and_records_what_it_says()
             "SELECT count(*) FROM spans WHERE name IN ('plan', 'llm_call') AND status = 'ok'"
         ),
         2
+    );
+    sidecar.stop();
+}
+
+#[test]
+fn the_readme_tracing_example_records_instrumented_functions() {
+    let exe = readme_example("instrumented", &["tracing"]);
+    let mut sidecar = Sidecar::start();
+    run_example(&exe, &sidecar);
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM runs WHERE name = 'answer_question' AND status = 'ok'
+               AND json_extract(attributes, '$.question') LIKE '%why is the sky blue?%'"
+        ),
+        1
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM spans s JOIN spans p ON p.span_id = s.parent_span_id
+             WHERE p.name = 'plan' AND s.name = 'tool_call' AND s.status = 'failed'
+               AND s.error = 'search timed out'"
+        ),
+        1
+    );
+    assert_eq!(
+        sidecar.count(
+            "SELECT count(*) FROM spans WHERE name = 'llm_call' AND status = 'ok'
+               AND json_extract(attributes, '$.model') = 'llama-3-8b'"
+        ),
+        1
     );
     sidecar.stop();
 }

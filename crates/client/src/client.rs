@@ -12,6 +12,12 @@ use crate::stream::{self, Hello};
 /// Where the sidecar listens by default.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50551";
 
+/// The environment variable [`Client::from_env`] reads the endpoint from.
+pub const ENDPOINT_ENV: &str = "RUNLENS_ENDPOINT";
+
+/// The environment variable [`Client::from_env`] reads the client's name from.
+pub const NAME_ENV: &str = "RUNLENS_CLIENT_NAME";
+
 /// Default buffer size, in messages (sent or not) awaiting acknowledgement.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
@@ -186,6 +192,26 @@ impl Client {
                 policy: FullPolicy::DropNewest,
             },
         }
+    }
+
+    /// A client configured from the environment, as the Python package's default client
+    /// is: the endpoint from `RUNLENS_ENDPOINT` (default [`DEFAULT_ENDPOINT`]) and the name
+    /// from `RUNLENS_CLIENT_NAME` (default: the executable's file name). Needs a tokio
+    /// runtime, like [`ClientBuilder::build`].
+    pub fn from_env() -> Result<Client, Error> {
+        let endpoint = std::env::var(ENDPOINT_ENV)
+            .ok()
+            .filter(|e| !e.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        let name = std::env::var(NAME_ENV)
+            .ok()
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                let exe = std::env::current_exe().ok()?;
+                Some(exe.file_name()?.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default();
+        Self::builder(endpoint).name(name).build()
     }
 
     /// Opens a run; the sidecar takes a fresh baseline snapshot for it.

@@ -33,12 +33,16 @@ mod error;
 mod ids;
 mod recording;
 mod stream;
+#[cfg(feature = "tracing")]
+#[path = "tracing_layer.rs"]
+pub mod tracing;
 mod warn;
 
 pub use backoff::Backoff;
 pub use buffer::FullPolicy;
 pub use client::{
     Client, ClientBuilder, DEFAULT_CAPACITY, DEFAULT_CAPACITY_BYTES, DEFAULT_ENDPOINT,
+    ENDPOINT_ENV, NAME_ENV,
 };
 pub use error::Error;
 pub use recording::{Run, Span};

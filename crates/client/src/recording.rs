@@ -186,6 +186,15 @@ impl Run {
     }
 
     fn end(&mut self, result: Result<(), String>) {
+        self.end_with(result, HashMap::new());
+    }
+
+    /// Ends the run with attributes learnt while it ran (merged into its attributes).
+    pub(crate) fn end_with(
+        &mut self,
+        result: Result<(), String>,
+        attributes: HashMap<String, String>,
+    ) {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
@@ -194,7 +203,7 @@ impl Run {
             run_id: self.scope.run_id.to_string(),
             status,
             error,
-            attributes: HashMap::new(),
+            attributes,
             time_ns: now_ns(),
         }));
     }
@@ -293,6 +302,15 @@ impl Span {
     }
 
     fn end(&mut self, result: Result<(), String>) {
+        self.end_with(result, HashMap::new());
+    }
+
+    /// Ends the span with attributes learnt while it ran (merged into its attributes).
+    pub(crate) fn end_with(
+        &mut self,
+        result: Result<(), String>,
+        attributes: HashMap<String, String>,
+    ) {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
@@ -301,7 +319,7 @@ impl Span {
             span_id: self.scope.span_id.clone(),
             status,
             error,
-            attributes: HashMap::new(),
+            attributes,
             time_ns: now_ns(),
             fresh_snapshot: self.fresh_snapshot,
         }));

@@ -210,6 +210,20 @@ pub enum BenchCommand {
     Metrics(MetricsBenchArgs),
     /// Drain an OTLP export outbox of a synthetic history to a local receiver.
     Export(ExportBenchArgs),
+    /// Time what the Rust client's `tracing` layer adds to a span, against a bare
+    /// `tracing-subscriber` registry, with the spans stored by a real sidecar.
+    Tracing(TracingBenchArgs),
+}
+
+/// `runlens bench tracing`.
+#[derive(Debug, Args)]
+pub struct TracingBenchArgs {
+    /// Spans a round (tasks of one task span and 99 step spans).
+    #[arg(long, default_value_t = 100_000)]
+    pub spans: u64,
+    /// Rounds of each (bare and with the layer, alternating); the median is printed.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
 }
 
 /// `runlens bench export`.

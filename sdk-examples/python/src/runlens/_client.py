@@ -32,9 +32,6 @@ __all__ = ["Client", "normalize_endpoint", "DEFAULT_ENDPOINT"]
 DEFAULT_ENDPOINT = "127.0.0.1:50551"
 
 _BATCH = 1024  # messages per stream frame
-#: How long the sender waits for more messages before sending a frame that is not full:
-#: at agent rates this turns several wake-ups and frames into one, for at most 1 ms of delay.
-_COALESCE_S = 0.001
 
 
 #: How long the sidecar may be unreachable before the client says so (once per outage).
@@ -224,13 +221,6 @@ class Client:
                        and generation == self._generation and not self._closed):
                     self._cond.wait(0.5)
                 if generation != self._generation or (self._closed and not self._pending):
-                    return
-                short = len(self._pending) < _BATCH and not self._closed
-            if short:
-                # Let what the agent records in the next moment join this frame.
-                time.sleep(_COALESCE_S)
-            with self._cond:
-                if generation != self._generation:
                     return
                 if self.dropped > self._dropped_reported:
                     # Tell the sidecar how much was lost (stored in clients.dropped_messages).

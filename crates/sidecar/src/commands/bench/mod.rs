@@ -15,6 +15,7 @@ mod otlp;
 mod report;
 mod sample;
 mod support;
+mod tracing;
 
 use crate::cli::{BenchArgs, BenchCommand};
 use crate::exit::Failure;
@@ -30,5 +31,6 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         BenchCommand::Agent(a) => agent::run(a),
         BenchCommand::Metrics(a) => metrics::run(a),
         BenchCommand::Export(a) => export::run(a),
+        BenchCommand::Tracing(a) => tracing::run(a),
     }
 }
