@@ -16,6 +16,8 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 echo "== the committed stubs match proto/"
 "$here/gen_stubs.sh" --check "$venv/bin/python"
+echo "== mypy: the package's type hints hold (py.typed promises them)"
+(cd "$here" && "$venv/bin/python" -m mypy src/runlens --exclude 'v1/' --follow-imports=silent)
 # The package as the tests use it (reinstalled: the folder may have changed).
 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$here"
 rm -rf "$here/build" "$here"/src/*.egg-info

@@ -21,10 +21,15 @@ import time
 import uuid
 import warnings
 
+from typing import TYPE_CHECKING
+
 import grpc
 
 from .v1 import runlens_pb2 as pb
 from .v1 import runlens_pb2_grpc as rpc
+
+if TYPE_CHECKING:
+    from ._recording import Run, Span
 
 __all__ = ["Client", "normalize_endpoint", "DEFAULT_ENDPOINT"]
 

@@ -97,7 +97,7 @@ class _Recorder:
         error = error or self._error
         self._push_end(_FAILED if error else _OK, error)
 
-    def _push_end(self, status: int, error: str) -> None:
+    def _push_end(self, status: "pb.EndStatus", error: str) -> None:
         raise NotImplementedError
 
     def __enter__(self):
@@ -105,7 +105,8 @@ class _Recorder:
         self._token = _current.set(self)
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Returns None: an exception inside the block always propagates.
         self.end(error_text(exc_type, exc) if exc_type else "")
         token, self._token = self._token, None
         try:
@@ -115,13 +116,12 @@ class _Recorder:
             # Exited in another context than it was entered in (e.g. a generator resumed
             # elsewhere): restore what was current when it was entered.
             _current.set(self._outer)
-        return False
 
     async def __aenter__(self):
         return self.__enter__()
 
-    async def __aexit__(self, exc_type, exc, tb) -> bool:
-        return self.__exit__(exc_type, exc, tb)
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        self.__exit__(exc_type, exc, tb)
 
 
 class Run(_Recorder):
@@ -138,7 +138,7 @@ class Run(_Recorder):
         """The run's id, as stored in runs.run_id."""
         return self._run_id
 
-    def _push_end(self, status: int, error: str) -> None:
+    def _push_end(self, status: "pb.EndStatus", error: str) -> None:
         self._client._push(end_run=pb.EndRunRequest(
             run_id=self._run_id, status=status, error=error, time_ns=_now_ns()))
 
@@ -166,7 +166,7 @@ class Span(_Recorder):
         """The id of the run this span belongs to."""
         return self._run_id
 
-    def _push_end(self, status: int, error: str) -> None:
+    def _push_end(self, status: "pb.EndStatus", error: str) -> None:
         self._client._push(end_span=pb.EndSpanRequest(
             span_id=self._span_id, status=status, error=error, time_ns=_now_ns(),
             fresh_snapshot=self._fresh))
