@@ -138,3 +138,39 @@ async fn instrumented_code_is_recorded_as_runs_and_nested_spans() {
     assert_eq!(sidecar.count("SELECT count(*) FROM spans"), 9);
     sidecar.stop();
 }
+
+#[tokio::test]
+async fn at_trace_level_the_transports_own_spans_are_still_skipped() {
+    // With every level recorded, h2/hyper/tonic/tower spans (created while the client's
+    // sender runs on this same thread) would be recorded too, and each recorded span
+    // would make more of them: only the target rule keeps them out.
+    let mut sidecar = Sidecar::start();
+    let client = Client::builder(sidecar.endpoint()).build().unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(RunlensLayer::new(client.clone()).with_max_level(tracing::Level::TRACE));
+    let _default = tracing::subscriber::set_default(subscriber);
+    for _ in 0..3 {
+        assert_eq!(answer(1).await, Ok(()));
+        client.flush_timeout(Duration::from_secs(20)).await.unwrap();
+    }
+    // Per answer: the run, plan, llm_call, the debug span now recorded, guarded, tool_call,
+    // and the sub_agent run with its sub_step.
+    assert_eq!(
+        rows(
+            &sidecar,
+            "SELECT DISTINCT name FROM spans UNION SELECT DISTINCT name FROM runs ORDER BY 1"
+        ),
+        [
+            "answer",
+            "guarded",
+            "llm_call",
+            "plan",
+            "retry_loop",
+            "sub_agent",
+            "sub_step",
+            "tool_call"
+        ]
+    );
+    assert_eq!(sidecar.count("SELECT count(*) FROM spans"), 3 * 6);
+    sidecar.stop();
+}

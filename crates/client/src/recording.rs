@@ -177,19 +177,15 @@ impl Run {
 
     /// Ends the run as ok.
     pub fn end_ok(mut self) {
-        self.end(Ok(()));
+        self.end_with(Ok(()), HashMap::new());
     }
 
     /// Ends the run as failed with this error.
     pub fn end_failed(mut self, error: impl Display) {
-        self.end(Err(error.to_string()));
+        self.end_with(Err(error.to_string()), HashMap::new());
     }
 
-    fn end(&mut self, result: Result<(), String>) {
-        self.end_with(result, HashMap::new());
-    }
-
-    /// Ends the run with attributes learnt while it ran (merged into its attributes).
+    /// Ends the run, with attributes learnt while it ran (merged into its attributes).
     pub(crate) fn end_with(
         &mut self,
         result: Result<(), String>,
@@ -211,7 +207,7 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        self.end(Err(DROPPED_ERROR.to_owned()));
+        self.end_with(Err(DROPPED_ERROR.to_owned()), HashMap::new());
     }
 }
 
@@ -293,19 +289,15 @@ impl Span {
 
     /// Ends the span as ok.
     pub fn end_ok(mut self) {
-        self.end(Ok(()));
+        self.end_with(Ok(()), HashMap::new());
     }
 
     /// Ends the span as failed with this error.
     pub fn end_failed(mut self, error: impl Display) {
-        self.end(Err(error.to_string()));
+        self.end_with(Err(error.to_string()), HashMap::new());
     }
 
-    fn end(&mut self, result: Result<(), String>) {
-        self.end_with(result, HashMap::new());
-    }
-
-    /// Ends the span with attributes learnt while it ran (merged into its attributes).
+    /// Ends the span, with attributes learnt while it ran (merged into its attributes).
     pub(crate) fn end_with(
         &mut self,
         result: Result<(), String>,
@@ -328,6 +320,6 @@ impl Span {
 
 impl Drop for Span {
     fn drop(&mut self) {
-        self.end(Err(DROPPED_ERROR.to_owned()));
+        self.end_with(Err(DROPPED_ERROR.to_owned()), HashMap::new());
     }
 }

@@ -228,12 +228,14 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let is_error = *event.metadata().level() == Level::ERROR;
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        if !is_error && fields.error.is_none() {
+        // Every event of the program passes here: decide from the metadata alone, and
+        // visit the fields only of the few that fail a span.
+        let meta = event.metadata();
+        if *meta.level() != Level::ERROR && meta.fields().field(ERROR_FIELD).is_none() {
             return;
         }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
         let Some(scope) = ctx.event_scope(event) else {
             return;
         };
