@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use runlens_client::Client;
 
-use super::support::{ServeProcess, TempDir, require_all_stored, summary};
+use super::support::{ServeProcess, StoredDb, TempDir, require_all_stored, summary};
 use crate::cli::AgentBenchArgs;
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::format::outln;
@@ -111,12 +111,8 @@ pub fn run(args: AgentBenchArgs) -> Result<(), Failure> {
         "sidecar + client: {:.1} µs CPU per span",
         per_span(measured.sidecar) + per_span(measured.client)
     )?;
-    let conn = rusqlite::Connection::open(&db)
-        .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))?;
-    let count = |sql: &str| -> Result<i64, Failure> {
-        conn.query_row(sql, [], |r| r.get(0))
-            .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))
-    };
+    let stored_db = StoredDb::open(&db)?;
+    let count = |sql: &str| stored_db.count(sql);
     let fresh = count(
         "SELECT count(*) FROM snapshots WHERE reason IN ('run_start', 'run_end', 'fresh', 'stale')",
     )?;

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::support::{ServeProcess, TempDir, require_all_stored};
+use super::support::{ServeProcess, StoredDb, TempDir, require_all_stored};
 use crate::cli::{Effect, ExportBenchArgs, ExportProtocol};
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::export::{ExportState, Exporter};
@@ -76,9 +76,7 @@ pub fn run(args: ExportBenchArgs) -> Result<(), Failure> {
         "{:.0} spans/s exported and acknowledged ({sent} in {elapsed:.2} s)",
         sent as f64 / elapsed
     )?;
-    let stored: i64 = rusqlite::Connection::open(dir.0.join("receiver.db"))
-        .and_then(|c| c.query_row("SELECT count(*) FROM spans", [], |r| r.get(0)))
-        .map_err(|e| fail("cannot read the receiver's database", &e))?;
+    let stored = StoredDb::open(&dir.0.join("receiver.db"))?.count("SELECT count(*) FROM spans")?;
     outln!("verified {stored}/{sent} spans at the receiver")?;
     require_all_stored(stored, u64::try_from(sent).unwrap_or(0), "the receiver")
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use probe_core::cpu_seconds;
 
-use super::support::{ServeProcess, TempDir, mib, status_bytes};
+use super::support::{ServeProcess, StoredDb, TempDir, mib, status_bytes};
 use crate::cli::IdleArgs;
 use crate::exit::{FAILURE, Failure};
 use crate::format::outln;
@@ -38,8 +38,8 @@ pub fn run(args: IdleArgs) -> Result<(), Failure> {
     let rss = status_bytes(pid, "VmRSS:");
     let peak = status_bytes(pid, "VmHWM:");
     serve.stop();
-    let snapshots = rusqlite::Connection::open(&db)
-        .and_then(|c| c.query_row("SELECT count(*) FROM snapshots", [], |r| r.get::<_, i64>(0)))
+    let snapshots = StoredDb::open(&db)
+        .and_then(|d| d.count("SELECT count(*) FROM snapshots"))
         .unwrap_or(0);
     let (Some(a), Some(b)) = (start_cpu, end_cpu) else {
         return Err(Failure::new(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use runlens_client::Client;
 
 use super::support::{
-    ServeProcess, TempDir, mib, require_all_stored, sorted_in, status_bytes, summary,
+    ServeProcess, StoredDb, TempDir, mib, require_all_stored, sorted_in, status_bytes, summary,
 };
 use crate::cli::IngestArgs;
 use crate::exit::{FAILURE, Failure, USAGE};
@@ -56,16 +56,10 @@ pub fn run(args: IngestArgs) -> Result<(), Failure> {
     serve.stop();
     let (sent, steady_spans) = result?;
     outln!("sidecar peak resident memory: {}", mib(peak))?;
-    let stored: i64 = rusqlite::Connection::open(&db)
-        .and_then(|c| {
-            c.query_row(
-                "SELECT count(*) FROM spans WHERE status = 'ok' AND start_snapshot_id IS NOT NULL
-                 AND end_snapshot_id IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))?;
+    let stored = StoredDb::open(&db)?.count(
+        "SELECT count(*) FROM spans WHERE status = 'ok' AND start_snapshot_id IS NOT NULL
+         AND end_snapshot_id IS NOT NULL",
+    )?;
     let expected = sent + steady_spans;
     outln!("verified {stored}/{expected} spans stored, each with both snapshots")?;
     require_all_stored(stored, expected, "the database")?;

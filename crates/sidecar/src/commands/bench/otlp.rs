@@ -12,7 +12,9 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use probe_core::cpu_seconds;
 
-use super::support::{ServeProcess, TempDir, mib, require_all_stored, status_bytes, summary};
+use super::support::{
+    ServeProcess, StoredDb, TempDir, mib, require_all_stored, status_bytes, summary,
+};
 use crate::cli::OtlpBenchArgs;
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::format::outln;
@@ -76,12 +78,8 @@ pub fn run(args: OtlpBenchArgs) -> Result<(), Failure> {
         )?;
     }
     outln!("sidecar peak resident memory: {}", mib(peak))?;
-    let conn = rusqlite::Connection::open(&db)
-        .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))?;
-    let count = |sql: &str| -> Result<i64, Failure> {
-        conn.query_row(sql, [], |r| r.get(0))
-            .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))
-    };
+    let stored_db = StoredDb::open(&db)?;
+    let count = |sql: &str| stored_db.count(sql);
     let stored = count(
         "SELECT count(*) FROM spans WHERE start_snapshot_id IS NOT NULL
          AND end_snapshot_id IS NOT NULL",

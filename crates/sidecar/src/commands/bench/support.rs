@@ -132,6 +132,25 @@ pub fn require_all_stored(stored: i64, expected: u64, where_: &str) -> Result<()
     }
 }
 
+/// The database a benchmark reads its figures back from (what was stored, verified).
+pub struct StoredDb(rusqlite::Connection);
+
+impl StoredDb {
+    /// Opens the database at `path`.
+    pub fn open(path: &std::path::Path) -> Result<Self, Failure> {
+        rusqlite::Connection::open(path)
+            .map(Self)
+            .map_err(|e| Failure::new(FAILURE, format!("cannot read {}: {e}", path.display())))
+    }
+
+    /// The single integer a `SELECT count(*) …` returns.
+    pub fn count(&self, sql: &str) -> Result<i64, Failure> {
+        self.0
+            .query_row(sql, [], |r| r.get(0))
+            .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))
+    }
+}
+
 /// A temporary directory, removed when the benchmark ends.
 pub struct TempDir(pub PathBuf);
 

@@ -11,10 +11,11 @@ use runlens_client::tracing::RunlensLayer;
 use tracing::info_span;
 use tracing_subscriber::prelude::*;
 
-use super::support::{ServeProcess, TempDir, require_all_stored};
+use super::support::{ServeProcess, StoredDb, TempDir, require_all_stored};
 use crate::cli::TracingBenchArgs;
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::format::outln;
+use crate::report::stats::sorted_percentile;
 
 /// Step spans under each task span.
 const STEPS_PER_TASK: u64 = 99;
@@ -102,16 +103,10 @@ pub fn run(args: TracingBenchArgs) -> Result<(), Failure> {
     }
     drop(client);
     serve.stop();
-    let stored: i64 = rusqlite::Connection::open(&db)
-        .and_then(|c| {
-            c.query_row(
-                "SELECT (SELECT count(*) FROM spans WHERE status = 'ok')
-                      + (SELECT count(*) FROM runs WHERE status = 'ok')",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .map_err(|e| fail("cannot read the database", &e))?;
+    let stored = StoredDb::open(&db)?.count(
+        "SELECT (SELECT count(*) FROM spans WHERE status = 'ok')
+              + (SELECT count(*) FROM runs WHERE status = 'ok')",
+    )?;
     let expected = spans * u64::from(args.rounds);
     outln!("verified {stored}/{expected} spans stored (task spans as runs)")?;
     require_all_stored(stored, expected, "the database")
@@ -137,7 +132,7 @@ fn per_span(spans: u64, f: impl FnOnce()) -> f64 {
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    sorted_percentile(v, 0.5).unwrap_or(0.0)
 }
 
 fn list(v: &[f64]) -> String {
