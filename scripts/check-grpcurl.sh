@@ -19,15 +19,9 @@ RUNLENS_BIN=${RUNLENS_BIN:-$root/target/debug/runlens}
 [ -x "$RUNLENS_BIN" ] || (cd "$root" && cargo build -p runlens-sidecar)
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-"$RUNLENS_BIN" serve --listen 127.0.0.1:0 --db "$work/grpcurl.db" \
-  --otlp-grpc-listen 127.0.0.1:0 --otlp-http-listen off --metrics-listen off >"$work/serve.out" 2>"$work/serve.err" &
-pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$work/serve.out" 2>/dev/null && break
-  sleep 0.1
-done
-addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/serve.out")
-[ -n "$addr" ] || { echo "runlens serve did not start:"; cat "$work/serve.err"; exit 1; }
+source "$root/scripts/lib/serve.sh"
+serve_start "$work" --listen 127.0.0.1:0 --db "$work/grpcurl.db" \
+  --otlp-grpc-listen 127.0.0.1:0 --otlp-http-listen off --metrics-listen off
 
 fail() { echo "FAIL: $1"; exit 1; }
 

@@ -25,13 +25,11 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 fail() { echo "FAIL: $1"; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-RUNLENS_FAKE_NVML_SCENARIO=$scenario "$RUNLENS_BIN" serve --listen 127.0.0.1:0 --db "$work/p.db" \
+source "$root/scripts/lib/serve.sh"
+RUNLENS_FAKE_NVML_SCENARIO=$scenario serve_start "$work" --listen 127.0.0.1:0 --db "$work/p.db" \
   --sample-interval 1s --nvml-lib "$bindir/librunlens_fake_nvml.so" \
-  --otlp-grpc-listen off --otlp-http-listen off --metrics-listen 127.0.0.1:0 \
-  >"$work/serve.out" 2>"$work/serve.err" &
-pids+=($!)
-for _ in $(seq 100); do grep -q "listening on" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
-addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/serve.out")
+  --otlp-grpc-listen off --otlp-http-listen off --metrics-listen 127.0.0.1:0
+pids+=("$pid")
 metrics=$(sed -n 's/.*; metrics \([^ ]*\).*/\1/p' "$work/serve.out")
 [ -n "$metrics" ] || { cat "$work/serve.err"; fail "runlens serve did not say its metrics address"; }
 "$bindir/example-agent" --endpoint "http://$addr" --runs 6 >/dev/null

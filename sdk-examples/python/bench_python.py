@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -89,10 +90,6 @@ def at_rate(addr: str, rate: int, seconds: float) -> tuple[float, int]:
     return (time.process_time() - cpu) * 1e6 / spans, spans
 
 
-def median(values):
-    return sorted(values)[len(values) // 2]
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--spans", type=int, default=20000)
@@ -116,7 +113,7 @@ def main():
             rec, dur = runlens_package(args.spans, s.addr, s.db, r * args.spans)
             recs.append(rec)
             durs.append(dur)
-    seed, recorded, durable = median(seeds), median(recs), median(durs)
+    seed, recorded, durable = (statistics.median(v) for v in (seeds, recs, durs))
     rounds = lambda v: ", ".join(f"{x:,.0f}" for x in v)  # noqa: E731
     print(f"binary: {RUNLENS}; {args.spans} spans a round, {args.rounds} rounds (medians)")
     print(f"seed psutil + JSON-lines emitter: {seed:10,.0f} spans/s (no database, no query; "

@@ -20,13 +20,12 @@ echo "== mypy: the package's type hints hold (py.typed promises them)"
 (cd "$here" && "$venv/bin/python" -m mypy src/runlens --exclude 'v1/' --follow-imports=silent)
 # The package as the tests use it (reinstalled: the folder may have changed).
 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$here"
-rm -rf "$here/build" "$here"/src/*.egg-info
 
 echo "== pip install ./sdk-examples/python into a fresh virtual environment, as a user would"
 userenv=$(mktemp -d)
 python3 -m venv "$userenv"
 (cd "$root" && "$userenv/bin/pip" install --quiet --disable-pip-version-check ./sdk-examples/python)
-rm -rf "$here/build" "$here"/src/*.egg-info
+rm -rf "$here/build" "$here"/src/*.egg-info   # what the two in-tree builds left behind
 # The example agent test runs with this interpreter (tests/test_runlens.py, test_sdk.py).
 export RUNLENS_PYTHON=$userenv/bin/python
 (cd / && "$RUNLENS_PYTHON" -c 'import runlens, runlens.v1.runlens_pb2; print("installed runlens", runlens.__version__, "from", runlens.__file__)')
@@ -37,16 +36,9 @@ export RUNLENS_BIN=${RUNLENS_BIN:-$root/target/debug/runlens}
 [ -f "$(dirname "$RUNLENS_BIN")/librunlens_fake_nvml.so" ] || (cd "$root" && cargo build -p runlens-fake-nvml)
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work" "$userenv"' EXIT
-"$RUNLENS_BIN" serve --listen 127.0.0.1:0 --db "$work/py.db" --sample-interval 200ms \
-  --otlp-grpc-listen off --otlp-http-listen off --metrics-listen off \
-  >"$work/serve.out" 2>"$work/serve.err" &
-pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$work/serve.out" 2>/dev/null && break
-  sleep 0.1
-done
-addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/serve.out")
-[ -n "$addr" ] || { echo "runlens serve did not start:"; cat "$work/serve.err"; exit 1; }
+source "$root/scripts/lib/serve.sh"
+serve_start "$work" --listen 127.0.0.1:0 --db "$work/py.db" --sample-interval 200ms \
+  --otlp-grpc-listen off --otlp-http-listen off --metrics-listen off
 "$venv/bin/python" "$here/stub_smoke.py" "$addr" "$work/py.db"
 kill -INT $pid
 wait $pid

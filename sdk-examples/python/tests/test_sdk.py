@@ -44,7 +44,6 @@ class Nesting(unittest.TestCase):
 
     def tearDown(self):
         self.client.close()
-        self.sidecar.stop()
         self.sidecar.__exit__(None, None, None)
 
     def test_interleaved_asyncio_runs_each_keep_their_own_spans(self):
