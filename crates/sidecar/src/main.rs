@@ -15,6 +15,8 @@ mod report;
 mod sampler;
 mod service;
 mod store;
+#[cfg(test)]
+mod test_fixtures;
 
 use std::process::ExitCode;
 

@@ -102,7 +102,7 @@ fn gpu_to_wire(d: &probe_core::GpuDevice) -> pb::GpuResources {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use probe_core::{GpuDevice, GpuSnapshot, GpuState, HostSnapshot, Snapshot};
+    use probe_core::{GpuDevice, GpuSnapshot, GpuState, Snapshot};
 
     #[test]
     fn absent_gpu_metrics_stay_absent_on_the_wire() {
@@ -110,19 +110,7 @@ mod tests {
         dev.uuid = Some("GPU-1".into());
         let snap = Snapshot {
             taken_at_ns: 42,
-            host: HostSnapshot {
-                cpu_load_1m: Some(0.5),
-                cpu_load_5m: None,
-                cpu_load_15m: None,
-                cpu_count: 2,
-                cpu_utilization_ratio: None,
-                cpu_core_utilization_ratio: vec![],
-                ram_total_bytes: 100,
-                ram_used_bytes: 40,
-                ram_available_bytes: 60,
-                swap_total_bytes: 0,
-                swap_used_bytes: 0,
-            },
+            host: crate::test_fixtures::host_snapshot(),
             gpu: GpuSnapshot {
                 available: true,
                 unavailable_reason: None,

@@ -240,19 +240,7 @@ mod tests {
     use crate::store::writer::rows::{RunEnd, RunStart, StoredSnapshot};
 
     fn snapshot(id: i64) -> WriteOp {
-        let host = probe_core::HostSnapshot {
-            cpu_load_1m: Some(0.5),
-            cpu_load_5m: None,
-            cpu_load_15m: None,
-            cpu_count: 2,
-            cpu_utilization_ratio: None,
-            cpu_core_utilization_ratio: vec![],
-            ram_total_bytes: 100,
-            ram_used_bytes: 40,
-            ram_available_bytes: 60,
-            swap_total_bytes: 0,
-            swap_used_bytes: 0,
-        };
+        let host = crate::test_fixtures::host_snapshot();
         WriteOp::Snapshot(Arc::new(StoredSnapshot {
             id,
             reason: "interval",
