@@ -1,7 +1,9 @@
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
+use tonic::codegen::http::Uri;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::buffer::{FullPolicy, Limits, Shared};
 use crate::error::Error;
@@ -64,20 +66,22 @@ impl ClientBuilder {
     /// when the connection is up.
     pub fn build(self) -> Result<Client, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let endpoint = Endpoint::from_shared(normalize_endpoint(&self.endpoint)?)
+        let (url, socket) = normalize_endpoint(&self.endpoint)?;
+        let endpoint = Endpoint::from_shared(url)
             .map_err(|e| Error::InvalidEndpoint {
                 endpoint: self.endpoint.clone(),
                 reason: e.to_string(),
             })?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
+        let target = Target { endpoint, socket };
         let ids = Arc::new(IdGen::new());
         let shared = Arc::new(Shared::new(self.limits));
         let hello = Hello {
             client_id: format!("client-{}", ids.prefix()),
             client_name: self.name,
         };
-        runtime.spawn(stream::drive(shared.clone(), endpoint, hello));
+        runtime.spawn(stream::drive(shared.clone(), target, hello));
         Ok(Client {
             inner: Arc::new(Inner { shared, ids }),
         })
@@ -111,21 +115,66 @@ impl Drop for Inner {
     }
 }
 
+/// Where the background task connects: a gRPC endpoint, reached over TCP or, for a
+/// `unix:///path` endpoint, through that socket.
+pub(crate) struct Target {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) socket: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Target {
+    /// As the user would write it: the URL, or `unix://` and the path.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.socket {
+            Some(path) => write!(f, "unix://{}", path.display()),
+            None => write!(f, "{}", self.endpoint.uri()),
+        }
+    }
+}
+
+impl Target {
+    /// Opens a connection (each reconnect calls it again).
+    pub(crate) async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        let Some(path) = &self.socket else {
+            return self.endpoint.connect().await;
+        };
+        let path = path.clone();
+        self.endpoint
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await
+    }
+}
+
 /// Accepts `http://HOST:PORT`, `https://HOST:PORT` and a bare `HOST:PORT` (taken as
 /// `http://`): both spellings are common, and a wrong one must fail here, not connect
-/// never. Anything else is an error naming the expected form.
-fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
+/// never. `unix:///path` (or `unix:path`) is a Unix socket: the URL is then a placeholder
+/// for the HTTP/2 authority, and the path is returned beside it. Anything else is an error
+/// naming the expected forms.
+fn normalize_endpoint(endpoint: &str) -> Result<(String, Option<PathBuf>), Error> {
     let invalid = |reason: &str| Error::InvalidEndpoint {
         endpoint: endpoint.to_owned(),
         reason: reason.to_owned(),
     };
     let trimmed = endpoint.trim();
+    if let Some(rest) = trimmed.strip_prefix("unix:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.is_empty() {
+            return Err(invalid("a Unix socket needs a path"));
+        }
+        return Ok(("http://localhost".to_owned(), Some(PathBuf::from(path))));
+    }
     let url = match trimmed.split_once("://") {
         Some(("http" | "https", _)) => trimmed.to_owned(),
         Some((scheme, _)) => return Err(invalid(&format!("unsupported scheme {scheme:?}"))),
         None => format!("http://{trimmed}"),
     };
-    let uri: tonic::codegen::http::Uri = url
+    let uri: Uri = url
         .parse()
         .map_err(|e: tonic::codegen::http::uri::InvalidUri| invalid(&e.to_string()))?;
     let host = uri.host().unwrap_or_default();
@@ -138,7 +187,7 @@ fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
     if !matches!(uri.path(), "" | "/") {
         return Err(invalid("a path is not allowed"));
     }
-    Ok(url)
+    Ok((url, None))
 }
 
 #[cfg(test)]
@@ -147,20 +196,21 @@ mod tests {
 
     #[test]
     fn both_spellings_are_accepted_and_wrong_ones_say_the_expected_form() {
+        let url = |e: &str| normalize_endpoint(e).map(|(url, _)| url).unwrap();
+        assert_eq!(url("127.0.0.1:50551"), "http://127.0.0.1:50551");
+        assert_eq!(url("http://localhost:50551"), "http://localhost:50551");
+        assert_eq!(url("https://sidecar:443"), "https://sidecar:443");
         assert_eq!(
-            normalize_endpoint("127.0.0.1:50551").unwrap(),
-            "http://127.0.0.1:50551"
+            normalize_endpoint("unix:///run/runlens/r.sock").unwrap().1,
+            Some(PathBuf::from("/run/runlens/r.sock"))
         );
         assert_eq!(
-            normalize_endpoint("http://localhost:50551").unwrap(),
-            "http://localhost:50551"
-        );
-        assert_eq!(
-            normalize_endpoint("https://sidecar:443").unwrap(),
-            "https://sidecar:443"
+            normalize_endpoint("unix:r.sock").unwrap().1,
+            Some(PathBuf::from("r.sock"))
         );
         for bad in [
-            "unix:///tmp/x.sock",
+            "unix://",
+            "ftp://127.0.0.1:50551",
             "http://127.0.0.1",
             "",
             "http://:50551",

@@ -1,9 +1,10 @@
 /// What can go wrong using the client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The endpoint is not `http://HOST:PORT` (or `HOST:PORT`, or `https://…`).
+    /// The endpoint is not `http://HOST:PORT` (or `HOST:PORT`, `https://…`, or a Unix
+    /// socket `unix:///path`).
     #[error(
-        "invalid endpoint {endpoint:?}: {reason}; write it as http://HOST:PORT, e.g. http://127.0.0.1:50551"
+        "invalid endpoint {endpoint:?}: {reason}; write it as http://HOST:PORT, e.g. http://127.0.0.1:50551, or unix:///path/to.sock"
     )]
     InvalidEndpoint {
         /// The endpoint given.

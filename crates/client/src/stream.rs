@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::Target;
 use runlens_api::pb;
 use runlens_api::pb::runlens_client::RunlensClient;
 use runlens_api::pb::server_message::Body as In;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 
 use crate::backoff::Backoff;
 use crate::buffer::Shared;
@@ -47,7 +47,7 @@ pub struct Hello {
 }
 
 /// Runs until the client is closed and everything is acknowledged.
-pub async fn drive(shared: Arc<Shared>, endpoint: Endpoint, hello: Hello) {
+pub async fn drive(shared: Arc<Shared>, target: Target, hello: Hello) {
     let mut backoff = Backoff::new(
         Duration::from_millis(50),
         Duration::from_secs(5),
@@ -60,7 +60,7 @@ pub async fn drive(shared: Arc<Shared>, endpoint: Endpoint, hello: Hello) {
         if shared.is_closed() && shared.unacknowledged() == 0 {
             return;
         }
-        match session(&shared, &endpoint, &hello, &mut backoff).await {
+        match session(&shared, &target, &hello, &mut backoff).await {
             Ok(()) => return,
             Err(reason) => {
                 shared.requeue_inflight();
@@ -80,7 +80,7 @@ pub async fn drive(shared: Arc<Shared>, endpoint: Endpoint, hello: Hello) {
                     crate::warn::warn(&format!(
                         "runlens sidecar at {} unreachable for {}s ({reason}); {} message(s) \
                          buffered, still retrying",
-                        endpoint.uri(),
+                        target,
                         since.elapsed().as_secs(),
                         shared.unacknowledged()
                     ));
@@ -114,11 +114,11 @@ pub const UNREACHABLE_WARNING_AFTER: Duration = Duration::from_secs(10);
 /// One connection's life. `Ok` only when the client is closed and fully acknowledged.
 async fn session(
     shared: &Shared,
-    endpoint: &Endpoint,
+    target: &Target,
     hello: &Hello,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
-    let channel = endpoint.connect().await.map_err(|e| with_sources(&e))?;
+    let channel = target.connect().await.map_err(|e| with_sources(&e))?;
     let mut client = RunlensClient::new(channel);
     let (tx, rx) = mpsc::channel(OUTBOUND_WINDOW);
     let hello = pb::ClientMessage {

@@ -25,8 +25,10 @@ pub mod env {
     pub const NVML_LIB: &str = "RUNLENS_NVML_LIB";
     /// `--cgroup-root` of every command that samples.
     pub const CGROUP_ROOT: &str = "RUNLENS_CGROUP_ROOT";
-    /// `serve --listen`.
+    /// `serve --listen` (several addresses separated by commas).
     pub const LISTEN: &str = "RUNLENS_LISTEN";
+    /// `serve --socket-mode`.
+    pub const SOCKET_MODE: &str = "RUNLENS_SOCKET_MODE";
     /// `serve --sample-interval`.
     pub const SAMPLE_INTERVAL: &str = "RUNLENS_SAMPLE_INTERVAL";
     /// `serve --durability`.
@@ -400,6 +402,45 @@ fn parse_listener(text: &str) -> Result<Listener, String> {
         .map_err(|e| format!("{e}; write host:port such as 127.0.0.1:4317, or off"))
 }
 
+/// An address `serve` accepts runlens.v1 on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// TCP.
+    Tcp(SocketAddr),
+    /// A Unix socket at this path.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
+fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
+    // gRPC's spellings: unix:///absolute/path, unix:relative/path.
+    if let Some(rest) = text.strip_prefix("unix:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.is_empty() {
+            return Err("a Unix socket needs a path, e.g. unix:///run/runlens/runlens.sock".into());
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
+    text.parse().map(ListenAddr::Tcp).map_err(|e| {
+        format!("{e}; write host:port such as 127.0.0.1:50551, or unix:///path/to.sock")
+    })
+}
+
+fn parse_socket_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err("write permission bits in octal, e.g. 0660 or 0600".into()),
+    }
+}
+
 /// OTLP transports for export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportProtocol {
@@ -432,9 +473,17 @@ pub enum Durability {
 /// `runlens serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port, printed at start).
-    #[arg(long, env = env::LISTEN, default_value = "127.0.0.1:50551")]
-    pub listen: SocketAddr,
+    /// Where agents reach runlens.v1: host:port (port 0 picks a free port, printed at
+    /// start) or unix:///path/to.sock (a Unix socket, e.g. in a pod's shared emptyDir).
+    /// Repeat the flag (or separate with commas) to listen on several, e.g. TCP for the
+    /// probes and a socket for the agent.
+    #[arg(long, env = env::LISTEN, default_value = "127.0.0.1:50551",
+          value_parser = parse_listen_addr, value_delimiter = ',')]
+    pub listen: Vec<ListenAddr>,
+    /// Permissions of the Unix sockets of --listen, in octal (0660: the owner and its group,
+    /// so an agent container sharing the group can connect).
+    #[arg(long, env = env::SOCKET_MODE, default_value = "0660", value_parser = parse_socket_mode)]
+    pub socket_mode: u32,
     /// SQLite database to write (created if missing).
     #[arg(long, env = env::DB, default_value = "./runlens.db")]
     pub db: PathBuf,
@@ -559,6 +608,36 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn listen_addresses_are_tcp_or_unix_sockets() {
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:0"),
+            Ok(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listen_addr("unix:///run/runlens/r.sock"),
+            Ok(ListenAddr::Unix("/run/runlens/r.sock".into()))
+        );
+        assert_eq!(
+            parse_listen_addr("unix:r.sock"),
+            Ok(ListenAddr::Unix("r.sock".into()))
+        );
+        assert!(
+            parse_listen_addr("unix://")
+                .unwrap_err()
+                .contains("needs a path")
+        );
+        assert!(parse_listen_addr("50551").unwrap_err().contains("unix:///"));
+        assert_eq!(
+            ListenAddr::Unix("/run/r.sock".into()).to_string(),
+            "unix:///run/r.sock"
+        );
+        assert_eq!(parse_socket_mode("0660"), Ok(0o660));
+        assert_eq!(parse_socket_mode("600"), Ok(0o600));
+        assert!(parse_socket_mode("0999").is_err());
+        assert!(parse_socket_mode("1777").is_err());
     }
 
     #[test]

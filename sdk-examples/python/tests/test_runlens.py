@@ -81,7 +81,7 @@ class Newcomer(unittest.TestCase):
             self.assertEqual(one(s.db, "select count(*) from runs where status = 'ok'"), 2)
 
     def test_a_wrong_endpoint_is_an_error_naming_the_expected_form(self):
-        for bad in ("ftp://127.0.0.1:50551", "127.0.0.1", "http://host:1/v1", ""):
+        for bad in ("ftp://127.0.0.1:50551", "127.0.0.1", "http://host:1/v1", "", "unix://"):
             with self.assertRaises(ValueError) as caught:
                 Client(bad, flush_at_exit=0)
             self.assertIn("HOST:PORT", str(caught.exception))
@@ -100,6 +100,35 @@ class Newcomer(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("2 message(s) not acknowledged by the sidecar", out.stderr)
         self.assertIn("they are lost", out.stderr)
+
+
+class UnixSocket(unittest.TestCase):
+    def test_over_a_unix_socket_across_a_sidecar_restart_on_the_same_path(self):
+        with tempfile.TemporaryDirectory() as d:
+            db, sock = os.path.join(d, "r.db"), os.path.join(d, "r.sock")
+            extra = ["--listen", f"unix://{sock}"]
+            first = Sidecar(db=db, extra=extra)
+            client = Client(f"unix://{sock}", name="py-socket", flush_at_exit=0)
+            run = client.run("over-the-socket")
+            for i in range(50):
+                with run.span("before", i=i):
+                    pass
+            self.assertTrue(client.flush(timeout=20), client.last_error)
+            first.stop(signal.SIGKILL)      # the socket file stays behind
+            self.assertTrue(os.path.exists(sock))
+            for i in range(50):
+                with run.span("after", i=i):
+                    pass
+            with Sidecar(db=db, extra=extra) as second:
+                run.end()
+                self.assertTrue(client.flush(timeout=30), client.last_error)
+                self.assertEqual(one(db, "select count(distinct span_id) from spans "
+                                         "where status = 'ok'"), 100)
+                self.assertEqual(one(db, "select status from runs"), "ok")
+                self.assertEqual((client.dropped, client.rejected), (0, 0))
+                client.close()
+                second.stop()
+            self.assertFalse(os.path.exists(sock), "a clean stop removes the socket")
 
 
 class KilledAgent(unittest.TestCase):

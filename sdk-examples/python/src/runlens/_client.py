@@ -44,20 +44,27 @@ UNREACHABLE_WARNING_AFTER_S = 10.0
 
 
 def normalize_endpoint(endpoint: str) -> str:
-    """`host:port` for grpc, from `host:port` or `http://host:port` (both spellings are
-    common). Anything else raises ValueError naming the expected form, at once, rather than
-    a client that never connects."""
+    """The target for grpc: `host:port` from `host:port` or `http://host:port` (both
+    spellings are common), or a Unix socket `unix:///path` (or `unix:path`) as is. Anything
+    else raises ValueError naming the expected forms, at once, rather than a client that
+    never connects."""
     text = endpoint.strip()
+    expected = ("write it as HOST:PORT or http://HOST:PORT, e.g. 127.0.0.1:50551, "
+                "or unix:///path/to.sock")
+    if text.startswith("unix:"):
+        if not text[len("unix:"):].lstrip("/"):
+            raise ValueError(f"invalid endpoint {endpoint!r}: a Unix socket needs a path; "
+                             f"{expected}")
+        return text
     scheme, sep, rest = text.partition("://")
     if sep:
         if scheme != "http":
             raise ValueError(f"invalid endpoint {endpoint!r}: unsupported scheme {scheme!r}; "
-                             "write it as HOST:PORT or http://HOST:PORT, e.g. 127.0.0.1:50551")
+                             f"{expected}")
         text = rest.rstrip("/")
     host, colon, port = text.rpartition(":")
     if not colon or not host or not port.isdigit() or "/" in text or " " in text:
-        raise ValueError(f"invalid endpoint {endpoint!r}: write it as HOST:PORT or "
-                         "http://HOST:PORT, e.g. 127.0.0.1:50551")
+        raise ValueError(f"invalid endpoint {endpoint!r}: {expected}")
     return text
 
 
@@ -76,7 +83,8 @@ class Client:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, name: str = "",
                  capacity: int = 100_000, flush_at_exit: float = 5.0):
-        """`endpoint` is host:port or http://host:port (ValueError otherwise). `capacity`
+        """`endpoint` is host:port, http://host:port or unix:///path (ValueError
+        otherwise). `capacity`
         bounds the messages kept while unacknowledged; beyond it new messages are dropped,
         counted (`dropped`) and warned about once. Nothing is ever lost silently: a sidecar
         unreachable for a while, and messages left unacknowledged at `close()` or exit,
@@ -98,6 +106,10 @@ class Client:
         self._dropped_reported = 0
         self.rejected = 0
         self.last_error = ""
+        # Over a Unix socket gRPC would send the path as the HTTP/2 :authority, which is
+        # not a valid authority and the sidecar's HTTP/2 server refuses the stream.
+        self._channel_options = ([("grpc.default_authority", "localhost")]
+                                 if self.endpoint.startswith("unix:") else [])
         # (seq, loop, future) of `aflush()` callers, resolved from the sender thread.
         self._waiters: list = []
         self._thread = threading.Thread(target=self._drive, name="runlens-client", daemon=True)
@@ -255,7 +267,7 @@ class Client:
                 self._inflight.extend(self._pending)
                 self._pending = self._inflight
                 self._inflight = collections.deque()
-            channel = grpc.insecure_channel(self.endpoint)
+            channel = grpc.insecure_channel(self.endpoint, options=self._channel_options)
             try:
                 stub = rpc.RunlensStub(channel)
                 for reply in stub.Session(self._requests(generation)):

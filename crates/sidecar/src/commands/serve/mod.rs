@@ -6,12 +6,15 @@ use std::time::Duration;
 use runlens_api::pb::runlens_server::RunlensServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+
+mod listeners;
+
+use listeners::Listeners;
 
 use super::build_sampler;
 use crate::cli::{Durability, Listener, ServeArgs, Switch};
-use crate::exit::{FAILURE, Failure, UNAVAILABLE};
+use crate::exit::{FAILURE, Failure};
 use crate::ingest::{Ingest, Registry};
 use crate::metrics::{Metrics, WorkCounters};
 use crate::otlp::{self, OtlpIngest};
@@ -47,7 +50,14 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     // Bind first: a port already in use must fail before the database is created or
     // migrated, so a mistyped second `serve` leaves no file and no schema change behind.
     // Connections that arrive meanwhile wait in the listen backlog.
-    let (listener, addr) = bind(args.listen, "--listen").await?;
+    let listeners = Listeners::bind(&args.listen, args.socket_mode).await?;
+    let addr = listeners
+        .addresses()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let sockets = listeners.socket_paths();
     let otlp_grpc = bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen").await?;
     let otlp_http = bind_optional(args.otlp_http_listen, "--otlp-http-listen").await?;
     let metrics_listener = bind_optional(args.metrics_listen, "--metrics-listen").await?;
@@ -166,7 +176,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .add_service(otlp::grpc::service(otlp.clone()))
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming(listener), stopped(shutdown_rx.clone()));
+        .serve_with_incoming_shutdown(listeners.incoming(), stopped(shutdown_rx.clone()));
     let mut otlp_servers = serve_otlp(&otlp, otlp_grpc, otlp_http, &shutdown_rx);
     let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
     if let Some((listener, _)) = metrics_listener {
@@ -237,45 +247,17 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     drop(sampler);
     writer.close().await;
+    for path in sockets {
+        // Ours until now: a later sidecar on the same path finds no stale file.
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!("stopped; everything accepted is committed");
     Ok(())
-}
-
-/// Accepted connections with Nagle's algorithm off: an export's answer is one small frame
-/// that must not wait for the client's delayed ACK (40 ms on Linux).
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt as _;
-    TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted {
-            // Best effort: a socket that refuses is only slower.
-            let _ = stream.set_nodelay(true);
-        }
-        accepted
-    })
 }
 
 /// Resolves when `shutdown` turns true (or its sender is gone).
 async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Binds `address`; a failure names the flag that chose it (exit code 69).
-async fn bind(
-    address: std::net::SocketAddr,
-    flag: &str,
-) -> Result<(TcpListener, std::net::SocketAddr), Failure> {
-    let listener = TcpListener::bind(address).await.map_err(|e| {
-        Failure::new(
-            UNAVAILABLE,
-            format!("cannot listen on {address}: {e}; choose another address with {flag}"),
-        )
-    })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Failure::new(FAILURE, format!("listening socket has no address: {e}")))?;
-    Ok((listener, bound))
 }
 
 /// Binds an optional listener; a failure also says how to turn it off.
@@ -285,7 +267,7 @@ async fn bind_optional(
 ) -> Result<Option<(TcpListener, std::net::SocketAddr)>, Failure> {
     match listener {
         Listener::Off => Ok(None),
-        Listener::On(address) => bind(address, flag)
+        Listener::On(address) => listeners::bind_tcp(address, flag)
             .await
             .map(Some)
             .map_err(|f| Failure::new(f.code, format!("{} (or `{flag} off`)", f.message))),
@@ -350,7 +332,10 @@ fn serve_otlp(
     if let Some((listener, _)) = grpc {
         let server = Server::builder()
             .add_service(otlp::grpc::service(otlp.clone()))
-            .serve_with_incoming_shutdown(incoming(listener), stopped(shutdown.clone()));
+            .serve_with_incoming_shutdown(
+                listeners::tcp_incoming(listener),
+                stopped(shutdown.clone()),
+            );
         servers.tasks.push(tokio::spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!(%error, "the OTLP gRPC server failed");
