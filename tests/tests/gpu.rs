@@ -741,3 +741,72 @@ async fn gpu_memory_a_child_of_the_agent_holds_counts_for_the_agent_on_that_gpu(
     assert_eq!(r["agent_gpus"], json!([1]));
     assert_eq!(r["agent_gpus_from"], "processes");
 }
+
+#[test]
+fn gpus_limits_sampling_and_storage_to_the_pods_own_gpus() {
+    // A pod given GPUs 1 and 3 of a 4-GPU node, one named by index and one by UUID (as
+    // NVIDIA_VISIBLE_DEVICES may list them).
+    let scenario = Scenario::new(&demo().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake_nvml_lib();
+    let (key, value) = scenario.env();
+    let mut sidecar = Sidecar::start_with_env(
+        &dir.path().join("gpu.db"),
+        &[
+            "--sample-interval",
+            "100ms",
+            "--nvml-lib",
+            lib.to_str().unwrap(),
+            "--gpus",
+            "1,GPU-33333333-fake-4000-8000-000000000003",
+        ],
+        &[(key, value)],
+    );
+    sleep_samples(3);
+    sidecar.stop();
+    let stored: Vec<(i64, String)> = {
+        let conn = sidecar.sql();
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT gpu_index, uuid FROM gpu_samples ORDER BY gpu_index")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        stored,
+        [
+            (1, "GPU-11111111-fake-4000-8000-000000000001".to_owned()),
+            (3, "GPU-33333333-fake-4000-8000-000000000003".to_owned())
+        ]
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM snapshots WHERE gpu_count != 2"),
+        0
+    );
+
+    // The same selection for snapshot and doctor, from RUNLENS_GPUS; a bad item is refused.
+    let lib_arg = lib.to_str().unwrap();
+    let out = std::process::Command::new(runlens_e2e::bin("runlens"))
+        .args(["snapshot", "--format", "json", "--nvml-lib", lib_arg])
+        .env(key, value)
+        .env("RUNLENS_GPUS", "GPU-22222222-fake-4000-8000-000000000002")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let indexes: Vec<i64> = json["gpu"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(indexes, [2]);
+    let (status, _, stderr) = with_scenario(&["snapshot", "--gpus", "MIG-1"], &scenario);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("neither a GPU index nor a GPU UUID"),
+        "{stderr}"
+    );
+}

@@ -142,10 +142,61 @@ pub struct NvmlLoadError {
     pub message: String,
 }
 
-/// Every NVIDIA GPU through NVML, which is loaded and initialised once for the life of
-/// the probe (re-initialising costs ~22 ms per device).
+/// Which GPUs to sample: all of them, or those named by index or UUID (as
+/// `NVIDIA_VISIBLE_DEVICES` names them). A sidecar in a pod given every GPU of the node
+/// limits itself to the pod's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuSelection {
+    /// Indexes as NVML numbers the devices.
+    pub indexes: HashSet<u32>,
+    /// UUIDs (`GPU-…`).
+    pub uuids: HashSet<String>,
+}
+
+impl GpuSelection {
+    /// Every GPU.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// From a list such as `0,2` or `GPU-1234…,GPU-abcd…` (`all` or an empty list: every GPU).
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, String> {
+        let mut selection = Self::default();
+        for item in items
+            .iter()
+            .map(|i| i.as_ref().trim())
+            .filter(|i| !i.is_empty())
+        {
+            if item.eq_ignore_ascii_case("all") {
+                return Ok(Self::all());
+            }
+            if let Ok(index) = item.parse::<u32>() {
+                selection.indexes.insert(index);
+            } else if item.starts_with("GPU-") {
+                selection.uuids.insert(item.to_owned());
+            } else {
+                return Err(format!(
+                    "{item:?} is neither a GPU index nor a GPU UUID (GPU-…); write e.g. 0,1 or GPU-8f3c…, or all"
+                ));
+            }
+        }
+        Ok(selection)
+    }
+
+    /// Whether every GPU is selected.
+    pub fn is_all(&self) -> bool {
+        self.indexes.is_empty() && self.uuids.is_empty()
+    }
+}
+
+/// Every NVIDIA GPU through NVML (or those a [`GpuSelection`] names), which is loaded and
+/// initialised once for the life of the probe (re-initialising costs ~22 ms per device).
 pub struct NvmlProbe {
     nvml: Result<Nvml, NvmlLoadError>,
+    selection: GpuSelection,
+    /// Per device index, its UUID once known (to match a selection by UUID without asking
+    /// NVML again, and to keep a lost device selected).
+    uuids: Vec<Option<String>>,
     /// Per device index, the metrics the device answered `NotSupported` for.
     unsupported: Vec<HashSet<Metric>>,
     /// Per device index, what rarely changes, read every [`FIXED_EVERY`] samples. It also
@@ -183,9 +234,38 @@ impl NvmlProbe {
         }
         Self {
             nvml,
+            selection: GpuSelection::all(),
+            uuids: Vec::new(),
             unsupported: Vec::new(),
             fixed: Vec::new(),
         }
+    }
+
+    /// Samples only the GPUs `selection` names; the others are not read at all.
+    pub fn with_selection(mut self, selection: GpuSelection) -> Self {
+        self.selection = selection;
+        self
+    }
+
+    /// Whether device `index` is selected. A selection by UUID asks NVML for the UUID the
+    /// first time only.
+    fn selected(&mut self, nvml: &Nvml, index: u32) -> bool {
+        if self.selection.is_all() || self.selection.indexes.contains(&index) {
+            return true;
+        }
+        if self.selection.uuids.is_empty() {
+            return false;
+        }
+        let slot = index as usize;
+        if self.uuids.len() <= slot {
+            self.uuids.resize_with(slot + 1, || None);
+        }
+        if self.uuids[slot].is_none() {
+            self.uuids[slot] = nvml.device_by_index(index).and_then(|d| d.uuid()).ok();
+        }
+        self.uuids[slot]
+            .as_ref()
+            .is_some_and(|uuid| self.selection.uuids.contains(uuid))
     }
 
     /// Why NVML is not usable, or `None` when it loaded.
@@ -397,11 +477,19 @@ impl GpuProbe for NvmlProbe {
             }
         };
         let snapshot = match nvml.device_count() {
-            Ok(count) => GpuSnapshot {
-                available: true,
-                unavailable_reason: None,
-                devices: (0..count).map(|i| self.read_device(&nvml, i)).collect(),
-            },
+            Ok(count) => {
+                let mut devices = Vec::with_capacity(count as usize);
+                for index in 0..count {
+                    if self.selected(&nvml, index) {
+                        devices.push(self.read_device(&nvml, index));
+                    }
+                }
+                GpuSnapshot {
+                    available: true,
+                    unavailable_reason: None,
+                    devices,
+                }
+            }
             Err(e) => GpuSnapshot::unavailable(format!("NVML stopped answering: {e}")),
         };
         self.nvml = Ok(nvml);
@@ -454,4 +542,21 @@ fn describe_load_error(error: &NvmlError, lib_path: Option<&OsStr>) -> NvmlLoadE
         ),
     };
     NvmlLoadError { kind, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GpuSelection;
+
+    #[test]
+    fn a_selection_is_indexes_and_uuids_or_all() {
+        let s = GpuSelection::parse(&["0", " GPU-abc ", "2"]).unwrap();
+        assert_eq!(s.indexes, [0, 2].into_iter().collect());
+        assert_eq!(s.uuids, ["GPU-abc".to_owned()].into_iter().collect());
+        assert!(!s.is_all());
+        assert!(GpuSelection::parse(&["all"]).unwrap().is_all());
+        assert!(GpuSelection::parse::<&str>(&[]).unwrap().is_all());
+        let err = GpuSelection::parse(&["MIG-1"]).unwrap_err();
+        assert!(err.contains("GPU index nor a GPU UUID"), "{err}");
+    }
 }

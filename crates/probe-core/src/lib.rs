@@ -19,7 +19,9 @@ mod time;
 
 pub use cgroup::{CgroupProbe, CgroupReader};
 pub use error::{ProbeError, Result};
-pub use gpu::{GpuProbe, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus};
+pub use gpu::{
+    GpuProbe, GpuSelection, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus,
+};
 pub use host::HostProbe;
 pub use process::{ProcessProbe, WatchOutcome, cpu_seconds, process_start_ticks};
 pub use sampler::Sampler;

@@ -25,6 +25,8 @@ pub mod env {
     pub const NVML_LIB: &str = "RUNLENS_NVML_LIB";
     /// `--cgroup-root` of every command that samples.
     pub const CGROUP_ROOT: &str = "RUNLENS_CGROUP_ROOT";
+    /// `--gpus` of every command that samples.
+    pub const GPUS: &str = "RUNLENS_GPUS";
     /// `serve --listen` (several addresses separated by commas).
     pub const LISTEN: &str = "RUNLENS_LISTEN";
     /// `serve --socket-mode`.
@@ -382,6 +384,25 @@ pub struct ProbeArgs {
     /// (a v2 directory, or a v1 mount holding memory/ and cpu/).
     #[arg(long, env = env::CGROUP_ROOT, value_name = "DIR")]
     pub cgroup_root: Option<PathBuf>,
+    /// Sample and store only these GPUs: indexes or UUIDs, comma-separated (e.g. the pod's
+    /// own, as NVIDIA_VISIBLE_DEVICES lists them) [default: all].
+    #[arg(long, env = env::GPUS, value_name = "LIST", value_delimiter = ',',
+          value_parser = parse_gpu)]
+    pub gpus: Vec<String>,
+}
+
+impl ProbeArgs {
+    /// The GPUs `--gpus` selects.
+    pub fn gpu_selection(&self) -> probe_core::GpuSelection {
+        // Each item already passed `parse_gpu`, so the list parses; "all" is what an
+        // empty list means anyway.
+        probe_core::GpuSelection::parse(&self.gpus).unwrap_or_default()
+    }
+}
+
+/// One item of `--gpus`, checked at once (an index, a `GPU-` UUID, or `all`).
+fn parse_gpu(text: &str) -> Result<String, String> {
+    probe_core::GpuSelection::parse(&[text]).map(|_| text.trim().to_owned())
 }
 
 /// An address to listen on, or none.

@@ -64,7 +64,7 @@ fn check(name: &str, status: Status, detail: String, fix: Option<&str>) -> Check
 pub fn diagnose(args: &DoctorArgs) -> Report {
     let mut checks = vec![check_host()];
     checks.push(check_cgroup(args.probe.cgroup_root.as_deref()));
-    checks.extend(check_gpus(args.probe.nvml_lib.as_deref(), args.no_gpu));
+    checks.extend(check_gpus(&args.probe, args.no_gpu));
     for pid in &args.pid {
         checks.push(check_pid(*pid));
     }
@@ -166,12 +166,15 @@ fn nvml_fix(kind: NvmlLoadErrorKind, no_gpu: bool) -> &'static str {
     }
 }
 
-fn check_gpus(lib: Option<&Path>, no_gpu: bool) -> Vec<Check> {
+/// What NVML and the GPUs `--gpus` selects say.
+fn check_gpus(probe_args: &crate::cli::ProbeArgs, no_gpu: bool) -> Vec<Check> {
+    let lib = probe_args.nvml_lib.as_deref();
+    let selection = probe_args.gpu_selection();
     let lib_name = lib.map_or_else(
         || "libnvidia-ml.so.1 (system library path)".to_owned(),
         |p| p.display().to_string(),
     );
-    let mut probe = NvmlProbe::load(lib.map(OsStr::new));
+    let mut probe = NvmlProbe::load(lib.map(OsStr::new)).with_selection(selection);
     if let Some(failure) = probe.load_failure() {
         let status = if no_gpu { Status::Warn } else { Status::Fail };
         return vec![check(

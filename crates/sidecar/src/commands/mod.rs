@@ -19,7 +19,8 @@ use crate::exit::{FAILURE, Failure};
 /// cgroup from `--cgroup-root` or this process's own.
 pub fn build_sampler(probe: &ProbeArgs) -> Result<(Sampler, Option<String>), Failure> {
     let host = HostProbe::new().map_err(|e| Failure::new(FAILURE, e.to_string()))?;
-    let gpu = NvmlProbe::load(probe.nvml_lib.as_deref().map(OsStr::new));
+    let gpu = NvmlProbe::load(probe.nvml_lib.as_deref().map(OsStr::new))
+        .with_selection(probe.gpu_selection());
     let gpu_note = gpu.load_error().map(str::to_owned);
     let cgroup = match &probe.cgroup_root {
         Some(root) => CgroupProbe::at(root),
