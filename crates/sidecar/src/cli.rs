@@ -106,6 +106,20 @@ pub enum Command {
     /// Explain slow and failed steps by resource pressure: latency by step, the machine
     /// at span start, correlations, pressure vs no pressure, OOM risk.
     Report(ReportArgs),
+    /// Merge the databases of many sidecars (e.g. copied out of pods with `kubectl cp`)
+    /// into one, keeping each row's origin, so SQL and reports run over a fleet's history.
+    Merge(MergeArgs),
+}
+
+/// `runlens merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The merged database (created if missing; more inputs can be merged into it later).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// The databases to merge, each at this runlens's schema version.
+    #[arg(required = true, value_name = "DB")]
+    pub inputs: Vec<PathBuf>,
 }
 
 /// `runlens report`.

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         cli::Command::Bench(args) => commands::bench::run(args),
         cli::Command::Stress(args) => commands::stress::run(args),
         cli::Command::Report(args) => commands::report::run(args),
+        cli::Command::Merge(args) => commands::merge::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod doctor;
+pub mod merge;
 pub mod query;
 pub mod report;
 pub mod serve;

@@ -66,6 +66,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         args.durability == Durability::Full,
         args.max_db_mib.map(|mib| mib.saturating_mul(1 << 20)),
     )?;
+    record_start(&conn);
     let next_snapshot_id = read::next_snapshot_id(&conn).map_err(Failure::from)?;
     let counters = Arc::new(WorkCounters::default());
     let export_state = Arc::new(crate::export::ExportState::default());
@@ -258,6 +259,25 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
 /// Resolves when `shutdown` turns true (or its sender is gone).
 async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Records this start and the sidecar's resource (pod, namespace, node from
+/// `OTEL_RESOURCE_ATTRIBUTES`), so that the database says where it came from. A database
+/// that cannot take the row (full) is still served: the writer deals with that.
+fn record_start(conn: &rusqlite::Connection) {
+    let resource: serde_json::Map<String, serde_json::Value> =
+        crate::metrics::collector::resource_from_env()
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+    if let Err(e) = store::merge::record_sidecar_start(
+        conn,
+        probe_core::unix_now_ns(),
+        crate::build_info::LONG,
+        &serde_json::Value::Object(resource).to_string(),
+    ) {
+        tracing::warn!(error = %e, "could not record this start in sidecar_starts");
+    }
 }
 
 /// Binds an optional listener; a failure also says how to turn it off.
