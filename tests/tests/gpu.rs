@@ -630,6 +630,7 @@ fn report_on_two_gpus(shows: AgentShows, env: &[(&str, &str)]) -> Value {
             "20",
         ])
         .env_remove("CUDA_VISIBLE_DEVICES")
+        .env_remove("NVIDIA_VISIBLE_DEVICES")
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -809,4 +810,30 @@ fn gpus_limits_sampling_and_storage_to_the_pods_own_gpus() {
         stderr.contains("neither a GPU index nor a GPU UUID"),
         "{stderr}"
     );
+}
+
+#[test]
+fn in_a_pod_the_agents_nvidia_visible_devices_names_its_gpu() {
+    // The device plugin's UUID list, which counts in the node's numbering (what the
+    // sidecar sees), wins over CUDA_VISIBLE_DEVICES (whose "0" is the container's first GPU,
+    // here the node's GPU 1); "all" names no particular GPU.
+    let r = report_on_two_gpus(
+        AgentShows::Nothing,
+        &[
+            ("NVIDIA_VISIBLE_DEVICES", "GPU-a"),
+            ("CUDA_VISIBLE_DEVICES", "0"),
+        ],
+    );
+    assert_eq!(r["agent_gpus"], json!([1]));
+    assert_eq!(r["agent_gpus_from"], "nvidia_visible_devices");
+    assert_agents_gpu_judged(&r);
+    let r = report_on_two_gpus(
+        AgentShows::Nothing,
+        &[
+            ("NVIDIA_VISIBLE_DEVICES", "all"),
+            ("CUDA_VISIBLE_DEVICES", "GPU-a"),
+        ],
+    );
+    assert_eq!(r["agent_gpus"], json!([1]));
+    assert_eq!(r["agent_gpus_from"], "cuda_visible_devices");
 }

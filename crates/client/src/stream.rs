@@ -128,6 +128,7 @@ async fn session(
             client_name: hello.client_name.clone(),
             pid: std::process::id(),
             cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+            nvidia_visible_devices: std::env::var("NVIDIA_VISIBLE_DEVICES").unwrap_or_default(),
         })),
     };
     tx.send(hello).await.map_err(|e| e.to_string())?;

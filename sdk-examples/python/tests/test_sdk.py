@@ -202,11 +202,13 @@ class DefaultClient(unittest.TestCase):
                 [os.environ.get("RUNLENS_PYTHON", sys.executable), "-c", script],
                 capture_output=True, text=True, timeout=60,
                 env={**os.environ, "RUNLENS_ENDPOINT": "http://" + s.addr,
-                     "RUNLENS_CLIENT_NAME": "five-lines"})
+                     "RUNLENS_CLIENT_NAME": "five-lines",
+                     "NVIDIA_VISIBLE_DEVICES": "GPU-8f3c"})
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertEqual(out.stderr, "")
             self.assertEqual(tree(s.db), {"answer-question": [("llm_call", None, "ok", None)]})
-            self.assertEqual(rows(s.db, "select client_name from clients"), [("five-lines",)])
+            self.assertEqual(rows(s.db, "select client_name, nvidia_visible_devices "
+                                        "from clients"), [("five-lines", "GPU-8f3c")])
 
 
 if __name__ == "__main__":

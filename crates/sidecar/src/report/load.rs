@@ -105,8 +105,12 @@ pub enum AgentGpusFrom {
     /// A watched agent's process tree (the agent or a process it started) held memory on
     /// them (NVML's per-process list).
     Processes,
+    /// The agents' `NVIDIA_VISIBLE_DEVICES` (in Kubernetes, their pods' GPU UUIDs), sent
+    /// in their session hello: used when no agent process shows in NVML's list.
+    NvidiaVisibleDevices,
     /// The agents' `CUDA_VISIBLE_DEVICES`, sent in their session hello: used when no
-    /// agent process shows in NVML's list (its PIDs are the host's, not the container's).
+    /// agent process shows in NVML's list (its PIDs are the host's, not the container's)
+    /// and no `NVIDIA_VISIBLE_DEVICES` names GPUs.
     CudaVisibleDevices,
 }
 
@@ -209,9 +213,17 @@ fn agent_gpus(
         .query_map([first_id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut agent_gpus_from = (!agent_gpus.is_empty()).then_some(AgentGpusFrom::Processes);
-    if agent_gpus.is_empty() {
-        agent_gpus = gpus_named_by_clients(conn, since_ns)?;
-        agent_gpus_from = (!agent_gpus.is_empty()).then_some(AgentGpusFrom::CudaVisibleDevices);
+    for (column, from) in [
+        (
+            "nvidia_visible_devices",
+            AgentGpusFrom::NvidiaVisibleDevices,
+        ),
+        ("cuda_visible_devices", AgentGpusFrom::CudaVisibleDevices),
+    ] {
+        if agent_gpus.is_empty() {
+            agent_gpus = gpus_named_by_clients(conn, column, since_ns)?;
+            agent_gpus_from = (!agent_gpus.is_empty()).then_some(from);
+        }
     }
     Ok((agent_gpus, agent_gpus_from))
 }
@@ -348,14 +360,20 @@ fn gpu_points(conn: &Connection, since_ns: i64) -> rusqlite::Result<Vec<GpuPoint
     Ok(gpus)
 }
 
-/// The GPUs that the `CUDA_VISIBLE_DEVICES` of clients seen since `since_ns` name, as
-/// NVML indices; empty when no client sent one or none names a GPU this database knows.
-fn gpus_named_by_clients(conn: &Connection, since_ns: i64) -> rusqlite::Result<Vec<u32>> {
+/// The GPUs that the `column` (`cuda_visible_devices` or `nvidia_visible_devices`) of
+/// clients seen since `since_ns` names, as NVML indices; empty when no client sent one or
+/// none names a GPU this database knows (`all`, `none` and `void` name no particular GPU).
+fn gpus_named_by_clients(
+    conn: &Connection,
+    column: &str,
+    since_ns: i64,
+) -> rusqlite::Result<Vec<u32>> {
     let lists: Vec<String> = conn
-        .prepare(
-            "SELECT DISTINCT cuda_visible_devices FROM clients
-             WHERE last_seen_ns >= ?1 AND cuda_visible_devices <> ''",
-        )?
+        .prepare(&format!(
+            "SELECT DISTINCT {column} FROM clients
+             WHERE last_seen_ns >= ?1 AND {column} <> ''
+               AND lower({column}) NOT IN ('all', 'none', 'void')"
+        ))?
         .query_map([since_ns], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     if lists.is_empty() {

@@ -62,6 +62,9 @@ impl Report {
             Some(AgentGpusFrom::Processes) => {
                 format!("{gpus} {list}, where the agents' processes held memory")
             }
+            Some(AgentGpusFrom::NvidiaVisibleDevices) => {
+                format!("{gpus} {list}, named by the agents' NVIDIA_VISIBLE_DEVICES")
+            }
             Some(AgentGpusFrom::CudaVisibleDevices) => {
                 format!("{gpus} {list}, named by the agents' CUDA_VISIBLE_DEVICES")
             }

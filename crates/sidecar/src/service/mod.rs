@@ -233,6 +233,8 @@ impl Runlens for RunlensService {
             pid: hello.pid,
             cuda_visible_devices: Some(hello.cuda_visible_devices.clone())
                 .filter(|v| !v.is_empty()),
+            nvidia_visible_devices: Some(hello.nvidia_visible_devices.clone())
+                .filter(|v| !v.is_empty()),
             dropped_total: 0,
         };
         self.writer

@@ -175,6 +175,7 @@ impl Session {
                 client_name: self.client_name.clone(),
                 pid: self.pid,
                 cuda_visible_devices: None,
+                nvidia_visible_devices: None,
                 dropped_total: stats.dropped_total,
             };
             self.metrics

@@ -25,3 +25,6 @@ ALTER TABLE runs ADD COLUMN source_id INTEGER;
 ALTER TABLE spans ADD COLUMN source_id INTEGER;
 ALTER TABLE events ADD COLUMN source_id INTEGER;
 ALTER TABLE clients ADD COLUMN source_id INTEGER;
+
+-- The agent's NVIDIA_VISIBLE_DEVICES from hello (in Kubernetes: its pod's GPU UUIDs).
+ALTER TABLE clients ADD COLUMN nvidia_visible_devices TEXT;

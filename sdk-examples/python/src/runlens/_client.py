@@ -231,7 +231,8 @@ class Client:
         """The outgoing stream of one connection; ends when that connection is replaced."""
         yield pb.ClientMessage(seq=0, hello=pb.SessionHello(
             client_id=self.client_id, client_name=self.name, pid=os.getpid(),
-            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", "")))
+            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            nvidia_visible_devices=os.environ.get("NVIDIA_VISIBLE_DEVICES", "")))
         while True:
             with self._cond:
                 while (not self._pending and self.dropped == self._dropped_reported

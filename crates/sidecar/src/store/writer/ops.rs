@@ -47,17 +47,20 @@ pub(super) fn write_op(
             client_name,
             pid,
             cuda_visible_devices,
+            nvidia_visible_devices,
             dropped_total,
         } => {
             tx.prepare_cached(
                 "INSERT INTO clients (client_id, client_name, pid, committed_seq, last_seen_ns,
-                    dropped_messages, cuda_visible_devices)
-                 VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)
+                    dropped_messages, cuda_visible_devices, nvidia_visible_devices)
+                 VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)
                  ON CONFLICT (client_id) DO UPDATE SET
                     client_name = excluded.client_name, pid = excluded.pid,
                     dropped_messages = max(dropped_messages, excluded.dropped_messages),
                     cuda_visible_devices =
-                        coalesce(excluded.cuda_visible_devices, cuda_visible_devices)",
+                        coalesce(excluded.cuda_visible_devices, cuda_visible_devices),
+                    nvidia_visible_devices =
+                        coalesce(excluded.nvidia_visible_devices, nvidia_visible_devices)",
             )?
             .execute(params![
                 client_id,
@@ -65,7 +68,8 @@ pub(super) fn write_op(
                 pid,
                 probe_core::unix_now_ns(),
                 sql_int(*dropped_total),
-                cuda_visible_devices
+                cuda_visible_devices,
+                nvidia_visible_devices
             ])?;
             Ok(())
         }

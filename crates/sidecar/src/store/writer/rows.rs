@@ -164,6 +164,8 @@ pub enum WriteOp {
         pid: u32,
         /// Its CUDA_VISIBLE_DEVICES from hello (`None` keeps what is stored).
         cuda_visible_devices: Option<String>,
+        /// Its NVIDIA_VISIBLE_DEVICES from hello (`None` keeps what is stored).
+        nvidia_visible_devices: Option<String>,
         /// Messages it dropped since it started.
         dropped_total: u64,
     },

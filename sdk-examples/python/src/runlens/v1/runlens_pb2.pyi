@@ -188,16 +188,18 @@ class RecordEventResponse(_message.Message):
     def __init__(self, snapshot: _Optional[_Union[_resources_pb2.Snapshot, _Mapping]] = ...) -> None: ...
 
 class SessionHello(_message.Message):
-    __slots__ = ("client_id", "client_name", "pid", "cuda_visible_devices")
+    __slots__ = ("client_id", "client_name", "pid", "cuda_visible_devices", "nvidia_visible_devices")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     CUDA_VISIBLE_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    NVIDIA_VISIBLE_DEVICES_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     client_name: str
     pid: int
     cuda_visible_devices: str
-    def __init__(self, client_id: _Optional[str] = ..., client_name: _Optional[str] = ..., pid: _Optional[int] = ..., cuda_visible_devices: _Optional[str] = ...) -> None: ...
+    nvidia_visible_devices: str
+    def __init__(self, client_id: _Optional[str] = ..., client_name: _Optional[str] = ..., pid: _Optional[int] = ..., cuda_visible_devices: _Optional[str] = ..., nvidia_visible_devices: _Optional[str] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
     __slots__ = ("seq", "hello", "start_run", "end_run", "start_span", "end_span", "metric", "event", "batch", "stats")
