@@ -369,6 +369,8 @@ impl NvmlProbe {
                     UsedGpuMemory::Used(bytes) => Some(bytes),
                     UsedGpuMemory::Unavailable => None,
                 },
+                pod_uid: None,
+                container_id: None,
             })
             .collect();
         let mig_devices = if mig_enabled == Some(true) {

@@ -11,6 +11,7 @@ mod cgroup;
 mod error;
 mod gpu;
 mod host;
+mod pods;
 mod process;
 mod procfile;
 mod sampler;
@@ -23,6 +24,7 @@ pub use gpu::{
     GpuProbe, GpuSelection, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus,
 };
 pub use host::HostProbe;
+pub use pods::{PodRef, pod_of_cgroup, pod_of_pid};
 pub use process::{ProcessProbe, WatchOutcome, cpu_seconds, process_start_ticks};
 pub use sampler::Sampler;
 pub use snapshot::{

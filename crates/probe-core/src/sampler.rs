@@ -3,9 +3,12 @@
 use crate::cgroup::{CgroupProbe, CgroupReader};
 use crate::gpu::GpuProbe;
 use crate::host::HostProbe;
+use crate::pods::{PodRef, pod_of_pid};
 use crate::process::{ProcessProbe, WatchOutcome};
 use crate::snapshot::{ProcessGpuMemory, Snapshot};
 use crate::time::unix_now_ns;
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 /// Produces [`Snapshot`]s. Cheap to call repeatedly: all probes stay loaded between calls.
 pub struct Sampler {
@@ -13,6 +16,11 @@ pub struct Sampler {
     gpu: Box<dyn GpuProbe>,
     cgroup: CgroupReader,
     processes: ProcessProbe,
+    /// Where `<pid>/cgroup` files are read (`/proc`; a fixture directory in tests).
+    proc_root: PathBuf,
+    /// The pod of each GPU process id seen in the last sample: read once per process, and
+    /// forgotten when NVML stops listing it (a later process may reuse the id).
+    pods: HashMap<u32, Option<PodRef>>,
 }
 
 impl Sampler {
@@ -28,7 +36,34 @@ impl Sampler {
             gpu,
             cgroup: CgroupReader::new(cgroup),
             processes: ProcessProbe::new(),
+            proc_root: PathBuf::from("/proc"),
+            pods: HashMap::new(),
         }
+    }
+
+    /// Reads processes' cgroup files under `root` instead of `/proc` (fixtures in tests).
+    pub fn with_proc_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.proc_root = root.into();
+        self
+    }
+
+    /// Names the pod and container of every GPU process whose cgroup says so: in the host
+    /// PID namespace (a DaemonSet with hostPID) NVML's host PIDs are this sampler's too.
+    fn attribute_pods(&mut self, gpu: &mut crate::snapshot::GpuSnapshot) {
+        let mut seen = HashMap::with_capacity(self.pods.len());
+        for p in gpu.devices.iter_mut().flat_map(|d| d.processes.iter_mut()) {
+            let pod = match (seen.get(&p.pid), self.pods.remove(&p.pid)) {
+                (Some(this_sample), _) => Option::clone(this_sample),
+                (None, Some(known)) => known,
+                (None, None) => pod_of_pid(&self.proc_root, p.pid),
+            };
+            if let Some(pod) = &pod {
+                p.pod_uid = Some(pod.pod_uid.clone());
+                p.container_id.clone_from(&pod.container_id);
+            }
+            seen.insert(p.pid, pod);
+        }
+        self.pods = seen;
     }
 
     /// Starts recording this agent process (and its descendants) in every sample.
@@ -40,7 +75,8 @@ impl Sampler {
     pub fn sample(&mut self) -> Snapshot {
         let taken_at_ns = unix_now_ns();
         let host = self.host.sample();
-        let gpu = self.gpu.sample();
+        let mut gpu = self.gpu.sample();
+        self.attribute_pods(&mut gpu);
         let cgroup = self.cgroup.sample();
         let mut processes = self.processes.sample();
         if gpu.available {
@@ -84,6 +120,64 @@ mod tests {
 
     fn host() -> HostProbe {
         HostProbe::new().expect("host readable in tests")
+    }
+
+    #[test]
+    fn gpu_processes_are_named_by_their_pod_from_their_cgroup() {
+        // A node's /proc as a DaemonSet with hostPID sees it: one agent in a pod, one
+        // process outside Kubernetes, one gone.
+        let proc_root = tempfile::tempdir().unwrap();
+        let uid = "7c1b4d2e-9f3a-4b5c-8d6e-0f1a2b3c4d5e";
+        let cgroup = |pid: u32, text: &str| {
+            let dir = proc_root.path().join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cgroup"), text).unwrap();
+        };
+        cgroup(
+            4242,
+            &format!(
+                "0::/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{}.scope\n",
+                uid.replace('-', "_"),
+                "a".repeat(64)
+            ),
+        );
+        cgroup(77, "0::/system.slice/sshd.service\n");
+        let mut device = GpuDevice::bare(0, GpuState::Ok);
+        device.processes = [4242, 77, 99]
+            .into_iter()
+            .map(|pid| crate::snapshot::GpuProcess {
+                pid,
+                used_memory_bytes: Some(1 << 30),
+                pod_uid: None,
+                container_id: None,
+            })
+            .collect();
+        let mut sampler = Sampler::new(host(), Box::new(StaticGpus::new(vec![device])))
+            .with_proc_root(proc_root.path());
+        for _ in 0..2 {
+            // The second sample answers from the cache (the files are gone by then).
+            let s = sampler.sample();
+            let named: Vec<(u32, Option<&str>, Option<usize>)> = s.gpu.devices[0]
+                .processes
+                .iter()
+                .map(|p| {
+                    (
+                        p.pid,
+                        p.pod_uid.as_deref(),
+                        p.container_id.as_ref().map(String::len),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                named,
+                [
+                    (4242, Some(uid), Some(64)),
+                    (77, None, None),
+                    (99, None, None)
+                ]
+            );
+            std::fs::remove_dir_all(proc_root.path().join("4242")).ok();
+        }
     }
 
     #[test]

@@ -215,6 +215,13 @@ pub struct GpuProcess {
     pub pid: u32,
     /// GPU memory it holds; `None` where the driver cannot tell.
     pub used_memory_bytes: Option<u64>,
+    /// Its Kubernetes pod's UID, when this sampler sees the process (host PID namespace)
+    /// and its cgroup names a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Its container's runtime id, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// NVML's clock event (throttle) reason bits and their names.

@@ -289,12 +289,15 @@ fn check_gpu_pids(devices: &[probe_core::GpuDevice]) -> Option<Check> {
             Status::Warn,
             format!(
                 "none of the {} GPU process ids NVML reports is visible here: NVML reports host \
-                 PIDs, so GPU memory cannot be attributed to agents",
+                 PIDs, so GPU memory cannot be attributed per process; the report takes the \
+                 agents' GPUs from their NVIDIA_VISIBLE_DEVICES or CUDA_VISIBLE_DEVICES \
+                 instead and counts those GPUs' memory as theirs",
                 pids.len()
             ),
             Some(
-                "run runlens in the host PID namespace (Kubernetes: hostPID: true; Docker: \
-                 --pid=host) to attribute GPU memory per agent",
+                "for per-process (and per-pod) attribution run runlens in the host PID \
+                 namespace (Kubernetes: hostPID: true, see deploy/kubernetes/daemonset.yaml; \
+                 Docker: --pid=host)",
             ),
         )
     } else {

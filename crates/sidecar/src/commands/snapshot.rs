@@ -277,6 +277,8 @@ mod tests {
         d.processes = vec![probe_core::GpuProcess {
             pid: 4242,
             used_memory_bytes: Some(1 << 30),
+            pod_uid: None,
+            container_id: None,
         }];
         let s = Snapshot {
             taken_at_ns: 0,

@@ -26,5 +26,10 @@ ALTER TABLE spans ADD COLUMN source_id INTEGER;
 ALTER TABLE events ADD COLUMN source_id INTEGER;
 ALTER TABLE clients ADD COLUMN source_id INTEGER;
 
+-- A GPU process's Kubernetes pod and container, when the sidecar runs in the host PID
+-- namespace (hostPID) and the process's cgroup names them; NULL otherwise.
+ALTER TABLE gpu_processes ADD COLUMN pod_uid TEXT;
+ALTER TABLE gpu_processes ADD COLUMN container_id TEXT;
+
 -- The agent's NVIDIA_VISIBLE_DEVICES from hello (in Kubernetes: its pod's GPU UUIDs).
 ALTER TABLE clients ADD COLUMN nvidia_visible_devices TEXT;

@@ -329,7 +329,7 @@ impl Reader {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut devices = devices;
         let mut procs = conn.prepare_cached(
-            "SELECT gpu_index, pid, used_memory_bytes FROM gpu_processes
+            "SELECT gpu_index, pid, used_memory_bytes, pod_uid, container_id FROM gpu_processes
              WHERE snapshot_id = ?1 ORDER BY gpu_index, pid",
         )?;
         let rows = procs.query_map([snapshot_id], |r| {
@@ -338,6 +338,8 @@ impl Reader {
                 probe_core::GpuProcess {
                     pid: r.get(1)?,
                     used_memory_bytes: r.get::<_, Option<i64>>(2)?.map(unsigned),
+                    pod_uid: r.get(3)?,
+                    container_id: r.get(4)?,
                 },
             ))
         })?;

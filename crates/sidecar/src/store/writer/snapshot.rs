@@ -79,8 +79,9 @@ fn gpu_rows(tx: &Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut process = tx.prepare_cached(
-        "INSERT OR IGNORE INTO gpu_processes (snapshot_id, gpu_index, pid, used_memory_bytes)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT OR IGNORE INTO gpu_processes (snapshot_id, gpu_index, pid, used_memory_bytes,
+            pod_uid, container_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for d in &g.devices {
         gpu.execute(params![
@@ -124,7 +125,9 @@ fn gpu_rows(tx: &Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
                 s.id,
                 d.index,
                 p.pid,
-                p.used_memory_bytes.map(bytes)
+                p.used_memory_bytes.map(bytes),
+                p.pod_uid,
+                p.container_id
             ])?;
         }
     }
@@ -164,4 +167,59 @@ fn agent_rows(tx: &Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use probe_core::{GpuDevice, GpuProcess, GpuSnapshot, GpuState, Snapshot};
+
+    use super::*;
+    use crate::store::read::Reader;
+
+    #[test]
+    fn a_gpu_process_keeps_its_pod_and_container_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("pods.db");
+        let mut conn = crate::store::open_for_writing(&db, false, None).unwrap();
+        let mut device = GpuDevice::bare(0, GpuState::Ok);
+        device.processes = vec![
+            GpuProcess {
+                pid: 4242,
+                used_memory_bytes: Some(1 << 30),
+                pod_uid: Some("7c1b4d2e-9f3a-4b5c-8d6e-0f1a2b3c4d5e".into()),
+                container_id: Some("abc123def456".into()),
+            },
+            GpuProcess {
+                pid: 77,
+                used_memory_bytes: None,
+                pod_uid: None,
+                container_id: None,
+            },
+        ];
+        let stored = StoredSnapshot {
+            id: 1,
+            reason: "interval",
+            snapshot: Snapshot {
+                taken_at_ns: 1,
+                host: crate::test_fixtures::host_snapshot(),
+                gpu: GpuSnapshot {
+                    available: true,
+                    unavailable_reason: None,
+                    devices: vec![device.clone()],
+                },
+                cgroup: None,
+                processes: vec![],
+            },
+            taken: Instant::now(),
+        };
+        let tx = conn.transaction().unwrap();
+        write_snapshot(&tx, &stored).unwrap();
+        tx.commit().unwrap();
+        let read = Reader::open(&db).unwrap().snapshot(1).unwrap().unwrap();
+        let mut expected = device.processes;
+        expected.sort_by_key(|p| p.pid);
+        assert_eq!(read.gpu.devices[0].processes, expected);
+    }
 }
