@@ -109,6 +109,20 @@ pub enum Command {
     /// Merge the databases of many sidecars (e.g. copied out of pods with `kubectl cp`)
     /// into one, keeping each row's origin, so SQL and reports run over a fleet's history.
     Merge(MergeArgs),
+    /// Take a consistent copy of a database while `serve` writes to it (SQLite's online
+    /// backup), checked with integrity_check before it is put in place.
+    Backup(BackupArgs),
+}
+
+/// `runlens backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The database to copy.
+    #[arg(long, env = env::DB, default_value = "./runlens.db")]
+    pub db: PathBuf,
+    /// Where the copy goes (must not exist).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
 }
 
 /// `runlens merge`.

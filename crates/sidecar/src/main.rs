@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         cli::Command::Stress(args) => commands::stress::run(args),
         cli::Command::Report(args) => commands::report::run(args),
         cli::Command::Merge(args) => commands::merge::run(args),
+        cli::Command::Backup(args) => commands::backup::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
