@@ -82,6 +82,8 @@ fn gpu_to_wire(d: &probe_core::GpuDevice) -> pb::GpuResources {
             .map(|p| pb::GpuProcess {
                 pid: p.pid,
                 used_memory_bytes: p.used_memory_bytes,
+                pod_uid: p.pod_uid.clone(),
+                container_id: p.container_id.clone(),
             })
             .collect(),
         mig_enabled: d.mig_enabled,
@@ -108,6 +110,12 @@ mod tests {
     fn absent_gpu_metrics_stay_absent_on_the_wire() {
         let mut dev = GpuDevice::bare(1, GpuState::Lost);
         dev.uuid = Some("GPU-1".into());
+        dev.processes = vec![probe_core::GpuProcess {
+            pid: 4242,
+            used_memory_bytes: None,
+            pod_uid: Some("7c1b4d2e-9f3a-4b5c-8d6e-0f1a2b3c4d5e".into()),
+            container_id: None,
+        }];
         let snap = Snapshot {
             taken_at_ns: 42,
             host: crate::test_fixtures::host_snapshot(),
@@ -125,5 +133,18 @@ mod tests {
         assert_eq!(wire.gpus[0].state, "lost");
         assert_eq!(wire.gpus[0].uuid, "GPU-1");
         assert_eq!(wire.gpus[0].memory_free_bytes, None);
+        let process = &wire.gpus[0].processes[0];
+        assert_eq!(
+            (
+                process.pid,
+                process.used_memory_bytes,
+                process.container_id.as_deref()
+            ),
+            (4242, None, None)
+        );
+        assert_eq!(
+            process.pod_uid.as_deref(),
+            Some("7c1b4d2e-9f3a-4b5c-8d6e-0f1a2b3c4d5e")
+        );
     }
 }

@@ -153,9 +153,13 @@ class MigDevice(_message.Message):
     def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ...) -> None: ...
 
 class GpuProcess(_message.Message):
-    __slots__ = ("pid", "used_memory_bytes")
+    __slots__ = ("pid", "used_memory_bytes", "pod_uid", "container_id")
     PID_FIELD_NUMBER: _ClassVar[int]
     USED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    POD_UID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     pid: int
     used_memory_bytes: int
-    def __init__(self, pid: _Optional[int] = ..., used_memory_bytes: _Optional[int] = ...) -> None: ...
+    pod_uid: str
+    container_id: str
+    def __init__(self, pid: _Optional[int] = ..., used_memory_bytes: _Optional[int] = ..., pod_uid: _Optional[str] = ..., container_id: _Optional[str] = ...) -> None: ...
