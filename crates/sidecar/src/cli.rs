@@ -37,6 +37,10 @@ pub mod env {
     pub const DURABILITY: &str = "RUNLENS_DURABILITY";
     /// `serve --max-db-mib`.
     pub const MAX_DB_MIB: &str = "RUNLENS_MAX_DB_MIB";
+    /// `serve --retain`.
+    pub const RETAIN: &str = "RUNLENS_RETAIN";
+    /// `serve --retain-full`.
+    pub const RETAIN_FULL: &str = "RUNLENS_RETAIN_FULL";
     /// `serve --client-timeout`.
     pub const CLIENT_TIMEOUT: &str = "RUNLENS_CLIENT_TIMEOUT";
     /// `report --oom-threshold-mib`.
@@ -91,7 +95,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the sidecar: the gRPC server, the background sampler and the SQLite writer.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Take one resource sample and print it (like nvidia-smi and free together).
     Snapshot(SnapshotArgs),
     /// Run one read-only SQL statement against the database and print the rows.
@@ -542,11 +546,22 @@ pub struct ServeArgs {
     /// How hard each commit is pushed to disk.
     #[arg(long, env = env::DURABILITY, value_enum, default_value_t = Durability::Normal)]
     pub durability: Durability,
-    /// Cap the database at this many MiB. When it is full, runlens stops taking new data
-    /// (clients keep it in their buffers), reports NOT_SERVING, and resumes after a restart
-    /// with a larger cap or after old rows are deleted.
+    /// Keep the database under this many MiB. Above 90% of it the oldest runs and samples
+    /// are pruned, whatever --retain says, until it is under 80% (a `storage.pruned`
+    /// system event records it). Only when nothing more can go does runlens stop taking
+    /// new data (clients keep it in their buffers) and report NOT_SERVING.
     #[arg(long, env = env::MAX_DB_MIB, value_name = "MIB")]
     pub max_db_mib: Option<u64>,
+    /// Keep runs, their spans and events, and samples this long after they end, e.g. 14d,
+    /// 30d, 12h (at least 1m). Older data is pruned at start and then continuously, in small
+    /// steps between writes.
+    #[arg(long, env = env::RETAIN, default_value = "14d", value_parser = parse_retention)]
+    pub retain: Duration,
+    /// Keep every periodic sample this long; older ones are thinned to each minute's worst
+    /// (least GPU free memory per GPU, busiest CPU, least RAM and cgroup headroom), so peaks
+    /// and dips survive. At least 1m, at most --retain.
+    #[arg(long, env = env::RETAIN_FULL, default_value = "1h", value_parser = parse_retention)]
+    pub retain_full: Duration,
     /// Runs a session client left open are ended as failed when the client is gone: at
     /// once when its process exits (PID visible here), else after its session has stayed
     /// closed this long, e.g. 10m, 1h.
@@ -634,6 +649,17 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
             "{text} is shorter than the minimum of {}ms",
             MIN_SAMPLE_INTERVAL.as_millis()
         ));
+    }
+    Ok(d)
+}
+
+/// A retention window: at least a minute (shorter would prune samples that spans starting
+/// now are about to be given).
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 14d, 12h or 30m"))?;
+    if d < Duration::from_secs(60) {
+        return Err(format!("{text} is shorter than the minimum of 1m"));
     }
     Ok(d)
 }

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         cli.log_format,
     );
     let result = match cli.command {
-        cli::Command::Serve(args) => commands::serve::run(args),
+        cli::Command::Serve(args) => commands::serve::run(*args),
         cli::Command::Snapshot(args) => commands::snapshot::run(args),
         cli::Command::Query(args) => commands::query::run(args),
         cli::Command::Doctor(args) => commands::doctor::run(args),

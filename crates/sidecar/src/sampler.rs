@@ -349,7 +349,7 @@ mod tests {
     async fn a_fresh_sample_serves_requests_of_the_next_milliseconds_but_not_a_runs_end() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::open_for_writing(&dir.path().join("s.db"), false, None).unwrap();
-        let writer = crate::store::Writer::start(conn, None, false).unwrap();
+        let writer = crate::store::Writer::start(conn, None, false, None).unwrap();
         let sampler = probe_core::Sampler::new(
             probe_core::HostProbe::new().unwrap(),
             Box::new(probe_core::NoGpu::new("test")),

@@ -220,7 +220,7 @@ mod tests {
     /// A core over a real sampler (no GPU) and a writer on a fresh database.
     fn core(dir: &tempfile::TempDir) -> (Ingest, Writer) {
         let conn = crate::store::open_for_writing(&dir.path().join("t.db"), false, None).unwrap();
-        let writer = Writer::start(conn, None, false).unwrap();
+        let writer = Writer::start(conn, None, false, None).unwrap();
         let sampler = Sampler::new(HostProbe::new().unwrap(), Box::new(NoGpu::new("test")));
         let sampler = SamplerHandle::new(sampler, writer.handle(), 1, Duration::from_secs(60));
         (Ingest::new(sampler, Registry::new(None)), writer)

@@ -41,6 +41,8 @@ pub struct WorkCounters {
     pub runs: Family<NameStatus, Counter>,
     /// `runlens_span_duration_seconds{name}`.
     pub durations: Durations,
+    /// `runlens_pruned_total{what}`: rows retention deleted.
+    pub pruned: Family<Vec<(&'static str, String)>, Counter>,
     span_names: Mutex<HashSet<String>>,
     run_names: Mutex<HashSet<String>>,
 }
@@ -51,8 +53,28 @@ impl Default for WorkCounters {
             spans: Family::default(),
             runs: Family::default(),
             durations: Family::new_with_constructor(duration_histogram),
+            pruned: Family::default(),
             span_names: Mutex::default(),
             run_names: Mutex::default(),
+        }
+    }
+}
+
+impl WorkCounters {
+    /// Counts what a retention step deleted.
+    pub fn note_pruned(&self, report: &crate::store::retention::PruneReport) {
+        for (what, n) in [
+            ("runs", report.runs),
+            ("spans", report.spans),
+            ("events", report.events),
+            ("samples_thinned", report.samples_thinned),
+            ("samples_expired", report.samples_expired),
+        ] {
+            if n > 0 {
+                self.pruned
+                    .get_or_create(&vec![("what", what.to_owned())])
+                    .inc_by(n);
+            }
         }
     }
 }

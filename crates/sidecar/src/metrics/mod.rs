@@ -73,6 +73,13 @@ impl Metrics {
             Unit::Seconds,
             counters.durations.clone(),
         );
+        registry.register(
+            "runlens_pruned",
+            "Rows retention deleted, by what: runs, spans, events, samples_thinned (periodic \
+             samples older than --retain-full), samples_expired (older than --retain, or for \
+             --max-db-mib)",
+            counters.pruned.clone(),
+        );
         registry.register_collector(Box::new(MachineCollector {
             sampler,
             storage,

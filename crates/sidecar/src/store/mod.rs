@@ -8,6 +8,7 @@
 pub mod merge;
 mod open;
 pub mod read;
+pub mod retention;
 mod sql_types;
 mod writer;
 

@@ -10,7 +10,7 @@ use super::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x524C_4E53;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// Forward-only migrations: `MIGRATIONS[v]` takes a database from version `v` to `v + 1`.
 /// A new database runs them all; an older one the ones it lacks.
@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrate_005.sql"),
     include_str!("migrate_006.sql"),
     include_str!("migrate_007.sql"),
+    include_str!("migrate_008.sql"),
 ];
 
 /// Opens (creating if needed) the database the sidecar writes to, and brings its schema
@@ -39,6 +40,16 @@ pub fn open_for_writing(
         source,
     })?;
     let version = check_identity(&conn, path)?;
+    if version == 0 {
+        // Only possible before the first table exists: retention's deletes then give
+        // pages back to the file system (`PRAGMA incremental_vacuum`), not only to
+        // SQLite's free list. Older databases reuse their freed pages instead.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(|source| StoreError::Corrupt {
+                path: path.to_owned(),
+                source,
+            })?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|source| StoreError::Corrupt {
             path: path.to_owned(),

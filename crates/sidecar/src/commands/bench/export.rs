@@ -44,7 +44,7 @@ pub fn run(args: ExportBenchArgs) -> Result<(), Failure> {
             .ok_or_else(|| Failure::new(FAILURE, "the receiver did not say its OTLP address"))?
     );
     let writer =
-        Writer::start(conn, None, true).map_err(|e| fail("cannot start the writer", &e))?;
+        Writer::start(conn, None, true, None).map_err(|e| fail("cannot start the writer", &e))?;
     let exporter = Exporter {
         transport: crate::export::transport::Transport::new(&endpoint, ExportProtocol::Grpc)
             .map_err(|e| fail("bad endpoint", &e))?,

@@ -27,7 +27,7 @@ pub fn run(args: MetricsBenchArgs) -> Result<(), Failure> {
     let conn = crate::store::open_for_writing(&db, false, None)?;
     let counters = WorkCounters::default();
     let writer =
-        Writer::start(conn, None, false).map_err(|e| fail("cannot start the writer", &e))?;
+        Writer::start(conn, None, false, None).map_err(|e| fail("cannot start the writer", &e))?;
     let host = HostProbe::new().map_err(|e| fail("cannot read the host", &e))?;
     let sampler = Sampler::new(host, Box::new(StaticGpus::new(gpus(args.gpus))));
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::Server;
 
 mod listeners;
+mod retention;
 
 use listeners::Listeners;
 
@@ -47,6 +48,16 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    if args.retain_full > args.retain {
+        return Err(Failure::new(
+            crate::exit::USAGE,
+            format!(
+                "--retain-full {} is longer than --retain {}: make --retain-full at most --retain",
+                humantime::format_duration(args.retain_full),
+                humantime::format_duration(args.retain)
+            ),
+        ));
+    }
     // Bind first: a port already in use must fail before the database is created or
     // migrated, so a mistyped second `serve` leaves no file and no schema change behind.
     // Connections that arrive meanwhile wait in the listen backlog.
@@ -77,8 +88,19 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         }),
         None => counters.clone(),
     };
-    let writer = Writer::start(conn, Some(observer), args.otlp_export.is_some())
-        .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
+    let policy = store::retention::RetentionPolicy {
+        retain: args.retain,
+        retain_full: args.retain_full,
+        max_bytes: args.max_db_mib.map(|mib| mib.saturating_mul(1 << 20)),
+        keep_unexported: args.otlp_export.is_some(),
+    };
+    let writer = Writer::start(
+        conn,
+        Some(observer),
+        args.otlp_export.is_some(),
+        Some(policy),
+    )
+    .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
     let registry = Registry::new(Some(Reader::open(&args.db)?));
     let reader = SharedReader::new(Reader::open(&args.db)?);
     let (sampler, gpu_problem) = build_sampler(&args.probe)?;
@@ -157,6 +179,11 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         )),
         None => None,
     };
+    let pruning = tokio::spawn(retention::prune_continuously(
+        writer.handle(),
+        counters.clone(),
+        shutdown_rx.clone(),
+    ));
     let rootless = tokio::spawn(otlp::root_timeout::end_rootless_runs(
         writer.handle(),
         args.otlp_root_timeout,
@@ -242,6 +269,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     // close below gives up on. Runs it had yet to end are found again at the next start.
     closer.abort();
     rootless.abort();
+    pruning.abort();
     // Their cursors are durable: what they had not sent is sent at the next start.
     for task in [exporter, metrics_exporter].into_iter().flatten() {
         task.abort();

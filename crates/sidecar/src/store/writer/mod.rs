@@ -27,6 +27,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Result;
+use super::retention::{PruneReport, Pruner, RetentionPolicy};
 
 #[cfg(test)]
 pub use rows::FinishedRun;
@@ -84,6 +85,8 @@ struct Request {
 #[allow(clippy::large_enum_variant)]
 enum Message {
     Write(Request),
+    /// One retention step, run after the batch queued before it.
+    Prune(oneshot::Sender<Result<PruneReport, String>>),
     /// Commit what is queued before this message, then stop.
     Close,
 }
@@ -151,6 +154,14 @@ impl WriterHandle {
             })
     }
 
+    /// Runs one retention step in the writer thread, between batches; `None` when the
+    /// writer has stopped or has no retention policy.
+    pub async fn prune_step(&self) -> Option<Result<PruneReport, String>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Message::Prune(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// Why storage is failing right now (disk full, read-only file ...), or `None` while
     /// writes succeed. Watch it to follow changes.
     pub fn health(&self) -> watch::Receiver<Option<String>> {
@@ -162,10 +173,13 @@ impl Writer {
     /// Starts the writer thread on an open, migrated connection (reading the recent
     /// samples' times first; failing to is an I/O error like failing to spawn). `observer`
     /// is told what each commit finished; with `outbox`, ended runs join the export outbox.
+    /// With `retention`, [`WriterHandle::prune_step`] prunes, and a database at its size
+    /// cap is pruned before a write gives up.
     pub fn start(
         conn: Connection,
         observer: Option<Arc<dyn CommitObserver>>,
         outbox: bool,
+        retention: Option<RetentionPolicy>,
     ) -> std::io::Result<Self> {
         let times = times::SnapshotTimes::load(&conn).map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -180,6 +194,7 @@ impl Writer {
                     times,
                     observer,
                     outbox,
+                    pruner: retention.map(Pruner::new),
                     rx,
                     health: health_tx,
                     stop: thread_stop,
@@ -216,6 +231,8 @@ struct Thread {
     observer: Option<Arc<dyn CommitObserver>>,
     /// Whether ended runs join the export outbox (only while an exporter reads it).
     outbox: bool,
+    /// Applies the retention policy, if any.
+    pruner: Option<Pruner>,
     rx: mpsc::Receiver<Message>,
     health: watch::Sender<Option<String>>,
     stop: Arc<AtomicBool>,
@@ -223,33 +240,56 @@ struct Thread {
 
 fn run(mut t: Thread) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    let mut prunes = Vec::new();
     let mut closing = false;
     while !closing {
         match t.rx.blocking_recv() {
             Some(Message::Write(req)) => batch.push(req),
+            Some(Message::Prune(reply)) => prunes.push(reply),
             Some(Message::Close) | None => closing = true,
         }
-        drain(&mut t.rx, &mut batch, &mut closing);
-        if !closing && batch.len() < GROUP_COMMIT_BELOW {
+        drain(&mut t.rx, &mut batch, &mut prunes, &mut closing);
+        if !closing && prunes.is_empty() && batch.len() < GROUP_COMMIT_BELOW {
             // Group commit: a short queue means messages trickle in; waiting a moment for
             // the next ones commits them together instead of one transaction each.
             std::thread::sleep(GROUP_COMMIT_WAIT);
-            drain(&mut t.rx, &mut batch, &mut closing);
+            drain(&mut t.rx, &mut batch, &mut prunes, &mut closing);
         }
-        if batch.is_empty() {
-            continue;
+        if !batch.is_empty() {
+            let outcome = commit(&mut t, &batch);
+            acknowledge(batch.drain(..), &outcome);
         }
-        let outcome = commit(&mut t, &batch);
-        acknowledge(batch.drain(..), &outcome);
+        for reply in prunes.drain(..) {
+            let outcome = prune_step(&mut t);
+            let _ = reply.send(outcome);
+        }
     }
     tracing::debug!("storage writer stopped");
 }
 
+/// One retention step; the writer forgets the times of the samples it deleted.
+fn prune_step(t: &mut Thread) -> Result<PruneReport, String> {
+    let Some(pruner) = t.pruner.as_mut() else {
+        return Ok(PruneReport::default());
+    };
+    let report = pruner
+        .step(&mut t.conn, probe_core::unix_now_ns())
+        .map_err(|e| e.to_string())?;
+    t.times.forget(&report.deleted_samples);
+    Ok(report)
+}
+
 /// Takes what is queued, up to [`MAX_BATCH`], without waiting.
-fn drain(rx: &mut mpsc::Receiver<Message>, batch: &mut Vec<Request>, closing: &mut bool) {
+fn drain(
+    rx: &mut mpsc::Receiver<Message>,
+    batch: &mut Vec<Request>,
+    prunes: &mut Vec<oneshot::Sender<Result<PruneReport, String>>>,
+    closing: &mut bool,
+) {
     while !*closing && batch.len() < MAX_BATCH {
         match rx.try_recv() {
             Ok(Message::Write(req)) => batch.push(req),
+            Ok(Message::Prune(reply)) => prunes.push(reply),
             Ok(Message::Close) => *closing = true,
             Err(_) => break,
         }
@@ -306,6 +346,10 @@ fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
                 if t.stop.load(Ordering::Acquire) {
                     return Err(error);
                 }
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) && make_room(t) {
+                    // Room was made: retry now.
+                    continue;
+                }
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
@@ -328,6 +372,29 @@ fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
             }
         }
     }
+}
+
+/// At the size cap (or a full disk), prunes what the retention policy allows, oldest
+/// first; whether anything went.
+fn make_room(t: &mut Thread) -> bool {
+    let mut freed = false;
+    // A few steps: enough for a batch, short enough to come back to the retry loop.
+    for _ in 0..8 {
+        match prune_step(t) {
+            Ok(report) => {
+                let progress = report.for_size || report.samples_expired > 0 || report.runs > 0;
+                freed |= progress;
+                if !report.more || !progress {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "pruning to make room failed");
+                break;
+            }
+        }
+    }
+    freed
 }
 
 fn acknowledge(batch: impl Iterator<Item = Request>, outcome: &Result<(), String>) {

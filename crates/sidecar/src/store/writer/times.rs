@@ -47,6 +47,15 @@ impl SnapshotTimes {
         }
     }
 
+    /// Forgets deleted samples (retention), so that no late span is given one of them.
+    pub fn forget(&mut self, ids: &[i64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let gone: std::collections::HashSet<i64> = ids.iter().copied().collect();
+        self.recent.retain(|(_, id)| !gone.contains(id));
+    }
+
     /// The sample nearest `at_ns`, if one is at most `window_ns` away.
     pub fn nearest(&self, conn: &Connection, at_ns: i64, window_ns: i64) -> Option<i64> {
         let in_memory = self
