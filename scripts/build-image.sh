@@ -67,14 +67,14 @@ buildah config \
   --env NVIDIA_VISIBLE_DEVICES=all \
   --env NVIDIA_DRIVER_CAPABILITIES=utility \
   --volume /var/lib/runlens \
-  --port 50551 --port 4317 --port 4318 --port 9464 \
+  --port 50552 --port 9464 \
   --label org.opencontainers.image.title=runlens \
   --label "org.opencontainers.image.description=GPU-aware resource sidecar for LLM agents" \
   --label org.opencontainers.image.licenses=Apache-2.0 \
   --label "org.opencontainers.image.version=$version" \
   "$ctr"
 # The same default command as the Containerfile's CMD.
-buildah config --cmd '["serve", "--listen=0.0.0.0:50551", "--listen=unix:///run/runlens/runlens.sock", "--db=/var/lib/runlens/runlens.db", "--otlp-grpc-listen=0.0.0.0:4317", "--otlp-http-listen=0.0.0.0:4318", "--metrics-listen=0.0.0.0:9464"]' "$ctr"
+buildah config --cmd '["serve", "--listen=unix:///run/runlens/runlens.sock", "--listen=127.0.0.1:50551", "--health-listen=0.0.0.0:50552", "--db=/var/lib/runlens/runlens.db", "--otlp-grpc-listen=127.0.0.1:4317", "--otlp-http-listen=127.0.0.1:4318", "--metrics-listen=0.0.0.0:9464"]' "$ctr"
 buildah commit --quiet "$ctr" "$tag" >/dev/null
 buildah rm "$ctr" >/dev/null
 ctrs=()

@@ -1,6 +1,7 @@
 """Runs every runlens container of the Kubernetes manifests as the kubelet would, with its
-own args and literal environment (paths under /run/runlens and /var/lib/runlens moved to a
-temporary directory, 0.0.0.0 to 127.0.0.1), and checks what the manifest promises:
+own args and literal environment (paths under /run/runlens, /var/lib/runlens and
+/etc/runlens moved to a temporary directory, a token file where --token-file points, 0.0.0.0
+to 127.0.0.1), and checks what the manifest promises:
 
 - the binary accepts every flag and RUNLENS_* variable (it starts and says "listening on");
 - every containerPort is one it listens on;
@@ -21,7 +22,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-MOVED = ("/run/runlens", "/var/lib/runlens")
+MOVED = ("/run/runlens", "/var/lib/runlens", "/etc/runlens")
 
 
 def fail(msg):
@@ -69,6 +70,11 @@ def check_runlens(where, container, runlens, sockets):
         for prefix in MOVED:
             os.makedirs(tmp + prefix)
         args = [moved(a, tmp) for a in container.get("args", [])]
+        for arg in args:
+            # The Secret's file, as the kubelet would mount it.
+            if arg.startswith("--token-file="):
+                with open(arg[len("--token-file="):], "w") as f:
+                    f.write("manifest-check-token-0123456789\n")
         env = {k: moved(v, tmp) for k, v in literal_env(container).items()}
         # An unknown variable would be ignored silently: compare with what --help lists.
         known = set(re.findall(r"env: (RUNLENS_\w+)=", subprocess.run(

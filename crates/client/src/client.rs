@@ -17,6 +17,9 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50551";
 /// The environment variable [`Client::from_env`] reads the endpoint from.
 pub const ENDPOINT_ENV: &str = "RUNLENS_ENDPOINT";
 
+/// The environment variable [`Client::from_env`] reads the sidecar's bearer token from.
+pub const TOKEN_ENV: &str = "RUNLENS_TOKEN";
+
 /// The environment variable [`Client::from_env`] reads the client's name from.
 pub const NAME_ENV: &str = "RUNLENS_CLIENT_NAME";
 
@@ -30,10 +33,18 @@ pub const DEFAULT_CAPACITY_BYTES: usize = 64 << 20;
 pub struct ClientBuilder {
     endpoint: String,
     name: String,
+    token: Option<String>,
     limits: Limits,
 }
 
 impl ClientBuilder {
+    /// The bearer token the sidecar asks for (the contents of its `--token-file`), sent
+    /// as `authorization: Bearer <token>` with every call.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
     /// A name for this client, stored with its session (e.g. the agent's name).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -74,7 +85,22 @@ impl ClientBuilder {
             })?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
-        let target = Target { endpoint, socket };
+        let token = self
+            .token
+            .as_deref()
+            .map(|t| {
+                format!("Bearer {}", t.trim())
+                    .parse::<tonic::metadata::AsciiMetadataValue>()
+                    .map_err(|e| Error::InvalidToken {
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()?;
+        let target = Target {
+            endpoint,
+            socket,
+            token,
+        };
         let ids = Arc::new(IdGen::new());
         let shared = Arc::new(Shared::new(self.limits));
         let hello = Hello {
@@ -120,6 +146,8 @@ impl Drop for Inner {
 pub(crate) struct Target {
     pub(crate) endpoint: Endpoint,
     pub(crate) socket: Option<PathBuf>,
+    /// `Bearer <token>`, sent as `authorization` with every call.
+    pub(crate) token: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl std::fmt::Display for Target {
@@ -236,6 +264,7 @@ impl Client {
         ClientBuilder {
             endpoint: endpoint.into(),
             name: String::new(),
+            token: None,
             limits: Limits {
                 messages: DEFAULT_CAPACITY,
                 bytes: DEFAULT_CAPACITY_BYTES,
@@ -246,8 +275,8 @@ impl Client {
 
     /// A client configured from the environment, as the Python package's default client
     /// is: the endpoint from `RUNLENS_ENDPOINT` (default [`DEFAULT_ENDPOINT`]) and the name
-    /// from `RUNLENS_CLIENT_NAME` (default: the executable's file name). Needs a tokio
-    /// runtime, like [`ClientBuilder::build`].
+    /// from `RUNLENS_CLIENT_NAME` (default: the executable's file name), and the token, if
+    /// any, from `RUNLENS_TOKEN`. Needs a tokio runtime, like [`ClientBuilder::build`].
     pub fn from_env() -> Result<Client, Error> {
         let endpoint = std::env::var(ENDPOINT_ENV)
             .ok()
@@ -261,7 +290,14 @@ impl Client {
                 Some(exe.file_name()?.to_string_lossy().into_owned())
             })
             .unwrap_or_default();
-        Self::builder(endpoint).name(name).build()
+        let mut builder = Self::builder(endpoint).name(name);
+        if let Some(token) = std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+        {
+            builder = builder.token(token);
+        }
+        builder.build()
     }
 
     /// Opens a run; the sidecar takes a fresh baseline snapshot for it.

@@ -12,6 +12,12 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+    /// The token cannot be sent in a header.
+    #[error("invalid token: {reason}; use the printable text of the sidecar's --token-file")]
+    InvalidToken {
+        /// Why it is invalid.
+        reason: String,
+    },
     /// No tokio runtime is running; the client needs one for its background task.
     #[error("runlens client needs a tokio runtime: create it inside #[tokio::main] or a Runtime")]
     NoRuntime,

@@ -42,7 +42,7 @@ pub use backoff::Backoff;
 pub use buffer::FullPolicy;
 pub use client::{
     Client, ClientBuilder, DEFAULT_CAPACITY, DEFAULT_CAPACITY_BYTES, DEFAULT_ENDPOINT,
-    ENDPOINT_ENV, NAME_ENV,
+    ENDPOINT_ENV, NAME_ENV, TOKEN_ENV,
 };
 pub use error::Error;
 pub use recording::{Run, Span};

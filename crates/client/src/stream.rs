@@ -132,8 +132,14 @@ async fn session(
         })),
     };
     tx.send(hello).await.map_err(|e| e.to_string())?;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &target.token {
+        request
+            .metadata_mut()
+            .insert("authorization", token.clone());
+    }
     let mut inbound = client
-        .session(ReceiverStream::new(rx))
+        .session(request)
         .await
         .map_err(|s| s.to_string())?
         .into_inner();

@@ -41,6 +41,20 @@ pub mod env {
     pub const RETAIN: &str = "RUNLENS_RETAIN";
     /// `serve --retain-full`.
     pub const RETAIN_FULL: &str = "RUNLENS_RETAIN_FULL";
+    /// `serve --token-file`.
+    pub const TOKEN_FILE: &str = "RUNLENS_TOKEN_FILE";
+    /// `serve --metrics-auth`.
+    pub const METRICS_AUTH: &str = "RUNLENS_METRICS_AUTH";
+    /// `serve --allow-insecure`.
+    pub const ALLOW_INSECURE: &str = "RUNLENS_ALLOW_INSECURE";
+    /// `serve --health-listen`.
+    pub const HEALTH_LISTEN: &str = "RUNLENS_HEALTH_LISTEN";
+    /// `serve --max-sessions`.
+    pub const MAX_SESSIONS: &str = "RUNLENS_MAX_SESSIONS";
+    /// `serve --hello-timeout`.
+    pub const HELLO_TIMEOUT: &str = "RUNLENS_HELLO_TIMEOUT";
+    /// `serve --max-message-mib`.
+    pub const MAX_MESSAGE_MIB: &str = "RUNLENS_MAX_MESSAGE_MIB";
     /// `serve --client-timeout`.
     pub const CLIENT_TIMEOUT: &str = "RUNLENS_CLIENT_TIMEOUT";
     /// `report --oom-threshold-mib`.
@@ -594,6 +608,37 @@ pub struct ServeArgs {
     /// and other tools list, describe and call every rpc without the .proto files.
     #[arg(long, env = env::REFLECTION, value_enum, default_value_t = Switch::On)]
     pub reflection: Switch,
+    /// A file holding the bearer token every caller must send (`authorization: Bearer
+    /// <token>`) to runlens.v1, OTLP gRPC and HTTP, and /metrics with --metrics-auth.
+    /// Health checks stay open. At least 16 printable characters; surrounding white space
+    /// is ignored.
+    #[arg(long, env = env::TOKEN_FILE, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Ask /metrics scrapes for the token too (Prometheus: `authorization: {credentials_file:
+    /// ...}`). Off by default: metrics are read-only.
+    #[arg(long, env = env::METRICS_AUTH, value_enum, default_value_t = Switch::Off)]
+    pub metrics_auth: Switch,
+    /// Accept data on a TCP address other than loopback without a token (--token-file).
+    /// Without it, such a listener is refused: anyone who can reach it could write and read.
+    #[arg(long, env = env::ALLOW_INSECURE)]
+    pub allow_insecure: bool,
+    /// Address serving only the gRPC health service (grpc.health.v1), never behind the
+    /// token: for Kubernetes probes when runlens.v1 listens on a socket or loopback only.
+    /// `off` by default.
+    #[arg(long, env = env::HEALTH_LISTEN, default_value = "off", value_parser = parse_listener)]
+    pub health_listen: Listener,
+    /// Most runlens.v1 sessions open at once; the next is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = env::MAX_SESSIONS, default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_sessions: u32,
+    /// A session that sends no hello this long after opening is closed, e.g. 10s.
+    #[arg(long, env = env::HELLO_TIMEOUT, default_value = "10s", value_parser = parse_client_timeout)]
+    pub hello_timeout: Duration,
+    /// Largest message accepted, in MiB: a runlens.v1 or OTLP/gRPC message after
+    /// decompression, and an OTLP/HTTP body.
+    #[arg(long, env = env::MAX_MESSAGE_MIB, default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_message_mib: u32,
     #[command(flatten)]
     pub probe: ProbeArgs,
 }

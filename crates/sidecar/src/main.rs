@@ -1,6 +1,7 @@
 //! The `runlens` binary.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod build_info;
 mod cli;
 mod commands;

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,12 +28,14 @@ def rows(db, sql, *args):
 
 
 class OtelAgent(unittest.TestCase):
-    def run_agent(self, protocol, endpoint, service):
+    def run_agent(self, protocol, endpoint, service, headers=None):
         env = {**os.environ,
                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{endpoint}",
                "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
                "OTEL_SERVICE_NAME": service,
                "OTEL_BSP_SCHEDULE_DELAY": "200"}
+        if headers:
+            env["OTEL_EXPORTER_OTLP_HEADERS"] = headers
         out = subprocess.run([sys.executable, AGENT, "--tasks", "4"], env=env,
                              capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
@@ -83,6 +86,26 @@ class OtelAgent(unittest.TestCase):
             self.run_agent("http/protobuf", s.otlp_http, "py-http-agent")
             self.check(s.db, "py-grpc-agent")
             self.check(s.db, "py-http-agent")
+
+    def test_the_standard_headers_variable_carries_the_token(self):
+        token = "otel-token-0123456789abcdef"
+        with tempfile.TemporaryDirectory() as tmp:
+            token_file = os.path.join(tmp, "token")
+            with open(token_file, "w") as f:
+                f.write(token + "\n")
+            with Sidecar(extra=("--otlp-grpc-listen", "127.0.0.1:0",
+                                "--otlp-http-listen", "127.0.0.1:0",
+                                "--token-file", token_file)) as s:
+                # The SDK's header syntax: key=value, the value URL-encoded.
+                headers = f"authorization=Bearer%20{token}"
+                self.run_agent("grpc", s.otlp_grpc, "py-grpc-token", headers)
+                self.run_agent("http/protobuf", s.otlp_http, "py-http-token", headers)
+                self.check(s.db, "py-grpc-token")
+                self.check(s.db, "py-http-token")
+                # Without it, the SDK's exports are refused and nothing is stored.
+                self.run_agent("http/protobuf", s.otlp_http, "py-no-token")
+                self.assertEqual(rows(s.db, "SELECT count(*) FROM runs WHERE client_id LIKE ?",
+                                      "otlp/py-no-token/%")[0][0], 0)
 
 
 if __name__ == "__main__":

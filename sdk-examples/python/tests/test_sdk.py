@@ -211,5 +211,44 @@ class DefaultClient(unittest.TestCase):
                                         "from clients"), [("five-lines", "GPU-8f3c")])
 
 
+class Token(unittest.TestCase):
+    """A sidecar started with --token-file stores only what carries its token."""
+
+    TOKEN = "py-token-0123456789abcdef"
+
+    def test_token_option_and_environment(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            token_file = os.path.join(tmp, "token")
+            with open(token_file, "w") as f:
+                f.write(self.TOKEN + "\n")
+            with Sidecar(extra=("--token-file", token_file)) as s:
+                good = runlens.Client(s.addr, name="with-token", token=self.TOKEN,
+                                      flush_at_exit=0)
+                with good.run("guarded"):
+                    pass
+                self.assertTrue(good.flush(10))
+                good.close()
+                wrong = runlens.Client(s.addr, name="wrong-token", token="x" * 24,
+                                       flush_at_exit=0)
+                with wrong.run("refused"):
+                    pass
+                self.assertFalse(wrong.flush(2), "never acknowledged")
+                self.assertIn("bearer token", wrong.last_error)
+                with self.assertWarns(RuntimeWarning):
+                    wrong.close(0.1)
+                # The default client takes RUNLENS_TOKEN, as a deployment would set it.
+                code = ("import runlens\n"
+                        "with runlens.run('from-env'):\n    pass\n"
+                        "assert runlens.flush(10)\n")
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                     text=True, timeout=60,
+                                     env={**os.environ, "RUNLENS_ENDPOINT": s.addr,
+                                          "RUNLENS_TOKEN": self.TOKEN})
+                self.assertEqual(out.returncode, 0, out.stderr)
+                self.assertEqual(sorted(r[0] for r in rows(s.db, "select name from runs")),
+                                 ["from-env", "guarded"])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -11,18 +11,19 @@ use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-use super::{ExportError, MAX_BODY_BYTES, OtlpIngest};
+use super::{ExportError, OtlpIngest};
 
 /// The gRPC trace service.
 pub struct OtlpGrpc(OtlpIngest);
 
 /// The service, ready to add to a tonic server. Messages up to four times
-/// [`MAX_BODY_BYTES`] are read (a longer one is refused by tonic before it is buffered,
-/// with `OUT_OF_RANGE`); above [`MAX_BODY_BYTES`] the answer is `RESOURCE_EXHAUSTED`.
+/// [`super::MAX_BODY_BYTES`] are read (a longer one is refused by tonic before it is buffered,
+/// with `OUT_OF_RANGE`); above [`super::MAX_BODY_BYTES`] the answer is `RESOURCE_EXHAUSTED`.
 pub fn service(ingest: OtlpIngest) -> TraceServiceServer<OtlpGrpc> {
+    let max = ingest.max_body();
     TraceServiceServer::new(OtlpGrpc(ingest))
         .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(MAX_BODY_BYTES * 4)
+        .max_decoding_message_size(max.saturating_mul(4))
 }
 
 impl From<ExportError> for Status {
@@ -43,10 +44,11 @@ impl TraceService for OtlpGrpc {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let request = request.into_inner();
         let size = request.encoded_len();
-        if size > MAX_BODY_BYTES {
+        let max = self.0.max_body();
+        if size > max {
             return Err(ExportError::TooLarge(format!(
-                "the export is {size} bytes; the limit is {MAX_BODY_BYTES}: send smaller batches \
-                 (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)"
+                "the export is {size} bytes; the limit is {max} (--max-message-mib): send \
+                 smaller batches (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)"
             ))
             .into());
         }

@@ -13,7 +13,7 @@ use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use super::{ExportError, MAX_BODY_BYTES, OtlpIngest};
+use super::{ExportError, OtlpIngest};
 
 /// Seconds a sender is asked to wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -22,7 +22,7 @@ const RETRY_AFTER_SECONDS: &str = "1";
 pub fn router(ingest: OtlpIngest) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(ingest.max_body()))
         .with_state(ingest)
 }
 
@@ -61,10 +61,11 @@ async fn traces(State(ingest): State<OtlpIngest>, headers: HeaderMap, body: Byte
             "send Content-Type application/x-protobuf or application/json",
         );
     };
-    let request = match decoded(&headers, &body).and_then(|body| parse(encoding, &body)) {
-        Ok(request) => request,
-        Err(e) => return error_response(encoding, &e),
-    };
+    let request =
+        match decoded(&headers, &body, ingest.max_body()).and_then(|body| parse(encoding, &body)) {
+            Ok(request) => request,
+            Err(e) => return error_response(encoding, &e),
+        };
     match ingest.export(request).await {
         Ok(answer) => {
             let body = match encoding {
@@ -92,8 +93,8 @@ fn content_type(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
-/// The body with its `Content-Encoding` undone, at most [`MAX_BODY_BYTES`].
-fn decoded(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, ExportError> {
+/// The body with its `Content-Encoding` undone, at most `max` bytes.
+fn decoded(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<Vec<u8>, ExportError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -102,14 +103,15 @@ fn decoded(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, ExportError> {
         None | Some("" | "identity") => Ok(body.to_vec()),
         Some("gzip") => {
             let mut out = Vec::new();
-            let limit = u64::try_from(MAX_BODY_BYTES).unwrap_or(u64::MAX) + 1;
+            let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
             flate2::read::GzDecoder::new(&body[..])
                 .take(limit)
                 .read_to_end(&mut out)
                 .map_err(|e| ExportError::Malformed(format!("the gzip body is damaged: {e}")))?;
-            if out.len() > MAX_BODY_BYTES {
+            if out.len() > max {
                 return Err(ExportError::TooLarge(format!(
-                    "the body is over {MAX_BODY_BYTES} bytes once unzipped: send smaller batches"
+                    "the body is over {max} bytes once unzipped (--max-message-mib): send \
+                     smaller batches"
                 )));
             }
             Ok(out)

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::sampler::SamplerHandle;
 use crate::store::{Ack, QueueError, WriteOp, WriterHandle};
 
-/// Largest export body accepted, bytes (after gzip is undone): 16 MiB, four times
+/// Largest export body accepted by default, bytes (after gzip is undone): 16 MiB, four times
 /// tonic's default, room for batches of thousands of spans.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -66,6 +66,8 @@ pub struct OtlpIngest {
     metrics: Arc<Metrics>,
     /// PIDs already handed to the sampler (`process.pid` of senders).
     watched: Arc<Mutex<HashSet<u32>>>,
+    /// Largest export accepted, bytes after decompression (`--max-message-mib`).
+    max_body: usize,
 }
 
 impl OtlpIngest {
@@ -82,7 +84,20 @@ impl OtlpIngest {
             writer,
             metrics,
             watched: Arc::default(),
+            max_body: MAX_BODY_BYTES,
         }
+    }
+
+    /// Accepts exports up to `bytes` (after decompression) instead of [`MAX_BODY_BYTES`].
+    #[must_use]
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Largest export accepted, bytes after decompression.
+    pub fn max_body(&self) -> usize {
+        self.max_body
     }
 
     /// Stores the valid spans of `request`, answering once they are committed; spans that

@@ -54,8 +54,29 @@ pub struct Backends {
     pub reader: SharedReader,
 }
 
+/// Limits on what clients may hold open.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Most sessions open at once; the next gets `RESOURCE_EXHAUSTED`.
+    pub max_sessions: usize,
+    /// How long a new session may take to send hello before it is closed.
+    pub hello_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 256,
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The service behind every rpc.
 pub struct RunlensService {
+    /// One permit per open session.
+    sessions: Arc<tokio::sync::Semaphore>,
+    limits: SessionLimits,
     ingest: Ingest,
     /// Learns the agents' names (for the metrics' `client` label).
     metrics: Arc<Metrics>,
@@ -81,8 +102,11 @@ impl RunlensService {
         db_path: PathBuf,
         shutdown: watch::Receiver<bool>,
         drain: mpsc::WeakSender<()>,
+        limits: SessionLimits,
     ) -> Self {
         Self {
+            sessions: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions)),
+            limits,
             presence: Presence::default(),
             ingest: backends.ingest,
             metrics: backends.metrics,
@@ -187,8 +211,24 @@ impl Runlens for RunlensService {
         &self,
         request: Request<Streaming<pb::ClientMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let Ok(slot) = self.sessions.clone().try_acquire_owned() else {
+            self.metrics.rejected("resource_exhausted", 1);
+            return Err(Status::resource_exhausted(format!(
+                "runlens serve already has {} sessions open (--max-sessions); close clients \
+                 that are done or raise --max-sessions",
+                self.limits.max_sessions
+            )));
+        };
         let mut inbound = request.into_inner();
-        let hello = match inbound.message().await? {
+        let first = tokio::time::timeout(self.limits.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no hello within {} of opening the session (--hello-timeout)",
+                    humantime::format_duration(self.limits.hello_timeout)
+                ))
+            })?;
+        let hello = match first? {
             Some(pb::ClientMessage {
                 body: Some(Body::Hello(hello)),
                 ..
@@ -242,6 +282,7 @@ impl Runlens for RunlensService {
             .await
             .map_err(|_| Status::unavailable("the sidecar is shutting down"))?;
         let session = session::Session {
+            _slot: slot,
             _presence: self
                 .presence
                 .opened(&hello.client_id, &hello.client_name, hello.pid),

@@ -45,6 +45,8 @@ pub struct Session {
     pub shutdown: watch::Receiver<bool>,
     /// Held while the session runs, so shutdown can wait for it.
     pub _drain: Option<mpsc::Sender<()>>,
+    /// Held while the session runs: one of `--max-sessions`.
+    pub _slot: tokio::sync::OwnedSemaphorePermit,
     /// Held while the session runs: the client is there.
     pub _presence: super::abandoned::SessionPresence,
     /// Counts refusals and the client's drops.

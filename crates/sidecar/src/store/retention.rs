@@ -619,9 +619,12 @@ fn delete_old_bookkeeping(
     )?
     .execute([cutoff])?;
     if let Some(acknowledged) = limits.traces_after {
+        // The last acknowledged entry stays: `seq` is a rowid, and SQLite numbers a new row
+        // after the highest one left, so an emptied outbox would start again at 1, behind
+        // the cursor, and its runs would never be sent.
         tx.prepare_cached(
             "DELETE FROM export_outbox WHERE seq IN
-                 (SELECT seq FROM export_outbox WHERE seq <= ?1 ORDER BY seq LIMIT 1000)",
+                 (SELECT seq FROM export_outbox WHERE seq < ?1 ORDER BY seq LIMIT 1000)",
         )?
         .execute([acknowledged])?;
     }

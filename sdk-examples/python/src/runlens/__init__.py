@@ -23,7 +23,8 @@ up to 5 s.
 
 The module-level functions use a default client, created on first use from the
 environment: `RUNLENS_ENDPOINT` (host:port or http://host:port, default 127.0.0.1:50551)
-and `RUNLENS_CLIENT_NAME` (default: the script's name). `runlens.configure()` sets it
+and `RUNLENS_CLIENT_NAME` (default: the script's name), with the token of a sidecar that
+asks for one from `RUNLENS_TOKEN`. `runlens.configure()` sets it
 explicitly; `runlens.Client` objects can be used side by side.
 """
 
@@ -56,7 +57,7 @@ def configure(endpoint: str | None = None, name: str | None = None,
               **options: Any) -> Client:
     """Sets the default client used by the module-level functions and returns it.
     `endpoint` defaults to `RUNLENS_ENDPOINT`, `name` to `RUNLENS_CLIENT_NAME`; other
-    options go to `Client` (capacity, flush_at_exit). A previous default client is
+    options go to `Client` (capacity, flush_at_exit, token). A previous default client is
     flushed for up to 5 s and closed."""
     global _default
     new = Client(endpoint or _env_endpoint(), name=name or _env_name(), **options)

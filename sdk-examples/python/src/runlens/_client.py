@@ -82,15 +82,24 @@ class Client:
     """A connection to the runlens sidecar. Safe to share between threads."""
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, name: str = "",
-                 capacity: int = 100_000, flush_at_exit: float = 5.0):
+                 capacity: int = 100_000, flush_at_exit: float = 5.0,
+                 token: str | None = None):
         """`endpoint` is host:port, http://host:port or unix:///path (ValueError
-        otherwise). `capacity`
+        otherwise). `token` is the sidecar's bearer token (its --token-file), sent as
+        `authorization: Bearer <token>`; it defaults to `RUNLENS_TOKEN`. `capacity`
         bounds the messages kept while unacknowledged; beyond it new messages are dropped,
         counted (`dropped`) and warned about once. Nothing is ever lost silently: a sidecar
         unreachable for a while, and messages left unacknowledged at `close()` or exit,
         are warned about with their count."""
         self.endpoint = normalize_endpoint(endpoint)
         self.name = name
+        if token is None:
+            token = os.environ.get("RUNLENS_TOKEN", "")
+        token = token.strip()
+        if token and not all(33 <= ord(c) <= 126 for c in token):
+            raise ValueError("invalid token: use the printable text of the sidecar's "
+                             "--token-file")
+        self._metadata = [("authorization", f"Bearer {token}")] if token else []
         self.client_id = "py-" + uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
         self._id_prefix = self.client_id[3:]
@@ -271,7 +280,8 @@ class Client:
             channel = grpc.insecure_channel(self.endpoint, options=self._channel_options)
             try:
                 stub = rpc.RunlensStub(channel)
-                for reply in stub.Session(self._requests(generation)):
+                for reply in stub.Session(self._requests(generation),
+                                          metadata=self._metadata):
                     kind = reply.WhichOneof("body")
                     if kind == "welcome":
                         delay = 0.05

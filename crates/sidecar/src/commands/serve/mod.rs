@@ -6,6 +6,7 @@ use std::time::Duration;
 use runlens_api::pb::runlens_server::RunlensServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 mod listeners;
@@ -58,6 +59,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             ),
         ));
     }
+    let token = args
+        .token_file
+        .as_deref()
+        .map(crate::auth::Token::load)
+        .transpose()?;
+    refuse_open_listeners(&args, token.is_some())?;
     // Bind first: a port already in use must fail before the database is created or
     // migrated, so a mistyped second `serve` leaves no file and no schema change behind.
     // Connections that arrive meanwhile wait in the listen backlog.
@@ -72,6 +79,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let otlp_grpc = bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen").await?;
     let otlp_http = bind_optional(args.otlp_http_listen, "--otlp-http-listen").await?;
     let metrics_listener = bind_optional(args.metrics_listen, "--metrics-listen").await?;
+    let health_listener = bind_optional(args.health_listen, "--health-listen").await?;
     let conn = store::open_for_writing(
         &args.db,
         args.durability == Durability::Full,
@@ -125,12 +133,15 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let (drain_tx, mut drained) = mpsc::channel::<()>(1);
     let (health, health_service) = tonic_health::server::health_reporter();
     let ticker = tokio::spawn(sampler.clone().run_interval_sampling(shutdown_rx.clone()));
+    let max_message = (args.max_message_mib as usize) << 20;
     let otlp = OtlpIngest::new(
         ingest.clone(),
         sampler.clone(),
         writer.handle(),
         metrics.clone(),
-    );
+    )
+    .with_max_body(max_message);
+    let check = crate::auth::GrpcCheck::new(token.clone(), Some(metrics.clone()));
     let service = RunlensService::new(
         Backends {
             ingest,
@@ -142,6 +153,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         args.db.clone(),
         shutdown_rx.clone(),
         drain_tx.downgrade(),
+        crate::service::SessionLimits {
+            max_sessions: args.max_sessions as usize,
+            hello_timeout: args.hello_timeout,
+        },
     );
     let closer = service
         .end_runs_of_gone_clients(args.client_timeout)
@@ -198,22 +213,45 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
         Switch::Off => (None, None),
     };
+    let guarded = |svc| InterceptedService::new(svc, check.clone());
     let server = Server::builder()
-        .add_service(health_service)
-        .add_service(RunlensServer::new(service))
-        .add_service(otlp::grpc::service(otlp.clone()))
-        .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha)
+        .add_service(health_service.clone())
+        .add_service(guarded(
+            RunlensServer::new(service).max_decoding_message_size(max_message),
+        ))
+        .add_service(InterceptedService::new(
+            otlp::grpc::service(otlp.clone()),
+            check.clone(),
+        ))
+        .add_optional_service(reflection_v1.map(|r| InterceptedService::new(r, check.clone())))
+        .add_optional_service(reflection_v1alpha.map(|r| InterceptedService::new(r, check.clone())))
         .serve_with_incoming_shutdown(listeners.incoming(), stopped(shutdown_rx.clone()));
-    let mut otlp_servers = serve_otlp(&otlp, otlp_grpc, otlp_http, &shutdown_rx);
+    let mut otlp_servers = serve_otlp(&otlp, otlp_grpc, otlp_http, &check, &shutdown_rx);
     let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
     if let Some((listener, _)) = metrics_listener {
-        otlp_servers.tasks.push(serve_http(
-            listener,
-            crate::metrics::router(metrics.clone()),
-            &shutdown_rx,
-            "metrics",
-        ));
+        let router = crate::metrics::router(metrics.clone());
+        let router = match args.metrics_auth {
+            Switch::On => crate::auth::guard(router, check.clone()),
+            Switch::Off => router,
+        };
+        otlp_servers
+            .tasks
+            .push(serve_http(listener, router, &shutdown_rx, "metrics"));
+    }
+    let health_addr = health_listener.as_ref().map(|(_, a)| *a);
+    if let Some((listener, _)) = health_listener {
+        // Only the health service: what probes need, and nothing behind the token.
+        let server = Server::builder()
+            .add_service(health_service)
+            .serve_with_incoming_shutdown(
+                listeners::tcp_incoming(listener),
+                stopped(shutdown_rx.clone()),
+            );
+        otlp_servers.tasks.push(tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "the health server failed");
+            }
+        }));
     }
 
     let gpu_line = gpu_problem.map_or_else(
@@ -222,12 +260,15 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     );
     let shown =
         |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
-    let otlp_line = format!(
+    let mut otlp_line = format!(
         "OTLP: gRPC {}, HTTP {}; metrics {}",
         shown(otlp_servers.grpc),
         shown(otlp_servers.http),
         shown(metrics_addr)
     );
+    if let Some(addr) = health_addr {
+        otlp_line.push_str(&format!("; health {addr}"));
+    }
     let mut signals = ShutdownSignals::register()?;
     // The one line on stdout: scripts and tests read the addresses from it (port 0 case).
     // A closed stdout must not stop the sidecar: the line is for whoever reads it.
@@ -282,6 +323,52 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     tracing::info!("stopped; everything accepted is committed");
     Ok(())
+}
+
+/// Refuses TCP listeners that accept data on an address other than loopback when no token
+/// guards them, unless `--allow-insecure`. /metrics is read-only and exempt.
+fn refuse_open_listeners(args: &ServeArgs, has_token: bool) -> Result<(), Failure> {
+    if args.metrics_auth == Switch::On && !has_token {
+        return Err(Failure::new(
+            crate::exit::USAGE,
+            "--metrics-auth needs a token: add --token-file FILE",
+        ));
+    }
+    if has_token || args.allow_insecure {
+        return Ok(());
+    }
+    let mut open = Vec::new();
+    for addr in &args.listen {
+        if let crate::cli::ListenAddr::Tcp(a) = addr
+            && !a.ip().is_loopback()
+        {
+            open.push(format!("{a} (--listen)"));
+        }
+    }
+    for (listener, flag) in [
+        (&args.otlp_grpc_listen, "--otlp-grpc-listen"),
+        (&args.otlp_http_listen, "--otlp-http-listen"),
+    ] {
+        if let Listener::On(a) = listener
+            && !a.ip().is_loopback()
+        {
+            open.push(format!("{a} ({flag})"));
+        }
+    }
+    if open.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        crate::exit::USAGE,
+        format!(
+            "refusing to accept data on {} without a token: anyone who can reach it could write \
+             runs and read the history. Add --token-file FILE (clients send it as \
+             `authorization: Bearer ...`, e.g. RUNLENS_TOKEN), or listen on 127.0.0.1 or a \
+             unix:// socket (in a pod, --health-listen serves the probes), or pass \
+             --allow-insecure if the network is trusted",
+            open.join(", ")
+        ),
+    ))
 }
 
 /// Resolves when `shutdown` turns true (or its sender is gone).
@@ -370,6 +457,7 @@ fn serve_otlp(
     otlp: &OtlpIngest,
     grpc: Option<(TcpListener, std::net::SocketAddr)>,
     http: Option<(TcpListener, std::net::SocketAddr)>,
+    check: &crate::auth::GrpcCheck,
     shutdown: &watch::Receiver<bool>,
 ) -> OtlpServers {
     let mut servers = OtlpServers {
@@ -379,7 +467,10 @@ fn serve_otlp(
     };
     if let Some((listener, _)) = grpc {
         let server = Server::builder()
-            .add_service(otlp::grpc::service(otlp.clone()))
+            .add_service(InterceptedService::new(
+                otlp::grpc::service(otlp.clone()),
+                check.clone(),
+            ))
             .serve_with_incoming_shutdown(
                 listeners::tcp_incoming(listener),
                 stopped(shutdown.clone()),
@@ -393,7 +484,7 @@ fn serve_otlp(
     if let Some((listener, _)) = http {
         servers.tasks.push(serve_http(
             listener,
-            otlp::http::router(otlp.clone()),
+            crate::auth::guard(otlp::http::router(otlp.clone()), check.clone()),
             shutdown,
             "OTLP HTTP",
         ));

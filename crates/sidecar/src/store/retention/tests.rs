@@ -416,5 +416,14 @@ fn unexported_runs_and_samples_stay_while_export_is_configured() {
         h.count("SELECT count(*) FROM runs WHERE run_id = 'old-done'"),
         0
     );
-    assert_eq!(h.count("SELECT count(*) FROM export_outbox"), 0);
+    // Acknowledged entries go, but the last stays so that new entries number after it.
+    assert_eq!(h.count("SELECT max(seq) FROM export_outbox"), 1);
+    h.conn
+        .execute_batch("INSERT INTO export_outbox (run_id) VALUES ('next')")
+        .unwrap();
+    assert_eq!(
+        h.count("SELECT seq FROM export_outbox WHERE run_id = 'next'"),
+        2,
+        "numbered after the cursor"
+    );
 }
