@@ -20,6 +20,10 @@ pub const ENDPOINT_ENV: &str = "RUNLENS_ENDPOINT";
 /// The environment variable [`Client::from_env`] reads the sidecar's bearer token from.
 pub const TOKEN_ENV: &str = "RUNLENS_TOKEN";
 
+/// The environment variable [`Client::from_env`] reads the CA file of an `https://`
+/// endpoint from.
+pub const CA_FILE_ENV: &str = "RUNLENS_CA_FILE";
+
 /// The environment variable [`Client::from_env`] reads the client's name from.
 pub const NAME_ENV: &str = "RUNLENS_CLIENT_NAME";
 
@@ -34,6 +38,8 @@ pub struct ClientBuilder {
     endpoint: String,
     name: String,
     token: Option<String>,
+    ca_file: Option<PathBuf>,
+    identity: Option<(PathBuf, PathBuf)>,
     limits: Limits,
 }
 
@@ -48,6 +54,20 @@ impl ClientBuilder {
     /// A name for this client, stored with its session (e.g. the agent's name).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// The PEM CA certificate(s) an `https://` endpoint's certificate is checked against
+    /// (default: the system's roots), e.g. the CA that signed the sidecar's --tls-cert.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// A client certificate and its key (PEM files), for a sidecar that asks for one
+    /// (--tls-client-ca).
+    pub fn client_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.identity = Some((cert.into(), key.into()));
         self
     }
 
@@ -85,6 +105,15 @@ impl ClientBuilder {
             })?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
+        let endpoint = if url_is_https(&self.endpoint) {
+            endpoint
+                .tls_config(self.tls_config()?)
+                .map_err(|e| Error::InvalidTls {
+                    reason: e.to_string(),
+                })?
+        } else {
+            endpoint
+        };
         let token = self
             .token
             .as_deref()
@@ -112,6 +141,34 @@ impl ClientBuilder {
             inner: Arc::new(Inner { shared, ids }),
         })
     }
+}
+
+impl ClientBuilder {
+    fn tls_config(&self) -> Result<tonic::transport::ClientTlsConfig, Error> {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).map_err(|e| Error::InvalidTls {
+                reason: format!("cannot read the {what} {}: {e}", path.display()),
+            })
+        };
+        let mut config = tonic::transport::ClientTlsConfig::new();
+        config = match &self.ca_file {
+            Some(path) => config.ca_certificate(tonic::transport::Certificate::from_pem(read(
+                path, "CA file",
+            )?)),
+            None => config.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(tonic::transport::Identity::from_pem(
+                read(cert, "client certificate")?,
+                read(key, "client key")?,
+            ));
+        }
+        Ok(config)
+    }
+}
+
+fn url_is_https(endpoint: &str) -> bool {
+    endpoint.trim().to_ascii_lowercase().starts_with("https://")
 }
 
 pub(crate) struct Inner {
@@ -265,6 +322,8 @@ impl Client {
             endpoint: endpoint.into(),
             name: String::new(),
             token: None,
+            ca_file: None,
+            identity: None,
             limits: Limits {
                 messages: DEFAULT_CAPACITY,
                 bytes: DEFAULT_CAPACITY_BYTES,
@@ -275,8 +334,8 @@ impl Client {
 
     /// A client configured from the environment, as the Python package's default client
     /// is: the endpoint from `RUNLENS_ENDPOINT` (default [`DEFAULT_ENDPOINT`]) and the name
-    /// from `RUNLENS_CLIENT_NAME` (default: the executable's file name), and the token, if
-    /// any, from `RUNLENS_TOKEN`. Needs a tokio runtime, like [`ClientBuilder::build`].
+    /// from `RUNLENS_CLIENT_NAME` (default: the executable's file name), the token, if
+    /// any, from `RUNLENS_TOKEN`, and an `https://` endpoint's CA from `RUNLENS_CA_FILE`. Needs a tokio runtime, like [`ClientBuilder::build`].
     pub fn from_env() -> Result<Client, Error> {
         let endpoint = std::env::var(ENDPOINT_ENV)
             .ok()

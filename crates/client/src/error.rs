@@ -18,6 +18,12 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+    /// The TLS settings of an `https://` endpoint cannot be used.
+    #[error("TLS setup failed: {reason}")]
+    InvalidTls {
+        /// Why.
+        reason: String,
+    },
     /// No tokio runtime is running; the client needs one for its background task.
     #[error("runlens client needs a tokio runtime: create it inside #[tokio::main] or a Runtime")]
     NoRuntime,

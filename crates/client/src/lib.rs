@@ -41,7 +41,7 @@ mod warn;
 pub use backoff::Backoff;
 pub use buffer::FullPolicy;
 pub use client::{
-    Client, ClientBuilder, DEFAULT_CAPACITY, DEFAULT_CAPACITY_BYTES, DEFAULT_ENDPOINT,
+    CA_FILE_ENV, Client, ClientBuilder, DEFAULT_CAPACITY, DEFAULT_CAPACITY_BYTES, DEFAULT_ENDPOINT,
     ENDPOINT_ENV, NAME_ENV, TOKEN_ENV,
 };
 pub use error::Error;

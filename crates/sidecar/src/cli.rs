@@ -55,6 +55,12 @@ pub mod env {
     pub const HELLO_TIMEOUT: &str = "RUNLENS_HELLO_TIMEOUT";
     /// `serve --max-message-mib`.
     pub const MAX_MESSAGE_MIB: &str = "RUNLENS_MAX_MESSAGE_MIB";
+    /// `serve --tls-cert`.
+    pub const TLS_CERT: &str = "RUNLENS_TLS_CERT";
+    /// `serve --tls-key`.
+    pub const TLS_KEY: &str = "RUNLENS_TLS_KEY";
+    /// `serve --tls-client-ca`.
+    pub const TLS_CLIENT_CA: &str = "RUNLENS_TLS_CLIENT_CA";
     /// `serve --client-timeout`.
     pub const CLIENT_TIMEOUT: &str = "RUNLENS_CLIENT_TIMEOUT";
     /// `report --oom-threshold-mib`.
@@ -614,11 +620,24 @@ pub struct ServeArgs {
     /// is ignored.
     #[arg(long, env = env::TOKEN_FILE, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS on every TCP listener except --health-listen
+    /// (Kubernetes gRPC probes speak plain HTTP/2). Reloaded when the file changes (cert-manager
+    /// rotations), without a restart. Needs --tls-key.
+    #[arg(long, env = env::TLS_CERT, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = env::TLS_KEY, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates for mutual TLS: clients must present a certificate signed by one
+    /// of them. Reloaded like --tls-cert.
+    #[arg(long, env = env::TLS_CLIENT_CA, value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Ask /metrics scrapes for the token too (Prometheus: `authorization: {credentials_file:
     /// ...}`). Off by default: metrics are read-only.
     #[arg(long, env = env::METRICS_AUTH, value_enum, default_value_t = Switch::Off)]
     pub metrics_auth: Switch,
-    /// Accept data on a TCP address other than loopback without a token (--token-file).
+    /// Accept data on a TCP address other than loopback with neither a token (--token-file)
+    /// nor TLS (--tls-cert).
     /// Without it, such a listener is refused: anyone who can reach it could write and read.
     #[arg(long, env = env::ALLOW_INSECURE)]
     pub allow_insecure: bool,
@@ -641,6 +660,17 @@ pub struct ServeArgs {
     pub max_message_mib: u32,
     #[command(flatten)]
     pub probe: ProbeArgs,
+}
+
+impl ServeArgs {
+    /// The TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
 }
 
 /// Output format for data.

@@ -18,6 +18,7 @@ mod service;
 mod store;
 #[cfg(test)]
 mod test_fixtures;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -250,5 +250,39 @@ class Token(unittest.TestCase):
                                  ["from-env", "guarded"])
 
 
+class Tls(unittest.TestCase):
+    """An https:// endpoint with the CA file: a self-signed certificate made by openssl."""
+
+    def test_https_endpoint_with_a_ca_file(self):
+        import shutil
+        import tempfile
+        if shutil.which("openssl") is None:
+            self.skipTest("no openssl to make a certificate")
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+                            "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                            "-addext", "subjectAltName=DNS:localhost"],
+                           check=True, capture_output=True)
+            with Sidecar(extra=("--tls-cert", cert, "--tls-key", key)) as s:
+                port = s.addr.rsplit(":", 1)[1]
+                client = runlens.Client(f"https://localhost:{port}", name="tls", ca_file=cert,
+                                        flush_at_exit=0)
+                with client.run("encrypted"):
+                    pass
+                self.assertTrue(client.flush(10), client.last_error)
+                client.close()
+                # Without the CA, the certificate is not trusted and nothing is stored.
+                stranger = runlens.Client(f"https://localhost:{port}", name="no-ca",
+                                          flush_at_exit=0)
+                with stranger.run("refused"):
+                    pass
+                self.assertFalse(stranger.flush(2))
+                with self.assertWarns(RuntimeWarning):
+                    stranger.close(0.1)
+                self.assertEqual(rows(s.db, "select name from runs"), [("encrypted",)])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

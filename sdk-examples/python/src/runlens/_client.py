@@ -44,13 +44,13 @@ UNREACHABLE_WARNING_AFTER_S = 10.0
 
 
 def normalize_endpoint(endpoint: str) -> str:
-    """The target for grpc: `host:port` from `host:port` or `http://host:port` (both
-    spellings are common), or a Unix socket `unix:///path` (or `unix:path`) as is. Anything
+    """The target for grpc: `host:port` from `host:port`, `http://host:port` or
+    `https://host:port` (TLS: see `Client`), or a Unix socket `unix:///path` (or `unix:path`) as is. Anything
     else raises ValueError naming the expected forms, at once, rather than a client that
     never connects."""
     text = endpoint.strip()
-    expected = ("write it as HOST:PORT or http://HOST:PORT, e.g. 127.0.0.1:50551, "
-                "or unix:///path/to.sock")
+    expected = ("write it as HOST:PORT, http://HOST:PORT or https://HOST:PORT, e.g. "
+                "127.0.0.1:50551, or unix:///path/to.sock")
     if text.startswith("unix:"):
         if not text[len("unix:"):].lstrip("/"):
             raise ValueError(f"invalid endpoint {endpoint!r}: a Unix socket needs a path; "
@@ -58,7 +58,7 @@ def normalize_endpoint(endpoint: str) -> str:
         return text
     scheme, sep, rest = text.partition("://")
     if sep:
-        if scheme != "http":
+        if scheme not in ("http", "https"):
             raise ValueError(f"invalid endpoint {endpoint!r}: unsupported scheme {scheme!r}; "
                              f"{expected}")
         text = rest.rstrip("/")
@@ -83,15 +83,25 @@ class Client:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, name: str = "",
                  capacity: int = 100_000, flush_at_exit: float = 5.0,
-                 token: str | None = None):
+                 token: str | None = None, ca_file: str | None = None):
         """`endpoint` is host:port, http://host:port or unix:///path (ValueError
         otherwise). `token` is the sidecar's bearer token (its --token-file), sent as
-        `authorization: Bearer <token>`; it defaults to `RUNLENS_TOKEN`. `capacity`
+        `authorization: Bearer <token>`; it defaults to `RUNLENS_TOKEN`. An `https://`
+        endpoint connects with TLS, checking the sidecar's certificate against `ca_file`
+        (PEM; default `RUNLENS_CA_FILE`, else the system's roots). `capacity`
         bounds the messages kept while unacknowledged; beyond it new messages are dropped,
         counted (`dropped`) and warned about once. Nothing is ever lost silently: a sidecar
         unreachable for a while, and messages left unacknowledged at `close()` or exit,
         are warned about with their count."""
         self.endpoint = normalize_endpoint(endpoint)
+        self._credentials = None
+        if endpoint.strip().lower().startswith("https://"):
+            ca_file = ca_file or os.environ.get("RUNLENS_CA_FILE") or None
+            roots = None
+            if ca_file:
+                with open(ca_file, "rb") as f:
+                    roots = f.read()
+            self._credentials = grpc.ssl_channel_credentials(root_certificates=roots)
         self.name = name
         if token is None:
             token = os.environ.get("RUNLENS_TOKEN", "")
@@ -277,7 +287,11 @@ class Client:
                 self._inflight.extend(self._pending)
                 self._pending = self._inflight
                 self._inflight = collections.deque()
-            channel = grpc.insecure_channel(self.endpoint, options=self._channel_options)
+            if self._credentials is not None:
+                channel = grpc.secure_channel(self.endpoint, self._credentials,
+                                              options=self._channel_options)
+            else:
+                channel = grpc.insecure_channel(self.endpoint, options=self._channel_options)
             try:
                 stub = rpc.RunlensStub(channel)
                 for reply in stub.Session(self._requests(generation),

@@ -17,8 +17,13 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt, StreamMap};
 
+use std::sync::Arc;
+
+use tokio_rustls::server::TlsStream;
+
 use crate::cli::ListenAddr;
 use crate::exit::{FAILURE, Failure, UNAVAILABLE};
+use crate::tls::TlsConfig;
 
 /// The bound listeners, in the order given, with what each is called.
 pub struct Listeners {
@@ -66,13 +71,16 @@ impl Listeners {
             .collect()
     }
 
-    /// Every accepted connection of every listener, as one stream.
-    pub fn incoming(self) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
-        type Accepted = Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send>>;
+    /// Every accepted connection of every listener, as one stream; with `tls`, TCP
+    /// connections are TLS (Unix sockets rely on file permissions).
+    pub fn incoming(
+        self,
+        tls: Option<Arc<TlsConfig>>,
+    ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
         let mut all: StreamMap<usize, Accepted> = StreamMap::new();
         for (i, bound) in self.bound.into_iter().enumerate() {
             let stream: Accepted = match bound {
-                Bound::Tcp(l) => Box::pin(tcp_incoming(l).map(|r| r.map(Conn::Tcp))),
+                Bound::Tcp(l) => tcp_or_tls(l, tls.clone()),
                 Bound::Unix(l, _) => {
                     Box::pin(UnixListenerStream::new(l).map(|r| r.map(Conn::Unix)))
                 }
@@ -80,6 +88,19 @@ impl Listeners {
             all.insert(i, stream);
         }
         all.map(|(_, accepted)| accepted)
+    }
+}
+
+type Accepted = Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send>>;
+
+/// A TCP listener's connections, through TLS handshakes when `tls` is given.
+pub fn tcp_or_tls(listener: TcpListener, tls: Option<Arc<TlsConfig>>) -> Accepted {
+    match tls {
+        None => Box::pin(tcp_incoming(listener).map(|r| r.map(Conn::Tcp))),
+        Some(config) => Box::pin(
+            crate::tls::handshakes(Box::pin(tcp_incoming(listener)), config)
+                .map(|tls| Ok(Conn::Tls(Box::new(tls)))),
+        ),
     }
 }
 
@@ -157,6 +178,8 @@ pub enum Conn {
     Tcp(TcpStream),
     /// Over a Unix socket.
     Unix(UnixStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl tonic::transport::server::Connected for Conn {
@@ -175,6 +198,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -188,6 +212,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -199,6 +224,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Conn::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -206,6 +232,7 @@ impl AsyncWrite for Conn {
         match self {
             Conn::Tcp(s) => s.is_write_vectored(),
             Conn::Unix(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
         }
     }
 
@@ -213,6 +240,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
             Conn::Unix(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -220,6 +248,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

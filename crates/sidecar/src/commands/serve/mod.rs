@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
-mod listeners;
+pub(crate) mod listeners;
 mod retention;
 
 use listeners::Listeners;
@@ -64,7 +64,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .as_deref()
         .map(crate::auth::Token::load)
         .transpose()?;
-    refuse_open_listeners(&args, token.is_some())?;
+    let tls = load_tls(&args)?;
+    refuse_open_listeners(&args, token.is_some() || tls.is_some())?;
     // Bind first: a port already in use must fail before the database is created or
     // migrated, so a mistyped second `serve` leaves no file and no schema change behind.
     // Connections that arrive meanwhile wait in the listen backlog.
@@ -225,8 +226,23 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         ))
         .add_optional_service(reflection_v1.map(|r| InterceptedService::new(r, check.clone())))
         .add_optional_service(reflection_v1alpha.map(|r| InterceptedService::new(r, check.clone())))
-        .serve_with_incoming_shutdown(listeners.incoming(), stopped(shutdown_rx.clone()));
-    let mut otlp_servers = serve_otlp(&otlp, otlp_grpc, otlp_http, &check, &shutdown_rx);
+        .serve_with_incoming_shutdown(
+            listeners.incoming(tls.as_ref().map(|t| t.grpc.clone())),
+            stopped(shutdown_rx.clone()),
+        );
+    let mut otlp_servers = serve_otlp(
+        &otlp,
+        (otlp_grpc, otlp_http),
+        &check,
+        tls.as_ref(),
+        &shutdown_rx,
+    );
+    let rotations = tokio::spawn(crate::tls::follow_rotations(
+        tls.iter()
+            .flat_map(|t| [t.grpc.clone(), t.http.clone()])
+            .collect(),
+        shutdown_rx.clone(),
+    ));
     let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
     if let Some((listener, _)) = metrics_listener {
         let router = crate::metrics::router(metrics.clone());
@@ -234,9 +250,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             Switch::On => crate::auth::guard(router, check.clone()),
             Switch::Off => router,
         };
-        otlp_servers
-            .tasks
-            .push(serve_http(listener, router, &shutdown_rx, "metrics"));
+        otlp_servers.tasks.push(serve_http(
+            listener,
+            router,
+            tls.as_ref().map(|t| t.http.clone()),
+            &shutdown_rx,
+            "metrics",
+        ));
     }
     let health_addr = health_listener.as_ref().map(|(_, a)| *a);
     if let Some((listener, _)) = health_listener {
@@ -268,6 +288,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     );
     if let Some(addr) = health_addr {
         otlp_line.push_str(&format!("; health {addr}"));
+    }
+    if tls.is_some() {
+        otlp_line.push_str("; TLS");
     }
     let mut signals = ShutdownSignals::register()?;
     // The one line on stdout: scripts and tests read the addresses from it (port 0 case).
@@ -311,6 +334,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     closer.abort();
     rootless.abort();
     pruning.abort();
+    rotations.abort();
     // Their cursors are durable: what they had not sent is sent at the next start.
     for task in [exporter, metrics_exporter].into_iter().flatten() {
         task.abort();
@@ -361,9 +385,10 @@ fn refuse_open_listeners(args: &ServeArgs, has_token: bool) -> Result<(), Failur
     Err(Failure::new(
         crate::exit::USAGE,
         format!(
-            "refusing to accept data on {} without a token: anyone who can reach it could write \
-             runs and read the history. Add --token-file FILE (clients send it as \
-             `authorization: Bearer ...`, e.g. RUNLENS_TOKEN), or listen on 127.0.0.1 or a \
+            "refusing to accept data on {} with neither a token nor TLS: anyone who can reach \
+             it could write runs and read the history. Add --token-file FILE (clients send it \
+             as `authorization: Bearer ...`, e.g. RUNLENS_TOKEN) or --tls-cert and --tls-key \
+             (with --tls-client-ca for client certificates), or listen on 127.0.0.1 or a \
              unix:// socket (in a pod, --health-listen serves the probes), or pass \
              --allow-insecure if the network is trusted",
             open.join(", ")
@@ -395,11 +420,11 @@ fn record_start(conn: &rusqlite::Connection) {
     }
 }
 
+/// A bound TCP listener and its address.
+type Bound = (TcpListener, std::net::SocketAddr);
+
 /// Binds an optional listener; a failure also says how to turn it off.
-async fn bind_optional(
-    listener: Listener,
-    flag: &str,
-) -> Result<Option<(TcpListener, std::net::SocketAddr)>, Failure> {
+async fn bind_optional(listener: Listener, flag: &str) -> Result<Option<Bound>, Failure> {
     match listener {
         Listener::Off => Ok(None),
         Listener::On(address) => listeners::bind_tcp(address, flag)
@@ -455,9 +480,9 @@ impl OtlpServers {
 /// Starts OTLP/gRPC and OTLP/HTTP on their own listeners, until `shutdown`.
 fn serve_otlp(
     otlp: &OtlpIngest,
-    grpc: Option<(TcpListener, std::net::SocketAddr)>,
-    http: Option<(TcpListener, std::net::SocketAddr)>,
+    (grpc, http): (Option<Bound>, Option<Bound>),
     check: &crate::auth::GrpcCheck,
+    tls: Option<&Tls>,
     shutdown: &watch::Receiver<bool>,
 ) -> OtlpServers {
     let mut servers = OtlpServers {
@@ -472,7 +497,7 @@ fn serve_otlp(
                 check.clone(),
             ))
             .serve_with_incoming_shutdown(
-                listeners::tcp_incoming(listener),
+                listeners::tcp_or_tls(listener, tls.map(|t| t.grpc.clone())),
                 stopped(shutdown.clone()),
             );
         servers.tasks.push(tokio::spawn(async move {
@@ -485,6 +510,7 @@ fn serve_otlp(
         servers.tasks.push(serve_http(
             listener,
             crate::auth::guard(otlp::http::router(otlp.clone()), check.clone()),
+            tls.map(|t| t.http.clone()),
             shutdown,
             "OTLP HTTP",
         ));
@@ -492,23 +518,70 @@ fn serve_otlp(
     servers
 }
 
-/// Serves `router` over HTTP/1.1 on `listener` (Nagle off) until `shutdown`.
+/// Serves `router` over HTTP/1.1 on `listener` (Nagle off), through TLS with `tls`, until
+/// `shutdown`.
 fn serve_http(
     listener: TcpListener,
     router: axum::Router,
+    tls: Option<Arc<crate::tls::TlsConfig>>,
     shutdown: &watch::Receiver<bool>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<()> {
     use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(shutdown.clone()));
-    tokio::spawn(async move {
-        if let Err(error) = server.await {
-            tracing::error!(%error, server = what, "an HTTP server failed");
+    let stop = stopped(shutdown.clone());
+    let fail = move |error: std::io::Error| {
+        tracing::error!(%error, server = what, "an HTTP server failed");
+    };
+    match tls {
+        Some(config) => match crate::tls::TlsListener::new(listener, config) {
+            Ok(listener) => tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    fail(e);
+                }
+            }),
+            Err(e) => {
+                fail(e);
+                tokio::spawn(async {})
+            }
+        },
+        None => {
+            let listener = listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    fail(e);
+                }
+            })
         }
-    })
+    }
+}
+
+/// The TLS configurations, one per protocol (ALPN): gRPC speaks HTTP/2, the HTTP
+/// listeners HTTP/1.1.
+struct Tls {
+    grpc: Arc<crate::tls::TlsConfig>,
+    http: Arc<crate::tls::TlsConfig>,
+}
+
+/// Loads the TLS files when TLS is on; a bad file is a usage error that names it.
+fn load_tls(args: &ServeArgs) -> Result<Option<Tls>, Failure> {
+    let Some(files) = args.tls_files() else {
+        return Ok(None);
+    };
+    let load = |alpn: &[&[u8]]| {
+        crate::tls::TlsConfig::load(&files, alpn).map_err(|e| Failure::new(crate::exit::USAGE, e))
+    };
+    Ok(Some(Tls {
+        grpc: load(&[b"h2"])?,
+        http: load(&[b"http/1.1"])?,
+    }))
 }
 
 /// gRPC server reflection, v1 and v1alpha (grpcurl asks v1 first, older tools v1alpha),
