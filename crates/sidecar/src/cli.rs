@@ -269,6 +269,39 @@ pub enum BenchCommand {
     /// Time what the Rust client's `tracing` layer adds to a span, against a bare
     /// `tracing-subscriber` registry, with the spans stored by a real sidecar.
     Tracing(TracingBenchArgs),
+    /// Leave `runlens serve` running with eight fake GPUs at 100 ms sampling, runlens.v1 and
+    /// OTLP clients and small retention windows, printing memory, database size and
+    /// acknowledgement latency over time, and check that nothing was lost.
+    Soak(SoakBenchArgs),
+}
+
+/// `runlens bench soak`.
+#[derive(Debug, Args)]
+pub struct SoakBenchArgs {
+    /// How long to run, in minutes (fractions allowed: 0.5 is 30 s).
+    #[arg(long, default_value_t = 10.0)]
+    pub minutes: f64,
+    /// Senders: the even-numbered ones are runlens.v1 clients, the odd ones OTLP/gRPC senders.
+    #[arg(long, default_value_t = 4)]
+    pub clients: u32,
+    /// Spans per second, all senders together.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Fake GPUs sampled.
+    #[arg(long, default_value_t = 8)]
+    pub gpus: u32,
+    /// `serve --retain` during the soak (small, so that pruning runs all the time).
+    #[arg(long, default_value = "1m")]
+    pub retain: String,
+    /// `serve --retain-full` during the soak.
+    #[arg(long, default_value = "20s")]
+    pub retain_full: String,
+    /// How often to print a line of figures (at least six lines are printed).
+    #[arg(long, default_value = "30s", value_parser = parse_client_timeout)]
+    pub report_every: Duration,
+    /// The fake NVML library (default: librunlens_fake_nvml.so beside this binary).
+    #[arg(long, value_name = "PATH")]
+    pub nvml_lib: Option<PathBuf>,
 }
 
 /// `runlens bench tracing`.
@@ -573,13 +606,13 @@ pub struct ServeArgs {
     #[arg(long, env = env::MAX_DB_MIB, value_name = "MIB")]
     pub max_db_mib: Option<u64>,
     /// Keep runs, their spans and events, and samples this long after they end, e.g. 14d,
-    /// 30d, 12h (at least 1m). Older data is pruned at start and then continuously, in small
+    /// 30d, 12h (at least 10s). Older data is pruned at start and then continuously, in small
     /// steps between writes.
     #[arg(long, env = env::RETAIN, default_value = "14d", value_parser = parse_retention)]
     pub retain: Duration,
     /// Keep every periodic sample this long; older ones are thinned to each minute's worst
     /// (least GPU free memory per GPU, busiest CPU, least RAM and cgroup headroom), so peaks
-    /// and dips survive. At least 1m, at most --retain.
+    /// and dips survive. At least 10s, at most --retain.
     #[arg(long, env = env::RETAIN_FULL, default_value = "1h", value_parser = parse_retention)]
     pub retain_full: Duration,
     /// Runs a session client left open are ended as failed when the client is gone: at
@@ -728,13 +761,14 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A retention window: at least a minute (shorter would prune samples that spans starting
-/// now are about to be given).
+/// A retention window: at least ten seconds (shorter would prune samples that spans
+/// starting now are about to be given). Below a minute it is only useful for tests and
+/// `bench soak`.
 fn parse_retention(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text)
         .map_err(|e| format!("{e}; write a duration such as 14d, 12h or 30m"))?;
-    if d < Duration::from_secs(60) {
-        return Err(format!("{text} is shorter than the minimum of 1m"));
+    if d < Duration::from_secs(10) {
+        return Err(format!("{text} is shorter than the minimum of 10s"));
     }
     Ok(d)
 }

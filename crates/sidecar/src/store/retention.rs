@@ -28,12 +28,13 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::read::{METRICS_CURSOR, TRACES_CURSOR};
 
-/// Rows deleted in one step at most (spans, events, samples with their GPU rows counted
-/// once): about a few milliseconds of work.
-const ROWS_PER_STEP: usize = 2_000;
+/// Spans and events deleted in one step at most: about a millisecond of work, so that a
+/// step delays the acknowledgements queued behind it by no more than that.
+const ROWS_PER_STEP: usize = 500;
 
-/// Samples deleted in one step at most (each has one row per GPU and process besides).
-const SAMPLES_PER_STEP: usize = 200;
+/// Samples deleted in one step at most (each has a row per GPU and per GPU process
+/// besides: 50 samples of an 8-GPU machine are about 850 rows).
+const SAMPLES_PER_STEP: usize = 50;
 
 /// Free pages handed back to the file system per step (1 MiB at the default page size).
 const VACUUM_PAGES_PER_STEP: i64 = 256;
@@ -182,9 +183,8 @@ impl Pruner {
         let scanned = scan_samples(tx, self.size_until, newest, limits)?;
         let up_to = scanned.last().map_or(newest, |&(time, _)| time);
         delete_runs(tx, up_to, limits, budget, report)?;
-        if let Some(&last) = scanned.last() {
-            self.size_until = last;
-        }
+        // As for expiry: when caught up, start again from the oldest.
+        self.size_until = scanned.last().copied().unwrap_or((i64::MIN, i64::MIN));
         let ids = unreferenced(tx, scanned.into_iter().map(|(_, id)| id).collect())?;
         report.samples_expired += delete_samples(tx, &ids)?;
         report.deleted_samples.extend(ids);
@@ -249,11 +249,15 @@ impl Pruner {
         report: &mut PruneReport,
     ) -> rusqlite::Result<()> {
         let scanned = scan_samples(tx, self.expired_until, cutoff, limits)?;
-        if let Some(&last) = scanned.last() {
-            // Samples before this point that are kept are still referred to; they are
-            // looked at again after a restart.
-            self.expired_until = last;
-            report.more = true;
+        match scanned.last() {
+            Some(&last) => {
+                self.expired_until = last;
+                report.more = true;
+            }
+            // Caught up: the samples passed over were still referred to (a run that
+            // began before the cutoff and had not ended). Their runs may have gone since,
+            // so the next round starts again from the oldest.
+            None => self.expired_until = (i64::MIN, i64::MIN),
         }
         let ids = unreferenced(tx, scanned.into_iter().map(|(_, id)| id).collect())?;
         report.samples_expired += delete_samples(tx, &ids)?;
@@ -442,34 +446,34 @@ fn unreferenced(tx: &Transaction<'_>, ids: Vec<i64>) -> rusqlite::Result<Vec<i64
         .collect())
 }
 
-/// Which of `ids` a run, span or event refers to: one indexed range lookup per column.
+/// Which of `ids` a run, span or event refers to: one indexed lookup per column and id
+/// (cheaper than reading every reference in the ids' range, which at high run rates holds
+/// thousands of spans).
 fn referenced_among(tx: &Transaction<'_>, ids: &[i64]) -> rusqlite::Result<HashSet<i64>> {
-    let (Some(&lo), Some(&hi)) = (ids.iter().min(), ids.iter().max()) else {
-        return Ok(HashSet::new());
-    };
+    let mut stmt = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM spans WHERE start_snapshot_id = ?1)
+             OR EXISTS (SELECT 1 FROM spans WHERE end_snapshot_id = ?1)
+             OR EXISTS (SELECT 1 FROM runs WHERE start_snapshot_id = ?1)
+             OR EXISTS (SELECT 1 FROM runs WHERE end_snapshot_id = ?1)
+             OR EXISTS (SELECT 1 FROM events WHERE snapshot_id = ?1)",
+    )?;
     let mut found = HashSet::new();
-    for (table, column) in [
-        ("spans", "start_snapshot_id"),
-        ("spans", "end_snapshot_id"),
-        ("runs", "start_snapshot_id"),
-        ("runs", "end_snapshot_id"),
-        ("events", "snapshot_id"),
-    ] {
-        let sql = format!("SELECT DISTINCT {column} FROM {table} WHERE {column} BETWEEN ?1 AND ?2");
-        let mut stmt = tx.prepare_cached(&sql)?;
-        for id in stmt.query_map([lo, hi], |r| r.get::<_, i64>(0))? {
-            found.insert(id?);
+    for &id in ids {
+        if stmt.query_row([id], |r| r.get::<_, bool>(0))? {
+            found.insert(id);
         }
     }
     Ok(found)
 }
 
-/// Samples thinning looks at in one step, in whole minutes.
-const THIN_SCAN: i64 = 4_000;
+/// Periodic samples thinning looks at in one step, in whole minutes (one minute at the
+/// shortest sampling interval, 50 ms, is 1,200).
+const THIN_SCAN: i64 = 1_200;
 
 /// The periodic samples thinning deletes from the whole minutes after `start` (at most
 /// [`THIN_SCAN`] samples' worth, and before `horizon`), and where those minutes end: in
-/// each minute all but each dimension's worst, and never one something refers to.
+/// each minute all but each dimension's worst, and never one something refers to. Only
+/// periodic samples are read: the others (taken for a run or span) are kept anyway.
 fn thinning_candidates(
     tx: &Transaction<'_>,
     start: i64,
@@ -490,6 +494,7 @@ fn thinning_candidates(
                     coalesce(cpu_utilization_ratio, cpu_load_1m), ram_available_bytes,
                     cgroup_memory_limit_bytes - cgroup_memory_used_bytes
              FROM snapshots WHERE taken_at_ns >= ?1 AND taken_at_ns < ?2 AND snapshot_id <= ?3
+               AND reason = 'interval'
              ORDER BY taken_at_ns LIMIT ?4",
         )?
         .query_map(params![start, end, limits.samples_up_to, limit], |r| {
@@ -518,14 +523,9 @@ fn thinning_candidates(
             samples = load(end, i64::MAX)?;
         }
     }
-    let (Some(lo), Some(hi)) = (
-        samples.iter().map(|s| s.id).min(),
-        samples.iter().map(|s| s.id).max(),
-    ) else {
+    if samples.is_empty() {
         return Ok((Vec::new(), end));
-    };
-    let minute_of: std::collections::HashMap<i64, i64> =
-        samples.iter().map(|s| (s.id, s.minute)).collect();
+    }
     let mut keep: HashSet<i64> = samples
         .iter()
         .filter(|s| !s.periodic)
@@ -548,21 +548,16 @@ fn thinning_candidates(
             note(s.minute, -3, s.id, headroom as f64);
         }
     }
-    // Per GPU, the sample with the least free memory (GPU rows are keyed by sample id).
+    // Per GPU, the sample with the least free memory.
     let mut stmt = tx.prepare_cached(
-        "SELECT snapshot_id, gpu_index, memory_free_bytes FROM gpu_samples
-         WHERE snapshot_id BETWEEN ?1 AND ?2 AND memory_free_bytes IS NOT NULL",
+        "SELECT gpu_index, memory_free_bytes FROM gpu_samples
+         WHERE snapshot_id = ?1 AND memory_free_bytes IS NOT NULL",
     )?;
-    for row in stmt.query_map([lo, hi], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })? {
-        let (id, gpu, free) = row?;
-        if let Some(&minute) = minute_of.get(&id) {
-            note(minute, gpu, id, free as f64);
+    for s in &samples {
+        let rows = stmt.query_map([s.id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (gpu, free) = row?;
+            note(s.minute, gpu, s.id, free as f64);
         }
     }
     keep.extend(worst.into_values().map(|(id, _)| id));

@@ -14,6 +14,7 @@ mod metrics;
 mod otlp;
 mod report;
 mod sample;
+mod soak;
 mod support;
 mod tracing;
 
@@ -32,5 +33,6 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         BenchCommand::Metrics(a) => metrics::run(a),
         BenchCommand::Export(a) => export::run(a),
         BenchCommand::Tracing(a) => tracing::run(a),
+        BenchCommand::Soak(a) => soak::run(a),
     }
 }

@@ -141,7 +141,7 @@ fn kv(key: &str, value: any_value::Value) -> KeyValue {
 
 /// Export number `b`: whole traces of `trace_spans` spans that ended just now (each trace
 /// id made of the export and trace number, so every id is new).
-fn export(b: u64, batch: u64, trace_spans: u64) -> ExportTraceServiceRequest {
+pub(super) fn export(b: u64, batch: u64, trace_spans: u64) -> ExportTraceServiceRequest {
     let now = u64::try_from(probe_core::unix_now_ns()).unwrap_or(0);
     let mut spans = Vec::with_capacity(usize::try_from(batch).unwrap_or(0));
     for t in 0..batch / trace_spans {

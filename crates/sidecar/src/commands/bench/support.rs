@@ -51,12 +51,25 @@ pub struct ServeProcess {
     pub addr: String,
     /// Its OTLP/gRPC address.
     pub otlp_grpc: Option<String>,
+    /// Its /metrics address, when started with one.
+    pub metrics: Option<String>,
 }
 
 impl ServeProcess {
     /// Starts `runlens serve` (this same binary) with `db` and extra arguments, and waits
     /// for its address.
     pub fn start(db: &std::path::Path, extra: &[String]) -> Result<Self, Failure> {
+        Self::start_with(db, extra, &[], false)
+    }
+
+    /// Like [`ServeProcess::start`], with environment variables and, with `metrics`, a
+    /// /metrics listener on a free port.
+    pub fn start_with(
+        db: &std::path::Path,
+        extra: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+        metrics: bool,
+    ) -> Result<Self, Failure> {
         let fail =
             |what: &str, e: &dyn std::fmt::Display| Failure::new(FAILURE, format!("{what}: {e}"));
         let exe =
@@ -70,10 +83,11 @@ impl ServeProcess {
                 "--otlp-http-listen",
                 "off",
                 "--metrics-listen",
-                "off",
+                if metrics { "127.0.0.1:0" } else { "off" },
             ])
             .args(extra)
             .env("RUNLENS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -94,11 +108,18 @@ impl ServeProcess {
             .and_then(|rest| rest.split(',').next())
             .filter(|a| *a != "off")
             .map(str::to_owned);
+        let metrics = line
+            .split("; metrics ")
+            .nth(1)
+            .and_then(|rest| rest.split([';', ' ', '\n']).next())
+            .filter(|a| *a != "off")
+            .map(str::to_owned);
         Ok(Self {
             pid: child.id(),
             child,
             addr,
             otlp_grpc,
+            metrics,
         })
     }
 

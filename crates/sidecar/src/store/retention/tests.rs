@@ -230,6 +230,30 @@ fn old_runs_and_samples_go_and_what_is_still_referred_to_stays() {
 }
 
 #[test]
+fn a_sample_passed_over_while_its_run_lived_goes_once_the_run_has_gone() {
+    let mut h = History::new();
+    let day_ago = h.now - DAY;
+    // The run began before the window and ended inside it: its start sample is kept.
+    h.run("straddling", day_ago - HOUR, Some(day_ago + HOUR), 2);
+    let mut pruner = Pruner::new(RetentionPolicy {
+        retain: Duration::from_secs(24 * 3600),
+        ..policy()
+    });
+    let until_done = |pruner: &mut Pruner, h: &mut History, now: i64| {
+        while pruner.step(&mut h.conn, now).unwrap().more {}
+    };
+    let now = h.now;
+    until_done(&mut pruner, &mut h, now);
+    assert_eq!(h.count("SELECT count(*) FROM runs"), 1);
+    assert_eq!(h.count("SELECT count(*) FROM snapshots"), 2);
+    // Two hours later the run is past the window: run and both samples go, with the same
+    // pruner (no restart) that passed over the start sample before.
+    until_done(&mut pruner, &mut h, now + 2 * HOUR);
+    assert_eq!(h.count("SELECT count(*) FROM runs"), 0);
+    assert_eq!(h.count("SELECT count(*) FROM snapshots"), 0);
+}
+
+#[test]
 fn thinning_keeps_each_minutes_worst_samples() {
     let mut h = History::new();
     let base = h.now - 3 * HOUR;
