@@ -245,3 +245,42 @@ async fn sessions_beyond_the_limit_and_sessions_without_hello_are_closed() {
     assert!(status.message().contains("--max-sessions"), "{status:?}");
     first.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[test]
+fn idle_http_connections_are_closed() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start_on(&dir.path().join("idle.db"), &["--http-idle-timeout", "1s"]);
+    for addr in [sidecar.otlp_http.clone(), sidecar.metrics.clone()] {
+        let addr = addr.unwrap();
+        // Silent from the start.
+        let mut silent = std::net::TcpStream::connect(&addr).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = Instant::now();
+        let mut buf = [0_u8; 64];
+        assert_eq!(
+            silent.read(&mut buf).unwrap_or(0),
+            0,
+            "closed by the server"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{addr}");
+        // Idle after a request on a kept-alive connection.
+        let mut kept = std::net::TcpStream::connect(&addr).unwrap();
+        kept.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        kept.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let started = Instant::now();
+        loop {
+            match kept.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 "), "{addr}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{addr}");
+    }
+}

@@ -61,6 +61,8 @@ pub mod env {
     pub const TLS_KEY: &str = "RUNLENS_TLS_KEY";
     /// `serve --tls-client-ca`.
     pub const TLS_CLIENT_CA: &str = "RUNLENS_TLS_CLIENT_CA";
+    /// `serve --http-idle-timeout`.
+    pub const HTTP_IDLE_TIMEOUT: &str = "RUNLENS_HTTP_IDLE_TIMEOUT";
     /// `serve --client-timeout`.
     pub const CLIENT_TIMEOUT: &str = "RUNLENS_CLIENT_TIMEOUT";
     /// `report --oom-threshold-mib`.
@@ -686,6 +688,10 @@ pub struct ServeArgs {
     /// A session that sends no hello this long after opening is closed, e.g. 10s.
     #[arg(long, env = env::HELLO_TIMEOUT, default_value = "10s", value_parser = parse_client_timeout)]
     pub hello_timeout: Duration,
+    /// An HTTP connection (OTLP/HTTP, /metrics) that sends no request, or not a request's
+    /// headers, for this long is closed, e.g. 30s, 2m.
+    #[arg(long, env = env::HTTP_IDLE_TIMEOUT, default_value = "30s", value_parser = parse_client_timeout)]
+    pub http_idle_timeout: Duration,
     /// Largest message accepted, in MiB: a runlens.v1 or OTLP/gRPC message after
     /// decompression, and an OTLP/HTTP body.
     #[arg(long, env = env::MAX_MESSAGE_MIB, default_value_t = 16,

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
+mod http;
 pub(crate) mod listeners;
 mod retention;
 
@@ -235,7 +236,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         (otlp_grpc, otlp_http),
         &check,
         tls.as_ref(),
-        &shutdown_rx,
+        (args.http_idle_timeout, &shutdown_rx),
     );
     let rotations = tokio::spawn(crate::tls::follow_rotations(
         tls.iter()
@@ -254,7 +255,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             listener,
             router,
             tls.as_ref().map(|t| t.http.clone()),
-            &shutdown_rx,
+            (args.http_idle_timeout, &shutdown_rx),
             "metrics",
         ));
     }
@@ -483,7 +484,7 @@ fn serve_otlp(
     (grpc, http): (Option<Bound>, Option<Bound>),
     check: &crate::auth::GrpcCheck,
     tls: Option<&Tls>,
-    shutdown: &watch::Receiver<bool>,
+    (idle, shutdown): (Duration, &watch::Receiver<bool>),
 ) -> OtlpServers {
     let mut servers = OtlpServers {
         grpc: grpc.as_ref().map(|(_, a)| *a),
@@ -511,7 +512,7 @@ fn serve_otlp(
             listener,
             crate::auth::guard(otlp::http::router(otlp.clone()), check.clone()),
             tls.map(|t| t.http.clone()),
-            shutdown,
+            (idle, shutdown),
             "OTLP HTTP",
         ));
     }
@@ -519,31 +520,20 @@ fn serve_otlp(
 }
 
 /// Serves `router` over HTTP/1.1 on `listener` (Nagle off), through TLS with `tls`, until
-/// `shutdown`.
+/// `shutdown`; connections idle for `idle` are closed.
 fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<Arc<crate::tls::TlsConfig>>,
-    shutdown: &watch::Receiver<bool>,
+    (idle, shutdown): (Duration, &watch::Receiver<bool>),
     what: &'static str,
 ) -> tokio::task::JoinHandle<()> {
     use axum::serve::ListenerExt as _;
-    let stop = stopped(shutdown.clone());
-    let fail = move |error: std::io::Error| {
-        tracing::error!(%error, server = what, "an HTTP server failed");
-    };
     match tls {
         Some(config) => match crate::tls::TlsListener::new(listener, config) {
-            Ok(listener) => tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    fail(e);
-                }
-            }),
-            Err(e) => {
-                fail(e);
+            Ok(listener) => http::serve(listener, router, idle, shutdown.clone(), what),
+            Err(error) => {
+                tracing::error!(%error, server = what, "an HTTP server failed");
                 tokio::spawn(async {})
             }
         },
@@ -551,14 +541,7 @@ fn serve_http(
             let listener = listener.tap_io(|stream| {
                 let _ = stream.set_nodelay(true);
             });
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    fail(e);
-                }
-            })
+            http::serve(listener, router, idle, shutdown.clone(), what)
         }
     }
 }
