@@ -65,6 +65,21 @@ fn a_scrape_shows_every_gpu_and_counts_what_is_stored() {
         let util = value(&text, &format!("hw_gpu_utilization_ratio{labels}")).unwrap();
         let expected = device["utilization_gpu_percent"].as_f64().unwrap() / 100.0;
         assert!((util - expected).abs() < 1e-9, "GPU {i}: {util}");
+        // GPU performance figures where the GPU has them (GPM: the two H100s), none elsewhere.
+        let bandwidth = value(&text, &format!("runlens_gpu_dram_bandwidth_ratio{labels}"));
+        let nvlink = value(
+            &text,
+            &format!("runlens_gpu_nvlink_transmit_bytes_per_second{labels}"),
+        );
+        match device.get("gpm") {
+            Some(gpm) => {
+                let expected = gpm["dram_bw_util"].as_f64().unwrap() / 100.0;
+                assert!((bandwidth.unwrap() - expected).abs() < 1e-9, "GPU {i}");
+                let mib = gpm["nvlink_total_tx_per_sec"].as_f64().unwrap();
+                assert_eq!(nvlink, Some(mib * 1_048_576.0), "GPU {i}");
+            }
+            None => assert_eq!((bandwidth, nvlink), (None, None), "GPU {i}"),
+        }
     }
     // Counters equal what SQL sees.
     let stored_spans = sidecar.count("SELECT count(*) FROM spans WHERE status <> 'running'");

@@ -14,6 +14,7 @@
 //! documented size.
 #![allow(unsafe_code, clippy::missing_safety_doc, non_snake_case)]
 
+mod gpm;
 pub mod scenario;
 
 use std::ffi::{c_char, c_int, c_uint, c_ulonglong};
@@ -24,7 +25,7 @@ use std::time::SystemTime;
 use nvml_wrapper_sys::bindings::{
     nvmlDevice_t, nvmlMemory_t, nvmlMemory_v2_t, nvmlProcessInfo_t, nvmlReturn_t, nvmlUtilization_t,
 };
-use scenario::{Device, SCENARIO_ENV, Scenario};
+use scenario::{CALL_LOG_ENV, Device, SCENARIO_ENV, Scenario};
 
 const SUCCESS: nvmlReturn_t = 0;
 const UNINITIALIZED: nvmlReturn_t = 1;
@@ -43,6 +44,11 @@ struct State {
     stamp: Option<Stamp>,
     scenario: Scenario,
     refcount: u32,
+    /// Where calls are logged ([`CALL_LOG_ENV`]), if anywhere.
+    call_log: Option<PathBuf>,
+    /// Numbers GPM samples as they are taken, so the metrics of two samples can check
+    /// their order.
+    gpm_samples_taken: u64,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -72,6 +78,19 @@ impl State {
         {
             self.scenario = s;
             self.stamp = now;
+        }
+    }
+
+    /// Appends `entry` to the call log, when one is configured.
+    fn log_call(&self, entry: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        if let Some(path) = &self.call_log
+            && let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+        {
+            let _ = writeln!(file, "{entry}");
         }
     }
 
@@ -131,6 +150,7 @@ fn with_device(
 ) -> nvmlReturn_t {
     with_state(function, |state| {
         let index = (handle as usize).checked_sub(1).ok_or(INVALID_ARGUMENT)?;
+        state.log_call(format_args!("{function}@{index}"));
         let device = state.scenario.devices.get(index).ok_or(INVALID_ARGUMENT)?;
         let e = &device.errors;
         if let Some(code) = e.get(function).or_else(|| e.get("*")) {
@@ -202,6 +222,8 @@ pub extern "C" fn nvmlInit_v2() -> nvmlReturn_t {
         path,
         scenario,
         refcount: 1,
+        call_log: std::env::var_os(CALL_LOG_ENV).map(PathBuf::from),
+        gpm_samples_taken: 0,
     });
     SUCCESS
 }

@@ -7,6 +7,11 @@ use serde::Deserialize;
 /// Environment variable naming the scenario file.
 pub const SCENARIO_ENV: &str = "RUNLENS_FAKE_NVML_SCENARIO";
 
+/// Environment variable naming a file the library appends a line to for every
+/// device-level call (`nvmlGpmSampleGet@0`) and every GPM sample allocated or freed: tests
+/// count them to prove a metric is asked once and no sample leaks.
+pub const CALL_LOG_ENV: &str = "RUNLENS_FAKE_NVML_CALL_LOG";
+
 /// A whole machine as NVML would describe it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +98,73 @@ pub struct Device {
     /// MIG instances: when present, the GPU reports MIG mode enabled.
     #[serde(default)]
     pub mig_devices: Vec<MigDevice>,
+    /// GPU performance monitoring (GPM, Hopper and newer): absent on older GPUs, which
+    /// then answer "not a GPM device".
+    #[serde(default)]
+    pub gpm: Option<Gpm>,
+}
+
+/// What the GPM functions report for one GPU: each metric's value over the interval
+/// between two samples (the value in the scenario when the later sample was taken). A
+/// metric left out answers "not supported" on its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gpm {
+    /// `false` plays a GPU (or driver) that stops supporting GPM: sampling then answers
+    /// "not supported".
+    #[serde(default = "supported")]
+    pub supported: bool,
+    /// `NVML_GPM_METRIC_SM_UTIL`, percent.
+    pub sm_util: Option<f64>,
+    /// `NVML_GPM_METRIC_SM_OCCUPANCY`, percent.
+    pub sm_occupancy: Option<f64>,
+    /// `NVML_GPM_METRIC_ANY_TENSOR_UTIL`, percent.
+    pub any_tensor_util: Option<f64>,
+    /// `NVML_GPM_METRIC_HMMA_TENSOR_UTIL`, percent.
+    pub hmma_tensor_util: Option<f64>,
+    /// `NVML_GPM_METRIC_DRAM_BW_UTIL`, percent.
+    pub dram_bw_util: Option<f64>,
+    /// `NVML_GPM_METRIC_FP16_UTIL`, percent.
+    pub fp16_util: Option<f64>,
+    /// `NVML_GPM_METRIC_FP32_UTIL`, percent.
+    pub fp32_util: Option<f64>,
+    /// `NVML_GPM_METRIC_PCIE_TX_PER_SEC`, MiB/s.
+    pub pcie_tx_per_sec: Option<f64>,
+    /// `NVML_GPM_METRIC_PCIE_RX_PER_SEC`, MiB/s.
+    pub pcie_rx_per_sec: Option<f64>,
+    /// `NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC`, MiB/s.
+    pub nvlink_total_tx_per_sec: Option<f64>,
+    /// `NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC`, MiB/s.
+    pub nvlink_total_rx_per_sec: Option<f64>,
+}
+
+fn supported() -> bool {
+    true
+}
+
+impl Gpm {
+    /// The value for an NVML GPM metric id, `None` when the scenario leaves it out.
+    pub fn value(&self, metric_id: u32) -> Option<f64> {
+        use nvml_wrapper_sys::bindings as b;
+        match metric_id {
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_SM_UTIL => self.sm_util,
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_SM_OCCUPANCY => self.sm_occupancy,
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_ANY_TENSOR_UTIL => self.any_tensor_util,
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_HMMA_TENSOR_UTIL => self.hmma_tensor_util,
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_DRAM_BW_UTIL => self.dram_bw_util,
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_FP32_UTIL => self.fp32_util,
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_FP16_UTIL => self.fp16_util,
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_PCIE_TX_PER_SEC => self.pcie_tx_per_sec,
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_PCIE_RX_PER_SEC => self.pcie_rx_per_sec,
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC => {
+                self.nvlink_total_rx_per_sec
+            }
+            b::nvmlGpmMetricId_t_NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC => {
+                self.nvlink_total_tx_per_sec
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One MIG instance of a GPU.

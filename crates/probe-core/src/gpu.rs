@@ -10,6 +10,7 @@ use nvml_wrapper::enum_wrappers::device::{
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 
+use crate::gpm::Gpm;
 use crate::snapshot::{GpuDevice, GpuProcess, GpuSnapshot, GpuState, MigDevice};
 
 /// Something that can report the machine's GPUs.
@@ -202,6 +203,17 @@ pub struct NvmlProbe {
     /// Per device index, what rarely changes, read every [`FIXED_EVERY`] samples. It also
     /// names a lost device, which can no longer say which it is.
     fixed: Vec<Option<Fixed>>,
+    /// Performance monitoring (GPM) samples and support, per device.
+    gpm: Gpm,
+}
+
+impl Drop for NvmlProbe {
+    fn drop(&mut self) {
+        // GPM samples are NVML's memory: freed while the library is still initialised.
+        if let Ok(nvml) = &self.nvml {
+            self.gpm.release(nvml);
+        }
+    }
 }
 
 /// Figures that change only on reconfiguration (a reset, a new power cap): each NVML call
@@ -238,6 +250,7 @@ impl NvmlProbe {
             uuids: Vec::new(),
             unsupported: Vec::new(),
             fixed: Vec::new(),
+            gpm: Gpm::default(),
         }
     }
 
@@ -379,6 +392,12 @@ impl NvmlProbe {
             Vec::new()
         };
         let lost = r.lost;
+        let perf = if lost || mig_enabled == Some(true) {
+            // NVML samples a MIG-mode GPU per instance only.
+            None
+        } else {
+            self.gpm.read(nvml, &device, slot)
+        };
         let mut unsupported: Vec<String> =
             r.unsupported.iter().map(|m| m.name().to_owned()).collect();
         unsupported.sort();
@@ -410,6 +429,7 @@ impl NvmlProbe {
             unsupported,
             mig_enabled,
             mig_devices,
+            perf,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod cgroup;
 mod error;
+mod gpm;
 mod gpu;
 mod host;
 mod pods;
@@ -20,6 +21,7 @@ mod time;
 
 pub use cgroup::{CgroupProbe, CgroupReader};
 pub use error::{ProbeError, Result};
+pub use gpm::GPM_MIN_INTERVAL;
 pub use gpu::{
     GpuProbe, GpuSelection, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus,
 };
@@ -28,7 +30,7 @@ pub use pods::{PodRef, pod_of_cgroup, pod_of_pid};
 pub use process::{ProcessProbe, WatchOutcome, cpu_seconds, process_start_ticks};
 pub use sampler::Sampler;
 pub use snapshot::{
-    CgroupSnapshot, GpuDevice, GpuProcess, GpuSnapshot, GpuState, HostSnapshot, MigDevice,
+    CgroupSnapshot, GpuDevice, GpuPerf, GpuProcess, GpuSnapshot, GpuState, HostSnapshot, MigDevice,
     ProcessGpuMemory, ProcessSample, Snapshot, clock_event_reason_names,
 };
 pub use time::unix_now_ns;

@@ -191,6 +191,42 @@ pub struct GpuDevice {
     /// The MIG instances when MIG mode is on, each with its own memory.
     #[serde(default)]
     pub mig_devices: Vec<MigDevice>,
+    /// What kind of busy the GPU was since its previous performance sample (NVML's GPM,
+    /// Hopper and newer); `None` on GPUs without GPM and on a GPU's first sample.
+    #[serde(default)]
+    pub perf: Option<GpuPerf>,
+}
+
+/// What kind of busy a GPU was over an interval (NVML's GPU performance monitoring, on
+/// Hopper and newer GPUs): from two samples of the GPU's counters, at least
+/// [`crate::GPM_MIN_INTERVAL`] apart. Each figure is `None` where the GPU does not
+/// count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuPerf {
+    /// How long the interval was, in seconds.
+    pub interval_seconds: f64,
+    /// Share of time each SM had at least one warp assigned, averaged over SMs, 0..1.
+    pub sm_active_ratio: Option<f64>,
+    /// Warps resident on the SMs against the most they can hold, 0..1.
+    pub sm_occupancy_ratio: Option<f64>,
+    /// Share of time the tensor cores did any work, 0..1 (prefill-like work is high).
+    pub tensor_active_ratio: Option<f64>,
+    /// Share of time the tensor cores did half-precision (HMMA) work, 0..1.
+    pub tensor_hmma_active_ratio: Option<f64>,
+    /// Device memory bandwidth used against its peak, 0..1 (decode-like work is high).
+    pub dram_bandwidth_ratio: Option<f64>,
+    /// Share of time the SMs did FP16 work, 0..1.
+    pub fp16_active_ratio: Option<f64>,
+    /// Share of time the SMs did FP32 work, 0..1.
+    pub fp32_active_ratio: Option<f64>,
+    /// PCIe traffic out of the GPU.
+    pub pcie_tx_bytes_per_second: Option<f64>,
+    /// PCIe traffic into the GPU.
+    pub pcie_rx_bytes_per_second: Option<f64>,
+    /// NVLink traffic out of the GPU, all links.
+    pub nvlink_tx_bytes_per_second: Option<f64>,
+    /// NVLink traffic into the GPU, all links.
+    pub nvlink_rx_bytes_per_second: Option<f64>,
 }
 
 /// One MIG instance: a slice of a GPU with its own memory.
@@ -273,6 +309,7 @@ impl GpuDevice {
             unsupported: Vec::new(),
             mig_enabled: None,
             mig_devices: Vec::new(),
+            perf: None,
         }
     }
 }

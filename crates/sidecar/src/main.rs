@@ -9,6 +9,7 @@ mod domain;
 mod exit;
 mod export;
 mod format;
+mod gpu_perf;
 mod ingest;
 mod metrics;
 mod otlp;

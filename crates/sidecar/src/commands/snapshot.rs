@@ -15,8 +15,10 @@ use crate::format::{bytes, percent, table, timestamp, wrap};
 /// Samples once (after the short wait CPU utilization needs) and prints the result.
 pub fn run(args: SnapshotArgs) -> Result<(), Failure> {
     let (mut sampler, _) = build_sampler(&args.probe)?;
-    // CPU utilization is the change between two readings at least this far apart.
-    std::thread::sleep(HostProbe::cpu_warmup());
+    // CPU utilization, like GPU performance figures (GPM), is the change between two
+    // readings at least this far apart: a first sample starts both intervals.
+    let _ = sampler.sample();
+    std::thread::sleep(HostProbe::cpu_warmup().max(probe_core::GPM_MIN_INTERVAL));
     let snapshot = sampler.sample();
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&snapshot)
@@ -202,6 +204,13 @@ fn gpu_notes(out: &mut String, d: &probe_core::GpuDevice) {
             })
             .collect();
         notes.push(format!("MIG: {}", migs.join(", ")));
+    }
+    if let Some(perf) = &d.perf {
+        notes.push(format!(
+            "over {:.1} s: {}",
+            perf.interval_seconds,
+            crate::gpu_perf::describe(perf)
+        ));
     }
     if !d.unsupported.is_empty() {
         notes.push(format!("not supported: {}", d.unsupported.join(", ")));

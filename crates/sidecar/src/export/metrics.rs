@@ -112,6 +112,15 @@ pub fn request(samples: &[Snapshot], resource: &[(String, String)]) -> ExportMet
                 d.temperature_celsius,
             );
             gauge(("hw.gpu.power", "W", "GPU power draw"), d.power_watts);
+            if let Some(perf) = &d.perf {
+                for figure in &crate::gpu_perf::FIGURES {
+                    let unit = match figure.unit {
+                        crate::gpu_perf::PerfUnit::Ratio => "1",
+                        crate::gpu_perf::PerfUnit::BytesPerSecond => "By/s",
+                    };
+                    gauge((figure.otlp, unit, figure.help), (figure.get)(perf));
+                }
+            }
         }
         let h = &s.host;
         g.point(

@@ -230,6 +230,20 @@ impl Collector for MachineCollector {
                 })
             }),
         )?;
+        for figure in &crate::gpu_perf::FIGURES {
+            gauges(
+                e,
+                figure.prometheus,
+                figure.help,
+                Some(match figure.unit {
+                    crate::gpu_perf::PerfUnit::Ratio => ratio(),
+                    crate::gpu_perf::PerfUnit::BytesPerSecond => {
+                        Unit::Other("bytes_per_second".into())
+                    }
+                }),
+                per_gpu(&|d| d.perf.as_ref().and_then(figure.get)),
+            )?;
+        }
         let mig = |d: &probe_core::GpuDevice, m: &probe_core::MigDevice| -> Labels {
             vec![
                 ("hw_id", m.uuid.clone().unwrap_or_default()),

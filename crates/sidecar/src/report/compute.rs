@@ -35,7 +35,21 @@ pub(super) fn compute(data: &Data, options: &Options) -> Report {
     for (i, s) in data.spans.iter().enumerate() {
         by_name[s.name as usize].push(i);
     }
-    let gpu_label = gpu_label(&data.snapshots);
+    let tightest_label = gpu_label(
+        &data.snapshots,
+        |s| s.gpu_free_min_index,
+        "the tightest GPU",
+    );
+    let bandwidth_label = gpu_label(
+        &data.snapshots,
+        |s| s.gpu_dram_bandwidth_max.map(|(_, i)| i),
+        "the busiest GPU",
+    );
+    let tensor_label = gpu_label(
+        &data.snapshots,
+        |s| s.gpu_tensor_active_max.map(|(_, i)| i),
+        "the busiest GPU",
+    );
     let mut latency = Vec::new();
     let mut context = Vec::new();
     let mut correlations = Vec::new();
@@ -65,7 +79,7 @@ pub(super) fn compute(data: &Data, options: &Options) -> Report {
                 .filter(|(v, _)| v.is_finite())
                 .collect()
         };
-        let mut medians = [None; 5];
+        let mut medians = [None; RESOURCES.len()];
         for (k, resource) in RESOURCES.iter().enumerate() {
             let pairs = figures(*resource);
             medians[k] = median(pairs.iter().map(|p| p.0).collect());
@@ -80,7 +94,14 @@ pub(super) fn compute(data: &Data, options: &Options) -> Report {
             if strong {
                 findings.push(format!(
                     "{name} is slower when {}: ρ = {:.2}, n = {}",
-                    resource.phrase(rho, &gpu_label),
+                    resource.phrase(
+                        rho,
+                        match resource {
+                            Resource::GpuDramBandwidth => &bandwidth_label,
+                            Resource::GpuTensorActive => &tensor_label,
+                            _ => &tightest_label,
+                        }
+                    ),
                     rho,
                     pairs.len()
                 ));
@@ -110,6 +131,8 @@ pub(super) fn compute(data: &Data, options: &Options) -> Report {
             cpu_load_per_core_p50: medians[2],
             ram_headroom_ratio_p50: medians[3],
             cgroup_headroom_ratio_p50: medians[4],
+            gpu_dram_bandwidth_p50: medians[5],
+            gpu_tensor_active_p50: medians[6],
         });
         let (mut under, mut normal) = (Vec::new(), Vec::new());
         let (mut under_failed, mut normal_failed) = (0, 0);
@@ -169,19 +192,24 @@ fn under_pressure(f: &SnapFigures, threshold: u64) -> bool {
         || f.cgroup_headroom_ratio.is_some_and(|r| r < MEMORY_PRESSURE)
 }
 
-/// "GPU 0" when one GPU is the tightest in nearly every sample, else "the tightest GPU".
-fn gpu_label(snapshots: &[SnapFigures]) -> String {
+/// "GPU 0" when `which` picks one GPU in nearly every sample (the tightest, the busiest),
+/// else `otherwise`.
+fn gpu_label(
+    snapshots: &[SnapFigures],
+    which: impl Fn(&SnapFigures) -> Option<u32>,
+    otherwise: &str,
+) -> String {
     let mut counts = std::collections::HashMap::new();
     let mut total = 0;
     for s in snapshots {
-        if let Some(i) = s.gpu_free_min_index {
+        if let Some(i) = which(s) {
             *counts.entry(i).or_insert(0usize) += 1;
             total += 1;
         }
     }
     match counts.into_iter().max_by_key(|(_, n)| *n) {
         Some((index, n)) if n * 10 >= total * 9 => format!("GPU {index}"),
-        _ => "the tightest GPU".to_owned(),
+        _ => otherwise.to_owned(),
     }
 }
 
@@ -312,6 +340,40 @@ mod tests {
         assert_eq!(
             report.findings,
             ["llm_call is slower when GPU 0 has less free memory: ρ = -1.00, n = 30"]
+        );
+    }
+
+    #[test]
+    fn a_step_slower_when_memory_bandwidth_is_busier_is_a_finding_naming_that_gpu() {
+        let mut data = empty();
+        for i in 0..30u32 {
+            let id = fixture::snapshot(
+                &mut data,
+                f64::from(i),
+                SnapFigures {
+                    // GPU 1 uses the most bandwidth; tensor activity does not vary.
+                    gpu_dram_bandwidth_max: Some((0.1 + 0.02 * f64::from(i), 1)),
+                    gpu_tensor_active_max: Some((0.5, 1)),
+                    ..Default::default()
+                },
+            );
+            fixture::span(&mut data, "llm_call", 10.0 + f64::from(i), false, id);
+        }
+        let report = compute(&data, &options());
+        assert_eq!(
+            report.findings,
+            ["llm_call is slower when GPU 1's memory bandwidth is busier: ρ = 1.00, n = 30"]
+        );
+        let context = &report.context[0];
+        assert_eq!(context.gpu_tensor_active_p50, Some(0.5));
+        let median = context.gpu_dram_bandwidth_p50.unwrap();
+        assert!((median - 0.38).abs() < 1e-9, "{median}");
+        assert!(
+            !report
+                .correlations
+                .iter()
+                .any(|c| c.resource == Resource::GpuTensorActive),
+            "no variance, no correlation"
         );
     }
 

@@ -142,11 +142,19 @@ fn latency(out: &mut String, r: &Report) {
 fn context(out: &mut String, r: &Report) {
     out.push_str("</table>\n<h2>2. The machine at span start (medians)</h2>\n");
     let _ = writeln!(out, "<p>{}</p>", esc(&r.gpu_columns_meaning()));
-    out.push_str("<table><tr><th>step</th><th>GPU free MiB</th><th>GPU util</th><th>load/core</th><th>RAM free</th><th>cgroup free</th></tr>\n");
+    let perf = r
+        .context
+        .iter()
+        .any(|c| c.gpu_dram_bandwidth_p50.is_some() || c.gpu_tensor_active_p50.is_some());
+    out.push_str("<table><tr><th>step</th><th>GPU free MiB</th><th>GPU util</th><th>load/core</th><th>RAM free</th><th>cgroup free</th>");
+    if perf {
+        out.push_str("<th>GPU memory bandwidth</th><th>tensor activity</th>");
+    }
+    out.push_str("</tr>\n");
     for c in &r.context {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
             esc(&c.name),
             opt(c.gpu_free_min_mib_p50, 0),
             opt(c.gpu_utilization_p50.map(|v| v * 100.0), 0),
@@ -154,6 +162,15 @@ fn context(out: &mut String, r: &Report) {
             opt(c.ram_headroom_ratio_p50.map(|v| v * 100.0), 0),
             opt(c.cgroup_headroom_ratio_p50.map(|v| v * 100.0), 0)
         );
+        if perf {
+            let _ = write!(
+                out,
+                "<td>{}</td><td>{}</td>",
+                opt(c.gpu_dram_bandwidth_p50.map(|v| v * 100.0), 0),
+                opt(c.gpu_tensor_active_p50.map(|v| v * 100.0), 0)
+            );
+        }
+        out.push_str("</tr>\n");
     }
 }
 

@@ -23,6 +23,10 @@ pub struct SnapFigures {
     pub gpu_free_min_index: Option<u32>,
     /// Utilization of the busiest GPU.
     pub gpu_utilization_max: Option<f64>,
+    /// Memory bandwidth used (0..1) of the GPU that used the most, and which GPU.
+    pub gpu_dram_bandwidth_max: Option<(f64, u32)>,
+    /// Tensor-core activity (0..1) of the GPU with the most, and which GPU.
+    pub gpu_tensor_active_max: Option<(f64, u32)>,
 }
 
 /// A finished span, reduced to what the latency and correlation figures use.
@@ -237,8 +241,9 @@ fn add_gpu_figures(
     snapshots: &mut [SnapFigures],
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(
-        "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio FROM gpu_samples
-         WHERE snapshot_id >= ?1 AND state = 'ok'",
+        "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio,
+                dram_bandwidth_ratio, tensor_active_ratio
+         FROM gpu_samples WHERE snapshot_id >= ?1 AND state = 'ok'",
     )?;
     let mut rows = stmt.query([first_id])?;
     while let Some(r) = rows.next()? {
@@ -259,6 +264,13 @@ fn add_gpu_figures(
         if let Some(util) = r.get::<_, Option<f64>>(3)? {
             s.gpu_utilization_max = Some(s.gpu_utilization_max.map_or(util, |m| m.max(util)));
         }
+        let busiest = |current: Option<(f64, u32)>, value: Option<f64>| match (current, value) {
+            (Some((m, _)), Some(v)) if v <= m => current,
+            (_, Some(v)) => Some((v, index)),
+            (current, None) => current,
+        };
+        s.gpu_dram_bandwidth_max = busiest(s.gpu_dram_bandwidth_max, r.get(4)?);
+        s.gpu_tensor_active_max = busiest(s.gpu_tensor_active_max, r.get(5)?);
     }
     drop(rows);
     Ok(())

@@ -121,6 +121,11 @@ pub struct Context {
     pub ram_headroom_ratio_p50: Option<f64>,
     /// 1 - cgroup memory used / limit.
     pub cgroup_headroom_ratio_p50: Option<f64>,
+    /// Memory bandwidth used of the GPU that used the most, 0..1 (GPU performance
+    /// monitoring, Hopper and newer; absent elsewhere).
+    pub gpu_dram_bandwidth_p50: Option<f64>,
+    /// Tensor-core activity of the GPU with the most, 0..1 (likewise).
+    pub gpu_tensor_active_p50: Option<f64>,
 }
 
 /// The resource figures correlated with duration.
@@ -137,14 +142,20 @@ pub enum Resource {
     RamHeadroom,
     /// cgroup memory headroom.
     CgroupHeadroom,
+    /// Memory bandwidth used by the GPU that used the most (GPU performance monitoring).
+    GpuDramBandwidth,
+    /// Tensor-core activity of the GPU with the most (GPU performance monitoring).
+    GpuTensorActive,
 }
 
-pub(super) const RESOURCES: [Resource; 5] = [
+pub(super) const RESOURCES: [Resource; 7] = [
     Resource::GpuFreeMemory,
     Resource::GpuUtilization,
     Resource::CpuLoadPerCore,
     Resource::RamHeadroom,
     Resource::CgroupHeadroom,
+    Resource::GpuDramBandwidth,
+    Resource::GpuTensorActive,
 ];
 
 impl Resource {
@@ -155,6 +166,8 @@ impl Resource {
             Resource::CpuLoadPerCore => s.cpu_load_per_core,
             Resource::RamHeadroom => s.ram_available_ratio,
             Resource::CgroupHeadroom => s.cgroup_headroom_ratio,
+            Resource::GpuDramBandwidth => s.gpu_dram_bandwidth_max.map(|(v, _)| v),
+            Resource::GpuTensorActive => s.gpu_tensor_active_max.map(|(v, _)| v),
         }
     }
 
@@ -166,10 +179,13 @@ impl Resource {
             Resource::CpuLoadPerCore => "CPU load per core",
             Resource::RamHeadroom => "RAM available",
             Resource::CgroupHeadroom => "cgroup memory headroom",
+            Resource::GpuDramBandwidth => "GPU memory bandwidth",
+            Resource::GpuTensorActive => "GPU tensor activity",
         }
     }
 
-    /// "when `<phrase>`" for a correlation of this sign with duration.
+    /// "when `<phrase>`" for a correlation of this sign with duration; `gpu` names the
+    /// GPU the figure is mostly of ("GPU 0", or "the busiest GPU").
     pub(super) fn phrase(self, rho: f64, gpu: &str) -> String {
         let more = rho > 0.0;
         match self {
@@ -191,6 +207,14 @@ impl Resource {
             Resource::CgroupHeadroom => format!(
                 "the container is {} its memory limit",
                 if more { "further from" } else { "closer to" }
+            ),
+            Resource::GpuDramBandwidth => format!(
+                "{gpu}'s memory bandwidth is {}",
+                if more { "busier" } else { "less busy" }
+            ),
+            Resource::GpuTensorActive => format!(
+                "{gpu}'s tensor cores are {}",
+                if more { "busier" } else { "less busy" }
             ),
         }
     }

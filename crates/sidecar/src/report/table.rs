@@ -67,32 +67,42 @@ fn latency(out: &mut String, r: &Report) {
 fn context(out: &mut String, r: &Report) {
     let _ = writeln!(out, "\n2. The machine at span start (medians)");
     let _ = writeln!(out, "{}", wrap(&r.gpu_columns_meaning(), 100).join("\n"));
+    // The GPU performance columns only where some GPU measured them (Hopper and newer).
+    let perf = r
+        .context
+        .iter()
+        .any(|c| c.gpu_dram_bandwidth_p50.is_some() || c.gpu_tensor_active_p50.is_some());
     let rows: Vec<Vec<String>> = r
         .context
         .iter()
         .map(|c| {
-            vec![
+            let mut row = vec![
                 c.name.clone(),
                 num(c.gpu_free_min_mib_p50, 0),
                 pct(c.gpu_utilization_p50),
                 num(c.cpu_load_per_core_p50, 2),
                 pct(c.ram_headroom_ratio_p50),
                 pct(c.cgroup_headroom_ratio_p50),
-            ]
+            ];
+            if perf {
+                row.push(pct(c.gpu_dram_bandwidth_p50));
+                row.push(pct(c.gpu_tensor_active_p50));
+            }
+            row
         })
         .collect();
-    out.push_str(&table(
-        &h(&[
-            "STEP",
-            "GPU FREE MiB",
-            "GPU UTIL",
-            "LOAD/CORE",
-            "RAM FREE",
-            "CGROUP FREE",
-        ]),
-        &rows,
-        28,
-    ));
+    let mut columns = h(&[
+        "STEP",
+        "GPU FREE MiB",
+        "GPU UTIL",
+        "LOAD/CORE",
+        "RAM FREE",
+        "CGROUP FREE",
+    ]);
+    if perf {
+        columns.extend(h(&["GPU MEM BW", "TENSOR"]));
+    }
+    out.push_str(&table(&columns, &rows, 28));
 }
 
 /// Section 3: correlation of duration with resources, and the findings.

@@ -98,6 +98,20 @@ fn gpu_to_wire(d: &probe_core::GpuDevice) -> pb::GpuResources {
                 memory_free_bytes: m.memory_free_bytes,
             })
             .collect(),
+        perf: d.perf.map(|p| pb::GpuPerf {
+            interval_seconds: p.interval_seconds,
+            sm_active_ratio: p.sm_active_ratio,
+            sm_occupancy_ratio: p.sm_occupancy_ratio,
+            tensor_active_ratio: p.tensor_active_ratio,
+            tensor_hmma_active_ratio: p.tensor_hmma_active_ratio,
+            dram_bandwidth_ratio: p.dram_bandwidth_ratio,
+            fp16_active_ratio: p.fp16_active_ratio,
+            fp32_active_ratio: p.fp32_active_ratio,
+            pcie_tx_bytes_per_second: p.pcie_tx_bytes_per_second,
+            pcie_rx_bytes_per_second: p.pcie_rx_bytes_per_second,
+            nvlink_tx_bytes_per_second: p.nvlink_tx_bytes_per_second,
+            nvlink_rx_bytes_per_second: p.nvlink_rx_bytes_per_second,
+        }),
     }
 }
 

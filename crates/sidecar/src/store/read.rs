@@ -290,7 +290,11 @@ impl Reader {
                     memory_free_bytes, utilization_ratio, memory_utilization_ratio,
                     temperature_celsius, power_watts, memory_reserved_bytes, power_limit_watts,
                     clock_sm_mhz, clock_memory_mhz, performance_state, clock_event_reasons,
-                    ecc_corrected_errors, ecc_uncorrected_errors
+                    ecc_corrected_errors, ecc_uncorrected_errors, gpm_interval_seconds,
+                    sm_active_ratio, sm_occupancy_ratio, tensor_active_ratio,
+                    tensor_hmma_active_ratio, dram_bandwidth_ratio, fp16_active_ratio,
+                    fp32_active_ratio, pcie_tx_bytes_per_second, pcie_rx_bytes_per_second,
+                    nvlink_tx_bytes_per_second, nvlink_rx_bytes_per_second
              FROM gpu_samples WHERE snapshot_id = ?1 ORDER BY gpu_index",
         )?;
         let devices = stmt
@@ -324,6 +328,23 @@ impl Reader {
                     unsupported: Vec::new(),
                     mig_enabled: None,
                     mig_devices: Vec::new(),
+                    perf: match r.get::<_, Option<f64>>(19)? {
+                        None => None,
+                        Some(interval_seconds) => Some(probe_core::GpuPerf {
+                            interval_seconds,
+                            sm_active_ratio: r.get(20)?,
+                            sm_occupancy_ratio: r.get(21)?,
+                            tensor_active_ratio: r.get(22)?,
+                            tensor_hmma_active_ratio: r.get(23)?,
+                            dram_bandwidth_ratio: r.get(24)?,
+                            fp16_active_ratio: r.get(25)?,
+                            fp32_active_ratio: r.get(26)?,
+                            pcie_tx_bytes_per_second: r.get(27)?,
+                            pcie_rx_bytes_per_second: r.get(28)?,
+                            nvlink_tx_bytes_per_second: r.get(29)?,
+                            nvlink_rx_bytes_per_second: r.get(30)?,
+                        }),
+                    },
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;

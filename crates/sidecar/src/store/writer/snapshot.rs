@@ -69,9 +69,14 @@ fn gpu_rows(tx: &Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
             memory_utilization_ratio, temperature_celsius, power_watts, memory_reserved_bytes,
             power_limit_watts, clock_sm_mhz, clock_memory_mhz, performance_state,
             clock_event_reasons, clock_event_reason_names, ecc_corrected_errors,
-            ecc_uncorrected_errors, mig_enabled)
+            ecc_uncorrected_errors, mig_enabled, sm_active_ratio, sm_occupancy_ratio,
+            tensor_active_ratio, tensor_hmma_active_ratio, dram_bandwidth_ratio,
+            fp16_active_ratio, fp32_active_ratio, pcie_tx_bytes_per_second,
+            pcie_rx_bytes_per_second, nvlink_tx_bytes_per_second, nvlink_rx_bytes_per_second,
+            gpm_interval_seconds)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21, ?22)",
+                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32,
+                 ?33, ?34)",
     )?;
     let mut mig = tx.prepare_cached(
         "INSERT OR IGNORE INTO mig_samples (snapshot_id, gpu_index, mig_index, uuid,
@@ -84,6 +89,8 @@ fn gpu_rows(tx: &Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for d in &g.devices {
+        let perf = d.perf.unwrap_or_default();
+        let gpm = d.perf.is_some();
         gpu.execute(params![
             s.id,
             d.index,
@@ -108,6 +115,18 @@ fn gpu_rows(tx: &Connection, s: &StoredSnapshot) -> rusqlite::Result<()> {
             d.ecc_corrected_errors.map(bytes),
             d.ecc_uncorrected_errors.map(bytes),
             d.mig_enabled,
+            perf.sm_active_ratio,
+            perf.sm_occupancy_ratio,
+            perf.tensor_active_ratio,
+            perf.tensor_hmma_active_ratio,
+            perf.dram_bandwidth_ratio,
+            perf.fp16_active_ratio,
+            perf.fp32_active_ratio,
+            perf.pcie_tx_bytes_per_second,
+            perf.pcie_rx_bytes_per_second,
+            perf.nvlink_tx_bytes_per_second,
+            perf.nvlink_rx_bytes_per_second,
+            gpm.then_some(perf.interval_seconds),
         ])?;
         for m in &d.mig_devices {
             mig.execute(params![

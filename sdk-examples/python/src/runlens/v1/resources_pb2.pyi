@@ -91,7 +91,7 @@ class HostResources(_message.Message):
     def __init__(self, cpu_load_1m: _Optional[float] = ..., cpu_load_5m: _Optional[float] = ..., cpu_load_15m: _Optional[float] = ..., cpu_count: _Optional[int] = ..., cpu_utilization_ratio: _Optional[float] = ..., cpu_core_utilization_ratio: _Optional[_Iterable[float]] = ..., ram_total_bytes: _Optional[int] = ..., ram_used_bytes: _Optional[int] = ..., ram_available_bytes: _Optional[int] = ..., swap_total_bytes: _Optional[int] = ..., swap_used_bytes: _Optional[int] = ...) -> None: ...
 
 class GpuResources(_message.Message):
-    __slots__ = ("index", "uuid", "name", "state", "memory_total_bytes", "memory_used_bytes", "memory_free_bytes", "utilization_ratio", "memory_utilization_ratio", "temperature_celsius", "power_watts", "memory_reserved_bytes", "power_limit_watts", "clock_sm_mhz", "clock_memory_mhz", "performance_state", "clock_event_reasons", "ecc_corrected_errors", "ecc_uncorrected_errors", "processes", "mig_enabled", "mig_devices")
+    __slots__ = ("index", "uuid", "name", "state", "memory_total_bytes", "memory_used_bytes", "memory_free_bytes", "utilization_ratio", "memory_utilization_ratio", "temperature_celsius", "power_watts", "memory_reserved_bytes", "power_limit_watts", "clock_sm_mhz", "clock_memory_mhz", "performance_state", "clock_event_reasons", "ecc_corrected_errors", "ecc_uncorrected_errors", "processes", "mig_enabled", "mig_devices", "perf")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class GpuResources(_message.Message):
     PROCESSES_FIELD_NUMBER: _ClassVar[int]
     MIG_ENABLED_FIELD_NUMBER: _ClassVar[int]
     MIG_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    PERF_FIELD_NUMBER: _ClassVar[int]
     index: int
     uuid: str
     name: str
@@ -136,7 +137,36 @@ class GpuResources(_message.Message):
     processes: _containers.RepeatedCompositeFieldContainer[GpuProcess]
     mig_enabled: bool
     mig_devices: _containers.RepeatedCompositeFieldContainer[MigDevice]
-    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., utilization_ratio: _Optional[float] = ..., memory_utilization_ratio: _Optional[float] = ..., temperature_celsius: _Optional[float] = ..., power_watts: _Optional[float] = ..., memory_reserved_bytes: _Optional[int] = ..., power_limit_watts: _Optional[float] = ..., clock_sm_mhz: _Optional[int] = ..., clock_memory_mhz: _Optional[int] = ..., performance_state: _Optional[int] = ..., clock_event_reasons: _Optional[int] = ..., ecc_corrected_errors: _Optional[int] = ..., ecc_uncorrected_errors: _Optional[int] = ..., processes: _Optional[_Iterable[_Union[GpuProcess, _Mapping]]] = ..., mig_enabled: _Optional[bool] = ..., mig_devices: _Optional[_Iterable[_Union[MigDevice, _Mapping]]] = ...) -> None: ...
+    perf: GpuPerf
+    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., utilization_ratio: _Optional[float] = ..., memory_utilization_ratio: _Optional[float] = ..., temperature_celsius: _Optional[float] = ..., power_watts: _Optional[float] = ..., memory_reserved_bytes: _Optional[int] = ..., power_limit_watts: _Optional[float] = ..., clock_sm_mhz: _Optional[int] = ..., clock_memory_mhz: _Optional[int] = ..., performance_state: _Optional[int] = ..., clock_event_reasons: _Optional[int] = ..., ecc_corrected_errors: _Optional[int] = ..., ecc_uncorrected_errors: _Optional[int] = ..., processes: _Optional[_Iterable[_Union[GpuProcess, _Mapping]]] = ..., mig_enabled: _Optional[bool] = ..., mig_devices: _Optional[_Iterable[_Union[MigDevice, _Mapping]]] = ..., perf: _Optional[_Union[GpuPerf, _Mapping]] = ...) -> None: ...
+
+class GpuPerf(_message.Message):
+    __slots__ = ("interval_seconds", "sm_active_ratio", "sm_occupancy_ratio", "tensor_active_ratio", "tensor_hmma_active_ratio", "dram_bandwidth_ratio", "fp16_active_ratio", "fp32_active_ratio", "pcie_tx_bytes_per_second", "pcie_rx_bytes_per_second", "nvlink_tx_bytes_per_second", "nvlink_rx_bytes_per_second")
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SM_ACTIVE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    SM_OCCUPANCY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_ACTIVE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_HMMA_ACTIVE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    DRAM_BANDWIDTH_RATIO_FIELD_NUMBER: _ClassVar[int]
+    FP16_ACTIVE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    FP32_ACTIVE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    PCIE_TX_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    PCIE_RX_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    NVLINK_TX_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    NVLINK_RX_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    interval_seconds: float
+    sm_active_ratio: float
+    sm_occupancy_ratio: float
+    tensor_active_ratio: float
+    tensor_hmma_active_ratio: float
+    dram_bandwidth_ratio: float
+    fp16_active_ratio: float
+    fp32_active_ratio: float
+    pcie_tx_bytes_per_second: float
+    pcie_rx_bytes_per_second: float
+    nvlink_tx_bytes_per_second: float
+    nvlink_rx_bytes_per_second: float
+    def __init__(self, interval_seconds: _Optional[float] = ..., sm_active_ratio: _Optional[float] = ..., sm_occupancy_ratio: _Optional[float] = ..., tensor_active_ratio: _Optional[float] = ..., tensor_hmma_active_ratio: _Optional[float] = ..., dram_bandwidth_ratio: _Optional[float] = ..., fp16_active_ratio: _Optional[float] = ..., fp32_active_ratio: _Optional[float] = ..., pcie_tx_bytes_per_second: _Optional[float] = ..., pcie_rx_bytes_per_second: _Optional[float] = ..., nvlink_tx_bytes_per_second: _Optional[float] = ..., nvlink_rx_bytes_per_second: _Optional[float] = ...) -> None: ...
 
 class MigDevice(_message.Message):
     __slots__ = ("index", "uuid", "memory_total_bytes", "memory_used_bytes", "memory_free_bytes")
