@@ -201,7 +201,8 @@ async fn the_samples_reach_an_otlp_metrics_receiver_as_semantic_convention_gauge
     const USED: u64 = 6 << 30;
     let scenario = runlens_e2e::Scenario::new(
         &serde_json::json!({ "devices": [{ "name": "H100", "uuid": "GPU-export",
-            "memory_total_bytes": 80u64 << 30, "memory_used_bytes": USED }] })
+            "memory_total_bytes": 80u64 << 30, "memory_used_bytes": USED,
+            "gpm": { "dram_bw_util": 64.0 } }] })
         .to_string(),
     );
     let captured = metrics_receiver::Captured::default();
@@ -261,19 +262,46 @@ async fn the_samples_reach_an_otlp_metrics_receiver_as_semantic_convention_gauge
         attribute("hw.type"),
         Some(any_value::Value::StringValue("gpu".into()))
     );
-    let names: Vec<String> = captured
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|r| &r.resource_metrics)
-        .flat_map(|rm| &rm.scope_metrics)
-        .flat_map(|sm| &sm.metrics)
-        .map(|m| m.name.clone())
-        .collect();
+    let metrics = || -> Vec<(String, String, Option<number_data_point::Value>)> {
+        captured
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .map(|m| {
+                let value = match &m.data {
+                    Some(metric::Data::Gauge(g)) => g.data_points.first().and_then(|p| p.value),
+                    _ => None,
+                };
+                (m.name.clone(), m.unit.clone(), value)
+            })
+            .collect()
+    };
+    let names: Vec<String> = metrics().into_iter().map(|(name, ..)| name).collect();
     assert!(
         names.iter().any(|n| n == "system.memory.usage"),
         "{names:?}"
+    );
+    // GPU performance figures (GPM) under runlens's own names, from the second sample on.
+    let bandwidth = loop {
+        if let Some(found) = metrics()
+            .into_iter()
+            .find(|(name, ..)| name == "runlens.gpu.dram.bandwidth")
+        {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no runlens.gpu.dram.bandwidth exported"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (bandwidth.1.as_str(), bandwidth.2),
+        ("1", Some(number_data_point::Value::AsDouble(0.64)))
     );
     sidecar.stop();
 }

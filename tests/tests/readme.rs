@@ -27,8 +27,8 @@ fn every_readme_query_runs_through_runlens_query() {
     let queries = readme_sql();
     assert_eq!(
         queries.len(),
-        10,
-        "five useful queries, four from the cookbook, one over a merged fleet"
+        11,
+        "six useful queries, four from the cookbook, one over a merged fleet"
     );
     let mut sidecar = Sidecar::start();
     sidecar.run_example_agent(3);
