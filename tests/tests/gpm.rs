@@ -132,8 +132,8 @@ async fn llm_calls_slowed_by_memory_bandwidth_are_stored_and_found_by_the_report
     assert_eq!(
         sidecar.count(
             "SELECT count(*) FROM span_resources WHERE name = 'llm_call'
-             AND start_gpu_dram_bandwidth_max_ratio BETWEEN 0.1 AND 0.95
-             AND start_gpu_tensor_active_max_ratio = 0.35
+             AND start_gpu_dram_bw_max_ratio BETWEEN 0.1 AND 0.95
+             AND start_gpu_tensor_max_ratio = 0.35
              AND start_gpu_sm_active_max_ratio = 0.9"
         ),
         24

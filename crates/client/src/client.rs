@@ -97,6 +97,41 @@ impl ClientBuilder {
     /// when the connection is up.
     pub fn build(self) -> Result<Client, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let target = self.target()?;
+        let ids = Arc::new(IdGen::new());
+        let shared = Arc::new(Shared::new(self.limits));
+        let hello = Hello {
+            client_id: format!("client-{}", ids.prefix()),
+            client_name: self.name,
+        };
+        runtime.spawn(stream::drive(shared.clone(), target, hello));
+        Ok(Client {
+            inner: Arc::new(Inner { shared, ids }),
+        })
+    }
+}
+
+impl ClientBuilder {
+    /// Connects for the rpcs other than recording (`WatchActivity`, `GetSnapshot`, the
+    /// history): a channel to the same endpoint, with the same TLS and token, for
+    /// `runlens_api::pb::runlens_client::RunlensClient`. Waits for the connection.
+    pub async fn connect_rpc(self) -> Result<RpcConnection, Error> {
+        let target = self.target()?;
+        let channel = target.connect().await.map_err(|e| Error::Unreachable {
+            endpoint: target.to_string(),
+            reason: match std::error::Error::source(&e) {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            },
+        })?;
+        Ok(RpcConnection {
+            channel,
+            token: target.token,
+        })
+    }
+
+    /// Where and how to connect, checked.
+    fn target(&self) -> Result<Target, Error> {
         let (url, socket) = normalize_endpoint(&self.endpoint)?;
         let endpoint = Endpoint::from_shared(url)
             .map_err(|e| Error::InvalidEndpoint {
@@ -125,25 +160,13 @@ impl ClientBuilder {
                     })
             })
             .transpose()?;
-        let target = Target {
+        Ok(Target {
             endpoint,
             socket,
             token,
-        };
-        let ids = Arc::new(IdGen::new());
-        let shared = Arc::new(Shared::new(self.limits));
-        let hello = Hello {
-            client_id: format!("client-{}", ids.prefix()),
-            client_name: self.name,
-        };
-        runtime.spawn(stream::drive(shared.clone(), target, hello));
-        Ok(Client {
-            inner: Arc::new(Inner { shared, ids }),
         })
     }
-}
 
-impl ClientBuilder {
     fn tls_config(&self) -> Result<tonic::transport::ClientTlsConfig, Error> {
         let read = |path: &PathBuf, what: &str| {
             std::fs::read(path).map_err(|e| Error::InvalidTls {
@@ -195,6 +218,27 @@ impl Drop for Inner {
                 }
             ));
         }
+    }
+}
+
+/// A connection for the rpcs other than recording (see [`ClientBuilder::connect_rpc`]).
+#[derive(Clone)]
+pub struct RpcConnection {
+    /// The channel, for `runlens_api::pb::runlens_client::RunlensClient::new`.
+    pub channel: Channel,
+    token: Option<tonic::metadata::AsciiMetadataValue>,
+}
+
+impl RpcConnection {
+    /// `message` as a request carrying the token, when one was given.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        request
     }
 }
 

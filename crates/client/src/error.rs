@@ -41,6 +41,17 @@ pub enum Error {
         /// Why the sidecar cannot be reached, when it cannot.
         last_error: Option<String>,
     },
+    /// The sidecar could not be reached (a direct rpc connection; recording never fails
+    /// this way, it buffers and retries).
+    #[error(
+        "cannot reach the runlens sidecar at {endpoint}: {reason}; is `runlens serve` running there?"
+    )]
+    Unreachable {
+        /// The endpoint, as the user would write it.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
     /// The client was shut down.
     #[error("the runlens client is closed")]
     Closed,
@@ -50,6 +61,6 @@ impl Error {
     /// True when retrying cannot help (bad configuration or a closed client); a
     /// timeout is not fatal: the sidecar may come back and the buffer is kept.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, Error::Timeout { .. })
+        !matches!(self, Error::Timeout { .. } | Error::Unreachable { .. })
     }
 }

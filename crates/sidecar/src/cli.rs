@@ -43,6 +43,12 @@ pub mod env {
     pub const RETAIN_FULL: &str = "RUNLENS_RETAIN_FULL";
     /// `serve --token-file`.
     pub const TOKEN_FILE: &str = "RUNLENS_TOKEN_FILE";
+    /// `top --endpoint`: the sidecar to watch (the clients' variable).
+    pub const ENDPOINT: &str = "RUNLENS_ENDPOINT";
+    /// `top --token`: the clients' variable.
+    pub const TOKEN: &str = "RUNLENS_TOKEN";
+    /// `top --ca-file`: the clients' variable.
+    pub const CA_FILE: &str = "RUNLENS_CA_FILE";
     /// `serve --metrics-auth`.
     pub const METRICS_AUTH: &str = "RUNLENS_METRICS_AUTH";
     /// `serve --allow-insecure`.
@@ -138,6 +144,35 @@ pub enum Command {
     /// Take a consistent copy of a database while `serve` writes to it (SQLite's online
     /// backup), checked with integrity_check before it is put in place.
     Backup(BackupArgs),
+    /// The live view: GPUs and host, the agents, their open runs and steps with what each
+    /// has cost so far, and the latest failures (q quits, ? helps). Not on a terminal, it
+    /// prints one frame as text and exits.
+    Top(TopArgs),
+}
+
+/// `runlens top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The sidecar to watch: http://HOST:PORT, https://HOST:PORT or unix:///path.
+    #[arg(long, env = env::ENDPOINT, default_value = "http://127.0.0.1:50551")]
+    pub endpoint: String,
+    /// Sample this machine directly instead (no sidecar: GPUs and host only, like nvitop).
+    #[arg(long)]
+    pub local: bool,
+    /// How often the screen is refreshed.
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// The sidecar's token (`serve --token-file`), when it asks for one.
+    #[arg(long, env = env::TOKEN, hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate that signed the sidecar's TLS certificate (https:// endpoints).
+    #[arg(long, env = env::CA_FILE, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// GPU free memory below this marks a failed run likely OOM, as in `runlens report`.
+    #[arg(long, default_value_t = 500, value_name = "MIB")]
+    pub oom_threshold_mib: u64,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
 }
 
 /// `runlens backup`.

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         cli::Command::Report(args) => commands::report::run(args),
         cli::Command::Merge(args) => commands::merge::run(args),
         cli::Command::Backup(args) => commands::backup::run(args),
+        cli::Command::Top(args) => commands::top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

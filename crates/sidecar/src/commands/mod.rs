@@ -9,6 +9,7 @@ pub mod report;
 pub mod serve;
 pub mod snapshot;
 pub mod stress;
+pub mod top;
 
 use std::ffi::OsStr;
 

@@ -6,11 +6,12 @@
 //! clients that are gone, `history` serves stored runs.
 
 mod abandoned;
+mod activity;
 mod from_wire;
 mod history;
 mod session;
 mod status;
-mod to_wire;
+pub mod to_wire;
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -206,6 +207,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl Runlens for RunlensService {
     type SessionStream = ResponseStream<pb::ServerMessage>;
     type WatchSnapshotsStream = ResponseStream<pb::Snapshot>;
+    type WatchActivityStream = ResponseStream<pb::Activity>;
 
     async fn session(
         &self,
@@ -407,6 +409,39 @@ impl Runlens for RunlensService {
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn watch_activity(
+        &self,
+        request: Request<pb::WatchActivityRequest>,
+    ) -> Result<Response<Self::WatchActivityStream>, Status> {
+        let request = request.into_inner();
+        let interval = match request.interval_ms {
+            0 => self.sampler.interval(),
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        if interval < MIN_WATCH_INTERVAL {
+            return Err(Status::invalid_argument(format!(
+                "interval_ms must be at least {} (or 0 for the sidecar's interval)",
+                MIN_WATCH_INTERVAL.as_millis()
+            )));
+        }
+        // Two states of room: a watcher further behind is dropped (the stream ends).
+        let (tx, rx) = mpsc::channel(2);
+        let drain = self.drain.upgrade();
+        let task = activity::watch(
+            self.db_path.clone(),
+            self.sampler.clone(),
+            interval,
+            request.oom_threshold_bytes,
+            tx,
+            self.shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let _drain = drain;
+            task.await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

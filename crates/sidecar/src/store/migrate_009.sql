@@ -28,8 +28,8 @@ SELECT s.*,
        g.gpu_utilization_max_ratio,
        g.gpu_lost_count,
        g.gpu_sm_active_max_ratio,
-       g.gpu_tensor_active_max_ratio,
-       g.gpu_dram_bandwidth_max_ratio
+       g.gpu_tensor_max_ratio,
+       g.gpu_dram_bw_max_ratio
 FROM snapshots s
 LEFT JOIN (
     SELECT snapshot_id,
@@ -39,8 +39,8 @@ LEFT JOIN (
            max(utilization_ratio)     AS gpu_utilization_max_ratio,
            sum(state = 'lost')        AS gpu_lost_count,
            max(sm_active_ratio)       AS gpu_sm_active_max_ratio,
-           max(tensor_active_ratio)   AS gpu_tensor_active_max_ratio,
-           max(dram_bandwidth_ratio)  AS gpu_dram_bandwidth_max_ratio
+           max(tensor_active_ratio)   AS gpu_tensor_max_ratio,
+           max(dram_bandwidth_ratio)  AS gpu_dram_bw_max_ratio
     FROM gpu_samples GROUP BY snapshot_id
 ) g USING (snapshot_id);
 
@@ -74,10 +74,10 @@ SELECT sp.span_id, sp.run_id, sp.parent_span_id, sp.name, sp.status, sp.error,
        sp.kind, sp.attributes,
        a.gpu_sm_active_max_ratio AS start_gpu_sm_active_max_ratio,
        b.gpu_sm_active_max_ratio AS end_gpu_sm_active_max_ratio,
-       a.gpu_tensor_active_max_ratio AS start_gpu_tensor_active_max_ratio,
-       b.gpu_tensor_active_max_ratio AS end_gpu_tensor_active_max_ratio,
-       a.gpu_dram_bandwidth_max_ratio AS start_gpu_dram_bandwidth_max_ratio,
-       b.gpu_dram_bandwidth_max_ratio AS end_gpu_dram_bandwidth_max_ratio
+       a.gpu_tensor_max_ratio AS start_gpu_tensor_max_ratio,
+       b.gpu_tensor_max_ratio AS end_gpu_tensor_max_ratio,
+       a.gpu_dram_bw_max_ratio AS start_gpu_dram_bw_max_ratio,
+       b.gpu_dram_bw_max_ratio AS end_gpu_dram_bw_max_ratio
 FROM spans sp
 LEFT JOIN snapshot_summary a ON a.snapshot_id = sp.start_snapshot_id
 LEFT JOIN snapshot_summary b ON b.snapshot_id = sp.end_snapshot_id;

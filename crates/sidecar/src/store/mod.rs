@@ -5,6 +5,7 @@
 //! reports) never block the writer. Schema changes are forward-only migrations keyed on
 //! `PRAGMA user_version`; `PRAGMA application_id` marks the file as runlens's own.
 
+pub mod activity;
 pub mod merge;
 mod open;
 pub mod read;

@@ -13,7 +13,7 @@ use crate::domain::Status;
 
 /// A read-only connection to a runlens database, with the reads the sidecar needs.
 pub struct Reader {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 /// A [`Reader`] shared between tasks (session opening, the gone-client check); each read

@@ -281,6 +281,100 @@ class WatchSnapshotsRequest(_message.Message):
     interval_ms: int
     def __init__(self, interval_ms: _Optional[int] = ...) -> None: ...
 
+class WatchActivityRequest(_message.Message):
+    __slots__ = ("interval_ms", "oom_threshold_bytes")
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    OOM_THRESHOLD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    interval_ms: int
+    oom_threshold_bytes: int
+    def __init__(self, interval_ms: _Optional[int] = ..., oom_threshold_bytes: _Optional[int] = ...) -> None: ...
+
+class Activity(_message.Message):
+    __slots__ = ("at_ns", "snapshot", "clients", "open_runs", "more_open_runs", "recent_failures")
+    AT_NS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_RUNS_FIELD_NUMBER: _ClassVar[int]
+    MORE_OPEN_RUNS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    at_ns: int
+    snapshot: _resources_pb2.Snapshot
+    clients: _containers.RepeatedCompositeFieldContainer[ActiveClient]
+    open_runs: _containers.RepeatedCompositeFieldContainer[OpenRun]
+    more_open_runs: int
+    recent_failures: _containers.RepeatedCompositeFieldContainer[FailedRun]
+    def __init__(self, at_ns: _Optional[int] = ..., snapshot: _Optional[_Union[_resources_pb2.Snapshot, _Mapping]] = ..., clients: _Optional[_Iterable[_Union[ActiveClient, _Mapping]]] = ..., open_runs: _Optional[_Iterable[_Union[OpenRun, _Mapping]]] = ..., more_open_runs: _Optional[int] = ..., recent_failures: _Optional[_Iterable[_Union[FailedRun, _Mapping]]] = ...) -> None: ...
+
+class ActiveClient(_message.Message):
+    __slots__ = ("client_id", "client_name", "pid", "last_seen_ns", "dropped_messages", "process")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_NS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    client_name: str
+    pid: int
+    last_seen_ns: int
+    dropped_messages: int
+    process: _resources_pb2.AgentProcess
+    def __init__(self, client_id: _Optional[str] = ..., client_name: _Optional[str] = ..., pid: _Optional[int] = ..., last_seen_ns: _Optional[int] = ..., dropped_messages: _Optional[int] = ..., process: _Optional[_Union[_resources_pb2.AgentProcess, _Mapping]] = ...) -> None: ...
+
+class OpenRun(_message.Message):
+    __slots__ = ("run_id", "name", "client_id", "started_at_ns", "open_spans", "start_gpu_free")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_SPANS_FIELD_NUMBER: _ClassVar[int]
+    START_GPU_FREE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    name: str
+    client_id: str
+    started_at_ns: int
+    open_spans: _containers.RepeatedCompositeFieldContainer[OpenSpan]
+    start_gpu_free: _containers.RepeatedCompositeFieldContainer[GpuFree]
+    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., client_id: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., open_spans: _Optional[_Iterable[_Union[OpenSpan, _Mapping]]] = ..., start_gpu_free: _Optional[_Iterable[_Union[GpuFree, _Mapping]]] = ...) -> None: ...
+
+class OpenSpan(_message.Message):
+    __slots__ = ("span_id", "parent_span_id", "name", "started_at_ns", "start_gpu_free")
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    START_GPU_FREE_FIELD_NUMBER: _ClassVar[int]
+    span_id: str
+    parent_span_id: str
+    name: str
+    started_at_ns: int
+    start_gpu_free: _containers.RepeatedCompositeFieldContainer[GpuFree]
+    def __init__(self, span_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., name: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., start_gpu_free: _Optional[_Iterable[_Union[GpuFree, _Mapping]]] = ...) -> None: ...
+
+class GpuFree(_message.Message):
+    __slots__ = ("gpu_index", "memory_free_bytes")
+    GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    gpu_index: int
+    memory_free_bytes: int
+    def __init__(self, gpu_index: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ...) -> None: ...
+
+class FailedRun(_message.Message):
+    __slots__ = ("run_id", "name", "error", "ended_at_ns", "gpu_free_min_bytes", "likely_oom")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    GPU_FREE_MIN_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LIKELY_OOM_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    name: str
+    error: str
+    ended_at_ns: int
+    gpu_free_min_bytes: int
+    likely_oom: bool
+    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., error: _Optional[str] = ..., ended_at_ns: _Optional[int] = ..., gpu_free_min_bytes: _Optional[int] = ..., likely_oom: _Optional[bool] = ...) -> None: ...
+
 class ListRunsRequest(_message.Message):
     __slots__ = ("limit", "status", "started_before_ns")
     LIMIT_FIELD_NUMBER: _ClassVar[int]

@@ -91,6 +91,11 @@ class RunlensStub:
                 request_serializer=runlens_dot_v1_dot_runlens__pb2.GetRunRequest.SerializeToString,
                 response_deserializer=runlens_dot_v1_dot_runlens__pb2.GetRunResponse.FromString,
                 _registered_method=True)
+        self.WatchActivity = channel.unary_stream(
+                '/runlens.v1.Runlens/WatchActivity',
+                request_serializer=runlens_dot_v1_dot_runlens__pb2.WatchActivityRequest.SerializeToString,
+                response_deserializer=runlens_dot_v1_dot_runlens__pb2.Activity.FromString,
+                _registered_method=True)
 
 
 class RunlensServicer:
@@ -176,6 +181,18 @@ class RunlensServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchActivity(self, request, context):
+        """What is going on now, for live views (`runlens top`): the latest sample, the agents
+        seen lately, the runs open now with their open spans, and the latest failed runs. The
+        whole state is sent at once and again every interval until the client cancels (each
+        message replaces the previous; lists are bounded). It is read from the database on
+        its own connection and never slows ingest; a watcher that does not keep up is
+        dropped (the stream ends) rather than buffered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunlensServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +250,11 @@ def add_RunlensServicer_to_server(servicer, server):
                     servicer.GetRun,
                     request_deserializer=runlens_dot_v1_dot_runlens__pb2.GetRunRequest.FromString,
                     response_serializer=runlens_dot_v1_dot_runlens__pb2.GetRunResponse.SerializeToString,
+            ),
+            'WatchActivity': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchActivity,
+                    request_deserializer=runlens_dot_v1_dot_runlens__pb2.WatchActivityRequest.FromString,
+                    response_serializer=runlens_dot_v1_dot_runlens__pb2.Activity.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,6 +555,33 @@ class Runlens:
             '/runlens.v1.Runlens/GetRun',
             runlens_dot_v1_dot_runlens__pb2.GetRunRequest.SerializeToString,
             runlens_dot_v1_dot_runlens__pb2.GetRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runlens.v1.Runlens/WatchActivity',
+            runlens_dot_v1_dot_runlens__pb2.WatchActivityRequest.SerializeToString,
+            runlens_dot_v1_dot_runlens__pb2.Activity.FromString,
             options,
             channel_credentials,
             insecure,
