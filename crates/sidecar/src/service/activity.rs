@@ -1,12 +1,16 @@
-//! `WatchActivity`: the live state for `runlens top`, read on a blocking thread from the
-//! watcher's own read-only connection (WAL: never blocks the writer or other readers) and
-//! sent whole every interval. A watcher that does not keep up is dropped, never buffered.
+//! `WatchActivity`: the live state for `runlens top`.
+//!
+//! One [`Hub`] reads the state from the database for all watchers, on a blocking thread
+//! and its own read-only connection (WAL: never blocks the writer), once per sample
+//! interval and only while someone watches; each watcher sends the latest state every
+//! interval of its own. A watcher that does not keep up is dropped, never buffered.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use runlens_api::pb;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tonic::Status;
 
 use super::to_wire::snapshot_to_wire;
@@ -18,28 +22,74 @@ use crate::store::read::Reader;
 /// GPU free memory below this marks a failed run likely OOM unless the watcher says.
 const DEFAULT_OOM_THRESHOLD: u64 = 500 << 20;
 
-/// Sends the state every `interval` into `tx` until the watcher goes, the sidecar stops or
-/// the watcher falls behind.
-pub async fn watch(
+/// The latest read: nothing yet, the rows, or why the read failed.
+type Latest = Option<Result<Arc<ActivityRows>, Status>>;
+
+/// Reads the state for every watcher at once (see the module documentation).
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<HubShared>,
+}
+
+struct HubShared {
+    latest: watch::Sender<Latest>,
+    /// Wakes the reader when a watcher arrives after it went quiet.
+    wake: Notify,
+    started: Mutex<bool>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            shared: Arc::new(HubShared {
+                latest: watch::channel(None).0,
+                wake: Notify::new(),
+                started: Mutex::new(false),
+            }),
+        }
+    }
+}
+
+impl Hub {
+    /// A watcher's view of the latest state; starts the reader on first use.
+    pub fn subscribe(
+        &self,
+        db_path: PathBuf,
+        sampler: SamplerHandle,
+        shutdown: watch::Receiver<bool>,
+    ) -> watch::Receiver<Latest> {
+        let rows = self.shared.latest.subscribe();
+        let mut started = self
+            .shared
+            .started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !*started {
+            *started = true;
+            tokio::spawn(read_loop(self.shared.clone(), db_path, sampler, shutdown));
+        }
+        drop(started);
+        self.shared.wake.notify_one();
+        rows
+    }
+}
+
+/// Reads the state every sample interval while anyone watches; sleeps otherwise.
+async fn read_loop(
+    shared: Arc<HubShared>,
     db_path: PathBuf,
     sampler: SamplerHandle,
-    interval: Duration,
-    oom_threshold_bytes: u64,
-    tx: mpsc::Sender<Result<pb::Activity, Status>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let threshold = match oom_threshold_bytes {
-        0 => DEFAULT_OOM_THRESHOLD,
-        t => t,
-    };
     let mut reader: Option<Reader> = None;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
-            _ = tx.closed() => return,
+        if shared.latest.receiver_count() == 0 {
+            // Nobody watches: no reads, no wake-ups, until someone subscribes.
+            shared.latest.send_replace(None);
+            tokio::select! {
+                _ = shared.wake.notified() => continue,
+                _ = shutdown.changed() => return,
+            }
         }
         let path = db_path.clone();
         let kept = reader.take();
@@ -52,14 +102,56 @@ pub async fn watch(
             rows.map(|rows| (reader, rows))
         })
         .await;
-        let item = match read {
+        let latest = match read {
             Ok(Ok((r, rows))) => {
                 reader = Some(r);
-                Ok(to_wire(rows, sampler.latest().as_deref(), threshold))
+                Ok(Arc::new(rows))
             }
             Ok(Err(e)) => Err(Status::from(IngestError::storage(&e))),
             Err(e) => Err(Status::internal(format!("activity read failed: {e}"))),
         };
+        shared.latest.send_replace(Some(latest));
+        tokio::select! {
+            _ = tokio::time::sleep(sampler.interval()) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Sends the latest state every `interval` into `tx` until the watcher goes, the sidecar
+/// stops or the watcher falls behind.
+pub async fn watch(
+    mut rows: watch::Receiver<Latest>,
+    sampler: SamplerHandle,
+    interval: Duration,
+    oom_threshold_bytes: u64,
+    tx: mpsc::Sender<Result<pb::Activity, Status>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let threshold = match oom_threshold_bytes {
+        0 => DEFAULT_OOM_THRESHOLD,
+        t => t,
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+            _ = tx.closed() => return,
+        }
+        // The first state may still be on its way.
+        let latest = loop {
+            if let Some(latest) = rows.borrow_and_update().clone() {
+                break latest;
+            }
+            tokio::select! {
+                changed = rows.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+                _ = tx.closed() => return,
+            }
+        };
+        let item = latest.map(|rows| to_wire(&rows, sampler.latest().as_deref(), threshold));
         let failed = item.is_err();
         match tx.try_send(item) {
             Ok(()) if !failed => {}
@@ -69,10 +161,10 @@ pub async fn watch(
     }
 }
 
-fn gpu_free(pairs: Vec<(u32, u64)>) -> Vec<pb::GpuFree> {
+fn gpu_free(pairs: &[(u32, u64)]) -> Vec<pb::GpuFree> {
     pairs
-        .into_iter()
-        .map(|(gpu_index, memory_free_bytes)| pb::GpuFree {
+        .iter()
+        .map(|&(gpu_index, memory_free_bytes)| pb::GpuFree {
             gpu_index,
             memory_free_bytes,
         })
@@ -81,7 +173,7 @@ fn gpu_free(pairs: Vec<(u32, u64)>) -> Vec<pb::GpuFree> {
 
 /// The wire form, with each client's process figures from the latest sample.
 fn to_wire(
-    rows: ActivityRows,
+    rows: &ActivityRows,
     latest: Option<&crate::store::StoredSnapshot>,
     threshold: u64,
 ) -> pb::Activity {
@@ -99,11 +191,11 @@ fn to_wire(
         at_ns: probe_core::unix_now_ns(),
         clients: rows
             .clients
-            .into_iter()
+            .iter()
             .map(|c| pb::ActiveClient {
                 process: process_of(c.pid),
-                client_id: c.client_id,
-                client_name: c.client_name.unwrap_or_default(),
+                client_id: c.client_id.clone(),
+                client_name: c.client_name.clone().unwrap_or_default(),
                 pid: c.pid.unwrap_or(0),
                 last_seen_ns: c.last_seen_ns,
                 dropped_messages: c.dropped_messages,
@@ -111,22 +203,22 @@ fn to_wire(
             .collect(),
         open_runs: rows
             .open_runs
-            .into_iter()
+            .iter()
             .map(|r| pb::OpenRun {
-                run_id: r.run_id,
-                name: r.name,
-                client_id: r.client_id.unwrap_or_default(),
+                run_id: r.run_id.clone(),
+                name: r.name.clone(),
+                client_id: r.client_id.clone().unwrap_or_default(),
                 started_at_ns: r.started_at_ns,
-                start_gpu_free: gpu_free(r.start_gpu_free),
+                start_gpu_free: gpu_free(&r.start_gpu_free),
                 open_spans: r
                     .open_spans
-                    .into_iter()
+                    .iter()
                     .map(|s| pb::OpenSpan {
-                        span_id: s.span_id,
-                        parent_span_id: s.parent_span_id.unwrap_or_default(),
-                        name: s.name,
+                        span_id: s.span_id.clone(),
+                        parent_span_id: s.parent_span_id.clone().unwrap_or_default(),
+                        name: s.name.clone(),
                         started_at_ns: s.started_at_ns,
-                        start_gpu_free: gpu_free(s.start_gpu_free),
+                        start_gpu_free: gpu_free(&s.start_gpu_free),
                     })
                     .collect(),
             })
@@ -134,12 +226,12 @@ fn to_wire(
         more_open_runs: rows.more_open_runs,
         recent_failures: rows
             .failures
-            .into_iter()
+            .iter()
             .map(|f| pb::FailedRun {
                 likely_oom: f.gpu_free_min_bytes.is_some_and(|b| b < threshold),
-                run_id: f.run_id,
-                name: f.name,
-                error: f.error.unwrap_or_default(),
+                run_id: f.run_id.clone(),
+                name: f.name.clone(),
+                error: f.error.clone().unwrap_or_default(),
                 ended_at_ns: f.ended_at_ns,
                 gpu_free_min_bytes: f.gpu_free_min_bytes,
             })

@@ -89,6 +89,8 @@ pub struct RunlensService {
     shutdown: watch::Receiver<bool>,
     /// Upgraded into every streaming task; shutdown waits until all are dropped.
     drain: mpsc::WeakSender<()>,
+    /// Reads the live state once for every `WatchActivity` watcher.
+    activity: activity::Hub,
     /// Which session clients are still there.
     presence: Presence,
 }
@@ -117,6 +119,7 @@ impl RunlensService {
             db_path,
             shutdown,
             drain,
+            activity: activity::Hub::default(),
         }
     }
 
@@ -431,8 +434,13 @@ impl Runlens for RunlensService {
         // Two states of room: a watcher further behind is dropped (the stream ends).
         let (tx, rx) = mpsc::channel(2);
         let drain = self.drain.upgrade();
-        let task = activity::watch(
+        let rows = self.activity.subscribe(
             self.db_path.clone(),
+            self.sampler.clone(),
+            self.shutdown.clone(),
+        );
+        let task = activity::watch(
+            rows,
             self.sampler.clone(),
             interval,
             request.oom_threshold_bytes,

@@ -46,7 +46,8 @@ pub fn run(args: TopArgs) -> Result<(), Failure> {
     } else {
         runtime.spawn(feed_remote(args_for_feed(&args), tx));
     }
-    let view = View::new(source);
+    let mut view = View::new(source);
+    view.local = args.local;
     if std::io::stdout().is_terminal() {
         interactive(view, rx)
     } else {

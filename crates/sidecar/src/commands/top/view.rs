@@ -71,6 +71,8 @@ pub struct View {
     pub error: Option<String>,
     /// Updates are not applied while paused.
     pub paused: bool,
+    /// Sampling this machine directly: no agents, runs or failures to show.
+    pub local: bool,
     sort: Sort,
     filter: String,
     editing_filter: bool,
@@ -87,6 +89,7 @@ impl View {
             activity: None,
             error: None,
             paused: false,
+            local: false,
             sort: Sort::Newest,
             filter: String::new(),
             editing_filter: false,
@@ -210,6 +213,17 @@ impl View {
             gpu_area,
         );
         frame.render_widget(Paragraph::new(host_lines(snapshot)), host);
+        if self.local {
+            let rest = Rect::new(area.x, host.y + host.height, area.width, 1).intersection(area);
+            frame.render_widget(
+                Paragraph::new(
+                    "Sampling this machine directly (--local): agents, runs and failures \
+                     come from a sidecar (runlens serve).",
+                ),
+                rest,
+            );
+            return;
+        }
         frame.render_widget(
             Paragraph::new(agent_lines(a)).block(Block::bordered().title(" Agents ")),
             agents,
@@ -347,7 +361,10 @@ const HELP: [&str; 10] = [
 /// performance figures) and the screen is tall enough for the second.
 fn gpu_lines(area: Rect, snapshot: Option<&pb::Snapshot>) -> u16 {
     let Some(s) = snapshot else { return 1 };
-    let more = s.gpus.iter().any(|g| g.perf.is_some())
+    let more = s
+        .gpus
+        .iter()
+        .any(|g| g.perf.is_some() || !g.processes.is_empty())
         || s.agent_processes.iter().any(|p| !p.gpus.is_empty());
     if more && area.height as usize >= 24 + s.gpus.len() * 2 {
         2
@@ -395,9 +412,10 @@ fn gpu_panel(snapshot: Option<&pb::Snapshot>, two_lines: bool) -> Vec<Line<'stat
     }
     let mut lines = Vec::new();
     for g in &s.gpus {
+        let name = g.name.strip_prefix("NVIDIA ").unwrap_or(&g.name);
         if g.state != "ok" {
             lines.push(Line::styled(
-                format!("{} {:<22.22} {}", g.index, g.name, g.state.to_uppercase()),
+                format!("{} {:<22.22} {}", g.index, name, g.state.to_uppercase()),
                 Style::new().add_modifier(Modifier::BOLD),
             ));
             continue;
@@ -423,7 +441,7 @@ fn gpu_panel(snapshot: Option<&pb::Snapshot>, two_lines: bool) -> Vec<Line<'stat
         lines.push(Line::raw(format!(
             "{} {:<22.22} {}  {:>4}  {:>4}  {}{}",
             g.index,
-            g.name,
+            name,
             memory,
             opt(g.utilization_ratio, |u| format!("{:.0}%", u * 100.0)),
             opt(g.temperature_celsius, |t| format!("{t:.0}C")),
@@ -446,6 +464,14 @@ fn gpu_panel(snapshot: Option<&pb::Snapshot>, two_lines: bool) -> Vec<Line<'stat
             let mut second = Vec::new();
             if !agents.is_empty() {
                 second.push(format!("agents {}", agents.join(", ")));
+            } else if !g.processes.is_empty() {
+                let procs: Vec<String> = g
+                    .processes
+                    .iter()
+                    .take(4)
+                    .map(|p| format!("pid {} {}", p.pid, opt(p.used_memory_bytes, bytes)))
+                    .collect();
+                second.push(format!("processes {}", procs.join(", ")));
             }
             if let Some(perf) = &g.perf {
                 let mut figures = Vec::new();
@@ -547,20 +573,21 @@ fn failure_lines(a: &pb::Activity) -> Vec<Line<'static>> {
         .iter()
         .take(4)
         .map(|f| {
+            // The mark first: the error text may be cut at the edge, the mark must not be.
             let text = format!(
                 "✗ {}  {}  {} ago  {}{}",
                 f.name,
                 short_id(&f.run_id),
                 elapsed(a.at_ns, f.ended_at_ns),
-                f.error.lines().next().unwrap_or_default(),
                 if f.likely_oom {
                     format!(
-                        "  [likely OOM: {} GPU free]",
+                        "[likely OOM: {} GPU free]  ",
                         opt(f.gpu_free_min_bytes, bytes)
                     )
                 } else {
                     String::new()
-                }
+                },
+                f.error.lines().next().unwrap_or_default(),
             );
             if f.likely_oom {
                 Line::styled(text, Style::new().add_modifier(Modifier::BOLD))
@@ -738,7 +765,7 @@ mod tests {
         let screen = text(&view, 80, 24);
         for expected in [
             "GPUs",
-            "0 NVIDIA H100 80GB HBM3",
+            "0 H100 80GB HBM3",
             "56.0 GiB/80.0 GiB",
             "planner-agent",
             "4242",
