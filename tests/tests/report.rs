@@ -196,6 +196,42 @@ fn filters_narrow_the_report() {
 }
 
 #[test]
+fn until_ends_the_window_and_id_lists_are_capped_unless_asked() {
+    let (_dir, db) = history("planted", 3_000);
+    // The history runs 30 s from 2023-11-14T22:13:20Z, a sample every 100 ms.
+    let all = report_json(&db, &[]);
+    assert_eq!(all["spans_analyzed"], 3_000);
+    let first_half = report_json(&db, &["--until", "2023-11-14T22:13:35Z"]);
+    let n = first_half["spans_analyzed"].as_u64().unwrap();
+    assert!((1_200..=1_800).contains(&n), "{n}");
+    assert!(first_half["window"]["until_ns"].as_i64().is_some());
+    assert!(all["window"]["until_ns"].is_null());
+    let (status, _, stderr) = run_bin(
+        "runlens",
+        &["report", "--db", &db, "--since", "1h", "--until", "2h"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("window is empty"), "{stderr}");
+
+    // GPU 0 is squeezed during many runs: the JSON lists 100 ids and counts them all.
+    let (_dir, db) = history("planted", 30_000);
+    let all = report_json(&db, &[]);
+    let gpu = &all["oom"]["gpus"][0];
+    let count = gpu["runs_below_count"].as_u64().unwrap();
+    assert!(count > 100, "{count}");
+    assert_eq!(gpu["runs_below"].as_array().unwrap().len(), 100);
+    let every = report_json(&db, &["--all-ids"]);
+    assert_eq!(
+        every["oom"]["gpus"][0]["runs_below"]
+            .as_array()
+            .unwrap()
+            .len() as u64,
+        count
+    );
+}
+
+#[test]
 fn the_table_fits_100_columns_and_the_html_is_self_contained_with_charts() {
     let (dir, db) = history("planted", 3_000);
     let (status, table, _) = run_bin("runlens", &["report", "--db", &db], Duration::from_secs(60));

@@ -209,6 +209,14 @@ pub struct ReportArgs {
     /// Only the last stretch of time, e.g. 1h, 30m, 7d [default: everything].
     #[arg(long, value_parser = parse_duration)]
     pub since: Option<Duration>,
+    /// Only up to this long ago (e.g. 1h: everything but the last hour), or up to this
+    /// moment (an RFC 3339 time such as 2026-12-01T12:00:00Z) [default: now].
+    #[arg(long, value_parser = parse_until, value_name = "AGO|TIME")]
+    pub until: Option<Until>,
+    /// List every run id in the JSON's OOM section (each GPU's `runs_below`); by default
+    /// the first 100 are listed and `runs_below_count` says how many there are.
+    #[arg(long)]
+    pub all_ids: bool,
     /// Only spans of this name.
     #[arg(long)]
     pub name: Option<String>,
@@ -232,6 +240,29 @@ pub enum ReportFormat {
     Json,
     /// One self-contained HTML page with SVG charts.
     Html,
+}
+
+/// The end of a report's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// This long before now.
+    Ago(Duration),
+    /// This moment, Unix nanoseconds.
+    At(i64),
+}
+
+fn parse_until(text: &str) -> Result<Until, String> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(Until::Ago(d));
+    }
+    let at = humantime::parse_rfc3339_weak(text).map_err(|_| {
+        format!("{text:?} is neither a duration (1h, 30m) nor a time (2026-12-01T12:00:00Z)")
+    })?;
+    let ns = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{text} is before 1970"))?
+        .as_nanos();
+    Ok(Until::At(i64::try_from(ns).unwrap_or(i64::MAX)))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -1,18 +1,31 @@
 //! `runlens report`.
 
-use crate::cli::{ReportArgs, ReportFormat};
-use crate::exit::{FAILURE, Failure};
+use crate::cli::{ReportArgs, ReportFormat, Until};
+use crate::exit::{FAILURE, Failure, USAGE};
 use crate::report::{self, Options};
 use crate::store;
 
 /// Builds the report and writes it in the chosen format.
 pub fn run(args: ReportArgs) -> Result<(), Failure> {
     let conn = store::open_read_only(&args.db)?;
-    let since_ns = args.since.map_or(0, |d| {
-        probe_core::unix_now_ns() - i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-    });
+    let now = probe_core::unix_now_ns();
+    let ago = |d: std::time::Duration| now - i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let since_ns = args.since.map_or(0, ago);
+    let until_ns = match args.until {
+        None => i64::MAX,
+        Some(Until::Ago(d)) => ago(d),
+        Some(Until::At(ns)) => ns,
+    };
+    if until_ns <= since_ns {
+        return Err(Failure::new(
+            USAGE,
+            "--until is not after --since: the window is empty; widen --since or move --until",
+        ));
+    }
     let options = Options {
         since_ns,
+        until_ns,
+        all_ids: args.all_ids,
         run_id: args.run.clone(),
         name: args.name.clone(),
         oom_threshold_bytes: args.oom_threshold_mib.saturating_mul(1 << 20),

@@ -160,12 +160,13 @@ pub(super) fn compute(data: &Data, options: &Options) -> Report {
         });
     }
     latency.sort_by(|a, b| b.p95_ms.total_cmp(&a.p95_ms));
-    let oom = super::oom::oom(data, threshold);
+    let oom = super::oom::oom(data, threshold, !options.all_ids);
     let charts = charts(data, scatter);
     Report {
         generated_at_ns: probe_core::unix_now_ns(),
         window: Window {
             since_ns: options.since_ns,
+            until_ns: (options.until_ns != i64::MAX).then_some(options.until_ns),
             run_id: options.run_id.clone(),
             name: options.name.clone(),
         },
@@ -266,6 +267,8 @@ mod tests {
     fn options() -> Options {
         Options {
             since_ns: 0,
+            until_ns: i64::MAX,
+            all_ids: false,
             run_id: None,
             name: None,
             oom_threshold_bytes: 500 << 20,

@@ -242,7 +242,7 @@ fn oom(out: &mut String, r: &Report) {
             g.share_below * 100.0,
             opt(g.min_free_mib, 0),
             g.seconds_below,
-            g.runs_below.len()
+            g.runs_below_count
         );
     }
 }

@@ -125,18 +125,18 @@ fn unsigned(v: Option<i64>) -> Option<u64> {
 /// Reads everything from `since_ns` on (optionally one run, one span name).
 pub fn load(
     conn: &Connection,
-    since_ns: i64,
+    (since_ns, until_ns): (i64, i64),
     run_id: Option<&str>,
     name: Option<&str>,
 ) -> rusqlite::Result<Data> {
-    let (mut snapshots, snapshot_index) = snapshot_figures(conn, since_ns)?;
+    let (mut snapshots, snapshot_index) = snapshot_figures(conn, since_ns, until_ns)?;
     let first_id = snapshot_index.keys().min().copied().unwrap_or(i64::MAX);
     let (agent_gpus, agent_gpus_from) = agent_gpus(conn, first_id, since_ns)?;
     add_gpu_figures(conn, first_id, &agent_gpus, &snapshot_index, &mut snapshots)?;
-    let (names, spans) = span_figures(conn, (since_ns, run_id, name), &snapshot_index)?;
+    let (names, spans) = span_figures(conn, (since_ns, until_ns, run_id, name), &snapshot_index)?;
     Ok(Data {
-        runs: run_figures(conn, since_ns, run_id)?,
-        gpus: gpu_points(conn, since_ns)?,
+        runs: run_figures(conn, (since_ns, until_ns), run_id)?,
+        gpus: gpu_points(conn, since_ns, until_ns)?,
         snapshots,
         snapshot_index,
         names,
@@ -150,15 +150,16 @@ pub fn load(
 fn snapshot_figures(
     conn: &Connection,
     since_ns: i64,
+    until_ns: i64,
 ) -> rusqlite::Result<(Vec<SnapFigures>, HashMap<i64, u32>)> {
     let mut snapshots = Vec::new();
     let mut snapshot_index = HashMap::new();
     let mut stmt = conn.prepare(
         "SELECT snapshot_id, taken_at_ns, cpu_load_1m, cpu_count, ram_total_bytes,
                 ram_available_bytes, cgroup_memory_limit_bytes, cgroup_memory_used_bytes
-         FROM snapshots WHERE taken_at_ns >= ?1 ORDER BY snapshot_id",
+         FROM snapshots WHERE taken_at_ns >= ?1 AND taken_at_ns < ?2 ORDER BY snapshot_id",
     )?;
-    let mut rows = stmt.query([since_ns])?;
+    let mut rows = stmt.query([since_ns, until_ns])?;
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
         let load: Option<f64> = r.get(2)?;
@@ -280,7 +281,7 @@ fn add_gpu_figures(
 /// with the distinct span names they index.
 fn span_figures(
     conn: &Connection,
-    (since_ns, run_id, name): (i64, Option<&str>, Option<&str>),
+    (since_ns, until_ns, run_id, name): (i64, i64, Option<&str>, Option<&str>),
     snapshot_index: &HashMap<i64, u32>,
 ) -> rusqlite::Result<(Vec<String>, Vec<SpanFigures>)> {
     let mut names: Vec<String> = Vec::new();
@@ -288,10 +289,10 @@ fn span_figures(
     let mut spans = Vec::new();
     let mut stmt = conn.prepare(
         "SELECT name, status, started_at_ns, ended_at_ns, start_snapshot_id FROM spans
-         WHERE ended_at_ns IS NOT NULL AND started_at_ns >= ?1
+         WHERE ended_at_ns IS NOT NULL AND started_at_ns >= ?1 AND started_at_ns < ?4
            AND (?2 IS NULL OR run_id = ?2) AND (?3 IS NULL OR name = ?3)",
     )?;
-    let mut rows = stmt.query(rusqlite::params![since_ns, run_id, name])?;
+    let mut rows = stmt.query(rusqlite::params![since_ns, run_id, name, until_ns])?;
     while let Some(r) = rows.next()? {
         let span_name = r.get_ref(0)?.as_str()?;
         let name = match name_index.get(span_name) {
@@ -318,20 +319,21 @@ fn span_figures(
     Ok((names, spans))
 }
 
-/// Runs started from `since_ns` on (only `run_id` when given).
+/// Runs started in the window (only `run_id` when given).
 fn run_figures(
     conn: &Connection,
-    since_ns: i64,
+    (since_ns, until_ns): (i64, i64),
     run_id: Option<&str>,
 ) -> rusqlite::Result<Vec<RunFigures>> {
     let mut stmt = conn.prepare(
         "SELECT run_id, name, status, error, started_at_ns, ended_at_ns, end_snapshot_id,
                 ended_by
-         FROM runs WHERE started_at_ns >= ?1 AND (?2 IS NULL OR run_id = ?2)
+         FROM runs WHERE started_at_ns >= ?1 AND started_at_ns < ?3
+           AND (?2 IS NULL OR run_id = ?2)
          ORDER BY started_at_ns",
     )?;
     let runs = stmt
-        .query_map(rusqlite::params![since_ns, run_id], |r| {
+        .query_map(rusqlite::params![since_ns, run_id, until_ns], |r| {
             Ok(RunFigures {
                 run_id: r.get(0)?,
                 name: r.get(1)?,
@@ -347,17 +349,17 @@ fn run_figures(
     Ok(runs)
 }
 
-/// Every readable GPU sample from `since_ns` on, per GPU in time order.
-fn gpu_points(conn: &Connection, since_ns: i64) -> rusqlite::Result<Vec<GpuPoint>> {
+/// Every readable GPU sample in the window, per GPU in time order.
+fn gpu_points(conn: &Connection, since_ns: i64, until_ns: i64) -> rusqlite::Result<Vec<GpuPoint>> {
     let mut stmt = conn.prepare(
         "SELECT g.gpu_index, g.uuid, g.name, s.taken_at_ns, g.memory_free_bytes,
                 g.memory_used_bytes, g.memory_total_bytes
          FROM gpu_samples g JOIN snapshots s USING (snapshot_id)
-         WHERE s.taken_at_ns >= ?1 AND g.state = 'ok'
+         WHERE s.taken_at_ns >= ?1 AND s.taken_at_ns < ?2 AND g.state = 'ok'
          ORDER BY g.gpu_index, s.taken_at_ns",
     )?;
     let gpus = stmt
-        .query_map([since_ns], |r| {
+        .query_map([since_ns, until_ns], |r| {
             Ok(GpuPoint {
                 gpu_index: r.get(0)?,
                 uuid: r.get(1)?,

@@ -79,6 +79,8 @@ impl Report {
 pub struct Window {
     /// Start, Unix ns (0 = everything).
     pub since_ns: i64,
+    /// End (exclusive), Unix ns; absent = up to the report's time.
+    pub until_ns: Option<i64>,
     /// The run analysed, if one was asked for.
     pub run_id: Option<String>,
     /// The span name analysed, if one was asked for.
@@ -319,8 +321,11 @@ pub struct GpuRisk {
     pub last_below_ns: Option<i64>,
     /// Time spent below (sum of sample intervals), seconds.
     pub seconds_below: f64,
-    /// Runs that were running while it was below.
+    /// Runs that were running while it was below (the first [`super::MAX_IDS`] unless
+    /// every id was asked for: `runs_below_count` has the number).
     pub runs_below: Vec<String>,
+    /// How many runs were running while it was below.
+    pub runs_below_count: usize,
     /// Below in most samples: the work does not fit this GPU.
     pub hardware_limit: bool,
 }

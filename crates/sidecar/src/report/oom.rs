@@ -8,7 +8,7 @@ use super::load::{Data, RunFigures, SnapFigures};
 use super::*;
 use crate::domain::{EndedBy, Status};
 
-pub(super) fn oom(data: &Data, threshold: u64) -> Oom {
+pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
     let mut gpus = Vec::new();
     let mut start = 0;
     while start < data.gpus.len() {
@@ -31,7 +31,7 @@ pub(super) fn oom(data: &Data, threshold: u64) -> Oom {
             .map(|gap| gap.min(60.0))
             .sum();
         let below_times: Vec<i64> = below.iter().map(|&i| points[i].taken_at_ns).collect();
-        let runs_below = data
+        let runs_below: Vec<String> = data
             .runs
             .iter()
             .filter(|r| {
@@ -57,7 +57,12 @@ pub(super) fn oom(data: &Data, threshold: u64) -> Oom {
             first_below_ns: below_times.first().copied(),
             last_below_ns: below_times.last().copied(),
             seconds_below,
-            runs_below,
+            runs_below_count: runs_below.len(),
+            runs_below: if cap_ids {
+                runs_below.into_iter().take(MAX_IDS).collect()
+            } else {
+                runs_below
+            },
             hardware_limit: share_below > HARDWARE_LIMIT_SHARE,
         });
         start = end;
@@ -181,7 +186,7 @@ mod tests {
         let much_later = fixture::snapshot(&mut data, 30.0, gpu_free(8000));
         fixture::run(&mut data, "other", (0.0, 30.0), failed, Some(much_later));
 
-        let oom = oom(&data, THRESHOLD);
+        let oom = oom(&data, THRESHOLD, true);
         let flagged: Vec<&str> = oom
             .likely_oom_runs
             .iter()
@@ -207,7 +212,7 @@ mod tests {
         let timed_out = (Status::Failed, EndedBy::SessionTimeout, "session closed");
         fixture::run(&mut data, "away", (0.0, 10.0), timed_out, Some(end));
 
-        let oom = oom(&data, THRESHOLD);
+        let oom = oom(&data, THRESHOLD, true);
         let killed: Vec<&str> = oom
             .likely_oom_killed_runs
             .iter()
@@ -237,7 +242,7 @@ mod tests {
         let ok = (Status::Ok, EndedBy::Client, "");
         fixture::run(&mut data, "during", (0.5, 1.5), ok, None);
         fixture::run(&mut data, "between", (1.5, 2.5), ok, None);
-        let oom = oom(&data, THRESHOLD);
+        let oom = oom(&data, THRESHOLD, true);
         let gpu = &oom.gpus[0];
         assert_eq!((gpu.samples, gpu.samples_below), (5, 4));
         assert!(gpu.hardware_limit);

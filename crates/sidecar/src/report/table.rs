@@ -219,7 +219,7 @@ fn oom(out: &mut String, r: &Report) {
                     pct(Some(g.share_below)),
                     num(g.min_free_mib, 0),
                     format!("{:.1}", g.seconds_below),
-                    g.runs_below.len().to_string(),
+                    g.runs_below_count.to_string(),
                     if g.hardware_limit { "LIMIT" } else { "" }.to_owned(),
                 ]
             })

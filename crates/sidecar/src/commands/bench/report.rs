@@ -220,6 +220,8 @@ pub fn run(args: ReportBenchArgs) -> Result<(), Failure> {
     }
     let options = Options {
         since_ns: 0,
+        until_ns: i64::MAX,
+        all_ids: false,
         run_id: None,
         name: None,
         oom_threshold_bytes: 500 << 20,
