@@ -73,6 +73,21 @@ if grep -E "CONSOLE.*(Uncaught|Error)|Failed to load resource" "$out/chromium.lo
 fi
 svgs=$(grep -o "<svg" "$out/dom.html" | wc -l)
 [ "$svgs" -ge 6 ] || { echo "chromium's DOM has only $svgs SVG elements"; exit 1; }
+# Charts a person can read: axes with units and wall-clock ticks, one legend entry per GPU,
+# a tooltip on every run bar and scatter point.
+gpus=$("$bin" report --db "$out/history.db" --format json \
+  | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["charts"]["gpu_memory"]))')
+legend=$(grep -oE 'class="legend-entry"><rect[^>]*/?>(</rect>)?<text[^>]*>GPU [0-9]+ ' "$out/dom.html" | wc -l)
+[ "$legend" -eq "$gpus" ] || { echo "legend has $legend GPU entries, the report has $gpus GPUs"; exit 1; }
+for unit in "MiB" "load/core" "ms" "time (UTC)" "GPU free at start, MiB"; do
+  grep -qF "class=\"axis-label\" x=" "$out/dom.html" && grep -qF ">$unit</text>" "$out/dom.html" \
+    || { echo "no axis labelled \"$unit\""; exit 1; }
+done
+clock=$(grep -oE 'class="tick-label"[^>]*>[0-9]{2}:[0-9]{2}:[0-9]{2}<' "$out/dom.html" | wc -l)
+[ "$clock" -ge 9 ] || { echo "only $clock wall-clock tick labels"; exit 1; }
+titles=$(grep -o "<title>" "$out/dom.html" | wc -l)
+[ "$titles" -ge 100 ] || { echo "only $titles tooltips"; exit 1; }
+echo "charts: $gpus GPU legend entries, axes with units, $clock wall-clock ticks, $titles tooltips"
 size=$(stat -c %s "$out/report.png")
 [ "$size" -gt 20000 ] || { echo "screenshot too small ($size bytes)"; exit 1; }
 echo "report html check: passed (chromium loaded it: $svgs SVG charts, screenshot $out/report.png, $size bytes)"

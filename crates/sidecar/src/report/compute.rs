@@ -239,7 +239,7 @@ fn charts(data: &Data, scatter: Vec<Scatter>) -> Charts {
         .iter()
         .filter_map(|s| Some((s.taken_at_ns, s.cpu_load_per_core?)))
         .collect();
-    let runs: Vec<(i64, i64, bool, String)> = data
+    let runs: Vec<(i64, i64, bool, String, String)> = data
         .runs
         .iter()
         .map(|r| {
@@ -248,6 +248,7 @@ fn charts(data: &Data, scatter: Vec<Scatter>) -> Charts {
                 r.ended_at_ns.unwrap_or(r.started_at_ns),
                 r.status == Status::Failed,
                 r.name.clone(),
+                r.run_id.clone(),
             )
         })
         .collect();

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use super::svg::{self, Axis, Frame};
+
 use super::{Charts, Report};
 
 const COLORS: [&str; 8] = [
@@ -23,24 +25,6 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
 }
 
 /// Maps a value range onto pixels.
-struct Axis {
-    min: f64,
-    max: f64,
-    from: f64,
-    to: f64,
-}
-
-impl Axis {
-    fn new(min: f64, max: f64, from: f64, to: f64) -> Self {
-        let max = if max > min { max } else { min + 1.0 };
-        Self { min, max, from, to }
-    }
-
-    fn at(&self, v: f64) -> f64 {
-        self.from + (v - self.min) / (self.max - self.min) * (self.to - self.from)
-    }
-}
-
 /// Renders the page.
 pub fn render(r: &Report) -> String {
     let mut out = String::with_capacity(64 * 1024);
@@ -259,36 +243,48 @@ fn timeline(out: &mut String, c: &Charts) {
         out.push_str("<p class=\"muted\">No samples in this window.</p>\n");
         return;
     }
-    let (w, left, right) = (940.0, 60.0, 930.0);
-    let x = Axis::new(0.0, (t1 - t0) as f64 / 1e9, left, right);
-    let seconds = |t: i64| (t - t0) as f64 / 1e9;
-    // GPU memory.
+    let (w, left, right) = (940.0, 70.0, 930.0);
+    let t1 = t1.max(t0 + 1);
+    let x = Axis::new(t0 as f64, t1 as f64, left, right);
+    let time_ticks: Vec<(f64, String)> = svg::time_ticks(t0, t1, 8)
+        .into_iter()
+        .map(|(t, label)| (x.at(t as f64), label))
+        .collect();
+    let at = |t: i64| x.at(t as f64);
+
+    // GPU memory, one line and one legend entry per GPU.
     let gpu_max = c.gpu_memory.iter().map(|s| s.total_mib).fold(0.0, f64::max);
+    let frame = Frame {
+        left,
+        right,
+        top: 24.0,
+        bottom: 190.0,
+    };
+    let y = Axis::new(0.0, gpu_max.max(1.0), frame.bottom, frame.top);
     let _ = writeln!(
         out,
-        "<svg width=\"{w}\" height=\"200\" role=\"img\" aria-label=\"GPU memory used over time\">"
+        "<svg width=\"{w}\" height=\"240\" role=\"img\" aria-label=\"GPU memory used over time\">\
+         <text x=\"{left}\" y=\"12\">GPU memory used (dashed: each GPU's total)</text>"
     );
-    let y = Axis::new(0.0, gpu_max.max(1.0), 180.0, 15.0);
-    let _ = writeln!(
+    svg::y_axis(
         out,
-        "<text x=\"4\" y=\"12\">GPU memory used (MiB, 0–{gpu_max:.0})</text>"
+        &frame,
+        &y,
+        &svg::nice_ticks(0.0, gpu_max.max(1.0), 4),
+        "MiB",
     );
+    svg::x_axis(out, &frame, &time_ticks, "time (UTC)");
     for (i, s) in c.gpu_memory.iter().enumerate() {
         let pts: Vec<String> = s
             .points
             .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", x.at(seconds(*t)), y.at(*v)))
+            .map(|(t, v)| format!("{:.1},{:.1}", at(*t), y.at(*v)))
             .collect();
         let color = COLORS[i % COLORS.len()];
         let _ = writeln!(
             out,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>",
-            pts.join(" ")
-        );
-        let _ = writeln!(
-            out,
-            "<text x=\"{:.0}\" y=\"195\" style=\"fill:{color}\">GPU {}</text>",
-            left + 60.0 * i as f64,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"><title>GPU {}: memory used, MiB</title></polyline>",
+            pts.join(" "),
             s.gpu_index
         );
         let limit = y.at(s.total_mib);
@@ -296,20 +292,41 @@ fn timeline(out: &mut String, c: &Charts) {
             out,
             "<line x1=\"{left}\" x2=\"{right}\" y1=\"{limit:.1}\" y2=\"{limit:.1}\" stroke=\"{color}\" stroke-dasharray=\"4 3\" stroke-width=\"0.8\"/>"
         );
+        let lx = 420.0 + 110.0 * i as f64;
+        let _ = writeln!(
+            out,
+            "<g class=\"legend-entry\"><rect x=\"{lx:.0}\" y=\"4\" width=\"10\" height=\"10\" fill=\"{color}\"/>\
+             <text x=\"{:.0}\" y=\"13\">GPU {} ({:.0} GiB)</text></g>",
+            lx + 14.0,
+            s.gpu_index,
+            s.total_mib / 1024.0
+        );
     }
     out.push_str("</svg>\n");
+
     // CPU load per core.
     let load_max = c.cpu_load.iter().map(|p| p.1).fold(1.0, f64::max);
-    let y = Axis::new(0.0, load_max, 110.0, 15.0);
+    let frame = Frame {
+        left,
+        right,
+        top: 24.0,
+        bottom: 110.0,
+    };
+    let y = Axis::new(0.0, load_max, frame.bottom, frame.top);
     let _ = writeln!(
         out,
-        "<svg width=\"{w}\" height=\"120\" role=\"img\" aria-label=\"CPU load per core over time\">"
-    );
-    let _ = writeln!(
-        out,
-        "<text x=\"4\" y=\"12\">CPU load per core (0–{load_max:.1}; {} = pressure)</text>",
+        "<svg width=\"{w}\" height=\"160\" role=\"img\" aria-label=\"CPU load per core over time\">\
+         <text x=\"{left}\" y=\"12\">CPU load per core (red: {} = pressure)</text>",
         super::CPU_PRESSURE
     );
+    svg::y_axis(
+        out,
+        &frame,
+        &y,
+        &svg::nice_ticks(0.0, load_max, 3),
+        "load/core",
+    );
+    svg::x_axis(out, &frame, &time_ticks, "time (UTC)");
     let pressure = y.at(super::CPU_PRESSURE);
     let _ = writeln!(
         out,
@@ -318,7 +335,7 @@ fn timeline(out: &mut String, c: &Charts) {
     let pts: Vec<String> = c
         .cpu_load
         .iter()
-        .map(|(t, v)| format!("{:.1},{:.1}", x.at(seconds(*t)), y.at(*v)))
+        .map(|(t, v)| format!("{:.1},{:.1}", at(*t), y.at(*v)))
         .collect();
     let _ = writeln!(
         out,
@@ -326,29 +343,36 @@ fn timeline(out: &mut String, c: &Charts) {
         pts.join(" ")
     );
     out.push_str("</svg>\n");
-    // Runs.
+
+    // Runs as bars, each with its id, step name, duration and outcome on hover.
+    let frame = Frame {
+        left,
+        right,
+        top: 18.0,
+        bottom: 70.0,
+    };
     let _ = writeln!(
         out,
-        "<svg width=\"{w}\" height=\"70\" role=\"img\" aria-label=\"runs over time\">"
+        "<svg width=\"{w}\" height=\"110\" role=\"img\" aria-label=\"runs over time\">\
+         <text x=\"{left}\" y=\"12\">runs</text>\
+         <g class=\"legend-entry\"><rect x=\"420\" y=\"4\" width=\"10\" height=\"10\" fill=\"#16a34a\"/><text x=\"434\" y=\"13\">ok</text></g>\
+         <g class=\"legend-entry\"><rect x=\"470\" y=\"4\" width=\"10\" height=\"10\" fill=\"#dc2626\"/><text x=\"484\" y=\"13\">failed</text></g>"
     );
-    out.push_str("<text x=\"4\" y=\"12\">runs (green ok, red failed)</text>\n");
-    for (i, (start, end, failed, name)) in c.runs.iter().enumerate() {
-        let x0 = x.at(seconds(*start));
-        let width = (x.at(seconds(*end)) - x0).max(1.5);
-        let lane = 20.0 + (i % 4) as f64 * 12.0;
+    svg::x_axis(out, &frame, &time_ticks, "time (UTC)");
+    for (i, (start, end, failed, name, run_id)) in c.runs.iter().enumerate() {
+        let x0 = at(*start);
+        let width = (at(*end) - x0).max(1.5);
+        let lane = 22.0 + (i % 4) as f64 * 12.0;
         let color = if *failed { "#dc2626" } else { "#16a34a" };
         let _ = writeln!(
             out,
-            "<rect x=\"{x0:.1}\" y=\"{lane}\" width=\"{width:.1}\" height=\"9\" fill=\"{color}\"><title>{}</title></rect>",
-            esc(name)
+            "<rect x=\"{x0:.1}\" y=\"{lane}\" width=\"{width:.1}\" height=\"9\" fill=\"{color}\"><title>{} {}: {:.1} s, {}</title></rect>",
+            esc(name),
+            esc(run_id),
+            (end - start) as f64 / 1e9,
+            if *failed { "failed" } else { "ok" }
         );
     }
-    let _ = writeln!(
-        out,
-        "<text x=\"{left}\" y=\"68\">0 s</text><text x=\"{:.0}\" y=\"68\">{:.1} s</text>",
-        right - 40.0,
-        (t1 - t0) as f64 / 1e9
-    );
     out.push_str("</svg>\n");
 }
 
@@ -359,13 +383,24 @@ fn scatter(
     color: &str,
     rho: Option<(f64, usize)>,
 ) {
-    let (w, h) = (300.0, 210.0);
+    let (w, h) = (300.0, 230.0);
     let (xmin, xmax) = points
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let ymax = points.iter().map(|p| p.1).fold(0.0, f64::max);
-    let x = Axis::new(xmin.min(xmax), xmax, 45.0, w - 10.0);
-    let y = Axis::new(0.0, ymax.max(1e-3), h - 30.0, 20.0);
+    let (xmin, xmax) = if xmin > xmax {
+        (0.0, 1.0)
+    } else {
+        (xmin, xmax)
+    };
+    let ymax = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3);
+    let frame = Frame {
+        left: 50.0,
+        right: w - 12.0,
+        top: 28.0,
+        bottom: h - 42.0,
+    };
+    let x = Axis::new(xmin, xmax, frame.left, frame.right);
+    let y = Axis::new(0.0, ymax, frame.bottom, frame.top);
     let _ = writeln!(
         out,
         "<svg width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{} duration against GPU free memory\">",
@@ -376,20 +411,20 @@ fn scatter(
         None => esc(name),
     };
     let _ = writeln!(out, "<text x=\"4\" y=\"12\">{title}</text>");
+    svg::y_axis(out, &frame, &y, &svg::nice_ticks(0.0, ymax, 4), "ms");
+    let x_ticks: Vec<(f64, String)> = svg::nice_ticks(xmin, xmax, 3)
+        .into_iter()
+        .map(|v| (x.at(v), svg::tick_label(v)))
+        .collect();
+    svg::x_axis(out, &frame, &x_ticks, "GPU free at start, MiB");
     for (free, ms) in points {
         let _ = writeln!(
             out,
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.8\" fill=\"{color}\" fill-opacity=\"0.5\"/>",
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.8\" fill=\"{color}\" fill-opacity=\"0.5\"><title>{}: {ms:.1} ms with {free:.0} MiB GPU free</title></circle>",
             x.at(*free),
-            y.at(*ms)
+            y.at(*ms),
+            esc(name)
         );
     }
-    let _ = writeln!(
-        out,
-        "<text x=\"45\" y=\"{:.0}\">{xmin:.0}</text><text x=\"{:.0}\" y=\"{:.0}\">{xmax:.0} MiB free</text><text x=\"2\" y=\"24\">{ymax:.0} ms</text>",
-        h - 14.0,
-        w - 90.0,
-        h - 14.0
-    );
     out.push_str("</svg>\n");
 }

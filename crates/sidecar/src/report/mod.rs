@@ -11,6 +11,7 @@ mod load;
 mod model;
 mod oom;
 pub mod stats;
+mod svg;
 pub mod table;
 
 use rusqlite::Connection;

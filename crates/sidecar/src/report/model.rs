@@ -435,8 +435,8 @@ pub struct Charts {
     pub gpu_memory: Vec<GpuSeries>,
     /// CPU load per core over time: (Unix ns, load per core).
     pub cpu_load: Vec<(i64, f64)>,
-    /// Runs as bars: (start ns, end ns, failed, name).
-    pub runs: Vec<(i64, i64, bool, String)>,
+    /// Runs as bars: (start ns, end ns, failed, name, run id).
+    pub runs: Vec<(i64, i64, bool, String, String)>,
     /// Per span name, (GPU free MiB at start, duration ms) points.
     pub scatter: Vec<Scatter>,
 }
