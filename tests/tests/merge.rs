@@ -107,6 +107,39 @@ fn pods_merge_into_one_database_that_says_where_each_row_came_from() {
     );
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("27 spans, 9 runs"), "{stdout}");
+    // Per pod: each judged on its own runs and its own machine's samples.
+    let grouped = runlens_e2e::report_json(&fleet, &["--by", "source"]);
+    assert_eq!(grouped["by"], "source");
+    let groups = grouped["groups"].as_array().unwrap();
+    let summary: Vec<(String, u64, u64, bool)> = groups
+        .iter()
+        .map(|g| {
+            (
+                g["label"].as_str().unwrap().to_owned(),
+                g["report"]["runs_analyzed"].as_u64().unwrap(),
+                g["report"]["spans_analyzed"].as_u64().unwrap(),
+                g["report"]["snapshots_analyzed"].as_u64().unwrap() > 0,
+            )
+        })
+        .collect();
+    assert_eq!(summary.len(), 2, "{summary:?}");
+    assert!(summary[0].0.starts_with("pod agent-a ("), "{summary:?}");
+    assert_eq!((summary[0].1, summary[0].2, summary[0].3), (6, 18, true));
+    assert!(summary[1].0.starts_with("pod agent-b ("), "{summary:?}");
+    assert_eq!((summary[1].1, summary[1].2, summary[1].3), (3, 9, true));
+    let snapshots = |i: usize| groups[i]["report"]["snapshots_analyzed"].as_u64().unwrap();
+    assert_eq!(
+        snapshots(0) + snapshots(1),
+        count("SELECT count(*) FROM snapshots") as u64,
+        "every sample belongs to exactly one pod"
+    );
+    let (status, stdout, stderr) = run_bin(
+        "runlens",
+        &["report", "--db", fleet.to_str().unwrap(), "--by", "source"],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("══ pod agent-a ("), "{stdout}");
 
     // The same database again is refused whole; the fleet is unchanged.
     let (code, _, stderr) = merge(&fleet, &[&a]);

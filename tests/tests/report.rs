@@ -232,6 +232,38 @@ fn until_ends_the_window_and_id_lists_are_capped_unless_asked() {
 }
 
 #[test]
+fn by_client_splits_every_section_per_agent() {
+    let mut sidecar = Sidecar::start();
+    sidecar.run_example_agent(4);
+    sidecar.run_example_agent(2);
+    sidecar.stop();
+    let grouped = runlens_e2e::report_json(&sidecar.db, &["--by", "client"]);
+    assert_eq!(grouped["by"], "client");
+    let groups = grouped["groups"].as_array().unwrap();
+    let runs: Vec<u64> = groups
+        .iter()
+        .map(|g| g["report"]["runs_analyzed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(runs, [4, 2], "busiest first");
+    for g in groups {
+        let label = g["label"].as_str().unwrap();
+        assert!(label.starts_with("agent example-agent (client-"), "{label}");
+        let latency = g["report"]["latency"].as_array().unwrap();
+        assert_eq!(latency.len(), 3, "plan, llm_call, tool_call for each agent");
+    }
+    assert_ne!(groups[0]["key"], groups[1]["key"]);
+    let db = sidecar.db.to_string_lossy().into_owned();
+    let (status, html, stderr) = run_bin(
+        "runlens",
+        &["report", "--db", &db, "--by", "client", "--format", "html"],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    assert_eq!(html.matches("<h1>runlens report: agent example-agent").count(), 2);
+    assert_eq!(html.matches("<html").count(), 1, "one page");
+}
+
+#[test]
 fn the_table_fits_100_columns_and_the_html_is_self_contained_with_charts() {
     let (dir, db) = history("planted", 3_000);
     let (status, table, _) = run_bin("runlens", &["report", "--db", &db], Duration::from_secs(60));

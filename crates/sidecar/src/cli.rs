@@ -217,6 +217,10 @@ pub struct ReportArgs {
     /// the first 100 are listed and `runs_below_count` says how many there are.
     #[arg(long)]
     pub all_ids: bool,
+    /// Every section per agent (`client`) or per pod of a merged database (`source`),
+    /// busiest first.
+    #[arg(long, value_enum, value_name = "client|source")]
+    pub by: Option<ReportBy>,
     /// Only spans of this name.
     #[arg(long)]
     pub name: Option<String>,
@@ -229,6 +233,15 @@ pub struct ReportArgs {
     /// Write to this file instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// What `report --by` splits by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportBy {
+    /// Per agent (client).
+    Client,
+    /// Per pod (`runlens merge` source).
+    Source,
 }
 
 /// Report output formats.

@@ -1,6 +1,6 @@
 //! `runlens report`.
 
-use crate::cli::{ReportArgs, ReportFormat, Until};
+use crate::cli::{ReportArgs, ReportBy, ReportFormat, Until};
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::report::{self, Options};
 use crate::store;
@@ -29,15 +29,36 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
         run_id: args.run.clone(),
         name: args.name.clone(),
         oom_threshold_bytes: args.oom_threshold_mib.saturating_mul(1 << 20),
+        group: None,
     };
-    let report = report::build(&conn, &options)
-        .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))?;
+    let read_failed =
+        |e: rusqlite::Error| Failure::new(FAILURE, format!("cannot read the database: {e}"));
+    if let Some(by) = args.by {
+        let by = match by {
+            ReportBy::Client => report::GroupBy::Client,
+            ReportBy::Source => report::GroupBy::Source,
+        };
+        let grouped = report::build_grouped(&conn, &options, by).map_err(read_failed)?;
+        let text = match args.format {
+            ReportFormat::Table => report::table::render_grouped(&grouped),
+            ReportFormat::Json => serde_json::to_string_pretty(&grouped)
+                .map_err(|e| Failure::new(FAILURE, format!("cannot encode JSON: {e}")))?,
+            ReportFormat::Html => report::html::render_grouped(&grouped),
+        };
+        return write_out(&args, &text);
+    }
+    let report = report::build(&conn, &options).map_err(read_failed)?;
     let text = match args.format {
         ReportFormat::Table => report::table::render(&report),
         ReportFormat::Json => serde_json::to_string_pretty(&report)
             .map_err(|e| Failure::new(FAILURE, format!("cannot encode JSON: {e}")))?,
         ReportFormat::Html => report::html::render(&report),
     };
+    write_out(&args, &text)
+}
+
+/// To `--out`, or standard output.
+fn write_out(args: &ReportArgs, text: &str) -> Result<(), Failure> {
     match &args.out {
         Some(path) => std::fs::write(path, text)
             .map_err(|e| Failure::new(FAILURE, format!("cannot write {}: {e}", path.display())))?,

@@ -273,6 +273,7 @@ mod tests {
             run_id: None,
             name: None,
             oom_threshold_bytes: 500 << 20,
+            group: None,
         }
     }
 

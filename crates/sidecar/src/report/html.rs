@@ -28,37 +28,69 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
 /// Renders the page.
 pub fn render(r: &Report) -> String {
     let mut out = String::with_capacity(64 * 1024);
-    let _ = write!(
-        out,
+    head(&mut out);
+    body(&mut out, r, "runlens report");
+    tail(&mut out);
+    out
+}
+
+/// Renders one page with every group's report under its own heading.
+pub fn render_grouped(g: &super::Grouped) -> String {
+    let mut out = String::with_capacity(64 * 1024 * g.groups.len().max(1));
+    head(&mut out);
+    if g.groups.is_empty() {
+        out.push_str("<h1>runlens report</h1>\n<p class=\"muted\">No runs in this window.</p>\n");
+    }
+    for group in &g.groups {
+        body(
+            &mut out,
+            &group.report,
+            &format!("runlens report: {}", group.label),
+        );
+    }
+    tail(&mut out);
+    out
+}
+
+fn head(out: &mut String) {
+    out.push_str(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>runlens report</title>
 <style>
-body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1000px;color:#1f2937;padding:0 1rem}}
-h1{{font-size:1.5rem}} h2{{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #e5e7eb;padding-bottom:.3rem}}
-table{{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}} td,th{{padding:.25rem .6rem;text-align:right;border-bottom:1px solid #f3f4f6}}
-td:first-child,th:first-child{{text-align:left}} th{{color:#6b7280;font-weight:600}}
-.finding{{background:#fef3c7;border-left:4px solid #d97706;padding:.5rem .8rem;margin:.4rem 0}}
-.oom{{background:#fee2e2;border-left:4px solid #dc2626;padding:.5rem .8rem;margin:.4rem 0}}
-.muted{{color:#6b7280}} svg{{background:#fafafa;border:1px solid #e5e7eb;margin:.3rem .3rem .3rem 0}}
-svg text{{font-size:11px;fill:#4b5563}}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1000px;color:#1f2937;padding:0 1rem}
+h1{font-size:1.5rem} h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #e5e7eb;padding-bottom:.3rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} td,th{padding:.25rem .6rem;text-align:right;border-bottom:1px solid #f3f4f6}
+td:first-child,th:first-child{text-align:left} th{color:#6b7280;font-weight:600}
+.finding{background:#fef3c7;border-left:4px solid #d97706;padding:.5rem .8rem;margin:.4rem 0}
+.oom{background:#fee2e2;border-left:4px solid #dc2626;padding:.5rem .8rem;margin:.4rem 0}
+.muted{color:#6b7280} svg{background:#fafafa;border:1px solid #e5e7eb;margin:.3rem .3rem .3rem 0}
+svg text{font-size:11px;fill:#4b5563}
 </style></head><body>
-<h1>runlens report</h1>
-<p class="muted">{} spans, {} runs, {} snapshots analysed; GPU memory pressure below {} MiB.</p>
 "#,
+    );
+}
+
+fn body(out: &mut String, r: &Report, title: &str) {
+    let _ = write!(
+        out,
+        "<h1>{}</h1>\n<p class=\"muted\">{} spans, {} runs, {} snapshots analysed; GPU memory pressure below {} MiB.</p>\n",
+        esc(title),
         r.spans_analyzed,
         r.runs_analyzed,
         r.snapshots_analyzed,
         r.oom_threshold_bytes >> 20
     );
-    findings(&mut out, r);
+    findings(out, r);
     out.push_str("<h2>Timeline</h2>\n");
-    timeline(&mut out, &r.charts);
-
+    timeline(out, &r.charts);
     for section in [latency, context, correlations, pressure, oom] {
-        section(&mut out, r);
+        section(out, r);
     }
-    out.push_str("</table>\n<p class=\"muted\">Made by runlens. The numbers come from SQL you can run yourself: see the README's SQL cookbook.</p>\n</body></html>\n");
-    out
+    out.push_str("</table>\n");
+}
+
+fn tail(out: &mut String) {
+    out.push_str("<p class=\"muted\">Made by runlens. The numbers come from SQL you can run yourself: see the README's SQL cookbook.</p>\n</body></html>\n");
 }
 
 /// The findings: strong correlations, likely OOM runs and kills, hardware limits.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use rusqlite::Connection;
 
+use super::GroupFilter;
 use crate::domain::{EndedBy, Status};
 
 /// The figures of one snapshot that the report uses.
@@ -118,6 +119,108 @@ pub enum AgentGpusFrom {
     CudaVisibleDevices,
 }
 
+/// The SQL of a [`GroupFilter`]: extra conditions bound to one more parameter, the last
+/// of each statement. Without a group (or where the group does not narrow) the condition
+/// is always true and names no column, so databases from before `source_id` (schema 7)
+/// still report; it still names the parameter, which rusqlite counts.
+struct Filter<'a>(Option<&'a GroupFilter>);
+
+impl<'a> Filter<'a> {
+    fn new(group: Option<&'a GroupFilter>) -> Self {
+        Self(group)
+    }
+
+    /// The parameter's value: the client id or the source id.
+    fn value(&self) -> rusqlite::types::Value {
+        use rusqlite::types::Value;
+        match self.0 {
+            Some(GroupFilter::Client(Some(id))) => Value::Text(id.clone()),
+            Some(GroupFilter::Source(Some(id))) => Value::Integer(*id),
+            _ => Value::Null,
+        }
+    }
+
+    /// The condition on samples (only a source narrows them: agents share a machine).
+    fn samples(&self, column: &str) -> String {
+        match self.0 {
+            Some(GroupFilter::Source(_)) => format!("AND {column} IS ?3"),
+            _ => "AND (?3 IS NULL OR ?3 IS NOT NULL)".to_owned(),
+        }
+    }
+
+    /// The condition on runs.
+    fn runs(&self) -> &'static str {
+        match self.0 {
+            Some(GroupFilter::Client(_)) => "AND client_id IS ?4",
+            Some(GroupFilter::Source(_)) => "AND source_id IS ?4",
+            None => "AND (?4 IS NULL OR ?4 IS NOT NULL)",
+        }
+    }
+
+    /// The condition on spans (a client's spans are its runs' spans).
+    fn spans(&self) -> &'static str {
+        match self.0 {
+            Some(GroupFilter::Client(_)) => {
+                "AND run_id IN (SELECT run_id FROM runs WHERE client_id IS ?5)"
+            }
+            Some(GroupFilter::Source(_)) => "AND source_id IS ?5",
+            None => "AND (?5 IS NULL OR ?5 IS NOT NULL)",
+        }
+    }
+}
+
+/// The groups of `by` that have runs in the window: (filter, key, label).
+pub fn groups(
+    conn: &Connection,
+    options: &super::Options,
+    by: super::GroupBy,
+) -> rusqlite::Result<Vec<(GroupFilter, Option<String>, String)>> {
+    let window = rusqlite::params![options.since_ns, options.until_ns];
+    match by {
+        super::GroupBy::Client => {
+            let mut stmt = conn.prepare(
+                "SELECT DISTINCT r.client_id, c.client_name FROM runs r
+                 LEFT JOIN clients c USING (client_id)
+                 WHERE r.started_at_ns >= ?1 AND r.started_at_ns < ?2",
+            )?;
+            stmt.query_map(window, |r| {
+                let id: Option<String> = r.get(0)?;
+                let name: Option<String> = r.get(1)?;
+                let label = match (&id, name) {
+                    (Some(id), Some(name)) if !name.is_empty() => format!("agent {name} ({id})"),
+                    (Some(id), _) => format!("agent {id}"),
+                    (None, _) => "runs without a client".to_owned(),
+                };
+                Ok((GroupFilter::Client(id.clone()), id, label))
+            })?
+            .collect()
+        }
+        super::GroupBy::Source => {
+            let mut stmt = conn.prepare(
+                "SELECT DISTINCT r.source_id, m.path, m.resource FROM runs r
+                 LEFT JOIN merge_sources m USING (source_id)
+                 WHERE r.started_at_ns >= ?1 AND r.started_at_ns < ?2",
+            )?;
+            stmt.query_map(window, |r| {
+                let id: Option<i64> = r.get(0)?;
+                let path: Option<String> = r.get(1)?;
+                let resource: Option<String> = r.get(2)?;
+                let pod = resource
+                    .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
+                    .and_then(|v| v.get("k8s.pod.name")?.as_str().map(str::to_owned));
+                let label = match (id, pod, path) {
+                    (None, ..) => "rows written here (not merged)".to_owned(),
+                    (Some(_), Some(pod), Some(path)) => format!("pod {pod} ({path})"),
+                    (Some(_), None, Some(path)) => format!("source {path}"),
+                    (Some(id), ..) => format!("source {id}"),
+                };
+                Ok((GroupFilter::Source(id), id.map(|i| i.to_string()), label))
+            })?
+            .collect()
+        }
+    }
+}
+
 fn unsigned(v: Option<i64>) -> Option<u64> {
     v.and_then(|v| u64::try_from(v).ok())
 }
@@ -128,15 +231,22 @@ pub fn load(
     (since_ns, until_ns): (i64, i64),
     run_id: Option<&str>,
     name: Option<&str>,
+    group: Option<&GroupFilter>,
 ) -> rusqlite::Result<Data> {
-    let (mut snapshots, snapshot_index) = snapshot_figures(conn, since_ns, until_ns)?;
+    let filter = Filter::new(group);
+    let (mut snapshots, snapshot_index) = snapshot_figures(conn, since_ns, until_ns, &filter)?;
     let first_id = snapshot_index.keys().min().copied().unwrap_or(i64::MAX);
     let (agent_gpus, agent_gpus_from) = agent_gpus(conn, first_id, since_ns)?;
     add_gpu_figures(conn, first_id, &agent_gpus, &snapshot_index, &mut snapshots)?;
-    let (names, spans) = span_figures(conn, (since_ns, until_ns, run_id, name), &snapshot_index)?;
+    let (names, spans) = span_figures(
+        conn,
+        (since_ns, until_ns, run_id, name),
+        &filter,
+        &snapshot_index,
+    )?;
     Ok(Data {
-        runs: run_figures(conn, (since_ns, until_ns), run_id)?,
-        gpus: gpu_points(conn, since_ns, until_ns)?,
+        runs: run_figures(conn, (since_ns, until_ns), run_id, &filter)?,
+        gpus: gpu_points(conn, since_ns, until_ns, &filter)?,
         snapshots,
         snapshot_index,
         names,
@@ -151,15 +261,18 @@ fn snapshot_figures(
     conn: &Connection,
     since_ns: i64,
     until_ns: i64,
+    filter: &Filter,
 ) -> rusqlite::Result<(Vec<SnapFigures>, HashMap<i64, u32>)> {
     let mut snapshots = Vec::new();
     let mut snapshot_index = HashMap::new();
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(&format!(
         "SELECT snapshot_id, taken_at_ns, cpu_load_1m, cpu_count, ram_total_bytes,
                 ram_available_bytes, cgroup_memory_limit_bytes, cgroup_memory_used_bytes
-         FROM snapshots WHERE taken_at_ns >= ?1 AND taken_at_ns < ?2 ORDER BY snapshot_id",
-    )?;
-    let mut rows = stmt.query([since_ns, until_ns])?;
+         FROM snapshots WHERE taken_at_ns >= ?1 AND taken_at_ns < ?2 {}
+         ORDER BY snapshot_id",
+        filter.samples("source_id")
+    ))?;
+    let mut rows = stmt.query(rusqlite::params![since_ns, until_ns, filter.value()])?;
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
         let load: Option<f64> = r.get(2)?;
@@ -282,17 +395,25 @@ fn add_gpu_figures(
 fn span_figures(
     conn: &Connection,
     (since_ns, until_ns, run_id, name): (i64, i64, Option<&str>, Option<&str>),
+    filter: &Filter,
     snapshot_index: &HashMap<i64, u32>,
 ) -> rusqlite::Result<(Vec<String>, Vec<SpanFigures>)> {
     let mut names: Vec<String> = Vec::new();
     let mut name_index: HashMap<String, u32> = HashMap::new();
     let mut spans = Vec::new();
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(&format!(
         "SELECT name, status, started_at_ns, ended_at_ns, start_snapshot_id FROM spans
          WHERE ended_at_ns IS NOT NULL AND started_at_ns >= ?1 AND started_at_ns < ?4
-           AND (?2 IS NULL OR run_id = ?2) AND (?3 IS NULL OR name = ?3)",
-    )?;
-    let mut rows = stmt.query(rusqlite::params![since_ns, run_id, name, until_ns])?;
+           AND (?2 IS NULL OR run_id = ?2) AND (?3 IS NULL OR name = ?3) {}",
+        filter.spans()
+    ))?;
+    let mut rows = stmt.query(rusqlite::params![
+        since_ns,
+        run_id,
+        name,
+        until_ns,
+        filter.value()
+    ])?;
     while let Some(r) = rows.next()? {
         let span_name = r.get_ref(0)?.as_str()?;
         let name = match name_index.get(span_name) {
@@ -324,42 +445,53 @@ fn run_figures(
     conn: &Connection,
     (since_ns, until_ns): (i64, i64),
     run_id: Option<&str>,
+    filter: &Filter,
 ) -> rusqlite::Result<Vec<RunFigures>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(&format!(
         "SELECT run_id, name, status, error, started_at_ns, ended_at_ns, end_snapshot_id,
                 ended_by
          FROM runs WHERE started_at_ns >= ?1 AND started_at_ns < ?3
-           AND (?2 IS NULL OR run_id = ?2)
+           AND (?2 IS NULL OR run_id = ?2) {}
          ORDER BY started_at_ns",
-    )?;
+        filter.runs()
+    ))?;
     let runs = stmt
-        .query_map(rusqlite::params![since_ns, run_id, until_ns], |r| {
-            Ok(RunFigures {
-                run_id: r.get(0)?,
-                name: r.get(1)?,
-                status: r.get(2)?,
-                error: r.get(3)?,
-                started_at_ns: r.get(4)?,
-                ended_at_ns: r.get(5)?,
-                end_snapshot_id: r.get(6)?,
-                ended_by: r.get(7)?,
-            })
-        })?
+        .query_map(
+            rusqlite::params![since_ns, run_id, until_ns, filter.value()],
+            |r| {
+                Ok(RunFigures {
+                    run_id: r.get(0)?,
+                    name: r.get(1)?,
+                    status: r.get(2)?,
+                    error: r.get(3)?,
+                    started_at_ns: r.get(4)?,
+                    ended_at_ns: r.get(5)?,
+                    end_snapshot_id: r.get(6)?,
+                    ended_by: r.get(7)?,
+                })
+            },
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(runs)
 }
 
 /// Every readable GPU sample in the window, per GPU in time order.
-fn gpu_points(conn: &Connection, since_ns: i64, until_ns: i64) -> rusqlite::Result<Vec<GpuPoint>> {
-    let mut stmt = conn.prepare(
+fn gpu_points(
+    conn: &Connection,
+    since_ns: i64,
+    until_ns: i64,
+    filter: &Filter,
+) -> rusqlite::Result<Vec<GpuPoint>> {
+    let mut stmt = conn.prepare(&format!(
         "SELECT g.gpu_index, g.uuid, g.name, s.taken_at_ns, g.memory_free_bytes,
                 g.memory_used_bytes, g.memory_total_bytes
          FROM gpu_samples g JOIN snapshots s USING (snapshot_id)
-         WHERE s.taken_at_ns >= ?1 AND s.taken_at_ns < ?2 AND g.state = 'ok'
+         WHERE s.taken_at_ns >= ?1 AND s.taken_at_ns < ?2 AND g.state = 'ok' {}
          ORDER BY g.gpu_index, s.taken_at_ns",
-    )?;
+        filter.samples("s.source_id")
+    ))?;
     let gpus = stmt
-        .query_map([since_ns, until_ns], |r| {
+        .query_map(rusqlite::params![since_ns, until_ns, filter.value()], |r| {
             Ok(GpuPoint {
                 gpu_index: r.get(0)?,
                 uuid: r.get(1)?,

@@ -59,6 +59,69 @@ pub struct Options {
     pub name: Option<String>,
     /// GPU free memory below this is pressure ("OOM soon").
     pub oom_threshold_bytes: u64,
+    /// Only one agent's or one pod's part (see [`build_grouped`]).
+    pub group: Option<GroupFilter>,
+}
+
+/// One agent's or one pod's part of the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupFilter {
+    /// Runs (and their spans) of this client id (`None`: runs without one).
+    Client(Option<String>),
+    /// Rows merged from this source (`runlens merge`; `None`: written here), samples
+    /// included: each pod is judged by its own machine.
+    Source(Option<i64>),
+}
+
+/// What `--by` splits the report by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// Per agent (client id).
+    Client,
+    /// Per pod (`runlens merge` source).
+    Source,
+}
+
+/// The report per agent or per pod.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Grouped {
+    /// What it is split by.
+    pub by: GroupBy,
+    /// One report per group, the busiest (most spans) first.
+    pub groups: Vec<GroupReport>,
+}
+
+/// One group's report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupReport {
+    /// The client id or source id (`null`: none / written here).
+    pub key: Option<String>,
+    /// For a person: the client's name and id, or the pod's name and file.
+    pub label: String,
+    /// The report over this group's part only.
+    pub report: Report,
+}
+
+/// The report split by client or by source: every section per group.
+pub fn build_grouped(
+    conn: &Connection,
+    options: &Options,
+    by: GroupBy,
+) -> rusqlite::Result<Grouped> {
+    let mut groups = Vec::new();
+    for (filter, key, label) in load::groups(conn, options, by)? {
+        let report = build(
+            conn,
+            &Options {
+                group: Some(filter),
+                ..options.clone()
+            },
+        )?;
+        groups.push(GroupReport { key, label, report });
+    }
+    groups.sort_by(|a, b| b.report.spans_analyzed.cmp(&a.report.spans_analyzed));
+    Ok(Grouped { by, groups })
 }
 
 /// Reads the database and computes the report.
@@ -68,6 +131,7 @@ pub fn build(conn: &Connection, options: &Options) -> rusqlite::Result<Report> {
         (options.since_ns, options.until_ns),
         options.run_id.as_deref(),
         options.name.as_deref(),
+        options.group.as_ref(),
     )?;
     Ok(compute::compute(&data, options))
 }

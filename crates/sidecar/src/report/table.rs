@@ -31,6 +31,19 @@ pub fn render(r: &Report) -> String {
     out
 }
 
+/// Every group's report, each under a rule naming the group.
+pub fn render_grouped(g: &super::Grouped) -> String {
+    if g.groups.is_empty() {
+        return "runlens report: no runs in this window\n".to_owned();
+    }
+    let mut out = String::new();
+    for group in &g.groups {
+        let _ = writeln!(out, "\n══ {} ══", group.label);
+        out.push_str(&render(&group.report));
+    }
+    out
+}
+
 /// Column headers.
 fn h(cols: &[&str]) -> Vec<String> {
     cols.iter().map(|c| (*c).to_owned()).collect()

@@ -225,6 +225,7 @@ pub fn run(args: ReportBenchArgs) -> Result<(), Failure> {
         run_id: None,
         name: None,
         oom_threshold_bytes: 500 << 20,
+        group: None,
     };
     let mut times: Vec<Duration> = Vec::new();
     let mut findings = Vec::new();
