@@ -120,7 +120,7 @@ pub fn build_grouped(
         )?;
         groups.push(GroupReport { key, label, report });
     }
-    groups.sort_by(|a, b| b.report.spans_analyzed.cmp(&a.report.spans_analyzed));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.report.spans_analyzed));
     Ok(Grouped { by, groups })
 }
 
