@@ -259,7 +259,11 @@ fn by_client_splits_every_section_per_agent() {
         Duration::from_secs(30),
     );
     assert!(status.success(), "{stderr}");
-    assert_eq!(html.matches("<h1>runlens report: agent example-agent").count(), 2);
+    assert_eq!(
+        html.matches("<h1>runlens report: agent example-agent")
+            .count(),
+        2
+    );
     assert_eq!(html.matches("<html").count(), 1, "one page");
 }
 

@@ -239,3 +239,56 @@ fn to_wire(
         snapshot,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use probe_core::{HostProbe, NoGpu, Sampler};
+
+    use super::*;
+    use crate::store::Writer;
+
+    fn sampler(dir: &tempfile::TempDir) -> (SamplerHandle, Writer, PathBuf) {
+        let path = dir.path().join("a.db");
+        let conn = crate::store::open_for_writing(&path, false, None).unwrap();
+        let writer = Writer::start(conn, None, false, None).unwrap();
+        let sampler = Sampler::new(HostProbe::new().unwrap(), Box::new(NoGpu::new("test")));
+        let handle = SamplerHandle::new(sampler, writer.handle(), 1, Duration::from_millis(100));
+        (handle, writer, path)
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_does_not_read_is_dropped_and_the_hub_then_stops_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sampler, _writer, path) = sampler(&dir);
+        let (_stop, shutdown) = watch::channel(false);
+        let hub = Hub::default();
+        let rows = hub.subscribe(path, sampler.clone(), shutdown.clone());
+        let (tx, mut rx) = mpsc::channel(2);
+        let task = tokio::spawn(watch(
+            rows,
+            sampler,
+            Duration::from_millis(100),
+            0,
+            tx,
+            shutdown,
+        ));
+        // Nobody reads: two states fill the buffer, the third finds it full and the
+        // watcher ends instead of queueing more.
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the watcher gives up")
+            .unwrap();
+        let mut received = 0;
+        while let Ok(state) = rx.try_recv() {
+            assert!(state.is_ok());
+            received += 1;
+        }
+        assert_eq!(received, 2);
+        // With its last watcher gone the hub goes quiet and forgets the state.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(hub.shared.latest.receiver_count(), 0);
+        assert!(hub.shared.latest.borrow().is_none());
+    }
+}
