@@ -229,6 +229,14 @@ fn until_ends_the_window_and_id_lists_are_capped_unless_asked() {
             .len() as u64,
         count
     );
+    // So is the list of likely OOM runs (each with its error text).
+    let oom_count = all["oom"]["likely_oom_runs_count"].as_u64().unwrap();
+    assert!(oom_count > 100, "{oom_count}");
+    assert_eq!(all["oom"]["likely_oom_runs"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        every["oom"]["likely_oom_runs"].as_array().unwrap().len() as u64,
+        oom_count
+    );
 }
 
 #[test]

@@ -213,8 +213,9 @@ pub struct ReportArgs {
     /// moment (an RFC 3339 time such as 2026-12-01T12:00:00Z) [default: now].
     #[arg(long, value_parser = parse_until, value_name = "AGO|TIME")]
     pub until: Option<Until>,
-    /// List every run id in the JSON's OOM section (each GPU's `runs_below`); by default
-    /// the first 100 are listed and `runs_below_count` says how many there are.
+    /// List every run in the JSON's OOM section (each GPU's `runs_below`,
+    /// `likely_oom_runs`, `likely_oom_killed_runs`); by default the first 100 of each are
+    /// listed and a `…_count` says how many there are.
     #[arg(long)]
     pub all_ids: bool,
     /// Every section per agent (`client`) or per pod of a merged database (`source`),

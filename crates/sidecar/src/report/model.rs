@@ -273,11 +273,16 @@ pub struct Oom {
     /// Each GPU and how often it was below the threshold.
     pub gpus: Vec<GpuRisk>,
     /// Failed runs that ended with a GPU below the threshold (at the end, or in the 5 s
-    /// before it).
+    /// before it): the first [`super::MAX_IDS`] unless every one was asked for.
     pub likely_oom_runs: Vec<LikelyOom>,
+    /// How many such runs there are.
+    pub likely_oom_runs_count: usize,
     /// Runs ended by the sidecar because their agent's process died, while RAM or the
-    /// container's memory was nearly full: likely killed by the kernel's OOM killer.
+    /// container's memory was nearly full: likely killed by the kernel's OOM killer (the
+    /// first [`super::MAX_IDS`] unless every one was asked for).
     pub likely_oom_killed_runs: Vec<LikelyOomKilled>,
+    /// How many such runs there are.
+    pub likely_oom_killed_runs_count: usize,
 }
 
 /// A run whose agent process died without ending it, under memory pressure.
@@ -409,19 +414,19 @@ impl Oom {
     /// list longer than the `shown` entries a format prints; empty when all are shown.
     pub fn counts_beyond(&self, shown: usize, threshold_bytes: u64) -> Vec<String> {
         let mut lines = Vec::new();
-        if self.likely_oom_runs.len() > shown {
+        if self.likely_oom_runs_count > shown {
             lines.push(format!(
                 "{} failed runs ended with less than {} MiB GPU memory free: likely OOM \
-                 (the first {shown} below; all in --format json)",
-                self.likely_oom_runs.len(),
+                 (the first {shown} below; all in --format json --all-ids)",
+                self.likely_oom_runs_count,
                 threshold_bytes >> 20
             ));
         }
-        if self.likely_oom_killed_runs.len() > shown {
+        if self.likely_oom_killed_runs_count > shown {
             lines.push(format!(
                 "{} runs lost their agent process under memory pressure: likely OOM kills \
-                 (the first {shown} below; all in --format json)",
-                self.likely_oom_killed_runs.len()
+                 (the first {shown} below; all in --format json --all-ids)",
+                self.likely_oom_killed_runs_count
             ));
         }
         lines

@@ -76,7 +76,7 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
         .collect();
     by_time.sort_unstable();
     let failed = data.runs.iter().filter(|r| r.status == Status::Failed);
-    let likely_oom_runs = failed
+    let likely_oom_runs: Vec<LikelyOom> = failed
         .clone()
         .filter_map(|r| {
             let free = end_window(data, &by_time, r)
@@ -95,7 +95,7 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let likely_oom_killed_runs = failed
+    let likely_oom_killed_runs: Vec<LikelyOomKilled> = failed
         .filter(|r| r.ended_by == Some(EndedBy::ProcessExit))
         .filter_map(|r| {
             let (ram, cgroup) = end_window(data, &by_time, r).fold((None, None), |(ram, cg), s| {
@@ -115,10 +115,13 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
             })
         })
         .collect();
+    let keep = if cap_ids { MAX_IDS } else { usize::MAX };
     Oom {
         gpus,
-        likely_oom_runs,
-        likely_oom_killed_runs,
+        likely_oom_runs_count: likely_oom_runs.len(),
+        likely_oom_killed_runs_count: likely_oom_killed_runs.len(),
+        likely_oom_runs: likely_oom_runs.into_iter().take(keep).collect(),
+        likely_oom_killed_runs: likely_oom_killed_runs.into_iter().take(keep).collect(),
     }
 }
 
