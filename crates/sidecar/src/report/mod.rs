@@ -13,6 +13,8 @@ mod oom;
 pub mod stats;
 mod svg;
 pub mod table;
+#[cfg(test)]
+mod tests;
 
 use rusqlite::Connection;
 

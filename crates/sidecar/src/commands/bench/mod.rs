@@ -12,7 +12,7 @@ mod idle;
 mod ingest;
 mod metrics;
 mod otlp;
-mod report;
+pub mod report;
 mod sample;
 mod soak;
 mod support;

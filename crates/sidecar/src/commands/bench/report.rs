@@ -36,19 +36,33 @@ impl Rng {
     }
 }
 
+/// The seed of the history `runlens bench report` builds.
+const SEED: u64 = 0x5eed_1234_abcd_ef01;
+
 /// Writes the synthetic history into a new database at `db`.
 pub fn build_history(db: &std::path::Path, spans: u64, effect: Effect) -> Result<(), String> {
+    build_history_seeded(db, spans, effect, SEED)
+}
+
+/// The same with another seed: another history of the same shape (for tests over many).
+pub fn build_history_seeded(
+    db: &std::path::Path,
+    spans: u64,
+    effect: Effect,
+    seed: u64,
+) -> Result<(), String> {
     let mut conn = store::open_for_writing(db, false, None).map_err(|e| e.to_string())?;
-    write_history(&mut conn, spans, effect).map_err(|e| e.to_string())
+    write_history(&mut conn, spans, effect, seed).map_err(|e| e.to_string())
 }
 
 fn write_history(
     conn: &mut rusqlite::Connection,
     spans: u64,
     effect: Effect,
+    seed: u64,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let mut rng = Rng(seed.max(1));
     let snapshots = (spans / 10).max(10);
     let base: i64 = 1_700_000_000_000_000_000;
     let step: i64 = 100_000_000; // 100 ms between snapshots
