@@ -368,19 +368,27 @@ fn conclude(args: &SoakBenchArgs, series: &[Point], duration: Duration) -> Resul
     Ok(())
 }
 
-/// (runs stored, spans stored, runs pruned, spans pruned), read so that pruning did not
-/// move between the scrape and the count.
+/// (runs stored, spans stored, runs pruned, spans pruned), read in a quiet moment:
+/// retention keeps pruning (its window keeps moving), and a step's counter is raised a
+/// moment after its deletions commit (the retention task hears of them from the writer).
+/// So the counts and the counter must both stay the same over half a second, longer than
+/// any such moment; a count taken mid-step would look like lost data.
 fn consistent_counts(db: &Path, metrics: &str) -> Result<(u64, u64, u64, u64), Failure> {
     let stored = StoredDb::open(db)?;
+    let counts = || -> Result<(i64, i64), Failure> {
+        Ok((
+            stored.count("SELECT count(*) FROM runs")?,
+            stored.count("SELECT count(*) FROM spans")?,
+        ))
+    };
     for _ in 0..50 {
         let before = pruned(metrics)?;
-        let runs = stored.count("SELECT count(*) FROM runs")?;
-        let spans = stored.count("SELECT count(*) FROM spans")?;
-        if pruned(metrics)? == before {
+        let (runs, spans) = counts()?;
+        std::thread::sleep(Duration::from_millis(500));
+        if counts()? == (runs, spans) && pruned(metrics)? == before {
             let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
             return Ok((as_u64(runs), as_u64(spans), before.0, before.1));
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
     Err(Failure::new(
         FAILURE,
