@@ -201,7 +201,7 @@ class Stress(unittest.TestCase):
             client = Client(s.addr, flush_at_exit=0)
             span_around_load(client, "ram",
                              [RUNLENS, "stress", "ram", "--mib", "1024", "--seconds", "6"],
-                             "holding", before=0.3)
+                             "holding", before=0.3, after=0.05)
             delta = one(s.db, "select delta_ram_used_bytes from span_resources where name = 'ram'")
             # Host-wide RAM: whatever else runs on the machine frees or takes memory in the
             # same seconds (a fresh-clone CI run saw 895 MiB for the 1024 MiB held), so ask
@@ -237,7 +237,10 @@ class FakeGpuStress(unittest.TestCase):
                                   os.path.join(os.path.dirname(HERE), "gpu_stress.py"),
                                   "--mib", "8192", "--seconds", "3", "--device", "2",
                                   "--fake-scenario", scenario],
-                                 "holding")
+                                 # A fresh request may share a sample up to 10 ms old
+                                 # (README): end the span after that, or its end can be
+                                 # the sample taken just before the allocation.
+                                 "holding", after=0.05)
                 delta = one(s.db, "select delta_gpu_memory_used_bytes from span_resources "
                                   "where name = 'alloc'")
                 self.assertEqual(delta, 8192 * MIB)
