@@ -123,6 +123,22 @@ impl RunlensService {
         }
     }
 
+    /// A watch rpc's `interval_ms`: 0 is the sampling interval; under
+    /// [`MIN_WATCH_INTERVAL`] is refused.
+    fn watch_interval(&self, interval_ms: u32) -> Result<Duration, Status> {
+        let interval = match interval_ms {
+            0 => self.sampler.interval(),
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        if interval < MIN_WATCH_INTERVAL {
+            return Err(Status::invalid_argument(format!(
+                "interval_ms must be at least {} (or 0 for the sidecar's interval)",
+                MIN_WATCH_INTERVAL.as_millis()
+            )));
+        }
+        Ok(interval)
+    }
+
     /// Starts ending the open runs of session clients that are gone (process exited, or
     /// no session for `client_timeout`), first adopting the clients that the database
     /// shows with runs open from before this start. Runs until shutdown.
@@ -377,16 +393,7 @@ impl Runlens for RunlensService {
         &self,
         request: Request<pb::WatchSnapshotsRequest>,
     ) -> Result<Response<Self::WatchSnapshotsStream>, Status> {
-        let interval = match request.into_inner().interval_ms {
-            0 => self.sampler.interval(),
-            ms => Duration::from_millis(u64::from(ms)),
-        };
-        if interval < MIN_WATCH_INTERVAL {
-            return Err(Status::invalid_argument(format!(
-                "interval_ms must be at least {} (or 0 for the sidecar's interval)",
-                MIN_WATCH_INTERVAL.as_millis()
-            )));
-        }
+        let interval = self.watch_interval(request.into_inner().interval_ms)?;
         // A small buffer per subscriber; a slow subscriber misses samples rather than
         // holding up the sampler or other subscribers.
         let (tx, rx) = mpsc::channel(4);
@@ -421,16 +428,7 @@ impl Runlens for RunlensService {
         request: Request<pb::WatchActivityRequest>,
     ) -> Result<Response<Self::WatchActivityStream>, Status> {
         let request = request.into_inner();
-        let interval = match request.interval_ms {
-            0 => self.sampler.interval(),
-            ms => Duration::from_millis(u64::from(ms)),
-        };
-        if interval < MIN_WATCH_INTERVAL {
-            return Err(Status::invalid_argument(format!(
-                "interval_ms must be at least {} (or 0 for the sidecar's interval)",
-                MIN_WATCH_INTERVAL.as_millis()
-            )));
-        }
+        let interval = self.watch_interval(request.interval_ms)?;
         // Two states of room: a watcher further behind is dropped (the stream ends).
         let (tx, rx) = mpsc::channel(2);
         let drain = self.drain.upgrade();

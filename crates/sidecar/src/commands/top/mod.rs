@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use ratatui::Terminal;
-use ratatui::backend::{CrosstermBackend, TestBackend};
+use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::{execute, terminal};
 use runlens_api::pb;
@@ -190,18 +190,8 @@ async fn one_frame(mut view: View, mut rx: watch::Receiver<Latest>) -> Result<()
             .unwrap_or(default)
     };
     let (width, height) = (size("COLUMNS", 100), size("LINES", 40));
-    let mut terminal = Terminal::new(TestBackend::new(width, height))
+    let text = view::render_text(&view, width, height)
         .map_err(|e| Failure::new(FAILURE, e.to_string()))?;
-    terminal
-        .draw(|f| view.draw(f))
-        .map_err(|e| Failure::new(FAILURE, e.to_string()))?;
-    let buffer = terminal.backend().buffer();
-    let mut text = String::new();
-    for y in 0..height {
-        let line: String = (0..width).map(|x| buffer[(x, y)].symbol()).collect();
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
     crate::format::emit(text.trim_end())
 }
 

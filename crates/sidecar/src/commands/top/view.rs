@@ -13,6 +13,21 @@ use runlens_api::pb;
 
 use crate::format::bytes;
 
+/// The view drawn at `width`×`height` as plain text, one line per row, trailing spaces
+/// trimmed: the one-frame output and the tests read the same screen.
+pub fn render_text(view: &View, width: u16, height: u16) -> std::io::Result<String> {
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, height))?;
+    terminal.draw(|f| view.draw(f))?;
+    let buffer = terminal.backend().buffer();
+    Ok((0..height)
+        .map(|y| {
+            let line: String = (0..width).map(|x| buffer[(x, y)].symbol()).collect();
+            line.trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
 /// How open runs are ordered (`s` cycles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sort {
@@ -685,8 +700,6 @@ fn elapsed(now_ns: i64, since_ns: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ratatui::Terminal;
-    use ratatui::backend::TestBackend;
 
     fn activity() -> pb::Activity {
         let gpu = |index: u32, free_gib: u64| pb::GpuResources {
@@ -745,17 +758,7 @@ mod tests {
     }
 
     fn text(view: &View, width: u16, height: u16) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-        terminal.draw(|f| view.draw(f)).unwrap();
-        let buffer = terminal.backend().buffer().clone();
-        (0..height)
-            .map(|y| {
-                (0..width)
-                    .map(|x| buffer[(x, y)].symbol().to_owned())
-                    .collect::<String>()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        render_text(view, width, height).unwrap()
     }
 
     #[test]
