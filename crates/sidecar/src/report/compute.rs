@@ -1,8 +1,8 @@
 //! From the loaded figures to a [`Report`]: latency, context, correlations and pressure
 //! per step, and the chart series. The OOM section is `oom.rs`'s.
 
-use super::load::{self, Data, SnapFigures};
-use super::stats::{self, sorted_percentile, spearman};
+use super::load::{Data, SnapFigures, SpanFigures};
+use super::ranks::{self, DenseRanks, Scratch, StepOrder};
 use super::*;
 use crate::domain::Status;
 
@@ -14,154 +14,95 @@ fn every<T: Clone>(items: &[T], max: usize) -> Vec<T> {
     items.iter().step_by(step).cloned().collect()
 }
 
-fn group(durations: &mut [f64], failures: usize) -> Group {
-    durations.sort_unstable_by(f64::total_cmp);
-    let n = durations.len();
-    Group {
-        n,
-        p50_ms: sorted_percentile(durations, 0.5),
-        p95_ms: sorted_percentile(durations, 0.95),
-        failure_rate: (n > 0).then(|| failures as f64 / n as f64),
+/// The spans under pressure and the others: size, failure rate and percentiles each.
+fn pressure_groups(order: &StepOrder, spans: &[SpanFigures], under: &[bool]) -> [Group; 2] {
+    let [under_p, normal_p] = order.split_percentiles([0.5, 0.95], under);
+    let mut counts = [(0usize, 0usize); 2];
+    for (s, &u) in spans.iter().zip(under) {
+        let c = &mut counts[usize::from(!u)];
+        c.0 += 1;
+        c.1 += usize::from(s.failed);
     }
+    let group = |(n, failures): (usize, usize), [p50_ms, p95_ms]: [Option<f64>; 2]| Group {
+        n,
+        p50_ms,
+        p95_ms,
+        failure_rate: (n > 0).then(|| failures as f64 / n as f64),
+    };
+    [group(counts[0], under_p), group(counts[1], normal_p)]
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    stats::percentile(&mut v, 0.5)
+/// What every step's figures are computed against.
+struct Shared<'a> {
+    data: &'a Data,
+    /// Each resource ranked once over the snapshots.
+    resources: Vec<DenseRanks>,
+    /// Per snapshot: under pressure.
+    pressed: Vec<bool>,
+    /// "GPU n" or "the tightest GPU", "the busiest GPU" (bandwidth, tensor).
+    labels: [String; 3],
+}
+
+/// One step's part of each section.
+struct StepFigures {
+    latency: Latency,
+    context: Context,
+    correlations: Vec<Correlation>,
+    findings: Vec<String>,
+    pressure: Pressure,
+    scatter: Option<Scatter>,
 }
 
 pub(super) fn compute(data: &Data, options: &Options) -> Report {
     let threshold = options.oom_threshold_bytes;
-    let mut by_name: Vec<Vec<usize>> = vec![Vec::new(); data.names.len()];
-    for (i, s) in data.spans.iter().enumerate() {
-        by_name[s.name as usize].push(i);
-    }
-    let tightest_label = gpu_label(
-        &data.snapshots,
-        |s| s.gpu_free_min_index,
-        "the tightest GPU",
-    );
-    let bandwidth_label = gpu_label(
-        &data.snapshots,
-        |s| s.gpu_dram_bandwidth_max.map(|(_, i)| i),
-        "the busiest GPU",
-    );
-    let tensor_label = gpu_label(
-        &data.snapshots,
-        |s| s.gpu_tensor_active_max.map(|(_, i)| i),
-        "the busiest GPU",
-    );
+    let shared = Shared {
+        data,
+        resources: RESOURCES
+            .iter()
+            .map(|r| DenseRanks::new(data.snapshots.iter().map(|s| r.value(s))))
+            .collect(),
+        pressed: data
+            .snapshots
+            .iter()
+            .map(|s| under_pressure(s, threshold))
+            .collect(),
+        labels: [
+            gpu_label(
+                &data.snapshots,
+                |s| s.gpu_free_min_index,
+                "the tightest GPU",
+            ),
+            gpu_label(
+                &data.snapshots,
+                |s| s.gpu_dram_bandwidth_max.map(|(_, i)| i),
+                "the busiest GPU",
+            ),
+            gpu_label(
+                &data.snapshots,
+                |s| s.gpu_tensor_active_max.map(|(_, i)| i),
+                "the busiest GPU",
+            ),
+        ],
+    };
+    let steps = every_step(&shared);
     let mut latency = Vec::new();
     let mut context = Vec::new();
     let mut correlations = Vec::new();
     let mut findings = Vec::new();
     let mut pressure = Vec::new();
     let mut scatter = Vec::new();
-    for (name_idx, members) in by_name.iter().enumerate() {
-        let name = &data.names[name_idx];
-        let spans: Vec<&load::SpanFigures> = members.iter().map(|&i| &data.spans[i]).collect();
-        let failures = spans.iter().filter(|s| s.failed).count();
-        let mut durations: Vec<f64> = spans.iter().map(|s| s.duration_ms).collect();
-        let all = group(&mut durations, failures);
-        latency.push(Latency {
-            name: name.clone(),
-            count: spans.len(),
-            failures,
-            failure_rate: all.failure_rate.unwrap_or(0.0),
-            p50_ms: all.p50_ms.unwrap_or(0.0),
-            p95_ms: all.p95_ms.unwrap_or(0.0),
-            p99_ms: sorted_percentile(&durations, 0.99).unwrap_or(0.0),
-        });
-        let snap = |s: &load::SpanFigures| s.snapshot.map(|i| &data.snapshots[i as usize]);
-        let figures = |r: Resource| -> Vec<(f64, f64)> {
-            spans
-                .iter()
-                .filter_map(|s| Some((r.value(snap(s)?)?, s.duration_ms)))
-                .filter(|(v, _)| v.is_finite())
-                .collect()
-        };
-        let mut medians = [None; RESOURCES.len()];
-        for (k, resource) in RESOURCES.iter().enumerate() {
-            let pairs = figures(*resource);
-            medians[k] = median(pairs.iter().map(|p| p.0).collect());
-            if pairs.len() < 3 {
-                continue;
-            }
-            let (x, y): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
-            let Some(rho) = spearman(&x, &y) else {
-                continue;
-            };
-            let strong = rho.abs() >= MIN_RHO && pairs.len() >= MIN_N;
-            if strong {
-                findings.push(format!(
-                    "{name} is slower when {}: ρ = {:.2}, n = {}",
-                    resource.phrase(
-                        rho,
-                        match resource {
-                            Resource::GpuDramBandwidth => &bandwidth_label,
-                            Resource::GpuTensorActive => &tensor_label,
-                            _ => &tightest_label,
-                        }
-                    ),
-                    rho,
-                    pairs.len()
-                ));
-            }
-            correlations.push(Correlation {
-                name: name.clone(),
-                resource: *resource,
-                rho,
-                n: pairs.len(),
-                strong,
-            });
-            if *resource == Resource::GpuFreeMemory {
-                scatter.push(Scatter {
-                    name: name.clone(),
-                    points: every(&pairs, CHART_POINTS * 2)
-                        .into_iter()
-                        .map(|(free, d)| (free / MIB, d))
-                        .collect(),
-                });
-            }
-        }
-        context.push(Context {
-            name: name.clone(),
-            n: spans.iter().filter(|s| s.snapshot.is_some()).count(),
-            gpu_free_min_mib_p50: medians[0].map(|b| b / MIB),
-            gpu_utilization_p50: medians[1],
-            cpu_load_per_core_p50: medians[2],
-            ram_headroom_ratio_p50: medians[3],
-            cgroup_headroom_ratio_p50: medians[4],
-            gpu_dram_bandwidth_p50: medians[5],
-            gpu_tensor_active_p50: medians[6],
-        });
-        let (mut under, mut normal) = (Vec::new(), Vec::new());
-        let (mut under_failed, mut normal_failed) = (0, 0);
-        for s in &spans {
-            if snap(s).is_some_and(|f| under_pressure(f, threshold)) {
-                under.push(s.duration_ms);
-                under_failed += usize::from(s.failed);
-            } else {
-                normal.push(s.duration_ms);
-                normal_failed += usize::from(s.failed);
-            }
-        }
-        let under = group(&mut under, under_failed);
-        let normal = group(&mut normal, normal_failed);
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-            _ => None,
-        };
-        pressure.push(Pressure {
-            name: name.clone(),
-            p50_ratio: ratio(under.p50_ms, normal.p50_ms),
-            p95_ratio: ratio(under.p95_ms, normal.p95_ms),
-            under_pressure: under,
-            no_pressure: normal,
-        });
+    for step in steps {
+        latency.push(step.latency);
+        context.push(step.context);
+        correlations.extend(step.correlations);
+        findings.extend(step.findings);
+        pressure.push(step.pressure);
+        scatter.extend(step.scatter);
     }
     latency.sort_by(|a, b| b.p95_ms.total_cmp(&a.p95_ms));
     let oom = super::oom::oom(data, threshold, !options.all_ids);
     let charts = charts(data, scatter);
+    let spans_analyzed = data.spans.iter().map(Vec::len).sum();
     Report {
         generated_at_ns: probe_core::unix_now_ns(),
         window: Window {
@@ -171,7 +112,7 @@ pub(super) fn compute(data: &Data, options: &Options) -> Report {
             name: options.name.clone(),
         },
         oom_threshold_bytes: threshold,
-        spans_analyzed: data.spans.len(),
+        spans_analyzed,
         runs_analyzed: data.runs.len(),
         snapshots_analyzed: data.snapshots.len(),
         agent_gpus: data.agent_gpus.clone(),
@@ -184,6 +125,152 @@ pub(super) fn compute(data: &Data, options: &Options) -> Report {
         oom,
         charts,
     }
+}
+
+/// Every step's figures, in the order of `data.names`: steps are independent, so two
+/// threads share them when the machine has two cores (the larger steps first).
+fn every_step(shared: &Shared) -> Vec<StepFigures> {
+    let data = shared.data;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    if threads < 2 || data.names.len() < 2 {
+        return (0..data.names.len()).map(|i| step(shared, i)).collect();
+    }
+    let mut by_size: Vec<usize> = (0..data.names.len()).collect();
+    by_size.sort_by_key(|&i| std::cmp::Reverse(data.spans[i].len()));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&i) = by_size.get(k) else {
+                return done;
+            };
+            done.push((i, step(shared, i)));
+        }
+    };
+    let mut done = std::thread::scope(|scope| {
+        let other = scope.spawn(work);
+        let mut done = work();
+        // A panic there is a bug here: pass it on as it is.
+        done.extend(
+            other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        );
+        done
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, step)| step).collect()
+}
+
+/// Step `index`'s latency, context, correlations (and findings), pressure and scatter.
+fn step(shared: &Shared, index: usize) -> StepFigures {
+    let data = shared.data;
+    let (name, spans) = (&data.names[index], &data.spans[index]);
+    let order = StepOrder::new(spans);
+    let failures = spans.iter().filter(|s| s.failed).count();
+    let [p50, p95, p99] = order.percentiles([0.5, 0.95, 0.99]);
+    let latency = Latency {
+        name: name.clone(),
+        count: spans.len(),
+        failures,
+        failure_rate: if spans.is_empty() {
+            0.0
+        } else {
+            failures as f64 / spans.len() as f64
+        },
+        p50_ms: p50.unwrap_or(0.0),
+        p95_ms: p95.unwrap_or(0.0),
+        p99_ms: p99.unwrap_or(0.0),
+    };
+    let mut scratch = Scratch::default();
+    let (mut correlations, mut findings, mut scatter) = (Vec::new(), Vec::new(), None);
+    let mut medians = [None; RESOURCES.len()];
+    for (k, (resource, ranks)) in RESOURCES.iter().zip(&shared.resources).enumerate() {
+        if ranks.is_empty() {
+            continue;
+        }
+        let against = ranks::against(spans, &order, ranks, &mut scratch);
+        medians[k] = against.median;
+        let Some(rho) = against.rho else {
+            continue;
+        };
+        let n = against.n;
+        let strong = rho.abs() >= MIN_RHO && n >= MIN_N;
+        if strong {
+            let gpu = match resource {
+                Resource::GpuDramBandwidth => &shared.labels[1],
+                Resource::GpuTensorActive => &shared.labels[2],
+                _ => &shared.labels[0],
+            };
+            findings.push(format!(
+                "{name} is slower when {}: ρ = {rho:.2}, n = {n}",
+                resource.phrase(rho, gpu)
+            ));
+        }
+        correlations.push(Correlation {
+            name: name.clone(),
+            resource: *resource,
+            rho,
+            n,
+            strong,
+        });
+        if *resource == Resource::GpuFreeMemory {
+            scatter = Some(Scatter {
+                name: name.clone(),
+                points: free_memory_points(data, spans, n),
+            });
+        }
+    }
+    let context = Context {
+        name: name.clone(),
+        n: spans.iter().filter(|s| s.snapshot().is_some()).count(),
+        gpu_free_min_mib_p50: medians[0].map(|b| b / MIB),
+        gpu_utilization_p50: medians[1],
+        cpu_load_per_core_p50: medians[2],
+        ram_headroom_ratio_p50: medians[3],
+        cgroup_headroom_ratio_p50: medians[4],
+        gpu_dram_bandwidth_p50: medians[5],
+        gpu_tensor_active_p50: medians[6],
+    };
+    let under: Vec<bool> = spans
+        .iter()
+        .map(|s| s.snapshot().is_some_and(|p| shared.pressed[p as usize]))
+        .collect();
+    let [under_pressure, no_pressure] = pressure_groups(&order, spans, &under);
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let pressure = Pressure {
+        name: name.clone(),
+        p50_ratio: ratio(under_pressure.p50_ms, no_pressure.p50_ms),
+        p95_ratio: ratio(under_pressure.p95_ms, no_pressure.p95_ms),
+        under_pressure,
+        no_pressure,
+    };
+    StepFigures {
+        latency,
+        context,
+        correlations,
+        findings,
+        pressure,
+        scatter,
+    }
+}
+
+/// (GPU free MiB, duration ms) of every `n / 1200`th of the `n` spans whose start
+/// snapshot knows the tightest GPU's free memory, in the order read.
+fn free_memory_points(data: &Data, spans: &[SpanFigures], n: usize) -> Vec<(f64, f64)> {
+    let step = n.div_ceil(CHART_POINTS * 2).max(1);
+    spans
+        .iter()
+        .filter_map(|s| {
+            let free = Resource::GpuFreeMemory.value(&data.snapshots[s.snapshot()? as usize])?;
+            free.is_finite().then_some((free / MIB, s.duration_ms))
+        })
+        .step_by(step)
+        .collect()
 }
 
 fn under_pressure(f: &SnapFigures, threshold: u64) -> bool {
@@ -239,23 +326,26 @@ fn charts(data: &Data, scatter: Vec<Scatter>) -> Charts {
         .iter()
         .filter_map(|s| Some((s.taken_at_ns, s.cpu_load_per_core?)))
         .collect();
+    // Only the runs shown are copied (every n/400th: the same as `every`).
+    let runs_step = data.runs.len().div_ceil(400).max(1);
     let runs: Vec<(i64, i64, bool, String, String)> = data
         .runs
         .iter()
+        .step_by(runs_step)
         .map(|r| {
             (
                 r.started_at_ns,
                 r.ended_at_ns.unwrap_or(r.started_at_ns),
                 r.status == Status::Failed,
-                r.name.clone(),
-                r.run_id.clone(),
+                r.name.to_string(),
+                r.run_id.to_string(),
             )
         })
         .collect();
     Charts {
         gpu_memory,
         cpu_load: every(&cpu, CHART_POINTS),
-        runs: every(&runs, 400),
+        runs,
         scatter,
     }
 }

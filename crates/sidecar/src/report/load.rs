@@ -1,6 +1,7 @@
 //! Reads what the report needs from the database in a few flat queries.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rusqlite::Connection;
 
@@ -30,32 +31,91 @@ pub struct SnapFigures {
     pub gpu_tensor_active_max: Option<(f64, u32)>,
 }
 
-/// A finished span, reduced to what the latency and correlation figures use.
-#[derive(Debug, Clone)]
+/// A finished span, reduced to what the latency and correlation figures use (16 bytes:
+/// ten million of them are read at fleet scale).
+#[derive(Debug, Clone, Copy)]
 pub struct SpanFigures {
-    /// Index into the report's name list.
-    pub name: u32,
-    /// Ended as failed.
-    pub failed: bool,
     /// Duration in milliseconds.
     pub duration_ms: f64,
-    /// Index into the snapshot list, if its start snapshot is known.
-    pub snapshot: Option<u32>,
+    /// Position of its start snapshot in the snapshot list, [`SpanFigures::NO_SNAPSHOT`]
+    /// when not known.
+    snapshot: u32,
+    /// Ended as failed.
+    pub failed: bool,
 }
 
-/// A run in the window.
+impl SpanFigures {
+    const NO_SNAPSHOT: u32 = u32::MAX;
+
+    /// A span of `duration_ms` that started at snapshot position `snapshot`.
+    pub fn new(duration_ms: f64, failed: bool, snapshot: Option<u32>) -> Self {
+        Self {
+            duration_ms,
+            snapshot: snapshot.unwrap_or(Self::NO_SNAPSHOT),
+            failed,
+        }
+    }
+
+    /// Position of its start snapshot, if known.
+    pub fn snapshot(&self) -> Option<u32> {
+        (self.snapshot != Self::NO_SNAPSHOT).then_some(self.snapshot)
+    }
+}
+
+/// Snapshot id → position in the snapshot list, for ids added in ascending order. Ids
+/// are usually consecutive (one writer numbers them), so the position is then the id's
+/// offset from the first; otherwise a binary search. A hash map of a million ids cost
+/// about 40 MB and a hash per span.
+#[derive(Debug, Default)]
+pub struct SnapshotIndex {
+    ids: Vec<i64>,
+    /// Every id is `ids[0] + position`.
+    dense: bool,
+}
+
+impl SnapshotIndex {
+    /// Adds the next snapshot id (greater than every id before it); returns its position.
+    pub fn push(&mut self, id: i64) -> u32 {
+        debug_assert!(self.ids.last().is_none_or(|&last| last < id));
+        self.dense = match (self.ids.first(), self.ids.len()) {
+            (None, _) => true,
+            (Some(&first), n) => self.dense && first.checked_add(n as i64) == Some(id),
+        };
+        self.ids.push(id);
+        u32::try_from(self.ids.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    /// The position of snapshot `id`, if it was added.
+    pub fn get(&self, id: i64) -> Option<u32> {
+        let position = if self.dense {
+            let offset = usize::try_from(id.checked_sub(*self.ids.first()?)?).ok()?;
+            (offset < self.ids.len()).then_some(offset)?
+        } else {
+            self.ids.binary_search(&id).ok()?
+        };
+        u32::try_from(position).ok()
+    }
+
+    /// The smallest id added.
+    pub fn first(&self) -> Option<i64> {
+        self.ids.first().copied()
+    }
+}
+
+/// A run in the window (a million of them at fleet scale: the id is one allocation, the
+/// name shared by every run of that name).
 #[derive(Debug, Clone)]
 pub struct RunFigures {
     /// Id.
-    pub run_id: String,
+    pub run_id: Box<str>,
     /// Name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Where it is in its life.
     pub status: Status,
     /// Who ended it (`None` while running).
     pub ended_by: Option<EndedBy>,
     /// Error text.
-    pub error: Option<String>,
+    pub error: Option<Box<str>>,
     /// Start.
     pub started_at_ns: i64,
     /// End (or now for a running run).
@@ -64,15 +124,11 @@ pub struct RunFigures {
     pub end_snapshot_id: Option<i64>,
 }
 
-/// One GPU sample with its time.
+/// One GPU sample with its time (its GPU's names are in [`Data::gpu_names`]).
 #[derive(Debug, Clone)]
 pub struct GpuPoint {
     /// GPU index.
     pub gpu_index: u32,
-    /// UUID.
-    pub uuid: Option<String>,
-    /// Product name.
-    pub name: Option<String>,
     /// When.
     pub taken_at_ns: i64,
     /// Free memory.
@@ -83,20 +139,33 @@ pub struct GpuPoint {
     pub total_bytes: Option<u64>,
 }
 
+/// A GPU's UUID and product name, from its latest sample in the window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuNames {
+    /// GPU index.
+    pub gpu_index: u32,
+    /// UUID.
+    pub uuid: Option<String>,
+    /// Product name.
+    pub name: Option<String>,
+}
+
 /// What the report reads.
 pub struct Data {
     /// Snapshot figures, indexed by position.
     pub snapshots: Vec<SnapFigures>,
     /// Snapshot id → position.
-    pub snapshot_index: HashMap<i64, u32>,
+    pub snapshot_index: SnapshotIndex,
     /// Distinct span names.
     pub names: Vec<String>,
-    /// Finished spans.
-    pub spans: Vec<SpanFigures>,
+    /// Finished spans per name (same index as `names`), each name's in the order read.
+    pub spans: Vec<Vec<SpanFigures>>,
     /// Runs.
     pub runs: Vec<RunFigures>,
     /// GPU samples in time order per GPU.
     pub gpus: Vec<GpuPoint>,
+    /// Each GPU's names, by index.
+    pub gpu_names: Vec<GpuNames>,
     /// The GPUs the agents use (empty: unknown, all GPUs count).
     pub agent_gpus: Vec<u32>,
     /// How `agent_gpus` was known.
@@ -226,6 +295,10 @@ fn unsigned(v: Option<i64>) -> Option<u64> {
 }
 
 /// Reads everything from `since_ns` on (optionally one run, one span name).
+///
+/// The spans, most of the reading, are read on a second connection in a thread of their
+/// own while this one reads snapshots, GPU samples and runs. Without a file to open again (an in-memory
+/// database) everything is read here, one after the other.
 pub fn load(
     conn: &Connection,
     (since_ns, until_ns): (i64, i64),
@@ -234,19 +307,61 @@ pub fn load(
     group: Option<&GroupFilter>,
 ) -> rusqlite::Result<Data> {
     let filter = Filter::new(group);
-    let (mut snapshots, snapshot_index) = snapshot_figures(conn, since_ns, until_ns, &filter)?;
-    let first_id = snapshot_index.keys().min().copied().unwrap_or(i64::MAX);
-    let (agent_gpus, agent_gpus_from) = agent_gpus(conn, first_id, since_ns)?;
-    add_gpu_figures(conn, first_id, &agent_gpus, &snapshot_index, &mut snapshots)?;
-    let (names, spans) = span_figures(
-        conn,
-        (since_ns, until_ns, run_id, name),
-        &filter,
-        &snapshot_index,
+    let span_query = (since_ns, until_ns, run_id, name);
+    let path = conn.path().filter(|p| !p.is_empty());
+    // Span snapshot ids are kept as offsets from the smallest id, known before the
+    // snapshots are read, and turned into positions once they are.
+    let base: i64 = conn.query_row(
+        "SELECT coalesce(min(snapshot_id), 0) FROM snapshots",
+        [],
+        |r| r.get(0),
     )?;
+    let (read, rest) = std::thread::scope(|scope| {
+        let spans_thread = path.map(|path| {
+            let filter = Filter::new(group);
+            scope.spawn(move || {
+                let conn = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                span_figures(&conn, span_query, &filter, Positions::OffsetFrom(base))
+            })
+        });
+        // Meanwhile, everything else (none of it needs the spans).
+        let the_rest = || -> rusqlite::Result<_> {
+            let (mut snapshots, index) = snapshot_figures(conn, since_ns, until_ns, &filter)?;
+            let first_id = index.first().unwrap_or(i64::MAX);
+            let agent = agent_gpus(conn, first_id, since_ns)?;
+            let gpus = gpu_figures(conn, first_id, &agent.0, &index, &mut snapshots)?;
+            let runs = run_figures(conn, (since_ns, until_ns), run_id, &filter)?;
+            Ok((snapshots, index, agent, gpus, runs))
+        };
+        let the_rest = the_rest();
+        let read = match spans_thread {
+            // A panic there is a bug here: pass it on as it is.
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => Ok(None),
+        };
+        the_rest.map(|rest| (read, rest))
+    })?;
+    let (snapshots, snapshot_index, (agent_gpus, agent_gpus_from), (gpus, gpu_names), runs) = rest;
+    let (names, spans) = match read? {
+        Some((names, mut spans)) => {
+            to_positions(&mut spans, base, &snapshot_index);
+            (names, spans)
+        }
+        // No second connection, or an offset too far to keep: read them here.
+        None => span_figures(conn, span_query, &filter, Positions::Index(&snapshot_index))?
+            .unwrap_or_default(),
+    };
     Ok(Data {
-        runs: run_figures(conn, (since_ns, until_ns), run_id, &filter)?,
-        gpus: gpu_points(conn, since_ns, until_ns, &filter)?,
+        runs,
+        gpus,
+        gpu_names,
         snapshots,
         snapshot_index,
         names,
@@ -256,15 +371,38 @@ pub fn load(
     })
 }
 
+/// The distinct step names and each one's finished spans.
+type StepSpans = (Vec<String>, Vec<Vec<SpanFigures>>);
+
+/// How [`span_figures`] keeps a span's start snapshot.
+#[derive(Clone, Copy)]
+enum Positions<'a> {
+    /// As its position, from the snapshots already read.
+    Index(&'a SnapshotIndex),
+    /// As its id's offset from this id, for [`to_positions`] once the snapshots are read.
+    OffsetFrom(i64),
+}
+
+/// Turns spans' snapshot offsets from `base` into positions (or none, for a snapshot
+/// outside the window).
+fn to_positions(spans: &mut [Vec<SpanFigures>], base: i64, index: &SnapshotIndex) {
+    for span in spans.iter_mut().flatten() {
+        let position = span
+            .snapshot()
+            .and_then(|offset| index.get(base + i64::from(offset)));
+        *span = SpanFigures::new(span.duration_ms, span.failed, position);
+    }
+}
+
 /// Host and cgroup figures of every snapshot from `since_ns` on, and id → position.
 fn snapshot_figures(
     conn: &Connection,
     since_ns: i64,
     until_ns: i64,
     filter: &Filter,
-) -> rusqlite::Result<(Vec<SnapFigures>, HashMap<i64, u32>)> {
+) -> rusqlite::Result<(Vec<SnapFigures>, SnapshotIndex)> {
     let mut snapshots = Vec::new();
-    let mut snapshot_index = HashMap::new();
+    let mut snapshot_index = SnapshotIndex::default();
     let mut stmt = conn.prepare(&format!(
         "SELECT snapshot_id, taken_at_ns, cpu_load_1m, cpu_count, ram_total_bytes,
                 ram_available_bytes, cgroup_memory_limit_bytes, cgroup_memory_used_bytes
@@ -281,7 +419,7 @@ fn snapshot_figures(
         let available: i64 = r.get(5)?;
         let limit: Option<i64> = r.get(6)?;
         let used: Option<i64> = r.get(7)?;
-        snapshot_index.insert(id, u32::try_from(snapshots.len()).unwrap_or(u32::MAX));
+        snapshot_index.push(id);
         snapshots.push(SnapFigures {
             taken_at_ns: r.get(1)?,
             cpu_load_per_core: load.filter(|_| cpus > 0).map(|l| l / cpus as f64),
@@ -346,30 +484,67 @@ fn agent_gpus(
     Ok((agent_gpus, agent_gpus_from))
 }
 
-/// Each snapshot's tightest and busiest GPU, among the agents' GPUs when known.
-fn add_gpu_figures(
+/// Each snapshot's tightest and busiest GPU (among the agents' GPUs when known), and
+/// every readable sample of every GPU as a point per GPU in time order with each GPU's
+/// names from its latest sample: one pass over `gpu_samples` for both.
+fn gpu_figures(
     conn: &Connection,
     first_id: i64,
     agent_gpus: &[u32],
-    snapshot_index: &HashMap<i64, u32>,
+    snapshot_index: &SnapshotIndex,
     snapshots: &mut [SnapFigures],
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<(Vec<GpuPoint>, Vec<GpuNames>)> {
     let mut stmt = conn.prepare(
         "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio,
-                dram_bandwidth_ratio, tensor_active_ratio
+                dram_bandwidth_ratio, tensor_active_ratio, memory_used_bytes,
+                memory_total_bytes, uuid, name
          FROM gpu_samples WHERE snapshot_id >= ?1 AND state = 'ok'",
     )?;
     let mut rows = stmt.query([first_id])?;
+    let mut points = Vec::new();
+    // Per GPU: its names and when the sample they came from was taken.
+    let mut names: Vec<(GpuNames, i64)> = Vec::new();
     while let Some(r) = rows.next()? {
-        let Some(&i) = snapshot_index.get(&r.get::<_, i64>(0)?) else {
+        let Some(i) = snapshot_index.get(r.get::<_, i64>(0)?) else {
             continue;
         };
         let s = &mut snapshots[i as usize];
         let index: u32 = r.get(1)?;
+        let free = unsigned(r.get(2)?);
+        points.push(GpuPoint {
+            gpu_index: index,
+            taken_at_ns: s.taken_at_ns,
+            free_bytes: free,
+            used_bytes: unsigned(r.get(6)?),
+            total_bytes: unsigned(r.get(7)?),
+        });
+        let at = s.taken_at_ns;
+        let known = match names.iter().position(|(n, _)| n.gpu_index == index) {
+            Some(k) => k,
+            None => {
+                let blank = GpuNames {
+                    gpu_index: index,
+                    ..GpuNames::default()
+                };
+                names.push((blank, i64::MIN));
+                names.len() - 1
+            }
+        };
+        let (kept, kept_at) = &mut names[known];
+        if at >= *kept_at {
+            *kept_at = at;
+            // Copied only when they change: a string per row would cost an allocation each.
+            for (column, kept) in [(8, &mut kept.uuid), (9, &mut kept.name)] {
+                let value = r.get_ref(column)?.as_str_or_null()?;
+                if value != kept.as_deref() {
+                    *kept = value.map(str::to_owned);
+                }
+            }
+        }
         if !agent_gpus.is_empty() && agent_gpus.binary_search(&index).is_err() {
             continue;
         }
-        if let Some(free) = unsigned(r.get(2)?)
+        if let Some(free) = free
             && s.gpu_free_min_bytes.is_none_or(|m| free < m)
         {
             s.gpu_free_min_bytes = Some(free);
@@ -387,7 +562,11 @@ fn add_gpu_figures(
         s.gpu_tensor_active_max = busiest(s.gpu_tensor_active_max, r.get(5)?);
     }
     drop(rows);
-    Ok(())
+    // Read in snapshot order; stable and nearly sorted already, so cheap.
+    points.sort_by_key(|p| (p.gpu_index, p.taken_at_ns));
+    let mut names: Vec<GpuNames> = names.into_iter().map(|(n, _)| n).collect();
+    names.sort_by_key(|n| n.gpu_index);
+    Ok((points, names))
 }
 
 /// Finished spans in the window (from `since_ns`, of `run_id` and `name` when given),
@@ -396,11 +575,11 @@ fn span_figures(
     conn: &Connection,
     (since_ns, until_ns, run_id, name): (i64, i64, Option<&str>, Option<&str>),
     filter: &Filter,
-    snapshot_index: &HashMap<i64, u32>,
-) -> rusqlite::Result<(Vec<String>, Vec<SpanFigures>)> {
+    positions: Positions,
+) -> rusqlite::Result<Option<StepSpans>> {
     let mut names: Vec<String> = Vec::new();
-    let mut name_index: HashMap<String, u32> = HashMap::new();
-    let mut spans = Vec::new();
+    let mut name_index: HashMap<String, usize> = HashMap::new();
+    let mut spans: Vec<Vec<SpanFigures>> = Vec::new();
     let mut stmt = conn.prepare(&format!(
         "SELECT name, status, started_at_ns, ended_at_ns, start_snapshot_id FROM spans
          WHERE ended_at_ns IS NOT NULL AND started_at_ns >= ?1 AND started_at_ns < ?4
@@ -416,28 +595,43 @@ fn span_figures(
     ])?;
     while let Some(r) = rows.next()? {
         let span_name = r.get_ref(0)?.as_str()?;
-        let name = match name_index.get(span_name) {
-            Some(&i) => i,
+        // A handful of step names is usual: comparing them beats hashing each row's name.
+        let known = if names.len() <= 8 {
+            names.iter().position(|n| n == span_name)
+        } else {
+            name_index.get(span_name).copied()
+        };
+        let name = match known {
+            Some(i) => i,
             None => {
-                let i = u32::try_from(names.len()).unwrap_or(u32::MAX);
                 names.push(span_name.to_owned());
-                name_index.insert(span_name.to_owned(), i);
-                i
+                spans.push(Vec::new());
+                name_index.insert(span_name.to_owned(), names.len() - 1);
+                names.len() - 1
             }
         };
         let started: i64 = r.get(2)?;
         let ended: i64 = r.get(3)?;
-        spans.push(SpanFigures {
-            name,
-            failed: r.get::<_, Status>(1)? == Status::Failed,
-            duration_ms: (ended - started) as f64 / 1e6,
-            snapshot: r
-                .get::<_, Option<i64>>(4)?
-                .and_then(|id| snapshot_index.get(&id).copied()),
-        });
+        let snapshot = match (r.get::<_, Option<i64>>(4)?, positions) {
+            (None, _) => None,
+            (Some(id), Positions::Index(index)) => index.get(id),
+            (Some(id), Positions::OffsetFrom(base)) => {
+                match id.checked_sub(base).and_then(|o| u32::try_from(o).ok()) {
+                    Some(offset) if offset != SpanFigures::NO_SNAPSHOT => Some(offset),
+                    // Before the smallest id (written meanwhile?) or four billion past
+                    // it: let the caller read with positions instead.
+                    _ => return Ok(None),
+                }
+            }
+        };
+        spans[name].push(SpanFigures::new(
+            (ended - started) as f64 / 1e6,
+            r.get::<_, Status>(1)? == Status::Failed,
+            snapshot,
+        ));
     }
     drop(rows);
-    Ok((names, spans))
+    Ok(Some((names, spans)))
 }
 
 /// Runs started in the window (only `run_id` when given).
@@ -455,55 +649,36 @@ fn run_figures(
          ORDER BY started_at_ns",
         filter.runs()
     ))?;
-    let runs = stmt
-        .query_map(
-            rusqlite::params![since_ns, run_id, until_ns, filter.value()],
-            |r| {
-                Ok(RunFigures {
-                    run_id: r.get(0)?,
-                    name: r.get(1)?,
-                    status: r.get(2)?,
-                    error: r.get(3)?,
-                    started_at_ns: r.get(4)?,
-                    ended_at_ns: r.get(5)?,
-                    end_snapshot_id: r.get(6)?,
-                    ended_by: r.get(7)?,
-                })
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut rows = stmt.query(rusqlite::params![
+        since_ns,
+        run_id,
+        until_ns,
+        filter.value()
+    ])?;
+    let mut runs = Vec::new();
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let name = r.get_ref(1)?.as_str()?;
+        let name = match names.get(name) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(name);
+                names.insert(name.to_owned(), Arc::clone(&shared));
+                shared
+            }
+        };
+        runs.push(RunFigures {
+            run_id: r.get_ref(0)?.as_str()?.into(),
+            name,
+            status: r.get(2)?,
+            error: r.get_ref(3)?.as_str_or_null()?.map(Box::from),
+            started_at_ns: r.get(4)?,
+            ended_at_ns: r.get(5)?,
+            end_snapshot_id: r.get(6)?,
+            ended_by: r.get(7)?,
+        });
+    }
     Ok(runs)
-}
-
-/// Every readable GPU sample in the window, per GPU in time order.
-fn gpu_points(
-    conn: &Connection,
-    since_ns: i64,
-    until_ns: i64,
-    filter: &Filter,
-) -> rusqlite::Result<Vec<GpuPoint>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT g.gpu_index, g.uuid, g.name, s.taken_at_ns, g.memory_free_bytes,
-                g.memory_used_bytes, g.memory_total_bytes
-         FROM gpu_samples g JOIN snapshots s USING (snapshot_id)
-         WHERE s.taken_at_ns >= ?1 AND s.taken_at_ns < ?2 AND g.state = 'ok' {}
-         ORDER BY g.gpu_index, s.taken_at_ns",
-        filter.samples("s.source_id")
-    ))?;
-    let gpus = stmt
-        .query_map(rusqlite::params![since_ns, until_ns, filter.value()], |r| {
-            Ok(GpuPoint {
-                gpu_index: r.get(0)?,
-                uuid: r.get(1)?,
-                name: r.get(2)?,
-                taken_at_ns: r.get(3)?,
-                free_bytes: unsigned(r.get(4)?),
-                used_bytes: unsigned(r.get(5)?),
-                total_bytes: unsigned(r.get(6)?),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(gpus)
 }
 
 /// The GPUs that the `column` (`cuda_visible_devices` or `nvidia_visible_devices`) of
@@ -630,11 +805,12 @@ pub(super) mod fixture {
     pub fn empty() -> Data {
         Data {
             snapshots: Vec::new(),
-            snapshot_index: HashMap::new(),
+            snapshot_index: SnapshotIndex::default(),
             names: Vec::new(),
             spans: Vec::new(),
             runs: Vec::new(),
             gpus: Vec::new(),
+            gpu_names: Vec::new(),
             agent_gpus: Vec::new(),
             agent_gpus_from: None,
         }
@@ -648,7 +824,7 @@ pub(super) mod fixture {
             ..figures
         });
         let id = i64::from(position) + 1;
-        data.snapshot_index.insert(id, position);
+        data.snapshot_index.push(id);
         id
     }
 
@@ -658,15 +834,12 @@ pub(super) mod fixture {
             Some(i) => i,
             None => {
                 data.names.push(name.to_owned());
+                data.spans.push(Vec::new());
                 data.names.len() - 1
             }
         };
-        data.spans.push(SpanFigures {
-            name: index as u32,
-            failed,
-            duration_ms,
-            snapshot: data.snapshot_index.get(&snapshot_id).copied(),
-        });
+        let snapshot = data.snapshot_index.get(snapshot_id);
+        data.spans[index].push(SpanFigures::new(duration_ms, failed, snapshot));
     }
 
     /// Adds an ended run.
@@ -678,11 +851,11 @@ pub(super) mod fixture {
         end_snapshot_id: Option<i64>,
     ) {
         data.runs.push(RunFigures {
-            run_id: run_id.to_owned(),
-            name: "task".to_owned(),
+            run_id: run_id.into(),
+            name: "task".into(),
             status: outcome.0,
             ended_by: Some(outcome.1),
-            error: (!outcome.2.is_empty()).then(|| outcome.2.to_owned()),
+            error: (!outcome.2.is_empty()).then(|| outcome.2.into()),
             started_at_ns: (start_s * 1e9) as i64,
             ended_at_ns: Some((end_s * 1e9) as i64),
             end_snapshot_id,

@@ -10,6 +10,7 @@ pub mod html;
 mod load;
 mod model;
 mod oom;
+mod ranks;
 pub mod stats;
 mod svg;
 pub mod table;

@@ -18,6 +18,7 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
             .position(|p| p.gpu_index != index)
             .map_or(data.gpus.len(), |n| start + n);
         let points = &data.gpus[start..end];
+        let names = data.gpu_names.iter().find(|n| n.gpu_index == index);
         let below: Vec<usize> = (0..points.len())
             .filter(|&i| points[i].free_bytes.is_some_and(|f| f < threshold))
             .collect();
@@ -31,21 +32,23 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
             .map(|gap| gap.min(60.0))
             .sum();
         let below_times: Vec<i64> = below.iter().map(|&i| points[i].taken_at_ns).collect();
-        let runs_below: Vec<String> = data
-            .runs
-            .iter()
-            .filter(|r| {
-                let end = r.ended_at_ns.unwrap_or(i64::MAX);
-                let from = below_times.partition_point(|&t| t < r.started_at_ns);
-                below_times.get(from).is_some_and(|&t| t <= end)
-            })
-            .map(|r| r.run_id.clone())
-            .collect();
+        let (mut runs_below_count, mut runs_below) = (0, Vec::new());
+        for r in data.runs.iter().filter(|r| {
+            let end = r.ended_at_ns.unwrap_or(i64::MAX);
+            let from = below_times.partition_point(|&t| t < r.started_at_ns);
+            below_times.get(from).is_some_and(|&t| t <= end)
+        }) {
+            runs_below_count += 1;
+            // Only the ids listed are copied: a million runs below would be a million.
+            if !cap_ids || runs_below.len() < MAX_IDS {
+                runs_below.push(r.run_id.to_string());
+            }
+        }
         let share_below = below.len() as f64 / points.len().max(1) as f64;
         gpus.push(GpuRisk {
             gpu_index: index,
-            uuid: points.last().and_then(|p| p.uuid.clone()),
-            name: points.last().and_then(|p| p.name.clone()),
+            uuid: names.and_then(|n| n.uuid.clone()),
+            name: names.and_then(|n| n.name.clone()),
             samples: points.len(),
             samples_below: below.len(),
             share_below,
@@ -57,12 +60,8 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
             first_below_ns: below_times.first().copied(),
             last_below_ns: below_times.last().copied(),
             seconds_below,
-            runs_below_count: runs_below.len(),
-            runs_below: if cap_ids {
-                runs_below.into_iter().take(MAX_IDS).collect()
-            } else {
-                runs_below
-            },
+            runs_below_count,
+            runs_below,
             hardware_limit: share_below > HARDWARE_LIMIT_SHARE,
         });
         start = end;
@@ -83,9 +82,9 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
                 .filter_map(|s| s.gpu_free_min_bytes)
                 .min()?;
             (free < threshold).then(|| LikelyOom {
-                run_id: r.run_id.clone(),
-                name: r.name.clone(),
-                error: r.error.clone(),
+                run_id: r.run_id.to_string(),
+                name: r.name.to_string(),
+                error: r.error.as_deref().map(str::to_owned),
                 ended_at_ns: r.ended_at_ns,
                 gpu_free_min_mib: free as f64 / MIB,
             })
@@ -106,9 +105,9 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
             });
             let pressed = |v: Option<f64>| v.is_some_and(|v| v < MEMORY_PRESSURE);
             (pressed(ram) || pressed(cgroup)).then(|| LikelyOomKilled {
-                run_id: r.run_id.clone(),
-                name: r.name.clone(),
-                error: r.error.clone(),
+                run_id: r.run_id.to_string(),
+                name: r.name.to_string(),
+                error: r.error.as_deref().map(str::to_owned),
                 ended_at_ns: r.ended_at_ns,
                 ram_available_min_ratio: ram,
                 cgroup_headroom_min_ratio: cgroup,
@@ -134,8 +133,8 @@ fn end_window<'a>(
 ) -> impl Iterator<Item = &'a SnapFigures> + 'a {
     let at_end = r
         .end_snapshot_id
-        .and_then(|id| data.snapshot_index.get(&id))
-        .map(|&i| &data.snapshots[i as usize]);
+        .and_then(|id| data.snapshot_index.get(id))
+        .map(|i| &data.snapshots[i as usize]);
     let window = r.ended_at_ns.map_or(&by_time[..0], |ended| {
         // Only while the run ran: pressure before it started is not its story.
         let since = (ended - OOM_LOOKBACK_NS).max(r.started_at_ns);
@@ -234,14 +233,17 @@ mod tests {
         for (t, free_mib) in [(0, 100), (1, 100), (2, 9000), (3, 100), (200, 100)] {
             data.gpus.push(GpuPoint {
                 gpu_index: 0,
-                uuid: Some("GPU-0".into()),
-                name: Some("H200".into()),
                 taken_at_ns: t * 1_000_000_000,
                 free_bytes: Some(free_mib << 20),
                 used_bytes: None,
                 total_bytes: None,
             });
         }
+        data.gpu_names.push(super::super::load::GpuNames {
+            gpu_index: 0,
+            uuid: Some("GPU-0".into()),
+            name: Some("H200".into()),
+        });
         let ok = (Status::Ok, EndedBy::Client, "");
         fixture::run(&mut data, "during", (0.5, 1.5), ok, None);
         fixture::run(&mut data, "between", (1.5, 2.5), ok, None);
@@ -253,5 +255,9 @@ mod tests {
         // sample has no next.
         assert_eq!(gpu.seconds_below, 62.0);
         assert_eq!(gpu.runs_below, ["during"]);
+        assert_eq!(
+            (gpu.uuid.as_deref(), gpu.name.as_deref()),
+            (Some("GPU-0"), Some("H200"))
+        );
     }
 }

@@ -1,5 +1,8 @@
-//! Small statistics: nearest-rank percentiles and Spearman rank correlation.
+//! Small statistics: nearest-rank percentiles and Spearman rank correlation, by sorting.
+//! The report computes them without sorting per figure (`ranks.rs`); these
+//! straightforward forms are what its tests hold it to.
 
+#[cfg(test)]
 /// The nearest-rank percentile `q` (0..1) of `values`, which it sorts; `None` if empty.
 pub fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
     if values.is_empty() {
@@ -19,6 +22,7 @@ pub fn sorted_percentile(sorted: &[f64], q: f64) -> Option<f64> {
     sorted.get(i.min(sorted.len() - 1)).copied()
 }
 
+#[cfg(test)]
 /// Ranks (1-based), ties given their average rank.
 pub fn ranks(values: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..values.len()).collect();
@@ -39,6 +43,7 @@ pub fn ranks(values: &[f64]) -> Vec<f64> {
     ranks
 }
 
+#[cfg(test)]
 /// Pearson correlation; `None` when either side has no variance or there are < 3 points.
 pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
     let n = x.len().min(y.len());
@@ -60,6 +65,7 @@ pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
     Some(sxy / (sxx * syy).sqrt())
 }
 
+#[cfg(test)]
 /// Spearman rank correlation of paired samples; `None` without variance.
 pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
     pearson(&ranks(x), &ranks(y))
