@@ -363,7 +363,8 @@ fn bench_report_without_db_leaves_nothing_in_the_temp_dir() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("runlens report --format json over 2000 spans"),
+        stdout.contains("runlens report --format json over 2000 spans")
+            && stdout.contains("peak RSS median"),
         "{stdout}"
     );
     let left: Vec<_> = std::fs::read_dir(tmp.path())

@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 
 use rusqlite::params;
 
-use super::support::sorted_in;
+use super::support::{sorted_in, status_bytes};
 use crate::cli::{Effect, ReportBenchArgs};
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::format::outln;
 use crate::report::stats::sorted_percentile;
-use crate::report::{self, Options};
 use crate::store;
 
 const GIB: f64 = 1073741824.0;
@@ -232,37 +231,95 @@ pub fn run(args: ReportBenchArgs) -> Result<(), Failure> {
     if args.build_only {
         return Ok(());
     }
-    let options = Options {
-        since_ns: 0,
-        until_ns: i64::MAX,
-        all_ids: false,
-        run_id: None,
-        name: None,
-        oom_threshold_bytes: 500 << 20,
-        group: None,
-    };
-    let mut times: Vec<Duration> = Vec::new();
-    let mut findings = Vec::new();
+    let (mut times, mut peaks, mut findings) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
-        let t = Instant::now();
-        let conn = store::open_read_only(&db)?;
-        let report = report::build(&conn, &options)
-            .map_err(|e| Failure::new(FAILURE, format!("report failed: {e}")))?;
-        let json = serde_json::to_string(&report)
-            .map_err(|e| Failure::new(FAILURE, format!("cannot encode JSON: {e}")))?;
-        std::hint::black_box(json);
-        times.push(t.elapsed());
-        findings = report.findings;
+        let run = report_in_child(&db)?;
+        times.push(run.wall);
+        peaks.push(run.peak_bytes as f64 / MIB);
+        findings = run.findings;
     }
+    peaks.sort_by(f64::total_cmp);
     outln!(
-        "runlens report --format json over {} spans: {}",
+        "runlens report --format json over {} spans (the whole command, in a process of its own): {}; peak RSS median {:.0} MiB (VmHWM read every 5 ms; runs: {})",
         args.spans,
-        summary_ms(&times)
+        summary_ms(&times),
+        sorted_percentile(&peaks, 0.5).unwrap_or(0.0),
+        peaks
+            .iter()
+            .map(|p| format!("{p:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )?;
     for f in findings {
         outln!("finding: {f}")?;
     }
     Ok(())
+}
+
+/// One `runlens report` run: its wall time, peak RSS and findings.
+struct ChildRun {
+    wall: Duration,
+    peak_bytes: u64,
+    findings: Vec<String>,
+}
+
+/// Runs `runlens report --db <db> --format json` as a child, as a user would, watching its
+/// peak resident memory (`VmHWM`, read until it exits: growth in its last 5 ms can be
+/// missed).
+fn report_in_child(db: &std::path::Path) -> Result<ChildRun, Failure> {
+    let failed =
+        |what: &str, e: &dyn std::fmt::Display| Failure::new(FAILURE, format!("{what}: {e}"));
+    let exe = std::env::current_exe().map_err(|e| failed("cannot find runlens", &e))?;
+    let out =
+        std::env::temp_dir().join(format!("runlens-bench-report-{}.json", std::process::id()));
+    let _cleanup = RemoveOnDrop(out.clone());
+    let started = Instant::now();
+    let mut child = std::process::Command::new(exe)
+        .arg("report")
+        .arg("--db")
+        .arg(db)
+        .args(["--format", "json", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| failed("cannot start runlens report", &e))?;
+    let mut peak_bytes = 0;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| failed("cannot wait for runlens report", &e))?
+        {
+            break status;
+        }
+        if let Some(hwm) = status_bytes(child.id(), "VmHWM:") {
+            peak_bytes = peak_bytes.max(hwm);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let wall = started.elapsed();
+    if !status.success() {
+        return Err(Failure::new(
+            FAILURE,
+            format!("runlens report failed: {status}"),
+        ));
+    }
+    let json: serde_json::Value = std::fs::read(&out)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+        .map_err(|e| failed("cannot read the report", &e))?;
+    let findings = json["findings"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ChildRun {
+        wall,
+        peak_bytes,
+        findings,
+    })
 }
 
 fn summary_ms(times: &[Duration]) -> String {
