@@ -5,10 +5,11 @@
 //! from the watched PID) and refreshed every [`TREE_REFRESH`]; each sample then reads only
 //! `stat` and `statm` of the processes in the tree.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::procfile::ProcFile;
 use crate::snapshot::ProcessSample;
 
 /// How often the process tree below a watched PID is walked again.
@@ -24,10 +25,40 @@ const PAGE_SIZE: u64 = 4096;
 /// The tree walk stops here: a runaway fork bomb must not make sampling slow.
 const MAX_TREE: usize = 4096;
 
+/// Processes of one tree whose `stat` and `statm` are kept open, at most this many: each
+/// costs two file descriptors.
+const MAX_OPEN_PER_TREE: usize = 64;
+
 struct Watched {
     tree: Vec<u32>,
+    /// `stat` and `statm` of the first processes of the tree, kept open: a fresh sample
+    /// per run made opening them (a path walk each) most of the process probe's cost.
+    files: HashMap<u32, ProcessFiles>,
     tree_read: Option<Instant>,
     last_ticks: Option<(u64, Instant)>,
+}
+
+/// One process's `stat` and `statm`, re-read in place.
+struct ProcessFiles {
+    stat: ProcFile,
+    statm: ProcFile,
+}
+
+impl ProcessFiles {
+    fn new(dir: &Path) -> Self {
+        Self {
+            stat: ProcFile::new(dir.join("stat")),
+            statm: ProcFile::new(dir.join("statm")),
+        }
+    }
+
+    /// (resident bytes, CPU ticks), or `None` once the process is gone.
+    fn read(&mut self) -> Option<(u64, u64)> {
+        Some((
+            parse_rss(self.statm.read()?)?,
+            parse_ticks(self.stat.read()?)?,
+        ))
+    }
 }
 
 /// Watches agent processes by PID.
@@ -85,6 +116,7 @@ impl ProcessProbe {
             pid,
             Watched {
                 tree: vec![pid],
+                files: HashMap::new(),
                 tree_read: None,
                 last_ticks: None,
             },
@@ -108,18 +140,28 @@ impl ProcessProbe {
             {
                 w.tree = descendants(&self.proc_root, pid);
                 w.tree_read = Some(now);
+                let tree = &w.tree;
+                w.files.retain(|p, _| tree.binary_search(p).is_ok());
             }
             let mut rss_bytes = 0;
             let mut ticks = 0;
             let mut alive = 0u32;
             for &p in &w.tree {
                 let dir = self.proc_root.join(p.to_string());
-                if let (Some(rss), Some(t)) = (read_rss(&dir), read_ticks(&dir)) {
+                let figures = if w.files.contains_key(&p) || w.files.len() < MAX_OPEN_PER_TREE {
+                    let files = w.files.entry(p).or_insert_with(|| ProcessFiles::new(&dir));
+                    files.read()
+                } else {
+                    read_rss(&dir).zip(read_ticks(&dir))
+                };
+                if let Some((rss, t)) = figures {
                     rss_bytes += rss;
                     ticks += t;
                     alive += 1;
                 }
             }
+            // The open files of an exited process fail to read on /proc, but the directory
+            // is the one test every proc root (a test's too) answers the same way.
             if alive == 0 || !self.proc_root.join(pid.to_string()).exists() {
                 tracing::info!(pid, "watched agent process has exited");
                 gone.push(pid);
@@ -181,8 +223,11 @@ fn descendants(root: &Path, pid: u32) -> Vec<u32> {
 
 /// Resident memory from `statm` (second field, in pages).
 fn read_rss(dir: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join("statm")).ok()?;
-    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    parse_rss(&std::fs::read_to_string(dir.join("statm")).ok()?)
+}
+
+fn parse_rss(statm: &str) -> Option<u64> {
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * PAGE_SIZE)
 }
 
@@ -212,8 +257,12 @@ fn start_ticks(dir: &Path) -> Option<u64> {
 /// utime + stime from `stat`, in ticks. The command name may contain spaces and
 /// parentheses; the fields after its last `)` are fixed.
 fn read_ticks(dir: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join("stat")).ok()?;
-    let rest = text.rsplit_once(')')?.1;
+    parse_ticks(&std::fs::read_to_string(dir.join("stat")).ok()?)
+}
+
+/// utime + stime from a `stat` line (after the command, which may hold spaces and ')').
+fn parse_ticks(stat: &str) -> Option<u64> {
+    let rest = stat.rsplit_once(')')?.1;
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;

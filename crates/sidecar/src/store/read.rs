@@ -164,11 +164,12 @@ impl Reader {
 
     /// Status of a stored run, if it exists.
     pub fn run_status(&self, run_id: &str) -> Result<Option<Status>> {
+        // Asked for every run this process has not seen (each new run): a cached
+        // statement, not a parse per call.
         Ok(self
             .conn
-            .query_row("SELECT status FROM runs WHERE run_id = ?1", [run_id], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT status FROM runs WHERE run_id = ?1")?
+            .query_row([run_id], |r| r.get(0))
             .optional()?)
     }
 
@@ -176,11 +177,8 @@ impl Reader {
     pub fn span_status(&self, span_id: &str) -> Result<Option<(String, Status)>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT run_id, status FROM spans WHERE span_id = ?1",
-                [span_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT run_id, status FROM spans WHERE span_id = ?1")?
+            .query_row([span_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
 
