@@ -38,8 +38,17 @@ const OTLP_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs the sidecar until SIGINT or SIGTERM, then drains and exits.
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
-    // A sidecar needs few threads whatever the machine's size.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    // A sidecar needs few threads whatever the machine's size. At agent rates a second
+    // worker mostly wakes up to find nothing to steal: one thread on a machine of two
+    // CPUs (the writer has its own) costs a third fewer wake-ups per span for the same
+    // saturation throughput (BENCHMARKS.md, "At the rates agents run").
+    let workers = args.worker_threads.map_or_else(
+        || match std::thread::available_parallelism().map_or(2, |n| n.get()) {
+            ..=2 => 1,
+            _ => 2,
+        },
+        usize::from,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("runlens-rt")
