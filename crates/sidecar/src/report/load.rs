@@ -615,11 +615,13 @@ fn span_figures(
         let snapshot = match (r.get::<_, Option<i64>>(4)?, positions) {
             (None, _) => None,
             (Some(id), Positions::Index(index)) => index.get(id),
+            // Below the smallest id: no such snapshot (a dangling reference).
+            (Some(id), Positions::OffsetFrom(base)) if id < base => None,
             (Some(id), Positions::OffsetFrom(base)) => {
                 match id.checked_sub(base).and_then(|o| u32::try_from(o).ok()) {
                     Some(offset) if offset != SpanFigures::NO_SNAPSHOT => Some(offset),
-                    // Before the smallest id (written meanwhile?) or four billion past
-                    // it: let the caller read with positions instead.
+                    // Four billion ids past the smallest: let the caller read with
+                    // positions instead.
                     _ => return Ok(None),
                 }
             }
