@@ -93,6 +93,19 @@ fn sorted_percentile(mut values: Vec<f64>, q: f64) -> Option<f64> {
     values.get(i).copied()
 }
 
+/// The whole history, every id listed, pressure below 500 MiB of GPU memory free.
+fn everything() -> Options {
+    Options {
+        since_ns: 0,
+        until_ns: i64::MAX,
+        all_ids: true,
+        run_id: None,
+        name: None,
+        oom_threshold_bytes: 500 << 20,
+        group: None,
+    }
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
@@ -110,19 +123,7 @@ fn latency_and_correlations_equal_a_straightforward_computation_over_random_hist
         };
         build_history_seeded(&db, spans, effect, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)).unwrap();
         let conn = crate::store::open_read_only(&db).unwrap();
-        let report = build(
-            &conn,
-            &Options {
-                since_ns: 0,
-                until_ns: i64::MAX,
-                all_ids: true,
-                run_id: None,
-                name: None,
-                oom_threshold_bytes: 500 << 20,
-                group: None,
-            },
-        )
-        .unwrap();
+        let report = build(&conn, &everything()).unwrap();
         assert_eq!(report.latency.len(), 3, "seed {seed}");
         for l in &report.latency {
             let n: i64 = conn
@@ -196,16 +197,7 @@ fn latency_and_correlations_equal_a_straightforward_computation_over_random_hist
 
 /// The report of `conn` as JSON, without the moment it was made.
 fn report_json(conn: &Connection) -> serde_json::Value {
-    let options = Options {
-        since_ns: 0,
-        until_ns: i64::MAX,
-        all_ids: true,
-        run_id: None,
-        name: None,
-        oom_threshold_bytes: 500 << 20,
-        group: None,
-    };
-    let mut json = serde_json::to_value(build(conn, &options).unwrap()).unwrap();
+    let mut json = serde_json::to_value(build(conn, &everything()).unwrap()).unwrap();
     json["generated_at_ns"] = serde_json::Value::Null;
     json
 }
