@@ -1,9 +1,11 @@
 //! `runlens report`: which slow or failed steps coincided with GPU memory pressure, CPU
 //! saturation or near-OOM (seed Section 6).
 //!
-//! Everything is computed from a few flat reads (see [`load`]); the result is a
-//! [`Report`], rendered as a table, JSON (its serde form, documented in the README) or a
-//! self-contained HTML page with SVG charts.
+//! Everything is computed from a few flat reads (see [`load`]; the spans on a second
+//! connection beside the rest) with exact percentiles and rank correlations that count
+//! instead of sorting per figure (see [`ranks`]); the result is a [`Report`], rendered as
+//! a table, JSON (its serde form, documented in the README) or a self-contained HTML page
+//! with SVG charts.
 
 mod compute;
 pub mod html;
