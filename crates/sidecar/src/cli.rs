@@ -2,7 +2,7 @@
 //!
 //! Settings — where the database is, the output format, the NVML library and cgroup
 //! directory, everything `serve` takes, the report's OOM threshold — each have a
-//! `RUNLENS_*` environment variable, named in [`env`]; a flag given on the command line
+//! `RUNLENS_*` environment variable, named in [`env`](mod@env); a flag given on the command line
 //! wins over the variable, which wins over the default. Choices that belong to one
 //! invocation — what a report covers (`--run`, `--since`, `--name`, `--out`), what
 //! `doctor` checks (`--pid`, `--no-gpu`), benchmark and stress sizes, the SQL of `query` —

@@ -369,7 +369,7 @@ impl GpuRisk {
 }
 
 impl LikelyOom {
-    /// "run r (name) failed at <time> with 100 MiB GPU memory free: <error>".
+    /// `"run r (name) failed at <time> with 100 MiB GPU memory free: <error>"`.
     pub fn sentence(&self) -> String {
         format!(
             "run {} ({}) failed at {} with {:.0} MiB GPU memory free: {}",
@@ -383,7 +383,7 @@ impl LikelyOom {
 }
 
 impl LikelyOomKilled {
-    /// "run r (name) lost its agent process at <time> with cgroup memory headroom 2 %: <error>".
+    /// `"run r (name) lost its agent process at <time> with cgroup memory headroom 2 %: <error>"`.
     pub fn sentence(&self) -> String {
         format!(
             "run {} ({}) lost its agent process at {} with {}: {}",
