@@ -8,7 +8,26 @@ use super::load::{Data, RunFigures, SnapFigures};
 use super::*;
 use crate::domain::{EndedBy, Status};
 
+/// The first `keep` of `items`, each made by `make`, and how many there are: only the
+/// entries listed are built (a million runs below the threshold would be a million ids).
+fn listed<I, T>(
+    items: impl Iterator<Item = I>,
+    keep: usize,
+    make: impl Fn(I) -> T,
+) -> (Vec<T>, usize) {
+    let mut list = Vec::new();
+    let mut count = 0;
+    for item in items {
+        if list.len() < keep {
+            list.push(make(item));
+        }
+        count += 1;
+    }
+    (list, count)
+}
+
 pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
+    let keep = if cap_ids { MAX_IDS } else { usize::MAX };
     let mut gpus = Vec::new();
     let mut start = 0;
     while start < data.gpus.len() {
@@ -32,18 +51,15 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
             .map(|gap| gap.min(60.0))
             .sum();
         let below_times: Vec<i64> = below.iter().map(|&i| points[i].taken_at_ns).collect();
-        let (mut runs_below_count, mut runs_below) = (0, Vec::new());
-        for r in data.runs.iter().filter(|r| {
-            let end = r.ended_at_ns.unwrap_or(i64::MAX);
-            let from = below_times.partition_point(|&t| t < r.started_at_ns);
-            below_times.get(from).is_some_and(|&t| t <= end)
-        }) {
-            runs_below_count += 1;
-            // Only the ids listed are copied: a million runs below would be a million.
-            if !cap_ids || runs_below.len() < MAX_IDS {
-                runs_below.push(r.run_id.to_string());
-            }
-        }
+        let (runs_below, runs_below_count) = listed(
+            data.runs.iter().filter(|r| {
+                let end = r.ended_at_ns.unwrap_or(i64::MAX);
+                let from = below_times.partition_point(|&t| t < r.started_at_ns);
+                below_times.get(from).is_some_and(|&t| t <= end)
+            }),
+            keep,
+            |r| r.run_id.to_string(),
+        );
         let share_below = below.len() as f64 / points.len().max(1) as f64;
         gpus.push(GpuRisk {
             gpu_index: index,
@@ -75,52 +91,56 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
         .collect();
     by_time.sort_unstable();
     let failed = data.runs.iter().filter(|r| r.status == Status::Failed);
-    let likely_oom_runs: Vec<LikelyOom> = failed
-        .clone()
-        .filter_map(|r| {
+    let (likely_oom_runs, likely_oom_runs_count) = listed(
+        failed.clone().filter_map(|r| {
             let free = end_window(data, &by_time, r)
                 .filter_map(|s| s.gpu_free_min_bytes)
                 .min()?;
-            (free < threshold).then(|| LikelyOom {
-                run_id: r.run_id.to_string(),
-                name: r.name.to_string(),
-                error: r.error.as_deref().map(str::to_owned),
-                ended_at_ns: r.ended_at_ns,
-                gpu_free_min_mib: free as f64 / MIB,
-            })
-        })
-        .collect();
+            (free < threshold).then_some((r, free))
+        }),
+        keep,
+        |(r, free)| LikelyOom {
+            run_id: r.run_id.to_string(),
+            name: r.name.to_string(),
+            error: r.error.as_deref().map(str::to_owned),
+            ended_at_ns: r.ended_at_ns,
+            gpu_free_min_mib: free as f64 / MIB,
+        },
+    );
     let least = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let likely_oom_killed_runs: Vec<LikelyOomKilled> = failed
-        .filter(|r| r.ended_by == Some(EndedBy::ProcessExit))
-        .filter_map(|r| {
-            let (ram, cgroup) = end_window(data, &by_time, r).fold((None, None), |(ram, cg), s| {
-                (
-                    least(ram, s.ram_available_ratio),
-                    least(cg, s.cgroup_headroom_ratio),
-                )
-            });
-            let pressed = |v: Option<f64>| v.is_some_and(|v| v < MEMORY_PRESSURE);
-            (pressed(ram) || pressed(cgroup)).then(|| LikelyOomKilled {
-                run_id: r.run_id.to_string(),
-                name: r.name.to_string(),
-                error: r.error.as_deref().map(str::to_owned),
-                ended_at_ns: r.ended_at_ns,
-                ram_available_min_ratio: ram,
-                cgroup_headroom_min_ratio: cgroup,
-            })
-        })
-        .collect();
-    let keep = if cap_ids { MAX_IDS } else { usize::MAX };
+    let (likely_oom_killed_runs, likely_oom_killed_runs_count) = listed(
+        failed
+            .filter(|r| r.ended_by == Some(EndedBy::ProcessExit))
+            .filter_map(|r| {
+                let (ram, cgroup) =
+                    end_window(data, &by_time, r).fold((None, None), |(ram, cg), s| {
+                        (
+                            least(ram, s.ram_available_ratio),
+                            least(cg, s.cgroup_headroom_ratio),
+                        )
+                    });
+                let pressed = |v: Option<f64>| v.is_some_and(|v| v < MEMORY_PRESSURE);
+                (pressed(ram) || pressed(cgroup)).then_some((r, ram, cgroup))
+            }),
+        keep,
+        |(r, ram, cgroup)| LikelyOomKilled {
+            run_id: r.run_id.to_string(),
+            name: r.name.to_string(),
+            error: r.error.as_deref().map(str::to_owned),
+            ended_at_ns: r.ended_at_ns,
+            ram_available_min_ratio: ram,
+            cgroup_headroom_min_ratio: cgroup,
+        },
+    );
     Oom {
         gpus,
-        likely_oom_runs_count: likely_oom_runs.len(),
-        likely_oom_killed_runs_count: likely_oom_killed_runs.len(),
-        likely_oom_runs: likely_oom_runs.into_iter().take(keep).collect(),
-        likely_oom_killed_runs: likely_oom_killed_runs.into_iter().take(keep).collect(),
+        likely_oom_runs,
+        likely_oom_runs_count,
+        likely_oom_killed_runs,
+        likely_oom_killed_runs_count,
     }
 }
 
