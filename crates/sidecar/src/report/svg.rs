@@ -73,30 +73,16 @@ pub fn time_ticks(t0: i64, t1: i64, count: usize) -> Vec<(i64, String)> {
         .take_while(|s| s * NS <= t1)
         .take(50)
         .map(|s| {
-            let (days, rest) = (s.div_euclid(86400), s.rem_euclid(86400));
-            let (h, m, sec) = (rest / 3600, (rest % 3600) / 60, rest % 60);
+            // `YYYY-MM-DDTHH:MM:SS.mmmZ`, ASCII: sliced into the parts a tick shows.
+            let at = crate::format::timestamp(s * NS);
             let label = if span > 86400 {
-                let (_, month, day) = civil_from_days(days);
-                format!("{month:02}-{day:02} {h:02}:{m:02}")
+                format!("{} {}", &at[5..10], &at[11..16])
             } else {
-                format!("{h:02}:{m:02}:{sec:02}")
+                at[11..19].to_owned()
             };
             (s * NS, label)
         })
         .collect()
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// A number as a tick label: no needless decimals.
