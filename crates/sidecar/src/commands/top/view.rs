@@ -555,11 +555,7 @@ fn agent_lines(a: &pb::Activity) -> Vec<Line<'static>> {
     )];
     for c in a.clients.iter().take(3) {
         let p = c.process.as_ref();
-        let name = if c.client_name.is_empty() {
-            &c.client_id
-        } else {
-            &c.client_name
-        };
+        let name = display_name(c);
         lines.push(Line::raw(format!(
             "{:<24.24} {:>7} {:>10} {:>6} {:>10} {:>8}",
             name,
@@ -659,20 +655,22 @@ fn depth(run: &pb::OpenRun, span: &pb::OpenSpan) -> usize {
     depth
 }
 
+/// The name of client `client_id` as `display_name` gives it, or the id when it has gone.
 fn client_name(a: &pb::Activity, client_id: &str) -> String {
     a.clients
         .iter()
         .find(|c| c.client_id == client_id)
-        .map_or_else(
-            || client_id.to_owned(),
-            |c| {
-                if c.client_name.is_empty() {
-                    c.client_id.clone()
-                } else {
-                    c.client_name.clone()
-                }
-            },
-        )
+        .map_or(client_id, display_name)
+        .to_owned()
+}
+
+/// A client's name, or its id when it sent none.
+fn display_name(c: &pb::ActiveClient) -> &str {
+    if c.client_name.is_empty() {
+        &c.client_id
+    } else {
+        &c.client_name
+    }
 }
 
 /// The end of an id: ids of one client share their beginning.
