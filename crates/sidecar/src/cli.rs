@@ -171,7 +171,8 @@ pub struct TopArgs {
     #[arg(long, env = env::CA_FILE, value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
     /// GPU free memory below this marks a failed run likely OOM, as in `runlens report`.
-    #[arg(long, default_value_t = 500, value_name = "MIB")]
+    #[arg(long, env = env::OOM_THRESHOLD_MIB, value_name = "MIB",
+          default_value_t = crate::report::DEFAULT_OOM_THRESHOLD_MIB)]
     pub oom_threshold_mib: u64,
     #[command(flatten)]
     pub probe: ProbeArgs,
@@ -228,7 +229,8 @@ pub struct ReportArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// GPU free memory below this many MiB counts as pressure ("OOM soon").
-    #[arg(long, env = env::OOM_THRESHOLD_MIB, default_value_t = 500)]
+    #[arg(long, env = env::OOM_THRESHOLD_MIB,
+          default_value_t = crate::report::DEFAULT_OOM_THRESHOLD_MIB)]
     pub oom_threshold_mib: u64,
     /// Output format: table, json or html.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]

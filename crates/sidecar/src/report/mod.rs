@@ -24,6 +24,10 @@ use rusqlite::Connection;
 pub use load::AgentGpusFrom;
 pub use model::*;
 
+/// GPU free memory below this many MiB is pressure ("OOM soon") unless asked otherwise:
+/// `runlens report`, `runlens top` and `WatchActivity` share it.
+pub const DEFAULT_OOM_THRESHOLD_MIB: u64 = 500;
+
 /// A correlation is stated as a finding only from this strength ...
 pub const MIN_RHO: f64 = 0.3;
 /// ... and this many spans up.

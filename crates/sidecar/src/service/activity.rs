@@ -19,9 +19,6 @@ use crate::sampler::SamplerHandle;
 use crate::store::activity::ActivityRows;
 use crate::store::read::Reader;
 
-/// GPU free memory below this marks a failed run likely OOM unless the watcher says.
-const DEFAULT_OOM_THRESHOLD: u64 = 500 << 20;
-
 /// The latest read: nothing yet, the rows, or why the read failed.
 type Latest = Option<Result<Arc<ActivityRows>, Status>>;
 
@@ -129,7 +126,7 @@ pub async fn watch(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let threshold = match oom_threshold_bytes {
-        0 => DEFAULT_OOM_THRESHOLD,
+        0 => crate::report::DEFAULT_OOM_THRESHOLD_MIB << 20,
         t => t,
     };
     let mut ticker = tokio::time::interval(interval);
