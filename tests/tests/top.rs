@@ -100,22 +100,25 @@ async fn watch_activity_shows_open_work_agents_and_failures_marked_likely_oom() 
     inner.end_ok();
     step.end_ok();
     client.flush().await.unwrap();
+    // The flush may have committed in two transactions, and a state read between them:
+    // wait for one that has both gamma's failure and alpha's spans ended.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let state = loop {
         let state = next(&mut stream).await;
-        if state.recent_failures.iter().any(|f| f.name == "gamma") {
+        if state.recent_failures.iter().any(|f| f.name == "gamma")
+            && state.open_runs[0].open_spans.is_empty()
+        {
             break state;
         }
-        assert!(tokio::time::Instant::now() < deadline);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gamma's failure and the end of alpha's spans never both showed: {state:?}"
+        );
     };
     let gamma = &state.recent_failures[0];
     assert_eq!(gamma.name, "gamma");
     assert!(gamma.likely_oom, "{gamma:?}");
     assert!(gamma.gpu_free_min_bytes.unwrap() <= 100 << 20);
-    assert!(
-        state.open_runs[0].open_spans.is_empty(),
-        "ended spans leave"
-    );
     alpha.end_ok();
     client.flush().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

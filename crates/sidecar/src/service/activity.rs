@@ -3,11 +3,13 @@
 //! One [`Hub`] reads the state from the database for all watchers, on a blocking thread
 //! and its own read-only connection (WAL: never blocks the writer), once per sample
 //! interval and only while someone watches; each watcher sends the latest state every
-//! interval of its own. A watcher that does not keep up is dropped, never buffered.
+//! interval of its own. A new watcher wakes the reader, and its first state is one read
+//! after it arrived: a script's one frame shows the work it has just started. A watcher
+//! that does not keep up is dropped, never buffered.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use runlens_api::pb;
 use tokio::sync::{Notify, mpsc, watch};
@@ -19,8 +21,8 @@ use crate::sampler::SamplerHandle;
 use crate::store::activity::ActivityRows;
 use crate::store::read::Reader;
 
-/// The latest read: nothing yet, the rows, or why the read failed.
-type Latest = Option<Result<Arc<ActivityRows>, Status>>;
+/// The latest read, with when it began: nothing yet, the rows, or why the read failed.
+type Latest = Option<(Instant, Result<Arc<ActivityRows>, Status>)>;
 
 /// Reads the state for every watcher at once (see the module documentation).
 #[derive(Clone)]
@@ -48,14 +50,17 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// A watcher's view of the latest state; starts the reader on first use.
+    /// A watcher's view of the latest state; starts the reader on first use and wakes it.
     pub fn subscribe(
         &self,
         db_path: PathBuf,
         sampler: SamplerHandle,
         shutdown: watch::Receiver<bool>,
-    ) -> watch::Receiver<Latest> {
-        let rows = self.shared.latest.subscribe();
+    ) -> Subscription {
+        let subscription = Subscription {
+            rows: self.shared.latest.subscribe(),
+            since: Instant::now(),
+        };
         let mut started = self
             .shared
             .started
@@ -67,8 +72,15 @@ impl Hub {
         }
         drop(started);
         self.shared.wake.notify_one();
-        rows
+        subscription
     }
+}
+
+/// A watcher's view of the hub's reads, and when it began watching.
+pub struct Subscription {
+    rows: watch::Receiver<Latest>,
+    /// Reads that began before this are older than the watcher: not its first state.
+    since: Instant,
 }
 
 /// Reads the state every sample interval while anyone watches; sleeps otherwise.
@@ -90,6 +102,7 @@ async fn read_loop(
         }
         let path = db_path.clone();
         let kept = reader.take();
+        let began = Instant::now();
         let read = tokio::task::spawn_blocking(move || {
             let reader = match kept {
                 Some(r) => r,
@@ -107,9 +120,11 @@ async fn read_loop(
             Ok(Err(e)) => Err(Status::from(IngestError::storage(&e))),
             Err(e) => Err(Status::internal(format!("activity read failed: {e}"))),
         };
-        shared.latest.send_replace(Some(latest));
+        shared.latest.send_replace(Some((began, latest)));
         tokio::select! {
             _ = tokio::time::sleep(sampler.interval()) => {}
+            // A new watcher: read now rather than make it wait an interval.
+            _ = shared.wake.notified() => {}
             _ = shutdown.changed() => return,
         }
     }
@@ -118,7 +133,7 @@ async fn read_loop(
 /// Sends the latest state every `interval` into `tx` until the watcher goes, the sidecar
 /// stops or the watcher falls behind.
 pub async fn watch(
-    mut rows: watch::Receiver<Latest>,
+    subscription: Subscription,
     sampler: SamplerHandle,
     interval: Duration,
     oom_threshold_bytes: u64,
@@ -129,6 +144,7 @@ pub async fn watch(
         0 => crate::report::DEFAULT_OOM_THRESHOLD_MIB << 20,
         t => t,
     };
+    let Subscription { mut rows, since } = subscription;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -137,9 +153,11 @@ pub async fn watch(
             _ = shutdown.changed() => return,
             _ = tx.closed() => return,
         }
-        // The first state may still be on its way.
+        // The first state may still be on its way: one read after this watcher came.
         let latest = loop {
-            if let Some(latest) = rows.borrow_and_update().clone() {
+            if let Some((began, latest)) = rows.borrow_and_update().clone()
+                && began >= since
+            {
                 break latest;
             }
             tokio::select! {
