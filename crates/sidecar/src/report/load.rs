@@ -7,6 +7,7 @@ use rusqlite::Connection;
 
 use super::GroupFilter;
 use crate::domain::{EndedBy, Status};
+use crate::store::unsigned;
 
 /// The figures of one snapshot that the report uses.
 #[derive(Debug, Clone, Default)]
@@ -288,10 +289,6 @@ pub fn groups(
             .collect()
         }
     }
-}
-
-fn unsigned(v: Option<i64>) -> Option<u64> {
-    v.and_then(|v| u64::try_from(v).ok())
 }
 
 /// Reads everything from `since_ns` on (optionally one run, one span name).

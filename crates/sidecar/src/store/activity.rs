@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::Result;
 use super::read::Reader;
+use super::unsigned;
 
 /// At most this many clients, open runs and open spans per run are read.
 pub const MAX_CLIENTS: usize = 100;
@@ -96,10 +97,6 @@ pub struct ActivityRows {
     pub more_open_runs: u32,
     /// Latest failed runs, newest first.
     pub failures: Vec<FailedRunRow>,
-}
-
-fn unsigned(v: Option<i64>) -> Option<u64> {
-    v.and_then(|v| u64::try_from(v).ok())
 }
 
 impl Reader {

@@ -11,6 +11,7 @@ mod open;
 pub mod read;
 pub mod retention;
 mod sql_types;
+pub use sql_types::unsigned;
 mod writer;
 
 pub use open::{open_for_writing, open_read_only};

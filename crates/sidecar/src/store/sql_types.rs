@@ -25,6 +25,12 @@ macro_rules! text_mapping {
     };
 }
 
+/// A stored count or byte figure (an `INTEGER`, signed in SQLite) as the unsigned number it
+/// is; a negative value, which runlens never writes, reads as none.
+pub fn unsigned(v: Option<i64>) -> Option<u64> {
+    v.and_then(|v| u64::try_from(v).ok())
+}
+
 text_mapping!(Status);
 text_mapping!(EndedBy);
 text_mapping!(EventKind);
