@@ -232,13 +232,7 @@ pub struct RpcConnection {
 impl RpcConnection {
     /// `message` as a request carrying the token, when one was given.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(token) = &self.token {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
-        }
-        request
+        with_token(message, self.token.as_ref())
     }
 }
 
@@ -259,6 +253,20 @@ impl std::fmt::Display for Target {
             None => write!(f, "{}", self.endpoint.uri()),
         }
     }
+}
+
+/// `message` as a request with `authorization: Bearer …` when there is a token.
+pub(crate) fn with_token<T>(
+    message: T,
+    token: Option<&tonic::metadata::AsciiMetadataValue>,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", token.clone());
+    }
+    request
 }
 
 impl Target {

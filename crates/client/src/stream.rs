@@ -132,12 +132,7 @@ async fn session(
         })),
     };
     tx.send(hello).await.map_err(|e| e.to_string())?;
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if let Some(token) = &target.token {
-        request
-            .metadata_mut()
-            .insert("authorization", token.clone());
-    }
+    let request = crate::client::with_token(ReceiverStream::new(rx), target.token.as_ref());
     let mut inbound = client
         .session(request)
         .await
