@@ -31,8 +31,7 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
         oom_threshold_bytes: args.oom_threshold_mib.saturating_mul(1 << 20),
         group: None,
     };
-    let read_failed =
-        |e: rusqlite::Error| Failure::new(FAILURE, format!("cannot read the database: {e}"));
+    let read_failed = |e: report::Error| Failure::new(FAILURE, e.to_string());
     if let Some(by) = args.by {
         let by = match by {
             ReportBy::Client => report::GroupBy::Client,

@@ -1,44 +1,42 @@
 //! From the loaded figures to a [`Report`]: latency, context, correlations and pressure
 //! per step, and the chart series. The OOM section is `oom.rs`'s.
+//!
+//! The steps' figures come from two passes over the spans: one in any order that counts
+//! (each step's spans, those under pressure, those with GPU free memory known: what the
+//! percentiles and the scatter's sampling need to know beforehand), then one in step and
+//! duration order ([`SortedSpans::merged`]) that picks the percentiles and gathers the
+//! duration ranks per snapshot ([`StepRanks`]), a step at a time.
 
-use super::load::{Data, SnapFigures, SpanFigures};
-use super::ranks::{self, DenseRanks, Scratch, StepOrder};
+use super::load::{Data, SnapFigures};
+use super::ranks::{Classes, Percentiles, ResourceOrder, StepRanks};
+use super::spill::{SortedSpans, SpanRecord};
 use super::*;
 use crate::domain::Status;
 
 /// At most this many points per chart series.
 const CHART_POINTS: usize = 600;
 
+/// The presence bit of a snapshot under pressure (bits 0 to 6 are the resources').
+const PRESSED: u8 = 1 << 7;
+
+/// The presence bit of GPU free memory (the scatter's figure).
+const FREE_KNOWN: u8 = 1 << 0;
+
 fn every<T: Clone>(items: &[T], max: usize) -> Vec<T> {
     let step = items.len().div_ceil(max.max(1)).max(1);
     items.iter().step_by(step).cloned().collect()
 }
 
-/// The spans under pressure and the others: size, failure rate and percentiles each.
-fn pressure_groups(order: &StepOrder, spans: &[SpanFigures], under: &[bool]) -> [Group; 2] {
-    let [under_p, normal_p] = order.split_percentiles([0.5, 0.95], under);
-    let mut counts = [(0usize, 0usize); 2];
-    for (s, &u) in spans.iter().zip(under) {
-        let c = &mut counts[usize::from(!u)];
-        c.0 += 1;
-        c.1 += usize::from(s.failed);
-    }
-    let group = |(n, failures): (usize, usize), [p50_ms, p95_ms]: [Option<f64>; 2]| Group {
-        n,
-        p50_ms,
-        p95_ms,
-        failure_rate: (n > 0).then(|| failures as f64 / n as f64),
-    };
-    [group(counts[0], under_p), group(counts[1], normal_p)]
-}
-
 /// What every step's figures are computed against.
 struct Shared<'a> {
     data: &'a Data,
-    /// Each resource ranked once over the snapshots.
-    resources: Vec<DenseRanks>,
-    /// Per snapshot: under pressure.
-    pressed: Vec<bool>,
+    /// Each resource's snapshots in the order of its value.
+    resources: Vec<ResourceOrder>,
+    /// Which resources rank durations among the same spans.
+    classes: Classes,
+    /// Per snapshot: bit r set when it has resource r's figure, [`PRESSED`] when under
+    /// pressure.
+    presence: Vec<u8>,
     /// "GPU n" or "the tightest GPU", "the busiest GPU" (bandwidth, tensor).
     labels: [String; 3],
 }
@@ -53,19 +51,37 @@ struct StepFigures {
     scatter: Option<Scatter>,
 }
 
-pub(super) fn compute(data: &Data, options: &Options) -> Report {
+pub(super) fn compute(data: &mut Data, options: &Options) -> Result<Report, Error> {
     let threshold = options.oom_threshold_bytes;
+    let mut spans = std::mem::take(&mut data.spans).finish();
+    let data = &*data;
+    let resources: Vec<ResourceOrder> = RESOURCES
+        .iter()
+        .map(|r| ResourceOrder::new(data.snapshots.iter().map(|s| r.value(s))))
+        .collect();
+    let presence: Vec<u8> = data
+        .snapshots
+        .iter()
+        .map(|s| {
+            let mut bits = if under_pressure(s, threshold) {
+                PRESSED
+            } else {
+                0
+            };
+            for (k, r) in RESOURCES.iter().enumerate() {
+                if r.value(s).is_some_and(f64::is_finite) {
+                    bits |= 1 << k;
+                }
+            }
+            bits
+        })
+        .collect();
+    let present: Vec<bool> = resources.iter().map(|r| !r.is_empty()).collect();
     let shared = Shared {
         data,
-        resources: RESOURCES
-            .iter()
-            .map(|r| DenseRanks::new(data.snapshots.iter().map(|s| r.value(s))))
-            .collect(),
-        pressed: data
-            .snapshots
-            .iter()
-            .map(|s| under_pressure(s, threshold))
-            .collect(),
+        classes: Classes::new(&presence, &present),
+        resources,
+        presence,
         labels: [
             gpu_label(
                 &data.snapshots,
@@ -84,7 +100,9 @@ pub(super) fn compute(data: &Data, options: &Options) -> Report {
             ),
         ],
     };
-    let steps = every_step(&shared);
+    let spans_analyzed = spans.len();
+    let steps = every_step(&shared, &mut spans)?;
+    drop(spans);
     let mut latency = Vec::new();
     let mut context = Vec::new();
     let mut correlations = Vec::new();
@@ -102,8 +120,7 @@ pub(super) fn compute(data: &Data, options: &Options) -> Report {
     latency.sort_by(|a, b| b.p95_ms.total_cmp(&a.p95_ms));
     let oom = super::oom::oom(data, threshold, !options.all_ids);
     let charts = charts(data, scatter);
-    let spans_analyzed = data.spans.iter().map(Vec::len).sum();
-    Report {
+    Ok(Report {
         generated_at_ns: probe_core::unix_now_ns(),
         window: Window {
             since_ns: options.since_ns,
@@ -124,153 +141,224 @@ pub(super) fn compute(data: &Data, options: &Options) -> Report {
         pressure,
         oom,
         charts,
-    }
+    })
 }
 
-/// Every step's figures, in the order of `data.names`: steps are independent, so two
-/// threads share them when the machine has two cores (the larger steps first).
-fn every_step(shared: &Shared) -> Vec<StepFigures> {
-    let data = shared.data;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    if threads < 2 || data.names.len() < 2 {
-        return (0..data.names.len()).map(|i| step(shared, i)).collect();
-    }
-    let mut by_size: Vec<usize> = (0..data.names.len()).collect();
-    by_size.sort_by_key(|&i| std::cmp::Reverse(data.spans[i].len()));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = || {
-        let mut done = Vec::new();
-        loop {
-            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(&i) = by_size.get(k) else {
-                return done;
-            };
-            done.push((i, step(shared, i)));
-        }
-    };
-    let mut done = std::thread::scope(|scope| {
-        let other = scope.spawn(work);
-        let mut done = work();
-        // A panic there is a bug here: pass it on as it is.
-        done.extend(
-            other
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        );
-        done
-    });
-    done.sort_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, step)| step).collect()
+/// What the counting pass learns of a step.
+#[derive(Debug, Clone, Default)]
+struct StepCounts {
+    /// Spans.
+    n: usize,
+    /// Spans that started under pressure.
+    under: usize,
+    /// Spans whose start snapshot knows GPU free memory.
+    free_known: usize,
 }
 
-/// Step `index`'s latency, context, correlations (and findings), pressure and scatter.
-fn step(shared: &Shared, index: usize) -> StepFigures {
+/// Every step's figures, in the order of `data.names`.
+fn every_step(shared: &Shared, spans: &mut SortedSpans) -> std::io::Result<Vec<StepFigures>> {
     let data = shared.data;
-    let (name, spans) = (&data.names[index], &data.spans[index]);
-    let order = StepOrder::new(spans);
-    let failures = spans.iter().filter(|s| s.failed).count();
-    let [p50, p95, p99] = order.percentiles([0.5, 0.95, 0.99]);
-    let latency = Latency {
-        name: name.clone(),
-        count: spans.len(),
-        failures,
-        failure_rate: if spans.is_empty() {
-            0.0
-        } else {
-            failures as f64 / spans.len() as f64
-        },
-        p50_ms: p50.unwrap_or(0.0),
-        p95_ms: p95.unwrap_or(0.0),
-        p99_ms: p99.unwrap_or(0.0),
-    };
-    let mut scratch = Scratch::default();
-    let (mut correlations, mut findings, mut scatter) = (Vec::new(), Vec::new(), None);
-    let mut medians = [None; RESOURCES.len()];
-    for (k, (resource, ranks)) in RESOURCES.iter().zip(&shared.resources).enumerate() {
-        if ranks.is_empty() {
-            continue;
+    let position = |s: &SpanRecord| data.span_snapshots.position(s, &data.snapshot_index);
+    let mut counts = vec![StepCounts::default(); data.names.len()];
+    spans.unordered(|s| {
+        let c = &mut counts[s.step() as usize];
+        c.n += 1;
+        if let Some(p) = position(&s) {
+            let bits = shared.presence[p as usize];
+            c.under += usize::from(bits & PRESSED != 0);
+            c.free_known += usize::from(bits & FREE_KNOWN != 0);
         }
-        let against = ranks::against(spans, &order, ranks, &mut scratch);
-        medians[k] = against.median;
-        let Some(rho) = against.rho else {
-            continue;
-        };
-        let n = against.n;
-        let strong = rho.abs() >= MIN_RHO && n >= MIN_N;
-        if strong {
-            let gpu = match resource {
-                Resource::GpuDramBandwidth => &shared.labels[1],
-                Resource::GpuTensorActive => &shared.labels[2],
-                _ => &shared.labels[0],
-            };
-            findings.push(format!(
-                "{name} is slower when {}: ρ = {rho:.2}, n = {n}",
-                resource.phrase(rho, gpu)
-            ));
+    })?;
+    let mut ranks = StepRanks::new(data.snapshots.len(), &shared.classes);
+    let mut steps = Vec::with_capacity(data.names.len());
+    let mut pass: Option<StepPass> = None;
+    spans.merged(|s| {
+        let step = s.step() as usize;
+        if pass.as_ref().is_none_or(|p| p.index != step) {
+            if let Some(done) = pass.take() {
+                steps.push(done.finish(shared, &mut ranks));
+            }
+            pass = Some(StepPass::new(step, &counts[step]));
         }
-        correlations.push(Correlation {
+        if let Some(pass) = pass.as_mut() {
+            pass.push(shared, &mut ranks, &s, position(&s));
+        }
+    })?;
+    if let Some(done) = pass.take() {
+        steps.push(done.finish(shared, &mut ranks));
+    }
+    Ok(steps)
+}
+
+/// One step's spans passing in duration order.
+struct StepPass {
+    /// The step's index.
+    index: usize,
+    /// Its spans.
+    n: usize,
+    failures: usize,
+    /// p50, p95, p99 of all its spans.
+    all: Percentiles<3>,
+    /// p50, p95 of those under pressure, then of the others.
+    sides: [Percentiles<2>; 2],
+    /// (spans, failures) under pressure, then of the others.
+    side_counts: [(usize, usize); 2],
+    /// Spans whose start snapshot is known.
+    with_snapshot: usize,
+    /// The scatter takes every this-many-th span with GPU free memory known.
+    scatter_every: usize,
+    free_seen: usize,
+    /// (snapshot position, duration) of the scatter's spans.
+    scatter: Vec<(u32, f64)>,
+}
+
+impl StepPass {
+    fn new(index: usize, counts: &StepCounts) -> Self {
+        Self {
+            index,
+            n: counts.n,
+            failures: 0,
+            all: Percentiles::new(counts.n, [0.5, 0.95, 0.99]),
+            sides: [
+                Percentiles::new(counts.under, [0.5, 0.95]),
+                Percentiles::new(counts.n - counts.under, [0.5, 0.95]),
+            ],
+            side_counts: [(0, 0); 2],
+            with_snapshot: 0,
+            scatter_every: counts.free_known.div_ceil(CHART_POINTS * 2).max(1),
+            free_seen: 0,
+            scatter: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, shared: &Shared, ranks: &mut StepRanks, s: &SpanRecord, at: Option<u32>) {
+        let duration = s.duration_ms();
+        let failed = usize::from(s.failed());
+        self.failures += failed;
+        self.all.see(duration);
+        let bits = at.map_or(0, |p| shared.presence[p as usize]);
+        let side = usize::from(bits & PRESSED == 0);
+        self.sides[side].see(duration);
+        self.side_counts[side].0 += 1;
+        self.side_counts[side].1 += failed;
+        if let Some(p) = at {
+            self.with_snapshot += 1;
+            ranks.push(&shared.presence, duration, p);
+            if bits & FREE_KNOWN != 0 {
+                if self.free_seen.is_multiple_of(self.scatter_every) {
+                    self.scatter.push((p, duration));
+                }
+                self.free_seen += 1;
+            }
+        }
+    }
+
+    /// The step's figures (and `ranks` made ready for the next step).
+    fn finish(self, shared: &Shared, ranks: &mut StepRanks) -> StepFigures {
+        let data = shared.data;
+        let name = &data.names[self.index];
+        ranks.flush(&shared.presence);
+        let [p50, p95, p99] = self.all.get();
+        let latency = Latency {
             name: name.clone(),
-            resource: *resource,
-            rho,
-            n,
-            strong,
-        });
-        if *resource == Resource::GpuFreeMemory {
-            scatter = Some(Scatter {
+            count: self.n,
+            failures: self.failures,
+            failure_rate: if self.n == 0 {
+                0.0
+            } else {
+                self.failures as f64 / self.n as f64
+            },
+            p50_ms: p50.unwrap_or(0.0),
+            p95_ms: p95.unwrap_or(0.0),
+            p99_ms: p99.unwrap_or(0.0),
+        };
+        let (mut correlations, mut findings, mut scatter) = (Vec::new(), Vec::new(), None);
+        let mut medians = [None; RESOURCES.len()];
+        for (k, resource) in RESOURCES.iter().enumerate() {
+            let Some(class) = shared.classes.of(k) else {
+                continue;
+            };
+            let value = |p: u32| {
+                resource
+                    .value(&data.snapshots[p as usize])
+                    .unwrap_or(f64::NAN)
+            };
+            let against = ranks.against(class, &shared.resources[k], value);
+            medians[k] = against.median;
+            let Some(rho) = against.rho else {
+                continue;
+            };
+            let n = against.n;
+            let strong = rho.abs() >= MIN_RHO && n >= MIN_N;
+            if strong {
+                let gpu = match resource {
+                    Resource::GpuDramBandwidth => &shared.labels[1],
+                    Resource::GpuTensorActive => &shared.labels[2],
+                    _ => &shared.labels[0],
+                };
+                findings.push(format!(
+                    "{name} is slower when {}: ρ = {rho:.2}, n = {n}",
+                    resource.phrase(rho, gpu)
+                ));
+            }
+            correlations.push(Correlation {
                 name: name.clone(),
-                points: free_memory_points(data, spans, n),
+                resource: *resource,
+                rho,
+                n,
+                strong,
             });
+            if *resource == Resource::GpuFreeMemory {
+                scatter = Some(Scatter {
+                    name: name.clone(),
+                    points: self
+                        .scatter
+                        .iter()
+                        .map(|&(p, duration)| (value(p) / MIB, duration))
+                        .collect(),
+                });
+            }
+        }
+        ranks.reset();
+        let context = Context {
+            name: name.clone(),
+            n: self.with_snapshot,
+            gpu_free_min_mib_p50: medians[0].map(|b| b / MIB),
+            gpu_utilization_p50: medians[1],
+            cpu_load_per_core_p50: medians[2],
+            ram_headroom_ratio_p50: medians[3],
+            cgroup_headroom_ratio_p50: medians[4],
+            gpu_dram_bandwidth_p50: medians[5],
+            gpu_tensor_active_p50: medians[6],
+        };
+        let group = |(n, failures): (usize, usize), [p50_ms, p95_ms]: [Option<f64>; 2]| Group {
+            n,
+            p50_ms,
+            p95_ms,
+            failure_rate: (n > 0).then(|| failures as f64 / n as f64),
+        };
+        let under_pressure = group(self.side_counts[0], self.sides[0].get());
+        let no_pressure = group(self.side_counts[1], self.sides[1].get());
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        let pressure = Pressure {
+            name: name.clone(),
+            p50_ratio: ratio(under_pressure.p50_ms, no_pressure.p50_ms),
+            p95_ratio: ratio(under_pressure.p95_ms, no_pressure.p95_ms),
+            under_pressure,
+            no_pressure,
+        };
+        StepFigures {
+            latency,
+            context,
+            correlations,
+            findings,
+            pressure,
+            scatter,
         }
     }
-    let context = Context {
-        name: name.clone(),
-        n: spans.iter().filter(|s| s.snapshot().is_some()).count(),
-        gpu_free_min_mib_p50: medians[0].map(|b| b / MIB),
-        gpu_utilization_p50: medians[1],
-        cpu_load_per_core_p50: medians[2],
-        ram_headroom_ratio_p50: medians[3],
-        cgroup_headroom_ratio_p50: medians[4],
-        gpu_dram_bandwidth_p50: medians[5],
-        gpu_tensor_active_p50: medians[6],
-    };
-    let under: Vec<bool> = spans
-        .iter()
-        .map(|s| s.snapshot().is_some_and(|p| shared.pressed[p as usize]))
-        .collect();
-    let [under_pressure, no_pressure] = pressure_groups(&order, spans, &under);
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    };
-    let pressure = Pressure {
-        name: name.clone(),
-        p50_ratio: ratio(under_pressure.p50_ms, no_pressure.p50_ms),
-        p95_ratio: ratio(under_pressure.p95_ms, no_pressure.p95_ms),
-        under_pressure,
-        no_pressure,
-    };
-    StepFigures {
-        latency,
-        context,
-        correlations,
-        findings,
-        pressure,
-        scatter,
-    }
-}
-
-/// (GPU free MiB, duration ms) of every `n / 1200`th of the `n` spans whose start
-/// snapshot knows the tightest GPU's free memory, in the order read.
-fn free_memory_points(data: &Data, spans: &[SpanFigures], n: usize) -> Vec<(f64, f64)> {
-    let step = n.div_ceil(CHART_POINTS * 2).max(1);
-    spans
-        .iter()
-        .filter_map(|s| {
-            let free = Resource::GpuFreeMemory.value(&data.snapshots[s.snapshot()? as usize])?;
-            free.is_finite().then_some((free / MIB, s.duration_ms))
-        })
-        .step_by(step)
-        .collect()
 }
 
 fn under_pressure(f: &SnapFigures, threshold: u64) -> bool {
@@ -420,7 +508,7 @@ mod tests {
             |i| 1000 + u64::from(i),
             |i| f64::from(100 - i),
         );
-        let report = compute(&data, &options());
+        let report = compute(&mut data, &options()).unwrap();
         let rho = |name: &str| {
             report
                 .correlations
@@ -454,7 +542,7 @@ mod tests {
             );
             fixture::span(&mut data, "llm_call", 10.0 + f64::from(i), false, id);
         }
-        let report = compute(&data, &options());
+        let report = compute(&mut data, &options()).unwrap();
         assert_eq!(
             report.findings,
             ["llm_call is slower when GPU 1's memory bandwidth is busier: ρ = 1.00, n = 30"]
@@ -497,7 +585,7 @@ mod tests {
             },
         );
         fixture::span(&mut data, "tool_call", 5.0, false, busy);
-        let report = compute(&data, &options());
+        let report = compute(&mut data, &options()).unwrap();
         let llm = report
             .pressure
             .iter()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::GroupFilter;
+use super::spill::{NO_SNAPSHOT, SpanRecord, SpanSorter};
 use crate::domain::{EndedBy, Status};
 use crate::store::unsigned;
 
@@ -32,34 +33,27 @@ pub struct SnapFigures {
     pub gpu_tensor_active_max: Option<(f64, u32)>,
 }
 
-/// A finished span, reduced to what the latency and correlation figures use (16 bytes:
-/// ten million of them are read at fleet scale).
+/// How a span's snapshot reference (in [`SpanRecord`]) names its start snapshot.
 #[derive(Debug, Clone, Copy)]
-pub struct SpanFigures {
-    /// Duration in milliseconds.
-    pub duration_ms: f64,
-    /// Position of its start snapshot in the snapshot list, [`SpanFigures::NO_SNAPSHOT`]
-    /// when not known.
-    snapshot: u32,
-    /// Ended as failed.
-    pub failed: bool,
+pub enum SnapshotRefs {
+    /// The snapshot id's offset from this id (spans read beside the snapshots, before
+    /// their positions were known).
+    OffsetFrom(i64),
+    /// Its position in the snapshot list.
+    Positions,
 }
 
-impl SpanFigures {
-    const NO_SNAPSHOT: u32 = u32::MAX;
-
-    /// A span of `duration_ms` that started at snapshot position `snapshot`.
-    pub fn new(duration_ms: f64, failed: bool, snapshot: Option<u32>) -> Self {
-        Self {
-            duration_ms,
-            snapshot: snapshot.unwrap_or(Self::NO_SNAPSHOT),
-            failed,
+impl SnapshotRefs {
+    /// The position of the snapshot `span` started at, if it is in the window.
+    pub fn position(self, span: &SpanRecord, index: &SnapshotIndex) -> Option<u32> {
+        let reference = span.snapshot();
+        if reference == NO_SNAPSHOT {
+            return None;
         }
-    }
-
-    /// Position of its start snapshot, if known.
-    pub fn snapshot(&self) -> Option<u32> {
-        (self.snapshot != Self::NO_SNAPSHOT).then_some(self.snapshot)
+        match self {
+            SnapshotRefs::OffsetFrom(base) => index.get(base.checked_add(i64::from(reference))?),
+            SnapshotRefs::Positions => Some(reference),
+        }
     }
 }
 
@@ -159,8 +153,10 @@ pub struct Data {
     pub snapshot_index: SnapshotIndex,
     /// Distinct span names.
     pub names: Vec<String>,
-    /// Finished spans per name (same index as `names`), each name's in the order read.
-    pub spans: Vec<Vec<SpanFigures>>,
+    /// Finished spans, to be sorted by step (index into `names`) and duration.
+    pub spans: SpanSorter,
+    /// How the spans name their start snapshots.
+    pub span_snapshots: SnapshotRefs,
     /// Runs.
     pub runs: Vec<RunFigures>,
     /// GPU samples in time order per GPU.
@@ -346,14 +342,14 @@ pub fn load(
         the_rest.map(|rest| (read, rest))
     })?;
     let (snapshots, snapshot_index, (agent_gpus, agent_gpus_from), (gpus, gpu_names), runs) = rest;
-    let (names, spans) = match read? {
-        Some((names, mut spans)) => {
-            to_positions(&mut spans, base, &snapshot_index);
-            (names, spans)
-        }
+    let ((names, spans), span_snapshots) = match read? {
+        Some(read) => (read, SnapshotRefs::OffsetFrom(base)),
         // No second connection, or an offset too far to keep: read them here.
-        None => span_figures(conn, span_query, &filter, Positions::Index(&snapshot_index))?
-            .unwrap_or_default(),
+        None => (
+            span_figures(conn, span_query, &filter, Positions::Index(&snapshot_index))?
+                .unwrap_or_default(),
+            SnapshotRefs::Positions,
+        ),
     };
     Ok(Data {
         runs,
@@ -363,32 +359,22 @@ pub fn load(
         snapshot_index,
         names,
         spans,
+        span_snapshots,
         agent_gpus,
         agent_gpus_from,
     })
 }
 
-/// The distinct step names and each one's finished spans.
-type StepSpans = (Vec<String>, Vec<Vec<SpanFigures>>);
+/// The distinct step names and the finished spans, each of a step by its index.
+type StepSpans = (Vec<String>, SpanSorter);
 
 /// How [`span_figures`] keeps a span's start snapshot.
 #[derive(Clone, Copy)]
 enum Positions<'a> {
-    /// As its position, from the snapshots already read.
+    /// As its position, from the snapshots already read ([`SnapshotRefs::Positions`]).
     Index(&'a SnapshotIndex),
-    /// As its id's offset from this id, for [`to_positions`] once the snapshots are read.
+    /// As its id's offset from this id ([`SnapshotRefs::OffsetFrom`]).
     OffsetFrom(i64),
-}
-
-/// Turns spans' snapshot offsets from `base` into positions (or none, for a snapshot
-/// outside the window).
-fn to_positions(spans: &mut [Vec<SpanFigures>], base: i64, index: &SnapshotIndex) {
-    for span in spans.iter_mut().flatten() {
-        let position = span
-            .snapshot()
-            .and_then(|offset| index.get(base + i64::from(offset)));
-        *span = SpanFigures::new(span.duration_ms, span.failed, position);
-    }
 }
 
 /// Host and cgroup figures of every snapshot from `since_ns` on, and id → position.
@@ -576,7 +562,7 @@ fn span_figures(
 ) -> rusqlite::Result<Option<StepSpans>> {
     let mut names: Vec<String> = Vec::new();
     let mut name_index: HashMap<String, usize> = HashMap::new();
-    let mut spans: Vec<Vec<SpanFigures>> = Vec::new();
+    let mut spans = SpanSorter::new();
     let mut stmt = conn.prepare(&format!(
         "SELECT name, status, started_at_ns, ended_at_ns, start_snapshot_id FROM spans
          WHERE ended_at_ns IS NOT NULL AND started_at_ns >= ?1 AND started_at_ns < ?4
@@ -602,7 +588,6 @@ fn span_figures(
             Some(i) => i,
             None => {
                 names.push(span_name.to_owned());
-                spans.push(Vec::new());
                 name_index.insert(span_name.to_owned(), names.len() - 1);
                 names.len() - 1
             }
@@ -610,20 +595,21 @@ fn span_figures(
         let started: i64 = r.get(2)?;
         let ended: i64 = r.get(3)?;
         let snapshot = match (r.get::<_, Option<i64>>(4)?, positions) {
-            (None, _) => None,
-            (Some(id), Positions::Index(index)) => index.get(id),
+            (None, _) => NO_SNAPSHOT,
+            (Some(id), Positions::Index(index)) => index.get(id).unwrap_or(NO_SNAPSHOT),
             // Below the smallest id: no such snapshot (a dangling reference).
-            (Some(id), Positions::OffsetFrom(base)) if id < base => None,
+            (Some(id), Positions::OffsetFrom(base)) if id < base => NO_SNAPSHOT,
             (Some(id), Positions::OffsetFrom(base)) => {
                 match id.checked_sub(base).and_then(|o| u32::try_from(o).ok()) {
-                    Some(offset) if offset != SpanFigures::NO_SNAPSHOT => Some(offset),
+                    Some(offset) if offset != NO_SNAPSHOT => offset,
                     // Four billion ids past the smallest: let the caller read with
                     // positions instead.
                     _ => return Ok(None),
                 }
             }
         };
-        spans[name].push(SpanFigures::new(
+        spans.push(SpanRecord::new(
+            u32::try_from(name).unwrap_or(u32::MAX),
             (ended - started) as f64 / 1e6,
             r.get::<_, Status>(1)? == Status::Failed,
             snapshot,
@@ -806,7 +792,8 @@ pub(super) mod fixture {
             snapshots: Vec::new(),
             snapshot_index: SnapshotIndex::default(),
             names: Vec::new(),
-            spans: Vec::new(),
+            spans: SpanSorter::new(),
+            span_snapshots: SnapshotRefs::Positions,
             runs: Vec::new(),
             gpus: Vec::new(),
             gpu_names: Vec::new(),
@@ -833,12 +820,12 @@ pub(super) mod fixture {
             Some(i) => i,
             None => {
                 data.names.push(name.to_owned());
-                data.spans.push(Vec::new());
                 data.names.len() - 1
             }
         };
-        let snapshot = data.snapshot_index.get(snapshot_id);
-        data.spans[index].push(SpanFigures::new(duration_ms, failed, snapshot));
+        let snapshot = data.snapshot_index.get(snapshot_id).unwrap_or(NO_SNAPSHOT);
+        data.spans
+            .push(SpanRecord::new(index as u32, duration_ms, failed, snapshot));
     }
 
     /// Adds an ended run.

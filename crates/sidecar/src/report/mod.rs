@@ -13,6 +13,7 @@ mod load;
 mod model;
 mod oom;
 mod ranks;
+mod spill;
 pub mod stats;
 mod svg;
 pub mod table;
@@ -113,11 +114,7 @@ pub struct GroupReport {
 }
 
 /// The report split by client or by source: every section per group.
-pub fn build_grouped(
-    conn: &Connection,
-    options: &Options,
-    by: GroupBy,
-) -> rusqlite::Result<Grouped> {
+pub fn build_grouped(conn: &Connection, options: &Options, by: GroupBy) -> Result<Grouped, Error> {
     let mut groups = Vec::new();
     for (filter, key, label) in load::groups(conn, options, by)? {
         let report = build(
@@ -133,16 +130,27 @@ pub fn build_grouped(
     Ok(Grouped { by, groups })
 }
 
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be read.
+    #[error("cannot read the database: {0}")]
+    Read(#[from] rusqlite::Error),
+    /// The spans sorted into temporary files could not be read back.
+    #[error("cannot read back the report's temporary files (in TMPDIR): {0}")]
+    Spill(#[from] std::io::Error),
+}
+
 /// Reads the database and computes the report.
-pub fn build(conn: &Connection, options: &Options) -> rusqlite::Result<Report> {
-    let data = load::load(
+pub fn build(conn: &Connection, options: &Options) -> Result<Report, Error> {
+    let mut data = load::load(
         conn,
         (options.since_ns, options.until_ns),
         options.run_id.as_deref(),
         options.name.as_deref(),
         options.group.as_ref(),
     )?;
-    Ok(compute::compute(&data, options))
+    compute::compute(&mut data, options)
 }
 
 /// The rule for a finding, in words: "|ρ| ≥ 0.3 with n ≥ 20".

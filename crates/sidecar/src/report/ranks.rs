@@ -1,163 +1,95 @@
-//! Exact ranks without sorting per figure: what lets the report take Spearman's ρ of every
-//! step against every resource over millions of spans.
+//! Exact percentiles and Spearman's ρ of every step against every resource from one pass
+//! over the step's spans in duration order, in memory bounded by the snapshots, not the
+//! spans: what lets the report take ten million spans in a small container.
 //!
-//! A resource's values are ranked once over the snapshots ([`DenseRanks`]: equal values
-//! share a rank, ranks keep the values' order). A step's spans then get their average
-//! ranks for that resource by counting spans per dense rank, in time linear in the spans
-//! and the distinct values; their duration ranks come from one sort of the step's
-//! durations ([`StepOrder`]), reused for every resource, its percentiles and the pressure
-//! comparison. Ranks are kept doubled (`2 × average rank`, always a whole number), and ρ is
-//! Pearson's r of those ranks, computed in one pass: the mean of n average ranks is
-//! always (n + 1) / 2. `tests.rs` holds the results equal to a naive computation.
+//! ρ is Pearson's r of average ranks. Ranks are kept doubled (`2 × average rank`, always a
+//! whole number) and the sums are exact integers. The spans arrive in duration order
+//! (`spill.rs`), so each one's duration rank is known as it passes (equal durations are
+//! gathered first: they share a rank). What a span adds is kept per snapshot, not per span:
+//! the spans that started at snapshot p and the sum of their duration ranks. A resource's
+//! ranks are then one walk over its snapshots in the order of its value
+//! ([`ResourceOrder`]): the spans of equal values share a rank, and
+//! Σ rank(duration) × rank(figure) is Σ over values of rank(value) × the sum of the
+//! duration ranks of its spans. The duration ranks for a resource are among the spans that
+//! have its figure; resources whose figures are present at the same snapshots share them
+//! ([`Classes`]). `tests.rs` holds the results equal to a naive computation.
 
-use super::load::SpanFigures;
-
-/// The value of a dense rank that has no value (the snapshot lacks the figure).
-const NONE: u32 = u32::MAX;
-
-/// One resource's values over the snapshots as dense ranks.
-pub struct DenseRanks {
-    /// Per snapshot position: the rank of its value among the distinct values, or
-    /// [`NONE`].
-    rank: Vec<u32>,
-    /// The distinct values in ascending order: rank → value.
-    values: Vec<f64>,
+/// One resource's snapshots in the order of its value, those without it left out.
+pub struct ResourceOrder {
+    /// Snapshot positions, by value.
+    order: Vec<u32>,
+    /// Bit k set: `order[k]`'s value differs from `order[k - 1]`'s (a new value starts).
+    starts: Vec<u64>,
 }
 
-impl DenseRanks {
-    /// Ranks `values` (one per snapshot position; non-finite values count as missing).
+impl ResourceOrder {
+    /// Orders `values` (one per snapshot position; non-finite values count as missing).
     pub fn new(values: impl Iterator<Item = Option<f64>>) -> Self {
-        let mut order: Vec<(f64, u32)> = values
+        let mut pairs: Vec<(f64, u32)> = values
             .enumerate()
             .filter_map(|(i, v)| Some((v.filter(|v| v.is_finite())?, u32::try_from(i).ok()?)))
             .collect();
-        let snapshots = order
-            .iter()
-            .map(|&(_, i)| i as usize + 1)
-            .max()
-            .unwrap_or(0);
-        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        let mut rank = vec![NONE; snapshots];
-        let mut distinct: Vec<f64> = Vec::new();
-        for (value, i) in order {
-            // `==`, not the sort's order: -0.0 and 0.0 are one value, as for any comparison.
-            if distinct.last() != Some(&value) {
-                distinct.push(value);
+        pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let mut starts = vec![0u64; pairs.len().div_ceil(64)];
+        for k in 0..pairs.len() {
+            // `!=`, not the sort's order: -0.0 and 0.0 are one value, as for any comparison.
+            if k == 0 || pairs[k].0 != pairs[k - 1].0 {
+                starts[k / 64] |= 1 << (k % 64);
             }
-            rank[i as usize] = u32::try_from(distinct.len() - 1).unwrap_or(NONE);
         }
         Self {
-            rank,
-            values: distinct,
+            order: pairs.into_iter().map(|(_, i)| i).collect(),
+            starts,
         }
     }
 
     /// Whether no snapshot has the figure.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.order.is_empty()
     }
 
-    /// The dense rank of a span's start snapshot's value, if it has one.
-    fn of(&self, span: &SpanFigures) -> Option<u32> {
-        let r = *self.rank.get(span.snapshot()? as usize)?;
-        (r != NONE).then_some(r)
+    fn starts_value(&self, k: usize) -> bool {
+        self.starts[k / 64] >> (k % 64) & 1 == 1
     }
 }
 
-/// One step's spans in duration order, and their doubled duration ranks.
-pub struct StepOrder {
-    /// (duration, position in the step's span list), by duration.
-    order: Vec<(f64, u32)>,
-    /// Doubled average duration rank among all the step's spans, by position: ρ against a
-    /// figure every span has (the usual case) needs no other.
-    all: Vec<u32>,
+/// Which resources are present at the same snapshots (and so rank durations among the
+/// same spans): one class per distinct pattern.
+pub struct Classes {
+    /// Per resource: its class, `None` when no snapshot has it.
+    of: Vec<Option<usize>>,
+    /// Per class: the presence bit of one of its resources.
+    bits: Vec<u8>,
 }
 
-impl StepOrder {
-    /// Sorts the step's durations once.
-    pub fn new(spans: &[SpanFigures]) -> Self {
-        let mut order: Vec<(f64, u32)> = spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.duration_ms, u32::try_from(i).unwrap_or(u32::MAX)))
-            .collect();
-        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        let mut step = Self {
-            order,
-            all: Vec::new(),
-        };
-        let mut all = Vec::new();
-        step.doubled_ranks(|_| true, &mut all);
-        step.all = all;
-        step
-    }
-
-    /// Nearest-rank percentiles `qs` of all the step's durations (`None` without spans).
-    pub fn percentiles<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
-        let n = self.order.len();
-        qs.map(|q| {
-            let i = ((n as f64 * q).ceil() as usize).saturating_sub(1);
-            self.order.get(i.min(n.saturating_sub(1))).map(|&(d, _)| d)
-        })
-    }
-
-    /// Nearest-rank percentiles `qs` of the durations of the spans where `split` is true,
-    /// and of the others, in two passes over the order.
-    pub fn split_percentiles<const N: usize>(
-        &self,
-        qs: [f64; N],
-        split: &[bool],
-    ) -> [[Option<f64>; N]; 2] {
-        let kept = self
-            .order
-            .iter()
-            .filter(|(_, i)| split[*i as usize])
-            .count();
-        let sizes = [kept, self.order.len() - kept];
-        let wanted = sizes.map(|n| {
-            qs.map(|q| {
-                ((n as f64 * q).ceil() as usize)
-                    .saturating_sub(1)
-                    .min(n.max(1) - 1)
-            })
-        });
-        let mut found = [[None; N]; 2];
-        let mut seen = [0usize; 2];
-        for &(duration, i) in &self.order {
-            let side = usize::from(!split[i as usize]);
-            for (slot, &w) in found[side].iter_mut().zip(&wanted[side]) {
-                if w == seen[side] {
-                    *slot = Some(duration);
-                }
-            }
-            seen[side] += 1;
+impl Classes {
+    /// From each snapshot's presence bits (bit r: resource r has a figure) and whether
+    /// each resource has any figure at all.
+    pub fn new(presence: &[u8], present: &[bool]) -> Self {
+        let mut seen = [false; 256];
+        for &p in presence {
+            seen[usize::from(p)] = true;
         }
-        found
+        let masks: Vec<u8> = (0..=255u8).filter(|&m| seen[usize::from(m)]).collect();
+        let mut of = Vec::with_capacity(present.len());
+        let mut bits: Vec<u8> = Vec::new();
+        for (r, &here) in present.iter().enumerate() {
+            let bit = 1u8 << r;
+            let class = here.then(|| {
+                let same = |other: u8| masks.iter().all(|m| (m & bit == 0) == (m & other == 0));
+                bits.iter().position(|&b| same(b)).unwrap_or_else(|| {
+                    bits.push(bit);
+                    bits.len() - 1
+                })
+            });
+            of.push(class);
+        }
+        Self { of, bits }
     }
 
-    /// Doubled average duration ranks among the spans `member` keeps, by position (0 for
-    /// the others).
-    fn doubled_ranks(&self, member: impl Fn(usize) -> bool, into: &mut Vec<u32>) {
-        into.clear();
-        into.resize(self.order.len(), 0);
-        let mut below = 0u32;
-        let mut start = 0;
-        while start < self.order.len() {
-            let value = self.order[start].0;
-            let end = self.order[start..]
-                .iter()
-                .position(|(d, _)| *d != value)
-                .map_or(self.order.len(), |n| start + n);
-            let ties = &self.order[start..end];
-            let kept = ties.iter().filter(|(_, i)| member(*i as usize)).count() as u32;
-            for &(_, i) in ties {
-                if member(i as usize) {
-                    into[i as usize] = 2 * below + kept + 1;
-                }
-            }
-            below += kept;
-            start = end;
-        }
+    /// Resource `r`'s class.
+    pub fn of(&self, r: usize) -> Option<usize> {
+        self.of.get(r).copied().flatten()
     }
 }
 
@@ -171,74 +103,173 @@ pub struct Against {
     pub rho: Option<f64>,
 }
 
-/// Reused buffers, so that a step against seven resources allocates once.
-#[derive(Default)]
-pub struct Scratch {
-    /// Per span position: the dense rank of its start snapshot's figure, or [`NONE`].
-    figure: Vec<u32>,
-    /// Doubled duration ranks among the spans that have the figure.
-    durations: Vec<u32>,
-    /// Per dense rank: spans, then their doubled average rank.
-    counts: Vec<u64>,
+/// One step's duration ranks, gathered per snapshot as its spans pass in duration order.
+pub struct StepRanks {
+    /// Per class: the presence bit that tells whether a snapshot belongs.
+    class_bits: Vec<u8>,
+    /// Per snapshot position: the step's spans that started there.
+    count: Vec<u32>,
+    /// Per class, per snapshot position: the sum of those spans' doubled duration ranks
+    /// among the class's spans.
+    sums: Vec<Vec<u64>>,
+    /// Per class: spans ranked so far.
+    below: Vec<u64>,
+    /// Per class: Σ doubled duration rank².
+    squares: Vec<u128>,
+    /// The snapshot positions of the spans of the duration being gathered.
+    tie: Vec<u32>,
+    /// That duration.
+    tie_duration: Option<f64>,
 }
 
-/// The step's spans against one resource: their count, the figure's median, and ρ.
-pub fn against(
-    spans: &[SpanFigures],
-    order: &StepOrder,
-    resource: &DenseRanks,
-    scratch: &mut Scratch,
-) -> Against {
-    let Scratch {
-        figure,
-        durations,
-        counts,
-    } = scratch;
-    // The one pass that looks snapshots up (at random); the rest reads in sequence.
-    figure.clear();
-    figure.extend(spans.iter().map(|s| resource.of(s).unwrap_or(NONE)));
-    counts.clear();
-    counts.resize(resource.values.len(), 0);
-    for &r in figure.iter().filter(|&&r| r != NONE) {
-        counts[r as usize] += 1;
-    }
-    let n: u64 = counts.iter().sum();
-    // The median's position (nearest rank), then counts → doubled average ranks.
-    let median_at = (n as f64 * 0.5).ceil().max(1.0) as u64;
-    let (mut below, mut median) = (0u64, None);
-    for (rank, count) in counts.iter_mut().enumerate() {
-        let c = *count;
-        if median.is_none() && c > 0 && below + c >= median_at {
-            median = Some(resource.values[rank]);
+impl StepRanks {
+    /// For `snapshots` snapshot positions and the classes' presence bits.
+    pub fn new(snapshots: usize, classes: &Classes) -> Self {
+        Self {
+            class_bits: classes.bits.clone(),
+            count: vec![0; snapshots],
+            sums: vec![vec![0; snapshots]; classes.bits.len()],
+            below: vec![0; classes.bits.len()],
+            squares: vec![0; classes.bits.len()],
+            tie: Vec::new(),
+            tie_duration: None,
         }
-        *count = 2 * below + c + 1;
-        below += c;
     }
-    let rho = if n < 3 {
-        None
-    } else {
-        let duration_ranks = if n as usize == spans.len() {
-            &order.all
-        } else {
-            order.doubled_ranks(|i| figure[i] != NONE, durations);
-            &*durations
-        };
-        let mean = (n + 1) as f64; // doubled
-        let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-        for (&r, &d) in figure.iter().zip(duration_ranks) {
-            if r != NONE {
-                let (x, y) = (counts[r as usize] as f64 - mean, f64::from(d) - mean);
-                sxy += x * y;
-                sxx += x * x;
-                syy += y * y;
+
+    /// Forgets the step before (keeps the memory).
+    pub fn reset(&mut self) {
+        self.count.iter_mut().for_each(|c| *c = 0);
+        for sums in &mut self.sums {
+            sums.iter_mut().for_each(|s| *s = 0);
+        }
+        self.below.iter_mut().for_each(|b| *b = 0);
+        self.squares.iter_mut().for_each(|s| *s = 0);
+        self.tie.clear();
+        self.tie_duration = None;
+    }
+
+    /// The next span (durations never decrease) that started at snapshot `position`.
+    pub fn push(&mut self, presence: &[u8], duration_ms: f64, position: u32) {
+        if self.tie_duration != Some(duration_ms) {
+            self.flush(presence);
+            self.tie_duration = Some(duration_ms);
+        }
+        self.tie.push(position);
+    }
+
+    /// Ranks the spans of equal duration gathered last.
+    pub fn flush(&mut self, presence: &[u8]) {
+        for (c, &bit) in self.class_bits.iter().enumerate() {
+            let has = |p: u32| presence[p as usize] & bit != 0;
+            let kept = self.tie.iter().filter(|&&p| has(p)).count() as u64;
+            if kept == 0 {
+                continue;
+            }
+            let rank = 2 * self.below[c] + kept + 1;
+            for &p in self.tie.iter().filter(|&&p| has(p)) {
+                self.sums[c][p as usize] += rank;
+            }
+            self.squares[c] += u128::from(kept) * u128::from(rank) * u128::from(rank);
+            self.below[c] += kept;
+        }
+        for &p in &self.tie {
+            self.count[p as usize] += 1;
+        }
+        self.tie.clear();
+    }
+
+    /// The step against one resource of class `class` ([`StepRanks::flush`] first):
+    /// `value` gives a snapshot position's figure (read once, for the median).
+    pub fn against(
+        &self,
+        class: usize,
+        order: &ResourceOrder,
+        value: impl Fn(u32) -> f64,
+    ) -> Against {
+        let n = self.below[class];
+        let median_at = (n as f64 * 0.5).ceil().max(1.0) as u64;
+        let sums = &self.sums[class];
+        let (mut below, mut median) = (0u64, None);
+        let (mut products, mut squares) = (0u128, 0u128);
+        let mut k = 0;
+        while k < order.order.len() {
+            // One value: the positions from k to the next start.
+            let mut end = k + 1;
+            while end < order.order.len() && !order.starts_value(end) {
+                end += 1;
+            }
+            let group = &order.order[k..end];
+            let count: u64 = group
+                .iter()
+                .map(|&p| u64::from(self.count[p as usize]))
+                .sum();
+            if count > 0 {
+                let duration_sum: u128 = group.iter().map(|&p| u128::from(sums[p as usize])).sum();
+                let rank = u128::from(2 * below + count + 1);
+                products += rank * duration_sum;
+                squares += u128::from(count) * rank * rank;
+                if median.is_none() && below + count >= median_at {
+                    median = Some(value(group[0]));
+                }
+                below += count;
+            }
+            k = end;
+        }
+        debug_assert_eq!(below, n, "the class's spans are the resource's");
+        let rho = (n >= 3).then(|| {
+            // Σ (x - m)(y - m) = Σ xy - n m² for doubled ranks, whose mean m is n + 1.
+            let centre = i128::from(n) * i128::from(n + 1) * i128::from(n + 1);
+            let centred = |sum: u128| i128::try_from(sum).unwrap_or(i128::MAX) - centre;
+            let (xy, xx, yy) = (
+                centred(products),
+                centred(squares),
+                centred(self.squares[class]),
+            );
+            (xx > 0 && yy > 0).then(|| xy as f64 / ((xx as f64) * (yy as f64)).sqrt())
+        });
+        Against {
+            n: n as usize,
+            median,
+            rho: rho.flatten(),
+        }
+    }
+}
+
+/// Nearest-rank percentiles picked from values seen in ascending order, their number known
+/// beforehand.
+pub struct Percentiles<const N: usize> {
+    wanted: [usize; N],
+    found: [Option<f64>; N],
+    seen: usize,
+}
+
+impl<const N: usize> Percentiles<N> {
+    /// For `n` values and the quantiles `qs` (0..1).
+    pub fn new(n: usize, qs: [f64; N]) -> Self {
+        Self {
+            wanted: qs.map(|q| {
+                ((n as f64 * q).ceil() as usize)
+                    .saturating_sub(1)
+                    .min(n.max(1) - 1)
+            }),
+            found: [None; N],
+            seen: 0,
+        }
+    }
+
+    /// The next value (none smaller than any before).
+    pub fn see(&mut self, value: f64) {
+        for (slot, &w) in self.found.iter_mut().zip(&self.wanted) {
+            if w == self.seen {
+                *slot = Some(value);
             }
         }
-        (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
-    };
-    Against {
-        n: n as usize,
-        median,
-        rho,
+        self.seen += 1;
+    }
+
+    /// The percentiles (`None` without values).
+    pub fn get(&self) -> [Option<f64>; N] {
+        self.found
     }
 }
 
@@ -247,12 +278,26 @@ mod tests {
     use super::super::stats::{percentile, spearman};
     use super::*;
 
-    fn spans(durations: &[f64]) -> Vec<SpanFigures> {
-        durations
+    /// The step of `durations`, span i at snapshot i, against `figure` (one per snapshot).
+    fn against(durations: &[f64], figure: &[Option<f64>]) -> Against {
+        let presence: Vec<u8> = figure
+            .iter()
+            .map(|f| u8::from(f.is_some_and(f64::is_finite)))
+            .collect();
+        let classes = Classes::new(&presence, &[true]);
+        let order = ResourceOrder::new(figure.iter().copied());
+        let mut ranks = StepRanks::new(figure.len(), &classes);
+        let mut by_duration: Vec<(f64, u32)> = durations
             .iter()
             .enumerate()
-            .map(|(i, &d)| SpanFigures::new(d, false, Some(i as u32)))
-            .collect()
+            .map(|(i, &d)| (d, i as u32))
+            .collect();
+        by_duration.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (d, p) in by_duration {
+            ranks.push(&presence, d, p);
+        }
+        ranks.flush(&presence);
+        ranks.against(0, &order, |p| figure[p as usize].unwrap())
     }
 
     #[test]
@@ -271,9 +316,7 @@ mod tests {
             Some(0.7),
             Some(0.9),
         ];
-        let s = spans(&durations);
-        let ranks = DenseRanks::new(figure.iter().copied());
-        let got = against(&s, &StepOrder::new(&s), &ranks, &mut Scratch::default());
+        let got = against(&durations, &figure);
         let (x, y): (Vec<f64>, Vec<f64>) = figure
             .iter()
             .zip(durations)
@@ -290,34 +333,57 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_of_each_side_of_a_split_are_those_of_its_own_sorted_durations() {
-        let durations: Vec<f64> = (0..101).map(|i| f64::from((i * 37) % 101)).collect();
-        let order = StepOrder::new(&spans(&durations));
-        let odd: Vec<bool> = (0..durations.len()).map(|i| i % 2 == 1).collect();
-        let side = |want: bool| -> Vec<Option<f64>> {
-            let mut kept: Vec<f64> = durations
-                .iter()
-                .zip(&odd)
-                .filter(|(_, o)| **o == want)
-                .map(|(d, _)| *d)
-                .collect();
-            [0.5, 0.95].map(|q| percentile(&mut kept, q)).to_vec()
-        };
-        let [odd_side, even_side] = order.split_percentiles([0.5, 0.95], &odd);
-        assert_eq!(
-            (odd_side.to_vec(), even_side.to_vec()),
-            (side(true), side(false))
-        );
-        let everything = order.split_percentiles([0.5], &vec![true; durations.len()]);
-        assert_eq!(everything, [order.percentiles([0.5]), [None]]);
-        assert_eq!(order.percentiles([0.5]), [Some(50.0)]);
+    fn spans_sharing_a_snapshot_share_its_figure() {
+        // Four snapshots, twelve spans: three per snapshot.
+        let figure = [Some(4.0), Some(1.0), Some(3.0), Some(1.0)];
+        let presence = vec![1u8; 4];
+        let classes = Classes::new(&presence, &[true]);
+        let order = ResourceOrder::new(figure.iter().copied());
+        let mut ranks = StepRanks::new(4, &classes);
+        let spans: Vec<(f64, u32)> = (0..12).map(|i| (f64::from((i * 7) % 12), i % 4)).collect();
+        let mut sorted = spans.clone();
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (d, p) in sorted {
+            ranks.push(&presence, d, p);
+        }
+        ranks.flush(&presence);
+        let got = ranks.against(0, &order, |p| figure[p as usize].unwrap());
+        let x: Vec<f64> = spans
+            .iter()
+            .map(|&(_, p)| figure[p as usize].unwrap())
+            .collect();
+        let y: Vec<f64> = spans.iter().map(|&(d, _)| d).collect();
+        assert_eq!(got.n, 12);
+        assert_eq!(got.median, percentile(&mut x.clone(), 0.5));
+        let want = spearman(&x, &y).unwrap();
+        assert!((got.rho.unwrap() - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn resources_present_at_the_same_snapshots_share_a_class() {
+        // Bit 0 and 1 always together, bit 2 only at some snapshots, bit 3 nowhere.
+        let presence = [0b011, 0b111, 0b011];
+        let classes = Classes::new(&presence, &[true, true, true, false]);
+        assert_eq!(classes.of(0), classes.of(1));
+        assert_ne!(classes.of(0), classes.of(2));
+        assert_eq!(classes.of(3), None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut values: Vec<f64> = (0..101).map(|i| f64::from((i * 37) % 101)).collect();
+        let mut picked = Percentiles::new(values.len(), [0.5, 0.95, 0.99]);
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.iter().for_each(|&v| picked.see(v));
+        let want = [0.5, 0.95, 0.99].map(|q| percentile(&mut values, q));
+        assert_eq!(picked.get(), want);
+        assert_eq!(Percentiles::new(0, [0.5]).get(), [None]);
     }
 
     #[test]
     fn no_variance_no_rho() {
-        let s = spans(&[1.0, 2.0, 3.0, 4.0]);
-        let flat = DenseRanks::new([Some(1.0); 4].into_iter());
-        let got = against(&s, &StepOrder::new(&s), &flat, &mut Scratch::default());
+        let got = against(&[1.0, 2.0, 3.0, 4.0], &[Some(1.0); 4]);
         assert_eq!((got.n, got.median, got.rho), (4, Some(1.0), None));
     }
 }
