@@ -7,11 +7,10 @@
 //! duration order ([`SortedSpans::merged`]) that picks the percentiles and gathers the
 //! duration ranks per snapshot ([`StepRanks`]), a step at a time.
 
-use super::load::{Data, SnapFigures};
+use super::load::{Data, Runs, SnapFigures};
 use super::ranks::{Classes, Percentiles, ResourceOrder, StepRanks};
 use super::spill::{SortedSpans, SpanRecord};
 use super::*;
-use crate::domain::Status;
 
 /// At most this many points per chart series.
 const CHART_POINTS: usize = 600;
@@ -51,7 +50,11 @@ struct StepFigures {
     scatter: Option<Scatter>,
 }
 
-pub(super) fn compute(data: &mut Data, options: &Options) -> Result<Report, Error> {
+pub(super) fn compute(
+    data: &mut Data,
+    runs: &dyn Runs,
+    options: &Options,
+) -> Result<Report, Error> {
     let threshold = options.oom_threshold_bytes;
     let mut spans = std::mem::take(&mut data.spans).finish();
     let data = &*data;
@@ -118,8 +121,9 @@ pub(super) fn compute(data: &mut Data, options: &Options) -> Result<Report, Erro
         scatter.extend(step.scatter);
     }
     latency.sort_by(|a, b| b.p95_ms.total_cmp(&a.p95_ms));
-    let oom = super::oom::oom(data, threshold, !options.all_ids);
-    let charts = charts(data, scatter);
+    let (oom, runs) = super::oom::oom(data, runs, threshold, !options.all_ids)?;
+    let runs_analyzed = runs.count;
+    let charts = charts(data, runs.chart, scatter);
     Ok(Report {
         generated_at_ns: probe_core::unix_now_ns(),
         window: Window {
@@ -130,7 +134,7 @@ pub(super) fn compute(data: &mut Data, options: &Options) -> Result<Report, Erro
         },
         oom_threshold_bytes: threshold,
         spans_analyzed,
-        runs_analyzed: data.runs.len(),
+        runs_analyzed,
         snapshots_analyzed: data.snapshots.len(),
         agent_gpus: data.agent_gpus.clone(),
         agent_gpus_from: data.agent_gpus_from,
@@ -389,7 +393,11 @@ fn gpu_label(
     }
 }
 
-fn charts(data: &Data, scatter: Vec<Scatter>) -> Charts {
+fn charts(
+    data: &Data,
+    runs: Vec<(i64, i64, bool, String, String)>,
+    scatter: Vec<Scatter>,
+) -> Charts {
     let mut gpu_memory: Vec<GpuSeries> = Vec::new();
     for p in &data.gpus {
         let (Some(used), Some(total)) = (p.used_bytes, p.total_bytes) else {
@@ -413,22 +421,6 @@ fn charts(data: &Data, scatter: Vec<Scatter>) -> Charts {
         .snapshots
         .iter()
         .filter_map(|s| Some((s.taken_at_ns, s.cpu_load_per_core?)))
-        .collect();
-    // Only the runs shown are copied (every n/400th: the same as `every`).
-    let runs_step = data.runs.len().div_ceil(400).max(1);
-    let runs: Vec<(i64, i64, bool, String, String)> = data
-        .runs
-        .iter()
-        .step_by(runs_step)
-        .map(|r| {
-            (
-                r.started_at_ns,
-                r.ended_at_ns.unwrap_or(r.started_at_ns),
-                r.status == Status::Failed,
-                r.name.to_string(),
-                r.run_id.to_string(),
-            )
-        })
         .collect();
     Charts {
         gpu_memory,
@@ -508,7 +500,7 @@ mod tests {
             |i| 1000 + u64::from(i),
             |i| f64::from(100 - i),
         );
-        let report = compute(&mut data, &options()).unwrap();
+        let report = compute(&mut data, &Vec::new(), &options()).unwrap();
         let rho = |name: &str| {
             report
                 .correlations
@@ -542,7 +534,7 @@ mod tests {
             );
             fixture::span(&mut data, "llm_call", 10.0 + f64::from(i), false, id);
         }
-        let report = compute(&mut data, &options()).unwrap();
+        let report = compute(&mut data, &Vec::new(), &options()).unwrap();
         assert_eq!(
             report.findings,
             ["llm_call is slower when GPU 1's memory bandwidth is busier: ρ = 1.00, n = 30"]
@@ -585,7 +577,7 @@ mod tests {
             },
         );
         fixture::span(&mut data, "tool_call", 5.0, false, busy);
-        let report = compute(&mut data, &options()).unwrap();
+        let report = compute(&mut data, &Vec::new(), &options()).unwrap();
         let llm = report
             .pressure
             .iter()

@@ -157,8 +157,6 @@ pub struct Data {
     pub spans: SpanSorter,
     /// How the spans name their start snapshots.
     pub span_snapshots: SnapshotRefs,
-    /// Runs.
-    pub runs: Vec<RunFigures>,
     /// GPU samples in time order per GPU.
     pub gpus: Vec<GpuPoint>,
     /// Each GPU's names, by index.
@@ -328,8 +326,7 @@ pub fn load(
             let first_id = index.first().unwrap_or(i64::MAX);
             let agent = agent_gpus(conn, first_id, since_ns)?;
             let gpus = gpu_figures(conn, first_id, &agent.0, &index, &mut snapshots)?;
-            let runs = run_figures(conn, (since_ns, until_ns), run_id, &filter)?;
-            Ok((snapshots, index, agent, gpus, runs))
+            Ok((snapshots, index, agent, gpus))
         };
         let the_rest = the_rest();
         let read = match spans_thread {
@@ -341,7 +338,7 @@ pub fn load(
         };
         the_rest.map(|rest| (read, rest))
     })?;
-    let (snapshots, snapshot_index, (agent_gpus, agent_gpus_from), (gpus, gpu_names), runs) = rest;
+    let (snapshots, snapshot_index, (agent_gpus, agent_gpus_from), (gpus, gpu_names)) = rest;
     let ((names, spans), span_snapshots) = match read? {
         Some(read) => (read, SnapshotRefs::OffsetFrom(base)),
         // No second connection, or an offset too far to keep: read them here.
@@ -352,7 +349,6 @@ pub fn load(
         ),
     };
     Ok(Data {
-        runs,
         gpus,
         gpu_names,
         snapshots,
@@ -619,51 +615,102 @@ fn span_figures(
     Ok(Some((names, spans)))
 }
 
-/// Runs started in the window (only `run_id` when given).
-fn run_figures(
-    conn: &Connection,
-    (since_ns, until_ns): (i64, i64),
-    run_id: Option<&str>,
-    filter: &Filter,
-) -> rusqlite::Result<Vec<RunFigures>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT run_id, name, status, error, started_at_ns, ended_at_ns, end_snapshot_id,
-                ended_by
-         FROM runs WHERE started_at_ns >= ?1 AND started_at_ns < ?3
-           AND (?2 IS NULL OR run_id = ?2) {}
-         ORDER BY started_at_ns",
-        filter.runs()
-    ))?;
-    let mut rows = stmt.query(rusqlite::params![
-        since_ns,
-        run_id,
-        until_ns,
-        filter.value()
-    ])?;
-    let mut runs = Vec::new();
-    let mut names: HashMap<String, Arc<str>> = HashMap::new();
-    while let Some(r) = rows.next()? {
-        let name = r.get_ref(1)?.as_str()?;
-        let name = match names.get(name) {
-            Some(shared) => Arc::clone(shared),
-            None => {
-                let shared: Arc<str> = Arc::from(name);
-                names.insert(name.to_owned(), Arc::clone(&shared));
-                shared
-            }
-        };
-        runs.push(RunFigures {
-            run_id: r.get_ref(0)?.as_str()?.into(),
-            name,
-            status: r.get(2)?,
-            error: r.get_ref(3)?.as_str_or_null()?.map(Box::from),
-            started_at_ns: r.get(4)?,
-            ended_at_ns: r.get(5)?,
-            end_snapshot_id: r.get(6)?,
-            ended_by: r.get(7)?,
-        });
+/// The runs of the window, passed one at a time by start time: the report never holds
+/// them all (a million at fleet scale).
+pub trait Runs {
+    /// How many.
+    fn count(&self) -> rusqlite::Result<usize>;
+    /// Each, by start time.
+    fn each(&self, each: &mut dyn FnMut(&RunFigures)) -> rusqlite::Result<()>;
+}
+
+/// Runs already in memory (tests).
+impl Runs for Vec<RunFigures> {
+    fn count(&self) -> rusqlite::Result<usize> {
+        Ok(self.len())
     }
-    Ok(runs)
+
+    fn each(&self, each: &mut dyn FnMut(&RunFigures)) -> rusqlite::Result<()> {
+        self.iter().for_each(each);
+        Ok(())
+    }
+}
+
+/// The runs started in the window (only `run_id` when given), read from the database.
+pub struct StoredRuns<'a> {
+    /// Where.
+    pub conn: &'a Connection,
+    /// [since, until) in Unix ns.
+    pub window: (i64, i64),
+    /// Only this run.
+    pub run_id: Option<&'a str>,
+    /// Only one agent's or pod's.
+    pub group: Option<&'a GroupFilter>,
+}
+
+impl StoredRuns<'_> {
+    fn query(&self, columns: &str, order: &str) -> String {
+        format!(
+            "SELECT {columns} FROM runs WHERE started_at_ns >= ?1 AND started_at_ns < ?3
+               AND (?2 IS NULL OR run_id = ?2) {} {order}",
+            Filter::new(self.group).runs()
+        )
+    }
+
+    fn params(&self) -> [rusqlite::types::Value; 4] {
+        use rusqlite::types::Value;
+        [
+            Value::Integer(self.window.0),
+            self.run_id
+                .map_or(Value::Null, |id| Value::Text(id.to_owned())),
+            Value::Integer(self.window.1),
+            Filter::new(self.group).value(),
+        ]
+    }
+}
+
+impl Runs for StoredRuns<'_> {
+    fn count(&self) -> rusqlite::Result<usize> {
+        let sql = self.query("count(*)", "");
+        self.conn
+            .query_row(&sql, rusqlite::params_from_iter(self.params()), |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| usize::try_from(n).unwrap_or(0))
+    }
+
+    fn each(&self, each: &mut dyn FnMut(&RunFigures)) -> rusqlite::Result<()> {
+        let sql = self.query(
+            "run_id, name, status, error, started_at_ns, ended_at_ns, end_snapshot_id, ended_by",
+            "ORDER BY started_at_ns",
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(self.params()))?;
+        // Run names are few: one shared copy of each.
+        let mut names: HashMap<String, Arc<str>> = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let name = r.get_ref(1)?.as_str()?;
+            let name = match names.get(name) {
+                Some(shared) => Arc::clone(shared),
+                None => {
+                    let shared: Arc<str> = Arc::from(name);
+                    names.insert(name.to_owned(), Arc::clone(&shared));
+                    shared
+                }
+            };
+            each(&RunFigures {
+                run_id: r.get_ref(0)?.as_str()?.into(),
+                name,
+                status: r.get(2)?,
+                error: r.get_ref(3)?.as_str_or_null()?.map(Box::from),
+                started_at_ns: r.get(4)?,
+                ended_at_ns: r.get(5)?,
+                end_snapshot_id: r.get(6)?,
+                ended_by: r.get(7)?,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The GPUs that the `column` (`cuda_visible_devices` or `nvidia_visible_devices`) of
@@ -794,7 +841,6 @@ pub(super) mod fixture {
             names: Vec::new(),
             spans: SpanSorter::new(),
             span_snapshots: SnapshotRefs::Positions,
-            runs: Vec::new(),
             gpus: Vec::new(),
             gpu_names: Vec::new(),
             agent_gpus: Vec::new(),
@@ -830,13 +876,13 @@ pub(super) mod fixture {
 
     /// Adds an ended run.
     pub fn run(
-        data: &mut Data,
+        runs: &mut Vec<RunFigures>,
         run_id: &str,
         (start_s, end_s): (f64, f64),
         outcome: (Status, EndedBy, &str),
         end_snapshot_id: Option<i64>,
     ) {
-        data.runs.push(RunFigures {
+        runs.push(RunFigures {
             run_id: run_id.into(),
             name: "task".into(),
             status: outcome.0,

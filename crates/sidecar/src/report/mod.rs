@@ -150,7 +150,13 @@ pub fn build(conn: &Connection, options: &Options) -> Result<Report, Error> {
         options.name.as_deref(),
         options.group.as_ref(),
     )?;
-    compute::compute(&mut data, options)
+    let runs = load::StoredRuns {
+        conn,
+        window: (options.since_ns, options.until_ns),
+        run_id: options.run_id.as_deref(),
+        group: options.group.as_ref(),
+    };
+    compute::compute(&mut data, &runs, options)
 }
 
 /// The rule for a finding, in words: "|ρ| ≥ 0.3 with n ≥ 20".

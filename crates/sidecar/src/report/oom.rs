@@ -1,33 +1,163 @@
 //! Section 5: per GPU, time below the threshold and the runs it touched; failed runs that
 //! were short of GPU memory at their end (likely OOM); runs whose agent died while RAM or
 //! the container's memory was nearly gone (likely OOM kill).
+//!
+//! The runs pass once, by start time, from the database ([`Runs`]): a million runs are
+//! never held, only the ones listed.
 
 #[cfg(test)]
 use super::load::GpuPoint;
-use super::load::{Data, RunFigures, SnapFigures};
+use super::load::{Data, RunFigures, Runs, SnapFigures};
 use super::*;
 use crate::domain::{EndedBy, Status};
 
-/// The first `keep` of `items`, each made by `make`, and how many there are: only the
-/// entries listed are built (a million runs below the threshold would be a million ids).
-fn listed<I, T>(
-    items: impl Iterator<Item = I>,
+/// Runs shown on the timeline chart, at most.
+const CHART_RUNS: usize = 400;
+
+/// The first `keep` of some items, each made when listed, and how many there are: only
+/// the entries listed are built (a million runs below the threshold would be a million
+/// ids).
+struct Capped<T> {
+    list: Vec<T>,
+    count: usize,
     keep: usize,
-    make: impl Fn(I) -> T,
-) -> (Vec<T>, usize) {
-    let mut list = Vec::new();
-    let mut count = 0;
-    for item in items {
-        if list.len() < keep {
-            list.push(make(item));
-        }
-        count += 1;
-    }
-    (list, count)
 }
 
-pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
+impl<T> Capped<T> {
+    fn new(keep: usize) -> Self {
+        Self {
+            list: Vec::new(),
+            count: 0,
+            keep,
+        }
+    }
+
+    fn push(&mut self, make: impl FnOnce() -> T) {
+        if self.list.len() < self.keep {
+            self.list.push(make());
+        }
+        self.count += 1;
+    }
+}
+
+/// One GPU's samples below the threshold, and the runs they touched.
+struct GpuBelow {
+    risk: GpuRisk,
+    /// When it was below, in time order.
+    below_times: Vec<i64>,
+    runs: Capped<String>,
+}
+
+/// What the pass over the runs gives beside the OOM section.
+pub(super) struct RunsSeen {
+    /// Runs in the window.
+    pub count: usize,
+    /// Every n/400th run for the timeline: (start, end, failed, name, id).
+    pub chart: Vec<(i64, i64, bool, String, String)>,
+}
+
+pub(super) fn oom(
+    data: &Data,
+    runs: &dyn Runs,
+    threshold: u64,
+    cap_ids: bool,
+) -> rusqlite::Result<(Oom, RunsSeen)> {
     let keep = if cap_ids { MAX_IDS } else { usize::MAX };
+    let mut gpus = gpus_below(data, threshold, keep);
+    // Every snapshot by time, to find those just before a run's end.
+    let mut by_time: Vec<(i64, usize)> = data
+        .snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.taken_at_ns, i))
+        .collect();
+    by_time.sort_unstable();
+    let total = runs.count()?;
+    let chart_every = total.div_ceil(CHART_RUNS).max(1);
+    let mut seen = RunsSeen {
+        count: 0,
+        chart: Vec::new(),
+    };
+    let mut likely_oom = Capped::new(keep);
+    let mut likely_killed = Capped::new(keep);
+    runs.each(&mut |r| {
+        if seen.count.is_multiple_of(chart_every) {
+            seen.chart.push((
+                r.started_at_ns,
+                r.ended_at_ns.unwrap_or(r.started_at_ns),
+                r.status == Status::Failed,
+                r.name.to_string(),
+                r.run_id.to_string(),
+            ));
+        }
+        seen.count += 1;
+        for gpu in &mut gpus {
+            let end = r.ended_at_ns.unwrap_or(i64::MAX);
+            let from = gpu.below_times.partition_point(|&t| t < r.started_at_ns);
+            if gpu.below_times.get(from).is_some_and(|&t| t <= end) {
+                gpu.runs.push(|| r.run_id.to_string());
+            }
+        }
+        if r.status != Status::Failed {
+            return;
+        }
+        let free = end_window(data, &by_time, r)
+            .filter_map(|s| s.gpu_free_min_bytes)
+            .min();
+        if let Some(free) = free.filter(|&f| f < threshold) {
+            likely_oom.push(|| LikelyOom {
+                run_id: r.run_id.to_string(),
+                name: r.name.to_string(),
+                error: r.error.as_deref().map(str::to_owned),
+                ended_at_ns: r.ended_at_ns,
+                gpu_free_min_mib: free as f64 / MIB,
+            });
+        }
+        if r.ended_by == Some(EndedBy::ProcessExit) {
+            let least = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let (ram, cgroup) = end_window(data, &by_time, r).fold((None, None), |(ram, cg), s| {
+                (
+                    least(ram, s.ram_available_ratio),
+                    least(cg, s.cgroup_headroom_ratio),
+                )
+            });
+            let pressed = |v: Option<f64>| v.is_some_and(|v| v < MEMORY_PRESSURE);
+            if pressed(ram) || pressed(cgroup) {
+                likely_killed.push(|| LikelyOomKilled {
+                    run_id: r.run_id.to_string(),
+                    name: r.name.to_string(),
+                    error: r.error.as_deref().map(str::to_owned),
+                    ended_at_ns: r.ended_at_ns,
+                    ram_available_min_ratio: ram,
+                    cgroup_headroom_min_ratio: cgroup,
+                });
+            }
+        }
+    })?;
+    let gpus = gpus
+        .into_iter()
+        .map(|g| GpuRisk {
+            runs_below: g.runs.list,
+            runs_below_count: g.runs.count,
+            ..g.risk
+        })
+        .collect();
+    let oom = Oom {
+        gpus,
+        likely_oom_runs: likely_oom.list,
+        likely_oom_runs_count: likely_oom.count,
+        likely_oom_killed_runs: likely_killed.list,
+        likely_oom_killed_runs_count: likely_killed.count,
+    };
+    Ok((oom, seen))
+}
+
+/// Per GPU: how often and how long it was below the threshold (the runs it touched are
+/// left to the pass over the runs).
+fn gpus_below(data: &Data, threshold: u64, keep: usize) -> Vec<GpuBelow> {
     let mut gpus = Vec::new();
     let mut start = 0;
     while start < data.gpus.len() {
@@ -51,97 +181,33 @@ pub(super) fn oom(data: &Data, threshold: u64, cap_ids: bool) -> Oom {
             .map(|gap| gap.min(60.0))
             .sum();
         let below_times: Vec<i64> = below.iter().map(|&i| points[i].taken_at_ns).collect();
-        let (runs_below, runs_below_count) = listed(
-            data.runs.iter().filter(|r| {
-                let end = r.ended_at_ns.unwrap_or(i64::MAX);
-                let from = below_times.partition_point(|&t| t < r.started_at_ns);
-                below_times.get(from).is_some_and(|&t| t <= end)
-            }),
-            keep,
-            |r| r.run_id.to_string(),
-        );
         let share_below = below.len() as f64 / points.len().max(1) as f64;
-        gpus.push(GpuRisk {
-            gpu_index: index,
-            uuid: names.and_then(|n| n.uuid.clone()),
-            name: names.and_then(|n| n.name.clone()),
-            samples: points.len(),
-            samples_below: below.len(),
-            share_below,
-            min_free_mib: points
-                .iter()
-                .filter_map(|p| p.free_bytes)
-                .min()
-                .map(|b| b as f64 / MIB),
-            first_below_ns: below_times.first().copied(),
-            last_below_ns: below_times.last().copied(),
-            seconds_below,
-            runs_below_count,
-            runs_below,
-            hardware_limit: share_below > HARDWARE_LIMIT_SHARE,
+        gpus.push(GpuBelow {
+            risk: GpuRisk {
+                gpu_index: index,
+                uuid: names.and_then(|n| n.uuid.clone()),
+                name: names.and_then(|n| n.name.clone()),
+                samples: points.len(),
+                samples_below: below.len(),
+                share_below,
+                min_free_mib: points
+                    .iter()
+                    .filter_map(|p| p.free_bytes)
+                    .min()
+                    .map(|b| b as f64 / MIB),
+                first_below_ns: below_times.first().copied(),
+                last_below_ns: below_times.last().copied(),
+                seconds_below,
+                runs_below_count: 0,
+                runs_below: Vec::new(),
+                hardware_limit: share_below > HARDWARE_LIMIT_SHARE,
+            },
+            below_times,
+            runs: Capped::new(keep),
         });
         start = end;
     }
-    // Every snapshot by time, to find those just before a run's end.
-    let mut by_time: Vec<(i64, usize)> = data
-        .snapshots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.taken_at_ns, i))
-        .collect();
-    by_time.sort_unstable();
-    let failed = data.runs.iter().filter(|r| r.status == Status::Failed);
-    let (likely_oom_runs, likely_oom_runs_count) = listed(
-        failed.clone().filter_map(|r| {
-            let free = end_window(data, &by_time, r)
-                .filter_map(|s| s.gpu_free_min_bytes)
-                .min()?;
-            (free < threshold).then_some((r, free))
-        }),
-        keep,
-        |(r, free)| LikelyOom {
-            run_id: r.run_id.to_string(),
-            name: r.name.to_string(),
-            error: r.error.as_deref().map(str::to_owned),
-            ended_at_ns: r.ended_at_ns,
-            gpu_free_min_mib: free as f64 / MIB,
-        },
-    );
-    let least = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let (likely_oom_killed_runs, likely_oom_killed_runs_count) = listed(
-        failed
-            .filter(|r| r.ended_by == Some(EndedBy::ProcessExit))
-            .filter_map(|r| {
-                let (ram, cgroup) =
-                    end_window(data, &by_time, r).fold((None, None), |(ram, cg), s| {
-                        (
-                            least(ram, s.ram_available_ratio),
-                            least(cg, s.cgroup_headroom_ratio),
-                        )
-                    });
-                let pressed = |v: Option<f64>| v.is_some_and(|v| v < MEMORY_PRESSURE);
-                (pressed(ram) || pressed(cgroup)).then_some((r, ram, cgroup))
-            }),
-        keep,
-        |(r, ram, cgroup)| LikelyOomKilled {
-            run_id: r.run_id.to_string(),
-            name: r.name.to_string(),
-            error: r.error.as_deref().map(str::to_owned),
-            ended_at_ns: r.ended_at_ns,
-            ram_available_min_ratio: ram,
-            cgroup_headroom_min_ratio: cgroup,
-        },
-    );
-    Oom {
-        gpus,
-        likely_oom_runs,
-        likely_oom_runs_count,
-        likely_oom_killed_runs,
-        likely_oom_killed_runs_count,
-    }
+    gpus
 }
 
 /// The snapshots a failed run's end is judged by: its end snapshot, and those taken in the
@@ -192,23 +258,24 @@ mod tests {
     #[test]
     fn a_failed_run_short_of_gpu_memory_in_its_last_seconds_is_likely_oom() {
         let mut data = empty();
+        let mut runs = Vec::new();
         for t in 0..8 {
             fixture::snapshot(&mut data, f64::from(t), gpu_free(8000));
         }
         fixture::snapshot(&mut data, 8.0, gpu_free(100)); // the squeeze, 2 s before the end
         let end = fixture::snapshot(&mut data, 10.0, gpu_free(8000)); // memory freed by then
         let failed = (Status::Failed, EndedBy::Client, "CUDA out of memory");
-        fixture::run(&mut data, "squeezed", (0.0, 10.0), failed, Some(end));
+        fixture::run(&mut runs, "squeezed", (0.0, 10.0), failed, Some(end));
         // Started after the squeeze: the low sample is not its story.
-        fixture::run(&mut data, "late", (9.0, 10.0), failed, Some(end));
+        fixture::run(&mut runs, "late", (9.0, 10.0), failed, Some(end));
         // Squeezed but ended well.
         let ok = (Status::Ok, EndedBy::Client, "");
-        fixture::run(&mut data, "fine", (0.0, 10.0), ok, Some(end));
+        fixture::run(&mut runs, "fine", (0.0, 10.0), ok, Some(end));
         // Failed long after the squeeze (more than OOM_LOOKBACK_NS later).
         let much_later = fixture::snapshot(&mut data, 30.0, gpu_free(8000));
-        fixture::run(&mut data, "other", (0.0, 30.0), failed, Some(much_later));
+        fixture::run(&mut runs, "other", (0.0, 30.0), failed, Some(much_later));
 
-        let oom = oom(&data, THRESHOLD, true);
+        let oom = oom(&data, &runs, THRESHOLD, true).unwrap().0;
         let flagged: Vec<&str> = oom
             .likely_oom_runs
             .iter()
@@ -221,20 +288,21 @@ mod tests {
     #[test]
     fn only_runs_the_sidecar_ended_for_a_dead_process_are_likely_oom_kills() {
         let mut data = empty();
+        let mut runs = Vec::new();
         fixture::snapshot(&mut data, 0.0, ram_available(0.5));
         fixture::snapshot(&mut data, 9.0, ram_available(0.02));
         let end = fixture::snapshot(&mut data, 10.0, ram_available(0.6));
         let words = "the agent process (pid 7) exited without ending this run";
         let by_sidecar = (Status::Failed, EndedBy::ProcessExit, words);
-        fixture::run(&mut data, "killed", (0.0, 10.0), by_sidecar, Some(end));
+        fixture::run(&mut runs, "killed", (0.0, 10.0), by_sidecar, Some(end));
         // The same words from the agent itself: the report no longer reads error text.
         let by_agent = (Status::Failed, EndedBy::Client, words);
-        fixture::run(&mut data, "own-words", (0.0, 10.0), by_agent, Some(end));
+        fixture::run(&mut runs, "own-words", (0.0, 10.0), by_agent, Some(end));
         // The sidecar ended it after a timeout: the process did not die under pressure.
         let timed_out = (Status::Failed, EndedBy::SessionTimeout, "session closed");
-        fixture::run(&mut data, "away", (0.0, 10.0), timed_out, Some(end));
+        fixture::run(&mut runs, "away", (0.0, 10.0), timed_out, Some(end));
 
-        let oom = oom(&data, THRESHOLD, true);
+        let oom = oom(&data, &runs, THRESHOLD, true).unwrap().0;
         let killed: Vec<&str> = oom
             .likely_oom_killed_runs
             .iter()
@@ -250,6 +318,7 @@ mod tests {
     #[test]
     fn a_gpu_below_the_threshold_in_most_samples_is_a_hardware_limit() {
         let mut data = empty();
+        let mut runs = Vec::new();
         for (t, free_mib) in [(0, 100), (1, 100), (2, 9000), (3, 100), (200, 100)] {
             data.gpus.push(GpuPoint {
                 gpu_index: 0,
@@ -265,9 +334,9 @@ mod tests {
             name: Some("H200".into()),
         });
         let ok = (Status::Ok, EndedBy::Client, "");
-        fixture::run(&mut data, "during", (0.5, 1.5), ok, None);
-        fixture::run(&mut data, "between", (1.5, 2.5), ok, None);
-        let oom = oom(&data, THRESHOLD, true);
+        fixture::run(&mut runs, "during", (0.5, 1.5), ok, None);
+        fixture::run(&mut runs, "between", (1.5, 2.5), ok, None);
+        let oom = oom(&data, &runs, THRESHOLD, true).unwrap().0;
         let gpu = &oom.gpus[0];
         assert_eq!((gpu.samples, gpu.samples_below), (5, 4));
         assert!(gpu.hardware_limit);

@@ -107,11 +107,10 @@ pub struct Against {
 pub struct StepRanks {
     /// Per class: the presence bit that tells whether a snapshot belongs.
     class_bits: Vec<u8>,
-    /// Per snapshot position: the step's spans that started there.
-    count: Vec<u32>,
-    /// Per class, per snapshot position: the sum of those spans' doubled duration ranks
-    /// among the class's spans.
-    sums: Vec<Vec<u64>>,
+    /// Per snapshot position, `1 + classes` words side by side (one cache line where a
+    /// span lands, not one per array): the step's spans that started there, then per
+    /// class the sum of their doubled duration ranks among the class's spans.
+    cells: Vec<u64>,
     /// Per class: spans ranked so far.
     below: Vec<u64>,
     /// Per class: Σ doubled duration rank².
@@ -125,10 +124,10 @@ pub struct StepRanks {
 impl StepRanks {
     /// For `snapshots` snapshot positions and the classes' presence bits.
     pub fn new(snapshots: usize, classes: &Classes) -> Self {
+        let width = 1 + classes.bits.len();
         Self {
             class_bits: classes.bits.clone(),
-            count: vec![0; snapshots],
-            sums: vec![vec![0; snapshots]; classes.bits.len()],
+            cells: vec![0; snapshots * width],
             below: vec![0; classes.bits.len()],
             squares: vec![0; classes.bits.len()],
             tie: Vec::new(),
@@ -136,12 +135,13 @@ impl StepRanks {
         }
     }
 
+    fn width(&self) -> usize {
+        1 + self.class_bits.len()
+    }
+
     /// Forgets the step before (keeps the memory).
     pub fn reset(&mut self) {
-        self.count.iter_mut().for_each(|c| *c = 0);
-        for sums in &mut self.sums {
-            sums.iter_mut().for_each(|s| *s = 0);
-        }
+        self.cells.iter_mut().for_each(|c| *c = 0);
         self.below.iter_mut().for_each(|b| *b = 0);
         self.squares.iter_mut().for_each(|s| *s = 0);
         self.tie.clear();
@@ -159,6 +159,23 @@ impl StepRanks {
 
     /// Ranks the spans of equal duration gathered last.
     pub fn flush(&mut self, presence: &[u8]) {
+        let width = self.width();
+        if let [p] = self.tie[..] {
+            // The usual case, a duration no other span has: its rank is the next one.
+            let (p, bits) = (p as usize, presence[p as usize]);
+            let cell = &mut self.cells[p * width..(p + 1) * width];
+            cell[0] += 1;
+            for (c, &bit) in self.class_bits.iter().enumerate() {
+                if bits & bit != 0 {
+                    let rank = 2 * self.below[c] + 2;
+                    cell[1 + c] += rank;
+                    self.squares[c] += u128::from(rank) * u128::from(rank);
+                    self.below[c] += 1;
+                }
+            }
+            self.tie.clear();
+            return;
+        }
         for (c, &bit) in self.class_bits.iter().enumerate() {
             let has = |p: u32| presence[p as usize] & bit != 0;
             let kept = self.tie.iter().filter(|&&p| has(p)).count() as u64;
@@ -167,13 +184,13 @@ impl StepRanks {
             }
             let rank = 2 * self.below[c] + kept + 1;
             for &p in self.tie.iter().filter(|&&p| has(p)) {
-                self.sums[c][p as usize] += rank;
+                self.cells[p as usize * width + 1 + c] += rank;
             }
             self.squares[c] += u128::from(kept) * u128::from(rank) * u128::from(rank);
             self.below[c] += kept;
         }
         for &p in &self.tie {
-            self.count[p as usize] += 1;
+            self.cells[p as usize * width] += 1;
         }
         self.tie.clear();
     }
@@ -188,7 +205,8 @@ impl StepRanks {
     ) -> Against {
         let n = self.below[class];
         let median_at = (n as f64 * 0.5).ceil().max(1.0) as u64;
-        let sums = &self.sums[class];
+        let width = self.width();
+        let cell = |p: u32, slot: usize| self.cells[p as usize * width + slot];
         let (mut below, mut median) = (0u64, None);
         let (mut products, mut squares) = (0u128, 0u128);
         let mut k = 0;
@@ -199,12 +217,10 @@ impl StepRanks {
                 end += 1;
             }
             let group = &order.order[k..end];
-            let count: u64 = group
-                .iter()
-                .map(|&p| u64::from(self.count[p as usize]))
-                .sum();
+            let count: u64 = group.iter().map(|&p| cell(p, 0)).sum();
             if count > 0 {
-                let duration_sum: u128 = group.iter().map(|&p| u128::from(sums[p as usize])).sum();
+                let duration_sum: u128 =
+                    group.iter().map(|&p| u128::from(cell(p, 1 + class))).sum();
                 let rank = u128::from(2 * below + count + 1);
                 products += rank * duration_sum;
                 squares += u128::from(count) * rank * rank;
