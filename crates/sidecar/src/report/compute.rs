@@ -7,7 +7,8 @@
 //! duration order ([`SortedSpans::merged`]) that picks the percentiles and gathers the
 //! duration ranks per snapshot ([`StepRanks`]), a step at a time.
 
-use super::load::{Data, Runs, SnapFigures};
+use super::load::{Data, SnapFigures};
+use super::oom::RunsSeen;
 use super::ranks::{Classes, Percentiles, ResourceOrder, StepRanks};
 use super::spill::{SortedSpans, SpanRecord};
 use super::*;
@@ -52,11 +53,11 @@ struct StepFigures {
 
 pub(super) fn compute(
     data: &mut Data,
-    runs: &dyn Runs,
+    (oom, runs): (Oom, RunsSeen),
     options: &Options,
 ) -> Result<Report, Error> {
     let threshold = options.oom_threshold_bytes;
-    let mut spans = std::mem::take(&mut data.spans).finish();
+    let spans = std::mem::take(&mut data.spans);
     let data = &*data;
     let resources: Vec<ResourceOrder> = RESOURCES
         .iter()
@@ -104,7 +105,7 @@ pub(super) fn compute(
         ],
     };
     let spans_analyzed = spans.len();
-    let steps = every_step(&shared, &mut spans)?;
+    let steps = every_step(&shared, &spans)?;
     drop(spans);
     let mut latency = Vec::new();
     let mut context = Vec::new();
@@ -121,7 +122,6 @@ pub(super) fn compute(
         scatter.extend(step.scatter);
     }
     latency.sort_by(|a, b| b.p95_ms.total_cmp(&a.p95_ms));
-    let (oom, runs) = super::oom::oom(data, runs, threshold, !options.all_ids)?;
     let runs_analyzed = runs.count;
     let charts = charts(data, runs.chart, scatter);
     Ok(Report {
@@ -159,39 +159,71 @@ struct StepCounts {
     free_known: usize,
 }
 
-/// Every step's figures, in the order of `data.names`.
-fn every_step(shared: &Shared, spans: &mut SortedSpans) -> std::io::Result<Vec<StepFigures>> {
+/// Every step's figures, in the order of `data.names`. Steps are independent, so two
+/// threads share them when the machine has two cores (the larger steps first), each with
+/// its own per-snapshot cells.
+fn every_step(shared: &Shared, spans: &SortedSpans) -> std::io::Result<Vec<StepFigures>> {
+    let steps = shared.data.names.len();
+    let sizes = spans.per_step(steps);
+    let mut by_size: Vec<usize> = (0..steps).collect();
+    by_size.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || -> std::io::Result<Vec<(usize, StepFigures)>> {
+        let mut ranks: Option<StepRanks> = None;
+        let mut done = Vec::new();
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&i) = by_size.get(k) else {
+                return Ok(done);
+            };
+            let ranks = ranks.get_or_insert_with(|| {
+                StepRanks::new(shared.data.snapshots.len(), &shared.classes)
+            });
+            done.push((i, step(shared, spans, i, ranks)?));
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    let mut done = if threads < 2 || steps < 2 {
+        work()?
+    } else {
+        std::thread::scope(|scope| {
+            let other = scope.spawn(work);
+            let mine = work();
+            // A panic there is a bug here: pass it on as it is.
+            let theirs = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let mut done = mine?;
+            done.extend(theirs?);
+            Ok::<_, std::io::Error>(done)
+        })?
+    };
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, step)| step).collect())
+}
+
+/// Step `index`'s figures: a counting pass over its spans, then one in duration order.
+fn step(
+    shared: &Shared,
+    spans: &SortedSpans,
+    index: usize,
+    ranks: &mut StepRanks,
+) -> std::io::Result<StepFigures> {
     let data = shared.data;
     let position = |s: &SpanRecord| data.span_snapshots.position(s, &data.snapshot_index);
-    let mut counts = vec![StepCounts::default(); data.names.len()];
-    spans.unordered(|s| {
-        let c = &mut counts[s.step() as usize];
-        c.n += 1;
+    let step = u32::try_from(index).unwrap_or(u32::MAX);
+    let mut counts = StepCounts::default();
+    spans.unordered(step, |s| {
+        counts.n += 1;
         if let Some(p) = position(&s) {
             let bits = shared.presence[p as usize];
-            c.under += usize::from(bits & PRESSED != 0);
-            c.free_known += usize::from(bits & FREE_KNOWN != 0);
+            counts.under += usize::from(bits & PRESSED != 0);
+            counts.free_known += usize::from(bits & FREE_KNOWN != 0);
         }
     })?;
-    let mut ranks = StepRanks::new(data.snapshots.len(), &shared.classes);
-    let mut steps = Vec::with_capacity(data.names.len());
-    let mut pass: Option<StepPass> = None;
-    spans.merged(|s| {
-        let step = s.step() as usize;
-        if pass.as_ref().is_none_or(|p| p.index != step) {
-            if let Some(done) = pass.take() {
-                steps.push(done.finish(shared, &mut ranks));
-            }
-            pass = Some(StepPass::new(step, &counts[step]));
-        }
-        if let Some(pass) = pass.as_mut() {
-            pass.push(shared, &mut ranks, &s, position(&s));
-        }
-    })?;
-    if let Some(done) = pass.take() {
-        steps.push(done.finish(shared, &mut ranks));
-    }
-    Ok(steps)
+    let mut pass = StepPass::new(index, &counts);
+    spans.merged(step, |s| pass.push(shared, ranks, &s, position(&s)))?;
+    Ok(pass.finish(shared, ranks))
 }
 
 /// One step's spans passing in duration order.
@@ -447,6 +479,10 @@ mod tests {
         }
     }
 
+    fn no_runs() -> (Oom, RunsSeen) {
+        super::super::oom::oom(&empty(), &Vec::new(), 500 << 20, true).unwrap()
+    }
+
     fn gpu_free(mib: u64) -> SnapFigures {
         SnapFigures {
             gpu_free_min_bytes: Some(mib << 20),
@@ -500,7 +536,7 @@ mod tests {
             |i| 1000 + u64::from(i),
             |i| f64::from(100 - i),
         );
-        let report = compute(&mut data, &Vec::new(), &options()).unwrap();
+        let report = compute(&mut data, no_runs(), &options()).unwrap();
         let rho = |name: &str| {
             report
                 .correlations
@@ -534,7 +570,7 @@ mod tests {
             );
             fixture::span(&mut data, "llm_call", 10.0 + f64::from(i), false, id);
         }
-        let report = compute(&mut data, &Vec::new(), &options()).unwrap();
+        let report = compute(&mut data, no_runs(), &options()).unwrap();
         assert_eq!(
             report.findings,
             ["llm_call is slower when GPU 1's memory bandwidth is busier: ρ = 1.00, n = 30"]
@@ -577,7 +613,7 @@ mod tests {
             },
         );
         fixture::span(&mut data, "tool_call", 5.0, false, busy);
-        let report = compute(&mut data, &Vec::new(), &options()).unwrap();
+        let report = compute(&mut data, no_runs(), &options()).unwrap();
         let llm = report
             .pressure
             .iter()

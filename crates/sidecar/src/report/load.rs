@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::GroupFilter;
-use super::spill::{NO_SNAPSHOT, SpanRecord, SpanSorter};
+use super::spill::{NO_SNAPSHOT, SortedSpans, SpanRecord, SpanSorter};
 use crate::domain::{EndedBy, Status};
 use crate::store::unsigned;
 
@@ -153,8 +153,8 @@ pub struct Data {
     pub snapshot_index: SnapshotIndex,
     /// Distinct span names.
     pub names: Vec<String>,
-    /// Finished spans, to be sorted by step (index into `names`) and duration.
-    pub spans: SpanSorter,
+    /// Finished spans, sorted by step (index into `names`) and duration.
+    pub spans: SortedSpans,
     /// How the spans name their start snapshots.
     pub span_snapshots: SnapshotRefs,
     /// GPU samples in time order per GPU.
@@ -285,18 +285,20 @@ pub fn groups(
     }
 }
 
-/// Reads everything from `since_ns` on (optionally one run, one span name).
+/// Reads everything from `since_ns` on (optionally one run, one span name), and runs
+/// `beside` on what is read but the spans (the OOM section's pass over the runs).
 ///
 /// The spans, most of the reading, are read on a second connection in a thread of their
-/// own while this one reads snapshots, GPU samples and runs. Without a file to open again (an in-memory
-/// database) everything is read here, one after the other.
-pub fn load(
+/// own while this one reads snapshots and GPU samples, then runs `beside`. Without a file
+/// to open again (an in-memory database) everything is done here, one after the other.
+pub fn load<T>(
     conn: &Connection,
     (since_ns, until_ns): (i64, i64),
     run_id: Option<&str>,
     name: Option<&str>,
     group: Option<&GroupFilter>,
-) -> rusqlite::Result<Data> {
+    beside: impl FnOnce(&Data) -> rusqlite::Result<T>,
+) -> rusqlite::Result<(Data, T)> {
     let filter = Filter::new(group);
     let span_query = (since_ns, until_ns, run_id, name);
     let path = conn.path().filter(|p| !p.is_empty());
@@ -322,11 +324,25 @@ pub fn load(
         });
         // Meanwhile, everything else (none of it needs the spans).
         let the_rest = || -> rusqlite::Result<_> {
-            let (mut snapshots, index) = snapshot_figures(conn, since_ns, until_ns, &filter)?;
-            let first_id = index.first().unwrap_or(i64::MAX);
-            let agent = agent_gpus(conn, first_id, since_ns)?;
-            let gpus = gpu_figures(conn, first_id, &agent.0, &index, &mut snapshots)?;
-            Ok((snapshots, index, agent, gpus))
+            let (mut snapshots, snapshot_index) =
+                snapshot_figures(conn, since_ns, until_ns, &filter)?;
+            let first_id = snapshot_index.first().unwrap_or(i64::MAX);
+            let (agent_gpus, agent_gpus_from) = agent_gpus(conn, first_id, since_ns)?;
+            let (gpus, gpu_names) =
+                gpu_figures(conn, first_id, &agent_gpus, &snapshot_index, &mut snapshots)?;
+            let data = Data {
+                gpus,
+                gpu_names,
+                snapshots,
+                snapshot_index,
+                names: Vec::new(),
+                spans: SortedSpans::default(),
+                span_snapshots: SnapshotRefs::Positions,
+                agent_gpus,
+                agent_gpus_from,
+            };
+            let beside = beside(&data)?;
+            Ok((data, beside))
         };
         let the_rest = the_rest();
         let read = match spans_thread {
@@ -338,31 +354,29 @@ pub fn load(
         };
         the_rest.map(|rest| (read, rest))
     })?;
-    let (snapshots, snapshot_index, (agent_gpus, agent_gpus_from), (gpus, gpu_names)) = rest;
+    let (mut data, beside) = rest;
     let ((names, spans), span_snapshots) = match read? {
         Some(read) => (read, SnapshotRefs::OffsetFrom(base)),
         // No second connection, or an offset too far to keep: read them here.
         None => (
-            span_figures(conn, span_query, &filter, Positions::Index(&snapshot_index))?
-                .unwrap_or_default(),
+            span_figures(
+                conn,
+                span_query,
+                &filter,
+                Positions::Index(&data.snapshot_index),
+            )?
+            .unwrap_or_default(),
             SnapshotRefs::Positions,
         ),
     };
-    Ok(Data {
-        gpus,
-        gpu_names,
-        snapshots,
-        snapshot_index,
-        names,
-        spans,
-        span_snapshots,
-        agent_gpus,
-        agent_gpus_from,
-    })
+    data.names = names;
+    data.spans = spans;
+    data.span_snapshots = span_snapshots;
+    Ok((data, beside))
 }
 
 /// The distinct step names and the finished spans, each of a step by its index.
-type StepSpans = (Vec<String>, SpanSorter);
+type StepSpans = (Vec<String>, SortedSpans);
 
 /// How [`span_figures`] keeps a span's start snapshot.
 #[derive(Clone, Copy)]
@@ -612,7 +626,7 @@ fn span_figures(
         ));
     }
     drop(rows);
-    Ok(Some((names, spans)))
+    Ok(Some((names, spans.finish())))
 }
 
 /// The runs of the window, passed one at a time by start time: the report never holds
@@ -839,7 +853,7 @@ pub(super) mod fixture {
             snapshots: Vec::new(),
             snapshot_index: SnapshotIndex::default(),
             names: Vec::new(),
-            spans: SpanSorter::new(),
+            spans: SortedSpans::default(),
             span_snapshots: SnapshotRefs::Positions,
             gpus: Vec::new(),
             gpu_names: Vec::new(),
@@ -871,7 +885,7 @@ pub(super) mod fixture {
         };
         let snapshot = data.snapshot_index.get(snapshot_id).unwrap_or(NO_SNAPSHOT);
         data.spans
-            .push(SpanRecord::new(index as u32, duration_ms, failed, snapshot));
+            .add(SpanRecord::new(index as u32, duration_ms, failed, snapshot));
     }
 
     /// Adds an ended run.

@@ -143,20 +143,23 @@ pub enum Error {
 
 /// Reads the database and computes the report.
 pub fn build(conn: &Connection, options: &Options) -> Result<Report, Error> {
-    let mut data = load::load(
-        conn,
-        (options.since_ns, options.until_ns),
-        options.run_id.as_deref(),
-        options.name.as_deref(),
-        options.group.as_ref(),
-    )?;
     let runs = load::StoredRuns {
         conn,
         window: (options.since_ns, options.until_ns),
         run_id: options.run_id.as_deref(),
         group: options.group.as_ref(),
     };
-    compute::compute(&mut data, &runs, options)
+    let threshold = options.oom_threshold_bytes;
+    let (mut data, oom) = load::load(
+        conn,
+        (options.since_ns, options.until_ns),
+        options.run_id.as_deref(),
+        options.name.as_deref(),
+        options.group.as_ref(),
+        // The runs are read while the spans are.
+        |data| oom::oom(data, &runs, threshold, !options.all_ids),
+    )?;
+    compute::compute(&mut data, oom, options)
 }
 
 /// The rule for a finding, in words: "|ρ| ≥ 0.3 with n ≥ 20".

@@ -103,14 +103,37 @@ pub struct Against {
     pub rho: Option<f64>,
 }
 
+/// Additions to the per-snapshot cells are gathered this many at a time, then applied
+/// grouped by where they land: spans arrive in duration order, their snapshots at random,
+/// and adding each at once missed the cache nearly every time (a million snapshots' cells
+/// are 16 MB).
+const PENDING: usize = 1 << 15;
+
+/// Cells are applied in this many groups, each a contiguous range of cells.
+const GROUPS: usize = 256;
+
+/// One addition to a cell.
+#[derive(Clone, Copy, Default)]
+struct Addition {
+    /// Index into the cells.
+    at: usize,
+    /// What to add.
+    value: u64,
+}
+
 /// One step's duration ranks, gathered per snapshot as its spans pass in duration order.
 pub struct StepRanks {
     /// Per class: the presence bit that tells whether a snapshot belongs.
     class_bits: Vec<u8>,
-    /// Per snapshot position, `1 + classes` words side by side (one cache line where a
-    /// span lands, not one per array): the step's spans that started there, then per
-    /// class the sum of their doubled duration ranks among the class's spans.
+    /// Per snapshot position, `1 + classes` words side by side: the step's spans that
+    /// started there, then per class the sum of their doubled duration ranks among the
+    /// class's spans.
     cells: Vec<u64>,
+    /// Additions not yet applied, and room to group them.
+    pending: Vec<Addition>,
+    grouped: Vec<Addition>,
+    /// Cell index >> this = its group.
+    group_shift: u32,
     /// Per class: spans ranked so far.
     below: Vec<u64>,
     /// Per class: Σ doubled duration rank².
@@ -125,9 +148,14 @@ impl StepRanks {
     /// For `snapshots` snapshot positions and the classes' presence bits.
     pub fn new(snapshots: usize, classes: &Classes) -> Self {
         let width = 1 + classes.bits.len();
+        let cells = snapshots * width;
+        let bits = usize::BITS - cells.leading_zeros();
         Self {
             class_bits: classes.bits.clone(),
-            cells: vec![0; snapshots * width],
+            cells: vec![0; cells],
+            pending: Vec::with_capacity(PENDING),
+            grouped: Vec::new(),
+            group_shift: bits.saturating_sub(GROUPS.trailing_zeros()),
             below: vec![0; classes.bits.len()],
             squares: vec![0; classes.bits.len()],
             tie: Vec::new(),
@@ -142,6 +170,7 @@ impl StepRanks {
     /// Forgets the step before (keeps the memory).
     pub fn reset(&mut self) {
         self.cells.iter_mut().for_each(|c| *c = 0);
+        self.pending.clear();
         self.below.iter_mut().for_each(|b| *b = 0);
         self.squares.iter_mut().for_each(|s| *s = 0);
         self.tie.clear();
@@ -151,48 +180,71 @@ impl StepRanks {
     /// The next span (durations never decrease) that started at snapshot `position`.
     pub fn push(&mut self, presence: &[u8], duration_ms: f64, position: u32) {
         if self.tie_duration != Some(duration_ms) {
-            self.flush(presence);
+            self.rank_tie(presence);
             self.tie_duration = Some(duration_ms);
         }
         self.tie.push(position);
     }
 
-    /// Ranks the spans of equal duration gathered last.
-    pub fn flush(&mut self, presence: &[u8]) {
-        let width = self.width();
-        if let [p] = self.tie[..] {
-            // The usual case, a duration no other span has: its rank is the next one.
-            let (p, bits) = (p as usize, presence[p as usize]);
-            let cell = &mut self.cells[p * width..(p + 1) * width];
-            cell[0] += 1;
-            for (c, &bit) in self.class_bits.iter().enumerate() {
-                if bits & bit != 0 {
-                    let rank = 2 * self.below[c] + 2;
-                    cell[1 + c] += rank;
-                    self.squares[c] += u128::from(rank) * u128::from(rank);
-                    self.below[c] += 1;
-                }
-            }
-            self.tie.clear();
-            return;
+    fn add(&mut self, at: usize, value: u64) {
+        self.pending.push(Addition { at, value });
+        if self.pending.len() >= PENDING {
+            self.apply();
         }
-        for (c, &bit) in self.class_bits.iter().enumerate() {
+    }
+
+    /// Applies the pending additions, a group of neighbouring cells at a time (a counting
+    /// sort by group).
+    fn apply(&mut self) {
+        let mut starts = [0usize; GROUPS + 1];
+        for a in &self.pending {
+            starts[(a.at >> self.group_shift) + 1] += 1;
+        }
+        for g in 0..GROUPS {
+            starts[g + 1] += starts[g];
+        }
+        self.grouped.clear();
+        self.grouped.resize(self.pending.len(), Addition::default());
+        for a in &self.pending {
+            let slot = &mut starts[a.at >> self.group_shift];
+            self.grouped[*slot] = *a;
+            *slot += 1;
+        }
+        for a in &self.grouped {
+            self.cells[a.at] += a.value;
+        }
+        self.pending.clear();
+    }
+
+    /// Ranks the spans of equal duration gathered last.
+    fn rank_tie(&mut self, presence: &[u8]) {
+        let width = self.width();
+        let tie = std::mem::take(&mut self.tie);
+        for c in 0..self.class_bits.len() {
+            let bit = self.class_bits[c];
             let has = |p: u32| presence[p as usize] & bit != 0;
-            let kept = self.tie.iter().filter(|&&p| has(p)).count() as u64;
+            let kept = tie.iter().filter(|&&p| has(p)).count() as u64;
             if kept == 0 {
                 continue;
             }
             let rank = 2 * self.below[c] + kept + 1;
-            for &p in self.tie.iter().filter(|&&p| has(p)) {
-                self.cells[p as usize * width + 1 + c] += rank;
+            for &p in tie.iter().filter(|&&p| has(p)) {
+                self.add(p as usize * width + 1 + c, rank);
             }
             self.squares[c] += u128::from(kept) * u128::from(rank) * u128::from(rank);
             self.below[c] += kept;
         }
-        for &p in &self.tie {
-            self.cells[p as usize * width] += 1;
+        for &p in &tie {
+            self.add(p as usize * width, 1);
         }
+        self.tie = tie;
         self.tie.clear();
+    }
+
+    /// Ranks what is gathered and applies every addition: call before [`StepRanks::against`].
+    pub fn flush(&mut self, presence: &[u8]) {
+        self.rank_tie(presence);
+        self.apply();
     }
 
     /// The step against one resource of class `class` ([`StepRanks::flush`] first):

@@ -11,7 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
 
 /// Spans per chunk (16 bytes each: 4 MiB).
 const CHUNK: usize = if cfg!(test) { 97 } else { 1 << 18 };
@@ -64,6 +64,7 @@ impl SpanRecord {
     }
 
     /// The step's index.
+    #[cfg(test)]
     pub fn step(&self) -> u32 {
         self.step
     }
@@ -110,16 +111,116 @@ impl SpanRecord {
     }
 }
 
-/// Gathers spans; [`SpanSorter::finish`] gives them back in order.
+/// A sorted chunk: where it is, and where each step's spans start in it.
+#[derive(Debug)]
+struct Chunk {
+    /// On disk, or in memory where no temporary file could be written.
+    place: Place,
+    /// (step, first index, spans) of each step present, in step order.
+    sections: Vec<(u32, usize, usize)>,
+}
+
+#[derive(Debug)]
+enum Place {
+    File(File),
+    Memory(Vec<SpanRecord>),
+}
+
+impl Chunk {
+    /// Sorts `spans` and writes them out (or keeps them, when they cannot be written).
+    fn new(mut spans: Vec<SpanRecord>) -> (Self, Option<Vec<SpanRecord>>) {
+        spans.sort_unstable();
+        let sections = sections(&spans);
+        match write_chunk(&spans) {
+            Ok(file) => {
+                spans.clear();
+                let chunk = Self {
+                    place: Place::File(file),
+                    sections,
+                };
+                // The buffer goes back to be filled again.
+                (chunk, Some(spans))
+            }
+            Err(e) => {
+                tracing::debug!(
+                    "report: cannot write a temporary file ({e}); keeping spans in memory"
+                );
+                spans.shrink_to_fit();
+                let chunk = Self {
+                    place: Place::Memory(spans),
+                    sections,
+                };
+                (chunk, None)
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.sections.iter().map(|&(_, _, n)| n).sum()
+    }
+
+    /// A reader of step `step`'s spans in this chunk.
+    fn section(&self, step: u32) -> Source<'_> {
+        let (start, n) = self
+            .sections
+            .iter()
+            .find(|&&(s, _, _)| s == step)
+            .map_or((0, 0), |&(_, start, n)| (start, n));
+        match &self.place {
+            Place::File(file) => Source::File(SectionReader {
+                file,
+                at: start as u64 * 16,
+                left: n,
+                buffer: Vec::new(),
+                used: 0,
+            }),
+            Place::Memory(spans) => Source::Memory(spans[start..start + n].iter()),
+        }
+    }
+}
+
+/// Gathers spans; [`SpanSorter::finish`] gives them back in order. Full chunks are
+/// sorted and written by a thread of their own while the next one fills.
 #[derive(Debug)]
 pub struct SpanSorter {
     chunk: Vec<SpanRecord>,
-    /// Sorted chunks on disk, each with its number of spans.
-    spilled: Vec<(File, usize)>,
-    /// Sorted chunks kept in memory (no temporary file could be written).
-    kept: Vec<Vec<SpanRecord>>,
+    /// The thread that sorts and writes full chunks, from the first one on.
+    worker: Option<Worker>,
     /// Spans per chunk (tests use small ones).
     chunk_size: usize,
+}
+
+/// The sorting thread, its way in, and the emptied chunks it gives back to be filled.
+#[derive(Debug)]
+struct Worker {
+    full: std::sync::mpsc::SyncSender<Vec<SpanRecord>>,
+    emptied: std::sync::mpsc::Receiver<Vec<SpanRecord>>,
+    thread: std::thread::JoinHandle<Vec<Chunk>>,
+}
+
+impl Worker {
+    fn start() -> Self {
+        // One full chunk waits while one is sorted: at most three in memory.
+        let (full, incoming) = std::sync::mpsc::sync_channel::<Vec<SpanRecord>>(1);
+        let (give_back, emptied) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut sorted = Vec::new();
+            for spans in incoming {
+                let (chunk, buffer) = Chunk::new(spans);
+                sorted.push(chunk);
+                if let Some(buffer) = buffer {
+                    // The filler may be gone already: then the buffer is simply freed.
+                    let _ = give_back.send(buffer);
+                }
+            }
+            sorted
+        });
+        Self {
+            full,
+            emptied,
+            thread,
+        }
+    }
 }
 
 impl Default for SpanSorter {
@@ -138,8 +239,7 @@ impl SpanSorter {
     pub fn with_chunk(chunk_size: usize) -> Self {
         Self {
             chunk: Vec::new(),
-            spilled: Vec::new(),
-            kept: Vec::new(),
+            worker: None,
             chunk_size: chunk_size.max(1),
         }
     }
@@ -151,43 +251,53 @@ impl SpanSorter {
         }
         self.chunk.push(span);
         if self.chunk.len() >= self.chunk_size {
-            self.spill();
-        }
-    }
-
-    /// Sorts the chunk and writes it out (or keeps it, when it cannot be written).
-    fn spill(&mut self) {
-        self.chunk.sort_unstable();
-        match write_chunk(&self.chunk) {
-            Ok(file) => {
-                self.spilled.push((file, self.chunk.len()));
-                self.chunk.clear();
-            }
-            Err(e) => {
-                if self.kept.is_empty() {
-                    tracing::debug!(
-                        "report: cannot write a temporary file ({e}); keeping spans in memory"
-                    );
-                }
-                let full = std::mem::take(&mut self.chunk);
-                self.kept.push(full);
+            let worker = self.worker.get_or_insert_with(Worker::start);
+            let next = worker.emptied.try_recv().unwrap_or_default();
+            let full = std::mem::replace(&mut self.chunk, next);
+            if let Err(std::sync::mpsc::SendError(full)) = worker.full.send(full) {
+                // The thread is gone (it panicked): finish() reports that; keep the spans.
+                self.chunk = full;
             }
         }
     }
 
     /// Every span added, ready to be read in (step, duration) order.
     pub fn finish(mut self) -> SortedSpans {
-        self.chunk.sort_unstable();
-        self.chunk.shrink_to_fit();
-        let mut kept = self.kept;
+        let mut chunks = match self.worker.take() {
+            Some(worker) => {
+                drop(worker.full);
+                worker
+                    .thread
+                    .join()
+                    // A panic there is a bug here: pass it on as it is.
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }
+            None => Vec::new(),
+        };
         if !self.chunk.is_empty() {
-            kept.push(self.chunk);
+            // The last chunk, usually part-full, stays in memory.
+            let mut last = std::mem::take(&mut self.chunk);
+            last.sort_unstable();
+            last.shrink_to_fit();
+            chunks.push(Chunk {
+                sections: sections(&last),
+                place: Place::Memory(last),
+            });
         }
-        SortedSpans {
-            spilled: self.spilled,
-            kept,
+        SortedSpans { chunks }
+    }
+}
+
+/// (step, first index, spans) of each step in sorted `spans`.
+fn sections(spans: &[SpanRecord]) -> Vec<(u32, usize, usize)> {
+    let mut sections: Vec<(u32, usize, usize)> = Vec::new();
+    for (i, span) in spans.iter().enumerate() {
+        match sections.last_mut() {
+            Some((step, _, n)) if *step == span.step => *n += 1,
+            _ => sections.push((span.step, i, 1)),
         }
     }
+    sections
 }
 
 fn write_chunk(chunk: &[SpanRecord]) -> io::Result<File> {
@@ -195,38 +305,62 @@ fn write_chunk(chunk: &[SpanRecord]) -> io::Result<File> {
     for span in chunk {
         out.write_all(&span.to_bytes())?;
     }
-    let mut file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-    file.seek(SeekFrom::Start(0))?;
-    Ok(file)
+    out.into_inner().map_err(io::IntoInnerError::into_error)
 }
 
-/// Sorted chunks of spans.
+/// Sorted chunks of spans. Reading takes `&self` (positional reads), so threads can read
+/// different steps at once.
 #[derive(Debug, Default)]
 pub struct SortedSpans {
-    spilled: Vec<(File, usize)>,
-    kept: Vec<Vec<SpanRecord>>,
+    chunks: Vec<Chunk>,
 }
 
 impl SortedSpans {
     /// How many spans.
     pub fn len(&self) -> usize {
-        self.spilled.iter().map(|(_, n)| n).sum::<usize>()
-            + self.kept.iter().map(Vec::len).sum::<usize>()
+        self.chunks.iter().map(Chunk::len).sum()
     }
 
-    /// Every span in (step, duration) order, through `each`.
-    pub fn merged(&mut self, mut each: impl FnMut(SpanRecord)) -> io::Result<()> {
-        let mut sources: Vec<Source> = Vec::new();
-        for (file, n) in &mut self.spilled {
-            file.seek(SeekFrom::Start(0))?;
-            sources.push(Source::File(
-                BufReader::with_capacity(READ_BUFFER, &*file),
-                *n,
-            ));
+    /// Adds one span, kept in memory in order (tests build small histories by hand).
+    #[cfg(test)]
+    pub fn add(&mut self, span: SpanRecord) {
+        if !matches!(
+            self.chunks.last(),
+            Some(Chunk {
+                place: Place::Memory(_),
+                ..
+            })
+        ) {
+            self.chunks.push(Chunk {
+                place: Place::Memory(Vec::new()),
+                sections: Vec::new(),
+            });
         }
-        for chunk in &self.kept {
-            sources.push(Source::Memory(chunk.iter()));
+        if let Some(Chunk {
+            place: Place::Memory(spans),
+            sections: kept,
+        }) = self.chunks.last_mut()
+        {
+            let at = spans.partition_point(|s| *s < span);
+            spans.insert(at, span);
+            *kept = sections(spans);
         }
+    }
+
+    /// How many spans each step has, by step index (`steps` entries).
+    pub fn per_step(&self, steps: usize) -> Vec<usize> {
+        let mut counts = vec![0; steps];
+        for &(step, _, n) in self.chunks.iter().flat_map(|c| &c.sections) {
+            if let Some(count) = counts.get_mut(step as usize) {
+                *count += n;
+            }
+        }
+        counts
+    }
+
+    /// Step `step`'s spans in duration order, through `each`.
+    pub fn merged(&self, step: u32, mut each: impl FnMut(SpanRecord)) -> io::Result<()> {
+        let mut sources: Vec<Source> = self.chunks.iter().map(|c| c.section(step)).collect();
         let mut heap = BinaryHeap::with_capacity(sources.len());
         for (i, source) in sources.iter_mut().enumerate() {
             if let Some(span) = source.next()? {
@@ -242,38 +376,61 @@ impl SortedSpans {
         Ok(())
     }
 
-    /// Every span, in no particular order, through `each` (a cheaper pass).
-    pub fn unordered(&mut self, mut each: impl FnMut(SpanRecord)) -> io::Result<()> {
-        for (file, n) in &mut self.spilled {
-            file.seek(SeekFrom::Start(0))?;
-            let mut source = Source::File(BufReader::with_capacity(READ_BUFFER, &*file), *n);
+    /// Step `step`'s spans in no particular order, through `each` (a cheaper pass).
+    pub fn unordered(&self, step: u32, mut each: impl FnMut(SpanRecord)) -> io::Result<()> {
+        for chunk in &self.chunks {
+            let mut source = chunk.section(step);
             while let Some(span) = source.next()? {
                 each(span);
             }
         }
-        self.kept.iter().flatten().for_each(|&s| each(s));
         Ok(())
     }
 }
 
-/// One sorted chunk being read.
+/// Reads a run of records from a file by position, a buffer at a time.
+struct SectionReader<'a> {
+    file: &'a File,
+    /// Next byte to read.
+    at: u64,
+    /// Records not yet returned.
+    left: usize,
+    buffer: Vec<u8>,
+    /// Bytes of `buffer` returned.
+    used: usize,
+}
+
+impl SectionReader<'_> {
+    fn next(&mut self) -> io::Result<Option<SpanRecord>> {
+        use std::os::unix::fs::FileExt;
+        if self.left == 0 {
+            return Ok(None);
+        }
+        if self.used == self.buffer.len() {
+            let bytes = (self.left * 16).min(READ_BUFFER);
+            self.buffer.resize(bytes, 0);
+            self.file.read_exact_at(&mut self.buffer, self.at)?;
+            self.at += bytes as u64;
+            self.used = 0;
+        }
+        let mut record = [0; 16];
+        record.copy_from_slice(&self.buffer[self.used..self.used + 16]);
+        self.used += 16;
+        self.left -= 1;
+        Ok(Some(SpanRecord::from_bytes(record)))
+    }
+}
+
+/// One sorted chunk's section being read.
 enum Source<'a> {
-    /// From its file, with the spans left to read.
-    File(BufReader<&'a File>, usize),
-    /// From memory.
+    File(SectionReader<'a>),
     Memory(std::slice::Iter<'a, SpanRecord>),
 }
 
 impl Source<'_> {
     fn next(&mut self) -> io::Result<Option<SpanRecord>> {
         match self {
-            Source::File(_, 0) => Ok(None),
-            Source::File(reader, left) => {
-                let mut bytes = [0; 16];
-                reader.read_exact(&mut bytes)?;
-                *left -= 1;
-                Ok(Some(SpanRecord::from_bytes(bytes)))
-            }
+            Source::File(reader) => reader.next(),
             Source::Memory(iter) => Ok(iter.next().copied()),
         }
     }
@@ -330,18 +487,24 @@ mod tests {
             want.push(span);
         }
         want.sort();
-        let mut sorted = sorter.finish();
+        let sorted = sorter.finish();
         assert_eq!(sorted.len(), 100);
+        let per_step = sorted.per_step(3);
+        assert_eq!(per_step.iter().sum::<usize>(), 100);
         let mut got = Vec::new();
-        sorted.merged(|s| got.push(s)).unwrap();
+        for step in 0..3 {
+            sorted.merged(step, |s| got.push(s)).unwrap();
+        }
         assert_eq!(got, want);
         // And again (the report reads twice), and in no order.
-        let mut again = Vec::new();
-        sorted.merged(|s| again.push(s)).unwrap();
-        assert_eq!(again, want);
-        let mut any = Vec::new();
-        sorted.unordered(|s| any.push(s)).unwrap();
-        any.sort();
-        assert_eq!(any, want);
+        for step in 0..3 {
+            let mut any = Vec::new();
+            sorted.unordered(step, |s| any.push(s)).unwrap();
+            assert_eq!(any.len(), per_step[step as usize]);
+            any.sort();
+            let of_step: Vec<SpanRecord> =
+                want.iter().copied().filter(|s| s.step() == step).collect();
+            assert_eq!(any, of_step);
+        }
     }
 }
