@@ -7,6 +7,7 @@
 //! duration order ([`SortedSpans::merged`]) that picks the percentiles and gathers the
 //! duration ranks per snapshot ([`StepRanks`]), a step at a time.
 
+use super::columns::Snapshots;
 use super::load::{Data, SnapFigures};
 use super::oom::RunsSeen;
 use super::ranks::{Classes, Percentiles, ResourceOrder, StepRanks};
@@ -61,19 +62,19 @@ pub(super) fn compute(
     let data = &*data;
     let resources: Vec<ResourceOrder> = RESOURCES
         .iter()
-        .map(|r| ResourceOrder::new(data.snapshots.iter().map(|s| r.value(s))))
+        .map(|r| ResourceOrder::new(data.snapshots.iter().map(|s| r.value(&s))))
         .collect();
     let presence: Vec<u8> = data
         .snapshots
         .iter()
         .map(|s| {
-            let mut bits = if under_pressure(s, threshold) {
+            let mut bits = if under_pressure(&s, threshold) {
                 PRESSED
             } else {
                 0
             };
             for (k, r) in RESOURCES.iter().enumerate() {
-                if r.value(s).is_some_and(f64::is_finite) {
+                if r.value(&s).is_some_and(f64::is_finite) {
                     bits |= 1 << k;
                 }
             }
@@ -316,7 +317,7 @@ impl StepPass {
             };
             let value = |p: u32| {
                 resource
-                    .value(&data.snapshots[p as usize])
+                    .value(&data.snapshots.get(p as usize))
                     .unwrap_or(f64::NAN)
             };
             let against = ranks.against(class, &shared.resources[k], value);
@@ -407,14 +408,14 @@ fn under_pressure(f: &SnapFigures, threshold: u64) -> bool {
 /// "GPU 0" when `which` picks one GPU in nearly every sample (the tightest, the busiest),
 /// else `otherwise`.
 fn gpu_label(
-    snapshots: &[SnapFigures],
+    snapshots: &Snapshots,
     which: impl Fn(&SnapFigures) -> Option<u32>,
     otherwise: &str,
 ) -> String {
     let mut counts = std::collections::HashMap::new();
     let mut total = 0;
-    for s in snapshots {
-        if let Some(i) = which(s) {
+    for s in snapshots.iter() {
+        if let Some(i) = which(&s) {
             *counts.entry(i).or_insert(0usize) += 1;
             total += 1;
         }

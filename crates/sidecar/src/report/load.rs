@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::GroupFilter;
+use super::columns::Snapshots;
 use super::spill::{NO_SNAPSHOT, SortedSpans, SpanRecord, SpanSorter};
 use crate::domain::{EndedBy, Status};
 use crate::store::unsigned;
@@ -147,8 +148,8 @@ pub struct GpuNames {
 
 /// What the report reads.
 pub struct Data {
-    /// Snapshot figures, indexed by position.
-    pub snapshots: Vec<SnapFigures>,
+    /// Snapshot figures, by position.
+    pub snapshots: Snapshots,
     /// Snapshot id → position.
     pub snapshot_index: SnapshotIndex,
     /// Distinct span names.
@@ -393,8 +394,8 @@ fn snapshot_figures(
     since_ns: i64,
     until_ns: i64,
     filter: &Filter,
-) -> rusqlite::Result<(Vec<SnapFigures>, SnapshotIndex)> {
-    let mut snapshots = Vec::new();
+) -> rusqlite::Result<(Snapshots, SnapshotIndex)> {
+    let mut snapshots = Snapshots::default();
     let mut snapshot_index = SnapshotIndex::default();
     let mut stmt = conn.prepare(&format!(
         "SELECT snapshot_id, taken_at_ns, cpu_load_1m, cpu_count, ram_total_bytes,
@@ -413,7 +414,7 @@ fn snapshot_figures(
         let limit: Option<i64> = r.get(6)?;
         let used: Option<i64> = r.get(7)?;
         snapshot_index.push(id);
-        snapshots.push(SnapFigures {
+        snapshots.push(&SnapFigures {
             taken_at_ns: r.get(1)?,
             cpu_load_per_core: load.filter(|_| cpus > 0).map(|l| l / cpus as f64),
             ram_available_ratio: (total > 0).then(|| available as f64 / total as f64),
@@ -485,7 +486,7 @@ fn gpu_figures(
     first_id: i64,
     agent_gpus: &[u32],
     snapshot_index: &SnapshotIndex,
-    snapshots: &mut [SnapFigures],
+    snapshots: &mut Snapshots,
 ) -> rusqlite::Result<(Vec<GpuPoint>, Vec<GpuNames>)> {
     let mut stmt = conn.prepare(
         "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio,
@@ -501,7 +502,8 @@ fn gpu_figures(
         let Some(i) = snapshot_index.get(r.get::<_, i64>(0)?) else {
             continue;
         };
-        let s = &mut snapshots[i as usize];
+        let mut figures = snapshots.get(i as usize);
+        let s = &mut figures;
         let index: u32 = r.get(1)?;
         let free = unsigned(r.get(2)?);
         points.push(GpuPoint {
@@ -553,6 +555,7 @@ fn gpu_figures(
         };
         s.gpu_dram_bandwidth_max = busiest(s.gpu_dram_bandwidth_max, r.get(4)?);
         s.gpu_tensor_active_max = busiest(s.gpu_tensor_active_max, r.get(5)?);
+        snapshots.set(i as usize, &figures);
     }
     drop(rows);
     // Read in snapshot order; stable and nearly sorted already, so cheap.
@@ -850,7 +853,7 @@ pub(super) mod fixture {
     /// No spans, runs, snapshots or GPUs.
     pub fn empty() -> Data {
         Data {
-            snapshots: Vec::new(),
+            snapshots: Snapshots::default(),
             snapshot_index: SnapshotIndex::default(),
             names: Vec::new(),
             spans: SortedSpans::default(),
@@ -865,7 +868,7 @@ pub(super) mod fixture {
     /// Adds a snapshot taken at `at_s` seconds; returns its id (= position + 1).
     pub fn snapshot(data: &mut Data, at_s: f64, figures: SnapFigures) -> i64 {
         let position = data.snapshots.len() as u32;
-        data.snapshots.push(SnapFigures {
+        data.snapshots.push(&SnapFigures {
             taken_at_ns: (at_s * 1e9) as i64,
             ..figures
         });

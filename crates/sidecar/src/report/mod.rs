@@ -7,6 +7,7 @@
 //! a table, JSON (its serde form, documented in the README) or a self-contained HTML page
 //! with SVG charts.
 
+mod columns;
 mod compute;
 pub mod html;
 mod load;

@@ -5,6 +5,7 @@
 //! The runs pass once, by start time, from the database ([`Runs`]): a million runs are
 //! never held, only the ones listed.
 
+use super::columns::TimeOrder;
 #[cfg(test)]
 use super::load::GpuPoint;
 use super::load::{Data, RunFigures, Runs, SnapFigures};
@@ -64,14 +65,8 @@ pub(super) fn oom(
 ) -> rusqlite::Result<(Oom, RunsSeen)> {
     let keep = if cap_ids { MAX_IDS } else { usize::MAX };
     let mut gpus = gpus_below(data, threshold, keep);
-    // Every snapshot by time, to find those just before a run's end.
-    let mut by_time: Vec<(i64, usize)> = data
-        .snapshots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.taken_at_ns, i))
-        .collect();
-    by_time.sort_unstable();
+    // The snapshots by time, to find those just before a run's end.
+    let by_time = TimeOrder::of(&data.snapshots);
     let total = runs.count()?;
     let chart_every = total.div_ceil(CHART_RUNS).max(1);
     let mut seen = RunsSeen {
@@ -214,23 +209,21 @@ fn gpus_below(data: &Data, threshold: u64, keep: usize) -> Vec<GpuBelow> {
 /// [`OOM_LOOKBACK_NS`] before its end while it ran.
 fn end_window<'a>(
     data: &'a Data,
-    by_time: &'a [(i64, usize)],
+    by_time: &'a TimeOrder,
     r: &RunFigures,
-) -> impl Iterator<Item = &'a SnapFigures> + 'a {
+) -> impl Iterator<Item = SnapFigures> + 'a {
     let at_end = r
         .end_snapshot_id
         .and_then(|id| data.snapshot_index.get(id))
-        .map(|i| &data.snapshots[i as usize]);
-    let window = r.ended_at_ns.map_or(&by_time[..0], |ended| {
-        // Only while the run ran: pressure before it started is not its story.
+        .map(|i| data.snapshots.get(i as usize));
+    // Only while the run ran: pressure before it started is not its story.
+    let window = r.ended_at_ns.map(|ended| {
         let since = (ended - OOM_LOOKBACK_NS).max(r.started_at_ns);
-        let from = by_time.partition_point(|&(t, _)| t < since);
-        let to = by_time.partition_point(|&(t, _)| t <= ended);
-        &by_time[from..to]
+        by_time.between(&data.snapshots, since, ended)
     });
     at_end
         .into_iter()
-        .chain(window.iter().map(|&(_, i)| &data.snapshots[i]))
+        .chain(window.into_iter().flatten().map(|p| data.snapshots.get(p)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,221 @@
+//! The snapshots' figures the report uses, a column each: a million snapshots took 144 MB
+//! as one struct each (every figure an `Option`, most of them never known on a machine);
+//! as columns, only the figures some snapshot has take room, 8 bytes a snapshot each.
+
+use super::load::SnapFigures;
+
+/// Which GPU a figure came from, as stored (`u16::MAX`: none).
+const NO_GPU: u16 = u16::MAX;
+
+/// One snapshot's figures per column, by position.
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    /// When each was taken.
+    taken_at_ns: Vec<i64>,
+    /// Per figure (in the order of [`FIGURES`]): a value per snapshot, `NaN` when unknown;
+    /// empty while no snapshot has it.
+    values: [Vec<f64>; FIGURES],
+    /// Which GPU the tightest free memory, the busiest bandwidth and tensor activity came
+    /// from; empty while no snapshot knows.
+    gpus: [Vec<u16>; 3],
+}
+
+/// How many figures a snapshot has columns for.
+const FIGURES: usize = 7;
+
+impl Snapshots {
+    /// How many snapshots.
+    pub fn len(&self) -> usize {
+        self.taken_at_ns.len()
+    }
+
+    /// Adds a snapshot.
+    pub fn push(&mut self, figures: &SnapFigures) {
+        self.taken_at_ns.push(figures.taken_at_ns);
+        let p = self.taken_at_ns.len() - 1;
+        self.set(p, figures);
+    }
+
+    /// Snapshot `p`'s figures.
+    pub fn get(&self, p: usize) -> SnapFigures {
+        let value = |k: usize| self.values[k].get(p).copied().filter(|v| !v.is_nan());
+        let gpu = |k: usize| {
+            self.gpus[k]
+                .get(p)
+                .copied()
+                .filter(|&g| g != NO_GPU)
+                .map(u32::from)
+        };
+        SnapFigures {
+            taken_at_ns: self.taken_at_ns[p],
+            gpu_free_min_bytes: value(0).map(|v| v as u64),
+            gpu_free_min_index: gpu(0),
+            gpu_utilization_max: value(1),
+            cpu_load_per_core: value(2),
+            ram_available_ratio: value(3),
+            cgroup_headroom_ratio: value(4),
+            gpu_dram_bandwidth_max: value(5).zip(gpu(1)),
+            gpu_tensor_active_max: value(6).zip(gpu(2)),
+        }
+    }
+
+    /// Every snapshot's figures, by position.
+    pub fn iter(&self) -> impl Iterator<Item = SnapFigures> + '_ {
+        (0..self.len()).map(|p| self.get(p))
+    }
+
+    /// Sets snapshot `p`'s figures (its time stays).
+    pub fn set(&mut self, p: usize, f: &SnapFigures) {
+        let len = self.len();
+        let values = [
+            // Bytes as f64 are exact below 2^53 (8 PiB).
+            f.gpu_free_min_bytes.map(|b| b as f64),
+            f.gpu_utilization_max,
+            f.cpu_load_per_core,
+            f.ram_available_ratio,
+            f.cgroup_headroom_ratio,
+            f.gpu_dram_bandwidth_max.map(|(v, _)| v),
+            f.gpu_tensor_active_max.map(|(v, _)| v),
+        ];
+        for (column, value) in self.values.iter_mut().zip(values) {
+            put(column, len, p, value.unwrap_or(f64::NAN), f64::NAN, |v| {
+                v.is_nan()
+            });
+        }
+        let gpus = [
+            f.gpu_free_min_index,
+            f.gpu_dram_bandwidth_max.map(|(_, i)| i),
+            f.gpu_tensor_active_max.map(|(_, i)| i),
+        ];
+        for (column, gpu) in self.gpus.iter_mut().zip(gpus) {
+            let gpu = gpu.and_then(|g| u16::try_from(g).ok()).unwrap_or(NO_GPU);
+            put(column, len, p, gpu, NO_GPU, |&g| g == NO_GPU);
+        }
+    }
+}
+
+/// The snapshots in time order: positions are, nearly always (one writer numbers them as
+/// it takes them), and then no list is kept.
+pub enum TimeOrder {
+    /// Positions are in time order.
+    Positions,
+    /// Positions by time (a merged history, a clock that stepped back).
+    Sorted(Vec<u32>),
+}
+
+impl TimeOrder {
+    /// The order of `snapshots`.
+    pub fn of(snapshots: &Snapshots) -> Self {
+        let times = &snapshots.taken_at_ns;
+        if times.windows(2).all(|w| w[0] <= w[1]) {
+            return Self::Positions;
+        }
+        let mut order: Vec<u32> = (0..times.len())
+            .filter_map(|p| u32::try_from(p).ok())
+            .collect();
+        order.sort_by_key(|&p| times[p as usize]);
+        Self::Sorted(order)
+    }
+
+    /// The positions of the snapshots taken from `since_ns` to `until_ns`, both included.
+    pub fn between<'a>(
+        &'a self,
+        snapshots: &'a Snapshots,
+        since_ns: i64,
+        until_ns: i64,
+    ) -> impl Iterator<Item = usize> + 'a {
+        let times = &snapshots.taken_at_ns;
+        let (from, to) = match self {
+            Self::Positions => (
+                times.partition_point(|&t| t < since_ns),
+                times.partition_point(|&t| t <= until_ns),
+            ),
+            Self::Sorted(order) => (
+                order.partition_point(|&p| times[p as usize] < since_ns),
+                order.partition_point(|&p| times[p as usize] <= until_ns),
+            ),
+        };
+        (from..to.max(from)).map(move |k| match self {
+            Self::Positions => k,
+            Self::Sorted(order) => order[k] as usize,
+        })
+    }
+}
+
+/// Writes `value` at `p` of a column of `len` entries, allocating the column only when the
+/// first known value comes (`none` fills it, `unknown` tells a value that is none).
+fn put<T: Copy>(
+    column: &mut Vec<T>,
+    len: usize,
+    p: usize,
+    value: T,
+    none: T,
+    unknown: impl Fn(&T) -> bool,
+) {
+    if column.len() < len {
+        if unknown(&value) && column.is_empty() {
+            return;
+        }
+        column.resize(len, none);
+    }
+    column[p] = value;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_between_two_times_in_either_order() {
+        for times in [vec![1, 2, 2, 5, 9], vec![5, 1, 9, 2, 2]] {
+            let mut s = Snapshots::default();
+            for &t in &times {
+                s.push(&SnapFigures {
+                    taken_at_ns: t,
+                    ..SnapFigures::default()
+                });
+            }
+            let order = TimeOrder::of(&s);
+            let mut got: Vec<i64> = order.between(&s, 2, 5).map(|p| times[p]).collect();
+            got.sort();
+            assert_eq!(got, [2, 2, 5], "{times:?}");
+            assert_eq!(order.between(&s, 6, 8).count(), 0);
+            assert_eq!(order.between(&s, 9, 1).count(), 0);
+        }
+    }
+
+    #[test]
+    fn figures_come_back_as_they_went_in_and_unknown_columns_take_no_room() {
+        let mut s = Snapshots::default();
+        let plain = SnapFigures {
+            taken_at_ns: 5,
+            cpu_load_per_core: Some(0.25),
+            ..SnapFigures::default()
+        };
+        s.push(&plain);
+        let full = SnapFigures {
+            taken_at_ns: 6,
+            gpu_free_min_bytes: Some(80 << 30),
+            gpu_free_min_index: Some(3),
+            gpu_utilization_max: Some(0.5),
+            cpu_load_per_core: Some(1.5),
+            ram_available_ratio: Some(0.1),
+            cgroup_headroom_ratio: None,
+            gpu_dram_bandwidth_max: Some((0.7, 1)),
+            gpu_tensor_active_max: None,
+        };
+        s.push(&full);
+        s.push(&plain);
+        assert_eq!(s.len(), 3);
+        assert_eq!(format!("{:?}", s.get(0)), format!("{plain:?}"));
+        assert_eq!(format!("{:?}", s.get(1)), format!("{full:?}"));
+        assert_eq!(s.get(2).taken_at_ns, 5);
+        assert!(s.values[4].is_empty() && s.values[6].is_empty() && s.gpus[2].is_empty());
+        // A figure learnt later (the GPU pass) lands where it belongs.
+        let mut later = s.get(0);
+        later.cgroup_headroom_ratio = Some(0.9);
+        s.set(0, &later);
+        assert_eq!(s.get(0).cgroup_headroom_ratio, Some(0.9));
+        assert_eq!(s.get(1).cgroup_headroom_ratio, None);
+    }
+}
