@@ -431,25 +431,17 @@ fn charts(
     runs: Vec<(i64, i64, bool, String, String)>,
     scatter: Vec<Scatter>,
 ) -> Charts {
-    let mut gpu_memory: Vec<GpuSeries> = Vec::new();
-    for p in &data.gpus {
-        let (Some(used), Some(total)) = (p.used_bytes, p.total_bytes) else {
-            continue;
-        };
-        match gpu_memory.last_mut() {
-            Some(s) if s.gpu_index == p.gpu_index => {
-                s.points.push((p.taken_at_ns, used as f64 / MIB));
-            }
-            _ => gpu_memory.push(GpuSeries {
-                gpu_index: p.gpu_index,
-                total_mib: total as f64 / MIB,
-                points: vec![(p.taken_at_ns, used as f64 / MIB)],
-            }),
-        }
-    }
-    for s in &mut gpu_memory {
-        s.points = every(&s.points, CHART_POINTS);
-    }
+    let gpu_memory: Vec<GpuSeries> = data
+        .gpus
+        .iter()
+        .filter_map(|t| {
+            Some(GpuSeries {
+                gpu_index: t.gpu_index,
+                total_mib: t.total_mib?,
+                points: t.chart(CHART_POINTS),
+            })
+        })
+        .collect();
     let cpu: Vec<(i64, f64)> = data
         .snapshots
         .iter()

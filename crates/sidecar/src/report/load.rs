@@ -6,7 +6,8 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::GroupFilter;
-use super::columns::Snapshots;
+use super::columns::{Snapshots, TimeOrder};
+use super::gpu_tracks::{GpuSample, GpuTrack, GpuTracks};
 use super::spill::{NO_SNAPSHOT, SortedSpans, SpanRecord, SpanSorter};
 use crate::domain::{EndedBy, Status};
 use crate::store::unsigned;
@@ -59,33 +60,40 @@ impl SnapshotRefs {
 }
 
 /// Snapshot id → position in the snapshot list, for ids added in ascending order. Ids
-/// are usually consecutive (one writer numbers them), so the position is then the id's
-/// offset from the first; otherwise a binary search. A hash map of a million ids cost
-/// about 40 MB and a hash per span.
+/// are usually consecutive (one writer numbers them): the position is then the id's
+/// offset from the first, and no list is kept; otherwise a binary search in the list of
+/// ids. A hash map of a million ids cost about 40 MB and a hash per span.
 #[derive(Debug, Default)]
 pub struct SnapshotIndex {
+    /// The first id and how many were added.
+    first: Option<i64>,
+    len: usize,
+    /// Every id, once they are not consecutive (empty while they are).
     ids: Vec<i64>,
-    /// Every id is `ids[0] + position`.
-    dense: bool,
 }
 
 impl SnapshotIndex {
     /// Adds the next snapshot id (greater than every id before it); returns its position.
     pub fn push(&mut self, id: i64) -> u32 {
-        debug_assert!(self.ids.last().is_none_or(|&last| last < id));
-        self.dense = match (self.ids.first(), self.ids.len()) {
-            (None, _) => true,
-            (Some(&first), n) => self.dense && first.checked_add(n as i64) == Some(id),
-        };
-        self.ids.push(id);
-        u32::try_from(self.ids.len() - 1).unwrap_or(u32::MAX)
+        let first = *self.first.get_or_insert(id);
+        let consecutive = self.ids.is_empty() && first.checked_add(self.len as i64) == Some(id);
+        if !consecutive && self.ids.is_empty() && self.len > 0 {
+            // The first gap: from now on, every id is kept.
+            self.ids = (0..self.len as i64).map(|k| first + k).collect();
+        }
+        if !self.ids.is_empty() || !consecutive {
+            debug_assert!(self.ids.last().is_none_or(|&last| last < id));
+            self.ids.push(id);
+        }
+        self.len += 1;
+        u32::try_from(self.len - 1).unwrap_or(u32::MAX)
     }
 
     /// The position of snapshot `id`, if it was added.
     pub fn get(&self, id: i64) -> Option<u32> {
-        let position = if self.dense {
-            let offset = usize::try_from(id.checked_sub(*self.ids.first()?)?).ok()?;
-            (offset < self.ids.len()).then_some(offset)?
+        let position = if self.ids.is_empty() {
+            let offset = usize::try_from(id.checked_sub(self.first?)?).ok()?;
+            (offset < self.len).then_some(offset)?
         } else {
             self.ids.binary_search(&id).ok()?
         };
@@ -94,7 +102,7 @@ impl SnapshotIndex {
 
     /// The smallest id added.
     pub fn first(&self) -> Option<i64> {
-        self.ids.first().copied()
+        self.first
     }
 }
 
@@ -120,21 +128,6 @@ pub struct RunFigures {
     pub end_snapshot_id: Option<i64>,
 }
 
-/// One GPU sample with its time (its GPU's names are in [`Data::gpu_names`]).
-#[derive(Debug, Clone)]
-pub struct GpuPoint {
-    /// GPU index.
-    pub gpu_index: u32,
-    /// When.
-    pub taken_at_ns: i64,
-    /// Free memory.
-    pub free_bytes: Option<u64>,
-    /// Used memory.
-    pub used_bytes: Option<u64>,
-    /// Total memory.
-    pub total_bytes: Option<u64>,
-}
-
 /// A GPU's UUID and product name, from its latest sample in the window.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GpuNames {
@@ -158,8 +151,8 @@ pub struct Data {
     pub spans: SortedSpans,
     /// How the spans name their start snapshots.
     pub span_snapshots: SnapshotRefs,
-    /// GPU samples in time order per GPU.
-    pub gpus: Vec<GpuPoint>,
+    /// Each GPU's samples, reduced (by GPU index).
+    pub gpus: Vec<GpuTrack>,
     /// Each GPU's names, by index.
     pub gpu_names: Vec<GpuNames>,
     /// The GPUs the agents use (empty: unknown, all GPUs count).
@@ -298,6 +291,7 @@ pub fn load<T>(
     run_id: Option<&str>,
     name: Option<&str>,
     group: Option<&GroupFilter>,
+    threshold: u64,
     beside: impl FnOnce(&Data) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<(Data, T)> {
     let filter = Filter::new(group);
@@ -329,8 +323,8 @@ pub fn load<T>(
                 snapshot_figures(conn, since_ns, until_ns, &filter)?;
             let first_id = snapshot_index.first().unwrap_or(i64::MAX);
             let (agent_gpus, agent_gpus_from) = agent_gpus(conn, first_id, since_ns)?;
-            let (gpus, gpu_names) =
-                gpu_figures(conn, first_id, &agent_gpus, &snapshot_index, &mut snapshots)?;
+            let read = (first_id, &agent_gpus[..], &snapshot_index, threshold);
+            let (gpus, gpu_names) = gpu_figures(conn, read, &mut snapshots)?;
             let data = Data {
                 gpus,
                 gpu_names,
@@ -479,15 +473,19 @@ fn agent_gpus(
 }
 
 /// Each snapshot's tightest and busiest GPU (among the agents' GPUs when known), and
-/// every readable sample of every GPU as a point per GPU in time order with each GPU's
-/// names from its latest sample: one pass over `gpu_samples` for both.
+/// every readable sample of every GPU reduced per GPU in time order ([`GpuTracks`], below
+/// `threshold` bytes free counting as short) with each GPU's names from its latest
+/// sample: one pass over `gpu_samples` for both.
 fn gpu_figures(
     conn: &Connection,
-    first_id: i64,
-    agent_gpus: &[u32],
-    snapshot_index: &SnapshotIndex,
+    (first_id, agent_gpus, snapshot_index, threshold): (i64, &[u32], &SnapshotIndex, u64),
     snapshots: &mut Snapshots,
-) -> rusqlite::Result<(Vec<GpuPoint>, Vec<GpuNames>)> {
+) -> rusqlite::Result<(Vec<GpuTrack>, Vec<GpuNames>)> {
+    // Rows come by snapshot id (the table's key): in time order when the snapshots'
+    // positions are, else gathered and sorted first.
+    let in_time_order = matches!(TimeOrder::of(snapshots), TimeOrder::Positions);
+    let mut tracks = GpuTracks::new(threshold);
+    let mut unordered: Vec<GpuSample> = Vec::new();
     let mut stmt = conn.prepare(
         "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio,
                 dram_bandwidth_ratio, tensor_active_ratio, memory_used_bytes,
@@ -495,7 +493,6 @@ fn gpu_figures(
          FROM gpu_samples WHERE snapshot_id >= ?1 AND state = 'ok'",
     )?;
     let mut rows = stmt.query([first_id])?;
-    let mut points = Vec::new();
     // Per GPU: its names and when the sample they came from was taken.
     let mut names: Vec<(GpuNames, i64)> = Vec::new();
     while let Some(r) = rows.next()? {
@@ -506,13 +503,18 @@ fn gpu_figures(
         let s = &mut figures;
         let index: u32 = r.get(1)?;
         let free = unsigned(r.get(2)?);
-        points.push(GpuPoint {
+        let sample = GpuSample {
             gpu_index: index,
             taken_at_ns: s.taken_at_ns,
             free_bytes: free,
             used_bytes: unsigned(r.get(6)?),
             total_bytes: unsigned(r.get(7)?),
-        });
+        };
+        if in_time_order {
+            tracks.add(sample);
+        } else {
+            unordered.push(sample);
+        }
         let at = s.taken_at_ns;
         let known = match names.iter().position(|(n, _)| n.gpu_index == index) {
             Some(k) => k,
@@ -558,11 +560,12 @@ fn gpu_figures(
         snapshots.set(i as usize, &figures);
     }
     drop(rows);
-    // Read in snapshot order; stable and nearly sorted already, so cheap.
-    points.sort_by_key(|p| (p.gpu_index, p.taken_at_ns));
+    // Stable: samples of one time keep the order read.
+    unordered.sort_by_key(|p| (p.gpu_index, p.taken_at_ns));
+    unordered.into_iter().for_each(|sample| tracks.add(sample));
     let mut names: Vec<GpuNames> = names.into_iter().map(|(n, _)| n).collect();
     names.sort_by_key(|n| n.gpu_index);
-    Ok((points, names))
+    Ok((tracks.finish(), names))
 }
 
 /// Finished spans in the window (from `since_ns`, of `run_id` and `name` when given),
@@ -803,7 +806,31 @@ pub fn cuda_visible_gpus(value: &str, gpus: &[(u32, String)], migs: &[(u32, Stri
 
 #[cfg(test)]
 mod tests {
-    use super::cuda_visible_gpus;
+    use super::{SnapshotIndex, cuda_visible_gpus};
+
+    #[test]
+    fn snapshot_positions_with_and_without_gaps() {
+        let mut index = SnapshotIndex::default();
+        for id in [10, 11, 12] {
+            index.push(id);
+        }
+        assert!(index.ids.is_empty(), "consecutive ids keep no list");
+        assert_eq!(
+            (index.get(10), index.get(12), index.get(13), index.get(9)),
+            (Some(0), Some(2), None, None)
+        );
+        for id in [15, 16] {
+            index.push(id);
+        }
+        assert_eq!(index.get(12), Some(2));
+        assert_eq!(index.get(15), Some(3));
+        assert_eq!(index.get(16), Some(4));
+        assert_eq!(index.get(13), None);
+        assert_eq!(index.first(), Some(10));
+        let mut single = SnapshotIndex::default();
+        single.push(7);
+        assert_eq!((single.get(7), single.get(8)), (Some(0), None));
+    }
 
     fn gpus() -> Vec<(u32, String)> {
         vec![

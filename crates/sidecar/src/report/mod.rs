@@ -9,6 +9,7 @@
 
 mod columns;
 mod compute;
+mod gpu_tracks;
 pub mod html;
 mod load;
 mod model;
@@ -157,6 +158,7 @@ pub fn build(conn: &Connection, options: &Options) -> Result<Report, Error> {
         options.run_id.as_deref(),
         options.name.as_deref(),
         options.group.as_ref(),
+        threshold,
         // The runs are read while the spans are.
         |data| oom::oom(data, &runs, threshold, !options.all_ids),
     )?;

@@ -6,8 +6,6 @@
 //! never held, only the ones listed.
 
 use super::columns::TimeOrder;
-#[cfg(test)]
-use super::load::GpuPoint;
 use super::load::{Data, RunFigures, Runs, SnapFigures};
 use super::*;
 use crate::domain::{EndedBy, Status};
@@ -42,10 +40,10 @@ impl<T> Capped<T> {
 }
 
 /// One GPU's samples below the threshold, and the runs they touched.
-struct GpuBelow {
+struct GpuBelow<'a> {
     risk: GpuRisk,
     /// When it was below, in time order.
-    below_times: Vec<i64>,
+    below_times: &'a [i64],
     runs: Capped<String>,
 }
 
@@ -64,7 +62,7 @@ pub(super) fn oom(
     cap_ids: bool,
 ) -> rusqlite::Result<(Oom, RunsSeen)> {
     let keep = if cap_ids { MAX_IDS } else { usize::MAX };
-    let mut gpus = gpus_below(data, threshold, keep);
+    let mut gpus = gpus_below(data, keep);
     // The snapshots by time, to find those just before a run's end.
     let by_time = TimeOrder::of(&data.snapshots);
     let total = runs.count()?;
@@ -152,57 +150,33 @@ pub(super) fn oom(
 
 /// Per GPU: how often and how long it was below the threshold (the runs it touched are
 /// left to the pass over the runs).
-fn gpus_below(data: &Data, threshold: u64, keep: usize) -> Vec<GpuBelow> {
-    let mut gpus = Vec::new();
-    let mut start = 0;
-    while start < data.gpus.len() {
-        let index = data.gpus[start].gpu_index;
-        let end = data.gpus[start..]
-            .iter()
-            .position(|p| p.gpu_index != index)
-            .map_or(data.gpus.len(), |n| start + n);
-        let points = &data.gpus[start..end];
-        let names = data.gpu_names.iter().find(|n| n.gpu_index == index);
-        let below: Vec<usize> = (0..points.len())
-            .filter(|&i| points[i].free_bytes.is_some_and(|f| f < threshold))
-            .collect();
-        let seconds_below = below
-            .iter()
-            .filter_map(|&i| {
-                points
-                    .get(i + 1)
-                    .map(|n| (n.taken_at_ns - points[i].taken_at_ns) as f64 / 1e9)
-            })
-            .map(|gap| gap.min(60.0))
-            .sum();
-        let below_times: Vec<i64> = below.iter().map(|&i| points[i].taken_at_ns).collect();
-        let share_below = below.len() as f64 / points.len().max(1) as f64;
-        gpus.push(GpuBelow {
-            risk: GpuRisk {
-                gpu_index: index,
-                uuid: names.and_then(|n| n.uuid.clone()),
-                name: names.and_then(|n| n.name.clone()),
-                samples: points.len(),
-                samples_below: below.len(),
-                share_below,
-                min_free_mib: points
-                    .iter()
-                    .filter_map(|p| p.free_bytes)
-                    .min()
-                    .map(|b| b as f64 / MIB),
-                first_below_ns: below_times.first().copied(),
-                last_below_ns: below_times.last().copied(),
-                seconds_below,
-                runs_below_count: 0,
-                runs_below: Vec::new(),
-                hardware_limit: share_below > HARDWARE_LIMIT_SHARE,
-            },
-            below_times,
-            runs: Capped::new(keep),
-        });
-        start = end;
-    }
-    gpus
+fn gpus_below(data: &Data, keep: usize) -> Vec<GpuBelow<'_>> {
+    data.gpus
+        .iter()
+        .map(|t| {
+            let names = data.gpu_names.iter().find(|n| n.gpu_index == t.gpu_index);
+            let share_below = t.below_times.len() as f64 / t.samples.max(1) as f64;
+            GpuBelow {
+                risk: GpuRisk {
+                    gpu_index: t.gpu_index,
+                    uuid: names.and_then(|n| n.uuid.clone()),
+                    name: names.and_then(|n| n.name.clone()),
+                    samples: t.samples,
+                    samples_below: t.below_times.len(),
+                    share_below,
+                    min_free_mib: t.min_free_bytes.map(|b| b as f64 / MIB),
+                    first_below_ns: t.below_times.first().copied(),
+                    last_below_ns: t.below_times.last().copied(),
+                    seconds_below: t.seconds_below,
+                    runs_below_count: 0,
+                    runs_below: Vec::new(),
+                    hardware_limit: share_below > HARDWARE_LIMIT_SHARE,
+                },
+                below_times: &t.below_times,
+                runs: Capped::new(keep),
+            }
+        })
+        .collect()
 }
 
 /// The snapshots a failed run's end is judged by: its end snapshot, and those taken in the
@@ -312,8 +286,9 @@ mod tests {
     fn a_gpu_below_the_threshold_in_most_samples_is_a_hardware_limit() {
         let mut data = empty();
         let mut runs = Vec::new();
+        let mut tracks = super::super::gpu_tracks::GpuTracks::new(THRESHOLD);
         for (t, free_mib) in [(0, 100), (1, 100), (2, 9000), (3, 100), (200, 100)] {
-            data.gpus.push(GpuPoint {
+            tracks.add(super::super::gpu_tracks::GpuSample {
                 gpu_index: 0,
                 taken_at_ns: t * 1_000_000_000,
                 free_bytes: Some(free_mib << 20),
@@ -321,6 +296,7 @@ mod tests {
                 total_bytes: None,
             });
         }
+        data.gpus = tracks.finish();
         data.gpu_names.push(super::super::load::GpuNames {
             gpu_index: 0,
             uuid: Some("GPU-0".into()),
