@@ -10,6 +10,11 @@ const NO_GPU: u16 = u16::MAX;
 /// One snapshot's figures per column, by position.
 #[derive(Debug, Default)]
 pub struct Snapshots {
+    /// How many.
+    len: usize,
+    /// How many are expected: each column is made this large at once (growing one by
+    /// doubling held the old and the new copy for a moment).
+    expected: usize,
     /// When each was taken.
     taken_at_ns: Vec<i64>,
     /// Per figure (in the order of [`FIGURES`]): a value per snapshot, `NaN` when unknown;
@@ -24,16 +29,25 @@ pub struct Snapshots {
 const FIGURES: usize = 7;
 
 impl Snapshots {
+    /// Room for `expected` snapshots.
+    pub fn with_capacity(expected: usize) -> Self {
+        Self {
+            expected,
+            taken_at_ns: Vec::with_capacity(expected),
+            ..Self::default()
+        }
+    }
+
     /// How many snapshots.
     pub fn len(&self) -> usize {
-        self.taken_at_ns.len()
+        self.len
     }
 
     /// Adds a snapshot.
     pub fn push(&mut self, figures: &SnapFigures) {
         self.taken_at_ns.push(figures.taken_at_ns);
-        let p = self.taken_at_ns.len() - 1;
-        self.set(p, figures);
+        self.len += 1;
+        self.set(self.len - 1, figures);
     }
 
     /// Snapshot `p`'s figures.
@@ -64,6 +78,43 @@ impl Snapshots {
         (0..self.len()).map(|p| self.get(p))
     }
 
+    /// Forgets when each was taken and which GPU each figure came from (what is left
+    /// is the figures' values).
+    pub fn forget_times(&mut self) {
+        self.taken_at_ns = Vec::new();
+        self.gpus = Default::default();
+    }
+
+    /// Resource `k`'s column (in the order of `RESOURCES`): a value per snapshot, `NaN`
+    /// when unknown; `None` when no snapshot has it.
+    pub fn column(&self, k: usize) -> Option<&[f64]> {
+        self.values
+            .get(k)
+            .filter(|c| !c.is_empty())
+            .map(Vec::as_slice)
+    }
+
+    /// Moves the figures' values out of memory, into a temporary file read back by
+    /// position ([`Values`]), and forgets the rest: what is left is the number of
+    /// snapshots. Where no temporary file can be written, the values stay in memory.
+    pub fn spill(&mut self) -> Values {
+        self.forget_times();
+        let columns = std::mem::take(&mut self.values);
+        match write_columns(&columns, self.len) {
+            Ok((file, offsets)) => Values {
+                place: ValuesPlace::File(file, offsets),
+            },
+            Err(e) => {
+                tracing::debug!(
+                    "report: cannot write a temporary file ({e}); keeping values in memory"
+                );
+                Values {
+                    place: ValuesPlace::Memory(columns),
+                }
+            }
+        }
+    }
+
     /// Sets snapshot `p`'s figures (its time stays).
     pub fn set(&mut self, p: usize, f: &SnapFigures) {
         let len = self.len();
@@ -78,7 +129,8 @@ impl Snapshots {
             f.gpu_tensor_active_max.map(|(v, _)| v),
         ];
         for (column, value) in self.values.iter_mut().zip(values) {
-            put(column, len, p, value.unwrap_or(f64::NAN), f64::NAN, |v| {
+            let value = value.unwrap_or(f64::NAN);
+            put(column, (len, self.expected), p, value, f64::NAN, |v| {
                 v.is_nan()
             });
         }
@@ -89,9 +141,72 @@ impl Snapshots {
         ];
         for (column, gpu) in self.gpus.iter_mut().zip(gpus) {
             let gpu = gpu.and_then(|g| u16::try_from(g).ok()).unwrap_or(NO_GPU);
-            put(column, len, p, gpu, NO_GPU, |&g| g == NO_GPU);
+            put(column, (len, self.expected), p, gpu, NO_GPU, |&g| {
+                g == NO_GPU
+            });
         }
     }
+}
+
+/// The snapshots' figure values after [`Snapshots::spill`], by resource and position.
+#[derive(Debug)]
+pub struct Values {
+    place: ValuesPlace,
+}
+
+#[derive(Debug)]
+enum ValuesPlace {
+    /// In a file: each column's byte offset (`None`: no snapshot has it).
+    File(std::fs::File, [Option<u64>; FIGURES]),
+    Memory([Vec<f64>; FIGURES]),
+}
+
+impl Values {
+    /// Resource `k`'s value at snapshot `p`, if known (and readable).
+    pub fn get(&self, k: usize, p: u32) -> Option<f64> {
+        let value = match &self.place {
+            ValuesPlace::Memory(columns) => columns.get(k)?.get(p as usize).copied(),
+            ValuesPlace::File(file, offsets) => {
+                use std::os::unix::fs::FileExt;
+                let at = (*offsets.get(k)?)? + u64::from(p) * 8;
+                let mut bytes = [0; 8];
+                match file.read_exact_at(&mut bytes, at) {
+                    Ok(()) => Some(f64::from_le_bytes(bytes)),
+                    Err(e) => {
+                        tracing::warn!("report: cannot read back a temporary file: {e}");
+                        None
+                    }
+                }
+            }
+        };
+        value.filter(|v| !v.is_nan())
+    }
+}
+
+/// Writes the columns one after another; returns the file and each column's offset.
+fn write_columns(
+    columns: &[Vec<f64>; FIGURES],
+    len: usize,
+) -> std::io::Result<(std::fs::File, [Option<u64>; FIGURES])> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(tempfile::tempfile()?);
+    let mut offsets = [None; FIGURES];
+    let mut at = 0u64;
+    for (column, offset) in columns.iter().zip(&mut offsets) {
+        if column.is_empty() {
+            continue;
+        }
+        debug_assert_eq!(column.len(), len);
+        *offset = Some(at);
+        for v in column {
+            out.write_all(&v.to_le_bytes())?;
+        }
+        at += column.len() as u64 * 8;
+    }
+    let file = out
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
+    Ok((file, offsets))
 }
 
 /// The snapshots in time order: positions are, nearly always (one writer numbers them as
@@ -146,7 +261,7 @@ impl TimeOrder {
 /// first known value comes (`none` fills it, `unknown` tells a value that is none).
 fn put<T: Copy>(
     column: &mut Vec<T>,
-    len: usize,
+    (len, expected): (usize, usize),
     p: usize,
     value: T,
     none: T,
@@ -155,6 +270,9 @@ fn put<T: Copy>(
     if column.len() < len {
         if unknown(&value) && column.is_empty() {
             return;
+        }
+        if column.capacity() == 0 {
+            column.reserve_exact(expected.max(len));
         }
         column.resize(len, none);
     }
@@ -217,5 +335,13 @@ mod tests {
         s.set(0, &later);
         assert_eq!(s.get(0).cgroup_headroom_ratio, Some(0.9));
         assert_eq!(s.get(1).cgroup_headroom_ratio, None);
+        // Spilled, the values read back by position; unknown ones stay unknown.
+        let values = s.spill();
+        assert_eq!(s.len(), 3);
+        assert_eq!(values.get(2, 1), Some(1.5));
+        assert_eq!(values.get(0, 1), Some((80u64 << 30) as f64));
+        assert_eq!(values.get(0, 0), None);
+        assert_eq!(values.get(4, 0), Some(0.9));
+        assert_eq!(values.get(6, 1), None);
     }
 }

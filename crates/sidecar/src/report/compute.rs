@@ -7,7 +7,7 @@
 //! duration order ([`SortedSpans::merged`]) that picks the percentiles and gathers the
 //! duration ranks per snapshot ([`StepRanks`]), a step at a time.
 
-use super::columns::Snapshots;
+use super::columns::{Snapshots, Values};
 use super::load::{Data, SnapFigures};
 use super::oom::RunsSeen;
 use super::ranks::{Classes, Percentiles, ResourceOrder, StepRanks};
@@ -23,11 +23,6 @@ const PRESSED: u8 = 1 << 7;
 /// The presence bit of GPU free memory (the scatter's figure).
 const FREE_KNOWN: u8 = 1 << 0;
 
-fn every<T: Clone>(items: &[T], max: usize) -> Vec<T> {
-    let step = items.len().div_ceil(max.max(1)).max(1);
-    items.iter().step_by(step).cloned().collect()
-}
-
 /// What every step's figures are computed against.
 struct Shared<'a> {
     data: &'a Data,
@@ -38,6 +33,8 @@ struct Shared<'a> {
     /// Per snapshot: bit r set when it has resource r's figure, [`PRESSED`] when under
     /// pressure.
     presence: Vec<u8>,
+    /// The snapshots' figures, read back by position.
+    values: Values,
     /// "GPU n" or "the tightest GPU", "the busiest GPU" (bandwidth, tensor).
     labels: [String; 3],
 }
@@ -59,11 +56,8 @@ pub(super) fn compute(
 ) -> Result<Report, Error> {
     let threshold = options.oom_threshold_bytes;
     let spans = std::mem::take(&mut data.spans);
-    let data = &*data;
-    let resources: Vec<ResourceOrder> = RESOURCES
-        .iter()
-        .map(|r| ResourceOrder::new(data.snapshots.iter().map(|s| r.value(&s))))
-        .collect();
+    // What needs every snapshot's figures first; then their values go to a temporary file
+    // (the steps read a few back: medians and the scatter's points).
     let presence: Vec<u8> = data
         .snapshots
         .iter()
@@ -81,29 +75,38 @@ pub(super) fn compute(
             bits
         })
         .collect();
+    let labels = [
+        gpu_label(
+            &data.snapshots,
+            |s| s.gpu_free_min_index,
+            "the tightest GPU",
+        ),
+        gpu_label(
+            &data.snapshots,
+            |s| s.gpu_dram_bandwidth_max.map(|(_, i)| i),
+            "the busiest GPU",
+        ),
+        gpu_label(
+            &data.snapshots,
+            |s| s.gpu_tensor_active_max.map(|(_, i)| i),
+            "the busiest GPU",
+        ),
+    ];
+    let cpu_load = cpu_chart(&data.snapshots);
+    data.snapshots.forget_times();
+    let resources: Vec<ResourceOrder> = (0..RESOURCES.len())
+        .map(|k| ResourceOrder::new(data.snapshots.column(k).unwrap_or_default()))
+        .collect();
+    let values = data.snapshots.spill();
+    let data = &*data;
     let present: Vec<bool> = resources.iter().map(|r| !r.is_empty()).collect();
     let shared = Shared {
         data,
         classes: Classes::new(&presence, &present),
         resources,
         presence,
-        labels: [
-            gpu_label(
-                &data.snapshots,
-                |s| s.gpu_free_min_index,
-                "the tightest GPU",
-            ),
-            gpu_label(
-                &data.snapshots,
-                |s| s.gpu_dram_bandwidth_max.map(|(_, i)| i),
-                "the busiest GPU",
-            ),
-            gpu_label(
-                &data.snapshots,
-                |s| s.gpu_tensor_active_max.map(|(_, i)| i),
-                "the busiest GPU",
-            ),
-        ],
+        values,
+        labels,
     };
     let spans_analyzed = spans.len();
     let steps = every_step(&shared, &spans)?;
@@ -124,7 +127,12 @@ pub(super) fn compute(
     }
     latency.sort_by(|a, b| b.p95_ms.total_cmp(&a.p95_ms));
     let runs_analyzed = runs.count;
-    let charts = charts(data, runs.chart, scatter);
+    let charts = Charts {
+        gpu_memory: gpu_memory(data),
+        cpu_load,
+        runs: runs.chart,
+        scatter,
+    };
     Ok(Report {
         generated_at_ns: probe_core::unix_now_ns(),
         window: Window {
@@ -183,7 +191,7 @@ fn every_step(shared: &Shared, spans: &SortedSpans) -> std::io::Result<Vec<StepF
             done.push((i, step(shared, spans, i, ranks)?));
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    let threads = 1;
     let mut done = if threads < 2 || steps < 2 {
         work()?
     } else {
@@ -315,11 +323,7 @@ impl StepPass {
             let Some(class) = shared.classes.of(k) else {
                 continue;
             };
-            let value = |p: u32| {
-                resource
-                    .value(&data.snapshots.get(p as usize))
-                    .unwrap_or(f64::NAN)
-            };
+            let value = |p: u32| shared.values.get(k, p).unwrap_or(f64::NAN);
             let against = ranks.against(class, &shared.resources[k], value);
             medians[k] = against.median;
             let Some(rho) = against.rho else {
@@ -426,13 +430,9 @@ fn gpu_label(
     }
 }
 
-fn charts(
-    data: &Data,
-    runs: Vec<(i64, i64, bool, String, String)>,
-    scatter: Vec<Scatter>,
-) -> Charts {
-    let gpu_memory: Vec<GpuSeries> = data
-        .gpus
+/// Each GPU's memory chart.
+fn gpu_memory(data: &Data) -> Vec<GpuSeries> {
+    data.gpus
         .iter()
         .filter_map(|t| {
             Some(GpuSeries {
@@ -441,18 +441,18 @@ fn charts(
                 points: t.chart(CHART_POINTS),
             })
         })
-        .collect();
-    let cpu: Vec<(i64, f64)> = data
-        .snapshots
-        .iter()
-        .filter_map(|s| Some((s.taken_at_ns, s.cpu_load_per_core?)))
-        .collect();
-    Charts {
-        gpu_memory,
-        cpu_load: every(&cpu, CHART_POINTS),
-        runs,
-        scatter,
-    }
+        .collect()
+}
+
+/// (time, load per core) of every n/600th snapshot that has it.
+fn cpu_chart(snapshots: &Snapshots) -> Vec<(i64, f64)> {
+    let points = || {
+        snapshots
+            .iter()
+            .filter_map(|s| Some((s.taken_at_ns, s.cpu_load_per_core?)))
+    };
+    let step = points().count().div_ceil(CHART_POINTS).max(1);
+    points().step_by(step).collect()
 }
 
 #[cfg(test)]

@@ -23,24 +23,23 @@ pub struct ResourceOrder {
 }
 
 impl ResourceOrder {
-    /// Orders `values` (one per snapshot position; non-finite values count as missing).
-    pub fn new(values: impl Iterator<Item = Option<f64>>) -> Self {
-        let mut pairs: Vec<(f64, u32)> = values
-            .enumerate()
-            .filter_map(|(i, v)| Some((v.filter(|v| v.is_finite())?, u32::try_from(i).ok()?)))
+    /// Orders `values` (one per snapshot position; non-finite values count as missing),
+    /// with no copy of them: only the positions are sorted.
+    pub fn new(values: &[f64]) -> Self {
+        let mut order: Vec<u32> = (0..values.len())
+            .filter(|&i| values[i].is_finite())
+            .filter_map(|i| u32::try_from(i).ok())
             .collect();
-        pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        let mut starts = vec![0u64; pairs.len().div_ceil(64)];
-        for k in 0..pairs.len() {
+        let value = |p: u32| values[p as usize];
+        order.sort_unstable_by(|&a, &b| value(a).total_cmp(&value(b)));
+        let mut starts = vec![0u64; order.len().div_ceil(64)];
+        for k in 0..order.len() {
             // `!=`, not the sort's order: -0.0 and 0.0 are one value, as for any comparison.
-            if k == 0 || pairs[k].0 != pairs[k - 1].0 {
+            if k == 0 || value(order[k]) != value(order[k - 1]) {
                 starts[k / 64] |= 1 << (k % 64);
             }
         }
-        Self {
-            order: pairs.into_iter().map(|(_, i)| i).collect(),
-            starts,
-        }
+        Self { order, starts }
     }
 
     /// Whether no snapshot has the figure.
@@ -353,7 +352,8 @@ mod tests {
             .map(|f| u8::from(f.is_some_and(f64::is_finite)))
             .collect();
         let classes = Classes::new(&presence, &[true]);
-        let order = ResourceOrder::new(figure.iter().copied());
+        let column: Vec<f64> = figure.iter().map(|f| f.unwrap_or(f64::NAN)).collect();
+        let order = ResourceOrder::new(&column);
         let mut ranks = StepRanks::new(figure.len(), &classes);
         let mut by_duration: Vec<(f64, u32)> = durations
             .iter()
@@ -406,7 +406,8 @@ mod tests {
         let figure = [Some(4.0), Some(1.0), Some(3.0), Some(1.0)];
         let presence = vec![1u8; 4];
         let classes = Classes::new(&presence, &[true]);
-        let order = ResourceOrder::new(figure.iter().copied());
+        let column: Vec<f64> = figure.iter().map(|f| f.unwrap_or(f64::NAN)).collect();
+        let order = ResourceOrder::new(&column);
         let mut ranks = StepRanks::new(4, &classes);
         let spans: Vec<(f64, u32)> = (0..12).map(|i| (f64::from((i * 7) % 12), i % 4)).collect();
         let mut sorted = spans.clone();

@@ -1,9 +1,10 @@
 //! The report's spans, sorted by step and duration in bounded memory: an external merge
-//! sort. Spans are gathered in chunks of [`CHUNK`]; a full chunk is sorted and written to
-//! an anonymous temporary file (`TMPDIR`, deleted when closed); reading merges the chunks
-//! back in order. Ten million spans take 160 MB of temporary file and about 4 MB of memory
-//! for the chunk plus 64 KiB per file while merging, where holding them took 160 MB of
-//! memory plus the per-step sorts.
+//! sort. Spans are gathered in chunks of [`CHUNK`]; a full chunk is sorted (by a thread of
+//! its own while the next one fills) and appended to one anonymous temporary file
+//! (`TMPDIR`, deleted when closed); reading merges the chunks back in order, a step at a
+//! time. Ten million spans take 160 MB of temporary file and about 4 MiB of memory while
+//! read (two chunks) plus [`READ_BUFFER`] per chunk while merging, where holding them took
+//! 160 MB of memory plus the per-step sorts.
 //!
 //! Where no temporary file can be written (a read-only container without `TMPDIR`), the
 //! chunks stay in memory: the report is then as large as before, but still right.
@@ -11,13 +12,14 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
+use std::sync::Arc;
 
-/// Spans per chunk (16 bytes each: 4 MiB).
-const CHUNK: usize = if cfg!(test) { 97 } else { 1 << 18 };
+/// Spans per chunk (16 bytes each: 2 MiB).
+const CHUNK: usize = if cfg!(test) { 97 } else { 1 << 17 };
 
 /// Bytes of read buffer per spilled chunk while merging.
-const READ_BUFFER: usize = 64 << 10;
+const READ_BUFFER: usize = 16 << 10;
 
 /// A span's snapshot reference meaning "none".
 pub const NO_SNAPSHOT: u32 = u32::MAX;
@@ -122,20 +124,51 @@ struct Chunk {
 
 #[derive(Debug)]
 enum Place {
-    File(File),
+    /// In the sorter's one temporary file, from this byte on.
+    File(Arc<File>, u64),
     Memory(Vec<SpanRecord>),
+}
+
+/// The one temporary file every chunk is appended to (one descriptor however many chunks),
+/// and where the next chunk goes.
+#[derive(Debug, Default)]
+struct SpillFile {
+    file: Option<Arc<File>>,
+    end: u64,
+}
+
+impl SpillFile {
+    /// Appends `spans`; returns the file and where they start.
+    fn append(&mut self, spans: &[SpanRecord]) -> io::Result<(Arc<File>, u64)> {
+        use std::os::unix::fs::FileExt;
+        let file = match &self.file {
+            Some(file) => Arc::clone(file),
+            None => Arc::clone(self.file.insert(Arc::new(tempfile::tempfile()?))),
+        };
+        let start = self.end;
+        let mut buffer = Vec::with_capacity(READ_BUFFER);
+        for piece in spans.chunks(READ_BUFFER / 16) {
+            buffer.clear();
+            piece
+                .iter()
+                .for_each(|s| buffer.extend_from_slice(&s.to_bytes()));
+            file.write_all_at(&buffer, self.end)?;
+            self.end += buffer.len() as u64;
+        }
+        Ok((file, start))
+    }
 }
 
 impl Chunk {
     /// Sorts `spans` and writes them out (or keeps them, when they cannot be written).
-    fn new(mut spans: Vec<SpanRecord>) -> (Self, Option<Vec<SpanRecord>>) {
+    fn new(mut spans: Vec<SpanRecord>, spill: &mut SpillFile) -> (Self, Option<Vec<SpanRecord>>) {
         spans.sort_unstable();
         let sections = sections(&spans);
-        match write_chunk(&spans) {
-            Ok(file) => {
+        match spill.append(&spans) {
+            Ok((file, start)) => {
                 spans.clear();
                 let chunk = Self {
-                    place: Place::File(file),
+                    place: Place::File(file, start),
                     sections,
                 };
                 // The buffer goes back to be filled again.
@@ -167,9 +200,9 @@ impl Chunk {
             .find(|&&(s, _, _)| s == step)
             .map_or((0, 0), |&(_, start, n)| (start, n));
         match &self.place {
-            Place::File(file) => Source::File(SectionReader {
+            Place::File(file, offset) => Source::File(SectionReader {
                 file,
-                at: start as u64 * 16,
+                at: offset + start as u64 * 16,
                 left: n,
                 buffer: Vec::new(),
                 used: 0,
@@ -200,13 +233,15 @@ struct Worker {
 
 impl Worker {
     fn start() -> Self {
-        // One full chunk waits while one is sorted: at most three in memory.
-        let (full, incoming) = std::sync::mpsc::sync_channel::<Vec<SpanRecord>>(1);
+        // A full chunk is handed over only when the last one is written: at most two in
+        // memory, the one filling and the one being sorted.
+        let (full, incoming) = std::sync::mpsc::sync_channel::<Vec<SpanRecord>>(0);
         let (give_back, emptied) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let mut sorted = Vec::new();
+            let mut spill = SpillFile::default();
             for spans in incoming {
-                let (chunk, buffer) = Chunk::new(spans);
+                let (chunk, buffer) = Chunk::new(spans, &mut spill);
                 sorted.push(chunk);
                 if let Some(buffer) = buffer {
                     // The filler may be gone already: then the buffer is simply freed.
@@ -298,14 +333,6 @@ fn sections(spans: &[SpanRecord]) -> Vec<(u32, usize, usize)> {
         }
     }
     sections
-}
-
-fn write_chunk(chunk: &[SpanRecord]) -> io::Result<File> {
-    let mut out = BufWriter::with_capacity(READ_BUFFER, tempfile::tempfile()?);
-    for span in chunk {
-        out.write_all(&span.to_bytes())?;
-    }
-    out.into_inner().map_err(io::IntoInnerError::into_error)
 }
 
 /// Sorted chunks of spans. Reading takes `&self` (positional reads), so threads can read
