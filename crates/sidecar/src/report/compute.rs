@@ -191,7 +191,7 @@ fn every_step(shared: &Shared, spans: &SortedSpans) -> std::io::Result<Vec<StepF
             done.push((i, step(shared, spans, i, ranks)?));
         }
     };
-    let threads = 1;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
     let mut done = if threads < 2 || steps < 2 {
         work()?
     } else {
@@ -232,7 +232,7 @@ fn step(
     })?;
     let mut pass = StepPass::new(index, &counts);
     spans.merged(step, |s| pass.push(shared, ranks, &s, position(&s)))?;
-    Ok(pass.finish(shared, ranks))
+    pass.finish(shared, ranks)
 }
 
 /// One step's spans passing in duration order.
@@ -299,7 +299,7 @@ impl StepPass {
     }
 
     /// The step's figures (and `ranks` made ready for the next step).
-    fn finish(self, shared: &Shared, ranks: &mut StepRanks) -> StepFigures {
+    fn finish(self, shared: &Shared, ranks: &mut StepRanks) -> std::io::Result<StepFigures> {
         let data = shared.data;
         let name = &data.names[self.index];
         ranks.flush(&shared.presence);
@@ -324,7 +324,7 @@ impl StepPass {
                 continue;
             };
             let value = |p: u32| shared.values.get(k, p).unwrap_or(f64::NAN);
-            let against = ranks.against(class, &shared.resources[k], value);
+            let against = ranks.against(class, &shared.resources[k], value)?;
             medians[k] = against.median;
             let Some(rho) = against.rho else {
                 continue;
@@ -391,14 +391,14 @@ impl StepPass {
             under_pressure,
             no_pressure,
         };
-        StepFigures {
+        Ok(StepFigures {
             latency,
             context,
             correlations,
             findings,
             pressure,
             scatter,
-        }
+        })
     }
 }
 

@@ -14,13 +14,25 @@
 //! have its figure; resources whose figures are present at the same snapshots share them
 //! ([`Classes`]). `tests.rs` holds the results equal to a naive computation.
 
-/// One resource's snapshots in the order of its value, those without it left out.
+/// One resource's snapshots in the order of its value, those without it left out: a
+/// position each (4 bytes), its top bit set where a new value starts. Kept in a temporary
+/// file and read in sequence by each step (seven of them were 28 MB at a million
+/// snapshots); in memory where no temporary file can be written.
 pub struct ResourceOrder {
-    /// Snapshot positions, by value.
-    order: Vec<u32>,
-    /// Bit k set: `order[k]`'s value differs from `order[k - 1]`'s (a new value starts).
-    starts: Vec<u64>,
+    place: OrderPlace,
+    len: usize,
 }
+
+enum OrderPlace {
+    File(std::fs::File),
+    Memory(Vec<u32>),
+}
+
+/// The top bit of an entry: a new value starts here.
+const NEW_VALUE: u32 = 1 << 31;
+
+/// Entries read at a time from the file.
+const ORDER_BLOCK: usize = 4096;
 
 impl ResourceOrder {
     /// Orders `values` (one per snapshot position; non-finite values count as missing),
@@ -28,28 +40,77 @@ impl ResourceOrder {
     pub fn new(values: &[f64]) -> Self {
         let mut order: Vec<u32> = (0..values.len())
             .filter(|&i| values[i].is_finite())
-            .filter_map(|i| u32::try_from(i).ok())
+            .filter_map(|i| u32::try_from(i).ok().filter(|&p| p < NEW_VALUE))
             .collect();
-        let value = |p: u32| values[p as usize];
+        let value = |p: u32| values[(p & !NEW_VALUE) as usize];
         order.sort_unstable_by(|&a, &b| value(a).total_cmp(&value(b)));
-        let mut starts = vec![0u64; order.len().div_ceil(64)];
-        for k in 0..order.len() {
+        let mut previous = None;
+        for entry in &mut order {
             // `!=`, not the sort's order: -0.0 and 0.0 are one value, as for any comparison.
-            if k == 0 || value(order[k]) != value(order[k - 1]) {
-                starts[k / 64] |= 1 << (k % 64);
+            let v = value(*entry);
+            if previous != Some(v) {
+                *entry |= NEW_VALUE;
             }
+            previous = Some(v);
         }
-        Self { order, starts }
+        let len = order.len();
+        let place = match write_order(&order) {
+            Ok(file) => OrderPlace::File(file),
+            Err(e) => {
+                tracing::debug!(
+                    "report: cannot write a temporary file ({e}); keeping an order in memory"
+                );
+                OrderPlace::Memory(order)
+            }
+        };
+        Self { place, len }
     }
 
     /// Whether no snapshot has the figure.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len == 0
     }
 
-    fn starts_value(&self, k: usize) -> bool {
-        self.starts[k / 64] >> (k % 64) & 1 == 1
+    /// Each entry in order: (position, whether a new value starts there).
+    fn each(&self, mut each: impl FnMut(u32, bool)) -> std::io::Result<()> {
+        let mut visit = |entries: &[u32]| {
+            for &e in entries {
+                each(e & !NEW_VALUE, e & NEW_VALUE != 0);
+            }
+        };
+        match &self.place {
+            OrderPlace::Memory(order) => visit(order),
+            OrderPlace::File(file) => {
+                use std::os::unix::fs::FileExt;
+                let mut bytes = vec![0u8; ORDER_BLOCK * 4];
+                let mut entries = Vec::with_capacity(ORDER_BLOCK);
+                let mut done = 0;
+                while done < self.len {
+                    let n = (self.len - done).min(ORDER_BLOCK);
+                    file.read_exact_at(&mut bytes[..n * 4], done as u64 * 4)?;
+                    entries.clear();
+                    entries.extend(
+                        bytes[..n * 4]
+                            .chunks_exact(4)
+                            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    );
+                    visit(&entries);
+                    done += n;
+                }
+            }
+        }
+        Ok(())
     }
+}
+
+fn write_order(order: &[u32]) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(tempfile::tempfile()?);
+    for entry in order {
+        out.write_all(&entry.to_le_bytes())?;
+    }
+    out.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)
 }
 
 /// Which resources are present at the same snapshots (and so rank durations among the
@@ -253,35 +314,35 @@ impl StepRanks {
         class: usize,
         order: &ResourceOrder,
         value: impl Fn(u32) -> f64,
-    ) -> Against {
+    ) -> std::io::Result<Against> {
         let n = self.below[class];
         let median_at = (n as f64 * 0.5).ceil().max(1.0) as u64;
         let width = self.width();
         let cell = |p: u32, slot: usize| self.cells[p as usize * width + slot];
         let (mut below, mut median) = (0u64, None);
         let (mut products, mut squares) = (0u128, 0u128);
-        let mut k = 0;
-        while k < order.order.len() {
-            // One value: the positions from k to the next start.
-            let mut end = k + 1;
-            while end < order.order.len() && !order.starts_value(end) {
-                end += 1;
-            }
-            let group = &order.order[k..end];
-            let count: u64 = group.iter().map(|&p| cell(p, 0)).sum();
+        // The value being summed: its spans, their duration ranks' sum, a position of it.
+        let (mut count, mut duration_sum, mut first) = (0u64, 0u128, None::<u32>);
+        let mut close = |count: u64, duration_sum: u128, first: Option<u32>| {
             if count > 0 {
-                let duration_sum: u128 =
-                    group.iter().map(|&p| u128::from(cell(p, 1 + class))).sum();
                 let rank = u128::from(2 * below + count + 1);
                 products += rank * duration_sum;
                 squares += u128::from(count) * rank * rank;
                 if median.is_none() && below + count >= median_at {
-                    median = Some(value(group[0]));
+                    median = first.map(&value);
                 }
                 below += count;
             }
-            k = end;
-        }
+        };
+        order.each(|p, new_value| {
+            if new_value {
+                close(count, duration_sum, first);
+                (count, duration_sum, first) = (0, 0, Some(p));
+            }
+            count += cell(p, 0);
+            duration_sum += u128::from(cell(p, 1 + class));
+        })?;
+        close(count, duration_sum, first);
         debug_assert_eq!(below, n, "the class's spans are the resource's");
         let rho = (n >= 3).then(|| {
             // Σ (x - m)(y - m) = Σ xy - n m² for doubled ranks, whose mean m is n + 1.
@@ -294,11 +355,11 @@ impl StepRanks {
             );
             (xx > 0 && yy > 0).then(|| xy as f64 / ((xx as f64) * (yy as f64)).sqrt())
         });
-        Against {
+        Ok(Against {
             n: n as usize,
             median,
             rho: rho.flatten(),
-        }
+        })
     }
 }
 
@@ -365,7 +426,9 @@ mod tests {
             ranks.push(&presence, d, p);
         }
         ranks.flush(&presence);
-        ranks.against(0, &order, |p| figure[p as usize].unwrap())
+        ranks
+            .against(0, &order, |p| figure[p as usize].unwrap())
+            .unwrap()
     }
 
     #[test]
@@ -416,7 +479,9 @@ mod tests {
             ranks.push(&presence, d, p);
         }
         ranks.flush(&presence);
-        let got = ranks.against(0, &order, |p| figure[p as usize].unwrap());
+        let got = ranks
+            .against(0, &order, |p| figure[p as usize].unwrap())
+            .unwrap();
         let x: Vec<f64> = spans
             .iter()
             .map(|&(_, p)| figure[p as usize].unwrap())
