@@ -373,3 +373,35 @@ fn bench_report_without_db_leaves_nothing_in_the_temp_dir() {
         .collect();
     assert!(left.is_empty(), "bench report left {left:?} behind");
 }
+
+#[test]
+fn the_report_is_the_same_with_or_without_room_for_temporary_files() {
+    // More spans than one sorting chunk (131,072), so they are sorted through the
+    // temporary file; without a writable TMPDIR everything stays in memory instead.
+    let (_dir, db) = history("planted", 140_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |tmpdir: &std::path::Path| {
+        let out = std::process::Command::new(runlens_e2e::bin("runlens"))
+            .args(["report", "--db", &db, "--format", "json"])
+            .env("TMPDIR", tmpdir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["generated_at_ns"] = Value::Null;
+        json
+    };
+    let spilled = run(tmp.path());
+    let in_memory = run(&tmp.path().join("no such directory"));
+    assert_eq!(spilled["spans_analyzed"], 140_000);
+    assert_eq!(spilled, in_memory);
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the report left {left:?} behind");
+}
