@@ -1,11 +1,15 @@
 //! `runlens report`: which slow or failed steps coincided with GPU memory pressure, CPU
 //! saturation or near-OOM (seed Section 6).
 //!
-//! Everything is computed from a few flat reads (see [`load`]; the spans on a second
-//! connection beside the rest) with exact percentiles and rank correlations that count
-//! instead of sorting per figure (see [`ranks`]); the result is a [`Report`], rendered as
-//! a table, JSON (its serde form, documented in the README) or a self-contained HTML page
-//! with SVG charts.
+//! Everything is computed from a few flat reads in memory bounded by the snapshots, not
+//! the spans (ten million spans within 64 MiB): the spans are read on a second connection
+//! beside the rest and sorted by step and duration through a temporary file
+//! ([`spill`]); snapshot figures are kept as columns ([`columns`]) until each resource is
+//! ordered, GPU samples are reduced as they are read ([`gpu_tracks`]), and the runs pass
+//! once ([`load::Runs`]). Percentiles and rank correlations are exact, from one pass over
+//! each step's spans in duration order (see [`ranks`]). The result is a [`Report`],
+//! rendered as a table, JSON (its serde form, documented in the README) or a
+//! self-contained HTML page with SVG charts.
 
 mod columns;
 mod compute;
