@@ -35,6 +35,9 @@ struct Shared<'a> {
     presence: Vec<u8>,
     /// The snapshots' figures, read back by position.
     values: Values,
+    /// Per resource, each snapshot's dense rank of its value: made only when some step is
+    /// small enough to be ranked by sorting ([`StepRanks::against_few`]).
+    dense: Vec<Option<Vec<u32>>>,
     /// "GPU n" or "the tightest GPU", "the busiest GPU" (bandwidth, tensor).
     labels: [String; 3],
 }
@@ -98,6 +101,18 @@ pub(super) fn compute(
         .map(|k| ResourceOrder::new(data.snapshots.column(k).unwrap_or_default()))
         .collect();
     let values = data.snapshots.spill();
+    let snapshots = data.snapshots.len();
+    let any_small = spans
+        .per_step(data.names.len())
+        .iter()
+        .any(|&n| StepRanks::small_step(n, snapshots));
+    let dense = resources
+        .iter()
+        .map(|order| match any_small && !order.is_empty() {
+            true => order.dense_ranks(snapshots).map(Some),
+            false => Ok(None),
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
     let data = &*data;
     let present: Vec<bool> = resources.iter().map(|r| !r.is_empty()).collect();
     let shared = Shared {
@@ -106,6 +121,7 @@ pub(super) fn compute(
         resources,
         presence,
         values,
+        dense,
         labels,
     };
     let spans_analyzed = spans.len();
@@ -324,7 +340,10 @@ impl StepPass {
                 continue;
             };
             let value = |p: u32| shared.values.get(k, p).unwrap_or(f64::NAN);
-            let against = ranks.against(class, &shared.resources[k], value)?;
+            let against = match &shared.dense[k] {
+                Some(dense) if ranks.is_small() => ranks.against_few(class, dense, value),
+                _ => ranks.against(class, &shared.resources[k], value)?,
+            };
             medians[k] = against.median;
             let Some(rho) = against.rho else {
                 continue;

@@ -103,6 +103,27 @@ impl ResourceOrder {
     }
 }
 
+/// A dense rank meaning "no figure".
+pub const NO_RANK: u32 = u32::MAX;
+
+impl ResourceOrder {
+    /// Per snapshot position (of `snapshots`), the rank of its value among the distinct
+    /// values ([`NO_RANK`] without one): what [`StepRanks::against_few`] sorts by.
+    pub fn dense_ranks(&self, snapshots: usize) -> std::io::Result<Vec<u32>> {
+        let mut ranks = vec![NO_RANK; snapshots];
+        let mut rank = None::<u32>;
+        self.each(|p, new_value| {
+            if new_value {
+                rank = Some(rank.map_or(0, |r| r + 1));
+            }
+            if let Some(slot) = ranks.get_mut(p as usize) {
+                *slot = rank.unwrap_or(0);
+            }
+        })?;
+        Ok(ranks)
+    }
+}
+
 fn write_order(order: &[u32]) -> std::io::Result<std::fs::File> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(tempfile::tempfile()?);
@@ -169,6 +190,10 @@ pub struct Against {
 /// are 16 MB).
 const PENDING: usize = 1 << 15;
 
+/// A step that touched fewer than 1/this of the snapshots is ranked by sorting what it
+/// touched (a history of many span names has many such steps).
+const SMALL: usize = 32;
+
 /// Cells are applied in this many groups, each a contiguous range of cells.
 const GROUPS: usize = 256;
 
@@ -191,6 +216,9 @@ pub struct StepRanks {
     cells: Vec<u64>,
     /// Additions not yet applied, and room to group them.
     pending: Vec<Addition>,
+    /// The snapshot positions the step's spans started at (each once): a step of few
+    /// spans is reset and ranked through these, not through every snapshot.
+    touched: Vec<u32>,
     grouped: Vec<Addition>,
     /// Cell index >> this = its group.
     group_shift: u32,
@@ -214,6 +242,7 @@ impl StepRanks {
             class_bits: classes.bits.clone(),
             cells: vec![0; cells],
             pending: Vec::with_capacity(PENDING),
+            touched: Vec::new(),
             grouped: Vec::new(),
             group_shift: bits.saturating_sub(GROUPS.trailing_zeros()),
             below: vec![0; classes.bits.len()],
@@ -227,9 +256,33 @@ impl StepRanks {
         1 + self.class_bits.len()
     }
 
+    fn snapshots(&self) -> usize {
+        self.cells.len() / self.width()
+    }
+
+    /// Whether the step touched so few snapshots that ranking them by sorting beats a walk
+    /// over every snapshot ([`StepRanks::against_few`]).
+    pub fn is_small(&self) -> bool {
+        self.touched.len() * SMALL < self.snapshots()
+    }
+
+    /// Whether a step of `spans` spans over `snapshots` snapshots is surely small (it
+    /// touches at most one snapshot per span).
+    pub fn small_step(spans: usize, snapshots: usize) -> bool {
+        spans * SMALL < snapshots
+    }
+
     /// Forgets the step before (keeps the memory).
     pub fn reset(&mut self) {
-        self.cells.iter_mut().for_each(|c| *c = 0);
+        let width = self.width();
+        if self.touched.len() * 8 < self.snapshots() {
+            for &p in &self.touched {
+                self.cells[p as usize * width..(p as usize + 1) * width].fill(0);
+            }
+        } else {
+            self.cells.fill(0);
+        }
+        self.touched.clear();
         self.pending.clear();
         self.below.iter_mut().for_each(|b| *b = 0);
         self.squares.iter_mut().for_each(|s| *s = 0);
@@ -270,8 +323,14 @@ impl StepRanks {
             self.grouped[*slot] = *a;
             *slot += 1;
         }
+        let width = self.width();
         for a in &self.grouped {
-            self.cells[a.at] += a.value;
+            let cell = &mut self.cells[a.at];
+            if *cell == 0 && a.at % width == 0 {
+                // A snapshot's first span of this step.
+                self.touched.push((a.at / width) as u32);
+            }
+            *cell += a.value;
         }
         self.pending.clear();
     }
@@ -315,51 +374,114 @@ impl StepRanks {
         order: &ResourceOrder,
         value: impl Fn(u32) -> f64,
     ) -> std::io::Result<Against> {
-        let n = self.below[class];
-        let median_at = (n as f64 * 0.5).ceil().max(1.0) as u64;
         let width = self.width();
         let cell = |p: u32, slot: usize| self.cells[p as usize * width + slot];
-        let (mut below, mut median) = (0u64, None);
-        let (mut products, mut squares) = (0u128, 0u128);
+        let mut walk = Walk::new(self.below[class], value);
         // The value being summed: its spans, their duration ranks' sum, a position of it.
-        let (mut count, mut duration_sum, mut first) = (0u64, 0u128, None::<u32>);
-        let mut close = |count: u64, duration_sum: u128, first: Option<u32>| {
-            if count > 0 {
-                let rank = u128::from(2 * below + count + 1);
-                products += rank * duration_sum;
-                squares += u128::from(count) * rank * rank;
-                if median.is_none() && below + count >= median_at {
-                    median = first.map(&value);
-                }
-                below += count;
-            }
-        };
+        let (mut count, mut duration_sum, mut first) = (0u64, 0u128, 0u32);
         order.each(|p, new_value| {
             if new_value {
-                close(count, duration_sum, first);
-                (count, duration_sum, first) = (0, 0, Some(p));
+                walk.group(count, duration_sum, first);
+                (count, duration_sum, first) = (0, 0, p);
             }
             count += cell(p, 0);
             duration_sum += u128::from(cell(p, 1 + class));
         })?;
-        close(count, duration_sum, first);
-        debug_assert_eq!(below, n, "the class's spans are the resource's");
+        walk.group(count, duration_sum, first);
+        Ok(walk.finish(self.squares[class]))
+    }
+}
+
+/// The values of one resource in ascending order, each with the step's spans at it and
+/// the sum of their doubled duration ranks: Σ xy, Σ x² and the median as they pass.
+struct Walk<F> {
+    n: u64,
+    median_at: u64,
+    below: u64,
+    median: Option<f64>,
+    products: u128,
+    squares: u128,
+    value: F,
+}
+
+impl<F: Fn(u32) -> f64> Walk<F> {
+    /// For `n` spans with the figure; `value` reads a snapshot position's figure.
+    fn new(n: u64, value: F) -> Self {
+        Self {
+            n,
+            median_at: (n as f64 * 0.5).ceil().max(1.0) as u64,
+            below: 0,
+            median: None,
+            products: 0,
+            squares: 0,
+            value,
+        }
+    }
+
+    /// The next value: `count` spans whose doubled duration ranks sum to `duration_sum`,
+    /// at snapshots of that value (`first` one of them).
+    fn group(&mut self, count: u64, duration_sum: u128, first: u32) {
+        if count == 0 {
+            return;
+        }
+        let rank = u128::from(2 * self.below + count + 1);
+        self.products += rank * duration_sum;
+        self.squares += u128::from(count) * rank * rank;
+        if self.median.is_none() && self.below + count >= self.median_at {
+            self.median = Some((self.value)(first));
+        }
+        self.below += count;
+    }
+
+    /// ρ and the median; `duration_squares` is Σ y² of the same spans.
+    fn finish(self, duration_squares: u128) -> Against {
+        let n = self.n;
+        debug_assert_eq!(self.below, n, "the class's spans are the resource's");
         let rho = (n >= 3).then(|| {
             // Σ (x - m)(y - m) = Σ xy - n m² for doubled ranks, whose mean m is n + 1.
             let centre = i128::from(n) * i128::from(n + 1) * i128::from(n + 1);
             let centred = |sum: u128| i128::try_from(sum).unwrap_or(i128::MAX) - centre;
             let (xy, xx, yy) = (
-                centred(products),
-                centred(squares),
-                centred(self.squares[class]),
+                centred(self.products),
+                centred(self.squares),
+                centred(duration_squares),
             );
             (xx > 0 && yy > 0).then(|| xy as f64 / ((xx as f64) * (yy as f64)).sqrt())
         });
-        Ok(Against {
+        Against {
             n: n as usize,
-            median,
+            median: self.median,
             rho: rho.flatten(),
-        })
+        }
+    }
+}
+
+impl StepRanks {
+    /// [`StepRanks::against`] for a step that touched few snapshots: their dense ranks of
+    /// the resource's value (`dense`, by position: [`ResourceOrder::dense_ranks`]) sorted,
+    /// instead of a walk over every snapshot.
+    pub fn against_few(&self, class: usize, dense: &[u32], value: impl Fn(u32) -> f64) -> Against {
+        let width = self.width();
+        let cell = |p: u32, slot: usize| self.cells[p as usize * width + slot];
+        let mut touched: Vec<(u32, u32)> = self
+            .touched
+            .iter()
+            .filter_map(|&p| {
+                let rank = *dense.get(p as usize)?;
+                (rank != NO_RANK).then_some((rank, p))
+            })
+            .collect();
+        touched.sort_unstable();
+        let mut walk = Walk::new(self.below[class], value);
+        for group in touched.chunk_by(|a, b| a.0 == b.0) {
+            let count: u64 = group.iter().map(|&(_, p)| cell(p, 0)).sum();
+            let sum: u128 = group
+                .iter()
+                .map(|&(_, p)| u128::from(cell(p, 1 + class)))
+                .sum();
+            walk.group(count, sum, group[0].1);
+        }
+        walk.finish(self.squares[class])
     }
 }
 
@@ -491,6 +613,47 @@ mod tests {
         assert_eq!(got.median, percentile(&mut x.clone(), 0.5));
         let want = spearman(&x, &y).unwrap();
         assert!((got.rho.unwrap() - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_step_on_few_snapshots_ranks_the_same_by_sorting_them() {
+        // 200 snapshots (values with ties, some missing); the step's spans start at 5.
+        let column: Vec<f64> = (0..200)
+            .map(|i| {
+                if i % 17 == 3 {
+                    f64::NAN
+                } else {
+                    f64::from((i * 7) % 23)
+                }
+            })
+            .collect();
+        let presence: Vec<u8> = column.iter().map(|v| u8::from(v.is_finite())).collect();
+        let classes = Classes::new(&presence, &[true]);
+        let order = ResourceOrder::new(&column);
+        let mut ranks = StepRanks::new(200, &classes);
+        let at = [3u32, 40, 41, 63, 150];
+        for k in 0..12u32 {
+            ranks.push(&presence, f64::from(k / 2), at[(k * 3 % 5) as usize]);
+        }
+        ranks.flush(&presence);
+        assert!(ranks.is_small());
+        let value = |p: u32| column[p as usize];
+        let walked = ranks.against(0, &order, value).unwrap();
+        let sorted = ranks.against_few(0, &order.dense_ranks(200).unwrap(), value);
+        assert_eq!(
+            (walked.n, walked.median, walked.rho),
+            (sorted.n, sorted.median, sorted.rho)
+        );
+        // Position 3 has no figure: its three spans do not count.
+        assert!(
+            walked.n == 9 && walked.rho.is_some(),
+            "{} {:?}",
+            walked.n,
+            walked.rho
+        );
+        // Reset through the touched snapshots leaves every cell empty.
+        ranks.reset();
+        assert!(ranks.cells.iter().all(|&c| c == 0));
     }
 
     #[test]
