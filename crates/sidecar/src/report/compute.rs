@@ -17,6 +17,9 @@ use super::*;
 /// At most this many points per chart series.
 const CHART_POINTS: usize = 600;
 
+/// At most this many steps get a scatter chart of duration against GPU free memory.
+const MAX_SCATTER: usize = 12;
+
 /// The presence bit of a snapshot under pressure (bits 0 to 6 are the resources').
 const PRESSED: u8 = 1 << 7;
 
@@ -132,16 +135,31 @@ pub(super) fn compute(
     let mut correlations = Vec::new();
     let mut findings = Vec::new();
     let mut pressure = Vec::new();
+    // (strong with GPU free memory, spans, series) per step that has a scatter series.
     let mut scatter = Vec::new();
     for step in steps {
+        if let Some(series) = step.scatter {
+            let strong = step
+                .correlations
+                .iter()
+                .any(|c| c.strong && c.resource == Resource::GpuFreeMemory);
+            scatter.push((strong, step.latency.count, series));
+        }
         latency.push(step.latency);
         context.push(step.context);
         correlations.extend(step.correlations);
         findings.extend(step.findings);
         pressure.push(step.pressure);
-        scatter.extend(step.scatter);
     }
     latency.sort_by(|a, b| b.p95_ms.total_cmp(&a.p95_ms));
+    // A chart per step is unreadable beyond a dozen (a history of 600 span names made a
+    // 40 MB JSON of them): the steps with a finding, then the busiest.
+    scatter.sort_by_key(|&(strong, n, _)| std::cmp::Reverse((strong, n)));
+    let scatter: Vec<Scatter> = scatter
+        .into_iter()
+        .take(MAX_SCATTER)
+        .map(|(_, _, series)| series)
+        .collect();
     let runs_analyzed = runs.count;
     let charts = Charts {
         gpu_memory: gpu_memory(data),
@@ -564,6 +582,40 @@ mod tests {
             report.findings,
             ["llm_call is slower when GPU 0 has less free memory: ρ = -1.00, n = 30"]
         );
+    }
+
+    #[test]
+    fn at_most_a_dozen_steps_get_a_scatter_chart_those_with_a_finding_first() {
+        let mut data = empty();
+        for k in 0..15 {
+            // Unrelated to memory: alternating durations.
+            steps(
+                &mut data,
+                &format!("tool_{k}"),
+                6 + k,
+                |i| 1000 + 100 * u64::from(i),
+                |i| f64::from(10 + i % 2),
+            );
+        }
+        steps(
+            &mut data,
+            "llm_call",
+            30,
+            |i| 1000 + 100 * u64::from(i),
+            |i| f64::from(300 - i),
+        );
+        let report = compute(&mut data, no_runs(), &options()).unwrap();
+        let names: Vec<&str> = report
+            .charts
+            .scatter
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names.len(), MAX_SCATTER);
+        assert_eq!(names[0], "llm_call");
+        // Then the busiest: tool_14 (20 spans) down to tool_4.
+        assert_eq!(names[1], "tool_14");
+        assert!(!names.contains(&"tool_0"));
     }
 
     #[test]

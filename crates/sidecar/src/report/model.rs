@@ -442,7 +442,8 @@ pub struct Charts {
     pub cpu_load: Vec<(i64, f64)>,
     /// Runs as bars: (start ns, end ns, failed, name, run id).
     pub runs: Vec<(i64, i64, bool, String, String)>,
-    /// Per span name, (GPU free MiB at start, duration ms) points.
+    /// Per span name, (GPU free MiB at start, duration ms) points: at most 12 span names,
+    /// those with a finding on GPU free memory first, then those with the most spans.
     pub scatter: Vec<Scatter>,
 }
 
