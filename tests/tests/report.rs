@@ -351,9 +351,21 @@ fn a_real_history_without_gpus_reports_cleanly() {
 #[test]
 fn bench_report_without_db_leaves_nothing_in_the_temp_dir() {
     let tmp = tempfile::tempdir().unwrap();
+    let stdout = runlens_with_tmpdir(tmp.path(), &["bench", "report", "--spans", "2000"]);
+    let stdout = String::from_utf8_lossy(&stdout);
+    assert!(
+        stdout.contains("runlens report --format json over 2000 spans")
+            && stdout.contains("peak RSS median"),
+        "{stdout}"
+    );
+    assert_left_nothing(tmp.path(), "bench report");
+}
+
+/// Runs `runlens args` with `TMPDIR` set to `tmpdir`; its stdout (it must succeed).
+fn runlens_with_tmpdir(tmpdir: &std::path::Path, args: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new(runlens_e2e::bin("runlens"))
-        .args(["bench", "report", "--spans", "2000"])
-        .env("TMPDIR", tmp.path())
+        .args(args)
+        .env("TMPDIR", tmpdir)
         .output()
         .unwrap();
     assert!(
@@ -361,17 +373,15 @@ fn bench_report_without_db_leaves_nothing_in_the_temp_dir() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("runlens report --format json over 2000 spans")
-            && stdout.contains("peak RSS median"),
-        "{stdout}"
-    );
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
+    out.stdout
+}
+
+fn assert_left_nothing(dir: &std::path::Path, who: &str) {
+    let left: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert!(left.is_empty(), "bench report left {left:?} behind");
+    assert!(left.is_empty(), "{who} left {left:?} behind");
 }
 
 #[test]
@@ -381,17 +391,8 @@ fn the_report_is_the_same_with_or_without_room_for_temporary_files() {
     let (_dir, db) = history("planted", 140_000);
     let tmp = tempfile::tempdir().unwrap();
     let run = |tmpdir: &std::path::Path| {
-        let out = std::process::Command::new(runlens_e2e::bin("runlens"))
-            .args(["report", "--db", &db, "--format", "json"])
-            .env("TMPDIR", tmpdir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stdout = runlens_with_tmpdir(tmpdir, &["report", "--db", &db, "--format", "json"]);
+        let mut json: Value = serde_json::from_slice(&stdout).unwrap();
         json["generated_at_ns"] = Value::Null;
         json
     };
@@ -399,9 +400,5 @@ fn the_report_is_the_same_with_or_without_room_for_temporary_files() {
     let in_memory = run(&tmp.path().join("no such directory"));
     assert_eq!(spilled["spans_analyzed"], 140_000);
     assert_eq!(spilled, in_memory);
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(left.is_empty(), "the report left {left:?} behind");
+    assert_left_nothing(tmp.path(), "the report");
 }

@@ -537,17 +537,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_step_slower_with_less_gpu_memory_free_is_a_finding_and_an_unrelated_one_is_not() {
-        let mut data = empty();
-        // llm_call: the less memory free, the slower.
+    /// 30 spans of `name`: the less GPU memory free, the slower.
+    fn slower_with_less_free_memory(data: &mut Data, name: &str) {
         steps(
-            &mut data,
-            "llm_call",
+            data,
+            name,
             30,
             |i| 1000 + 100 * u64::from(i),
             |i| f64::from(300 - i),
         );
+    }
+
+    #[test]
+    fn a_step_slower_with_less_gpu_memory_free_is_a_finding_and_an_unrelated_one_is_not() {
+        let mut data = empty();
+        slower_with_less_free_memory(&mut data, "llm_call");
         // tool_call: durations that ignore memory (alternating).
         steps(
             &mut data,
@@ -597,13 +601,7 @@ mod tests {
                 |i| f64::from(10 + i % 2),
             );
         }
-        steps(
-            &mut data,
-            "llm_call",
-            30,
-            |i| 1000 + 100 * u64::from(i),
-            |i| f64::from(300 - i),
-        );
+        slower_with_less_free_memory(&mut data, "llm_call");
         let report = compute(&mut data, no_runs(), &options()).unwrap();
         let names: Vec<&str> = report
             .charts
