@@ -125,72 +125,99 @@ fn latency_and_correlations_equal_a_straightforward_computation_over_random_hist
         let conn = crate::store::open_read_only(&db).unwrap();
         let report = build(&conn, &everything()).unwrap();
         assert_eq!(report.latency.len(), 3, "seed {seed}");
-        for l in &report.latency {
-            let n: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM spans WHERE name = ?1 AND ended_at_ns IS NOT NULL",
-                    [&l.name],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            assert_eq!(l.count as i64, n, "seed {seed} {}", l.name);
-            for (percent, got) in [(50, l.p50_ms), (95, l.p95_ms), (99, l.p99_ms)] {
-                let want = sql_percentile(&conn, &l.name, percent);
-                assert!(
-                    close(got, want),
-                    "seed {seed} {} p{percent}: report {got}, SQL {want}",
-                    l.name
-                );
+        holds_to_naive(&conn, &report, &format!("seed {seed}"));
+    }
+}
+
+#[test]
+fn many_small_steps_equal_a_straightforward_computation() {
+    // 400 step names over 2,000 spans and 200 snapshots: every step touches under 1/32 of
+    // the snapshots, so each is ranked by sorting the snapshots it touched.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    build_history_seeded(&db, 2000, Effect::Planted, 11).unwrap();
+    Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE spans SET name = name || '-' || (rowid % 400)", [])
+        .unwrap();
+    let conn = crate::store::open_read_only(&db).unwrap();
+    let report = build(&conn, &everything()).unwrap();
+    let names: i64 = conn
+        .query_row("SELECT count(DISTINCT name) FROM spans", [], |r| r.get(0))
+        .unwrap();
+    assert!(names >= 300, "{names}");
+    assert_eq!(report.latency.len() as i64, names);
+    holds_to_naive(&conn, &report, "many steps");
+}
+
+/// Every step of `report` (of the history in `conn`) against the straightforward
+/// computation: count, percentiles, ρ and median per resource, the pressure split.
+fn holds_to_naive(conn: &Connection, report: &super::Report, label: &str) {
+    for l in &report.latency {
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM spans WHERE name = ?1 AND ended_at_ns IS NOT NULL",
+                [&l.name],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(l.count as i64, n, "{label} {}", l.name);
+        for (percent, got) in [(50, l.p50_ms), (95, l.p95_ms), (99, l.p99_ms)] {
+            let want = sql_percentile(conn, &l.name, percent);
+            assert!(
+                close(got, want),
+                "{label} {} p{percent}: report {got}, SQL {want}",
+                l.name
+            );
+        }
+        for (resource, figure) in FIGURES {
+            let (values, durations) = pairs(conn, &l.name, figure);
+            let want = naive_pearson(&naive_ranks(&values), &naive_ranks(&durations));
+            let got = report
+                .correlations
+                .iter()
+                .find(|c| c.name == l.name && c.resource == resource)
+                .unwrap_or_else(|| panic!("{label}: no {resource:?} for {}", l.name));
+            assert_eq!(got.n, values.len(), "{label} {}", l.name);
+            assert!(
+                close(got.rho, want),
+                "{label} {} {resource:?}: report ρ {}, naive {want}",
+                l.name,
+                got.rho
+            );
+            let context = report.context.iter().find(|c| c.name == l.name).unwrap();
+            let median = match resource {
+                Resource::GpuFreeMemory => context.gpu_free_min_mib_p50.map(|m| m * 1048576.0),
+                Resource::GpuUtilization => context.gpu_utilization_p50,
+                Resource::CpuLoadPerCore => context.cpu_load_per_core_p50,
+                _ => context.ram_headroom_ratio_p50,
+            };
+            let want = sorted_percentile(values, 0.5).unwrap();
+            assert!(
+                median.is_some_and(|m| close(m, want)),
+                "{label} {} {resource:?}: median {median:?}, naive {want}",
+                l.name
+            );
+        }
+        // Under pressure: here only GPU memory below the threshold (load and RAM stay
+        // clear of theirs in this history).
+        let (free, durations) = pairs(conn, &l.name, FIGURES[0].1);
+        let (mut under, mut normal) = (Vec::new(), Vec::new());
+        for (f, d) in free.iter().zip(durations) {
+            if *f < (500u64 << 20) as f64 {
+                under.push(d);
+            } else {
+                normal.push(d);
             }
-            for (resource, figure) in FIGURES {
-                let (values, durations) = pairs(&conn, &l.name, figure);
-                let want = naive_pearson(&naive_ranks(&values), &naive_ranks(&durations));
-                let got = report
-                    .correlations
-                    .iter()
-                    .find(|c| c.name == l.name && c.resource == resource)
-                    .unwrap_or_else(|| panic!("seed {seed}: no {resource:?} for {}", l.name));
-                assert_eq!(got.n, values.len(), "seed {seed} {}", l.name);
-                assert!(
-                    close(got.rho, want),
-                    "seed {seed} {} {resource:?}: report ρ {}, naive {want}",
-                    l.name,
-                    got.rho
-                );
-                let context = report.context.iter().find(|c| c.name == l.name).unwrap();
-                let median = match resource {
-                    Resource::GpuFreeMemory => context.gpu_free_min_mib_p50.map(|m| m * 1048576.0),
-                    Resource::GpuUtilization => context.gpu_utilization_p50,
-                    Resource::CpuLoadPerCore => context.cpu_load_per_core_p50,
-                    _ => context.ram_headroom_ratio_p50,
-                };
-                let want = sorted_percentile(values, 0.5).unwrap();
-                assert!(
-                    median.is_some_and(|m| close(m, want)),
-                    "seed {seed} {} {resource:?}: median {median:?}, naive {want}",
-                    l.name
-                );
-            }
-            // Under pressure: here only GPU memory below the threshold (load and RAM stay
-            // clear of theirs in this history).
-            let (free, durations) = pairs(&conn, &l.name, FIGURES[0].1);
-            let (mut under, mut normal) = (Vec::new(), Vec::new());
-            for (f, d) in free.iter().zip(durations) {
-                if *f < (500u64 << 20) as f64 {
-                    under.push(d);
-                } else {
-                    normal.push(d);
-                }
-            }
-            let pressure = report.pressure.iter().find(|p| p.name == l.name).unwrap();
-            for (group, want) in [
-                (&pressure.under_pressure, under),
-                (&pressure.no_pressure, normal),
-            ] {
-                assert_eq!(group.n, want.len(), "seed {seed} {}", l.name);
-                assert_eq!(group.p50_ms, sorted_percentile(want.clone(), 0.5));
-                assert_eq!(group.p95_ms, sorted_percentile(want, 0.95));
-            }
+        }
+        let pressure = report.pressure.iter().find(|p| p.name == l.name).unwrap();
+        for (group, want) in [
+            (&pressure.under_pressure, under),
+            (&pressure.no_pressure, normal),
+        ] {
+            assert_eq!(group.n, want.len(), "{label} {}", l.name);
+            assert_eq!(group.p50_ms, sorted_percentile(want.clone(), 0.5));
+            assert_eq!(group.p95_ms, sorted_percentile(want, 0.95));
         }
     }
 }
