@@ -73,6 +73,12 @@ impl Snapshots {
         }
     }
 
+    /// Whether positions are in time order (the usual case: one writer numbers snapshots
+    /// as it takes them; not so in a merged history or after the clock stepped back).
+    pub fn in_time_order(&self) -> bool {
+        self.taken_at_ns.windows(2).all(|w| w[0] <= w[1])
+    }
+
     /// Every snapshot's figures, by position.
     pub fn iter(&self) -> impl Iterator<Item = SnapFigures> + '_ {
         (0..self.len()).map(|p| self.get(p))
@@ -221,10 +227,10 @@ pub enum TimeOrder {
 impl TimeOrder {
     /// The order of `snapshots`.
     pub fn of(snapshots: &Snapshots) -> Self {
-        let times = &snapshots.taken_at_ns;
-        if times.windows(2).all(|w| w[0] <= w[1]) {
+        if snapshots.in_time_order() {
             return Self::Positions;
         }
+        let times = &snapshots.taken_at_ns;
         let mut order: Vec<u32> = (0..times.len())
             .filter_map(|p| u32::try_from(p).ok())
             .collect();

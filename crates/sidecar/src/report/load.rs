@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::GroupFilter;
-use super::columns::{Snapshots, TimeOrder};
+use super::columns::Snapshots;
 use super::gpu_tracks::{GpuSample, GpuTrack, GpuTracks};
 use super::spill::{NO_SNAPSHOT, SortedSpans, SpanRecord, SpanSorter};
 use crate::domain::{EndedBy, Status};
@@ -495,16 +495,17 @@ fn gpu_figures(
     (first_id, agent_gpus, snapshot_index, threshold): (i64, &[u32], &SnapshotIndex, u64),
     snapshots: &mut Snapshots,
 ) -> rusqlite::Result<(Vec<GpuTrack>, Vec<GpuNames>)> {
-    // Rows come by snapshot id (the table's key): in time order when the snapshots'
-    // positions are, else gathered and sorted first.
-    let in_time_order = matches!(TimeOrder::of(snapshots), TimeOrder::Positions);
+    // Rows come by snapshot id (the table's key, so the order costs no sort): in time
+    // order when the snapshots' positions are, else gathered and sorted first.
+    let in_time_order = snapshots.in_time_order();
     let mut tracks = GpuTracks::new(threshold);
     let mut unordered: Vec<GpuSample> = Vec::new();
     let mut stmt = conn.prepare(
         "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio,
                 dram_bandwidth_ratio, tensor_active_ratio, memory_used_bytes,
                 memory_total_bytes, uuid, name
-         FROM gpu_samples WHERE snapshot_id >= ?1 AND state = 'ok'",
+         FROM gpu_samples WHERE snapshot_id >= ?1 AND state = 'ok'
+         ORDER BY snapshot_id",
     )?;
     let mut rows = stmt.query([first_id])?;
     // Per GPU: its names and when the sample they came from was taken.
