@@ -632,8 +632,8 @@ fn span_figures(
             (Some(id), Positions::OffsetFrom(base)) if id < base => NO_SNAPSHOT,
             (Some(id), Positions::OffsetFrom(base)) => {
                 match id.checked_sub(base).and_then(|o| u32::try_from(o).ok()) {
-                    Some(offset) if offset != NO_SNAPSHOT => offset,
-                    // Four billion ids past the smallest: let the caller read with
+                    Some(offset) if offset < NO_SNAPSHOT => offset,
+                    // Two billion ids past the smallest: let the caller read with
                     // positions instead.
                     _ => return Ok(None),
                 }

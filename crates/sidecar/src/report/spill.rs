@@ -21,20 +21,26 @@ const CHUNK: usize = if cfg!(test) { 97 } else { 1 << 17 };
 /// Bytes of read buffer per spilled chunk while merging.
 const READ_BUFFER: usize = 16 << 10;
 
-/// A span's snapshot reference meaning "none".
-pub const NO_SNAPSHOT: u32 = u32::MAX;
+/// A span's snapshot reference meaning "none". References have 31 bits: the top bit of
+/// their word is the failed flag.
+pub const NO_SNAPSHOT: u32 = 0x7fff_ffff;
 
-/// One finished span as the sort keeps it (16 bytes).
+/// The failed flag in [`SpanRecord`]'s snapshot word.
+const FAILED: u32 = 1 << 31;
+
+/// One finished span as the sort keeps it, in memory and on disk: 16 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SpanRecord {
     /// The step (index into the step names): first in the order.
     step: u32,
     /// The duration as an order-keeping integer (see [`duration_key`]).
     key: u64,
-    /// The start snapshot's reference ([`NO_SNAPSHOT`]: none), then whether it failed
-    /// (the top bit): neither takes part in the order that matters.
-    snapshot_failed: u64,
+    /// The start snapshot's reference ([`NO_SNAPSHOT`]: none) and [`FAILED`]: only a
+    /// tie-break in the order.
+    snapshot_failed: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<SpanRecord>() == 16);
 
 /// `duration_ms`'s bits turned so that unsigned order is `f64::total_cmp`'s order.
 fn duration_key(duration_ms: f64) -> u64 {
@@ -56,12 +62,13 @@ fn duration_of(key: u64) -> f64 {
 
 impl SpanRecord {
     /// A span of step `step` lasting `duration_ms`, started at snapshot reference
-    /// `snapshot` ([`NO_SNAPSHOT`]: none).
+    /// `snapshot` ([`NO_SNAPSHOT`]: none; a larger one, past two billion snapshots, counts
+    /// as none).
     pub fn new(step: u32, duration_ms: f64, failed: bool, snapshot: u32) -> Self {
         Self {
             step,
             key: duration_key(duration_ms),
-            snapshot_failed: u64::from(snapshot) | u64::from(failed) << 63,
+            snapshot_failed: snapshot.min(NO_SNAPSHOT) | if failed { FAILED } else { 0 },
         }
     }
 
@@ -78,37 +85,32 @@ impl SpanRecord {
 
     /// Ended as failed.
     pub fn failed(&self) -> bool {
-        self.snapshot_failed >> 63 == 1
+        self.snapshot_failed & FAILED != 0
     }
 
     /// The start snapshot's reference, [`NO_SNAPSHOT`] when none.
     pub fn snapshot(&self) -> u32 {
-        self.snapshot_failed as u32
+        self.snapshot_failed & !FAILED
     }
 
     fn to_bytes(self) -> [u8; 16] {
         let mut bytes = [0; 16];
         bytes[..8].copy_from_slice(&self.key.to_le_bytes());
-        // The failed bit rides in the step's top bit on disk (steps are far fewer).
-        let step_failed = self.step | u32::from(self.failed()) << 31;
-        bytes[8..12].copy_from_slice(&step_failed.to_le_bytes());
-        bytes[12..16].copy_from_slice(&self.snapshot().to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.step.to_le_bytes());
+        bytes[12..].copy_from_slice(&self.snapshot_failed.to_le_bytes());
         bytes
     }
 
-    fn from_bytes(bytes: [u8; 16]) -> Self {
-        let word = |range: std::ops::Range<usize>| {
-            let mut b = [0; 4];
-            b.copy_from_slice(&bytes[range]);
-            u32::from_le_bytes(b)
+    fn from_bytes(bytes: &[u8; 16]) -> Self {
+        let word = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
         };
         let mut key = [0; 8];
         key.copy_from_slice(&bytes[..8]);
-        let step_failed = word(8..12);
         Self {
-            step: step_failed & 0x7fff_ffff,
+            step: word(8),
             key: u64::from_le_bytes(key),
-            snapshot_failed: u64::from(word(12..16)) | u64::from(step_failed >> 31) << 63,
+            snapshot_failed: word(12),
         }
     }
 }
@@ -194,11 +196,11 @@ impl Chunk {
 
     /// A reader of step `step`'s spans in this chunk.
     fn section(&self, step: u32) -> Source<'_> {
+        // Sections are in step order: a history of thousands of span names has as many.
         let (start, n) = self
             .sections
-            .iter()
-            .find(|&&(s, _, _)| s == step)
-            .map_or((0, 0), |&(_, start, n)| (start, n));
+            .binary_search_by_key(&step, |&(s, _, _)| s)
+            .map_or((0, 0), |k| (self.sections[k].1, self.sections[k].2));
         match &self.place {
             Place::File(file, offset) => Source::File(SectionReader {
                 file,
@@ -255,12 +257,6 @@ impl Worker {
             emptied,
             thread,
         }
-    }
-}
-
-impl Default for SpanSorter {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -444,7 +440,7 @@ impl SectionReader<'_> {
         record.copy_from_slice(&self.buffer[self.used..self.used + 16]);
         self.used += 16;
         self.left -= 1;
-        Ok(Some(SpanRecord::from_bytes(record)))
+        Ok(Some(SpanRecord::from_bytes(&record)))
     }
 }
 
@@ -483,10 +479,11 @@ mod tests {
         for (step, d, failed, snap) in [
             (0, 1.5, false, 0),
             (7, 0.0, true, NO_SNAPSHOT),
-            (0x7fff_ffff, 3e9, true, 12345),
+            (u32::MAX, 3e9, true, 12345),
+            (3, -1.0, false, NO_SNAPSHOT - 1),
         ] {
             let r = SpanRecord::new(step, d, failed, snap);
-            let back = SpanRecord::from_bytes(r.to_bytes());
+            let back = SpanRecord::from_bytes(&r.to_bytes());
             assert_eq!(back, r);
             assert_eq!(
                 (
