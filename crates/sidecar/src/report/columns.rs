@@ -168,24 +168,24 @@ enum ValuesPlace {
 }
 
 impl Values {
-    /// Resource `k`'s value at snapshot `p`, if known (and readable).
-    pub fn get(&self, k: usize, p: u32) -> Option<f64> {
+    /// Resource `k`'s value at snapshot `p`, if known.
+    pub fn get(&self, k: usize, p: u32) -> std::io::Result<Option<f64>> {
         let value = match &self.place {
-            ValuesPlace::Memory(columns) => columns.get(k)?.get(p as usize).copied(),
-            ValuesPlace::File(file, offsets) => {
-                use std::os::unix::fs::FileExt;
-                let at = (*offsets.get(k)?)? + u64::from(p) * 8;
-                let mut bytes = [0; 8];
-                match file.read_exact_at(&mut bytes, at) {
-                    Ok(()) => Some(f64::from_le_bytes(bytes)),
-                    Err(e) => {
-                        tracing::warn!("report: cannot read back a temporary file: {e}");
-                        None
-                    }
+            ValuesPlace::Memory(columns) => columns
+                .get(k)
+                .and_then(|column| column.get(p as usize))
+                .copied(),
+            ValuesPlace::File(file, offsets) => match offsets.get(k).copied().flatten() {
+                Some(column) => {
+                    use std::os::unix::fs::FileExt;
+                    let mut bytes = [0; 8];
+                    file.read_exact_at(&mut bytes, column + u64::from(p) * 8)?;
+                    Some(f64::from_le_bytes(bytes))
                 }
-            }
+                None => None,
+            },
         };
-        value.filter(|v| !v.is_nan())
+        Ok(value.filter(|v| !v.is_nan()))
     }
 }
 
@@ -344,10 +344,11 @@ mod tests {
         // Spilled, the values read back by position; unknown ones stay unknown.
         let values = s.spill();
         assert_eq!(s.len(), 3);
-        assert_eq!(values.get(2, 1), Some(1.5));
-        assert_eq!(values.get(0, 1), Some((80u64 << 30) as f64));
-        assert_eq!(values.get(0, 0), None);
-        assert_eq!(values.get(4, 0), Some(0.9));
-        assert_eq!(values.get(6, 1), None);
+        let get = |k, p| values.get(k, p).unwrap();
+        assert_eq!(get(2, 1), Some(1.5));
+        assert_eq!(get(0, 1), Some((80u64 << 30) as f64));
+        assert_eq!(get(0, 0), None);
+        assert_eq!(get(4, 0), Some(0.9));
+        assert_eq!(get(6, 1), None);
     }
 }

@@ -357,12 +357,14 @@ impl StepPass {
             let Some(class) = shared.classes.of(k) else {
                 continue;
             };
-            let value = |p: u32| shared.values.get(k, p).unwrap_or(f64::NAN);
             let against = match &shared.dense[k] {
-                Some(dense) if ranks.is_small() => ranks.against_few(class, dense, value),
-                _ => ranks.against(class, &shared.resources[k], value)?,
+                Some(dense) if ranks.is_small() => ranks.against_few(class, dense),
+                _ => ranks.against(class, &shared.resources[k])?,
             };
-            medians[k] = against.median;
+            medians[k] = match against.median_at {
+                Some(p) => shared.values.get(k, p)?,
+                None => None,
+            };
             let Some(rho) = against.rho else {
                 continue;
             };
@@ -392,8 +394,11 @@ impl StepPass {
                     points: self
                         .scatter
                         .iter()
-                        .map(|&(p, duration)| (value(p) / MIB, duration))
-                        .collect(),
+                        .filter_map(|&(p, duration)| {
+                            let free = shared.values.get(k, p).transpose()?;
+                            Some(free.map(|free| (free / MIB, duration)))
+                        })
+                        .collect::<std::io::Result<_>>()?,
                 });
             }
         }

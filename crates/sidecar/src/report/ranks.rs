@@ -178,8 +178,9 @@ impl Classes {
 pub struct Against {
     /// Spans whose start snapshot has the figure.
     pub n: usize,
-    /// Nearest-rank median of the figure over those spans.
-    pub median: Option<f64>,
+    /// A snapshot position whose figure is the nearest-rank median over those spans (the
+    /// value itself is read back by the caller).
+    pub median_at: Option<u32>,
     /// Spearman's ρ of the figure with duration (`None` under 3 spans or without variance).
     pub rho: Option<f64>,
 }
@@ -367,16 +368,10 @@ impl StepRanks {
     }
 
     /// The step against one resource of class `class` ([`StepRanks::flush`] first):
-    /// `value` gives a snapshot position's figure (read once, for the median).
-    pub fn against(
-        &self,
-        class: usize,
-        order: &ResourceOrder,
-        value: impl Fn(u32) -> f64,
-    ) -> std::io::Result<Against> {
+    pub fn against(&self, class: usize, order: &ResourceOrder) -> std::io::Result<Against> {
         let width = self.width();
         let cell = |p: u32, slot: usize| self.cells[p as usize * width + slot];
-        let mut walk = Walk::new(self.below[class], value);
+        let mut walk = Walk::new(self.below[class]);
         // The value being summed: its spans, their duration ranks' sum, a position of it.
         let (mut count, mut duration_sum, mut first) = (0u64, 0u128, 0u32);
         order.each(|p, new_value| {
@@ -394,19 +389,18 @@ impl StepRanks {
 
 /// The values of one resource in ascending order, each with the step's spans at it and
 /// the sum of their doubled duration ranks: Σ xy, Σ x² and the median as they pass.
-struct Walk<F> {
+struct Walk {
     n: u64,
     median_at: u64,
     below: u64,
-    median: Option<f64>,
+    median: Option<u32>,
     products: u128,
     squares: u128,
-    value: F,
 }
 
-impl<F: Fn(u32) -> f64> Walk<F> {
-    /// For `n` spans with the figure; `value` reads a snapshot position's figure.
-    fn new(n: u64, value: F) -> Self {
+impl Walk {
+    /// For `n` spans with the figure.
+    fn new(n: u64) -> Self {
         Self {
             n,
             median_at: (n as f64 * 0.5).ceil().max(1.0) as u64,
@@ -414,7 +408,6 @@ impl<F: Fn(u32) -> f64> Walk<F> {
             median: None,
             products: 0,
             squares: 0,
-            value,
         }
     }
 
@@ -428,7 +421,7 @@ impl<F: Fn(u32) -> f64> Walk<F> {
         self.products += rank * duration_sum;
         self.squares += u128::from(count) * rank * rank;
         if self.median.is_none() && self.below + count >= self.median_at {
-            self.median = Some((self.value)(first));
+            self.median = Some(first);
         }
         self.below += count;
     }
@@ -450,7 +443,7 @@ impl<F: Fn(u32) -> f64> Walk<F> {
         });
         Against {
             n: n as usize,
-            median: self.median,
+            median_at: self.median,
             rho: rho.flatten(),
         }
     }
@@ -460,7 +453,7 @@ impl StepRanks {
     /// [`StepRanks::against`] for a step that touched few snapshots: their dense ranks of
     /// the resource's value (`dense`, by position: [`ResourceOrder::dense_ranks`]) sorted,
     /// instead of a walk over every snapshot.
-    pub fn against_few(&self, class: usize, dense: &[u32], value: impl Fn(u32) -> f64) -> Against {
+    pub fn against_few(&self, class: usize, dense: &[u32]) -> Against {
         let width = self.width();
         let cell = |p: u32, slot: usize| self.cells[p as usize * width + slot];
         let mut touched: Vec<(u32, u32)> = self
@@ -472,7 +465,7 @@ impl StepRanks {
             })
             .collect();
         touched.sort_unstable();
-        let mut walk = Walk::new(self.below[class], value);
+        let mut walk = Walk::new(self.below[class]);
         for group in touched.chunk_by(|a, b| a.0 == b.0) {
             let count: u64 = group.iter().map(|&(_, p)| cell(p, 0)).sum();
             let sum: u128 = group
@@ -529,7 +522,7 @@ mod tests {
     use super::*;
 
     /// The step of `durations`, span i at snapshot i, against `figure` (one per snapshot).
-    fn against(durations: &[f64], figure: &[Option<f64>]) -> Against {
+    fn against(durations: &[f64], figure: &[Option<f64>]) -> (Against, Option<f64>) {
         let presence: Vec<u8> = figure
             .iter()
             .map(|f| u8::from(f.is_some_and(f64::is_finite)))
@@ -548,9 +541,9 @@ mod tests {
             ranks.push(&presence, d, p);
         }
         ranks.flush(&presence);
-        ranks
-            .against(0, &order, |p| figure[p as usize].unwrap())
-            .unwrap()
+        let got = ranks.against(0, &order).unwrap();
+        let median = got.median_at.and_then(|p| figure[p as usize]);
+        (got, median)
     }
 
     #[test]
@@ -569,14 +562,14 @@ mod tests {
             Some(0.7),
             Some(0.9),
         ];
-        let got = against(&durations, &figure);
+        let (got, median) = against(&durations, &figure);
         let (x, y): (Vec<f64>, Vec<f64>) = figure
             .iter()
             .zip(durations)
             .filter_map(|(f, d)| Some((f.filter(|f| f.is_finite())?, d)))
             .unzip();
         assert_eq!(got.n, x.len());
-        assert_eq!(got.median, percentile(&mut x.clone(), 0.5));
+        assert_eq!(median, percentile(&mut x.clone(), 0.5));
         let want = spearman(&x, &y).unwrap();
         assert!(
             (got.rho.unwrap() - want).abs() < 1e-12,
@@ -601,16 +594,15 @@ mod tests {
             ranks.push(&presence, d, p);
         }
         ranks.flush(&presence);
-        let got = ranks
-            .against(0, &order, |p| figure[p as usize].unwrap())
-            .unwrap();
+        let got = ranks.against(0, &order).unwrap();
         let x: Vec<f64> = spans
             .iter()
             .map(|&(_, p)| figure[p as usize].unwrap())
             .collect();
         let y: Vec<f64> = spans.iter().map(|&(d, _)| d).collect();
         assert_eq!(got.n, 12);
-        assert_eq!(got.median, percentile(&mut x.clone(), 0.5));
+        let median = got.median_at.and_then(|p| figure[p as usize]);
+        assert_eq!(median, percentile(&mut x.clone(), 0.5));
         let want = spearman(&x, &y).unwrap();
         assert!((got.rho.unwrap() - want).abs() < 1e-12);
     }
@@ -637,12 +629,13 @@ mod tests {
         }
         ranks.flush(&presence);
         assert!(ranks.is_small());
-        let value = |p: u32| column[p as usize];
-        let walked = ranks.against(0, &order, value).unwrap();
-        let sorted = ranks.against_few(0, &order.dense_ranks(200).unwrap(), value);
+        let walked = ranks.against(0, &order).unwrap();
+        let sorted = ranks.against_few(0, &order.dense_ranks(200).unwrap());
+        // The median's value is the same (its snapshot may be another of that value).
+        let value = |a: &Against| a.median_at.map(|p| column[p as usize]);
         assert_eq!(
-            (walked.n, walked.median, walked.rho),
-            (sorted.n, sorted.median, sorted.rho)
+            (walked.n, value(&walked), walked.rho),
+            (sorted.n, value(&sorted), sorted.rho)
         );
         // Position 3 has no figure: its three spans do not count.
         assert!(
@@ -680,7 +673,7 @@ mod tests {
 
     #[test]
     fn no_variance_no_rho() {
-        let got = against(&[1.0, 2.0, 3.0, 4.0], &[Some(1.0); 4]);
-        assert_eq!((got.n, got.median, got.rho), (4, Some(1.0), None));
+        let (got, median) = against(&[1.0, 2.0, 3.0, 4.0], &[Some(1.0); 4]);
+        assert_eq!((got.n, median, got.rho), (4, Some(1.0), None));
     }
 }
