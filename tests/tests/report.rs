@@ -351,7 +351,7 @@ fn a_real_history_without_gpus_reports_cleanly() {
 #[test]
 fn bench_report_without_db_leaves_nothing_in_the_temp_dir() {
     let tmp = tempfile::tempdir().unwrap();
-    let stdout = runlens_with_tmpdir(tmp.path(), &["bench", "report", "--spans", "2000"]);
+    let (stdout, _) = runlens_with_tmpdir(tmp.path(), &["bench", "report", "--spans", "2000"]);
     let stdout = String::from_utf8_lossy(&stdout);
     assert!(
         stdout.contains("runlens report --format json over 2000 spans")
@@ -361,19 +361,17 @@ fn bench_report_without_db_leaves_nothing_in_the_temp_dir() {
     assert_left_nothing(tmp.path(), "bench report");
 }
 
-/// Runs `runlens args` with `TMPDIR` set to `tmpdir`; its stdout (it must succeed).
-fn runlens_with_tmpdir(tmpdir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+/// Runs `runlens args` with `TMPDIR` set to `tmpdir`; its stdout and stderr (it must
+/// succeed).
+fn runlens_with_tmpdir(tmpdir: &std::path::Path, args: &[&str]) -> (Vec<u8>, String) {
     let out = std::process::Command::new(runlens_e2e::bin("runlens"))
         .args(args)
         .env("TMPDIR", tmpdir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (out.stdout, stderr)
 }
 
 fn assert_left_nothing(dir: &std::path::Path, who: &str) {
@@ -391,14 +389,19 @@ fn the_report_is_the_same_with_or_without_room_for_temporary_files() {
     let (_dir, db) = history("planted", 140_000);
     let tmp = tempfile::tempdir().unwrap();
     let run = |tmpdir: &std::path::Path| {
-        let stdout = runlens_with_tmpdir(tmpdir, &["report", "--db", &db, "--format", "json"]);
+        let (stdout, stderr) =
+            runlens_with_tmpdir(tmpdir, &["report", "--db", &db, "--format", "json"]);
         let mut json: Value = serde_json::from_slice(&stdout).unwrap();
         json["generated_at_ns"] = Value::Null;
-        json
+        (json, stderr)
     };
-    let spilled = run(tmp.path());
-    let in_memory = run(&tmp.path().join("no such directory"));
+    let (spilled, quiet) = run(tmp.path());
+    let (in_memory, said) = run(&tmp.path().join("no such directory"));
     assert_eq!(spilled["spans_analyzed"], 140_000);
     assert_eq!(spilled, in_memory);
+    // The second run did keep everything in memory, and said so once.
+    let notice = "cannot write a temporary file in TMPDIR";
+    assert!(!quiet.contains(notice), "{quiet}");
+    assert_eq!(said.matches(notice).count(), 1, "{said}");
     assert_left_nothing(tmp.path(), "the report");
 }

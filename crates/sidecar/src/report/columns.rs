@@ -111,9 +111,7 @@ impl Snapshots {
                 place: ValuesPlace::File(file, offsets),
             },
             Err(e) => {
-                tracing::debug!(
-                    "report: cannot write a temporary file ({e}); keeping values in memory"
-                );
+                super::spill::kept_in_memory(&e);
                 Values {
                     place: ValuesPlace::Memory(columns),
                 }

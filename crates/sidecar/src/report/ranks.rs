@@ -57,9 +57,7 @@ impl ResourceOrder {
         let place = match write_order(&order) {
             Ok(file) => OrderPlace::File(file),
             Err(e) => {
-                tracing::debug!(
-                    "report: cannot write a temporary file ({e}); keeping an order in memory"
-                );
+                super::spill::kept_in_memory(&e);
                 OrderPlace::Memory(order)
             }
         };

@@ -21,6 +21,18 @@ const CHUNK: usize = if cfg!(test) { 97 } else { 1 << 17 };
 /// Bytes of read buffer per spilled chunk while merging.
 const READ_BUFFER: usize = 16 << 10;
 
+/// Says, once a process, that a temporary file could not be written (`error`) and the
+/// report keeps in memory what it would have put there: it still runs, in more memory.
+pub fn kept_in_memory(error: &io::Error) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "report: cannot write a temporary file in TMPDIR ({error}); keeping the sorted \
+             spans and snapshot figures in memory instead, which takes more memory"
+        );
+    });
+}
+
 /// A span's snapshot reference meaning "none". References have 31 bits: the top bit of
 /// their word is the failed flag.
 pub const NO_SNAPSHOT: u32 = 0x7fff_ffff;
@@ -177,9 +189,7 @@ impl Chunk {
                 (chunk, Some(spans))
             }
             Err(e) => {
-                tracing::debug!(
-                    "report: cannot write a temporary file ({e}); keeping spans in memory"
-                );
+                kept_in_memory(&e);
                 spans.shrink_to_fit();
                 let chunk = Self {
                     place: Place::Memory(spans),
