@@ -94,9 +94,21 @@ pub(super) fn oom(
         if r.status != Status::Failed {
             return;
         }
-        let free = end_window(data, &by_time, r)
-            .filter_map(|s| s.gpu_free_min_bytes)
-            .min();
+        // The least GPU free memory, RAM and cgroup headroom at the run's end: one pass.
+        let least = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let (free, ram, cgroup) = end_window(data, &by_time, r).fold(
+            (None::<u64>, None, None),
+            |(free, ram, cgroup), s| {
+                (
+                    free.into_iter().chain(s.gpu_free_min_bytes).min(),
+                    least(ram, s.ram_available_ratio),
+                    least(cgroup, s.cgroup_headroom_ratio),
+                )
+            },
+        );
         if let Some(free) = free.filter(|&f| f < threshold) {
             likely_oom.push(|| LikelyOom {
                 run_id: r.run_id.to_string(),
@@ -107,16 +119,6 @@ pub(super) fn oom(
             });
         }
         if r.ended_by == Some(EndedBy::ProcessExit) {
-            let least = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let (ram, cgroup) = end_window(data, &by_time, r).fold((None, None), |(ram, cg), s| {
-                (
-                    least(ram, s.ram_available_ratio),
-                    least(cg, s.cgroup_headroom_ratio),
-                )
-            });
             let pressed = |v: Option<f64>| v.is_some_and(|v| v < MEMORY_PRESSURE);
             if pressed(ram) || pressed(cgroup) {
                 likely_killed.push(|| LikelyOomKilled {
