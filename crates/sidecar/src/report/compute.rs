@@ -23,8 +23,9 @@ const MAX_SCATTER: usize = 12;
 /// The presence bit of a snapshot under pressure (bits 0 to 6 are the resources').
 const PRESSED: u8 = 1 << 7;
 
-/// The presence bit of GPU free memory (the scatter's figure).
+/// The presence bit of GPU free memory (the scatter's figure): bit k is `RESOURCES[k]`'s.
 const FREE_KNOWN: u8 = 1 << 0;
+const _: () = assert!(matches!(RESOURCES[0], Resource::GpuFreeMemory));
 
 /// What every step's figures are computed against.
 struct Shared<'a> {

@@ -389,9 +389,11 @@ impl StepRanks {
 /// the sum of their doubled duration ranks: Σ xy, Σ x² and the median as they pass.
 struct Walk {
     n: u64,
-    median_at: u64,
+    /// The rank (1-based, nearest rank) of the median among the `n` spans.
+    median_rank: u64,
     below: u64,
-    median: Option<u32>,
+    /// A snapshot holding the median's value, once passed.
+    median_snapshot: Option<u32>,
     products: u128,
     squares: u128,
 }
@@ -401,9 +403,9 @@ impl Walk {
     fn new(n: u64) -> Self {
         Self {
             n,
-            median_at: (n as f64 * 0.5).ceil().max(1.0) as u64,
+            median_rank: (n as f64 * 0.5).ceil().max(1.0) as u64,
             below: 0,
-            median: None,
+            median_snapshot: None,
             products: 0,
             squares: 0,
         }
@@ -418,8 +420,8 @@ impl Walk {
         let rank = u128::from(2 * self.below + count + 1);
         self.products += rank * duration_sum;
         self.squares += u128::from(count) * rank * rank;
-        if self.median.is_none() && self.below + count >= self.median_at {
-            self.median = Some(first);
+        if self.median_snapshot.is_none() && self.below + count >= self.median_rank {
+            self.median_snapshot = Some(first);
         }
         self.below += count;
     }
@@ -441,7 +443,7 @@ impl Walk {
         });
         Against {
             n: n as usize,
-            median_at: self.median,
+            median_at: self.median_snapshot,
             rho: rho.flatten(),
         }
     }
