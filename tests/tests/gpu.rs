@@ -837,3 +837,93 @@ fn in_a_pod_the_agents_nvidia_visible_devices_names_its_gpu() {
     assert_eq!(r["agent_gpus"], json!([1]));
     assert_eq!(r["agent_gpus_from"], "cuda_visible_devices");
 }
+
+/// A run's end takes a fresh sample of its own, often milliseconds after the last one: it
+/// asks NVML again for what changes that fast (memory, utilization, processes), and carries
+/// temperature, power, clocks and error counts read within the last 200 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_samples_read_gpu_memory_every_time_and_slow_figures_at_most_every_200_ms() {
+    let mut world = json!({ "devices": [{
+        "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-h", "memory_total_bytes": 80 * GIB,
+        "memory_used_bytes": 10 * GIB, "temperature_celsius": 40
+    }]});
+    let scenario = Scenario::new(&world.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let lib = fake_nvml_lib();
+    let began = std::time::Instant::now();
+    let mut sidecar = Sidecar::start_with_env(
+        &dir.path().join("fresh.db"),
+        &[
+            "--sample-interval",
+            "60s",
+            "--nvml-lib",
+            lib.to_str().unwrap(),
+        ],
+        &[
+            scenario.env(),
+            ("RUNLENS_FAKE_NVML_CALL_LOG", log.as_os_str()),
+        ],
+    );
+    let c = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
+    let run = |id: String| {
+        let mut c = c.clone();
+        async move {
+            c.start_run(pb::StartRunRequest {
+                run_id: id.clone(),
+                name: "task".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            c.end_run(pb::EndRunRequest {
+                run_id: id,
+                status: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    };
+    for i in 0..30 {
+        run(format!("quick-{i}")).await;
+    }
+    // Memory changes right before a run ends: its end sample sees it.
+    world["devices"][0]["memory_used_bytes"] = json!(18 * GIB);
+    scenario.write(&world.to_string());
+    run("after".into()).await;
+    let elapsed = began.elapsed();
+    sidecar.stop();
+
+    assert_eq!(
+        sidecar.count(
+            "SELECT g.memory_used_bytes FROM runs r JOIN gpu_samples g
+             ON g.snapshot_id = r.end_snapshot_id WHERE r.run_id = 'after'"
+        ),
+        18 * GIB
+    );
+    let calls = |entry: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == entry)
+            .count() as u128
+    };
+    let samples = sidecar.count("SELECT count(*) FROM gpu_samples") as u128;
+    let memory = calls("nvmlDeviceGetMemoryInfo_v2@0");
+    let temperature = calls("nvmlDeviceGetTemperature@0");
+    assert!(
+        samples >= 31,
+        "every run's end has its own sample: {samples}"
+    );
+    assert!(
+        memory >= samples,
+        "memory asked every sample: {memory} for {samples}"
+    );
+    // One reading per 200 ms at most (plus the first), whatever the number of samples.
+    let bound = elapsed.as_millis() / 200 + 2;
+    assert!(
+        temperature >= 1 && temperature <= bound,
+        "temperature asked {temperature} times in {elapsed:?} for {samples} samples"
+    );
+}

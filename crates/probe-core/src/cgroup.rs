@@ -4,8 +4,10 @@
 //! its cgroup limit: memory used (minus reclaimable page cache) against `memory.max`.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::procfile::ProcFile;
+use crate::slow::Every;
 use crate::snapshot::CgroupSnapshot;
 
 /// v1 reports "no limit" as a huge number near `i64::MAX` rounded to the page size.
@@ -109,8 +111,9 @@ impl CgroupProbe {
 /// Limits change rarely (a resize of the pod): re-read them every this many samples.
 const LIMITS_EVERY: u32 = 30;
 
-/// Reads one cgroup's usage every sample and its limits every `LIMITS_EVERY` (30) samples,
-/// keeping the files open between samples.
+/// Reads one cgroup's memory use every sample, its page cache and throttling at most every
+/// [`crate::SLOW_FIGURES_EVERY`], and its limits every `LIMITS_EVERY` (30) samples, keeping
+/// the files open between samples.
 #[derive(Debug)]
 pub struct CgroupReader {
     version: u8,
@@ -121,6 +124,11 @@ pub struct CgroupReader {
     cpu_stat: Option<ProcFile>,
     limits: Option<(Option<u64>, Option<f64>)>,
     samples_since_limits: u32,
+    /// Reclaimable page cache (`inactive_file`): read at most every
+    /// [`crate::SLOW_FIGURES_EVERY`], the large `memory.stat` being most of a sample's cost.
+    inactive: Every<Option<u64>>,
+    /// Time throttled so far: a counter whose change matters over seconds.
+    throttled: Every<Option<u64>>,
 }
 
 impl CgroupReader {
@@ -158,6 +166,8 @@ impl CgroupReader {
             cpu_stat,
             limits: None,
             samples_since_limits: 0,
+            inactive: Every::new(),
+            throttled: Every::new(),
         }
     }
 
@@ -200,8 +210,10 @@ impl CgroupReader {
         }
         self.samples_since_limits += 1;
         let (memory_limit_bytes, cpu_quota_cores) = self.limits.unwrap_or((None, None));
-        let inactive = self.memory_stat.as_mut().and_then(|f| {
-            let text = f.read()?;
+        let now = Instant::now();
+        let memory_stat = &mut self.memory_stat;
+        let inactive = self.inactive.get(now, || {
+            let text = memory_stat.as_mut()?.read()?;
             // v1 reports the hierarchy's total; v2 has only inactive_file.
             stat_field(text, "total_inactive_file").or_else(|| stat_field(text, "inactive_file"))
         });
@@ -210,9 +222,10 @@ impl CgroupReader {
             .as_mut()
             .and_then(ProcFile::read_u64)
             .map(|usage| usage.saturating_sub(inactive.unwrap_or(0)));
-        let cpu_throttled_ns = self.cpu_stat.as_mut().and_then(|f| {
-            let text = f.read()?;
-            match self.version {
+        let (cpu_stat, version) = (&mut self.cpu_stat, self.version);
+        let cpu_throttled_ns = self.throttled.get(now, || {
+            let text = cpu_stat.as_mut()?.read()?;
+            match version {
                 2 => stat_field(text, "throttled_usec").map(|us| us.saturating_mul(1000)),
                 _ => stat_field(text, "throttled_time"),
             }

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
+use std::time::Instant;
 
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::{
@@ -11,6 +12,7 @@ use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 
 use crate::gpm::Gpm;
+use crate::slow::Every;
 use crate::snapshot::{GpuDevice, GpuProcess, GpuSnapshot, GpuState, MigDevice};
 
 /// Something that can report the machine's GPUs.
@@ -203,6 +205,9 @@ pub struct NvmlProbe {
     /// Per device index, what rarely changes, read every [`FIXED_EVERY`] samples. It also
     /// names a lost device, which can no longer say which it is.
     fixed: Vec<Option<Fixed>>,
+    /// Per device index, what changes over seconds, read at most every
+    /// [`crate::SLOW_FIGURES_EVERY`].
+    slow: Vec<Every<Slow>>,
     /// Performance monitoring (GPM) samples and support, per device.
     gpm: Gpm,
 }
@@ -228,6 +233,21 @@ struct Fixed {
     fresh_for: u32,
 }
 
+/// Figures that change over seconds rather than milliseconds: a fresh sample at a run's end
+/// (often milliseconds after the last) carries them and asks NVML only for memory,
+/// utilization and processes, half the calls.
+#[derive(Debug, Clone, Default)]
+struct Slow {
+    temperature: Option<u32>,
+    power_mw: Option<u32>,
+    clock_sm_mhz: Option<u32>,
+    clock_memory_mhz: Option<u32>,
+    performance_state: Option<u32>,
+    clock_event_reasons: Option<u64>,
+    ecc_corrected_errors: Option<u64>,
+    ecc_uncorrected_errors: Option<u64>,
+}
+
 /// Re-read the rarely changing figures every this many samples.
 const FIXED_EVERY: u32 = 30;
 
@@ -250,6 +270,7 @@ impl NvmlProbe {
             uuids: Vec::new(),
             unsupported: Vec::new(),
             fixed: Vec::new(),
+            slow: Vec::new(),
             gpm: Gpm::default(),
         }
     }
@@ -353,24 +374,29 @@ impl NvmlProbe {
         let (power_limit_mw, mig_enabled) = (fixed.power_limit_mw, fixed.mig_enabled);
         let memory = r.read(Metric::Memory, || device.memory_info());
         let utilization = r.read(Metric::Utilization, || device.utilization_rates());
-        let temperature = r.read(Metric::Temperature, || {
-            device.temperature(TemperatureSensor::Gpu)
-        });
-        let power_mw = r.read(Metric::Power, || device.power_usage());
-        let clock_sm_mhz = r.read(Metric::ClockSm, || device.clock_info(Clock::SM));
-        let clock_memory_mhz = r.read(Metric::ClockMemory, || device.clock_info(Clock::Memory));
-        let performance_state = r
-            .read(Metric::PerformanceState, || device.performance_state())
-            .filter(|p| *p != PerformanceState::Unknown)
-            .map(|p| p.as_c());
-        let clock_event_reasons = r.read(Metric::ClockEventReasons, || {
-            device.current_throttle_reasons().map(|r| r.bits())
-        });
-        let ecc_corrected_errors = r.read(Metric::EccCorrected, || {
-            device.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile)
-        });
-        let ecc_uncorrected_errors = r.read(Metric::EccUncorrected, || {
-            device.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile)
+        if self.slow.len() <= slot {
+            self.slow.resize_with(slot + 1, Every::new);
+        }
+        let slow = self.slow[slot].get(Instant::now(), || Slow {
+            temperature: r.read(Metric::Temperature, || {
+                device.temperature(TemperatureSensor::Gpu)
+            }),
+            power_mw: r.read(Metric::Power, || device.power_usage()),
+            clock_sm_mhz: r.read(Metric::ClockSm, || device.clock_info(Clock::SM)),
+            clock_memory_mhz: r.read(Metric::ClockMemory, || device.clock_info(Clock::Memory)),
+            performance_state: r
+                .read(Metric::PerformanceState, || device.performance_state())
+                .filter(|p| *p != PerformanceState::Unknown)
+                .map(|p| p.as_c()),
+            clock_event_reasons: r.read(Metric::ClockEventReasons, || {
+                device.current_throttle_reasons().map(|r| r.bits())
+            }),
+            ecc_corrected_errors: r.read(Metric::EccCorrected, || {
+                device.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile)
+            }),
+            ecc_uncorrected_errors: r.read(Metric::EccUncorrected, || {
+                device.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile)
+            }),
         });
         let processes = r
             .read(Metric::Processes, || device.running_compute_processes())
@@ -415,16 +441,16 @@ impl NvmlProbe {
             memory_free_bytes: memory.as_ref().map(|m| m.free),
             utilization_ratio: utilization.as_ref().map(|u| f64::from(u.gpu) / 100.0),
             memory_utilization_ratio: utilization.as_ref().map(|u| f64::from(u.memory) / 100.0),
-            temperature_celsius: temperature.map(f64::from),
-            power_watts: power_mw.map(|mw| f64::from(mw) / 1000.0),
+            temperature_celsius: slow.temperature.map(f64::from),
+            power_watts: slow.power_mw.map(|mw| f64::from(mw) / 1000.0),
             memory_reserved_bytes: memory.as_ref().map(|m| m.reserved),
             power_limit_watts: power_limit_mw.map(|mw| f64::from(mw) / 1000.0),
-            clock_sm_mhz,
-            clock_memory_mhz,
-            performance_state,
-            clock_event_reasons,
-            ecc_corrected_errors,
-            ecc_uncorrected_errors,
+            clock_sm_mhz: slow.clock_sm_mhz,
+            clock_memory_mhz: slow.clock_memory_mhz,
+            performance_state: slow.performance_state,
+            clock_event_reasons: slow.clock_event_reasons,
+            ecc_corrected_errors: slow.ecc_corrected_errors,
+            ecc_uncorrected_errors: slow.ecc_uncorrected_errors,
             processes,
             unsupported,
             mig_enabled,

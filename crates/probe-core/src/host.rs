@@ -7,6 +7,7 @@ use sysinfo::{MemoryRefreshKind, System};
 
 use crate::ProbeError;
 use crate::procfile::ProcFile;
+use crate::slow::Every;
 use crate::snapshot::HostSnapshot;
 
 /// Reads host CPU load, CPU utilization, RAM and swap.
@@ -17,6 +18,8 @@ pub struct HostProbe {
     system: System,
     meminfo: ProcFile,
     loadavg: ProcFile,
+    /// The kernel recomputes the load average every 5 s; no sample needs it sooner.
+    load: Every<Option<[f64; 3]>>,
     /// CPU time counters from /proc/stat (sysinfo's refresh is the fallback).
     stat: ProcFile,
     /// (busy, total) ticks per line of /proc/stat at the previous reading: all CPUs, then
@@ -41,6 +44,7 @@ impl HostProbe {
             system,
             meminfo: ProcFile::new("/proc/meminfo"),
             loadavg: ProcFile::new("/proc/loadavg"),
+            load: Every::new(),
             stat: ProcFile::new("/proc/stat"),
             cpu_ticks: Vec::new(),
             cpu_usage: None,
@@ -73,7 +77,10 @@ impl HostProbe {
             } else {
                 !self.cpu_ticks.is_empty()
             };
-        let load = self.load_average();
+        let load = {
+            let (load, loadavg) = (&mut self.load, &mut self.loadavg);
+            load.get(now, || load_average(loadavg))
+        };
         let (cpu_count, cpu_utilization_ratio, cpu_core_utilization_ratio) = if from_proc {
             let cores = u32::try_from(self.cpu_ticks.len().saturating_sub(1)).unwrap_or(u32::MAX);
             match &self.cpu_usage {
@@ -140,18 +147,6 @@ impl HostProbe {
 
     /// Load averages over 1, 5 and 15 minutes, from /proc/loadavg kept open (sysinfo's
     /// fallback elsewhere).
-    fn load_average(&mut self) -> Option<[f64; 3]> {
-        let parsed = self.loadavg.read().and_then(|text| {
-            let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
-            Some([it.next()??, it.next()??, it.next()??])
-        });
-        parsed.or_else(|| {
-            System::load_average()
-                .ok()
-                .map(|l| [l.one, l.five, l.fifteen])
-        })
-    }
-
     /// RAM and swap. On Linux, /proc/meminfo read directly: sysinfo's memory refresh also
     /// walks the cgroup files (which runlens reads itself) and costs several times more.
     fn memory(&mut self) -> Memory {
@@ -172,6 +167,19 @@ impl HostProbe {
     pub fn cpu_warmup() -> Duration {
         sysinfo::MINIMUM_CPU_UPDATE_INTERVAL
     }
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average(loadavg: &mut ProcFile) -> Option<[f64; 3]> {
+    let parsed = loadavg.read().and_then(|text| {
+        let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+        Some([it.next()??, it.next()??, it.next()??])
+    });
+    parsed.or_else(|| {
+        System::load_average()
+            .ok()
+            .map(|l| [l.one, l.five, l.fifteen])
+    })
 }
 
 /// (busy, total) ticks of the `cpu` line and each `cpuN` line of /proc/stat. Busy is all

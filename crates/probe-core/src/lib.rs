@@ -16,6 +16,7 @@ mod pods;
 mod process;
 mod procfile;
 mod sampler;
+mod slow;
 mod snapshot;
 mod time;
 
@@ -29,6 +30,7 @@ pub use host::HostProbe;
 pub use pods::{PodRef, pod_of_cgroup, pod_of_pid};
 pub use process::{ProcessProbe, WatchOutcome, cpu_seconds, process_start_ticks};
 pub use sampler::Sampler;
+pub use slow::SLOW_FIGURES_EVERY;
 pub use snapshot::{
     CgroupSnapshot, GpuDevice, GpuPerf, GpuProcess, GpuSnapshot, GpuState, HostSnapshot, MigDevice,
     ProcessGpuMemory, ProcessSample, Snapshot, clock_event_reason_names,

@@ -3,11 +3,14 @@
 //!
 //! Descendants are found through `/proc/<pid>/task/<tid>/children` (a walk down the tree
 //! from the watched PID) and refreshed every [`TREE_REFRESH`]; each sample then reads only
-//! `stat` and `statm` of the processes in the tree.
+//! `statm` (resident memory) of the processes in the tree, and `stat` (CPU time) when the
+//! last reading is at least [`SLOW_FIGURES_EVERY`] old.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use crate::SLOW_FIGURES_EVERY;
 
 use crate::procfile::ProcFile;
 use crate::snapshot::ProcessSample;
@@ -35,7 +38,12 @@ struct Watched {
     /// per run made opening them (a path walk each) most of the process probe's cost.
     files: HashMap<u32, ProcessFiles>,
     tree_read: Option<Instant>,
+    /// CPU ticks of the tree at the last reading of `stat`, and when.
     last_ticks: Option<(u64, Instant)>,
+    /// The rate measured at that reading: samples closer together than
+    /// [`crate::SLOW_FIGURES_EVERY`] carry it (ticks are 10 ms apart, so a rate over a few
+    /// milliseconds would be 0 or several cores, noise either way) and skip `stat`.
+    last_ratio: Option<f64>,
 }
 
 /// One process's `stat` and `statm`, re-read in place.
@@ -52,12 +60,13 @@ impl ProcessFiles {
         }
     }
 
-    /// (resident bytes, CPU ticks), or `None` once the process is gone.
-    fn read(&mut self) -> Option<(u64, u64)> {
-        Some((
-            parse_rss(self.statm.read()?)?,
-            parse_ticks(self.stat.read()?)?,
-        ))
+    /// (resident bytes, CPU ticks when `ticks`), or `None` once the process is gone.
+    fn read(&mut self, ticks: bool) -> Option<(u64, Option<u64>)> {
+        let rss = parse_rss(self.statm.read()?)?;
+        if !ticks {
+            return Some((rss, None));
+        }
+        Some((rss, Some(parse_ticks(self.stat.read()?)?)))
     }
 }
 
@@ -119,6 +128,7 @@ impl ProcessProbe {
                 files: HashMap::new(),
                 tree_read: None,
                 last_ticks: None,
+                last_ratio: None,
             },
         );
         WatchOutcome::Watching
@@ -143,6 +153,9 @@ impl ProcessProbe {
                 let tree = &w.tree;
                 w.files.retain(|p, _| tree.binary_search(p).is_ok());
             }
+            let read_ticks_now = w
+                .last_ticks
+                .is_none_or(|(_, at)| now.duration_since(at) >= SLOW_FIGURES_EVERY);
             let mut rss_bytes = 0;
             let mut ticks = 0;
             let mut alive = 0u32;
@@ -150,13 +163,15 @@ impl ProcessProbe {
                 let dir = self.proc_root.join(p.to_string());
                 let figures = if w.files.contains_key(&p) || w.files.len() < MAX_OPEN_PER_TREE {
                     let files = w.files.entry(p).or_insert_with(|| ProcessFiles::new(&dir));
-                    files.read()
+                    files.read(read_ticks_now)
+                } else if read_ticks_now {
+                    read_rss(&dir).zip(read_ticks(&dir).map(Some))
                 } else {
-                    read_rss(&dir).zip(read_ticks(&dir))
+                    read_rss(&dir).map(|rss| (rss, None))
                 };
                 if let Some((rss, t)) = figures {
                     rss_bytes += rss;
-                    ticks += t;
+                    ticks += t.unwrap_or(0);
                     alive += 1;
                 }
             }
@@ -167,14 +182,17 @@ impl ProcessProbe {
                 gone.push(pid);
                 continue;
             }
-            // Ticks of processes that exited since the last sample drop out of the sum;
-            // a negative difference is reported as no figure rather than as a wrong one.
-            let cpu_ratio = w.last_ticks.and_then(|(before, at)| {
-                let seconds = now.duration_since(at).as_secs_f64();
-                (ticks >= before && seconds > 0.0)
-                    .then(|| (ticks - before) as f64 / TICKS_PER_SECOND / seconds)
-            });
-            w.last_ticks = Some((ticks, now));
+            if read_ticks_now {
+                // Ticks of processes that exited since the last reading drop out of the
+                // sum; a negative difference is reported as no figure rather than a wrong one.
+                w.last_ratio = w.last_ticks.and_then(|(before, at)| {
+                    let seconds = now.duration_since(at).as_secs_f64();
+                    (ticks >= before && seconds > 0.0)
+                        .then(|| (ticks - before) as f64 / TICKS_PER_SECOND / seconds)
+                });
+                w.last_ticks = Some((ticks, now));
+            }
+            let cpu_ratio = w.last_ratio;
             out.push(ProcessSample {
                 pid,
                 process_count: alive,
@@ -315,6 +333,38 @@ mod tests {
         assert_eq!(s[0].process_count, 4);
         assert_eq!(s[0].rss_bytes, (100 + 200 + 300 + 400) * PAGE_SIZE);
         assert_eq!(s[0].cpu_ratio, None, "needs two readings");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn memory_is_read_every_sample_and_cpu_time_over_spans_long_enough_for_a_rate() {
+        let root = fake_proc("rate");
+        process(&root, 20, &[], 100, (10, 10));
+        let mut p = ProcessProbe::with_root(&root);
+        p.watch(20);
+        assert_eq!(p.sample()[0].cpu_ratio, None);
+        // Milliseconds later (a fresh sample at a run's end): new memory, but no rate
+        // over a span too short for 10 ms ticks, and `stat` is not read.
+        process(&root, 20, &[], 300, (500, 500));
+        let quick = p.sample();
+        assert_eq!(quick[0].rss_bytes, 300 * PAGE_SIZE);
+        assert_eq!(
+            quick[0].cpu_ratio, None,
+            "carried, not measured over milliseconds"
+        );
+        std::thread::sleep(SLOW_FIGURES_EVERY);
+        let later = p.sample();
+        let ratio = later[0]
+            .cpu_ratio
+            .expect("a rate once the span is long enough");
+        // 980 ticks (9.8 s of CPU) over a little more than 0.2 s.
+        assert!(ratio > 10.0 && ratio <= 49.0, "{ratio}");
+        process(&root, 20, &[], 300, (600, 600));
+        assert_eq!(
+            p.sample()[0].cpu_ratio,
+            Some(ratio),
+            "carried until due again"
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 

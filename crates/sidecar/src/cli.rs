@@ -436,6 +436,20 @@ pub struct AgentBenchArgs {
     /// (it needs psutil), for comparison.
     #[arg(long, value_name = "PYTHON")]
     pub seed_python: Option<PathBuf>,
+    /// How the agent reaches the sidecar: `unix` (a Unix socket, as in the agent's pod:
+    /// `unix:///run/runlens/runlens.sock`) or `tcp` (loopback, as on a laptop's default
+    /// `127.0.0.1:50551`).
+    #[arg(long, value_enum, default_value_t = BenchTransport::Tcp)]
+    pub transport: BenchTransport,
+}
+
+/// How `runlens bench agent` connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTransport {
+    /// A Unix socket in the benchmark's temporary directory.
+    Unix,
+    /// TCP on loopback.
+    Tcp,
 }
 
 /// `runlens bench otlp`.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use runlens_client::Client;
 
 use super::support::{ServeProcess, StoredDb, TempDir, require_all_stored, summary};
-use crate::cli::AgentBenchArgs;
+use crate::cli::{AgentBenchArgs, BenchTransport};
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::format::outln;
 
@@ -75,16 +75,23 @@ pub fn run(args: AgentBenchArgs) -> Result<(), Failure> {
     }
     let dir = TempDir::new("agent")?;
     let db = dir.0.join("agent.db");
-    let serve = ServeProcess::start(&db, &[])?;
-    let endpoint = format!("http://{}", serve.addr);
+    let socket = dir.0.join("runlens.sock");
+    let (extra, endpoint) = match args.transport {
+        BenchTransport::Unix => {
+            let listen = format!("unix://{}", socket.display());
+            (vec!["--listen".to_owned(), listen.clone()], Some(listen))
+        }
+        BenchTransport::Tcp => (Vec::new(), None),
+    };
+    let serve = ServeProcess::start(&db, &extra)?;
+    let endpoint = endpoint.unwrap_or_else(|| format!("http://{}", serve.addr));
     let tasks = (args.rate * args.seconds).div_ceil(SPANS_PER_TASK);
     outln!(
         "runlens bench agent: {} spans/s for {} s ({tasks} tasks of {SPANS_PER_TASK} spans, \
-         the example agent's shape) to runlens serve (pid {}) at {}",
+         the example agent's shape) to runlens serve (pid {}) at {endpoint}",
         args.rate,
         args.seconds,
         serve.pid,
-        serve.addr
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
