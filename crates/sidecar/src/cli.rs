@@ -330,8 +330,9 @@ pub struct BenchArgs {
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Time one full sample: host only, then host + GPUs (use --nvml-lib with the fake
-    /// library and a scenario to measure GPU sampling without a GPU).
+    /// Time one sample, periodic (every figure read) and fresh (3 ms after another, as at
+    /// a run's end): host only, then host + GPUs (use --nvml-lib with the fake library and
+    /// a scenario to measure GPU sampling without a GPU).
     Sample(SampleBenchArgs),
     /// Run `runlens serve` with no clients and report its CPU and resident memory.
     Idle(IdleArgs),
@@ -520,7 +521,8 @@ pub struct IngestArgs {
 /// `runlens bench sample`.
 #[derive(Debug, Args)]
 pub struct SampleBenchArgs {
-    /// Samples to time per configuration (each 205 ms apart).
+    /// Samples to time per configuration (each 205 ms apart; a fresh one 3 ms after an
+    /// untimed one).
     #[arg(long, default_value_t = 50)]
     pub iterations: usize,
     #[command(flatten)]

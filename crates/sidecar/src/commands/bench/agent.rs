@@ -12,6 +12,7 @@
 //! even a sidecar that spends a few milliseconds a second is measured exactly. Wake-ups are
 //! the context switches of every thread. With `--seed-python`, the seed's in-process emitter
 //! (psutil at each span boundary, JSON lines to a file) runs at the same rate for comparison.
+//! `--transport unix` connects through a Unix socket, as an agent in its pod does.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
