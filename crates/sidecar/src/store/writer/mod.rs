@@ -244,51 +244,67 @@ struct Thread {
     stop: Arc<AtomicBool>,
 }
 
-fn run(mut t: Thread) {
-    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
-    let mut prunes = Vec::new();
-    let mut closing = false;
-    while !closing {
-        let mut oldest = None;
-        match t.rx.blocking_recv() {
+/// What the writer has taken from its queue and not yet handled.
+struct Pending {
+    batch: Vec<Request>,
+    prunes: Vec<oneshot::Sender<Result<PruneReport, String>>>,
+    closing: bool,
+    /// When the batch's oldest request was queued: group commit waits from then.
+    oldest: Option<Instant>,
+}
+
+impl Pending {
+    fn take(&mut self, message: Option<Message>) {
+        match message {
             Some(Message::Write(req, queued)) => {
-                batch.push(req);
-                oldest = Some(queued);
+                self.batch.push(req);
+                self.oldest.get_or_insert(queued);
             }
-            Some(Message::Prune(reply)) => prunes.push(reply),
-            Some(Message::Close) | None => closing = true,
+            Some(Message::Prune(reply)) => self.prunes.push(reply),
+            Some(Message::Close) | None => self.closing = true,
         }
-        drain(
-            &mut t.rx,
-            &mut batch,
-            &mut prunes,
-            &mut closing,
-            &mut oldest,
-        );
-        if !closing && prunes.is_empty() && batch.len() < GROUP_COMMIT_BELOW {
+    }
+
+    /// Takes what is queued, up to [`MAX_BATCH`], without waiting.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<Message>) {
+        while !self.closing && self.batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(message) => self.take(Some(message)),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn run(mut t: Thread) {
+    let mut p = Pending {
+        batch: Vec::with_capacity(MAX_BATCH),
+        prunes: Vec::new(),
+        closing: false,
+        oldest: None,
+    };
+    while !p.closing {
+        p.oldest = None;
+        p.take(t.rx.blocking_recv());
+        p.drain(&mut t.rx);
+        if !p.closing && p.prunes.is_empty() && p.batch.len() < GROUP_COMMIT_BELOW {
             // Group commit: a short queue means messages trickle in; waiting until the
             // oldest has waited GROUP_COMMIT_WAIT commits the next ones with it instead of
             // one transaction each. Measured from when it was queued, so one that arrived
             // during the last commit does not wait that long again.
-            if let Some(due) = oldest.map(|queued| queued + GROUP_COMMIT_WAIT) {
+            if let Some(due) = p.oldest.map(|queued| queued + GROUP_COMMIT_WAIT) {
                 let now = Instant::now();
                 if due > now {
                     std::thread::sleep(due - now);
                 }
             }
-            drain(
-                &mut t.rx,
-                &mut batch,
-                &mut prunes,
-                &mut closing,
-                &mut oldest,
-            );
+            p.drain(&mut t.rx);
         }
-        if !batch.is_empty() {
-            let outcome = commit(&mut t, &batch);
-            acknowledge(batch.drain(..), &outcome);
+        if !p.batch.is_empty() {
+            let outcome = commit(&mut t, &p.batch);
+            acknowledge(p.batch.drain(..), &outcome);
         }
-        for reply in prunes.drain(..) {
+        for reply in p.prunes.drain(..) {
             let outcome = prune_step(&mut t);
             let _ = reply.send(outcome);
         }
@@ -306,27 +322,6 @@ fn prune_step(t: &mut Thread) -> Result<PruneReport, String> {
         .map_err(|e| e.to_string())?;
     t.times.forget(&report.deleted_samples);
     Ok(report)
-}
-
-/// Takes what is queued, up to [`MAX_BATCH`], without waiting.
-fn drain(
-    rx: &mut mpsc::Receiver<Message>,
-    batch: &mut Vec<Request>,
-    prunes: &mut Vec<oneshot::Sender<Result<PruneReport, String>>>,
-    closing: &mut bool,
-    oldest: &mut Option<Instant>,
-) {
-    while !*closing && batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(Message::Write(req, queued)) => {
-                batch.push(req);
-                oldest.get_or_insert(queued);
-            }
-            Ok(Message::Prune(reply)) => prunes.push(reply),
-            Ok(Message::Close) => *closing = true,
-            Err(_) => break,
-        }
-    }
 }
 
 /// Errors that say the disk, not the data, is the problem: retrying the same batch will
