@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::procfile::ProcFile;
-use crate::slow::Every;
+use crate::slow::{Every, RARE_FIGURES_EVERY};
 use crate::snapshot::CgroupSnapshot;
 
 /// v1 reports "no limit" as a huge number near `i64::MAX` rounded to the page size.
@@ -108,12 +108,9 @@ impl CgroupProbe {
     }
 }
 
-/// Limits change rarely (a resize of the pod): re-read them every this many samples.
-const LIMITS_EVERY: u32 = 30;
-
 /// Reads one cgroup's memory use every sample, its page cache and throttling at most every
-/// [`crate::SLOW_FIGURES_EVERY`], and its limits every `LIMITS_EVERY` (30) samples, keeping
-/// the files open between samples.
+/// [`crate::SLOW_FIGURES_EVERY`], and its limits (which change only when the pod is resized)
+/// at most every 30 s, keeping the files open between samples.
 #[derive(Debug)]
 pub struct CgroupReader {
     version: u8,
@@ -122,8 +119,8 @@ pub struct CgroupReader {
     memory_usage: Option<ProcFile>,
     memory_stat: Option<ProcFile>,
     cpu_stat: Option<ProcFile>,
-    limits: Option<(Option<u64>, Option<f64>)>,
-    samples_since_limits: u32,
+    /// Memory limit and CPU quota.
+    limits: Every<(Option<u64>, Option<f64>)>,
     /// Reclaimable page cache (`inactive_file`): read at most every
     /// [`crate::SLOW_FIGURES_EVERY`], the large `memory.stat` being most of a sample's cost.
     inactive: Every<Option<u64>>,
@@ -164,39 +161,10 @@ impl CgroupReader {
             memory_usage,
             memory_stat,
             cpu_stat,
-            limits: None,
-            samples_since_limits: 0,
+            limits: Every::with_period(RARE_FIGURES_EVERY),
             inactive: Every::new(),
             throttled: Every::new(),
         }
-    }
-
-    fn read_limits(&mut self) -> (Option<u64>, Option<f64>) {
-        let memory = self.memory_limit.as_mut().and_then(|f| {
-            let text = f.read()?.trim();
-            match self.version {
-                // v2 says "max" for no limit; v1 a huge number near i64::MAX.
-                2 => text.parse().ok(),
-                _ => text.parse().ok().filter(|&l: &u64| l < V1_UNLIMITED),
-            }
-        });
-        let cpu = match (self.version, self.cpu_limit.as_mut_slice()) {
-            (2, [max]) => max.read().and_then(|t| {
-                let mut parts = t.split_whitespace();
-                let quota: f64 = parts.next()?.parse().ok()?; // "max" fails: no quota
-                let period: f64 = parts.next()?.parse().ok()?;
-                (period > 0.0).then(|| quota / period)
-            }),
-            (1, [quota, period]) => {
-                let q = quota.read().and_then(|t| t.trim().parse::<i64>().ok());
-                match (q, period.read_u64()) {
-                    (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        (memory, cpu)
     }
 
     /// Reads usage now (and the limits when due); `None` when there is no cgroup.
@@ -204,13 +172,12 @@ impl CgroupReader {
         if self.version == 0 {
             return None;
         }
-        if self.limits.is_none() || self.samples_since_limits >= LIMITS_EVERY {
-            self.limits = Some(self.read_limits());
-            self.samples_since_limits = 0;
-        }
-        self.samples_since_limits += 1;
-        let (memory_limit_bytes, cpu_quota_cores) = self.limits.unwrap_or((None, None));
         let now = Instant::now();
+        let (version, memory_limit, cpu_limit) =
+            (self.version, &mut self.memory_limit, &mut self.cpu_limit);
+        let (memory_limit_bytes, cpu_quota_cores) = self
+            .limits
+            .get(now, || read_limits(version, memory_limit, cpu_limit));
         let memory_stat = &mut self.memory_stat;
         let inactive = self.inactive.get(now, || {
             let text = memory_stat.as_mut()?.read()?;
@@ -238,6 +205,39 @@ impl CgroupReader {
             cpu_throttled_ns,
         })
     }
+}
+
+/// The memory limit (bytes) and CPU quota (cores); `None` where there is none.
+fn read_limits(
+    version: u8,
+    memory_limit: &mut Option<ProcFile>,
+    cpu_limit: &mut [ProcFile],
+) -> (Option<u64>, Option<f64>) {
+    let memory = memory_limit.as_mut().and_then(|f| {
+        let text = f.read()?.trim();
+        match version {
+            // v2 says "max" for no limit; v1 a huge number near i64::MAX.
+            2 => text.parse().ok(),
+            _ => text.parse().ok().filter(|&l: &u64| l < V1_UNLIMITED),
+        }
+    });
+    let cpu = match (version, cpu_limit) {
+        (2, [max]) => max.read().and_then(|t| {
+            let mut parts = t.split_whitespace();
+            let quota: f64 = parts.next()?.parse().ok()?; // "max" fails: no quota
+            let period: f64 = parts.next()?.parse().ok()?;
+            (period > 0.0).then(|| quota / period)
+        }),
+        (1, [quota, period]) => {
+            let q = quota.read().and_then(|t| t.trim().parse::<i64>().ok());
+            match (q, period.read_u64()) {
+                (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    (memory, cpu)
 }
 
 /// A `key value` line from a stat file such as `memory.stat` or `cpu.stat`.
@@ -292,6 +292,35 @@ mod tests {
         assert_eq!(s.memory_used_bytes, Some((3 << 29) - (1 << 29)));
         assert_eq!(s.cpu_quota_cores, Some(1.5));
         assert_eq!(s.cpu_throttled_ns, Some(2_500_000));
+    }
+
+    #[test]
+    fn a_sample_soon_after_another_rereads_usage_and_carries_limits_cache_and_throttling() {
+        let dir = tempdir("carry");
+        write(&dir, "memory.max", "2147483648\n");
+        write(&dir, "memory.current", "1073741824\n");
+        write(&dir, "memory.stat", "inactive_file 1024\n");
+        write(&dir, "cpu.max", "150000 100000\n");
+        write(&dir, "cpu.stat", "throttled_usec 1\n");
+        let mut reader = CgroupReader::new(CgroupProbe::at(&dir));
+        let first = reader.sample().unwrap();
+        // Milliseconds later (a run's end): memory use has grown, and everything else
+        // changed too, but only memory use is due.
+        write(&dir, "memory.current", "2000000000\n");
+        write(&dir, "memory.max", "4294967296\n");
+        write(&dir, "memory.stat", "inactive_file 2048\n");
+        write(&dir, "cpu.max", "max 100000\n");
+        write(&dir, "cpu.stat", "throttled_usec 9\n");
+        let soon = reader.sample().unwrap();
+        assert_eq!(soon.memory_used_bytes, Some(2_000_000_000 - 1024));
+        assert_eq!(soon.memory_limit_bytes, first.memory_limit_bytes);
+        assert_eq!(soon.cpu_quota_cores, Some(1.5));
+        assert_eq!(soon.cpu_throttled_ns, Some(1000));
+        // A reader starting now sees them all.
+        let fresh = CgroupProbe::at(&dir).sample().unwrap();
+        assert_eq!(fresh.memory_limit_bytes, Some(4 << 30));
+        assert_eq!(fresh.memory_used_bytes, Some(2_000_000_000 - 2048));
+        assert_eq!(fresh.cpu_throttled_ns, Some(9000));
     }
 
     #[test]

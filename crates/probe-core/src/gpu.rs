@@ -12,7 +12,7 @@ use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 
 use crate::gpm::Gpm;
-use crate::slow::Every;
+use crate::slow::{Every, RARE_FIGURES_EVERY};
 use crate::snapshot::{GpuDevice, GpuProcess, GpuSnapshot, GpuState, MigDevice};
 
 /// Something that can report the machine's GPUs.
@@ -202,8 +202,9 @@ pub struct NvmlProbe {
     uuids: Vec<Option<String>>,
     /// Per device index, the metrics the device answered `NotSupported` for.
     unsupported: Vec<HashSet<Metric>>,
-    /// Per device index, what rarely changes, read every [`FIXED_EVERY`] samples. It also
-    /// names a lost device, which can no longer say which it is.
+    /// Per device index, what rarely changes, read at most every 30 s
+    /// (`RARE_FIGURES_EVERY`). It also names a lost device, which can no longer say which
+    /// it is.
     fixed: Vec<Option<Fixed>>,
     /// Per device index, what changes over seconds, read at most every
     /// [`crate::SLOW_FIGURES_EVERY`].
@@ -229,8 +230,8 @@ struct Fixed {
     name: Option<String>,
     power_limit_mw: Option<u32>,
     mig_enabled: Option<bool>,
-    /// Samples until they are read again.
-    fresh_for: u32,
+    /// When they were read.
+    read_at: Instant,
 }
 
 /// Figures that change over seconds rather than milliseconds: a fresh sample at a run's end
@@ -247,9 +248,6 @@ struct Slow {
     ecc_corrected_errors: Option<u64>,
     ecc_uncorrected_errors: Option<u64>,
 }
-
-/// Re-read the rarely changing figures every this many samples.
-const FIXED_EVERY: u32 = 30;
 
 impl NvmlProbe {
     /// Loads NVML from `lib_path`, or from the system's `libnvidia-ml.so.1` when `None`.
@@ -350,11 +348,9 @@ impl NvmlProbe {
             unsupported: &mut self.unsupported[slot],
             lost: false,
         };
+        let now = Instant::now();
         let fixed = match self.fixed[slot].take() {
-            Some(mut f) if f.fresh_for > 0 => {
-                f.fresh_for -= 1;
-                f
-            }
+            Some(f) if now.saturating_duration_since(f.read_at) < RARE_FIGURES_EVERY => f,
             previous => {
                 let uuid = r.read(Metric::Uuid, || device.uuid());
                 let name = r.read(Metric::Name, || device.name());
@@ -366,7 +362,7 @@ impl NvmlProbe {
                     mig_enabled: r
                         .read(Metric::Mig, || device.mig_mode())
                         .map(|m| m.current == 1),
-                    fresh_for: FIXED_EVERY,
+                    read_at: now,
                 }
             }
         };
@@ -377,7 +373,7 @@ impl NvmlProbe {
         if self.slow.len() <= slot {
             self.slow.resize_with(slot + 1, Every::new);
         }
-        let slow = self.slow[slot].get(Instant::now(), || Slow {
+        let slow = self.slow[slot].get(now, || Slow {
             temperature: r.read(Metric::Temperature, || {
                 device.temperature(TemperatureSensor::Gpu)
             }),

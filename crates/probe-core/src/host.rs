@@ -145,8 +145,6 @@ impl HostProbe {
         true
     }
 
-    /// Load averages over 1, 5 and 15 minutes, from /proc/loadavg kept open (sysinfo's
-    /// fallback elsewhere).
     /// RAM and swap. On Linux, /proc/meminfo read directly: sysinfo's memory refresh also
     /// walks the cgroup files (which runlens reads itself) and costs several times more.
     fn memory(&mut self) -> Memory {
@@ -169,7 +167,8 @@ impl HostProbe {
     }
 }
 
-/// The 1, 5 and 15 minute load averages.
+/// Load averages over 1, 5 and 15 minutes, from /proc/loadavg kept open (sysinfo's
+/// fallback elsewhere).
 fn load_average(loadavg: &mut ProcFile) -> Option<[f64; 3]> {
     let parsed = loadavg.read().and_then(|text| {
         let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());

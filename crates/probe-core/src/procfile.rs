@@ -103,9 +103,9 @@ mod tests {
         std::fs::write(&path, "short\n").unwrap();
         assert_eq!(f.read(), Some("short\n"));
         // A kernel-generated file reads whole through positional reads.
-        let mut meminfo = ProcFile::new("/proc/self/status");
+        let mut status = ProcFile::new("/proc/self/status");
         assert!(
-            meminfo
+            status
                 .read()
                 .is_some_and(|t| t.contains("VmRSS") && t.ends_with('\n'))
         );

@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 /// CPU utilization is measured (the same as `sysinfo`'s minimum refresh interval).
 pub const SLOW_FIGURES_EVERY: Duration = Duration::from_millis(200);
 
+/// How long a reading of what changes only on reconfiguration serves (cgroup limits; a
+/// GPU's name, UUID, power limit and MIG mode): thirty periodic samples at the default
+/// interval, and no more often however many fresh samples come in between.
+pub(crate) const RARE_FIGURES_EVERY: Duration = Duration::from_secs(30);
+
 /// A reading that serves every sample for a while.
 #[derive(Debug, Clone)]
 pub(crate) struct Every<T> {
