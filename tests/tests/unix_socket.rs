@@ -115,3 +115,33 @@ async fn the_client_records_over_a_unix_socket_and_survives_a_restart_on_the_sam
     second.stop();
     assert!(!socket.exists(), "a clean stop removes its socket");
 }
+
+/// `runlens bench agent --transport unix` measures the pod's path: the agent's shape over a
+/// Unix socket, every span stored with both samples (the benchmark exits non-zero otherwise).
+#[test]
+fn bench_agent_drives_the_sidecar_over_a_unix_socket() {
+    let (status, stdout, stderr) = run_bin(
+        "runlens",
+        &[
+            "bench",
+            "agent",
+            "--rate",
+            "90",
+            "--seconds",
+            "1",
+            "--transport",
+            "unix",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(" at unix:///"), "{stdout}");
+    assert!(
+        stdout.contains("verified 90/90 spans stored, each with both samples"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sidecar: ") && stdout.contains("µs CPU per span"),
+        "{stdout}"
+    );
+}
