@@ -11,6 +11,7 @@
 //! acknowledging.
 
 mod batch;
+mod checkpoint;
 mod ops;
 mod rows;
 mod snapshot;
@@ -182,12 +183,13 @@ impl Writer {
     /// With `retention`, [`WriterHandle::prune_step`] prunes, and a database at its size
     /// cap is pruned before a write gives up.
     pub fn start(
-        conn: Connection,
+        mut conn: Connection,
         observer: Option<Arc<dyn CommitObserver>>,
         outbox: bool,
         retention: Option<RetentionPolicy>,
     ) -> std::io::Result<Self> {
         let times = times::SnapshotTimes::load(&conn).map_err(std::io::Error::other)?;
+        let checkpointer = checkpoint::Checkpointer::start(&mut conn);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (health_tx, health) = watch::channel(None);
         let stop = Arc::new(AtomicBool::new(false));
@@ -197,6 +199,7 @@ impl Writer {
             .spawn(move || {
                 run(Thread {
                     conn,
+                    checkpointer,
                     times,
                     observer,
                     outbox,
@@ -231,6 +234,8 @@ impl Writer {
 
 struct Thread {
     conn: Connection,
+    /// Runs the WAL's checkpoints so that commits do not (`None`: SQLite's own, in commits).
+    checkpointer: Option<checkpoint::Checkpointer>,
     /// When each stored sample was taken, for spans that arrive after they ended.
     times: times::SnapshotTimes,
     /// Told what each commit finished.
@@ -308,6 +313,9 @@ fn run(mut t: Thread) {
             let outcome = prune_step(&mut t);
             let _ = reply.send(outcome);
         }
+    }
+    if let Some(checkpointer) = t.checkpointer.take() {
+        checkpointer.stop(&mut t.conn);
     }
     tracing::debug!("storage writer stopped");
 }
