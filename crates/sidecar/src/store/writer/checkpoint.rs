@@ -6,11 +6,17 @@
 //! agent shape on the 2-core VM this put the acknowledgement p99 at 16–18 ms; with no
 //! checkpoint in the writer it was 4.3 ms (`runlens bench agent`, BENCHMARKS.md). Here the
 //! writer's commit hook only signals, and a thread with its own connection runs a PASSIVE
-//! checkpoint, which never blocks the writer. Should the WAL still grow past
-//! [`BACKSTOP_PAGES`] (the thread starved of CPU), the writer checkpoints in its commit as
-//! SQLite would.
+//! checkpoint, which never blocks the writer.
+//!
+//! A WAL starts over from its beginning only when a write transaction begins with every
+//! frame copied. While the writer leaves gaps between commits (agent rates) the thread's
+//! checkpoint completes in one and the WAL stays near [`CHECKPOINT_PAGES`]. At saturation
+//! commits follow each other with no such gap, so at [`BACKSTOP_PAGES`] the writer's commit
+//! finishes the checkpoint itself: the thread has copied most frames by then, so it copies
+//! the few since and syncs, and the WAL starts over (8 MiB at most; without this step it
+//! grew to 49 MiB during `runlens bench ingest`).
 
-use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -18,8 +24,8 @@ use rusqlite::Connection;
 /// WAL pages after a commit that start a checkpoint (SQLite's own default threshold).
 pub const CHECKPOINT_PAGES: i32 = 1000;
 
-/// WAL pages at which the writer checkpoints itself rather than wait for the thread.
-pub const BACKSTOP_PAGES: i32 = 16 * CHECKPOINT_PAGES;
+/// WAL pages at which the writer's commit finishes the checkpoint itself.
+pub const BACKSTOP_PAGES: i32 = 2 * CHECKPOINT_PAGES;
 
 /// The checkpoint thread of one writer connection.
 pub struct Checkpointer {
@@ -45,22 +51,7 @@ impl Checkpointer {
             .name("runlens-checkpoint".into())
             .spawn(move || run(own, rx))
             .ok()?;
-        let hooked = conn.wal_hook(Some(
-            move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
-                if pages >= BACKSTOP_PAGES {
-                    return wal.checkpoint();
-                }
-                if pages >= CHECKPOINT_PAGES {
-                    match tx.try_send(()) {
-                        Ok(()) | Err(TrySendError::Full(())) => {}
-                        // The thread is gone: checkpoint here, as SQLite would.
-                        Err(TrySendError::Disconnected(())) => return wal.checkpoint(),
-                    }
-                }
-                Ok(())
-            },
-        ));
-        if let Err(error) = hooked {
+        if let Err(error) = conn.wal_hook(Some(commit_hook(tx))) {
             tracing::debug!(%error, "no WAL hook; the writer checkpoints");
             // The hook (and its sender) was not installed, so the thread ends by itself.
             let _ = thread.join();
@@ -83,6 +74,37 @@ impl Checkpointer {
         }
         // Back to SQLite's automatic checkpoints for whatever the writer still commits.
         let _ = conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES);
+    }
+}
+
+/// What the writer's connection runs after each commit, with the WAL's size in frames:
+/// signal the thread past [`CHECKPOINT_PAGES`], finish the checkpoint itself past
+/// [`BACKSTOP_PAGES`] (or once the thread is gone).
+fn commit_hook(
+    signal: SyncSender<()>,
+) -> impl FnMut(&mut rusqlite::hooks::Wal, std::ffi::c_int) -> rusqlite::Result<()> + Send + 'static
+{
+    move |wal, pages| {
+        after_commit(pages, &signal, || wal.checkpoint());
+        // Never an error from the hook: it runs after the commit, and an error would make
+        // the commit look failed, so the writer would write the batch a second time.
+        Ok(())
+    }
+}
+
+/// The hook's decision, apart from SQLite: signal the thread, or `checkpoint` here. A
+/// checkpoint that cannot run now (`SQLITE_BUSY` while the thread runs one) is left to the
+/// next commit, as SQLite's own hook does.
+fn after_commit(
+    pages: std::ffi::c_int,
+    signal: &SyncSender<()>,
+    checkpoint: impl FnOnce() -> rusqlite::Result<()>,
+) {
+    let finish_here = pages >= BACKSTOP_PAGES
+        || (pages >= CHECKPOINT_PAGES
+            && matches!(signal.try_send(()), Err(TrySendError::Disconnected(()))));
+    if finish_here && let Err(error) = checkpoint() {
+        tracing::trace!(%error, "checkpoint in the commit deferred");
     }
 }
 
@@ -119,14 +141,18 @@ mod tests {
         conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
         conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
         let checkpointer = Checkpointer::start(&mut conn).expect("a file database");
-        // A row a page: past CHECKPOINT_PAGES, far below BACKSTOP_PAGES, so only the
-        // thread can have copied them into the database file.
+        // A row a page, committed one by one until the commit that takes the WAL past
+        // CHECKPOINT_PAGES frames (its hook signals the thread): far below BACKSTOP_PAGES,
+        // so only the thread can copy them into the database file.
         let row = vec![7u8; 3500];
-        let rows = CHECKPOINT_PAGES + 100;
-        for _ in 0..rows {
+        let wal = dir.path().join("c.db-wal");
+        let frames = u64::try_from(CHECKPOINT_PAGES).unwrap();
+        let mut rows = 0;
+        while file_len(&wal) < 32 + frames * (4096 + 24) && rows < 10_000 {
             conn.execute("INSERT INTO t VALUES (?1)", [&row]).unwrap();
+            rows += 1;
         }
-        let copied = u64::try_from(CHECKPOINT_PAGES).unwrap() * 4096;
+        let copied = u64::try_from(rows).unwrap() * 4096;
         let deadline = Instant::now() + Duration::from_secs(20);
         while file_len(&path) < copied && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -144,6 +170,61 @@ mod tests {
         drop(conn);
         // The writer's connection, closed last, checkpointed and took the WAL with it.
         assert!(!dir.path().join("c.db-wal").exists());
+    }
+
+    #[test]
+    fn with_the_thread_not_keeping_up_the_writer_bounds_the_wal_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        // A thread that never answers: its one-signal channel stays full.
+        let (signal, _never_read) = sync_channel::<()>(1);
+        conn.wal_hook(Some(commit_hook(signal))).unwrap();
+        let row = vec![7u8; 3500];
+        for _ in 0..(2 * BACKSTOP_PAGES) {
+            conn.execute("INSERT INTO t VALUES (?1)", [&row]).unwrap();
+        }
+        // Each insert writes a few frames: without the backstop the WAL would hold them all.
+        let wal = file_len(&dir.path().join("b.db-wal"));
+        let bound = 32 + u64::try_from(BACKSTOP_PAGES + 8).unwrap() * (4096 + 24);
+        assert!(wal <= bound, "the WAL grew to {wal} bytes (bound {bound})");
+    }
+
+    #[test]
+    fn the_hook_signals_below_the_backstop_and_checkpoints_itself_at_it_or_without_a_thread() {
+        let (signal, signals) = sync_channel::<()>(1);
+        let mut ran = 0;
+        after_commit(CHECKPOINT_PAGES - 1, &signal, || {
+            ran += 1;
+            Ok(())
+        });
+        assert!(signals.try_recv().is_err(), "no signal below the threshold");
+        after_commit(CHECKPOINT_PAGES, &signal, || {
+            ran += 1;
+            Ok(())
+        });
+        assert!(signals.try_recv().is_ok(), "the thread is signalled");
+        assert_eq!(ran, 0, "and the commit does not checkpoint");
+        after_commit(BACKSTOP_PAGES, &signal, || {
+            ran += 1;
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            ))
+        });
+        assert_eq!(
+            ran, 1,
+            "at the backstop the commit checkpoints (BUSY is left for later)"
+        );
+        drop(signals);
+        after_commit(CHECKPOINT_PAGES, &signal, || {
+            ran += 1;
+            Ok(())
+        });
+        assert_eq!(ran, 2, "with the thread gone the commit checkpoints");
     }
 
     #[test]
