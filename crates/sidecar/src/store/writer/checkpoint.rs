@@ -132,14 +132,20 @@ mod tests {
         std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// A WAL database with one table `t (x BLOB)`, synced as the sidecar syncs.
+    fn wal_database(path: &std::path::Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        conn
+    }
+
     #[test]
     fn the_thread_copies_the_wal_into_the_database_and_the_last_close_removes_the_wal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        let mut conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
-        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        let mut conn = wal_database(&path);
         let checkpointer = Checkpointer::start(&mut conn).expect("a file database");
         // A row a page, committed one by one until the commit that takes the WAL past
         // CHECKPOINT_PAGES frames (its hook signals the thread): far below BACKSTOP_PAGES,
@@ -176,10 +182,7 @@ mod tests {
     fn with_the_thread_not_keeping_up_the_writer_bounds_the_wal_itself() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
-        let mut conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
-        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        let mut conn = wal_database(&path);
         // A thread that never answers: its one-signal channel stays full.
         let (signal, _never_read) = sync_channel::<()>(1);
         conn.wal_hook(Some(commit_hook(signal))).unwrap();
