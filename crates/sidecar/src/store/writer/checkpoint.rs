@@ -13,7 +13,7 @@
 //! checkpoint completes in one and the WAL stays near [`CHECKPOINT_PAGES`]. At saturation
 //! commits follow each other with no such gap, so at [`BACKSTOP_PAGES`] the writer's commit
 //! finishes the checkpoint itself: the thread has copied most frames by then, so it copies
-//! the few since and syncs, and the WAL starts over (8 MiB at most; without this step it
+//! the few since and syncs, and the WAL starts over (about 8 MiB; without this step it
 //! grew to 49 MiB during `runlens bench ingest`).
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
