@@ -704,7 +704,8 @@ pub struct ServeArgs {
     /// Keep the database under this many MiB. Above 90% of it the oldest runs and samples
     /// are pruned, whatever --retain says, until it is under 80% (a `storage.pruned`
     /// system event records it). Only when nothing more can go does runlens stop taking
-    /// new data (clients keep it in their buffers) and report NOT_SERVING.
+    /// new data (clients keep it in their buffers) and report NOT_SERVING. The write-ahead
+    /// log beside the database (about 8 MiB at most) is not counted.
     #[arg(long, env = env::MAX_DB_MIB, value_name = "MIB")]
     pub max_db_mib: Option<u64>,
     /// Keep runs, their spans and events, and samples this long after they end, e.g. 14d,

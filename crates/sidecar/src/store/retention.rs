@@ -1,7 +1,8 @@
 //! Retention: what keeps a database that runs for months bounded.
 //!
 //! Three rules, applied by the writer thread in small steps between ingest batches (one
-//! step is one short transaction, so acknowledgements wait for at most one step):
+//! step is one short transaction of about [`STEP_TIME`], so acknowledgements wait for at
+//! most one step):
 //!
 //! - **Expiry.** Runs that ended more than `--retain` ago go, with their spans and events;
 //!   then samples older than that which nothing refers to any more, old system events and
@@ -22,19 +23,26 @@
 //! since schema 8); older files reuse their freed pages instead of growing.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::read::{METRICS_CURSOR, TRACES_CURSOR};
 
-/// Spans and events deleted in one step at most: about a millisecond of work, so that a
-/// step delays the acknowledgements queued behind it by no more than that.
+/// The work one step stops after, once it has deleted something: an acknowledgement queued
+/// behind a step waits about this long. Counts alone did not bound it: 64 runs with their
+/// spans and events took 5-6 ms and a step 8-25 ms on a 2-core machine in
+/// `runlens bench soak` (ack p99 12 ms in one interval); checked between runs and between
+/// phases, so a step is this plus one run's or one phase's work.
+pub const STEP_TIME: Duration = Duration::from_millis(2);
+
+/// Spans and events deleted in one step at most.
 const ROWS_PER_STEP: usize = 500;
 
 /// Samples deleted in one step at most (each has a row per GPU and per GPU process
-/// besides: 50 samples of an 8-GPU machine are about 850 rows).
-const SAMPLES_PER_STEP: usize = 50;
+/// besides: 20 samples of an 8-GPU machine are about 350 rows). 50 took 1.3-9 ms in
+/// `runlens bench soak`.
+const SAMPLES_PER_STEP: usize = 20;
 
 /// Free pages handed back to the file system per step (1 MiB at the default page size).
 const VACUUM_PAGES_PER_STEP: i64 = 256;
@@ -88,6 +96,19 @@ pub struct PruneReport {
 }
 
 impl PruneReport {
+    /// Whether anything was deleted.
+    fn deleted_anything(&self) -> bool {
+        self.runs + self.spans + self.events + self.samples_thinned + self.samples_expired > 0
+    }
+
+    /// Whether the step is out of time: past `deadline` and, so that every step makes
+    /// progress however slow the machine, having deleted something already. Says `more`.
+    fn out_of_time(&mut self, deadline: Instant) -> bool {
+        let out = self.deleted_anything() && Instant::now() >= deadline;
+        self.more |= out;
+        out
+    }
+
     /// Adds another step's counts to these.
     pub fn add(&mut self, other: &PruneReport) {
         self.runs += other.runs;
@@ -112,6 +133,12 @@ pub struct Pruner {
     size_episode: Option<PruneReport>,
     /// Where pruning for size got to in the samples, (time, id).
     size_until: (i64, i64),
+    /// The work a step stops after ([`STEP_TIME`]).
+    step_time: Duration,
+    /// Samples a thinning scan chose to delete and later steps have not deleted yet, and
+    /// where the scanned minutes end: a scan reads every sample of its minutes (and their
+    /// GPUs' rows), so it is done once for them, not once per step.
+    thin_pending: (Vec<i64>, i64),
 }
 
 impl Pruner {
@@ -123,30 +150,53 @@ impl Pruner {
             expired_until: (i64::MIN, i64::MIN),
             size_episode: None,
             size_until: (i64::MIN, i64::MIN),
+            step_time: STEP_TIME,
+            thin_pending: (Vec::new(), 0),
         }
     }
 
+    /// The same pruner with another step time (tests: zero makes every step as small as
+    /// it can be).
+    #[cfg(test)]
+    pub fn with_step_time(mut self, step_time: Duration) -> Self {
+        self.step_time = step_time;
+        self
+    }
+
     /// Does one small step of pruning as of `now_ns`, in one transaction, then hands some
-    /// free pages back. `report.more` says whether to call again.
+    /// free pages back. `report.more` says whether to call again. A step stops taking on
+    /// work after [`STEP_TIME`] (between runs and between phases), once it has deleted
+    /// something.
     pub fn step(&mut self, conn: &mut Connection, now_ns: i64) -> rusqlite::Result<PruneReport> {
+        let deadline = Instant::now() + self.step_time;
         let mut report = PruneReport::default();
         let over = self.over_target(conn)?;
         let tx = conn.transaction()?;
         let limits = Limits::read(&tx, self.policy.keep_unexported)?;
         let cutoff = now_ns.saturating_sub(nanos(self.policy.retain));
-        let mut budget = ROWS_PER_STEP;
+        let mut budget = Budget {
+            rows: ROWS_PER_STEP,
+            deadline,
+        };
         delete_runs(&tx, cutoff, &limits, &mut budget, &mut report)?;
-        if budget > 0 {
+        if budget.rows > 0 && !report.out_of_time(deadline) {
             self.expire_samples(&tx, cutoff, &limits, &mut report)?;
         }
         delete_old_bookkeeping(&tx, cutoff, &limits, &mut report)?;
-        if over {
+        // Over the cap but out of time: the episode goes on in the next step.
+        let size_deferred = over && report.out_of_time(deadline);
+        if over && !size_deferred {
             self.prune_for_size(&tx, now_ns, &limits, &mut budget, &mut report)?;
         }
-        if !report.more && report.deleted_samples.len() < SAMPLES_PER_STEP {
+        if !report.more
+            && report.deleted_samples.len() < SAMPLES_PER_STEP
+            && !report.out_of_time(deadline)
+        {
             self.thin(&tx, now_ns, cutoff, &limits, &mut report)?;
         }
-        self.close_size_episode(&tx, now_ns, over, &report)?;
+        if !size_deferred {
+            self.close_size_episode(&tx, now_ns, over, &report)?;
+        }
         tx.commit()?;
         report.pages_freed = vacuum_some(conn)?;
         report.more |= report.pages_freed > 0 && free_pages(conn)? > 0;
@@ -175,7 +225,7 @@ impl Pruner {
         tx: &Transaction<'_>,
         now_ns: i64,
         limits: &Limits,
-        budget: &mut usize,
+        budget: &mut Budget,
         report: &mut PruneReport,
     ) -> rusqlite::Result<()> {
         let before = (report.runs, report.samples_expired, report.spans);
@@ -265,7 +315,8 @@ impl Pruner {
         Ok(())
     }
 
-    /// Thins one minute of periodic samples older than `--retain-full`.
+    /// Thins the next minutes of periodic samples older than `--retain-full`: scans them
+    /// once, then deletes what the scan chose [`SAMPLES_PER_STEP`] at a time.
     fn thin(
         &mut self,
         tx: &Transaction<'_>,
@@ -302,15 +353,23 @@ impl Pruner {
             self.thinned_until_ns = Some(start);
             return Ok(());
         }
-        let (mut doomed, end) = thinning_candidates(tx, start, horizon, limits)?;
-        let done = doomed.len() <= SAMPLES_PER_STEP;
-        doomed.truncate(SAMPLES_PER_STEP);
+        if self.thin_pending.0.is_empty() {
+            self.thin_pending = thinning_candidates(tx, start, horizon, limits)?;
+        }
+        let (pending, end) = &mut self.thin_pending;
+        let chunk: Vec<i64> = pending
+            .drain(..pending.len().min(SAMPLES_PER_STEP))
+            .collect();
+        // A span may have come to refer to one since the scan (late data is matched to
+        // the sample nearest its time). Should this step's transaction fail, the chunk is
+        // not deleted and not tried again: kept, not lost.
+        let doomed = unreferenced(tx, chunk)?;
         report.samples_thinned += delete_samples(tx, &doomed)?;
         report.deleted_samples.extend(doomed);
-        if done {
-            self.thinned_until_ns = Some(end);
+        if pending.is_empty() {
+            self.thinned_until_ns = Some(*end);
         }
-        report.more |= self.thinned_until_ns.unwrap_or(start) < horizon;
+        report.more |= !pending.is_empty() || self.thinned_until_ns.unwrap_or(start) < horizon;
         Ok(())
     }
 }
@@ -345,13 +404,22 @@ impl Limits {
     }
 }
 
-/// Deletes ended runs with their spans and events, oldest first, within `budget` rows. A
-/// run with more rows than the budget loses its spans over several steps and goes last.
+/// What one step may still do.
+struct Budget {
+    /// Spans and events it may still delete.
+    rows: usize,
+    /// When it stops taking on more runs.
+    deadline: Instant,
+}
+
+/// Deletes ended runs with their spans and events, oldest first, within the budget's rows
+/// and time. A run with more rows than the budget loses its spans over several steps and
+/// goes last.
 fn delete_runs(
     tx: &Transaction<'_>,
     ended_before: i64,
     limits: &Limits,
-    budget: &mut usize,
+    budget: &mut Budget,
     report: &mut PruneReport,
 ) -> rusqlite::Result<()> {
     let unexported = if limits.traces_after.is_some() {
@@ -371,7 +439,7 @@ fn delete_runs(
         )?
         .collect::<rusqlite::Result<_>>()?;
     for run_id in runs {
-        if *budget == 0 {
+        if budget.rows == 0 || report.out_of_time(budget.deadline) {
             report.more = true;
             return Ok(());
         }
@@ -380,16 +448,16 @@ fn delete_runs(
                 "DELETE FROM spans WHERE rowid IN
                      (SELECT rowid FROM spans WHERE run_id = ?1 LIMIT ?2)",
             )?
-            .execute(params![run_id, *budget as i64])?;
-        *budget = budget.saturating_sub(spans);
+            .execute(params![run_id, budget.rows as i64])?;
+        budget.rows = budget.rows.saturating_sub(spans);
         report.spans += spans as u64;
         let events = tx
             .prepare_cached(
                 "DELETE FROM events WHERE event_id IN
                      (SELECT event_id FROM events WHERE run_id = ?1 LIMIT ?2)",
             )?
-            .execute(params![run_id, (*budget).max(1) as i64])?;
-        *budget = budget.saturating_sub(events);
+            .execute(params![run_id, budget.rows.max(1) as i64])?;
+        budget.rows = budget.rows.saturating_sub(events);
         report.events += events as u64;
         let rest: bool = tx
             .prepare_cached(
@@ -403,7 +471,7 @@ fn delete_runs(
         }
         tx.prepare_cached("DELETE FROM runs WHERE run_id = ?1")?
             .execute([&run_id])?;
-        *budget = budget.saturating_sub(1);
+        budget.rows = budget.rows.saturating_sub(1);
         report.runs += 1;
         report.more = true;
     }

@@ -108,7 +108,16 @@ impl History {
 
     /// Prunes until there is nothing left to do; the steps taken.
     fn prune(&mut self, policy: RetentionPolicy) -> (PruneReport, usize) {
-        let mut pruner = Pruner::new(policy);
+        self.prune_in_steps_of(policy, STEP_TIME)
+    }
+
+    /// As [`History::prune`], each step stopping after `step_time`.
+    fn prune_in_steps_of(
+        &mut self,
+        policy: RetentionPolicy,
+        step_time: Duration,
+    ) -> (PruneReport, usize) {
+        let mut pruner = Pruner::new(policy).with_step_time(step_time);
         let mut total = PruneReport::default();
         for steps in 1..100_000 {
             let report = pruner.step(&mut self.conn, self.now).unwrap();
@@ -355,6 +364,91 @@ fn the_file_shrinks_after_pruning() {
 }
 
 #[test]
+fn a_step_stops_at_its_time_once_it_has_deleted_something() {
+    let mut h = History::new();
+    for i in 0..10 {
+        let start = h.now - 20 * DAY + i * HOUR;
+        h.run(&format!("old-{i}"), start, Some(start + 60 * SECOND), 2);
+    }
+    // Out of time from the start: each step deletes one run (with its spans and events)
+    // and says there is more, so that an acknowledgement waits for one run's work at most.
+    let mut pruner = Pruner::new(policy()).with_step_time(Duration::ZERO);
+    let first = pruner.step(&mut h.conn, h.now).unwrap();
+    assert_eq!((first.runs, first.spans, first.events), (1, 2, 1));
+    assert!(first.more);
+    assert_eq!(h.count("SELECT count(*) FROM runs"), 9);
+    // Step by step, everything still goes.
+    let mut steps = 1;
+    while pruner.step(&mut h.conn, h.now).unwrap().more {
+        steps += 1;
+    }
+    assert!(steps >= 10, "{steps} steps");
+    assert_eq!(h.count("SELECT count(*) FROM runs"), 0);
+    assert_eq!(h.count("SELECT count(*) FROM spans"), 0);
+    assert_eq!(h.count("SELECT count(*) FROM snapshots"), 0);
+    // With time to spare, one step does them all.
+    let mut h = History::new();
+    for i in 0..10 {
+        let start = h.now - 20 * DAY + i * HOUR;
+        h.run(&format!("old-{i}"), start, Some(start + 60 * SECOND), 2);
+    }
+    let mut pruner = Pruner::new(policy()).with_step_time(Duration::from_secs(60));
+    assert_eq!(pruner.step(&mut h.conn, h.now).unwrap().runs, 10);
+}
+
+#[test]
+fn pruning_for_size_in_the_smallest_steps_still_reaches_its_target() {
+    let mut h = warped_history();
+    let used = used_bytes(&h.conn).unwrap();
+    // Expiry (14 days) deletes in every step, so pruning for size waits behind it and then
+    // goes on over many steps: still one episode, recorded once, at its end.
+    let max = used * 10 / 25;
+    let (report, _) = h.prune_in_steps_of(
+        RetentionPolicy {
+            max_bytes: Some(max),
+            ..policy()
+        },
+        Duration::ZERO,
+    );
+    assert!(report.for_size);
+    let now_used = used_bytes(&h.conn).unwrap();
+    assert!(
+        (now_used as f64) <= max as f64 * SIZE_LOW,
+        "{now_used} bytes used, target {max}"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM events WHERE kind = 'system' AND name = 'storage.pruned'"),
+        1
+    );
+}
+
+#[test]
+fn an_episode_of_pruning_for_size_goes_on_over_a_step_out_of_time_before_it() {
+    let mut h = warped_history();
+    let max = used_bytes(&h.conn).unwrap() * 10 / 17;
+    let mut pruner = Pruner::new(RetentionPolicy {
+        retain: Duration::from_secs(60 * 24 * 3600),
+        max_bytes: Some(max),
+        ..policy()
+    })
+    .with_step_time(Duration::ZERO);
+    let first = pruner.step(&mut h.conn, h.now).unwrap();
+    assert!(first.for_size && first.more, "{first:?}");
+    // Late data: a run that ended 69 days ago. The next step's expiry deletes it and is
+    // then out of time, before pruning for size: the episode must not end there.
+    h.run("late", h.now - 70 * DAY, Some(h.now - 69 * DAY), 1);
+    let second = pruner.step(&mut h.conn, h.now).unwrap();
+    assert_eq!(second.runs, 1);
+    assert!(!second.for_size && second.more, "{second:?}");
+    while pruner.step(&mut h.conn, h.now).unwrap().more {}
+    assert_eq!(
+        h.count("SELECT count(*) FROM events WHERE kind = 'system' AND name = 'storage.pruned'"),
+        1,
+        "one episode, recorded once"
+    );
+}
+
+#[test]
 fn size_target_prunes_the_oldest_first_and_records_it() {
     let mut h = warped_history();
     let used = used_bytes(&h.conn).unwrap();
@@ -450,4 +544,38 @@ fn unexported_runs_and_samples_stay_while_export_is_configured() {
         2,
         "numbered after the cursor"
     );
+}
+
+#[test]
+fn a_sample_late_data_comes_to_refer_to_between_thinning_steps_stays() {
+    let mut h = History::new();
+    let minute = floor_minute(h.now - 3 * HOUR);
+    // A minute of equal samples: the first is each dimension's worst and stays, the other
+    // 59 are thinned, SAMPLES_PER_STEP a step, from one scan of the minute.
+    let ids: Vec<i64> = (0..60)
+        .map(|i| h.sample(minute + i * SECOND, "interval", 0.2, 60, 30 << 30))
+        .collect();
+    let mut pruner = Pruner::new(policy());
+    let first = pruner.step(&mut h.conn, h.now).unwrap();
+    assert_eq!(first.samples_thinned, SAMPLES_PER_STEP as u64);
+    assert!(first.more);
+    // Late data: a run whose start is matched to the minute's last sample, which the scan
+    // chose to delete and no step has deleted yet.
+    let last = *ids.last().unwrap();
+    h.conn
+        .execute(
+            "INSERT INTO runs (run_id, name, status, started_at_ns, start_snapshot_id)
+             VALUES ('late', 'task', 'running', ?1, ?2)",
+            params![minute + 59 * SECOND, last],
+        )
+        .unwrap();
+    while pruner.step(&mut h.conn, h.now).unwrap().more {}
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(*) FROM snapshots WHERE snapshot_id = {last}"
+        )),
+        1,
+        "the sample the run refers to stays"
+    );
+    assert_eq!(h.count("SELECT count(*) FROM snapshots"), 2);
 }
