@@ -106,6 +106,20 @@ impl History {
         self.conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
+    /// Pruning for size brought the pages in use under [`SIZE_LOW`] of `max`.
+    fn assert_under_the_low_mark(&self, max: u64) {
+        let used = used_bytes(&self.conn).unwrap();
+        assert!(
+            (used as f64) <= max as f64 * SIZE_LOW,
+            "{used} bytes used, target {max}"
+        );
+    }
+
+    /// Pruning-for-size episodes recorded (`storage.pruned` system events).
+    fn size_episodes(&self) -> i64 {
+        self.count("SELECT count(*) FROM events WHERE kind = 'system' AND name = 'storage.pruned'")
+    }
+
     /// Prunes until there is nothing left to do; the steps taken.
     fn prune(&mut self, policy: RetentionPolicy) -> (PruneReport, usize) {
         self.prune_in_steps_of(policy, STEP_TIME)
@@ -411,15 +425,8 @@ fn pruning_for_size_in_the_smallest_steps_still_reaches_its_target() {
         Duration::ZERO,
     );
     assert!(report.for_size);
-    let now_used = used_bytes(&h.conn).unwrap();
-    assert!(
-        (now_used as f64) <= max as f64 * SIZE_LOW,
-        "{now_used} bytes used, target {max}"
-    );
-    assert_eq!(
-        h.count("SELECT count(*) FROM events WHERE kind = 'system' AND name = 'storage.pruned'"),
-        1
-    );
+    h.assert_under_the_low_mark(max);
+    assert_eq!(h.size_episodes(), 1);
 }
 
 #[test]
@@ -441,11 +448,7 @@ fn an_episode_of_pruning_for_size_goes_on_over_a_step_out_of_time_before_it() {
     assert_eq!(second.runs, 1);
     assert!(!second.for_size && second.more, "{second:?}");
     while pruner.step(&mut h.conn, h.now).unwrap().more {}
-    assert_eq!(
-        h.count("SELECT count(*) FROM events WHERE kind = 'system' AND name = 'storage.pruned'"),
-        1,
-        "one episode, recorded once"
-    );
+    assert_eq!(h.size_episodes(), 1, "one episode, recorded once");
 }
 
 #[test]
@@ -460,11 +463,7 @@ fn size_target_prunes_the_oldest_first_and_records_it() {
         ..policy()
     });
     assert!(report.for_size);
-    let now_used = used_bytes(&h.conn).unwrap();
-    assert!(
-        (now_used as f64) <= max as f64 * SIZE_LOW,
-        "{now_used} bytes used, target {max}"
-    );
+    h.assert_under_the_low_mark(max);
     assert_eq!(
         h.count("SELECT count(*) FROM runs WHERE run_id = 'old-done'"),
         0
