@@ -168,7 +168,6 @@ impl Pruner {
     /// work after [`STEP_TIME`] (between runs and between phases), once it has deleted
     /// something.
     pub fn step(&mut self, conn: &mut Connection, now_ns: i64) -> rusqlite::Result<PruneReport> {
-        let deadline = Instant::now() + self.step_time;
         let mut report = PruneReport::default();
         let over = self.over_target(conn)?;
         let tx = conn.transaction()?;
@@ -176,21 +175,21 @@ impl Pruner {
         let cutoff = now_ns.saturating_sub(nanos(self.policy.retain));
         let mut budget = Budget {
             rows: ROWS_PER_STEP,
-            deadline,
+            deadline: Instant::now() + self.step_time,
         };
         delete_runs(&tx, cutoff, &limits, &mut budget, &mut report)?;
-        if budget.rows > 0 && !report.out_of_time(deadline) {
+        if budget.rows > 0 && !report.out_of_time(budget.deadline) {
             self.expire_samples(&tx, cutoff, &limits, &mut report)?;
         }
         delete_old_bookkeeping(&tx, cutoff, &limits, &mut report)?;
         // Over the cap but out of time: the episode goes on in the next step.
-        let size_deferred = over && report.out_of_time(deadline);
+        let size_deferred = over && report.out_of_time(budget.deadline);
         if over && !size_deferred {
             self.prune_for_size(&tx, now_ns, &limits, &mut budget, &mut report)?;
         }
         if !report.more
             && report.deleted_samples.len() < SAMPLES_PER_STEP
-            && !report.out_of_time(deadline)
+            && !report.out_of_time(budget.deadline)
         {
             self.thin(&tx, now_ns, cutoff, &limits, &mut report)?;
         }
@@ -408,7 +407,7 @@ impl Limits {
 struct Budget {
     /// Spans and events it may still delete.
     rows: usize,
-    /// When it stops taking on more runs.
+    /// When it stops taking on more work (more runs, the next phase).
     deadline: Instant,
 }
 

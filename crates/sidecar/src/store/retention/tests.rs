@@ -377,13 +377,19 @@ fn the_file_shrinks_after_pruning() {
     );
 }
 
-#[test]
-fn a_step_stops_at_its_time_once_it_has_deleted_something() {
+/// Ten runs that ended 20 days ago, with two spans, a metric and two samples each.
+fn ten_runs_of_20_days_ago() -> History {
     let mut h = History::new();
     for i in 0..10 {
         let start = h.now - 20 * DAY + i * HOUR;
         h.run(&format!("old-{i}"), start, Some(start + 60 * SECOND), 2);
     }
+    h
+}
+
+#[test]
+fn a_step_stops_at_its_time_once_it_has_deleted_something() {
+    let mut h = ten_runs_of_20_days_ago();
     // Out of time from the start: each step deletes one run (with its spans and events)
     // and says there is more, so that an acknowledgement waits for one run's work at most.
     let mut pruner = Pruner::new(policy()).with_step_time(Duration::ZERO);
@@ -401,11 +407,7 @@ fn a_step_stops_at_its_time_once_it_has_deleted_something() {
     assert_eq!(h.count("SELECT count(*) FROM spans"), 0);
     assert_eq!(h.count("SELECT count(*) FROM snapshots"), 0);
     // With time to spare, one step does them all.
-    let mut h = History::new();
-    for i in 0..10 {
-        let start = h.now - 20 * DAY + i * HOUR;
-        h.run(&format!("old-{i}"), start, Some(start + 60 * SECOND), 2);
-    }
+    let mut h = ten_runs_of_20_days_ago();
     let mut pruner = Pruner::new(policy()).with_step_time(Duration::from_secs(60));
     assert_eq!(pruner.step(&mut h.conn, h.now).unwrap().runs, 10);
 }
