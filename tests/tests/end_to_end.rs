@@ -84,17 +84,22 @@ fn example_agent_runs_are_stored_with_status_nesting_and_snapshots() {
         ),
         18
     );
-    // Runs carry a baseline and an end state sampled when they were asked for (one
-    // sample serves the requests of the same 10 ms: a run's end and the next run's start
-    // 2 ms later share one), not the periodic sample.
-    let on_demand = "('run_start', 'run_end', 'fresh', 'stale')";
+    // Runs carry a baseline and an end state: the samples nearest their own times (the
+    // harness samples every 100 ms), not samples taken because a message arrived.
     assert_eq!(
-        sidecar.count(&format!(
+        sidecar.count(
             "SELECT count(*) FROM runs r
-             JOIN snapshots a ON a.snapshot_id = r.start_snapshot_id AND a.reason IN {on_demand}
-             JOIN snapshots b ON b.snapshot_id = r.end_snapshot_id AND b.reason IN {on_demand}"
-        )),
+             JOIN snapshots a ON a.snapshot_id = r.start_snapshot_id
+             JOIN snapshots b ON b.snapshot_id = r.end_snapshot_id
+             WHERE abs(a.taken_at_ns - r.started_at_ns) <= 100000000
+               AND abs(b.taken_at_ns - r.ended_at_ns) <= 100000000"
+        ),
         6
+    );
+    assert_eq!(
+        sidecar.count("SELECT count(*) FROM snapshots WHERE reason IN ('run_start', 'run_end')"),
+        0,
+        "nothing samples on a run's edges any more"
     );
     // llm_call asked for fresh snapshots: at its start and at its end, each taken then or
     // shared with a sample at most 10 ms older (of any reason, a periodic one included).

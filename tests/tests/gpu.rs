@@ -866,39 +866,54 @@ async fn fresh_samples_read_gpu_memory_every_time_and_slow_figures_at_most_every
         ],
     );
     let c = RunlensClient::connect(sidecar.endpoint()).await.unwrap();
-    let run = |id: String| {
+    c.clone()
+        .start_run(pb::StartRunRequest {
+            run_id: "r".into(),
+            name: "task".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Each step asks for fresh samples at its start and end (the explicit request: nothing
+    // else samples on arrival).
+    let step = |id: String| {
         let mut c = c.clone();
         async move {
-            c.start_run(pb::StartRunRequest {
-                run_id: id.clone(),
-                name: "task".into(),
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            c.start_span(pb::StartSpanRequest {
+                run_id: "r".into(),
+                span_id: id.clone(),
+                name: "llm_call".into(),
+                fresh_snapshot: true,
                 ..Default::default()
             })
             .await
             .unwrap();
-            c.end_run(pb::EndRunRequest {
-                run_id: id,
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            c.end_span(pb::EndSpanRequest {
+                span_id: id,
                 status: 1,
+                fresh_snapshot: true,
                 ..Default::default()
             })
             .await
             .unwrap();
         }
     };
-    for i in 0..30 {
-        run(format!("quick-{i}")).await;
+    for i in 0..15 {
+        step(format!("quick-{i}")).await;
     }
-    // Memory changes right before a run ends: its end sample sees it.
+    // Memory changes right before a step ends: its fresh end sample sees it.
     world["devices"][0]["memory_used_bytes"] = json!(18 * GIB);
     scenario.write(&world.to_string());
-    run("after".into()).await;
+    step("after".into()).await;
     let elapsed = began.elapsed();
     sidecar.stop();
 
     assert_eq!(
         sidecar.count(
-            "SELECT g.memory_used_bytes FROM runs r JOIN gpu_samples g
-             ON g.snapshot_id = r.end_snapshot_id WHERE r.run_id = 'after'"
+            "SELECT g.memory_used_bytes FROM spans s JOIN gpu_samples g
+             ON g.snapshot_id = s.end_snapshot_id WHERE s.span_id = 'after'"
         ),
         18 * GIB
     );
@@ -913,8 +928,8 @@ async fn fresh_samples_read_gpu_memory_every_time_and_slow_figures_at_most_every
     let memory = calls("nvmlDeviceGetMemoryInfo_v2@0");
     let temperature = calls("nvmlDeviceGetTemperature@0");
     assert!(
-        samples >= 31,
-        "every run's end has its own sample: {samples}"
+        samples >= 32,
+        "every fresh request 15 ms after another has its own sample: {samples}"
     );
     assert!(
         memory >= samples,

@@ -311,9 +311,19 @@ async fn a_resent_batch_doubles_nothing_and_one_bad_span_among_100_is_refused_al
         ),
         1
     );
+    // Counted in /metrics: its start and end found no sample.
+    let metrics = runlens_e2e::http_get(sidecar.metrics.as_deref().unwrap(), "/metrics", &[]);
+    let text = String::from_utf8_lossy(&metrics.body);
+    let unmatched: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"runlens_sample_matches_total{result="none"} "#))
+        .unwrap_or_else(|| panic!("no unmatched count in /metrics:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(unmatched >= 2.0, "{unmatched}");
     let logs = sidecar.stop();
     assert!(
-        logs.contains("traced spans stored without a resource sample"),
+        logs.contains("boundaries stored without a resource sample"),
         "{logs}"
     );
 }

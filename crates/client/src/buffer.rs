@@ -25,7 +25,10 @@ pub enum FullPolicy {
     Block(Duration),
 }
 
-/// Limits of the buffer.
+/// Most messages in one frame: a full frame is sent without waiting for the linger.
+pub const FRAME_MESSAGES: usize = 512;
+
+/// Limits of the buffer, and how long messages linger before they are sent.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Most messages kept while unacknowledged.
@@ -34,6 +37,10 @@ pub struct Limits {
     pub bytes: usize,
     /// What happens when either limit is reached.
     pub policy: FullPolicy,
+    /// How long the first of a group of messages waits for others before they are sent
+    /// together, unless a frame fills, a message asks for a fresh sample, or the client
+    /// flushes or closes (zero: each is sent as soon as the stream can take it).
+    pub linger: Duration,
 }
 
 /// Buffer contents, under one lock.
@@ -43,6 +50,11 @@ struct Queues {
     inflight: VecDeque<pb::ClientMessage>,
     /// Encoded size of everything in `pending` and `inflight`.
     bytes: usize,
+    /// Since when `pending` has held messages (`None` while it is empty): it is due to be
+    /// sent a linger after that.
+    pending_since: Option<Instant>,
+    /// Messages up to this number are due at once (a flush, a fresh-sample request).
+    urgent_seq: u64,
 }
 
 /// State shared by the recording handles and the background task.
@@ -73,12 +85,15 @@ impl Shared {
                 pending: VecDeque::new(),
                 inflight: VecDeque::new(),
                 bytes: 0,
+                pending_since: None,
+                urgent_seq: 0,
             }),
             room: Condvar::new(),
             limits: Limits {
                 messages: limits.messages.max(1),
                 bytes: limits.bytes.max(1),
                 policy: limits.policy,
+                linger: limits.linger,
             },
             wake: Notify::new(),
             acked: watch::channel(0).0,
@@ -104,8 +119,17 @@ impl Shared {
     }
 
     /// Records one message; when the buffer is full the policy decides: drop it (counted),
-    /// or wait for room up to a timeout (then drop it, counted).
+    /// or wait for room up to a timeout (then drop it, counted). It is sent after the
+    /// linger, with whatever else is recorded meanwhile; a message that asks for a fresh
+    /// sample goes at once (a sample means something only if taken then), with everything
+    /// recorded before it.
     pub fn push(&self, body: pb::client_message::Body) {
+        use pb::client_message::Body;
+        let urgent = match &body {
+            Body::StartSpan(s) => s.fresh_snapshot,
+            Body::EndSpan(e) => e.fresh_snapshot,
+            _ => false,
+        };
         let mut msg = pb::ClientMessage {
             seq: 0,
             body: Some(body),
@@ -137,9 +161,46 @@ impl Shared {
             msg.seq = q.next_seq;
             q.next_seq += 1;
             q.bytes += size;
+            if urgent {
+                q.urgent_seq = msg.seq;
+            }
             q.pending.push_back(msg);
+            // The background task sleeps through a linger: wake it only when there is
+            // something new to decide (a first message starts the linger; a full frame or an
+            // urgent one ends it). Each wake-up costs both threads a context switch.
+            let first = q.pending_since.is_none();
+            q.pending_since.get_or_insert_with(Instant::now);
+            let wake = self.limits.linger.is_zero()
+                || first
+                || urgent
+                || q.pending.len() >= FRAME_MESSAGES;
+            if !wake {
+                return;
+            }
         }
         self.wake.notify_one();
+    }
+
+    /// Makes everything recorded so far due at once (a flush).
+    pub fn hurry(&self) {
+        {
+            let mut q = self.lock();
+            q.urgent_seq = q.next_seq - 1;
+        }
+        self.wake.notify_one();
+    }
+
+    /// When the pending messages are due to be sent: `None` when there are none, a time
+    /// not after now when they are due already (a frame is full, one is urgent, the client
+    /// is closing, or the linger is over).
+    pub fn send_due(&self) -> Option<Instant> {
+        let q = self.lock();
+        let since = q.pending_since?;
+        let first_seq = q.pending.front().map_or(0, |m| m.seq);
+        if self.is_closed() || q.pending.len() >= FRAME_MESSAGES || first_seq <= q.urgent_seq {
+            return Some(since);
+        }
+        Some(since + self.limits.linger)
     }
 
     /// Counts a dropped message and wakes the stream so the count reaches the sidecar.
@@ -159,6 +220,8 @@ impl Shared {
                 seq,
                 body: Some(body),
             });
+            q.pending_since.get_or_insert_with(Instant::now);
+            q.urgent_seq = seq;
         }
         self.wake.notify_one();
     }
@@ -175,9 +238,9 @@ impl Shared {
         self.lock().next_seq - 1
     }
 
-    /// True when some message waits to be sent.
-    pub fn has_pending(&self) -> bool {
-        !self.lock().pending.is_empty()
+    /// How long messages linger before they are sent.
+    pub fn linger(&self) -> Duration {
+        self.limits.linger
     }
 
     /// How many messages wait to be sent.
@@ -191,6 +254,9 @@ impl Shared {
         let n = q.pending.len().min(max);
         let batch: Vec<pb::ClientMessage> = q.pending.drain(..n).collect();
         q.inflight.extend(batch.iter().cloned());
+        if q.pending.is_empty() {
+            q.pending_since = None;
+        }
         batch
     }
 
@@ -200,6 +266,9 @@ impl Shared {
         let mut q = self.lock();
         let msg = q.pending.pop_front()?;
         q.inflight.push_back(msg.clone());
+        if q.pending.is_empty() {
+            q.pending_since = None;
+        }
         Some(msg)
     }
 
@@ -214,6 +283,9 @@ impl Shared {
             // A welcome after reconnect can cover messages not yet re-sent.
             while q.inflight.is_empty() && q.pending.front().is_some_and(|m| m.seq <= seq) {
                 freed += q.pending.pop_front().map_or(0, |m| m.encoded_len());
+            }
+            if q.pending.is_empty() {
+                q.pending_since = None;
             }
             // Control messages were never counted: never go below zero.
             q.bytes = q.bytes.saturating_sub(freed);
@@ -234,6 +306,11 @@ impl Shared {
         let mut inflight = std::mem::take(&mut q.inflight);
         inflight.append(&mut q.pending);
         q.pending = inflight;
+        // A resend after a reconnect goes at once: it waited long enough.
+        if let Some(last) = q.pending.back().map(|m| m.seq) {
+            q.urgent_seq = q.urgent_seq.max(last);
+            q.pending_since.get_or_insert_with(Instant::now);
+        }
     }
 
     /// Messages not yet acknowledged.
@@ -298,7 +375,80 @@ mod tests {
             messages,
             bytes: usize::MAX,
             policy: FullPolicy::DropNewest,
+            linger: Duration::ZERO,
         }
+    }
+
+    fn lingering(linger: Duration) -> Shared {
+        Shared::new(Limits {
+            linger,
+            ..limits(10_000)
+        })
+    }
+
+    #[test]
+    fn messages_linger_until_the_first_has_waited_the_linger() {
+        let s = lingering(Duration::from_millis(50));
+        assert_eq!(s.send_due(), None, "nothing pending");
+        let before = Instant::now();
+        s.push(event());
+        s.push(event());
+        let due = s.send_due().unwrap();
+        assert!(due >= before + Duration::from_millis(50), "{due:?}");
+        assert!(due <= Instant::now() + Duration::from_millis(50));
+        assert_eq!(s.take_batch(FRAME_MESSAGES).len(), 2);
+        assert_eq!(
+            s.send_due(),
+            None,
+            "taken: the next message starts a new linger"
+        );
+    }
+
+    #[test]
+    fn a_fresh_request_a_flush_a_full_frame_and_closing_end_the_linger() {
+        let due_now = |s: &Shared| s.send_due().is_some_and(|at| at <= Instant::now());
+        let s = lingering(Duration::from_secs(3600));
+        s.push(event());
+        assert!(!due_now(&s));
+        s.push(Body::StartSpan(pb::StartSpanRequest {
+            fresh_snapshot: true,
+            ..Default::default()
+        }));
+        assert!(
+            due_now(&s),
+            "a fresh sample means something only if taken now"
+        );
+        assert_eq!(
+            s.take_batch(FRAME_MESSAGES).len(),
+            2,
+            "with what came before"
+        );
+
+        s.push(event());
+        assert!(!due_now(&s));
+        s.hurry();
+        assert!(due_now(&s), "flush");
+        s.take_batch(FRAME_MESSAGES);
+
+        for _ in 0..FRAME_MESSAGES {
+            s.push(event());
+        }
+        assert!(due_now(&s), "a full frame");
+        s.take_batch(FRAME_MESSAGES);
+
+        s.push(event());
+        s.close();
+        assert!(due_now(&s), "closing");
+    }
+
+    #[test]
+    fn a_resend_after_a_reconnect_is_due_at_once() {
+        let s = lingering(Duration::from_secs(3600));
+        s.push(event());
+        s.hurry();
+        s.take_batch(FRAME_MESSAGES);
+        s.requeue_inflight();
+        assert!(s.send_due().is_some_and(|at| at <= Instant::now()));
     }
 
     #[test]
@@ -351,6 +501,7 @@ mod tests {
             messages: 1000,
             bytes: 100,
             policy: FullPolicy::DropNewest,
+            linger: Duration::ZERO,
         });
         let big = || {
             Body::Event(pb::Event {
@@ -373,6 +524,7 @@ mod tests {
             messages: 1,
             bytes: usize::MAX,
             policy: FullPolicy::Block(Duration::from_millis(300)),
+            linger: Duration::ZERO,
         }));
         s.push(event());
         let started = Instant::now();

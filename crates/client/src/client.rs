@@ -27,6 +27,16 @@ pub const CA_FILE_ENV: &str = "RUNLENS_CA_FILE";
 /// The environment variable [`Client::from_env`] reads the client's name from.
 pub const NAME_ENV: &str = "RUNLENS_CLIENT_NAME";
 
+/// The environment variable the linger is read from, in milliseconds, when
+/// [`ClientBuilder::linger`] is not called.
+pub const LINGER_ENV: &str = "RUNLENS_LINGER_MS";
+
+/// How long a message waits for others before they are sent together, by default: long
+/// enough that an agent's step (start, metrics, end) and the steps around it share a
+/// frame and a commit, short next to the sampling interval that boundaries are matched
+/// against (`runlens bench agent`, BENCHMARKS.md).
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(50);
+
 /// Default buffer size, in messages (sent or not) awaiting acknowledgement.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
@@ -80,6 +90,17 @@ impl ClientBuilder {
     /// Most encoded bytes kept while unacknowledged (default 64 MiB).
     pub fn capacity_bytes(mut self, bytes: usize) -> Self {
         self.limits.bytes = bytes;
+        self
+    }
+
+    /// How long a recorded message waits for others before they are sent together, in one
+    /// frame (like OpenTelemetry's batch span processor's schedule delay). A full frame, a
+    /// span that asks for a fresh snapshot, [`Client::flush`] and [`Client::shutdown`] send
+    /// at once. Zero sends each message as soon as the stream can take it. Precedence: this
+    /// call, then `RUNLENS_LINGER_MS`, then [`DEFAULT_LINGER`]. Acknowledgements still come
+    /// only after the sidecar committed.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.limits.linger = linger;
         self
     }
 
@@ -360,6 +381,24 @@ mod tests {
     }
 }
 
+/// The linger from `RUNLENS_LINGER_MS`, or [`DEFAULT_LINGER`] when it is unset or not a
+/// number of milliseconds (said once on stderr).
+fn linger_from_env() -> Duration {
+    match std::env::var(LINGER_ENV) {
+        Ok(text) if !text.trim().is_empty() => match text.trim().parse::<u64>() {
+            Ok(ms) => Duration::from_millis(ms),
+            Err(_) => {
+                crate::warn::warn(&format!(
+                    "{LINGER_ENV}={text:?} is not a whole number of milliseconds; using {} ms",
+                    DEFAULT_LINGER.as_millis()
+                ));
+                DEFAULT_LINGER
+            }
+        },
+        _ => DEFAULT_LINGER,
+    }
+}
+
 /// A connection to the runlens sidecar; cheap to clone, safe to share between tasks.
 #[derive(Clone)]
 pub struct Client {
@@ -380,6 +419,7 @@ impl Client {
                 messages: DEFAULT_CAPACITY,
                 bytes: DEFAULT_CAPACITY_BYTES,
                 policy: FullPolicy::DropNewest,
+                linger: linger_from_env(),
             },
         }
     }
@@ -430,6 +470,7 @@ impl Client {
     /// [`Client::flush_timeout`] to bound the wait.
     pub async fn flush(&self) -> Result<(), Error> {
         let target = self.inner.shared.last_seq();
+        self.inner.shared.hurry();
         let mut acked = self.inner.shared.acked.subscribe();
         acked
             .wait_for(|&a| a >= target)

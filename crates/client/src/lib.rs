@@ -42,7 +42,7 @@ pub use backoff::Backoff;
 pub use buffer::FullPolicy;
 pub use client::{
     CA_FILE_ENV, Client, ClientBuilder, DEFAULT_CAPACITY, DEFAULT_CAPACITY_BYTES, DEFAULT_ENDPOINT,
-    ENDPOINT_ENV, NAME_ENV, RpcConnection, TOKEN_ENV,
+    DEFAULT_LINGER, ENDPOINT_ENV, LINGER_ENV, NAME_ENV, RpcConnection, TOKEN_ENV,
 };
 pub use error::Error;
 pub use recording::{Run, Span};

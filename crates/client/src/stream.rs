@@ -11,14 +11,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::Backoff;
-use crate::buffer::Shared;
+use crate::buffer::{FRAME_MESSAGES, Shared};
 use crate::ids::random_u64;
 
 /// Frames in flight between this task and the gRPC transport.
 const OUTBOUND_WINDOW: usize = 64;
-
-/// Most messages in one frame.
-const FRAME_MESSAGES: usize = 512;
 
 /// One message as itself, several as a `MessageBatch` frame, none as nothing.
 fn frame(mut batch: Vec<pb::ClientMessage>) -> Option<pb::ClientMessage> {
@@ -102,6 +99,13 @@ fn with_sources(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Sleeps until `at` (never called with `None`: the branch is disabled then).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
 /// How long the sidecar may be unreachable before the client says so once.
 pub const UNREACHABLE_WARNING_AFTER: Duration = Duration::from_secs(10);
 
@@ -146,27 +150,32 @@ async fn session(
                 dropped_total,
             }));
         }
-        // A few messages waiting: let the agent's thread finish what it records together
-        // (a step's end, its metrics, the next step's start) so it goes in one frame. One
-        // yield, not a timer: a 1 ms wait here (a timer wheel's tick, often 2 ms) was most
-        // of an acknowledgement's latency, and the sidecar's group commit (3 ms from the
-        // oldest message) already gathers what arrives in separate frames.
-        let waiting = shared.pending_len();
-        if waiting > 0 && waiting < FRAME_MESSAGES {
+        // Messages linger (`Limits::linger`) so that a step's start, its metrics and its end
+        // travel in one frame and one transaction: per-frame costs (framing, wake-ups on
+        // both sides, a commit) are most of what a message costs. Without a linger, one
+        // yield lets the agent's thread finish what it records together.
+        let due = shared.send_due();
+        let now = std::time::Instant::now();
+        let ready = due.is_some_and(|at| at <= now);
+        if ready && shared.linger().is_zero() && shared.pending_len() < FRAME_MESSAGES {
             tokio::task::yield_now().await;
         }
         // Hand the transport as much as it will take without waiting, many messages per
-        // frame: per-frame costs (framing, polling, wakeups) then hardly count.
-        while let Ok(permit) = tx.try_reserve() {
-            match frame(shared.take_batch(FRAME_MESSAGES)) {
-                Some(msg) => permit.send(msg),
-                None => break,
+        // frame.
+        if ready {
+            while let Ok(permit) = tx.try_reserve() {
+                match frame(shared.take_batch(FRAME_MESSAGES)) {
+                    Some(msg) => permit.send(msg),
+                    None => break,
+                }
             }
         }
         if shared.is_closed() && shared.unacknowledged() == 0 {
             return Ok(());
         }
-        let has_pending = shared.has_pending();
+        let due = shared.send_due();
+        let ready = due.is_some_and(|at| at <= std::time::Instant::now());
+        let lingering = due.filter(|_| !ready).map(tokio::time::Instant::from_std);
         tokio::select! {
             next = inbound.message() => match next.map_err(|s| s.to_string())? {
                 Some(pb::ServerMessage { body: Some(In::Ack(ack)) }) => {
@@ -180,13 +189,14 @@ async fn session(
                 Some(_) => {}
                 None => return Err("the sidecar closed the session".into()),
             },
-            permit = tx.reserve(), if has_pending => {
+            permit = tx.reserve(), if ready => {
                 let permit = permit.map_err(|e| e.to_string())?;
                 if let Some(msg) = frame(shared.take_batch(FRAME_MESSAGES)) {
                     permit.send(msg);
                 }
             }
-            () = shared.wake.notified(), if !has_pending => {}
+            () = sleep_until_some(lingering), if lingering.is_some() => {}
+            () = shared.wake.notified(), if !ready => {}
         }
     }
 }

@@ -33,6 +33,8 @@ pub mod env {
     pub const SOCKET_MODE: &str = "RUNLENS_SOCKET_MODE";
     /// `serve --sample-interval`.
     pub const SAMPLE_INTERVAL: &str = "RUNLENS_SAMPLE_INTERVAL";
+    /// `serve --active-sample-interval`.
+    pub const ACTIVE_SAMPLE_INTERVAL: &str = "RUNLENS_ACTIVE_SAMPLE_INTERVAL";
     /// `serve --durability`.
     pub const DURABILITY: &str = "RUNLENS_DURABILITY";
     /// `serve --max-db-mib`.
@@ -427,12 +429,23 @@ pub struct MetricsBenchArgs {
 /// `runlens bench agent`.
 #[derive(Debug, Args)]
 pub struct AgentBenchArgs {
-    /// Spans per second (a task is three spans).
-    #[arg(long, default_value_t = 400)]
-    pub rate: u64,
-    /// Seconds to measure.
+    /// Spans per second (a task is three spans); several, separated by commas, are measured
+    /// one after the other, each against a fresh sidecar.
+    #[arg(long, value_delimiter = ',', default_value = "400")]
+    pub rate: Vec<u64>,
+    /// Seconds to measure at each rate.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
+    /// The client's linger, ms (default: the client's, RUNLENS_LINGER_MS or 50).
+    #[arg(long, value_name = "MS")]
+    pub linger_ms: Option<u64>,
+    /// The sidecar's --active-sample-interval (default: its own).
+    #[arg(long, value_parser = parse_interval)]
+    pub active_sample_interval: Option<Duration>,
+    /// Each task's llm_call asks for fresh samples at its start and end (the example agent
+    /// does; off by default, as in most agents).
+    #[arg(long)]
+    pub fresh: bool,
     /// Also run the seed's psutil + JSON-lines emitter at the same rate with this Python
     /// (it needs psutil), for comparison.
     #[arg(long, value_name = "PYTHON")]
@@ -695,9 +708,17 @@ pub struct ServeArgs {
     /// SQLite database to write (created if missing).
     #[arg(long, env = env::DB, default_value = "./runlens.db")]
     pub db: PathBuf,
-    /// How often to store a background snapshot, e.g. 1s, 500ms, 1m (at least 50ms).
+    /// How often to store a background snapshot when nothing is going on, e.g. 1s, 500ms,
+    /// 1m (at least 50ms). Also the matching window: a run or span boundary, metric or event
+    /// gets the stored sample nearest its own time if one is at most this far from it.
     #[arg(long, env = env::SAMPLE_INTERVAL, default_value = "1s", value_parser = parse_interval)]
     pub sample_interval: Duration,
+    /// How often to store a snapshot while work is in flight (runs open, or data received in
+    /// the last 10 s), so boundaries find a sample near their own time; at most
+    /// --sample-interval.
+    #[arg(long, env = env::ACTIVE_SAMPLE_INTERVAL, default_value = "200ms",
+        value_parser = parse_interval)]
+    pub active_sample_interval: Duration,
     /// How hard each commit is pushed to disk.
     #[arg(long, env = env::DURABILITY, value_enum, default_value_t = Durability::Normal)]
     pub durability: Durability,

@@ -1,7 +1,13 @@
 //! The sidecar's view of resources: the latest stored snapshot, fresh samples on demand,
-//! and the background task that samples at `--sample-interval`.
+//! and the background task that samples every `--active-sample-interval` while work is in
+//! flight and every `--sample-interval` otherwise.
+//!
+//! Runs, spans, metrics and events are not sampled for: the writer matches each to the
+//! stored sample nearest its own time (`store::SampleRef::Nearest`), within
+//! [`SamplerHandle::match_window`]. Sampling faster while agents work keeps that sample
+//! close; sampling slowly when nothing happens keeps an idle sidecar cheap.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,24 +15,23 @@ use probe_core::{GpuState, Sampler, Snapshot};
 use tokio::sync::watch;
 
 use crate::domain::EventKind;
-use crate::store::{Ack, EventRow, StoredSnapshot, WriteOp, WriterHandle};
+use crate::store::{Ack, EventRow, SampleRef, StoredSnapshot, WriteOp, WriterHandle};
 
-/// A sample this young counts as fresh for a run's start and for a span that asks for a
-/// fresh sample (a run's start right after the previous run's end, a span's fresh start right
-/// after its run's): at agent rates a sample per request would be most of the sidecar's
-/// work, and the machine does not change between them in a way the figures could show. A
-/// run's end always takes its own sample.
+/// A sample this young serves a request for a fresh one (a span's fresh start right after
+/// another's): at agent rates a sample per request would be most of the sidecar's work, and
+/// the machine does not change between them in a way the figures could show.
 pub const FRESH_SHARE_WINDOW: Duration = Duration::from_millis(10);
+
+/// How long after the latest message the sidecar keeps sampling at the active interval
+/// (besides while runs are open): longer than an OpenTelemetry SDK's default export delay
+/// (5 s), so an agent that exports every few seconds is sampled fast throughout.
+pub const ACTIVE_HOLD: Duration = Duration::from_secs(10);
 
 /// Why a snapshot was taken; stored in `snapshots.reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// The periodic background sample.
+    /// The periodic background sample (idle or active interval).
     Interval,
-    /// A run's baseline.
-    RunStart,
-    /// A run's end state.
-    RunEnd,
     /// A client asked for a fresh sample.
     Fresh,
     /// The latest sample was older than the interval when an event needed one.
@@ -37,8 +42,6 @@ impl Reason {
     fn as_str(self) -> &'static str {
         match self {
             Reason::Interval => "interval",
-            Reason::RunStart => "run_start",
-            Reason::RunEnd => "run_end",
             Reason::Fresh => "fresh",
             Reason::Stale => "stale",
         }
@@ -82,7 +85,7 @@ impl GpuHealth {
                 unit: None,
                 attributes: Some(attributes.to_string()),
                 at_ns,
-                snapshot_id: 0,
+                snapshot: SampleRef::Taken(0),
             });
         };
         match (self.available, gpu.available) {
@@ -122,6 +125,19 @@ struct Inner {
     last_sample_ns: AtomicU64,
     writer: WriterHandle,
     interval: Duration,
+    /// The interval while work is in flight (at most `interval`).
+    active_interval: Duration,
+    /// When anything last arrived, ms after `epoch`.
+    last_activity_ms: AtomicU64,
+    /// Runs open now (runlens.v1).
+    open_runs: AtomicUsize,
+    /// Whether the background task samples at the active interval now.
+    active: AtomicBool,
+    /// Wakes the background task when work starts while it samples at the idle interval.
+    wake: tokio::sync::Notify,
+    /// Set to have the background task sample at once (a new agent process to watch).
+    sample_now: AtomicBool,
+    epoch: Instant,
 }
 
 /// Shared access to sampling; cheap to clone.
@@ -150,14 +166,78 @@ impl SamplerHandle {
                 last_sample_ns: AtomicU64::new(0),
                 writer,
                 interval,
+                active_interval: interval,
+                last_activity_ms: AtomicU64::new(0),
+                open_runs: AtomicUsize::new(0),
+                active: AtomicBool::new(false),
+                wake: tokio::sync::Notify::new(),
+                sample_now: AtomicBool::new(false),
+                epoch: Instant::now(),
             }),
         }
     }
 
-    /// Records this agent process (and its descendants) in every later sample.
+    /// Samples every `active` (capped at the idle interval) while runs are open or data
+    /// arrived within [`ACTIVE_HOLD`]. Call before the handle is cloned.
+    #[must_use]
+    pub fn with_active_interval(mut self, active: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.active_interval = active.min(inner.interval).max(Duration::from_millis(1));
+        }
+        self
+    }
+
+    /// The interval while work is in flight.
+    pub fn active_interval(&self) -> Duration {
+        self.inner.active_interval
+    }
+
+    /// How far from a row's own time its sample may be (the idle interval: while the
+    /// sidecar runs, no instant is farther than that from a sample).
+    pub fn match_window(&self) -> Duration {
+        self.inner.interval
+    }
+
+    /// Something arrived: sample at the active interval for a while.
+    pub fn note_activity(&self) {
+        let ms = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.inner.last_activity_ms.store(ms, Ordering::Relaxed);
+        self.wake_if_idle();
+    }
+
+    /// The number of runs open now: while any is, sampling stays at the active interval.
+    pub fn set_open_runs(&self, open: usize) {
+        self.inner.open_runs.store(open, Ordering::Relaxed);
+        if open > 0 {
+            self.wake_if_idle();
+        }
+    }
+
+    fn wake_if_idle(&self) {
+        if !self.inner.active.load(Ordering::Relaxed)
+            && self.inner.active_interval < self.inner.interval
+        {
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Whether work is in flight: runs open, or data arrived within [`ACTIVE_HOLD`].
+    fn work_in_flight(&self) -> bool {
+        if self.inner.open_runs.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let last = self.inner.last_activity_ms.load(Ordering::Relaxed);
+        let now = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last > 0 && now.saturating_sub(last) < ACTIVE_HOLD.as_millis() as u64
+    }
+
+    /// Records this agent process (and its descendants) in every later sample, from a
+    /// periodic sample taken at once: its figures are known from its first message on.
     pub async fn watch_process(&self, pid: u32) {
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || lock(&inner.sampler).watch_process(pid)).await;
+        self.inner.sample_now.store(true, Ordering::Relaxed);
+        self.inner.wake.notify_one();
     }
 
     /// The latest stored sample, if any (what a metrics scrape reads: it never samples).
@@ -195,9 +275,9 @@ impl SamplerHandle {
     /// The snapshot is queued to the writer before this returns, so any row that refers
     /// to it is written in the same or a later transaction.
     pub async fn fresh(&self, reason: Reason) -> Result<Arc<StoredSnapshot>, SampleError> {
-        // A run's end state is its own (the OOM analysis reads it); the periodic sample is
-        // never skipped. Other requests share a sample taken in the last few milliseconds.
-        if !matches!(reason, Reason::Interval | Reason::RunEnd) {
+        // The periodic sample is never skipped; requests share one taken in the last few
+        // milliseconds.
+        if reason != Reason::Interval {
             let latest = lock(&self.inner.latest).clone();
             if let Some(shared) = latest.filter(|l| l.taken.elapsed() <= FRESH_SHARE_WINDOW) {
                 return Ok(shared);
@@ -217,7 +297,7 @@ impl SamplerHandle {
             .await
             .map_err(|_| SampleError::WriterClosed)?;
         for mut event in events {
-            event.snapshot_id = stored.id;
+            event.snapshot = SampleRef::Taken(stored.id);
             self.inner
                 .writer
                 .send(WriteOp::Record(event), Ack::None)
@@ -240,17 +320,31 @@ impl SamplerHandle {
         }
     }
 
-    /// Samples every interval until `shutdown` turns true.
+    /// Samples at once, then every active interval while work is in flight and every idle
+    /// interval otherwise, until `shutdown` turns true. Work that starts during an idle wait
+    /// wakes it: if the last sample is older than the active interval, one is taken then.
     pub async fn run_interval_sampling(self, mut shutdown: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(self.inner.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last: Option<tokio::time::Instant> = None;
         loop {
+            let active = self.work_in_flight();
+            self.inner.active.store(active, Ordering::Relaxed);
+            let every = if active {
+                self.inner.active_interval
+            } else {
+                self.inner.interval
+            };
+            let due = match last {
+                Some(at) if !self.inner.sample_now.swap(false, Ordering::Relaxed) => at + every,
+                _ => tokio::time::Instant::now(),
+            };
             tokio::select! {
-                _ = ticker.tick() => {
+                () = tokio::time::sleep_until(due) => {
+                    last = Some(tokio::time::Instant::now());
                     if let Err(error) = self.fresh(Reason::Interval).await {
                         tracing::warn!(%error, "interval sample not stored");
                     }
                 }
+                () = self.inner.wake.notified() => {}
                 _ = shutdown.changed() => break,
             }
         }
@@ -346,7 +440,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fresh_sample_serves_requests_of_the_next_milliseconds_but_not_a_runs_end() {
+    async fn a_fresh_sample_serves_requests_of_the_next_milliseconds_but_not_the_periodic_one() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::open_for_writing(&dir.path().join("s.db"), false, None).unwrap();
         let writer = crate::store::Writer::start(conn, None, false, None).unwrap();
@@ -355,11 +449,11 @@ mod tests {
             Box::new(probe_core::NoGpu::new("test")),
         );
         let handle = SamplerHandle::new(sampler, writer.handle(), 1, Duration::from_secs(60));
-        let start = handle.fresh(Reason::RunStart).await.unwrap();
+        let start = handle.fresh(Reason::Fresh).await.unwrap();
         let llm = handle.fresh(Reason::Fresh).await.unwrap();
         assert_eq!(llm.id, start.id, "shared within {FRESH_SHARE_WINDOW:?}");
-        let end = handle.fresh(Reason::RunEnd).await.unwrap();
-        assert_ne!(end.id, start.id, "a run's end has its own sample");
+        let end = handle.fresh(Reason::Interval).await.unwrap();
+        assert_ne!(end.id, start.id, "the periodic sample is never skipped");
         tokio::time::sleep(FRESH_SHARE_WINDOW * 2).await;
         let later = handle.fresh(Reason::Fresh).await.unwrap();
         assert_ne!(later.id, end.id, "older than the window: a new sample");

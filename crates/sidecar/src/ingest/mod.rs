@@ -21,16 +21,20 @@ pub use registry::Registry;
 
 use crate::domain::EventKind;
 use crate::sampler::{Reason, SamplerHandle};
-use crate::store::{EventRow, RunEnd, RunStart, SpanEnd, SpanStart, StoredSnapshot, WriteOp};
+use crate::store::{
+    EventRow, RunEnd, RunStart, SampleRef, SpanEnd, SpanStart, StoredSnapshot, WriteOp,
+};
 use error::Result;
 
-/// A command that passed every check: the row to write and the snapshot attached to it.
+/// A command that passed every check: the row to write, and a sample to answer with.
 #[derive(Debug)]
 pub struct Accepted {
     /// What to write.
     pub op: WriteOp,
-    /// The snapshot the row refers to (already queued for storage).
-    pub snapshot: Arc<StoredSnapshot>,
+    /// The fresh sample the client asked for (the row refers to it), or else the latest
+    /// stored sample when the command was accepted (`None` before the first): what a unary
+    /// answer shows. The stored row refers to the sample nearest its own time.
+    pub snapshot: Option<Arc<StoredSnapshot>>,
 }
 
 /// Shared state for accepting commands; cheap to clone.
@@ -75,6 +79,7 @@ impl Ingest {
     /// it, if any (a run remembers it, so the sidecar can end it if the client is gone).
     pub async fn accept(&self, command: Command, client_id: Option<&str>) -> Result<Accepted> {
         let now = probe_core::unix_now_ns();
+        self.sampler.note_activity();
         match command {
             Command::StartRun(m) => self.start_run(m, client_id, now).await,
             Command::EndRun(m) => self.end_run(m, now).await,
@@ -89,8 +94,9 @@ impl Ingest {
         validate::name("name", &m.name)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
-        self.with_registry(|r| r.start_run(&m.run_id))?;
-        let snapshot = self.sampler.fresh(Reason::RunStart).await?;
+        let open = self.with_registry(|r| r.start_run(&m.run_id).map(|()| r.open_runs()))?;
+        self.sampler.set_open_runs(open);
+        let (snapshot, sample) = self.sample(false, at_ns, now).await?;
         Ok(Accepted {
             op: WriteOp::StartRun(RunStart {
                 run_id: m.run_id,
@@ -98,7 +104,7 @@ impl Ingest {
                 attributes,
                 client_id: client_id.map(str::to_owned),
                 at_ns,
-                snapshot_id: snapshot.id,
+                snapshot: sample,
             }),
             snapshot,
         })
@@ -108,8 +114,9 @@ impl Ingest {
         validate::id("run_id", &m.run_id)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
-        self.with_registry(|r| r.end_run(&m.run_id))?;
-        let snapshot = self.sampler.fresh(Reason::RunEnd).await?;
+        let open = self.with_registry(|r| r.end_run(&m.run_id).map(|()| r.open_runs()))?;
+        self.sampler.set_open_runs(open);
+        let (snapshot, sample) = self.sample(false, at_ns, now).await?;
         Ok(Accepted {
             op: WriteOp::EndRun(RunEnd {
                 run_id: m.run_id,
@@ -118,7 +125,7 @@ impl Ingest {
                 ended_by: m.ended_by,
                 attributes,
                 at_ns,
-                snapshot_id: snapshot.id,
+                snapshot: sample,
             }),
             snapshot,
         })
@@ -132,7 +139,7 @@ impl Ingest {
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
         self.with_registry(|r| r.start_span(&m.run_id, &m.span_id, parent.as_deref()))?;
-        let snapshot = self.span_snapshot(m.fresh_snapshot).await?;
+        let (snapshot, sample) = self.sample(m.fresh_snapshot, at_ns, now).await?;
         Ok(Accepted {
             op: WriteOp::StartSpan(SpanStart {
                 span_id: m.span_id,
@@ -141,7 +148,7 @@ impl Ingest {
                 name: m.name,
                 attributes,
                 at_ns,
-                snapshot_id: snapshot.id,
+                snapshot: sample,
             }),
             snapshot,
         })
@@ -152,7 +159,7 @@ impl Ingest {
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
         self.with_registry(|r| r.end_span(&m.span_id))?;
-        let snapshot = self.span_snapshot(m.fresh_snapshot).await?;
+        let (snapshot, sample) = self.sample(m.fresh_snapshot, at_ns, now).await?;
         Ok(Accepted {
             op: WriteOp::EndSpan(SpanEnd {
                 span_id: m.span_id,
@@ -160,7 +167,7 @@ impl Ingest {
                 error: m.outcome.error().map(validate::error_text),
                 attributes,
                 at_ns,
-                snapshot_id: snapshot.id,
+                snapshot: sample,
             }),
             snapshot,
         })
@@ -180,7 +187,7 @@ impl Ingest {
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
         self.with_registry(|r| r.check_target(&m.run_id, span_id.as_deref()))?;
-        let snapshot = self.span_snapshot(false).await?;
+        let (snapshot, sample) = self.sample(false, at_ns, now).await?;
         Ok(Accepted {
             op: WriteOp::Record(EventRow {
                 kind,
@@ -191,19 +198,36 @@ impl Ingest {
                 unit,
                 attributes,
                 at_ns,
-                snapshot_id: snapshot.id,
+                snapshot: sample,
             }),
             snapshot,
         })
     }
 
-    async fn span_snapshot(&self, fresh: bool) -> Result<Arc<StoredSnapshot>> {
-        let snapshot = if fresh {
-            self.sampler.fresh(Reason::Fresh).await?
-        } else {
-            self.sampler.current().await?
-        };
-        Ok(snapshot)
+    /// What a row refers to: a fresh sample taken now when the client asked for one and the
+    /// row's time is now (at most half the active interval ago: the nearest periodic sample
+    /// could be that far); else the sample nearest the row's own time, which the writer
+    /// finds. A fresh request that arrives late (buffered while the sidecar was down) would
+    /// otherwise show a later machine than the row's. With the sample to answer.
+    async fn sample(
+        &self,
+        fresh: bool,
+        at_ns: i64,
+        now: i64,
+    ) -> Result<(Option<Arc<StoredSnapshot>>, SampleRef)> {
+        let max_age = i64::try_from(self.sampler.active_interval().as_nanos() / 2).unwrap_or(0);
+        if fresh && now.saturating_sub(at_ns).abs() <= max_age {
+            let taken = self.sampler.fresh(Reason::Fresh).await?;
+            let id = taken.id;
+            return Ok((Some(taken), SampleRef::Taken(id)));
+        }
+        Ok((self.sampler.latest(), self.nearest_sample()))
+    }
+
+    /// The sample nearest a row's own time, within the sampler's matching window.
+    pub fn nearest_sample(&self) -> SampleRef {
+        let window_ns = i64::try_from(self.sampler.match_window().as_nanos()).unwrap_or(i64::MAX);
+        SampleRef::Nearest { window_ns }
     }
 }
 
@@ -272,8 +296,11 @@ mod tests {
             panic!("not a run start: {:?}", accepted.op);
         };
         assert_eq!(row.client_id.as_deref(), Some("c1"));
-        assert_eq!(row.snapshot_id, accepted.snapshot.id);
-        assert_eq!(accepted.snapshot.reason, "run_start");
+        assert!(
+            matches!(row.snapshot, SampleRef::Nearest { window_ns } if window_ns == 60_000_000_000),
+            "matched by its own time within the sampling interval, not sampled: {:?}",
+            row.snapshot
+        );
         assert!(row.at_ns > 0, "time 0 means now");
         writer.close().await;
     }

@@ -43,6 +43,9 @@ pub struct WorkCounters {
     pub durations: Durations,
     /// `runlens_pruned_total{what}`: rows retention deleted.
     pub pruned: Family<Vec<(&'static str, String)>, Counter>,
+    /// `runlens_sample_matches_total{result}`: boundaries given a sample (`matched`) or
+    /// stored without one (`none`).
+    pub sample_matches: Family<Vec<(&'static str, &'static str)>, Counter>,
     span_names: Mutex<HashSet<String>>,
     run_names: Mutex<HashSet<String>>,
 }
@@ -54,6 +57,7 @@ impl Default for WorkCounters {
             runs: Family::default(),
             durations: Family::new_with_constructor(duration_histogram),
             pruned: Family::default(),
+            sample_matches: Family::default(),
             span_names: Mutex::default(),
             run_names: Mutex::default(),
         }
@@ -94,6 +98,13 @@ fn bounded(names: &Mutex<HashSet<String>>, name: &str) -> String {
 
 impl CommitObserver for WorkCounters {
     fn committed(&self, finished: &Finished) {
+        for (result, n) in [("matched", finished.matched), ("none", finished.unmatched)] {
+            if n > 0 {
+                self.sample_matches
+                    .get_or_create(&vec![("result", result)])
+                    .inc_by(n);
+            }
+        }
         for span in &finished.spans {
             let name = bounded(&self.span_names, &span.name);
             self.spans

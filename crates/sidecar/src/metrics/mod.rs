@@ -80,6 +80,14 @@ impl Metrics {
              --max-db-mib)",
             counters.pruned.clone(),
         );
+        registry.register(
+            "runlens_sample_matches",
+            "Run and span boundaries, metrics and events stored, by whether a resource sample \
+             lay within the matching window of their own time (result=matched) or none did \
+             (result=none: recorded while the sidecar was not sampling, or the sender's clock \
+             is off)",
+            counters.sample_matches.clone(),
+        );
         registry.register_collector(Box::new(MachineCollector {
             sampler,
             storage,

@@ -273,7 +273,7 @@ async fn end_open_runs(
             .to_string(),
         ),
         at_ns: probe_core::unix_now_ns(),
-        snapshot_id: 0,
+        snapshot: ingest.nearest_sample(),
     };
     writer
         .send(WriteOp::Record(event), Ack::None)

@@ -215,8 +215,10 @@ impl RunlensService {
                 )));
             }
         }
-        let snapshot = snapshot_to_wire(&accepted.snapshot.snapshot, accepted.snapshot.id);
-        Ok(Response::new(respond(Some(snapshot))))
+        let snapshot = accepted
+            .snapshot
+            .map(|s| snapshot_to_wire(&s.snapshot, s.id));
+        Ok(Response::new(respond(snapshot)))
     }
 }
 

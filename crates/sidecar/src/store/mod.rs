@@ -18,7 +18,7 @@ pub use open::{open_for_writing, open_read_only};
 #[cfg(test)]
 pub use writer::FinishedRun;
 pub use writer::{
-    Ack, CommitObserver, EventRow, Finished, FinishedSpan, QueueError, RunEnd, RunStart,
+    Ack, CommitObserver, EventRow, Finished, FinishedSpan, QueueError, RunEnd, RunStart, SampleRef,
     SessionProgress, SpanEnd, SpanStart, StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows,
     TraceSpanRow, WriteOp, Writer, WriterHandle,
 };

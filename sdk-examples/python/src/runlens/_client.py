@@ -38,6 +38,26 @@ DEFAULT_ENDPOINT = "127.0.0.1:50551"
 
 _BATCH = 1024  # messages per stream frame
 
+#: How long a recorded message waits for others before they are sent together, by
+#: default (milliseconds); `RUNLENS_LINGER_MS` or `linger_ms=` set another.
+DEFAULT_LINGER_MS = 50
+
+
+def _linger_from_env() -> float:
+    """The linger in seconds from `RUNLENS_LINGER_MS`, else the default."""
+    text = os.environ.get("RUNLENS_LINGER_MS", "").strip()
+    if not text:
+        return DEFAULT_LINGER_MS / 1000
+    try:
+        ms = int(text)
+        if ms < 0:
+            raise ValueError(text)
+        return ms / 1000
+    except ValueError:
+        _warn(f"RUNLENS_LINGER_MS={text!r} is not a whole number of milliseconds; "
+              f"using {DEFAULT_LINGER_MS} ms")
+        return DEFAULT_LINGER_MS / 1000
+
 
 #: How long the sidecar may be unreachable before the client says so (once per outage).
 UNREACHABLE_WARNING_AFTER_S = 10.0
@@ -83,7 +103,8 @@ class Client:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, name: str = "",
                  capacity: int = 100_000, flush_at_exit: float = 5.0,
-                 token: str | None = None, ca_file: str | None = None):
+                 token: str | None = None, ca_file: str | None = None,
+                 linger_ms: int | None = None):
         """`endpoint` is host:port, http://host:port or unix:///path (ValueError
         otherwise). `token` is the sidecar's bearer token (its --token-file), sent as
         `authorization: Bearer <token>`; it defaults to `RUNLENS_TOKEN`. An `https://`
@@ -92,7 +113,10 @@ class Client:
         bounds the messages kept while unacknowledged; beyond it new messages are dropped,
         counted (`dropped`) and warned about once. Nothing is ever lost silently: a sidecar
         unreachable for a while, and messages left unacknowledged at `close()` or exit,
-        are warned about with their count."""
+        are warned about with their count. Messages linger up to `linger_ms` (default
+        `RUNLENS_LINGER_MS`, else 50) for others to travel with them in one frame; a span
+        that asks for a fresh snapshot, `flush()` and `close()` send at once, and 0 sends
+        each message as soon as it is recorded."""
         self.endpoint = normalize_endpoint(endpoint)
         self._credentials = None
         if endpoint.strip().lower().startswith("https://"):
@@ -114,6 +138,11 @@ class Client:
         self._ids = itertools.count(1)
         self._id_prefix = self.client_id[3:]
         self._capacity = max(1, capacity)
+        self._linger = _linger_from_env() if linger_ms is None else max(0, linger_ms) / 1000
+        # Since when messages wait to be sent (None while none do), and the last message
+        # that must go at once (a fresh-snapshot request, a flush).
+        self._pending_since: float | None = None
+        self._urgent_seq = 0
         self._cond = threading.Condition()
         self._next_seq = 1
         self._pending: collections.deque = collections.deque()
@@ -141,7 +170,10 @@ class Client:
     def _new_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"
 
-    def _push(self, **body) -> None:
+    def _push(self, urgent: bool = False, **body) -> None:
+        """Buffers one message. The sender thread is woken only when there is something to
+        decide (a first message starts the linger; an urgent one or a full frame ends it):
+        each wake-up costs the agent's thread the GIL."""
         with self._cond:
             if len(self._pending) + len(self._inflight) >= self._capacity:
                 self.dropped += 1
@@ -154,7 +186,27 @@ class Client:
             seq = self._next_seq
             self._next_seq += 1
             self._pending.append(pb.ClientMessage(seq=seq, **body))
-            self._cond.notify()
+            first = self._pending_since is None
+            if first:
+                self._pending_since = time.monotonic()
+            if urgent:
+                self._urgent_seq = seq
+            if first or urgent or not self._linger or len(self._pending) >= _BATCH:
+                self._cond.notify()
+
+    def _hurry(self) -> None:
+        """Makes everything recorded so far due at once (a flush)."""
+        with self._cond:
+            self._urgent_seq = self._next_seq - 1
+            self._cond.notify_all()
+
+    def _due_in(self) -> float:
+        """Seconds until the pending messages are due (0: now). Called with the lock held
+        and messages pending."""
+        if (self._closed or len(self._pending) >= _BATCH or not self._linger
+                or self._pending[0].seq <= self._urgent_seq or self._pending_since is None):
+            return 0.0
+        return max(0.0, self._pending_since + self._linger - time.monotonic())
 
     def run(self, name: str, **attributes) -> "Run":
         """Opens a run (the sidecar takes a fresh baseline snapshot). Use it with `with`
@@ -175,6 +227,7 @@ class Client:
         """Waits until the sidecar has durably committed everything recorded so far.
         Returns False if `timeout` (seconds) passed first; nothing is lost then."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._hurry()
         with self._cond:
             target = self._next_seq - 1
             while self._acked < target:
@@ -190,6 +243,7 @@ class Client:
         resolves a future). Returns False if `timeout` (seconds) passed first."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        self._hurry()
         with self._cond:
             target = self._next_seq - 1
             if self._acked >= target:
@@ -234,6 +288,8 @@ class Client:
                 self._inflight.popleft()
             while not self._inflight and self._pending and self._pending[0].seq <= seq:
                 self._pending.popleft()
+            if not self._pending:
+                self._pending_since = None
             if seq > self._acked:
                 self._acked = seq
             self._cond.notify_all()
@@ -254,9 +310,19 @@ class Client:
             nvidia_visible_devices=os.environ.get("NVIDIA_VISIBLE_DEVICES", "")))
         while True:
             with self._cond:
-                while (not self._pending and self.dropped == self._dropped_reported
-                       and generation == self._generation and not self._closed):
-                    self._cond.wait(0.5)
+                while generation == self._generation:
+                    if self.dropped != self._dropped_reported:
+                        break
+                    if self._pending:
+                        # Linger: let what the agent records next travel in this frame.
+                        wait = self._due_in()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    elif self._closed:
+                        break
+                    else:
+                        self._cond.wait(0.5)
                 if generation != self._generation or (self._closed and not self._pending):
                     return
                 if self.dropped > self._dropped_reported:
@@ -270,6 +336,7 @@ class Client:
                 for _ in batch:
                     self._pending.popleft()
                 self._inflight.extend(batch)
+                self._pending_since = time.monotonic() if self._pending else None
             # One frame per batch: gRPC Python's per-message cost would otherwise dominate.
             yield pb.ClientMessage(batch=pb.MessageBatch(messages=batch))
 
@@ -283,10 +350,14 @@ class Client:
                     return
                 self._generation += 1
                 generation = self._generation
-                # Everything sent on a previous connection and not acknowledged goes again.
+                # Everything sent on a previous connection and not acknowledged goes again,
+                # at once: it waited long enough.
                 self._inflight.extend(self._pending)
                 self._pending = self._inflight
                 self._inflight = collections.deque()
+                if self._pending:
+                    self._urgent_seq = max(self._urgent_seq, self._pending[-1].seq)
+                    self._pending_since = self._pending_since or time.monotonic()
             if self._credentials is not None:
                 channel = grpc.secure_channel(self.endpoint, self._credentials,
                                               options=self._channel_options)

@@ -152,7 +152,7 @@ class Span(_Recorder):
         self._run_id = run_id
         self._span_id = client._new_id()
         self._fresh = fresh_snapshot
-        client._push(start_span=pb.StartSpanRequest(
+        client._push(urgent=fresh_snapshot, start_span=pb.StartSpanRequest(
             run_id=run_id, span_id=self._span_id, parent_span_id=parent, name=name,
             attributes=_attrs(attributes), time_ns=_now_ns(), fresh_snapshot=fresh_snapshot))
 
@@ -167,6 +167,6 @@ class Span(_Recorder):
         return self._run_id
 
     def _push_end(self, status: "pb.EndStatus", error: str) -> None:
-        self._client._push(end_span=pb.EndSpanRequest(
+        self._client._push(urgent=self._fresh, end_span=pb.EndSpanRequest(
             span_id=self._span_id, status=status, error=error, time_ns=_now_ns(),
             fresh_snapshot=self._fresh))

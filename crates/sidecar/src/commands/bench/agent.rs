@@ -2,11 +2,15 @@
 //! saturation. The real client drives a fresh `runlens serve` with the example agent's shape
 //! at a steady rate, and the CPU of each side is divided by the spans stored.
 //!
-//! The shape of one task (three spans, like `example-agent`): `start_run` (a fresh sample),
-//! `plan`, under it `llm_call` with a fresh sample and two token metrics, then `tool_call`;
-//! every third task the tool fails (an event, three failures); a run metric; `end_run` (a
-//! fresh sample). Its messages are spread over the task's share of time, as an agent's steps
-//! are, so they reach the sidecar one by one rather than in batches.
+//! The shape of one task (three spans, like `example-agent`): `start_run`, `plan`, under it
+//! `llm_call` with two token metrics (and, with `--fresh`, fresh samples at its start and
+//! end), then `tool_call`; every third task the tool fails (an event, three failures); a run
+//! metric; `end_run`. Its messages are spread over the task's share of time, as an agent's
+//! steps are; the client sends them as it would (lingering, `--linger-ms`).
+//!
+//! Per rate it prints CPU and wake-ups per span of both sides, the samples the sidecar took
+//! per second, how far each boundary lies from the sample it refers to (the offset), the
+//! acknowledgement latency, and that every span was stored.
 //!
 //! CPU is read from `/proc/<pid>/task/*/schedstat` (nanoseconds on CPU, every thread), so
 //! even a sidecar that spends a few milliseconds a second is measured exactly. Wake-ups are
@@ -69,29 +73,103 @@ impl Usage {
     }
 }
 
-/// Runs the benchmark.
+/// Runs the benchmark at each rate.
 pub fn run(args: AgentBenchArgs) -> Result<(), Failure> {
-    if args.rate == 0 || args.seconds == 0 {
+    if args.rate.is_empty() || args.rate.contains(&0) || args.seconds == 0 {
         return Err(Failure::new(USAGE, "--rate and --seconds must be positive"));
     }
-    let dir = TempDir::new("agent")?;
+    let mut rows = Vec::new();
+    for &rate in &args.rate {
+        rows.push(one_rate(&args, rate)?);
+    }
+    if rows.len() > 1 {
+        outln!("")?;
+        outln!(
+            "{:>6}  {:>9}  {:>8}  {:>8}  {:>8}  {:>6}  {:>9}  {:>9}  {:>15}  {:>13}",
+            "spans/s",
+            "sidecar µs",
+            "client µs",
+            "sum µs",
+            "seed µs",
+            "ratio",
+            "wake-ups",
+            "samples/s",
+            "offset p50/p99 ms",
+            "ack p50/p99 ms"
+        )?;
+        for r in &rows {
+            let seed = r.seed.map_or("-".to_owned(), |s| format!("{s:.1}"));
+            let ratio = r
+                .seed
+                .map_or("-".to_owned(), |s| format!("{:.2}", r.sum() / s));
+            outln!(
+                "{:>7}  {:>10.1}  {:>9.1}  {:>8.1}  {:>8}  {:>6}  {:>9.2}  {:>9.2}  {:>7.1} / {:>5.1}  {:>6.1} / {:>5.1}",
+                r.rate,
+                r.sidecar_us,
+                r.client_us,
+                r.sum(),
+                seed,
+                ratio,
+                r.wakeups,
+                r.samples_per_s,
+                r.offset_ms.0,
+                r.offset_ms.1,
+                r.ack_ms.0,
+                r.ack_ms.1
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One rate's figures, per span.
+struct RateRow {
+    rate: u64,
+    sidecar_us: f64,
+    client_us: f64,
+    seed: Option<f64>,
+    wakeups: f64,
+    samples_per_s: f64,
+    /// p50, p99.
+    offset_ms: (f64, f64),
+    /// p50, p99.
+    ack_ms: (f64, f64),
+}
+
+impl RateRow {
+    fn sum(&self) -> f64 {
+        self.sidecar_us + self.client_us
+    }
+}
+
+/// Measures one rate against a fresh sidecar.
+fn one_rate(args: &AgentBenchArgs, rate: u64) -> Result<RateRow, Failure> {
+    let dir = TempDir::new(&format!("agent-{rate}"))?;
     let db = dir.0.join("agent.db");
     let socket = dir.0.join("runlens.sock");
-    let (extra, endpoint) = match args.transport {
+    let (mut extra, endpoint) = match args.transport {
         BenchTransport::Unix => {
             let listen = format!("unix://{}", socket.display());
             (vec!["--listen".to_owned(), listen.clone()], Some(listen))
         }
         BenchTransport::Tcp => (Vec::new(), None),
     };
+    if let Some(active) = args.active_sample_interval {
+        extra.push("--active-sample-interval".to_owned());
+        extra.push(humantime::format_duration(active).to_string());
+    }
     let serve = ServeProcess::start(&db, &extra)?;
     let endpoint = endpoint.unwrap_or_else(|| format!("http://{}", serve.addr));
-    let tasks = (args.rate * args.seconds).div_ceil(SPANS_PER_TASK);
+    let tasks = (rate * args.seconds).div_ceil(SPANS_PER_TASK);
     outln!(
-        "runlens bench agent: {} spans/s for {} s ({tasks} tasks of {SPANS_PER_TASK} spans, \
-         the example agent's shape) to runlens serve (pid {}) at {endpoint}",
-        args.rate,
+        "runlens bench agent: {rate} spans/s for {} s ({tasks} tasks of {SPANS_PER_TASK} spans, \
+         the example agent's shape{}) to runlens serve (pid {}) at {endpoint}",
         args.seconds,
+        if args.fresh {
+            ", fresh llm_call samples"
+        } else {
+            ""
+        },
         serve.pid,
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -99,7 +177,7 @@ pub fn run(args: AgentBenchArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(FAILURE, format!("cannot start a runtime: {e}")))?;
-    let outcome = runtime.block_on(drive(&args, &endpoint, serve.pid, tasks));
+    let outcome = runtime.block_on(drive(args, rate, &endpoint, serve.pid, tasks));
     serve.stop();
     let measured = outcome?;
     let spans = tasks * SPANS_PER_TASK;
@@ -121,26 +199,63 @@ pub fn run(args: AgentBenchArgs) -> Result<(), Failure> {
     )?;
     let stored_db = StoredDb::open(&db)?;
     let count = |sql: &str| stored_db.count(sql);
-    let fresh = count(
-        "SELECT count(*) FROM snapshots WHERE reason IN ('run_start', 'run_end', 'fresh', 'stale')",
-    )?;
+    let samples = count(&format!(
+        "SELECT count(*) FROM snapshots WHERE taken_at_ns >= {}",
+        measured.began_ns
+    ))?;
+    let samples_per_s = samples as f64 / measured.wall.as_secs_f64();
+    let fresh = count(&format!(
+        "SELECT count(*) FROM snapshots WHERE reason IN ('fresh', 'stale') AND taken_at_ns >= {}",
+        measured.began_ns
+    ))?;
     outln!(
-        "fresh samples: {:.2} per span ({fresh} for {spans} spans)",
-        fresh as f64 / spans as f64
+        "samples: {samples_per_s:.2} per second ({samples} in {:.1} s, {fresh} of them fresh)",
+        measured.wall.as_secs_f64()
     )?;
+    let offsets: Vec<Duration> = stored_db
+        .sample_offsets(measured.began_ns)?
+        .into_iter()
+        .map(|ns| Duration::from_nanos(ns.unsigned_abs()))
+        .collect();
+    let offset_ms = percentiles_ms(&offsets);
+    outln!("boundary to its sample (offset): {}", summary(offsets))?;
+    let ack_ms = percentiles_ms(&measured.acks);
     outln!("acknowledgement latency: {}", summary(measured.acks))?;
     let stored = count(
         "SELECT count(*) FROM spans WHERE start_snapshot_id IS NOT NULL
          AND end_snapshot_id IS NOT NULL",
     )?;
     outln!("verified {stored}/{spans} spans stored, each with both samples")?;
-    if let Some(python) = &args.seed_python {
-        let seed = seed_emitter(python, args.rate, args.seconds.min(10), &dir.0)?;
-        outln!(
-            "seed emitter (psutil + JSON lines, in process, same rate): {seed:.1} µs CPU per span"
-        )?;
-    }
-    require_all_stored(stored, spans, "the database")
+    let seed = match &args.seed_python {
+        Some(python) => {
+            let seed = seed_emitter(python, rate, args.seconds.min(10), &dir.0)?;
+            outln!(
+                "seed emitter (psutil + JSON lines, in process, same rate): {seed:.1} µs CPU per \
+                 span; runlens is {:.2}x of it",
+                (per_span(measured.sidecar) + per_span(measured.client)) / seed
+            )?;
+            Some(seed)
+        }
+        None => None,
+    };
+    require_all_stored(stored, spans, "the database")?;
+    Ok(RateRow {
+        rate,
+        sidecar_us: per_span(measured.sidecar),
+        client_us: per_span(measured.client),
+        seed,
+        wakeups: (measured.sidecar.switches + measured.client.switches) as f64 / spans as f64,
+        samples_per_s,
+        offset_ms,
+        ack_ms,
+    })
+}
+
+/// The median and p99 of `samples`, in ms.
+fn percentiles_ms(samples: &[Duration]) -> (f64, f64) {
+    let ms = super::support::sorted_in(samples, 1e3);
+    let pick = |q| crate::report::stats::sorted_percentile(&ms, q).unwrap_or(0.0);
+    (pick(0.5), pick(0.99))
 }
 
 /// What one run measured.
@@ -148,6 +263,8 @@ struct Measured {
     sidecar: Usage,
     client: Usage,
     wall: Duration,
+    /// When measuring began, Unix ns.
+    began_ns: i64,
     acks: Vec<Duration>,
 }
 
@@ -155,22 +272,25 @@ struct Measured {
 /// acknowledgement.
 async fn drive(
     args: &AgentBenchArgs,
+    rate: u64,
     endpoint: &str,
     sidecar: u32,
     tasks: u64,
 ) -> Result<Measured, Failure> {
     let fail = |e: runlens_client::Error| Failure::new(FAILURE, e.to_string());
-    let client = Client::builder(endpoint)
-        .name("bench-agent")
-        .build()
-        .map_err(fail)?;
+    let mut builder = Client::builder(endpoint).name("bench-agent");
+    if let Some(ms) = args.linger_ms {
+        builder = builder.linger(Duration::from_millis(ms));
+    }
+    let client = builder.build().map_err(fail)?;
     // Connected and warm before measuring.
     client.start_run("warm-up").end_ok();
     client.flush().await.map_err(fail)?;
     let me = std::process::id();
     let (sidecar_before, client_before) = (Usage::of(sidecar), Usage::of(me));
     let begin = Instant::now();
-    let task_time = Duration::from_secs_f64(SPANS_PER_TASK as f64 / args.rate as f64);
+    let began_ns = probe_core::unix_now_ns();
+    let task_time = Duration::from_secs_f64(SPANS_PER_TASK as f64 / rate as f64);
     // A task's messages come in four groups, a quarter of its time apart.
     let step = task_time / 4;
     let mut acks = Vec::new();
@@ -181,7 +301,7 @@ async fn drive(
         let run = client.start_run_with("answer-question", [("task", i.to_string())]);
         let plan = run.span("plan");
         pause_until(due + step).await;
-        let llm = plan.span_with("llm_call", [("model", "example-7b")], true);
+        let llm = plan.span_with("llm_call", [("model", "example-7b")], args.fresh);
         llm.metric("gen_ai.usage.input_tokens", 200.0, "{token}");
         llm.metric("gen_ai.usage.output_tokens", 50.0, "{token}");
         llm.end_ok();
@@ -223,6 +343,7 @@ async fn drive(
         sidecar: Usage::of(sidecar).since(sidecar_before),
         client: Usage::of(me).since(client_before),
         wall: begin.elapsed(),
+        began_ns,
         acks: latencies,
     })
 }

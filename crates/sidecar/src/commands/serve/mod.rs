@@ -128,7 +128,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         writer.handle(),
         next_snapshot_id,
         args.sample_interval,
-    );
+    )
+    .with_active_interval(args.active_sample_interval);
 
     let ingest = Ingest::new(sampler.clone(), registry);
     let metrics = Arc::new(Metrics::new(
@@ -306,9 +307,11 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     // The one line on stdout: scripts and tests read the addresses from it (port 0 case).
     // A closed stdout must not stop the sidecar: the line is for whoever reads it.
     let _ = crate::format::outln!(
-        "runlens serve: listening on {addr} (db {}, sampling every {}, {gpu_line}) {otlp_line}",
+        "runlens serve: listening on {addr} (db {}, sampling every {}, {} while busy, \
+         {gpu_line}) {otlp_line}",
         args.db.display(),
-        humantime::format_duration(args.sample_interval)
+        humantime::format_duration(args.sample_interval),
+        humantime::format_duration(sampler.active_interval())
     );
     tracing::info!(listen = %addr, otlp_grpc = %shown(otlp_servers.grpc),
         otlp_http = %shown(otlp_servers.http), metrics = %shown(metrics_addr),

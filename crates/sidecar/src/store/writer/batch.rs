@@ -11,7 +11,7 @@ use rusqlite::{Connection, params};
 use super::rows::FinishedRun;
 use super::rows::{Finished, FinishedSpan, SpanEnd, SpanStart, WriteOp};
 use super::times::SnapshotTimes;
-use super::{Ack, Request, ops, snapshot, sql_int};
+use super::{Ack, Request, attach, ops, snapshot, sql_int};
 
 pub(super) fn write_one_by_one(
     conn: &mut Connection,
@@ -76,7 +76,7 @@ pub(super) fn write_batch(
     for req in batch {
         if let WriteOp::Snapshot(snapshot) = &req.op {
             snapshot::write_snapshot(&tx, snapshot)?;
-            times.insert(snapshot.snapshot.taken_at_ns, snapshot.id);
+            attach::note_sample(&tx, times, snapshot.snapshot.taken_at_ns, snapshot.id)?;
         }
     }
     for req in batch {
@@ -96,7 +96,7 @@ pub(super) fn write_batch(
     }
     // Completed spans go in last, many rows per statement. Nothing else in the batch
     // depends on them: later rows of the batch only ever update spans still running.
-    write_complete_spans(&tx, &completed, finished)?;
+    write_complete_spans(&tx, times, &completed, finished)?;
     record_client_progress(&tx, batch)?;
     if outbox {
         record_outbox(&tx, finished)?;
@@ -127,17 +127,29 @@ const SPANS_PER_INSERT: usize = 32;
 /// one statement step instead of 32 is most of the writer's per-span cost.
 fn write_complete_spans(
     tx: &rusqlite::Connection,
+    times: &SnapshotTimes,
     spans: &[(&SpanStart, &SpanEnd)],
     finished: &mut Finished,
 ) -> rusqlite::Result<()> {
     let (full, single) = &*COMPLETE_SPAN_INSERTS;
     for chunk in spans.chunks(SPANS_PER_INSERT) {
+        let samples: Vec<(Option<i64>, Option<i64>)> = chunk
+            .iter()
+            .map(|(s, e)| {
+                (
+                    attach::resolve(tx, times, s.at_ns, s.snapshot, finished),
+                    attach::resolve(tx, times, e.at_ns, e.snapshot, finished),
+                )
+            })
+            .collect();
         let attributes: Vec<Option<String>> = chunk
             .iter()
             .map(|(s, e)| merge_attributes(s.attributes.as_deref(), e.attributes.as_deref()))
             .collect();
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 11);
-        for ((start, end), attrs) in chunk.iter().zip(&attributes) {
+        for (((start, end), attrs), (start_sample, end_sample)) in
+            chunk.iter().zip(&attributes).zip(&samples)
+        {
             values.extend([
                 &start.span_id as &dyn rusqlite::ToSql,
                 &start.run_id,
@@ -148,8 +160,8 @@ fn write_complete_spans(
                 attrs,
                 &start.at_ns,
                 &end.at_ns,
-                &start.snapshot_id,
-                &end.snapshot_id,
+                start_sample,
+                end_sample,
             ]);
         }
         if chunk.len() == SPANS_PER_INSERT {
@@ -237,7 +249,7 @@ mod tests {
 
     use crate::domain::{EndedBy, Status};
     use crate::store::writer::SessionProgress;
-    use crate::store::writer::rows::{RunEnd, RunStart, StoredSnapshot};
+    use crate::store::writer::rows::{RunEnd, RunStart, SampleRef, StoredSnapshot};
 
     fn snapshot(id: i64) -> WriteOp {
         let host = crate::test_fixtures::host_snapshot();
@@ -267,7 +279,7 @@ mod tests {
             name: "step".into(),
             attributes: attributes.map(str::to_owned),
             at_ns,
-            snapshot_id: 1,
+            snapshot: SampleRef::Taken(1),
         })
     }
 
@@ -278,7 +290,7 @@ mod tests {
             error: None,
             attributes: attributes.map(str::to_owned),
             at_ns,
-            snapshot_id: 2,
+            snapshot: SampleRef::Taken(2),
         })
     }
 
@@ -313,6 +325,69 @@ mod tests {
     }
 
     #[test]
+    fn a_boundary_gets_the_sample_nearest_its_own_time_even_one_stored_after_it() {
+        let (_dir, mut conn) = database();
+        let mut times = SnapshotTimes::default();
+        let mut write_with_times = |batch: &[Request]| {
+            let mut finished = Finished::default();
+            write_batch(&mut conn, &mut times, batch, &mut finished, false).unwrap();
+            finished
+        };
+        let near = SampleRef::Nearest { window_ns: 1000 };
+        let run = WriteOp::StartRun(RunStart {
+            run_id: "r".into(),
+            name: "run".into(),
+            attributes: None,
+            client_id: None,
+            at_ns: 900,
+            snapshot: near,
+        });
+        let at = |span_id: &str, at_ns: i64| {
+            request(WriteOp::StartSpan(SpanStart {
+                snapshot: near,
+                ..match start_span(span_id, at_ns, None) {
+                    WriteOp::StartSpan(s) => s,
+                    _ => unreachable!(),
+                }
+            }))
+        };
+        // Samples at 1000 and 2000 (ids are their times in these tests); boundaries
+        // recorded before the second was stored refer to the first.
+        let first = write_with_times(&[
+            request(snapshot(1000)),
+            request(run),
+            at("early", 1400),
+            at("late", 1800),
+        ]);
+        assert_eq!((first.matched, first.unmatched), (3, 0));
+        let second =
+            write_with_times(&[request(snapshot(2000)), at("after", 2100), at("far", 3500)]);
+        assert_eq!(
+            (second.matched, second.unmatched),
+            (1, 1),
+            "3500 is 1500 from 2000"
+        );
+        // A sample stored late, between two others, takes over what lies nearer to it.
+        write_with_times(&[request(snapshot(1500))]);
+        let start = |id: &str| -> Option<i64> {
+            conn.query_row(
+                "SELECT start_snapshot_id FROM spans WHERE span_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(start("early"), Some(1500), "1400: nearer 1500 than 1000");
+        assert_eq!(start("late"), Some(2000), "1800: nearer 2000 than 1500");
+        assert_eq!(start("after"), Some(2000));
+        assert_eq!(start("far"), None, "outside the window of every sample");
+        let run_start: Option<i64> = conn
+            .query_row("SELECT start_snapshot_id FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(run_start, Some(1000));
+    }
+
+    #[test]
     fn a_span_started_and_ended_in_one_batch_is_one_complete_row_and_others_are_updated_later() {
         let (_dir, mut conn) = database();
         let start = WriteOp::StartRun(RunStart {
@@ -321,7 +396,7 @@ mod tests {
             attributes: None,
             client_id: None,
             at_ns: 1,
-            snapshot_id: 1,
+            snapshot: SampleRef::Taken(1),
         });
         // More complete spans than one multi-row INSERT holds, so both statements run.
         let mut first = vec![request(snapshot(1)), request(snapshot(2)), request(start)];
@@ -372,7 +447,7 @@ mod tests {
             ended_by: EndedBy::ProcessExit,
             attributes: None,
             at_ns: 40,
-            snapshot_id: 2,
+            snapshot: SampleRef::Taken(2),
         });
         let finished = write(
             &mut conn,

@@ -10,6 +10,7 @@
 //! and `snapshot` the SQL of each row; this file the channel, the thread, retrying and
 //! acknowledging.
 
+mod attach;
 mod batch;
 mod checkpoint;
 mod ops;
@@ -33,8 +34,8 @@ use super::retention::{PruneReport, Pruner, RetentionPolicy};
 #[cfg(test)]
 pub use rows::FinishedRun;
 pub use rows::{
-    CommitObserver, EventRow, Finished, FinishedSpan, RunEnd, RunStart, SpanEnd, SpanStart,
-    StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow, WriteOp,
+    CommitObserver, EventRow, Finished, FinishedSpan, RunEnd, RunStart, SampleRef, SpanEnd,
+    SpanStart, StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow, WriteOp,
 };
 
 /// Most requests written in one transaction.
@@ -207,6 +208,7 @@ impl Writer {
                     rx,
                     health: health_tx,
                     stop: thread_stop,
+                    unmatched: UnmatchedLog::default(),
                 })
             })?;
         Ok(Self {
@@ -247,6 +249,37 @@ struct Thread {
     rx: mpsc::Receiver<Message>,
     health: watch::Sender<Option<String>>,
     stop: Arc<AtomicBool>,
+    /// Rows stored without a sample, for the log.
+    unmatched: UnmatchedLog,
+}
+
+/// Says in the log that rows were stored without a resource sample: at once the first
+/// time, then at most once a minute, with the running count (`/metrics` has the counter).
+#[derive(Default)]
+struct UnmatchedLog {
+    total: u64,
+    said: u64,
+    last: Option<Instant>,
+}
+
+impl UnmatchedLog {
+    fn note(&mut self, unmatched: u64) {
+        self.total += unmatched;
+        let due = self
+            .last
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+        if self.total > self.said && due {
+            tracing::warn!(
+                new = self.total - self.said,
+                total = self.total,
+                "boundaries stored without a resource sample: none was taken within the \
+                 matching window of their own time (recorded while the sidecar was not \
+                 running, or the sender's clock is off)"
+            );
+            self.said = self.total;
+            self.last = Some(Instant::now());
+        }
+    }
 }
 
 /// What the writer has taken from its queue and not yet handled.
@@ -361,6 +394,7 @@ fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
         let mut finished = Finished::default();
         match batch::write_batch(&mut t.conn, &mut t.times, batch, &mut finished, t.outbox) {
             Ok(()) => {
+                t.unmatched.note(finished.unmatched);
                 if let Some(observer) = &t.observer {
                     observer.committed(&finished);
                 }
@@ -401,6 +435,9 @@ fn commit(t: &mut Thread, batch: &[Request]) -> Result<(), String> {
                     &mut finished,
                     t.outbox,
                 );
+                if outcome.is_ok() {
+                    t.unmatched.note(finished.unmatched);
+                }
                 if let (Ok(()), Some(observer)) = (&outcome, &t.observer) {
                     observer.committed(&finished);
                 }

@@ -6,7 +6,7 @@ use super::rows::{
     EventRow, Finished, FinishedRun, FinishedSpan, RunEnd, RunStart, SpanEnd, SpanStart, WriteOp,
 };
 use super::times::SnapshotTimes;
-use super::{snapshot, sql_int, trace};
+use super::{attach, snapshot, sql_int, trace};
 use crate::domain::Status;
 
 /// Writes one request inside the caller's transaction.
@@ -19,8 +19,7 @@ pub(super) fn write_op(
     match op {
         WriteOp::Snapshot(s) => {
             snapshot::write_snapshot(tx, s)?;
-            times.insert(s.snapshot.taken_at_ns, s.id);
-            Ok(())
+            attach::note_sample(tx, times, s.snapshot.taken_at_ns, s.id)
         }
         WriteOp::Trace(rows) => trace::write_trace(tx, times, rows, finished),
         WriteOp::CloseRootless {
@@ -28,11 +27,26 @@ pub(super) fn write_op(
             window_ns,
             reason,
         } => trace::close_rootless(tx, times, (*window_ns, *quiet_since_ns), reason, finished),
-        WriteOp::StartRun(r) => start_run(tx, r),
-        WriteOp::EndRun(r) => end_run(tx, r, finished),
-        WriteOp::StartSpan(s) => start_span(tx, s),
-        WriteOp::EndSpan(s) => end_span(tx, s, finished),
-        WriteOp::Record(e) => record(tx, e),
+        WriteOp::StartRun(r) => {
+            let sample = attach::resolve(tx, times, r.at_ns, r.snapshot, finished);
+            start_run(tx, r, sample)
+        }
+        WriteOp::EndRun(r) => {
+            let sample = attach::resolve(tx, times, r.at_ns, r.snapshot, finished);
+            end_run(tx, r, sample, finished)
+        }
+        WriteOp::StartSpan(s) => {
+            let sample = attach::resolve(tx, times, s.at_ns, s.snapshot, finished);
+            start_span(tx, s, sample)
+        }
+        WriteOp::EndSpan(s) => {
+            let sample = attach::resolve(tx, times, s.at_ns, s.snapshot, finished);
+            end_span(tx, s, sample, finished)
+        }
+        WriteOp::Record(e) => {
+            let sample = attach::resolve(tx, times, e.at_ns, e.snapshot, finished);
+            record(tx, e, sample)
+        }
         WriteOp::Nothing => Ok(()),
         WriteOp::ExportCursor { exporter, seq } => {
             tx.prepare_cached(
@@ -76,7 +90,7 @@ pub(super) fn write_op(
     }
 }
 
-fn start_run(tx: &Connection, r: &RunStart) -> rusqlite::Result<()> {
+fn start_run(tx: &Connection, r: &RunStart, sample: Option<i64>) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT OR IGNORE INTO runs (run_id, name, status, attributes, client_id,
             started_at_ns, start_snapshot_id)
@@ -89,13 +103,18 @@ fn start_run(tx: &Connection, r: &RunStart) -> rusqlite::Result<()> {
         r.attributes,
         r.client_id,
         r.at_ns,
-        r.snapshot_id
+        sample
     ])?;
     Ok(())
 }
 
 /// Ends the run, and any of its spans still open (as failed: the run ended under them).
-fn end_run(tx: &Connection, r: &RunEnd, finished: &mut Finished) -> rusqlite::Result<()> {
+fn end_run(
+    tx: &Connection,
+    r: &RunEnd,
+    sample: Option<i64>,
+    finished: &mut Finished,
+) -> rusqlite::Result<()> {
     let name: Option<String> = tx
         .prepare_cached(
             "UPDATE runs SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
@@ -111,7 +130,7 @@ fn end_run(tx: &Connection, r: &RunEnd, finished: &mut Finished) -> rusqlite::Re
                 r.status,
                 r.error,
                 r.at_ns,
-                r.snapshot_id,
+                sample,
                 r.attributes,
                 r.ended_by,
                 Status::Running
@@ -135,7 +154,7 @@ fn end_run(tx: &Connection, r: &RunEnd, finished: &mut Finished) -> rusqlite::Re
     let mut rows = closed.query(params![
         r.run_id,
         r.at_ns,
-        r.snapshot_id,
+        sample,
         Status::Failed,
         Status::Running
     ])?;
@@ -149,7 +168,7 @@ fn end_run(tx: &Connection, r: &RunEnd, finished: &mut Finished) -> rusqlite::Re
     Ok(())
 }
 
-fn start_span(tx: &Connection, s: &SpanStart) -> rusqlite::Result<()> {
+fn start_span(tx: &Connection, s: &SpanStart, sample: Option<i64>) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT OR IGNORE INTO spans (span_id, run_id, parent_span_id, name, status,
             attributes, started_at_ns, start_snapshot_id)
@@ -163,12 +182,17 @@ fn start_span(tx: &Connection, s: &SpanStart) -> rusqlite::Result<()> {
         Status::Running,
         s.attributes,
         s.at_ns,
-        s.snapshot_id
+        sample
     ])?;
     Ok(())
 }
 
-fn end_span(tx: &Connection, s: &SpanEnd, finished: &mut Finished) -> rusqlite::Result<()> {
+fn end_span(
+    tx: &Connection,
+    s: &SpanEnd,
+    sample: Option<i64>,
+    finished: &mut Finished,
+) -> rusqlite::Result<()> {
     let ended: Option<(String, i64)> = tx
         .prepare_cached(
             "UPDATE spans SET status = ?2, error = ?3, ended_at_ns = ?4, end_snapshot_id = ?5,
@@ -183,7 +207,7 @@ fn end_span(tx: &Connection, s: &SpanEnd, finished: &mut Finished) -> rusqlite::
                 s.status,
                 s.error,
                 s.at_ns,
-                s.snapshot_id,
+                sample,
                 s.attributes,
                 Status::Running
             ],
@@ -200,7 +224,7 @@ fn end_span(tx: &Connection, s: &SpanEnd, finished: &mut Finished) -> rusqlite::
     Ok(())
 }
 
-fn record(tx: &Connection, e: &EventRow) -> rusqlite::Result<()> {
+fn record(tx: &Connection, e: &EventRow, sample: Option<i64>) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO events (kind, run_id, span_id, name, value, unit, attributes,
             at_ns, snapshot_id)
@@ -215,7 +239,7 @@ fn record(tx: &Connection, e: &EventRow) -> rusqlite::Result<()> {
         e.unit,
         e.attributes,
         e.at_ns,
-        e.snapshot_id
+        sample
     ])?;
     Ok(())
 }

@@ -20,6 +20,22 @@ pub struct StoredSnapshot {
     pub taken: Instant,
 }
 
+/// Which stored sample a row refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleRef {
+    /// The stored sample nearest the row's own time, before or after it, if one is at most
+    /// `window_ns` away; none (NULL) otherwise. A sample stored later that lies nearer
+    /// takes the row over (see `writer::attach`), so a boundary recorded between two
+    /// samples ends up with the nearer one whichever was stored first.
+    Nearest {
+        /// The farthest a sample may be from the row's time, ns.
+        window_ns: i64,
+    },
+    /// This sample: one taken for the row (a fresh sample a client asked for, the sample
+    /// that noticed a lost GPU).
+    Taken(i64),
+}
+
 /// A run being opened.
 #[derive(Debug)]
 pub struct RunStart {
@@ -33,8 +49,8 @@ pub struct RunStart {
     pub client_id: Option<String>,
     /// Start, Unix ns.
     pub at_ns: i64,
-    /// Baseline snapshot.
-    pub snapshot_id: i64,
+    /// Baseline sample.
+    pub snapshot: SampleRef,
 }
 
 /// A run being closed.
@@ -52,8 +68,8 @@ pub struct RunEnd {
     pub attributes: Option<String>,
     /// End, Unix ns.
     pub at_ns: i64,
-    /// End-state snapshot.
-    pub snapshot_id: i64,
+    /// End-state sample.
+    pub snapshot: SampleRef,
 }
 
 /// A span being opened.
@@ -71,8 +87,8 @@ pub struct SpanStart {
     pub attributes: Option<String>,
     /// Start, Unix ns.
     pub at_ns: i64,
-    /// Snapshot attached at start.
-    pub snapshot_id: i64,
+    /// Sample attached at start.
+    pub snapshot: SampleRef,
 }
 
 /// A span being closed.
@@ -88,8 +104,8 @@ pub struct SpanEnd {
     pub attributes: Option<String>,
     /// End, Unix ns.
     pub at_ns: i64,
-    /// Snapshot attached at end.
-    pub snapshot_id: i64,
+    /// Sample attached at end.
+    pub snapshot: SampleRef,
 }
 
 /// A metric (with a value), a custom event (without), or a system event.
@@ -111,8 +127,8 @@ pub struct EventRow {
     pub attributes: Option<String>,
     /// When, Unix ns.
     pub at_ns: i64,
-    /// Snapshot attached.
-    pub snapshot_id: i64,
+    /// Sample attached.
+    pub snapshot: SampleRef,
 }
 
 /// One thing to write.
@@ -250,6 +266,11 @@ pub struct Finished {
     pub spans: Vec<FinishedSpan>,
     /// Runs that ended.
     pub runs: Vec<FinishedRun>,
+    /// Boundaries, metrics and events matched to the sample nearest their time.
+    pub matched: u64,
+    /// Boundaries, metrics and events with no sample within the window of their time:
+    /// stored without one (the sidecar was not sampling then, or the sender's clock is off).
+    pub unmatched: u64,
 }
 
 /// A span that ended.

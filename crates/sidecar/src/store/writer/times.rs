@@ -13,6 +13,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Sample times kept in memory: 1 MiB, a day at the default 1 s interval.
 const KEPT: usize = 64 * 1024;
 
+/// A stored sample: (taken_at_ns, snapshot_id).
+pub type Sample = (i64, i64);
+
 /// Times of stored samples, oldest first.
 #[derive(Debug, Default)]
 pub struct SnapshotTimes {
@@ -37,7 +40,9 @@ impl SnapshotTimes {
 
     /// Notes a stored sample (again is harmless: a retried batch writes its samples twice).
     pub fn insert(&mut self, taken_at_ns: i64, snapshot_id: i64) {
-        let at = self.recent.partition_point(|&(t, _)| t < taken_at_ns);
+        let at = self
+            .recent
+            .partition_point(|&s| s < (taken_at_ns, snapshot_id));
         if self.recent.get(at) == Some(&(taken_at_ns, snapshot_id)) {
             return;
         }
@@ -45,6 +50,23 @@ impl SnapshotTimes {
         if self.recent.len() > KEPT + KEPT / 4 {
             self.recent.drain(..self.recent.len() - KEPT);
         }
+    }
+
+    /// The samples just before and just after `(taken_at_ns, snapshot_id)` in time, as
+    /// kept in memory (a sample older than those kept has no neighbours here).
+    pub fn neighbours(
+        &self,
+        taken_at_ns: i64,
+        snapshot_id: i64,
+    ) -> (Option<Sample>, Option<Sample>) {
+        let at = self
+            .recent
+            .partition_point(|&s| s < (taken_at_ns, snapshot_id));
+        if self.recent.get(at) != Some(&(taken_at_ns, snapshot_id)) {
+            return (None, None);
+        }
+        let before = at.checked_sub(1).and_then(|i| self.recent.get(i)).copied();
+        (before, self.recent.get(at + 1).copied())
     }
 
     /// Forgets deleted samples (retention), so that no late span is given one of them.

@@ -8,16 +8,14 @@ use std::sync::LazyLock;
 
 use rusqlite::{Connection, ToSql, params, params_from_iter};
 
+use super::attach;
 use super::batch::{RETURNING_FINISHED, collect_finished};
-use super::rows::{Finished, FinishedRun, FinishedSpan, TraceRows, TraceSpanRow};
+use super::rows::{Finished, FinishedRun, FinishedSpan, SampleRef, TraceRows, TraceSpanRow};
 use super::times::SnapshotTimes;
 use crate::domain::{EndedBy, Status};
 
 /// The name a traced run has until its root span arrives.
 pub const WAITING_FOR_ROOT: &str = "(root span not received yet)";
-
-/// Spans stored without a start sample, counted over the process's life for the log.
-static WITHOUT_SAMPLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Writes one export's spans and senders.
 pub(super) fn write_trace(
@@ -39,16 +37,17 @@ pub(super) fn write_trace(
         )?
         .execute(params![c.client_id, c.name, c.pid, now, c.resource])?;
     }
-    let mut without_sample = 0u64;
+    let nearest = SampleRef::Nearest {
+        window_ns: rows.snapshot_window_ns,
+    };
     let mut runs: HashSet<&str> = HashSet::new();
     // Spans with nothing hanging off them (no events or metrics, not a root) go in many
     // rows per statement; the others one by one, since what follows depends on whether
     // the span is new.
     let mut plain: Vec<PlainSpan<'_>> = Vec::new();
     for span in &rows.spans {
-        let start = times.nearest(tx, span.start_ns, rows.snapshot_window_ns);
-        let end = times.nearest(tx, span.end_ns, rows.snapshot_window_ns);
-        without_sample += u64::from(start.is_none());
+        let start = attach::resolve(tx, times, span.start_ns, nearest, finished);
+        let end = attach::resolve(tx, times, span.end_ns, nearest, finished);
         if runs.insert(&span.run_id) {
             open_run(tx, span, start)?;
         }
@@ -58,18 +57,7 @@ pub(super) fn write_trace(
             plain.push((span, start, end));
         }
     }
-    write_plain_spans(tx, &plain, finished)?;
-    if without_sample > 0 {
-        let total = WITHOUT_SAMPLE.fetch_add(without_sample, std::sync::atomic::Ordering::Relaxed)
-            + without_sample;
-        tracing::info!(
-            spans = without_sample,
-            total,
-            "traced spans stored without a resource sample: no sample within one interval of \
-             their start (older than the oldest sample, or the sidecar was not running then)"
-        );
-    }
-    Ok(())
+    write_plain_spans(tx, &plain, finished)
 }
 
 /// A span with its start and end samples.

@@ -111,14 +111,14 @@ class RunlensServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StartRun(self, request, context):
-        """Open a run. Takes a fresh snapshot (the run's baseline).
+        """Open a run. Its baseline is the sample nearest its start time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EndRun(self, request, context):
-        """Close a run as ok or failed. Takes a fresh snapshot (the run's end state). Spans of
+        """Close a run as ok or failed. Its end state is the sample nearest its end time. Spans of
         the run still open are closed as failed ("run ended while span was open").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
