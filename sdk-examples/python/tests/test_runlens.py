@@ -86,20 +86,24 @@ class Newcomer(unittest.TestCase):
                 Client(bad, flush_at_exit=0)
             self.assertIn("HOST:PORT", str(caught.exception))
 
-    def test_exiting_with_the_sidecar_down_warns_with_the_count(self):
+    def test_exiting_with_the_sidecar_down_warns_with_the_count_and_does_not_wait_for_it(self):
         script = (
             "import sys\n"
             "from runlens import Client\n"
-            "client = Client(sys.argv[1], flush_at_exit=1)\n"
+            "client = Client(sys.argv[1], flush_at_exit=5)\n"
             "with client.run('lost'):\n"
             "    pass\n"
         )
+        began = time.monotonic()
         out = subprocess.run(
             [sys.executable, "-c", script, f"127.0.0.1:{free_port()}"],
             capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - began
         self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertIn("2 message(s) not acknowledged by the sidecar", out.stderr)
-        self.assertIn("they are lost", out.stderr)
+        self.assertIn("was never reachable; 2 message(s)", out.stderr)
+        self.assertIn("are lost", out.stderr)
+        # Never connected: the exit flush gives up after 0.5 s, not its 5 s bound.
+        self.assertLess(took, 4.0, out.stderr)
 
 
 class UnixSocket(unittest.TestCase):
@@ -302,6 +306,64 @@ class Restart(unittest.TestCase):
                 self.assertEqual(client.dropped, 0)
                 client.close()
                 second.stop()
+
+
+class EventTime(unittest.TestCase):
+    """What a snapshot means: the sample nearest each boundary's own time, never one taken
+    because its message arrived."""
+
+    WINDOW_NS = 1_000_000_000  # the sidecar's --sample-interval below
+
+    def test_an_agent_started_before_the_sidecar_gets_no_later_sample_for_what_it_recorded(self):
+        with tempfile.TemporaryDirectory() as d:
+            db = os.path.join(d, "late.db")
+            listen = f"127.0.0.1:{free_port()}"
+            client = Client(listen, flush_at_exit=0)
+            sidecar = None
+            began = time.monotonic()
+            i = 0
+            # About 4.5 s of steps of 20 ms; the sidecar starts after 3 s.
+            while time.monotonic() - began < 4.5:
+                if sidecar is None and time.monotonic() - began >= 3.0:
+                    sidecar = Sidecar(db=db, listen=listen, interval="1s",
+                                      extra=("--active-sample-interval", "250ms"))
+                with client.run("task", i=str(i)):
+                    with client.span("step") as step:
+                        time.sleep(0.02)
+                        step.metric("tokens", i)
+                i += 1
+            try:
+                self.assertTrue(client.flush(timeout=30), client.last_error)
+                client.close()
+            finally:
+                sidecar.stop()
+            con = sqlite3.connect(db)
+            first_sample = con.execute("select min(taken_at_ns) from snapshots").fetchone()[0]
+            rows = con.execute("""
+                select 'run start', r.started_at_ns, s.taken_at_ns from runs r
+                    left join snapshots s on s.snapshot_id = r.start_snapshot_id
+                union all select 'run end', r.ended_at_ns, s.taken_at_ns from runs r
+                    left join snapshots s on s.snapshot_id = r.end_snapshot_id
+                union all select 'span start', p.started_at_ns, s.taken_at_ns from spans p
+                    left join snapshots s on s.snapshot_id = p.start_snapshot_id
+                union all select 'span end', p.ended_at_ns, s.taken_at_ns from spans p
+                    left join snapshots s on s.snapshot_id = p.end_snapshot_id
+                union all select 'metric', e.at_ns, s.taken_at_ns from events e
+                    left join snapshots s on s.snapshot_id = e.snapshot_id
+                    where e.run_id is not null""").fetchall()
+            con.close()
+            self.assertEqual(len(rows), 5 * i, "every boundary and metric stored")
+            before = 0
+            for what, t, taken in rows:
+                if t < first_sample - self.WINDOW_NS:
+                    before += 1
+                    self.assertIsNone(taken, f"{what} at {t}, before the sidecar ran")
+                if taken is not None:
+                    self.assertLessEqual(abs(taken - t), self.WINDOW_NS,
+                                         f"{what} at {t}: its sample is {taken - t} ns away")
+                if t > first_sample + self.WINDOW_NS // 2:
+                    self.assertIsNotNone(taken, f"{what} at {t}, while the sidecar sampled")
+            self.assertGreater(before, 100, "the agent recorded before the sidecar ran")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ def _linger_from_env() -> float:
         return DEFAULT_LINGER_MS / 1000
 
 
+#: How long `close()` (and the exit flush) waits for a sidecar this client never reached.
+NEVER_CONNECTED_WAIT_S = 0.5
+
 #: How long the sidecar may be unreachable before the client says so (once per outage).
 UNREACHABLE_WARNING_AFTER_S = 10.0
 
@@ -154,6 +157,9 @@ class Client:
         self._dropped_reported = 0
         self.rejected = 0
         self.last_error = ""
+        # Whether a session ever opened: at exit, a client that never reached the sidecar
+        # does not wait out its whole flush bound for it.
+        self._ever_connected = False
         # Over a Unix socket gRPC would send the path as the HTTP/2 :authority, which is
         # not a valid authority and the sidecar's HTTP/2 server refuses the stream.
         self._channel_options = ([("grpc.default_authority", "localhost")]
@@ -268,7 +274,11 @@ class Client:
 
     def close(self, timeout: float = 5.0) -> bool:
         """Flushes for up to `timeout` seconds and stops the background thread. What is
-        still unacknowledged then is lost: warned about with its count and the reason."""
+        still unacknowledged then is lost: warned about with its count and the reason. A
+        client that never reached the sidecar waits at most `NEVER_CONNECTED_WAIT_S` (the
+        sidecar is not there: an agent should not take longer to exit for it)."""
+        if not self._ever_connected:
+            timeout = min(timeout, NEVER_CONNECTED_WAIT_S)
         flushed = self.flush(timeout)
         with self._cond:
             already = self._closed
@@ -277,8 +287,12 @@ class Client:
         left = self.unacknowledged
         if not flushed and not already and left:
             why = f" (last error: {self.last_error})" if self.last_error else ""
-            _warn(f"{left} message(s) not acknowledged by the sidecar at {self.endpoint} "
-                  f"after {timeout:g}s; they are lost{why}")
+            if self._ever_connected:
+                _warn(f"{left} message(s) not acknowledged by the sidecar at {self.endpoint} "
+                      f"after {timeout:g}s; they are lost{why}")
+            else:
+                _warn(f"the sidecar at {self.endpoint} was never reachable; {left} "
+                      f"message(s) recorded by this process are lost{why}")
         return flushed
 
     def _acknowledge(self, seq: int) -> None:
@@ -369,6 +383,7 @@ class Client:
                                           metadata=self._metadata):
                     kind = reply.WhichOneof("body")
                     if kind == "welcome":
+                        self._ever_connected = True
                         delay = 0.05
                         down_since, warned = None, False
                         self.last_error = ""
