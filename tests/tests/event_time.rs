@@ -146,20 +146,20 @@ fn boundaries_get_the_sample_nearest_their_own_time_under_linger_and_an_active_i
             "250ms",
         ],
     );
-    // 20 runs of 4 steps of 10 ms, sent with the default 50 ms linger.
-    let (status, stdout, stderr) = runlens_e2e::run_bin(
-        "example-agent",
-        &[
+    // 20 runs of 4 steps of 10 ms, sent with a 50 ms linger.
+    let out = Command::new(bin("example-agent"))
+        .args([
             "--endpoint",
             &sidecar.endpoint(),
             "--runs",
             "20",
             "--step-ms",
             "10",
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(status.success(), "{stdout}\n{stderr}");
+        ])
+        .env("RUNLENS_LINGER_MS", "50")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     sidecar.stop();
 
     let samples = sample_times(&sidecar);

@@ -225,3 +225,11 @@ fn serve_on_a_port_in_use_fails_before_creating_the_database() {
     );
     assert!(!db.exists(), "a failed bind must leave no database behind");
 }
+
+#[test]
+fn a_new_database_is_one_log_line_not_one_per_migration() {
+    let mut sidecar = Sidecar::start();
+    let logs = sidecar.stop();
+    assert_eq!(logs.matches("database created").count(), 1, "{logs}");
+    assert!(!logs.contains("schema migrated"), "{logs}");
+}

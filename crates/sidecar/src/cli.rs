@@ -436,7 +436,7 @@ pub struct AgentBenchArgs {
     /// Seconds to measure at each rate.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
-    /// The client's linger, ms (default: the client's, RUNLENS_LINGER_MS or 50).
+    /// The client's linger, ms (default: the client's, RUNLENS_LINGER_MS or 500).
     #[arg(long, value_name = "MS")]
     pub linger_ms: Option<u64>,
     /// The sidecar's --active-sample-interval (default: its own).
@@ -716,7 +716,7 @@ pub struct ServeArgs {
     /// How often to store a snapshot while work is in flight (runs open, or data received in
     /// the last 10 s), so boundaries find a sample near their own time; at most
     /// --sample-interval.
-    #[arg(long, env = env::ACTIVE_SAMPLE_INTERVAL, default_value = "200ms",
+    #[arg(long, env = env::ACTIVE_SAMPLE_INTERVAL, default_value = "250ms",
         value_parser = parse_interval)]
     pub active_sample_interval: Duration,
     /// How hard each commit is pushed to disk.
@@ -877,8 +877,56 @@ pub struct QueryArgs {
     pub max_width: usize,
     /// One SQL statement that only reads, e.g. "select * from span_resources limit 5".
     /// May start with a `--` comment.
-    #[arg(allow_hyphen_values = true)]
+    #[arg(allow_hyphen_values = true, value_parser = parse_sql)]
     pub sql: String,
+    /// Words after the statement (unquoted SQL, or what a misspelt flag left behind): taken
+    /// here so that the statement itself is judged first, then refused with a hint.
+    #[arg(hide = true, num_args = 0..)]
+    pub extra: Vec<String>,
+}
+
+/// The flags of `runlens query`, for the message when one is misspelt.
+const QUERY_FLAGS: [&str; 3] = ["--db", "--format", "--max-width"];
+
+/// The statement of `runlens query`: SQL may start with a `--` comment, so a word such as
+/// `--fromat` (a misspelt flag, one word, no space after the dashes) would otherwise be
+/// taken for the statement and the real SQL refused as an extra argument.
+fn parse_sql(text: &str) -> Result<String, String> {
+    let word = text.split('=').next().unwrap_or(text);
+    let looks_like_flag = word.len() > 2
+        && word.starts_with("--")
+        && word[2..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !looks_like_flag {
+        return Ok(text.to_owned());
+    }
+    let nearest = QUERY_FLAGS
+        .iter()
+        .min_by_key(|flag| edit_distance(flag, word))
+        .filter(|flag| edit_distance(flag, word) <= 2);
+    let hint = nearest.map_or_else(String::new, |flag| format!(" (did you mean {flag}?)"));
+    Err(format!(
+        "{word} is not a flag of runlens query{hint}; its flags are {}, and the SQL comes \
+         last, in quotes",
+        QUERY_FLAGS.join(", ")
+    ))
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// The shortest background sampling interval accepted.

@@ -23,10 +23,24 @@ mod tls;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // `--help` and `--version` are answers (exit 0); anything else clap refuses is
+            // a usage error, with the same code as every check after parsing (EX_USAGE,
+            // not clap's own 2).
+            let code = if error.exit_code() == 0 {
+                0
+            } else {
+                exit::USAGE
+            };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
     // The sidecar reports its life at info; one-shot commands speak only of problems.
     init_logging(
         match cli.command {

@@ -95,13 +95,23 @@ fn serve_refuses_a_database_that_is_not_runlens() {
         b"this is not sqlite at all, just text".repeat(200),
     )
     .unwrap();
-    let out = runlens(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        garbage.to_str().unwrap(),
-    ]);
+    // Every listener on a free port or off: a sidecar on the default ports may be running.
+    let quiet = [
+        "--otlp-grpc-listen",
+        "off",
+        "--otlp-http-listen",
+        "off",
+        "--metrics-listen",
+        "off",
+    ];
+    let out = runlens(
+        &[
+            &["serve", "--listen", "127.0.0.1:0", "--db"][..],
+            &[garbage.to_str().unwrap()],
+            &quiet,
+        ]
+        .concat(),
+    );
     assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("is not a usable SQLite database"),
@@ -114,13 +124,14 @@ fn serve_refuses_a_database_that_is_not_runlens() {
         .unwrap()
         .execute_batch("CREATE TABLE notes (x)")
         .unwrap();
-    let out = runlens(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        other.to_str().unwrap(),
-    ]);
+    let out = runlens(
+        &[
+            &["serve", "--listen", "127.0.0.1:0", "--db"][..],
+            &[other.to_str().unwrap()],
+            &quiet,
+        ]
+        .concat(),
+    );
     assert_eq!(out.status.code(), Some(65));
     assert!(
         stderr(&out).contains("not a runlens one"),
@@ -160,12 +171,98 @@ fn serve_reports_a_taken_address() {
 }
 
 #[test]
+fn every_taken_port_is_named_in_one_message() {
+    let taken: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addr = |i: usize| taken[i].local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let out = runlens(&[
+        "serve",
+        "--listen",
+        &addr(0),
+        "--otlp-grpc-listen",
+        &addr(1),
+        "--otlp-http-listen",
+        "off",
+        "--metrics-listen",
+        &addr(2),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("3 listeners cannot start"), "{text}");
+    for (i, flag) in ["--listen", "--otlp-grpc-listen", "--metrics-listen"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            text.contains(&format!("cannot listen on {}", addr(i))) && text.contains(flag),
+            "{flag}: {text}"
+        );
+    }
+    assert!(
+        !db.exists(),
+        "nothing created before the listeners are all bound"
+    );
+}
+
+#[test]
 fn bad_flags_are_usage_errors() {
     let out = runlens(&["serve", "--sample-interval", "1ms"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("minimum"), "{}", stderr(&out));
     let out = runlens(&["serve", "--listen", "not-an-address"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn a_misspelt_flag_is_a_usage_error_on_every_subcommand_and_help_is_not() {
+    for sub in [
+        vec!["serve"],
+        vec!["snapshot"],
+        vec!["query"],
+        vec!["doctor"],
+        vec!["report"],
+        vec!["stress"],
+        vec!["bench", "agent"],
+        vec!["merge"],
+        vec!["backup"],
+        vec!["top"],
+    ] {
+        let mut args = sub.clone();
+        args.push("--no-such-flag");
+        let out = runlens(&args);
+        assert_eq!(out.status.code(), Some(64), "{sub:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--no-such-flag"), "{sub:?}");
+    }
+    assert_eq!(runlens(&["--help"]).status.code(), Some(0));
+    assert_eq!(runlens(&["query", "--help"]).status.code(), Some(0));
+    assert_eq!(runlens(&["--version"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_misspelt_query_flag_before_the_sql_is_named_as_such() {
+    let out = runlens(&["query", "--fromat", "json", "select 1"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--fromat is not a flag of runlens query (did you mean --format?)"),
+        "{}",
+        stderr(&out)
+    );
+    // A statement that starts with a comment is still SQL.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    rusqlite::Connection::open(&db).unwrap();
+    let out = runlens(&[
+        "query",
+        "--db",
+        db.to_str().unwrap(),
+        "-- one\nselect 1 as one",
+    ]);
+    assert!(!stderr(&out).contains("not a flag"), "{}", stderr(&out));
 }
 
 #[test]

@@ -15,6 +15,17 @@ const TABLE_SIZING_ROWS: usize = 1000;
 
 /// Runs the statement and prints its rows as they are read.
 pub fn run(args: QueryArgs) -> Result<(), Failure> {
+    if !args.extra.is_empty() {
+        return Err(Failure::new(
+            USAGE,
+            format!(
+                "runlens query takes one SQL statement, quoted, after its flags: runlens \
+                 query \"select ...\" (got {} more word(s): {})",
+                args.extra.len(),
+                args.extra.join(" ")
+            ),
+        ));
+    }
     let conn = store::open_read_only(&args.db)?;
     let mut stmt = conn
         .prepare(&args.sql)

@@ -172,7 +172,16 @@ fn migrate(conn: &Connection, from: i32) -> Result<()> {
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
-        tracing::info!(from = version, to = version + 1, "database schema migrated");
+        tracing::debug!(
+            from = version,
+            to = version + 1,
+            "database schema migrated a step"
+        );
+    }
+    if from == 0 {
+        tracing::info!(schema = SCHEMA_VERSION, "database created");
+    } else if from < SCHEMA_VERSION {
+        tracing::info!(from, to = SCHEMA_VERSION, "database schema migrated");
     }
     Ok(())
 }

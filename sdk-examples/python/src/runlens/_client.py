@@ -40,7 +40,7 @@ _BATCH = 1024  # messages per stream frame
 
 #: How long a recorded message waits for others before they are sent together, by
 #: default (milliseconds); `RUNLENS_LINGER_MS` or `linger_ms=` set another.
-DEFAULT_LINGER_MS = 50
+DEFAULT_LINGER_MS = 500
 
 
 def _linger_from_env() -> float:
@@ -117,7 +117,7 @@ class Client:
         counted (`dropped`) and warned about once. Nothing is ever lost silently: a sidecar
         unreachable for a while, and messages left unacknowledged at `close()` or exit,
         are warned about with their count. Messages linger up to `linger_ms` (default
-        `RUNLENS_LINGER_MS`, else 50) for others to travel with them in one frame; a span
+        `RUNLENS_LINGER_MS`, else 500) for others to travel with them in one frame; a span
         that asks for a fresh snapshot, `flush()` and `close()` send at once, and 0 sends
         each message as soon as it is recorded."""
         self.endpoint = normalize_endpoint(endpoint)

@@ -179,7 +179,7 @@ fn one_rate(args: &AgentBenchArgs, rate: u64) -> Result<RateRow, Failure> {
         .map_err(|e| Failure::new(FAILURE, format!("cannot start a runtime: {e}")))?;
     let outcome = runtime.block_on(drive(args, rate, &endpoint, serve.pid, tasks));
     serve.stop();
-    let measured = outcome?;
+    let mut measured = outcome?;
     let spans = tasks * SPANS_PER_TASK;
     let per_span = |u: Usage| u.cpu_ns as f64 / 1e3 / spans as f64;
     outln!(
@@ -188,8 +188,26 @@ fn one_rate(args: &AgentBenchArgs, rate: u64) -> Result<RateRow, Failure> {
         measured.sidecar.switches as f64 / spans as f64,
         measured.sidecar.cpu_ns as f64 / 1e7 / measured.wall.as_secs_f64()
     )?;
+    // The driver's own pacing (its sleeps between steps) is what any agent pays, with or
+    // without runlens: measured alone at the same rate and subtracted, so the client's
+    // figure is what recording and sending cost.
+    let dry_tasks = tasks.min(rate * DRY_SECONDS / SPANS_PER_TASK).max(1);
+    let dry = runtime.block_on(pace_only(rate, dry_tasks));
+    let scale = tasks as f64 / dry_tasks as f64;
+    let driver = Usage {
+        cpu_ns: (dry.cpu_ns as f64 * scale) as u64,
+        switches: (dry.switches as f64 * scale) as u64,
+    };
     outln!(
-        "client (the agent's process): {:.1} µs CPU per span, {:.2} wake-ups per span",
+        "the driver's pacing alone: {:.1} µs CPU per span, {:.2} wake-ups per span ({dry_tasks} \
+         tasks without recording; subtracted below)",
+        per_span(driver),
+        driver.switches as f64 / spans as f64
+    )?;
+    measured.client = measured.client.since(driver);
+    outln!(
+        "client (recording and sending, in the agent's process): {:.1} µs CPU per span, {:.2} \
+         wake-ups per span",
         per_span(measured.client),
         measured.client.switches as f64 / spans as f64
     )?;
@@ -230,8 +248,8 @@ fn one_rate(args: &AgentBenchArgs, rate: u64) -> Result<RateRow, Failure> {
         Some(python) => {
             let seed = seed_emitter(python, rate, args.seconds.min(10), &dir.0)?;
             outln!(
-                "seed emitter (psutil + JSON lines, in process, same rate): {seed:.1} µs CPU per \
-                 span; runlens is {:.2}x of it",
+                "seed emitter (psutil + JSON lines, in process, same rate, its pacing subtracted): \
+                 {seed:.1} µs CPU per span; runlens is {:.2}x of it",
                 (per_span(measured.sidecar) + per_span(measured.client)) / seed
             )?;
             Some(seed)
@@ -348,6 +366,25 @@ async fn drive(
     })
 }
 
+/// Seconds of the dry run that measures the driver's pacing alone.
+const DRY_SECONDS: u64 = 5;
+
+/// The driver's schedule without recording: the same four pauses per task.
+async fn pace_only(rate: u64, tasks: u64) -> Usage {
+    let me = std::process::id();
+    let before = Usage::of(me);
+    let begin = Instant::now();
+    let task_time = Duration::from_secs_f64(SPANS_PER_TASK as f64 / rate as f64);
+    let step = task_time / 4;
+    for i in 0..tasks {
+        let due = begin + task_time * u32::try_from(i).unwrap_or(u32::MAX);
+        for k in 0..4 {
+            pause_until(due + step * k).await;
+        }
+    }
+    Usage::of(me).since(before)
+}
+
 async fn pause_until(due: Instant) {
     if let Some(wait) = due.checked_duration_since(Instant::now()) {
         tokio::time::sleep(wait).await;
@@ -356,7 +393,8 @@ async fn pause_until(due: Instant) {
 
 /// The seed's emitter (Section 8 of the course): at each span's start and end, psutil's
 /// load average and virtual memory, and a JSON line appended to a file; run by `python` at
-/// `rate` spans/s for `seconds`. Returns its CPU per span, µs.
+/// `rate` spans/s for `seconds`. Returns its CPU per span, µs, less its loop's pacing
+/// (measured alone first, as runlens's driver's is).
 fn seed_emitter(python: &Path, rate: u64, seconds: u64, dir: &Path) -> Result<f64, Failure> {
     const SEED: &str = r#"
 import json, os, sys, time
@@ -368,19 +406,25 @@ def system_metrics():
             "ram_free_mb": mem.available / 2**20}
 n = rate * seconds
 gap = 1.0 / rate
-with open(path, "a") as out:
-    def emit(kind, **fields):
-        out.write(json.dumps({"ts": time.time(), "kind": kind, **fields}) + "\n")
-        out.flush()
+def paced(work):
     begin = time.perf_counter()
     cpu0 = time.process_time()
     for i in range(n):
         delay = begin + i * gap - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+        work(i)
+    return (time.process_time() - cpu0) * 1e6 / n
+with open(path, "a") as out:
+    def emit(kind, **fields):
+        out.write(json.dumps({"ts": time.time(), "kind": kind, **fields}) + "\n")
+        out.flush()
+    def span(i):
         emit("span_start", name="llm_call", span=i, **system_metrics())
         emit("span_end", name="llm_call", span=i, status="ok", **system_metrics())
-    print((time.process_time() - cpu0) * 1e6 / n)
+    # The loop's own pacing, measured alone and subtracted, as for runlens's driver.
+    pacing = paced(lambda i: None)
+    print(paced(span) - pacing, pacing)
 "#;
     let out = std::process::Command::new(python)
         .args(["-c", SEED, &rate.to_string(), &seconds.to_string()])
@@ -397,13 +441,14 @@ with open(path, "a") as out:
             ),
         ));
     }
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|e| {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .next()
+        .and_then(|emitter| emitter.parse().ok())
+        .ok_or_else(|| {
             Failure::new(
                 FAILURE,
-                format!("the seed emitter said something else: {e}"),
+                format!("the seed emitter said something else: {text}"),
             )
         })
 }

@@ -40,13 +40,24 @@ impl Listeners {
     /// the address and what to do (exit code 69).
     pub async fn bind(addrs: &[ListenAddr], mode: u32) -> Result<Self, Failure> {
         let mut bound = Vec::with_capacity(addrs.len());
+        let mut failures = Vec::new();
         for addr in addrs {
-            bound.push(match addr {
-                ListenAddr::Tcp(a) => Bound::Tcp(bind_tcp(*a, "--listen").await?.0),
-                ListenAddr::Unix(path) => Bound::Unix(bind_unix(path, mode)?, path.clone()),
-            });
+            let one = match addr {
+                ListenAddr::Tcp(a) => bind_tcp(*a, "--listen").await.map(|b| Bound::Tcp(b.0)),
+                ListenAddr::Unix(path) => {
+                    bind_unix(path, mode).map(|l| Bound::Unix(l, path.clone()))
+                }
+            };
+            match one {
+                Ok(b) => bound.push(b),
+                Err(f) => failures.push(f),
+            }
         }
-        Ok(Self { bound })
+        if failures.is_empty() {
+            Ok(Self { bound })
+        } else {
+            Err(one_failure(failures))
+        }
     }
 
     /// The addresses as bound (the real port where 0 was asked), e.g. for the start line.
@@ -116,6 +127,26 @@ pub fn tcp_incoming(
         }
         accepted
     })
+}
+
+/// Several failures as one: the first's exit code, every message on a line of its own.
+pub fn one_failure(mut failures: Vec<Failure>) -> Failure {
+    if failures.len() == 1 {
+        return failures.remove(0);
+    }
+    let code = failures.first().map_or(FAILURE, |f| f.code);
+    let lines: Vec<String> = failures
+        .iter()
+        .map(|f| format!("  {}", f.message))
+        .collect();
+    Failure::new(
+        code,
+        format!(
+            "{} listeners cannot start:\n{}",
+            failures.len(),
+            lines.join("\n")
+        ),
+    )
 }
 
 /// Binds `address`; a failure names the flag that chose it (exit code 69).

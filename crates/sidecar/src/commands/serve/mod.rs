@@ -79,7 +79,25 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     // Bind first: a port already in use must fail before the database is created or
     // migrated, so a mistyped second `serve` leaves no file and no schema change behind.
     // Connections that arrive meanwhile wait in the listen backlog.
-    let listeners = Listeners::bind(&args.listen, args.socket_mode).await?;
+    // Every listener is tried before any conflict is reported, so a user sees every taken
+    // port in one message rather than one per attempt.
+    let mut conflicts = Vec::new();
+    let listeners = Listeners::bind(&args.listen, args.socket_mode)
+        .await
+        .map_err(|f| conflicts.push(f))
+        .ok();
+    let otlp_grpc =
+        bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen", &mut conflicts).await;
+    let otlp_http =
+        bind_optional(args.otlp_http_listen, "--otlp-http-listen", &mut conflicts).await;
+    let metrics_listener =
+        bind_optional(args.metrics_listen, "--metrics-listen", &mut conflicts).await;
+    let health_listener =
+        bind_optional(args.health_listen, "--health-listen", &mut conflicts).await;
+    let listeners = match (listeners, conflicts.len()) {
+        (Some(listeners), 0) => listeners,
+        _ => return Err(listeners::one_failure(conflicts)),
+    };
     let addr = listeners
         .addresses()
         .iter()
@@ -87,10 +105,6 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .collect::<Vec<_>>()
         .join(" and ");
     let sockets = listeners.socket_paths();
-    let otlp_grpc = bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen").await?;
-    let otlp_http = bind_optional(args.otlp_http_listen, "--otlp-http-listen").await?;
-    let metrics_listener = bind_optional(args.metrics_listen, "--metrics-listen").await?;
-    let health_listener = bind_optional(args.health_listen, "--health-listen").await?;
     let conn = store::open_for_writing(
         &args.db,
         args.durability == Durability::Full,
@@ -287,7 +301,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
 
     let gpu_line = gpu_problem.map_or_else(
         || "GPUs through NVML".to_owned(),
-        |reason| format!("no GPU sampling ({reason})"),
+        |reason| format!("no GPU sampling: {reason}"),
     );
     let shown =
         |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
@@ -307,7 +321,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     // The one line on stdout: scripts and tests read the addresses from it (port 0 case).
     // A closed stdout must not stop the sidecar: the line is for whoever reads it.
     let _ = crate::format::outln!(
-        "runlens serve: listening on {addr} (db {}, sampling every {}, {} while busy, \
+        "runlens serve: listening on {addr} (db {}; sampling every {}, {} while busy; \
          {gpu_line}) {otlp_line}",
         args.db.display(),
         humantime::format_duration(args.sample_interval),
@@ -436,14 +450,24 @@ fn record_start(conn: &rusqlite::Connection) {
 /// A bound TCP listener and its address.
 type Bound = (TcpListener, std::net::SocketAddr);
 
-/// Binds an optional listener; a failure also says how to turn it off.
-async fn bind_optional(listener: Listener, flag: &str) -> Result<Option<Bound>, Failure> {
+/// Binds an optional listener; a failure, which also says how to turn it off, joins
+/// `conflicts`.
+async fn bind_optional(
+    listener: Listener,
+    flag: &str,
+    conflicts: &mut Vec<Failure>,
+) -> Option<Bound> {
     match listener {
-        Listener::Off => Ok(None),
+        Listener::Off => None,
         Listener::On(address) => listeners::bind_tcp(address, flag)
             .await
-            .map(Some)
-            .map_err(|f| Failure::new(f.code, format!("{} (or `{flag} off`)", f.message))),
+            .map_err(|f| {
+                conflicts.push(Failure::new(
+                    f.code,
+                    format!("{} (or `{flag} off`)", f.message),
+                ));
+            })
+            .ok(),
     }
 }
 

@@ -27,7 +27,7 @@ const REFERENCES: [(&str, &str, &str); 5] = [
 /// The sample a row written now refers to, counted in `finished` as matched or not.
 pub(super) fn resolve(
     conn: &Connection,
-    times: &SnapshotTimes,
+    times: &mut SnapshotTimes,
     at_ns: i64,
     sample: SampleRef,
     finished: &mut Finished,
@@ -53,6 +53,8 @@ pub(super) fn note_sample(
 ) -> rusqlite::Result<()> {
     times.insert(taken_at_ns, snapshot_id);
     let (before, after) = times.neighbours(taken_at_ns, snapshot_id);
+    let before = before.filter(|&(_, id)| times.was_handed_out(id));
+    let after = after.filter(|&(_, id)| times.was_handed_out(id));
     for (table, column, time) in REFERENCES {
         // Ties go to the earlier sample, as in `SnapshotTimes::nearest`.
         if let Some((before_ns, before_id)) = before {

@@ -127,7 +127,7 @@ const SPANS_PER_INSERT: usize = 32;
 /// one statement step instead of 32 is most of the writer's per-span cost.
 fn write_complete_spans(
     tx: &rusqlite::Connection,
-    times: &SnapshotTimes,
+    times: &mut SnapshotTimes,
     spans: &[(&SpanStart, &SpanEnd)],
     finished: &mut Finished,
 ) -> rusqlite::Result<()> {

@@ -21,7 +21,14 @@ pub type Sample = (i64, i64);
 pub struct SnapshotTimes {
     /// (taken_at_ns, snapshot_id), sorted by time.
     recent: Vec<(i64, i64)>,
+    /// The latest samples `nearest` handed out (newest last, a few): only rows that refer
+    /// to one of these can lie nearer a sample stored after them, so a new sample next to
+    /// none of them (an idle sidecar) moves nothing and runs no statement.
+    handed_out: Vec<i64>,
 }
+
+/// Samples remembered as handed out: more than are ever stored between two batches.
+const HANDED_OUT: usize = 64;
 
 impl SnapshotTimes {
     /// The latest [`KEPT`] samples of the database.
@@ -35,7 +42,10 @@ impl SnapshotTimes {
         let recent = stmt
             .query_map([KEPT as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Self { recent })
+        Ok(Self {
+            recent,
+            handed_out: Vec::new(),
+        })
     }
 
     /// Notes a stored sample (again is harmless: a retried batch writes its samples twice).
@@ -78,8 +88,25 @@ impl SnapshotTimes {
         self.recent.retain(|(_, id)| !gone.contains(id));
     }
 
+    /// Whether `nearest` handed out this sample lately (since the process started; after a
+    /// restart, rows written before it are matched against what was stored then).
+    pub fn was_handed_out(&self, snapshot_id: i64) -> bool {
+        self.handed_out.contains(&snapshot_id)
+    }
+
     /// The sample nearest `at_ns`, if one is at most `window_ns` away.
-    pub fn nearest(&self, conn: &Connection, at_ns: i64, window_ns: i64) -> Option<i64> {
+    pub fn nearest(&mut self, conn: &Connection, at_ns: i64, window_ns: i64) -> Option<i64> {
+        let id = self.nearest_id(conn, at_ns, window_ns)?;
+        if self.handed_out.last() != Some(&id) && !self.handed_out.contains(&id) {
+            if self.handed_out.len() >= HANDED_OUT {
+                self.handed_out.remove(0);
+            }
+            self.handed_out.push(id);
+        }
+        Some(id)
+    }
+
+    fn nearest_id(&self, conn: &Connection, at_ns: i64, window_ns: i64) -> Option<i64> {
         let in_memory = self
             .recent
             .first()

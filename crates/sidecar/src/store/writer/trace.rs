@@ -20,7 +20,7 @@ pub const WAITING_FOR_ROOT: &str = "(root span not received yet)";
 /// Writes one export's spans and senders.
 pub(super) fn write_trace(
     tx: &Connection,
-    times: &SnapshotTimes,
+    times: &mut SnapshotTimes,
     rows: &TraceRows,
     finished: &mut Finished,
 ) -> rusqlite::Result<()> {
@@ -231,7 +231,7 @@ fn write_span(
 /// before `quiet_since_ns`; each ends when its last span ended, with the sample nearest.
 pub(super) fn close_rootless(
     tx: &Connection,
-    times: &SnapshotTimes,
+    times: &mut SnapshotTimes,
     (window_ns, quiet_since_ns): (i64, i64),
     reason: &str,
     finished: &mut Finished,
