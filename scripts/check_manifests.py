@@ -83,7 +83,7 @@ def check_runlens(where, container, runlens, sockets):
             if name.startswith("RUNLENS_") and name not in known:
                 fail(f"{where}: runlens {args[0]} takes no variable {name} "
                      f"(it takes {sorted(known)})")
-        env["RUNLENS_NVML_LIB"] = "/nonexistent/libnvidia-ml.so.1"  # no GPU here
+        env["RUNLENS_NVML_LIB"] = "none"  # no GPU here
         proc = subprocess.Popen([runlens, *args], env={**os.environ, **env},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

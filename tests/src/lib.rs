@@ -189,7 +189,7 @@ impl Sidecar {
             .args(otlp)
             .args(extra)
             // No real NVML in tests unless a test asks for one (a flag wins over this).
-            .env("RUNLENS_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+            .env("RUNLENS_NVML_LIB", "none")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

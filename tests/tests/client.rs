@@ -122,6 +122,24 @@ async fn span_nests_under_a_span_and_span_fresh_samples_at_both_ends() {
 }
 
 #[tokio::test]
+async fn a_client_pointed_at_the_otlp_port_is_told_where_the_runlens_api_is() {
+    let mut sidecar = Sidecar::start();
+    let otlp = sidecar.otlp_grpc.clone().expect("OTLP gRPC on a free port");
+    let client = Client::builder(format!("http://{otlp}")).build().unwrap();
+    client.start_run("lost").end_ok();
+    let error = client
+        .flush_timeout(Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    let text = format!("{error:?}");
+    assert!(
+        text.contains("runlens's OTLP port") && text.contains("127.0.0.1:50551"),
+        "{text}"
+    );
+    sidecar.stop();
+}
+
+#[tokio::test]
 async fn a_bare_host_port_endpoint_connects() {
     let mut sidecar = Sidecar::start();
     let bare = sidecar.endpoint().trim_start_matches("http://").to_owned();

@@ -397,3 +397,40 @@ fn a_receiver_killed_in_the_middle_of_a_backlog_still_gets_everything_once() {
     exporter.stop();
     receiver.stop();
 }
+
+#[test]
+fn runs_sent_to_a_wrong_url_are_held_and_arrive_once_it_is_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Sidecar::start_on(&dir.path().join("receiver.db"), &[]);
+    let http = receiver.otlp_http.clone().unwrap();
+    let db = dir.path().join("exporter.db");
+    let export = |url: &str| {
+        vec![
+            "--otlp-export".to_owned(),
+            url.to_owned(),
+            "--otlp-export-protocol".to_owned(),
+            "http/protobuf".to_owned(),
+        ]
+    };
+    // A path the receiver does not serve: it answers 404. Held, not skipped.
+    let wrong = export(&format!("http://{http}/wrong"));
+    let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
+    let mut exporter = Sidecar::start_on(&db, &wrong);
+    exporter.run_example_agent(3);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receiver.count("SELECT count(*) FROM spans"), 0);
+    let logs = exporter.stop();
+    assert!(logs.contains("held, not skipped"), "{logs}");
+    assert!(!logs.contains("it is skipped"), "{logs}");
+    // Fixed, and written as many receivers document it: the full /v1/traces URL.
+    let fixed = export(&format!("http://{http}/v1/traces"));
+    let fixed: Vec<&str> = fixed.iter().map(String::as_str).collect();
+    let mut exporter = Sidecar::start_on(&db, &fixed);
+    wait_for(&receiver, "SELECT count(*) FROM spans", 12, "held spans");
+    exporter.stop();
+    assert_eq!(
+        receiver.count("SELECT count(DISTINCT span_id) FROM spans"),
+        12
+    );
+    receiver.stop();
+}

@@ -323,8 +323,21 @@ async fn an_8_gib_allocation_during_a_span_shows_in_span_resources() {
 }
 
 #[test]
-fn a_missing_library_means_gpu_available_0_and_doctor_explains_it() {
-    let mut sidecar = Sidecar::start();
+fn a_library_that_cannot_be_loaded_means_gpu_available_0_and_doctor_explains_it() {
+    // A file that exists but is no NVML (as a broken driver install leaves it): serve goes
+    // on without GPUs and says why in every sample.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("libnvidia-ml.so.1");
+    std::fs::write(&broken, b"not a shared library").unwrap();
+    let mut sidecar = Sidecar::start_on(
+        &dir.path().join("nogpu.db"),
+        &[
+            "--sample-interval",
+            "100ms",
+            "--nvml-lib",
+            broken.to_str().unwrap(),
+        ],
+    );
     sleep_samples(2);
     sidecar.stop();
     assert_eq!(
@@ -332,9 +345,10 @@ fn a_missing_library_means_gpu_available_0_and_doctor_explains_it() {
         0
     );
     assert_eq!(
-        sidecar.count(
-            "SELECT count(*) FROM snapshots WHERE gpu_unavailable_reason LIKE '%/nonexistent/libnvidia-ml.so.1 could not be loaded%'"
-        ),
+        sidecar.count(&format!(
+            "SELECT count(*) FROM snapshots WHERE gpu_unavailable_reason LIKE '%{} could not be loaded%'",
+            broken.display()
+        )),
         sidecar.count("SELECT count(*) FROM snapshots")
     );
     let (status, stdout, stderr) = run_bin(

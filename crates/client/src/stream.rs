@@ -106,6 +106,20 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// Why the session was refused, in words a user can act on: `UNIMPLEMENTED` means the
+/// address answers gRPC without the runlens API, most often runlens's own OTLP port.
+fn session_refused(status: &tonic::Status, target: &Target) -> String {
+    if status.code() == tonic::Code::Unimplemented {
+        return format!(
+            "{target} answers gRPC but has no runlens API (UNIMPLEMENTED): is it runlens's \
+             OTLP port (4317)? The runlens API listens on {} by default (`runlens serve \
+             --listen`)",
+            crate::DEFAULT_ENDPOINT
+        );
+    }
+    status.to_string()
+}
+
 /// How long the sidecar may be unreachable before the client says so once.
 pub const UNREACHABLE_WARNING_AFTER: Duration = Duration::from_secs(10);
 
@@ -134,7 +148,7 @@ async fn session(
     let mut inbound = client
         .session(request)
         .await
-        .map_err(|s| s.to_string())?
+        .map_err(|s| session_refused(&s, target))?
         .into_inner();
     match inbound.message().await.map_err(|s| s.to_string())? {
         Some(pb::ServerMessage {

@@ -574,10 +574,15 @@ pub struct DoctorArgs {
     pub probe: ProbeArgs,
 }
 
+/// The `--nvml-lib` value that turns GPU sampling off.
+pub const NVML_OFF: &str = "none";
+
 /// Where resource figures come from.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// Path of the NVML library to load [default: the system's libnvidia-ml.so.1].
+    /// Path of the NVML library to load [default: the system's libnvidia-ml.so.1], or
+    /// `none` to sample without GPUs. A path that does not exist is refused (exit 64) by
+    /// `serve` and `snapshot`; `doctor` explains it instead.
     #[arg(long, env = env::NVML_LIB, value_name = "PATH")]
     pub nvml_lib: Option<PathBuf>,
     /// Read container limits from this cgroup directory instead of this process's own

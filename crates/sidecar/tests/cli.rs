@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 fn runlens(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_runlens"))
         .args(args)
-        .env("RUNLENS_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+        .env("RUNLENS_NVML_LIB", "none")
         .env_remove("RUNLENS_DB")
         .output()
         .expect("run runlens")
@@ -58,8 +58,39 @@ fn snapshot_json_agrees_with_proc_meminfo() {
         json["gpu"]["unavailable_reason"]
             .as_str()
             .unwrap()
-            .contains("/nonexistent/libnvidia-ml.so.1")
+            .contains("--nvml-lib none")
     );
+}
+
+#[test]
+fn an_nvml_library_path_that_does_not_exist_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("n.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_runlens"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "off",
+            "--otlp-http-listen",
+            "off",
+            "--metrics-listen",
+            "off",
+            "--nvml-lib",
+            "/does/not/exist/libnvidia-ml.so.1",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--nvml-lib /does/not/exist/libnvidia-ml.so.1: no such file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!db.exists(), "refused before anything was created");
 }
 
 #[test]
@@ -343,7 +374,7 @@ fn output_into_a_closed_pipe_ends_quietly() {
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runlens"))
             .args(&args)
-            .env("RUNLENS_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+            .env("RUNLENS_NVML_LIB", "none")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -356,5 +387,117 @@ fn output_into_a_closed_pipe_ends_quietly() {
             "{args:?}: {}",
             stderr(&out)
         );
+    }
+}
+
+/// `runlens serve` on `db` with every listener on a free port or off, stdout piped.
+fn spawn_serve(db: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_runlens"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .args([
+            "--otlp-grpc-listen",
+            "off",
+            "--otlp-http-listen",
+            "off",
+            "--metrics-listen",
+            "off",
+        ])
+        .env("RUNLENS_NVML_LIB", "none")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name}");
+}
+
+#[test]
+fn a_second_serve_on_the_same_database_is_refused_naming_the_first() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("one.db");
+    let mut first = spawn_serve(&db);
+    let mut line = String::new();
+    std::io::BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    let second = Command::new(env!("CARGO_BIN_EXE_runlens"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .args([
+            "--otlp-grpc-listen",
+            "off",
+            "--otlp-http-listen",
+            "off",
+            "--metrics-listen",
+            "off",
+        ])
+        .env("RUNLENS_NVML_LIB", "none")
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(69), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains(&format!("another runlens serve (pid {})", first.id())),
+        "{}",
+        stderr(&second)
+    );
+    // Readers are not locked out.
+    let out = runlens(&[
+        "query",
+        "--db",
+        db.to_str().unwrap(),
+        "select count(*) as n from runs",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    signal(&first, "INT");
+    assert!(first.wait().unwrap().success());
+}
+
+#[test]
+fn sigint_and_sigterm_early_in_start_up_stop_the_sidecar_cleanly() {
+    for name in ["INT", "TERM"] {
+        for after_ms in [10, 30, 100] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("early.db");
+            let mut child = spawn_serve(&db);
+            std::thread::sleep(std::time::Duration::from_millis(after_ms));
+            signal(&child, name);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "SIG{name} {after_ms} ms after start: still running"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "SIG{name} {after_ms} ms after start: {status}"
+            );
+            if db.exists() {
+                // Whatever was started is whole: the schema is at its version.
+                let out = runlens(&[
+                    "query",
+                    "--db",
+                    db.to_str().unwrap(),
+                    "select count(*) from snapshots",
+                ]);
+                assert!(out.status.success(), "{}", stderr(&out));
+            }
+        }
     }
 }

@@ -29,7 +29,7 @@ class Sidecar:
             [RUNLENS, "serve", "--listen", listen, "--db", db, "--sample-interval", interval,
              *otlp, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env={**os.environ, "RUNLENS_NVML_LIB": "/nonexistent/libnvidia-ml.so.1",
+            env={**os.environ, "RUNLENS_NVML_LIB": "none",
                  **(env or {})})
         line = self.proc.stdout.readline()
         if "listening on " not in line:

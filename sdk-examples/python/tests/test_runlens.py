@@ -86,6 +86,16 @@ class Newcomer(unittest.TestCase):
                 Client(bad, flush_at_exit=0)
             self.assertIn("HOST:PORT", str(caught.exception))
 
+    def test_a_client_pointed_at_the_otlp_port_is_told_where_the_runlens_api_is(self):
+        with Sidecar(extra=("--otlp-grpc-listen", "127.0.0.1:0")) as sidecar:
+            client = Client(sidecar.otlp_grpc, flush_at_exit=0)
+            with client.run("lost"):
+                pass
+            self.assertFalse(client.flush(timeout=3))
+            self.assertIn("runlens's OTLP port", client.last_error)
+            self.assertIn("127.0.0.1:50551", client.last_error)
+            client.close(timeout=0)
+
     def test_exiting_with_the_sidecar_down_warns_with_the_count_and_does_not_wait_for_it(self):
         script = (
             "import sys\n"

@@ -48,8 +48,11 @@ pub enum Transport {
     Http {
         /// `host:port`.
         authority: String,
-        /// The endpoint's path, without a trailing `/`.
-        base: String,
+        /// Where traces go: the endpoint's path and `/v1/traces`, or the endpoint's own
+        /// path when it already ends so.
+        traces_path: String,
+        /// Where metrics go, likewise with `/v1/metrics`.
+        metrics_path: String,
         /// Headers for every request.
         headers: Vec<(String, String)>,
     },
@@ -76,14 +79,18 @@ impl Transport {
                     .connect_lazy(),
                 headers,
             }),
-            ExportProtocol::HttpProtobuf => Ok(Transport::Http {
-                authority: uri
-                    .authority()
-                    .map(ToString::to_string)
-                    .ok_or_else(|| format!("--otlp-export {endpoint} has no host"))?,
-                base: uri.path().trim_end_matches('/').to_owned(),
-                headers,
-            }),
+            ExportProtocol::HttpProtobuf => {
+                let (traces_path, metrics_path) = http_paths(uri.path());
+                Ok(Transport::Http {
+                    authority: uri
+                        .authority()
+                        .map(ToString::to_string)
+                        .ok_or_else(|| format!("--otlp-export {endpoint} has no host"))?,
+                    traces_path,
+                    metrics_path,
+                    headers,
+                })
+            }
         }
     }
 
@@ -102,7 +109,7 @@ impl Transport {
                     .map_err(grpc_failure)
             }
             Transport::Http { .. } => {
-                let body = self.post("/v1/traces", request.encode_to_vec()).await?;
+                let body = self.post(Signal::Traces, request.encode_to_vec()).await?;
                 ExportTraceServiceResponse::decode(body.as_ref())
                     .map_err(|e| Failure::retryable(format!("the receiver's answer: {e}")))
             }
@@ -121,21 +128,26 @@ impl Transport {
                     .map_err(grpc_failure)
             }
             Transport::Http { .. } => self
-                .post("/v1/metrics", request.encode_to_vec())
+                .post(Signal::Metrics, request.encode_to_vec())
                 .await
                 .map(|_| ()),
         }
     }
 
     /// One POST on a fresh connection (batches are large and seconds apart).
-    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Bytes, Failure> {
+    async fn post(&self, signal: Signal, body: Vec<u8>) -> Result<Bytes, Failure> {
         let Transport::Http {
             authority,
-            base,
+            traces_path,
+            metrics_path,
             headers,
         } = self
         else {
             return Err(Failure::retryable("not an HTTP receiver"));
+        };
+        let path = match signal {
+            Signal::Traces => traces_path,
+            Signal::Metrics => metrics_path,
         };
         let stream = tokio::net::TcpStream::connect(authority.as_str())
             .await
@@ -146,7 +158,7 @@ impl Transport {
                 .await
                 .map_err(Failure::retryable)?;
         tokio::spawn(connection);
-        let mut request = hyper::Request::post(format!("{base}{path}"))
+        let mut request = hyper::Request::post(path.as_str())
             .header(hyper::header::HOST, authority.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
         for (k, v) in headers {
@@ -170,6 +182,14 @@ impl Transport {
             200..=299 => Ok(body),
             // The OTLP/HTTP specification's retryable codes; other 4xx are for good.
             429 | 502 | 503 | 504 => Err(Failure::retryable(format!("HTTP {status}"))),
+            // Not a refused payload but a wrong endpoint or missing credentials: nothing the
+            // receiver judged. The runs are held until the configuration is fixed, and it
+            // is said loudly each time.
+            401 | 403 | 404 | 405 => {
+                let message = misdirected(status, &format!("http://{authority}{path}"));
+                tracing::error!(%message, "OTLP export held");
+                Err(Failure::retryable(message))
+            }
             400..=499 => Err(Failure {
                 permanent: true,
                 message: format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
@@ -177,6 +197,40 @@ impl Transport {
             _ => Err(Failure::retryable(format!("HTTP {status}"))),
         }
     }
+}
+
+/// Which signal a POST carries.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Traces,
+    Metrics,
+}
+
+/// The paths of traces and metrics under an endpoint's path: `<path>/v1/traces` and
+/// `<path>/v1/metrics`, or, when the path already names one of them (as many receivers
+/// document their URL), that one as given and its sibling beside it.
+fn http_paths(path: &str) -> (String, String) {
+    let path = path.trim_end_matches('/');
+    let base = path
+        .strip_suffix("/v1/traces")
+        .or_else(|| path.strip_suffix("/v1/metrics"))
+        .unwrap_or(path);
+    (format!("{base}/v1/traces"), format!("{base}/v1/metrics"))
+}
+
+/// What to say when the receiver answers as if the URL or the credentials were wrong.
+fn misdirected(status: u16, url: &str) -> String {
+    let what = match status {
+        401 | 403 => "refused the credentials (set OTEL_EXPORTER_OTLP_HEADERS)",
+        _ => {
+            "has no OTLP endpoint there (check --otlp-export: the receiver's base URL, e.g. \
+             http://host:4318, or its full .../v1/traces URL)"
+        }
+    };
+    format!(
+        "HTTP {status} from {url}: the receiver {what}; the runs are held, not skipped, and \
+         sent once it answers"
+    )
 }
 
 fn with_metadata<T>(message: T, headers: &[(String, String)]) -> tonic::Request<T> {
@@ -194,12 +248,11 @@ fn with_metadata<T>(message: T, headers: &[(String, String)]) -> tonic::Request<
 
 fn grpc_failure(status: tonic::Status) -> Failure {
     Failure {
+        // UNIMPLEMENTED means no trace service at that address (a wrong port), not a refused
+        // payload: held like HTTP 404.
         permanent: matches!(
             status.code(),
-            Code::InvalidArgument
-                | Code::FailedPrecondition
-                | Code::OutOfRange
-                | Code::Unimplemented
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange
         ),
         message: format!("{:?}: {}", status.code(), status.message()),
     }
@@ -218,4 +271,43 @@ fn headers_from_env() -> Vec<(String, String)> {
             (!k.is_empty()).then(|| (k, crate::metrics::collector::percent_decode(v.trim())))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_that_already_names_the_signal_is_used_as_given() {
+        let both = |p: &str| http_paths(p);
+        assert_eq!(
+            both(""),
+            ("/v1/traces".to_owned(), "/v1/metrics".to_owned())
+        );
+        assert_eq!(
+            both("/otlp/"),
+            ("/otlp/v1/traces".to_owned(), "/otlp/v1/metrics".to_owned())
+        );
+        assert_eq!(
+            both("/v1/traces"),
+            ("/v1/traces".to_owned(), "/v1/metrics".to_owned()),
+            "not /v1/traces/v1/traces"
+        );
+        assert_eq!(
+            both("/api/v1/metrics"),
+            ("/api/v1/traces".to_owned(), "/api/v1/metrics".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_wrong_endpoint_or_credentials_are_held_and_say_what_to_fix() {
+        for status in [401, 403, 404, 405] {
+            let text = misdirected(status, "http://h:6006/x");
+            assert!(text.contains("held, not skipped"), "{text}");
+        }
+        assert!(misdirected(405, "u").contains("--otlp-export"));
+        assert!(misdirected(401, "u").contains("OTEL_EXPORTER_OTLP_HEADERS"));
+        assert!(!grpc_failure(tonic::Status::unimplemented("no service")).permanent);
+        assert!(grpc_failure(tonic::Status::invalid_argument("bad span")).permanent);
+    }
 }

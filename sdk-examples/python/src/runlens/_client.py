@@ -396,7 +396,15 @@ class Client:
                         print(f"runlens: message {reply.error.seq} rejected: "
                               f"{reply.error.message}", file=sys.stderr)
             except grpc.RpcError as e:
-                self.last_error = str(e.details() if hasattr(e, "details") else e)
+                code = e.code() if hasattr(e, "code") else None
+                if code == grpc.StatusCode.UNIMPLEMENTED:
+                    # gRPC without the runlens API: most often runlens's own OTLP port.
+                    self.last_error = (
+                        f"{self.endpoint} answers gRPC but has no runlens API (UNIMPLEMENTED): "
+                        f"is it runlens's OTLP port (4317)? The runlens API listens on "
+                        f"{DEFAULT_ENDPOINT} by default (`runlens serve --listen`)")
+                else:
+                    self.last_error = str(e.details() if hasattr(e, "details") else e)
             finally:
                 with self._cond:
                     self._generation += 1  # ends the old request generator

@@ -11,6 +11,7 @@ use tonic::transport::Server;
 
 mod http;
 pub(crate) mod listeners;
+mod lock;
 mod retention;
 
 use listeners::Listeners;
@@ -38,6 +39,10 @@ const OTLP_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs the sidecar until SIGINT or SIGTERM, then drains and exits.
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    // SIGINT and SIGTERM are caught from the first moment: one that arrives while the
+    // database is being opened or migrated is held until the sidecar can stop cleanly,
+    // instead of killing it mid-migration or being lost before the runtime listens.
+    let early = EarlySignal::register()?;
     // A sidecar needs few threads whatever the machine's size. At agent rates a second
     // worker mostly wakes up to find nothing to steal: one thread on a machine of two
     // CPUs (the writer has its own) costs a third fewer wake-ups per span for the same
@@ -55,10 +60,11 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(FAILURE, format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(serve(args))
+    runtime.block_on(serve(args, early))
 }
 
-async fn serve(args: ServeArgs) -> Result<(), Failure> {
+async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
+    let mut signals = ShutdownSignals::register(early)?;
     if args.retain_full > args.retain {
         return Err(Failure::new(
             crate::exit::USAGE,
@@ -76,6 +82,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .transpose()?;
     let tls = load_tls(&args)?;
     refuse_open_listeners(&args, token.is_some() || tls.is_some())?;
+    // Probes before anything is bound or created: a wrong --nvml-lib is a usage error.
+    let (sampler, gpu_problem) = build_sampler(&args.probe)?;
     // Bind first: a port already in use must fail before the database is created or
     // migrated, so a mistyped second `serve` leaves no file and no schema change behind.
     // Connections that arrive meanwhile wait in the listen backlog.
@@ -105,6 +113,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .collect::<Vec<_>>()
         .join(" and ");
     let sockets = listeners.socket_paths();
+    // One sidecar per database; held until the process ends.
+    let _db_lock = lock::DbLock::take(&args.db)?;
     let conn = store::open_for_writing(
         &args.db,
         args.durability == Durability::Full,
@@ -136,7 +146,6 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
     let registry = Registry::new(Some(Reader::open(&args.db)?));
     let reader = SharedReader::new(Reader::open(&args.db)?);
-    let (sampler, gpu_problem) = build_sampler(&args.probe)?;
     let sampler = SamplerHandle::new(
         sampler,
         writer.handle(),
@@ -317,7 +326,6 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     if tls.is_some() {
         otlp_line.push_str("; TLS");
     }
-    let mut signals = ShutdownSignals::register()?;
     // The one line on stdout: scripts and tests read the addresses from it (port 0 case).
     // A closed stdout must not stop the sidecar: the line is for whoever reads it.
     let _ = crate::format::outln!(
@@ -633,7 +641,36 @@ fn reflection() -> Result<
 
 /// SIGINT (Ctrl-C) and SIGTERM, registered when created: a signal that arrives right
 /// after the ready line is printed must already be ours, not the default "exit at once".
+/// A stop asked for before the runtime's own signal streams existed.
+#[derive(Clone)]
+struct EarlySignal(Arc<std::sync::atomic::AtomicBool>);
+
+impl EarlySignal {
+    fn register() -> Result<Self, Failure> {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        #[cfg(unix)]
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let fail = |e: std::io::Error| {
+                Failure::new(FAILURE, format!("cannot listen for shutdown signals: {e}"))
+            };
+            // A second signal while the first is pending ends the process at once (exit 1):
+            // a start-up stuck on a failing disk can still be stopped. Registered first, so
+            // it sees the flag as the earlier signal left it.
+            signal_hook::flag::register_conditional_shutdown(signal, 1, flag.clone())
+                .map_err(fail)?;
+            signal_hook::flag::register(signal, flag.clone()).map_err(fail)?;
+        }
+        Ok(Self(flag))
+    }
+
+    fn requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 struct ShutdownSignals {
+    /// Set by a signal from before `interrupt` and `terminate` were listening.
+    early: EarlySignal,
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -641,7 +678,7 @@ struct ShutdownSignals {
 }
 
 impl ShutdownSignals {
-    fn register() -> Result<Self, Failure> {
+    fn register(early: EarlySignal) -> Result<Self, Failure> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -649,16 +686,20 @@ impl ShutdownSignals {
                 Failure::new(FAILURE, format!("cannot listen for shutdown signals: {e}"))
             };
             Ok(Self {
+                early,
                 interrupt: signal(SignalKind::interrupt()).map_err(fail)?,
                 terminate: signal(SignalKind::terminate()).map_err(fail)?,
             })
         }
         #[cfg(not(unix))]
-        Ok(Self {})
+        Ok(Self { early })
     }
 
-    /// Resolves on the first of them.
+    /// Resolves on the first of them, at once if one came during start-up.
     async fn recv(&mut self) {
+        if self.early.requested() {
+            return;
+        }
         #[cfg(unix)]
         tokio::select! {
             _ = self.interrupt.recv() => {}
