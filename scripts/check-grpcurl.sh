@@ -42,4 +42,16 @@ echo "== grpcurl -plaintext -d '{}' $addr runlens.v1.Runlens/GetSnapshot"
 "$grpcurl" -plaintext -d '{}' "$addr" runlens.v1.Runlens/GetSnapshot | tee "$work/snapshot"
 grep -q '"ramTotalBytes"' "$work/snapshot" || fail "GetSnapshot answered without host figures"
 
+echo "== grpcurl -plaintext -unix: the same over the pod's Unix socket, no extra flags"
+# grpcurl before 1.9 sends the socket's path as the HTTP/2 :authority, as grpcio and
+# grpc-java do; runlens accepts it (vendor/h2/RUNLENS-PATCH.md).
+kill -INT $pid; wait $pid || true
+mkdir "$work/unix"
+serve_start "$work/unix" --listen "unix://$work/r.sock" --db "$work/grpcurl.db" \
+  --otlp-grpc-listen off --otlp-http-listen off --metrics-listen off
+"$grpcurl" -plaintext -unix "$work/r.sock" grpc.health.v1.Health/Check | tee "$work/health"
+grep -q '"SERVING"' "$work/health" || fail "health over the socket is not SERVING"
+"$grpcurl" -plaintext -unix -d '{}' "$work/r.sock" runlens.v1.Runlens/GetSnapshot >"$work/snapshot"
+grep -q '"ramTotalBytes"' "$work/snapshot" || fail "GetSnapshot over the socket answered without host figures"
+
 echo "grpcurl check passed"

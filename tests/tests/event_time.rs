@@ -1,5 +1,6 @@
 //! What a snapshot means: every run and span boundary, metric and event refers to the
-//! stored sample nearest its own time (within the matching window, `--sample-interval`),
+//! stored sample nearest its own time (within the matching window, twice
+//! `--sample-interval`),
 //! never to a sample taken because its message arrived; across real processes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use runlens_e2e::{Sidecar, bin, free_addr};
 
-/// The matching window these sidecars run with (`--sample-interval`), ns.
-const WINDOW_NS: i64 = 1_000_000_000;
+/// The matching window these sidecars run with (twice `--sample-interval 1s`), ns.
+const WINDOW_NS: i64 = 2_000_000_000;
 
 /// Every boundary as (what, its time, its sample's time or `None`).
 fn boundaries(sidecar: &Sidecar) -> Vec<(String, i64, Option<i64>)> {
@@ -61,13 +62,13 @@ fn an_agent_started_before_the_sidecar_gets_no_later_sample_for_what_it_recorded
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("late.db");
     let addr = free_addr();
-    // 40 runs of 4 steps of 25 ms: about 4 s of recording, the first 3 s with no sidecar.
+    // 50 runs of 4 steps of 25 ms: about 5 s of recording, the first 4 s with no sidecar.
     let mut agent = Command::new(bin("example-agent"))
         .args([
             "--endpoint",
             &format!("http://{addr}"),
             "--runs",
-            "40",
+            "50",
             "--step-ms",
             "25",
         ])
@@ -75,7 +76,7 @@ fn an_agent_started_before_the_sidecar_gets_no_later_sample_for_what_it_recorded
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(4));
     let mut sidecar = Sidecar::start_at(
         &addr,
         &db,
@@ -100,11 +101,8 @@ fn an_agent_started_before_the_sidecar_gets_no_later_sample_for_what_it_recorded
     let samples = sample_times(&sidecar);
     let first_sample = samples[0];
     let all = boundaries(&sidecar);
-    assert_eq!(
-        all.len(),
-        40 * 2 + 120 * 2 + 40 * 3 + 13,
-        "every boundary stored"
-    );
+    // 50 runs: 2 run boundaries, 3 spans of 2, 3 metrics each; a retry event every third.
+    assert_eq!(all.len(), 50 * (2 + 6 + 3) + 16, "every boundary stored");
     let mut before_sidecar = 0;
     for (what, t, sample) in &all {
         if *t < first_sample - WINDOW_NS {

@@ -714,8 +714,8 @@ pub struct ServeArgs {
     #[arg(long, env = env::DB, default_value = "./runlens.db")]
     pub db: PathBuf,
     /// How often to store a background snapshot when nothing is going on, e.g. 1s, 500ms,
-    /// 1m (at least 50ms). Also the matching window: a run or span boundary, metric or event
-    /// gets the stored sample nearest its own time if one is at most this far from it.
+    /// 1m (at least 50ms). Twice this is the matching window: a run or span boundary, metric
+    /// or event gets the stored sample nearest its own time if one is at most that far.
     #[arg(long, env = env::SAMPLE_INTERVAL, default_value = "1s", value_parser = parse_interval)]
     pub sample_interval: Duration,
     /// How often to store a snapshot while work is in flight (runs open, or data received in

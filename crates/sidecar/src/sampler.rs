@@ -22,6 +22,9 @@ use crate::store::{Ack, EventRow, SampleRef, StoredSnapshot, WriteOp, WriterHand
 /// the machine does not change between them in a way the figures could show.
 pub const FRESH_SHARE_WINDOW: Duration = Duration::from_millis(10);
 
+/// The matching window in idle sampling intervals (see [`SamplerHandle::match_window`]).
+pub const MATCH_WINDOW_INTERVALS: u32 = 2;
+
 /// How long after the latest message the sidecar keeps sampling at the active interval
 /// (besides while runs are open): longer than an OpenTelemetry SDK's default export delay
 /// (5 s), so an agent that exports every few seconds is sampled fast throughout.
@@ -192,10 +195,13 @@ impl SamplerHandle {
         self.inner.active_interval
     }
 
-    /// How far from a row's own time its sample may be (the idle interval: while the
-    /// sidecar runs, no instant is farther than that from a sample).
+    /// How far from a row's own time its sample may be: twice the idle interval. While the
+    /// sidecar runs, no instant is more than one interval (and the sampler's lateness) past
+    /// the previous sample, so a boundary recorded just before the next sample still gets
+    /// the previous one and then moves to the next when that is stored (a row left without
+    /// a sample is never matched later).
     pub fn match_window(&self) -> Duration {
-        self.inner.interval
+        self.inner.interval * MATCH_WINDOW_INTERVALS
     }
 
     /// Something arrived: sample at the active interval for a while.

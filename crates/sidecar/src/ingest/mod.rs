@@ -297,8 +297,8 @@ mod tests {
         };
         assert_eq!(row.client_id.as_deref(), Some("c1"));
         assert!(
-            matches!(row.snapshot, SampleRef::Nearest { window_ns } if window_ns == 60_000_000_000),
-            "matched by its own time within the sampling interval, not sampled: {:?}",
+            matches!(row.snapshot, SampleRef::Nearest { window_ns } if window_ns == 120_000_000_000),
+            "matched by its own time within twice the sampling interval, not sampled: {:?}",
             row.snapshot
         );
         assert!(row.at_ns > 0, "time 0 means now");

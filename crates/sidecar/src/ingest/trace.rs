@@ -107,7 +107,7 @@ impl Ingest {
         let mut rows = TraceRows {
             clients: Vec::with_capacity(batches.len()),
             spans: Vec::new(),
-            snapshot_window_ns: i64::try_from(self.sampler.interval().as_nanos())
+            snapshot_window_ns: i64::try_from(self.sampler.match_window().as_nanos())
                 .unwrap_or(i64::MAX),
         };
         let mut rejected = Vec::new();

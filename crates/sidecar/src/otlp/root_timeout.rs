@@ -22,7 +22,7 @@ pub fn reason(timeout: Duration) -> String {
 }
 
 /// Checks every quarter of `timeout` (at most every 30 s) until `shutdown` turns true.
-/// `window` is the sampling interval (the end sample must be that close).
+/// `window` is the matching window (the end sample must be that close).
 pub async fn end_rootless_runs(
     writer: WriterHandle,
     timeout: Duration,

@@ -237,7 +237,7 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
     let rootless = tokio::spawn(otlp::root_timeout::end_rootless_runs(
         writer.handle(),
         args.otlp_root_timeout,
-        args.sample_interval,
+        sampler.match_window(),
         shutdown_rx.clone(),
     ));
     follow_storage_health(&health, &writer).await;
