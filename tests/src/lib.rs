@@ -33,6 +33,8 @@ fn ensure_built() {
             "-p",
             "example-agent",
             "-p",
+            "runlens-quickstart",
+            "-p",
             "runlens-fake-nvml",
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"));

@@ -1,5 +1,6 @@
-//! The SQL the README promises runs against a real database, and its Rust example is the
-//! compiled `crates/client/examples/quickstart.rs` and records what it says.
+//! The SQL the README promises runs against a real database, and its Rust examples are the
+//! compiled `crates/client/examples/quickstart.rs` and `sdk-examples/rust-quickstart`, and
+//! record what they say.
 
 // Test helpers report failures by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -111,9 +112,25 @@ fn the_readme_rust_example_is_the_compiled_quickstart_and_records_what_it_says()
     sidecar.stop();
 }
 
+/// The README's quick start: `sdk-examples/rust-quickstart`'s `Cargo.toml` and
+/// `src/main.rs`, shown whole, a workspace member built with the tests.
+fn readme_quickstart() -> std::path::PathBuf {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    for (file, fence) in [("Cargo.toml", "toml"), ("src/main.rs", "rust")] {
+        let text =
+            std::fs::read_to_string(format!("{root}/sdk-examples/rust-quickstart/{file}")).unwrap();
+        assert!(
+            readme.contains(&format!("```{fence}\n{text}```")),
+            "README does not show sdk-examples/rust-quickstart/{file} as it is"
+        );
+    }
+    runlens_e2e::bin("runlens-quickstart")
+}
+
 #[test]
-fn the_readme_tracing_example_records_instrumented_functions() {
-    let exe = readme_example("instrumented", &["tracing"]);
+fn the_readme_quick_start_records_instrumented_functions() {
+    let exe = readme_quickstart();
     let mut sidecar = Sidecar::start();
     run_example(&exe, &sidecar);
     assert_eq!(
@@ -139,4 +156,27 @@ fn the_readme_tracing_example_records_instrumented_functions() {
         1
     );
     sidecar.stop();
+}
+
+#[test]
+fn the_readme_quick_start_logs_and_goes_on_when_the_sidecar_is_down() {
+    let exe = readme_quickstart();
+    let began = std::time::Instant::now();
+    let out = std::process::Command::new(exe)
+        .env(
+            "RUNLENS_ENDPOINT",
+            format!("http://{}", runlens_e2e::free_addr()),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "an agent must not fail for its observer: {stdout}"
+    );
+    assert!(
+        stdout.contains("runlens did not store everything"),
+        "{stdout}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(30));
 }
