@@ -346,6 +346,48 @@ fn a_real_history_without_gpus_reports_cleanly() {
     let (status, table, _) = run_bin("runlens", &["report", "--db", &db], Duration::from_secs(30));
     assert!(status.success());
     assert!(table.contains("no GPU samples in this window"), "{table}");
+
+    // The sidecar down for 2 s, then back on the same database: a gap in the history.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut again = Sidecar::start_on(&sidecar.db, &["--sample-interval", "100ms"]);
+    again.run_example_agent(3);
+    again.stop();
+    let (status, html, stderr) = run_bin(
+        "runlens",
+        &["report", "--db", &db, "--format", "html"],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !html.contains("GPU memory used over time"),
+        "no empty GPU chart without a GPU"
+    );
+    assert!(
+        html.contains("No GPU samples in this window (no GPU"),
+        "{html}"
+    );
+    assert!(
+        html.contains("no OOM risk per GPU; no failed run looks like an out-of-memory failure"),
+        "the OOM section says why it is empty"
+    );
+    assert!(
+        !html.contains("<th>min free MiB</th>"),
+        "no bare table headers"
+    );
+    let cpu = html
+        .split("aria-label=\"CPU load per core over time\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</svg>").next())
+        .unwrap();
+    assert_eq!(
+        cpu.matches("<polyline").count(),
+        2,
+        "the CPU line breaks where the sidecar was down"
+    );
+    assert_eq!(
+        html.matches("<table").count(),
+        html.matches("</table>").count()
+    );
 }
 
 #[test]

@@ -86,7 +86,6 @@ fn body(out: &mut String, r: &Report, title: &str) {
     for section in [latency, context, correlations, pressure, oom] {
         section(out, r);
     }
-    out.push_str("</table>\n");
 }
 
 fn tail(out: &mut String) {
@@ -246,7 +245,20 @@ fn pressure(out: &mut String, r: &Report) {
 
 /// Section 5: OOM risk per GPU.
 fn oom(out: &mut String, r: &Report) {
-    out.push_str("</table>\n<h2>5. OOM risk</h2>\n<table><tr><th>GPU</th><th>name</th><th>samples</th><th>below</th><th>min free MiB</th><th>seconds below</th><th>runs</th></tr>\n");
+    out.push_str("</table>\n<h2>5. OOM risk</h2>\n");
+    if r.oom.gpus.is_empty() {
+        let runs = if r.oom.likely_oom_runs.is_empty() && r.oom.likely_oom_killed_runs.is_empty() {
+            "no failed run looks like an out-of-memory failure"
+        } else {
+            "the failed runs that look like out-of-memory failures are listed above"
+        };
+        let _ = writeln!(
+            out,
+            "<p class=\"muted\">No GPU samples in this window, so no OOM risk per GPU; {runs}.</p>"
+        );
+        return;
+    }
+    out.push_str("<table><tr><th>GPU</th><th>name</th><th>samples</th><th>below</th><th>min free MiB</th><th>seconds below</th><th>runs</th></tr>\n");
     for g in &r.oom.gpus {
         let _ = writeln!(
             out,
@@ -261,6 +273,7 @@ fn oom(out: &mut String, r: &Report) {
             g.runs_below_count
         );
     }
+    out.push_str("</table>\n");
 }
 
 fn timeline(out: &mut String, c: &Charts) {
@@ -284,57 +297,16 @@ fn timeline(out: &mut String, c: &Charts) {
         .collect();
     let at = |t: i64| x.at(t as f64);
 
-    // GPU memory, one line and one legend entry per GPU.
-    let gpu_max = c.gpu_memory.iter().map(|s| s.total_mib).fold(0.0, f64::max);
-    let frame = Frame {
-        left,
-        right,
-        top: 24.0,
-        bottom: 190.0,
-    };
-    let y = Axis::new(0.0, gpu_max.max(1.0), frame.bottom, frame.top);
-    let _ = writeln!(
-        out,
-        "<svg width=\"{w}\" height=\"240\" role=\"img\" aria-label=\"GPU memory used over time\">\
-         <text x=\"{left}\" y=\"12\">GPU memory used (dashed: each GPU's total)</text>"
-    );
-    svg::y_axis(
-        out,
-        &frame,
-        &y,
-        &svg::nice_ticks(0.0, gpu_max.max(1.0), 4),
-        "MiB",
-    );
-    svg::x_axis(out, &frame, &time_ticks, "time (UTC)");
-    for (i, s) in c.gpu_memory.iter().enumerate() {
-        let pts: Vec<String> = s
-            .points
-            .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", at(*t), y.at(*v)))
-            .collect();
-        let color = COLORS[i % COLORS.len()];
-        let _ = writeln!(
-            out,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"><title>GPU {}: memory used, MiB</title></polyline>",
-            pts.join(" "),
-            s.gpu_index
+    // GPU memory, one line and one legend entry per GPU; no chart without GPU samples (an
+    // empty 0–1 MiB frame says nothing).
+    if c.gpu_memory.is_empty() {
+        out.push_str(
+            "<p class=\"muted\">No GPU samples in this window (no GPU, or NVML unavailable): \
+             no GPU memory chart.</p>\n",
         );
-        let limit = y.at(s.total_mib);
-        let _ = writeln!(
-            out,
-            "<line x1=\"{left}\" x2=\"{right}\" y1=\"{limit:.1}\" y2=\"{limit:.1}\" stroke=\"{color}\" stroke-dasharray=\"4 3\" stroke-width=\"0.8\"/>"
-        );
-        let lx = 420.0 + 110.0 * i as f64;
-        let _ = writeln!(
-            out,
-            "<g class=\"legend-entry\"><rect x=\"{lx:.0}\" y=\"4\" width=\"10\" height=\"10\" fill=\"{color}\"/>\
-             <text x=\"{:.0}\" y=\"13\">GPU {} ({:.0} GiB)</text></g>",
-            lx + 14.0,
-            s.gpu_index,
-            s.total_mib / 1024.0
-        );
+    } else {
+        gpu_chart(out, c, &x, &time_ticks);
     }
-    out.push_str("</svg>\n");
 
     // CPU load per core.
     let load_max = c.cpu_load.iter().map(|p| p.1).fold(1.0, f64::max);
@@ -364,16 +336,17 @@ fn timeline(out: &mut String, c: &Charts) {
         out,
         "<line x1=\"{left}\" x2=\"{right}\" y1=\"{pressure:.1}\" y2=\"{pressure:.1}\" stroke=\"#dc2626\" stroke-dasharray=\"4 3\" stroke-width=\"0.8\"/>"
     );
-    let pts: Vec<String> = c
-        .cpu_load
-        .iter()
-        .map(|(t, v)| format!("{:.1},{:.1}", at(*t), y.at(*v)))
-        .collect();
-    let _ = writeln!(
-        out,
-        "<polyline fill=\"none\" stroke=\"#374151\" stroke-width=\"1.2\" points=\"{}\"/>",
-        pts.join(" ")
-    );
+    for run in unbroken(&c.cpu_load) {
+        let pts: Vec<String> = run
+            .iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", at(*t), y.at(*v)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<polyline fill=\"none\" stroke=\"#374151\" stroke-width=\"1.2\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+    }
     out.push_str("</svg>\n");
 
     // Runs as bars, each with its id, step name, duration and outcome on hover.
@@ -407,6 +380,89 @@ fn timeline(out: &mut String, c: &Charts) {
     }
     out.push_str("</svg>\n");
 }
+
+/// GPU memory used over time, one line (broken where samples are missing) and one legend
+/// entry per GPU.
+fn gpu_chart(out: &mut String, c: &Charts, x: &Axis, time_ticks: &[(f64, String)]) {
+    let (w, left, right) = (940.0, 70.0, 930.0);
+    let at = |t: i64| x.at(t as f64);
+    let gpu_max = c.gpu_memory.iter().map(|s| s.total_mib).fold(0.0, f64::max);
+    let frame = Frame {
+        left,
+        right,
+        top: 24.0,
+        bottom: 190.0,
+    };
+    let y = Axis::new(0.0, gpu_max.max(1.0), frame.bottom, frame.top);
+    let _ = writeln!(
+        out,
+        "<svg width=\"{w}\" height=\"240\" role=\"img\" aria-label=\"GPU memory used over time\">\
+         <text x=\"{left}\" y=\"12\">GPU memory used (dashed: each GPU's total)</text>"
+    );
+    svg::y_axis(
+        out,
+        &frame,
+        &y,
+        &svg::nice_ticks(0.0, gpu_max.max(1.0), 4),
+        "MiB",
+    );
+    svg::x_axis(out, &frame, time_ticks, "time (UTC)");
+    for (i, s) in c.gpu_memory.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        for run in unbroken(&s.points) {
+            let pts: Vec<String> = run
+                .iter()
+                .map(|(t, v)| format!("{:.1},{:.1}", at(*t), y.at(*v)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"><title>GPU {}: memory used, MiB</title></polyline>",
+                pts.join(" "),
+                s.gpu_index
+            );
+        }
+        let limit = y.at(s.total_mib);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{left}\" x2=\"{right}\" y1=\"{limit:.1}\" y2=\"{limit:.1}\" stroke=\"{color}\" stroke-dasharray=\"4 3\" stroke-width=\"0.8\"/>"
+        );
+        let lx = 420.0 + 110.0 * i as f64;
+        let _ = writeln!(
+            out,
+            "<g class=\"legend-entry\"><rect x=\"{lx:.0}\" y=\"4\" width=\"10\" height=\"10\" fill=\"{color}\"/>\
+             <text x=\"{:.0}\" y=\"13\">GPU {} ({:.0} GiB)</text></g>",
+            lx + 14.0,
+            s.gpu_index,
+            s.total_mib / 1024.0
+        );
+    }
+    out.push_str("</svg>\n");
+}
+
+/// A series cut where samples are missing: a gap wider than [`GAP_FACTOR`] times the
+/// median spacing (the sidecar was down, or nothing sampled) ends one line and starts the
+/// next, so a chart shows a gap instead of a straight line across it.
+fn unbroken(points: &[(i64, f64)]) -> Vec<&[(i64, f64)]> {
+    let mut steps: Vec<i64> = points.windows(2).map(|p| p[1].0 - p[0].0).collect();
+    steps.sort_unstable();
+    let Some(&median) = steps.get(steps.len() / 2) else {
+        return vec![points];
+    };
+    let gap = median.max(1).saturating_mul(GAP_FACTOR);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..points.len() {
+        if points[i].0 - points[i - 1].0 > gap {
+            runs.push(&points[start..i]);
+            start = i;
+        }
+    }
+    runs.push(&points[start..]);
+    runs
+}
+
+/// How many median spacings make a gap in a chart's line.
+const GAP_FACTOR: i64 = 5;
 
 fn scatter(
     out: &mut String,
@@ -459,4 +515,24 @@ fn scatter(
         );
     }
     out.push_str("</svg>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_breaks_at_a_gap_of_five_median_spacings_and_nowhere_else() {
+        let even: Vec<(i64, f64)> = (0..10).map(|i| (i * 100, 1.0)).collect();
+        assert_eq!(unbroken(&even).len(), 1);
+        let mut gapped = even.clone();
+        gapped.extend((0..10).map(|i| (5_000 + i * 100, 1.0)));
+        let runs = unbroken(&gapped);
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].len(), runs[1].len()), (10, 10));
+        let jittery = [(0, 1.0), (100, 1.0), (250, 1.0), (300, 1.0), (700, 1.0)];
+        assert_eq!(unbroken(&jittery).len(), 1, "4 spacings is no gap");
+        assert_eq!(unbroken(&[]).len(), 1);
+        assert_eq!(unbroken(&[(5, 1.0)]).len(), 1);
+    }
 }
