@@ -334,6 +334,12 @@ async fn session_reports_bad_messages_and_carries_on() {
         1,
         "the agent's CUDA_VISIBLE_DEVICES is kept"
     );
+    // Its hello gave no PID: the process behind the loopback connection (this test) is
+    // recorded and watched instead.
+    assert_eq!(
+        sidecar.count("SELECT pid FROM clients WHERE client_id = 'agent-a'"),
+        i64::from(std::process::id())
+    );
     sidecar.stop();
 }
 

@@ -110,6 +110,26 @@ async fn the_rust_sdk_over_grpc_is_the_whole_integration() {
         .await
         .unwrap();
     check_stored(&sidecar, "rust-grpc-agent");
+    // The SDK sent no process.pid (no resource detector): the sidecar found this process
+    // behind the loopback connection and watches it from the first export.
+    let me = i64::from(std::process::id());
+    assert_eq!(
+        sidecar.count(
+            "SELECT pid FROM clients WHERE client_name = 'rust-grpc-agent' AND client_id LIKE 'otlp/%'"
+        ),
+        me
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sidecar.count(&format!(
+        "SELECT count(*) FROM process_samples WHERE pid = {me}"
+    )) == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent's process was never sampled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     sidecar.stop();
 }
 

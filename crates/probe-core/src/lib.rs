@@ -12,6 +12,7 @@ mod error;
 mod gpm;
 mod gpu;
 mod host;
+mod peer;
 mod pods;
 mod process;
 mod procfile;
@@ -27,6 +28,7 @@ pub use gpu::{
     GpuProbe, GpuSelection, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus,
 };
 pub use host::HostProbe;
+pub use peer::pid_of_tcp_peer;
 pub use pods::{PodRef, pod_of_cgroup, pod_of_pid};
 pub use process::{ProcessProbe, WatchOutcome, cpu_seconds, process_start_ticks};
 pub use sampler::Sampler;

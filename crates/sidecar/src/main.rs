@@ -13,6 +13,7 @@ mod gpu_perf;
 mod ingest;
 mod metrics;
 mod otlp;
+mod peer;
 mod report;
 mod sampler;
 mod service;

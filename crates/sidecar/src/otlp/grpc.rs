@@ -42,6 +42,7 @@ impl TraceService for OtlpGrpc {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let peer = request.extensions().get::<crate::peer::Peer>().cloned();
         let request = request.into_inner();
         let size = request.encoded_len();
         let max = self.0.max_body();
@@ -52,6 +53,8 @@ impl TraceService for OtlpGrpc {
             ))
             .into());
         }
-        Ok(Response::new(self.0.export(request).await?))
+        Ok(Response::new(
+            self.0.export_from(request, peer.as_ref()).await?,
+        ))
     }
 }

@@ -15,7 +15,7 @@ pub mod grpc;
 pub mod http;
 pub mod root_timeout;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -56,6 +56,9 @@ pub enum ExportError {
     Unavailable(String),
 }
 
+/// Connections whose peer PID is remembered at most.
+const MAX_PEERS_REMEMBERED: usize = 1024;
+
 /// What both transports share: the core, the writer, and the agent processes watched.
 #[derive(Clone)]
 pub struct OtlpIngest {
@@ -66,6 +69,9 @@ pub struct OtlpIngest {
     metrics: Arc<Metrics>,
     /// PIDs already handed to the sampler (`process.pid` of senders).
     watched: Arc<Mutex<HashSet<u32>>>,
+    /// The PID found behind each sender's connection (`None`: not visible from here), so
+    /// that `/proc` is read once per connection, not per export.
+    peers: Arc<Mutex<HashMap<std::net::SocketAddr, Option<u32>>>>,
     /// Largest export accepted, bytes after decompression (`--max-message-mib`).
     max_body: usize,
 }
@@ -84,6 +90,7 @@ impl OtlpIngest {
             writer,
             metrics,
             watched: Arc::default(),
+            peers: Arc::default(),
             max_body: MAX_BODY_BYTES,
         }
     }
@@ -106,7 +113,25 @@ impl OtlpIngest {
         &self,
         request: ExportTraceServiceRequest,
     ) -> Result<ExportTraceServiceResponse, ExportError> {
-        let (batches, mut rejected) = convert::batches(request);
+        self.export_from(request, None).await
+    }
+
+    /// [`OtlpIngest::export`] from a known connection: senders that give no `process.pid`
+    /// are taken to be the process at the other end of it, when that is visible here.
+    pub async fn export_from(
+        &self,
+        request: ExportTraceServiceRequest,
+        peer: Option<&crate::peer::Peer>,
+    ) -> Result<ExportTraceServiceResponse, ExportError> {
+        let (mut batches, mut rejected) = convert::batches(request);
+        if let Some(peer) = peer
+            && batches.iter().any(|b| b.client.pid == 0)
+            && let Some(pid) = self.peer_pid(peer).await
+        {
+            for b in batches.iter_mut().filter(|b| b.client.pid == 0) {
+                b.client.pid = pid;
+            }
+        }
         if batches.iter().all(|b| b.spans.is_empty()) && rejected.is_empty() {
             return Ok(ExportTraceServiceResponse::default());
         }
@@ -138,6 +163,32 @@ impl OtlpIngest {
         Ok(ExportTraceServiceResponse {
             partial_success: partial_success(&rejected),
         })
+    }
+
+    /// The PID behind `peer`, looked up once per connection.
+    async fn peer_pid(&self, peer: &crate::peer::Peer) -> Option<u32> {
+        let key = peer.tcp.map(|(_, remote)| remote);
+        if let Some(key) = key {
+            let known = self
+                .peers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+                .copied();
+            if let Some(known) = known {
+                return known;
+            }
+        }
+        let pid = peer.pid_off_runtime().await;
+        if let Some(key) = key {
+            let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            // Connections come and go: forget them all now and then rather than grow.
+            if peers.len() >= MAX_PEERS_REMEMBERED {
+                peers.clear();
+            }
+            peers.insert(key, pid);
+        }
+        pid
     }
 
     /// Spans that ended within the last sampling interval need a sample from about now;

@@ -242,6 +242,11 @@ impl Runlens for RunlensService {
                 self.limits.max_sessions
             )));
         };
+        let peer = request
+            .extensions()
+            .get::<crate::peer::Peer>()
+            .cloned()
+            .unwrap_or_default();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.limits.hello_timeout, inbound.message())
             .await
@@ -268,6 +273,12 @@ impl Runlens for RunlensService {
             .reader
             .read(|r| r.committed_seq(&hello.client_id))
             .map_err(|e| IngestError::storage(&e))?;
+        // The PID the client sends wins; without one, the connection's peer (a stub client
+        // on the pod's socket or on loopback).
+        let mut hello = hello;
+        if hello.pid == 0 {
+            hello.pid = peer.pid_off_runtime().await.unwrap_or(0);
+        }
         tracing::info!(client_id = %hello.client_id, name = %hello.client_name, pid = hello.pid,
             committed, "session opened");
         if hello.pid != 0 {

@@ -214,10 +214,30 @@ pub enum Conn {
 }
 
 impl tonic::transport::server::Connected for Conn {
-    // Nothing in runlens reads the peer's address.
-    type ConnectInfo = ();
+    // The agent's PID, for clients that do not send it.
+    type ConnectInfo = crate::peer::Peer;
 
-    fn connect_info(&self) -> Self::ConnectInfo {}
+    fn connect_info(&self) -> Self::ConnectInfo {
+        let tcp = |s: &TcpStream| s.local_addr().ok().zip(s.peer_addr().ok());
+        match self {
+            Conn::Tcp(s) => crate::peer::Peer {
+                unix_pid: None,
+                tcp: tcp(s),
+            },
+            Conn::Tls(s) => crate::peer::Peer {
+                unix_pid: None,
+                tcp: tcp(s.get_ref().0),
+            },
+            Conn::Unix(s) => crate::peer::Peer {
+                unix_pid: s
+                    .peer_cred()
+                    .ok()
+                    .and_then(|c| c.pid())
+                    .and_then(|p| u32::try_from(p).ok()),
+                tcp: None,
+            },
+        }
+    }
 }
 
 impl AsyncRead for Conn {
