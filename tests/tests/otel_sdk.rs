@@ -151,5 +151,10 @@ fn the_rust_sdk_over_http_protobuf_is_the_whole_integration() {
     agent_work(&tracer);
     provider.shutdown().unwrap();
     check_stored(&sidecar, "rust-http-agent");
+    // No process.pid sent: this process, found behind the HTTP connection.
+    assert_eq!(
+        sidecar.count("SELECT pid FROM clients WHERE client_name = 'rust-http-agent'"),
+        i64::from(std::process::id())
+    );
     sidecar.stop();
 }

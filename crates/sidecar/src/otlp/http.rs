@@ -53,7 +53,12 @@ struct RpcStatus {
     message: String,
 }
 
-async fn traces(State(ingest): State<OtlpIngest>, headers: HeaderMap, body: Bytes) -> Response {
+async fn traces(
+    State(ingest): State<OtlpIngest>,
+    axum::Extension(peer): axum::Extension<crate::peer::Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(encoding) = content_type(&headers) else {
         return refuse(
             Encoding::Json,
@@ -66,7 +71,7 @@ async fn traces(State(ingest): State<OtlpIngest>, headers: HeaderMap, body: Byte
             Ok(request) => request,
             Err(e) => return error_response(encoding, &e),
         };
-    match ingest.export(request).await {
+    match ingest.export_from(request, Some(&peer)).await {
         Ok(answer) => {
             let body = match encoding {
                 Encoding::Protobuf => answer.encode_to_vec(),

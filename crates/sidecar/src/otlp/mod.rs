@@ -108,16 +108,9 @@ impl OtlpIngest {
     }
 
     /// Stores the valid spans of `request`, answering once they are committed; spans that
-    /// break a rule are counted and quoted in the partial success.
-    pub async fn export(
-        &self,
-        request: ExportTraceServiceRequest,
-    ) -> Result<ExportTraceServiceResponse, ExportError> {
-        self.export_from(request, None).await
-    }
-
-    /// [`OtlpIngest::export`] from a known connection: senders that give no `process.pid`
-    /// are taken to be the process at the other end of it, when that is visible here.
+    /// break a rule are counted and quoted in the partial success. Senders that give no
+    /// `process.pid` are taken to be the process at the other end of `peer`'s connection,
+    /// when that is visible here.
     pub async fn export_from(
         &self,
         request: ExportTraceServiceRequest,

@@ -10,7 +10,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 
 /// Serves `router` on every connection `listener` accepts until `shutdown`, then lets the
-/// requests in flight finish (the caller bounds how long it waits).
+/// requests in flight finish (the caller bounds how long it waits). Each request carries
+/// the connection's [`crate::peer::Peer`] as an extension.
 pub fn serve<L>(
     mut listener: L,
     router: axum::Router,
@@ -19,16 +20,21 @@ pub fn serve<L>(
     what: &'static str,
 ) -> tokio::task::JoinHandle<()>
 where
-    L: axum::serve::Listener,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
     tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
+        let local = listener.local_addr().ok();
         loop {
-            let (io, _) = tokio::select! {
+            let (io, remote) = tokio::select! {
                 accepted = listener.accept() => accepted,
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
-            let service = TowerToHyperService::new(router.clone());
+            let peer = crate::peer::Peer {
+                unix_pid: None,
+                tcp: local.map(|local| (local, remote)),
+            };
+            let service = TowerToHyperService::new(router.clone().layer(axum::Extension(peer)));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(idle)
