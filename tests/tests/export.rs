@@ -419,6 +419,17 @@ fn runs_sent_to_a_wrong_url_are_held_and_arrive_once_it_is_fixed() {
     exporter.run_example_agent(3);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(receiver.count("SELECT count(*) FROM spans"), 0);
+    let held = |sidecar: &Sidecar| {
+        let answer = runlens_e2e::http_get(sidecar.metrics.as_deref().unwrap(), "/metrics", &[]);
+        String::from_utf8_lossy(&answer.body)
+            .lines()
+            .find_map(|l| l.strip_prefix("runlens_export_held ").map(str::to_owned))
+    };
+    assert_eq!(
+        held(&exporter).as_deref(),
+        Some("1.0"),
+        "/metrics says it is held"
+    );
     let logs = exporter.stop();
     assert!(logs.contains("held, not skipped"), "{logs}");
     assert!(!logs.contains("it is skipped"), "{logs}");
@@ -427,6 +438,7 @@ fn runs_sent_to_a_wrong_url_are_held_and_arrive_once_it_is_fixed() {
     let fixed: Vec<&str> = fixed.iter().map(String::as_str).collect();
     let mut exporter = Sidecar::start_on(&db, &fixed);
     wait_for(&receiver, "SELECT count(*) FROM spans", 12, "held spans");
+    assert_eq!(held(&exporter).as_deref(), Some("0.0"));
     exporter.stop();
     assert_eq!(
         receiver.count("SELECT count(DISTINCT span_id) FROM spans"),

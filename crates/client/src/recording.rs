@@ -252,7 +252,7 @@ impl Span {
 
     /// Opens a span nested in this one.
     #[deprecated(
-        since = "0.2.0",
+        since = "0.1.0",
         note = "use `Span::span`: one word for nesting everywhere"
     )]
     pub fn child(&self, name: impl Into<String>) -> Span {
@@ -261,7 +261,7 @@ impl Span {
 
     /// Opens a nested span with attributes and, optionally, fresh snapshots.
     #[deprecated(
-        since = "0.2.0",
+        since = "0.1.0",
         note = "use `Span::span_with` (or `Span::span_fresh` without attributes)"
     )]
     pub fn child_with<K: Into<String>, V: Into<String>>(

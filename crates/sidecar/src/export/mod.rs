@@ -55,6 +55,9 @@ pub struct ExportState {
     pub lag_oldest_end_ns: AtomicI64,
     /// Runs the receiver refused for good (skipped).
     pub skipped_runs: AtomicU64,
+    /// Whether the receiver's last answer said the URL or the credentials are wrong: the
+    /// runs are held until it answers (`runlens_export_held`).
+    pub held: std::sync::atomic::AtomicBool,
 }
 
 /// The exporter's settings.
@@ -172,6 +175,7 @@ impl Exporter {
     async fn finish(&self, batch: InFlight) -> Result<(), String> {
         match batch.answer.await.map_err(|e| e.to_string())? {
             Ok(answer) => {
+                self.state.held.store(false, Ordering::Relaxed);
                 if let Some(p) = answer.partial_success
                     && p.rejected_spans > 0
                 {
@@ -186,7 +190,12 @@ impl Exporter {
                 tracing::error!(runs = batch.runs, message = %failure.message,
                     "the OTLP receiver refused a batch for good; it is skipped");
             }
-            Err(failure) => return Err(failure.message),
+            Err(failure) => {
+                self.state
+                    .held
+                    .store(failure.misdirected, Ordering::Relaxed);
+                return Err(failure.message);
+            }
         }
         self.advance(batch.last).await
     }

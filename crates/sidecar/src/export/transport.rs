@@ -21,6 +21,9 @@ use crate::cli::ExportProtocol;
 pub struct Failure {
     /// A retry will not change it (`INVALID_ARGUMENT`, HTTP 400 ...): skip the batch.
     pub permanent: bool,
+    /// The receiver answered as if the URL or the credentials were wrong (HTTP 401, 403,
+    /// 404, 405; gRPC `UNIMPLEMENTED`): the runs are held until the configuration is fixed.
+    pub misdirected: bool,
     /// What the receiver or the network said.
     pub message: String,
 }
@@ -29,6 +32,7 @@ impl Failure {
     fn retryable(message: impl std::fmt::Display) -> Self {
         Self {
             permanent: false,
+            misdirected: false,
             message: message.to_string(),
         }
     }
@@ -188,10 +192,14 @@ impl Transport {
             401 | 403 | 404 | 405 => {
                 let message = misdirected(status, &format!("http://{authority}{path}"));
                 tracing::error!(%message, "OTLP export held");
-                Err(Failure::retryable(message))
+                Err(Failure {
+                    misdirected: true,
+                    ..Failure::retryable(message)
+                })
             }
             400..=499 => Err(Failure {
                 permanent: true,
+                misdirected: false,
                 message: format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
             }),
             _ => Err(Failure::retryable(format!("HTTP {status}"))),
@@ -254,6 +262,7 @@ fn grpc_failure(status: tonic::Status) -> Failure {
             status.code(),
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange
         ),
+        misdirected: status.code() == Code::Unimplemented,
         message: format!("{:?}: {}", status.code(), status.message()),
     }
 }
@@ -307,7 +316,8 @@ mod tests {
         }
         assert!(misdirected(405, "u").contains("--otlp-export"));
         assert!(misdirected(401, "u").contains("OTEL_EXPORTER_OTLP_HEADERS"));
-        assert!(!grpc_failure(tonic::Status::unimplemented("no service")).permanent);
+        let unimplemented = grpc_failure(tonic::Status::unimplemented("no service"));
+        assert!(!unimplemented.permanent && unimplemented.misdirected);
         assert!(grpc_failure(tonic::Status::invalid_argument("bad span")).permanent);
     }
 }

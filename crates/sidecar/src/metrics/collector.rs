@@ -465,6 +465,18 @@ impl MachineCollector {
                 Some(Unit::Seconds),
                 [(Vec::new(), export.lag().as_secs_f64())],
             )?;
+            gauges(
+                e,
+                "runlens_export_held",
+                "1 while the OTLP receiver answers as if the URL or the credentials were wrong \
+                 (HTTP 401/403/404/405, gRPC UNIMPLEMENTED): ended runs are held, not skipped, \
+                 until it is fixed",
+                None,
+                [(
+                    Vec::new(),
+                    f64::from(u8::from(export.held.load(Ordering::Relaxed))),
+                )],
+            )?;
             counters(
                 e,
                 "runlens_export_skipped_runs",
