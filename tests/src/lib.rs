@@ -127,6 +127,8 @@ pub struct Sidecar {
     pub db: PathBuf,
     /// Its stderr (logs), collected after it stops.
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// Whether clock warnings are expected (senders with a skewed clock).
+    clock_warnings_expected: bool,
     _dir: Option<TempDir>,
 }
 
@@ -237,6 +239,7 @@ impl Sidecar {
             metrics: otlp("; metrics "),
             db: db.to_owned(),
             stderr: Some(stderr),
+            clock_warnings_expected: false,
             _dir: None,
         }
     }
@@ -310,7 +313,22 @@ impl Sidecar {
             .take()
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
+        // Every agent in these tests shares the sidecar's clock: a clock warning would be
+        // a false one (tests of skewed clocks say they expect it).
+        if !self.clock_warnings_expected {
+            let false_alarm = logs.lines().find(|l| l.contains("clock runs"));
+            assert!(
+                false_alarm.is_none(),
+                "a clock warning for an agent on this machine's clock: {false_alarm:?}"
+            );
+        }
         (status, logs)
+    }
+
+    /// Says this test's senders stamp times off the sidecar's clock on purpose, so the
+    /// sidecar's clock warnings are expected (see [`Sidecar::stop_with`]).
+    pub fn expect_clock_warnings(&mut self) {
+        self.clock_warnings_expected = true;
     }
 
     /// SIGINT, and checks the exit was clean. The database stays readable afterwards.

@@ -569,6 +569,9 @@ async fn the_report_over_an_otlp_only_history_names_the_step_slowed_by_gpu_memor
             start + (llm_ms + 2) * MS,
             tool_ms,
         );
+        // Exported once the task has ended, as a span processor does: a span that ends
+        // after it arrived would say the agent's clock runs ahead.
+        tokio::time::sleep(Duration::from_millis(llm_ms + tool_ms)).await;
         export_grpc(&sidecar, export_of(vec![tool, llm, root])).await;
     }
     sidecar.stop();

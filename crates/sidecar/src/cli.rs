@@ -35,6 +35,8 @@ pub mod env {
     pub const SAMPLE_INTERVAL: &str = "RUNLENS_SAMPLE_INTERVAL";
     /// `serve --active-sample-interval`.
     pub const ACTIVE_SAMPLE_INTERVAL: &str = "RUNLENS_ACTIVE_SAMPLE_INTERVAL";
+    /// `--clock-skew-correction` of `serve`.
+    pub const CLOCK_SKEW_CORRECTION: &str = "RUNLENS_CLOCK_SKEW_CORRECTION";
     /// `serve --durability`.
     pub const DURABILITY: &str = "RUNLENS_DURABILITY";
     /// `serve --max-db-mib`.
@@ -724,6 +726,13 @@ pub struct ServeArgs {
     #[arg(long, env = env::ACTIVE_SAMPLE_INTERVAL, default_value = "250ms",
         value_parser = parse_interval)]
     pub active_sample_interval: Duration,
+    /// Match the boundaries of a client whose clock is known to be off by more than the
+    /// matching window (estimated from its messages' times against their arrival) at its
+    /// times corrected by that offset. Without it they get no snapshots, never another
+    /// moment's; either way the sidecar warns once per such client and the stored times
+    /// are the client's own.
+    #[arg(long, env = env::CLOCK_SKEW_CORRECTION)]
+    pub clock_skew_correction: bool,
     /// How hard each commit is pushed to disk.
     #[arg(long, env = env::DURABILITY, value_enum, default_value_t = Durability::Normal)]
     pub durability: Durability,

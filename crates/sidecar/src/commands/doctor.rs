@@ -69,6 +69,7 @@ pub fn diagnose(args: &DoctorArgs) -> Report {
         checks.push(check_pid(*pid));
     }
     checks.extend(check_export(&args.db));
+    checks.extend(check_clocks(&args.db));
     let problems = checks.iter().filter(|c| c.status == Status::Fail).count();
     Report {
         runlens: crate::build_info::LONG.to_owned(),
@@ -344,6 +345,61 @@ fn check_export(db: &std::path::Path) -> Option<Check> {
             Some(
                 "check that the --otlp-export receiver is up: they are sent as soon as it \
                  answers (runlens_export_lag_runs in /metrics follows it)",
+            ),
+        )
+    })
+}
+
+/// Clients whose clock the sidecar found off (heard from in the last day).
+fn check_clocks(db: &std::path::Path) -> Option<Check> {
+    const DAY_NS: i64 = 86_400 * 1_000_000_000;
+    let reader = crate::store::read::Reader::open(db).ok()?;
+    let clocks = reader
+        .client_clocks(probe_core::unix_now_ns() - DAY_NS)
+        .ok()?;
+    if clocks.is_empty() {
+        return None; // no client sent enough to tell
+    }
+    let skewed: Vec<String> = clocks
+        .iter()
+        .filter(|c| c.skewed)
+        .map(|c| {
+            let name = if c.name.is_empty() {
+                &c.client_id
+            } else {
+                &c.name
+            };
+            format!(
+                "{name} ({}) {}",
+                c.client_id,
+                crate::ingest::clock::signed_seconds(c.offset_ns)
+            )
+        })
+        .collect();
+    Some(if skewed.is_empty() {
+        check(
+            "clocks",
+            Status::Ok,
+            format!(
+                "the clocks of {} client(s) agree with the sidecar's within the matching window",
+                clocks.len()
+            ),
+            None,
+        )
+    } else {
+        check(
+            "clocks",
+            Status::Warn,
+            format!(
+                "{} client(s) with a clock off by more than the matching window, so their \
+                 runs and spans get no resource snapshots: {}",
+                skewed.len(),
+                skewed.join(", ")
+            ),
+            Some(
+                "set those machines' clocks (NTP, chrony); or start the sidecar with \
+                 --clock-skew-correction to match them at corrected times \
+                 (runlens_client_clock_offset_seconds in /metrics follows the offsets)",
             ),
         )
     })

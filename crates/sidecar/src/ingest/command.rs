@@ -24,6 +24,19 @@ pub enum Command {
     Record(Record),
 }
 
+impl Command {
+    /// The time the client gave, Unix ns (0: none, meaning now).
+    pub fn time_ns(&self) -> i64 {
+        match self {
+            Self::StartRun(m) => m.time_ns,
+            Self::EndRun(m) => m.time_ns,
+            Self::StartSpan(m) => m.time_ns,
+            Self::EndSpan(m) => m.time_ns,
+            Self::Record(m) => m.time_ns,
+        }
+    }
+}
+
 /// Open a run.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StartRun {

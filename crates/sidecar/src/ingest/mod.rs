@@ -7,6 +7,7 @@
 //! out); each front door converts its wire form into a `Command` and maps `IngestError`
 //! to its own status codes, once.
 
+pub mod clock;
 pub mod command;
 pub mod error;
 mod registry;
@@ -15,6 +16,7 @@ pub mod validate;
 
 use std::sync::{Arc, Mutex};
 
+pub use clock::{ClockSkew, Matching};
 pub use command::{Command, EndRun, EndSpan, Record, Recorded, StartRun, StartSpan};
 pub use error::IngestError;
 pub use registry::Registry;
@@ -42,6 +44,8 @@ pub struct Accepted {
 pub struct Ingest {
     sampler: SamplerHandle,
     registry: Arc<Mutex<Registry>>,
+    /// Each client's clock, estimated from the times its messages carry.
+    clock: Arc<Mutex<ClockSkew>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -58,7 +62,58 @@ impl Ingest {
         Self {
             sampler,
             registry: Arc::new(Mutex::new(registry)),
+            clock: Arc::new(Mutex::new(ClockSkew::new(false))),
         }
+    }
+
+    /// Matches the boundaries of clients whose clock is confidently off by more than the
+    /// matching window at their corrected times (`--clock-skew-correction`), instead of
+    /// leaving them without a sample.
+    #[must_use]
+    pub fn with_clock_correction(self, correct: bool) -> Self {
+        *self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ClockSkew::new(correct);
+        self
+    }
+
+    /// Runs `f` with the clock estimates locked (never across an await).
+    pub fn with_clock<T>(&self, f: impl FnOnce(&mut ClockSkew) -> T) -> T {
+        let mut guard = self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Notes a message from a client that arrived at `arrival_ns` carrying a boundary at
+    /// `event_ns` (its own clock), and says how that client's boundaries are matched.
+    pub fn observe_clock(
+        &self,
+        client_id: &str,
+        name: &str,
+        arrival_ns: i64,
+        event_ns: Option<i64>,
+    ) -> Matching {
+        let window_ns = self.window_ns();
+        self.with_clock(|c| c.observe(client_id, name, arrival_ns, event_ns, window_ns))
+    }
+
+    /// What the `clients` row of `client_id` should now say about its clock, when that
+    /// changed (a write to queue, without an acknowledgement).
+    pub fn clock_to_store(&self, client_id: &str) -> Option<WriteOp> {
+        let window_ns = self.window_ns();
+        let stored = self.with_clock(|c| c.take_change(client_id, window_ns))?;
+        Some(WriteOp::ClientClock {
+            client_id: stored.client_id,
+            offset_ns: stored.offset_ns,
+            skewed: stored.skewed,
+        })
+    }
+
+    fn window_ns(&self) -> i64 {
+        i64::try_from(self.sampler.match_window().as_nanos()).unwrap_or(i64::MAX)
     }
 
     /// Runs opened through runlens.v1 and not ended yet.
@@ -75,28 +130,62 @@ impl Ingest {
         f(&mut guard)
     }
 
-    /// Validates and accepts one command; `client_id` is the session client that sent
-    /// it, if any (a run remembers it, so the sidecar can end it if the client is gone).
+    /// Validates and accepts one command; `client_id` is the session client the run
+    /// belongs to, if any (a run remembers it, so the sidecar can end it if the client is
+    /// gone). Its time says nothing of the client's clock (the sidecar's own commands).
     pub async fn accept(&self, command: Command, client_id: Option<&str>) -> Result<Accepted> {
         let now = probe_core::unix_now_ns();
+        self.accept_at(command, client_id, Matching::OwnTime, now)
+            .await
+    }
+
+    /// Validates and accepts one command that session client `client_id` (named
+    /// `client_name`) sent; the time it carries also teaches its clock's offset.
+    pub async fn accept_sent(
+        &self,
+        command: Command,
+        client_id: &str,
+        client_name: &str,
+    ) -> Result<Accepted> {
+        let now = probe_core::unix_now_ns();
+        let given = Some(command.time_ns()).filter(|&t| t > 0);
+        let matching = self.observe_clock(client_id, client_name, now, given);
+        self.accept_at(command, Some(client_id), matching, now)
+            .await
+    }
+
+    async fn accept_at(
+        &self,
+        command: Command,
+        client_id: Option<&str>,
+        clock: Matching,
+        now: i64,
+    ) -> Result<Accepted> {
         self.sampler.note_activity();
+        let at = Arrival { now, clock };
         match command {
-            Command::StartRun(m) => self.start_run(m, client_id, now).await,
-            Command::EndRun(m) => self.end_run(m, now).await,
-            Command::StartSpan(m) => self.start_span(m, now).await,
-            Command::EndSpan(m) => self.end_span(m, now).await,
-            Command::Record(m) => self.record(m, now).await,
+            Command::StartRun(m) => self.start_run(m, client_id, at).await,
+            Command::EndRun(m) => self.end_run(m, at).await,
+            Command::StartSpan(m) => self.start_span(m, at).await,
+            Command::EndSpan(m) => self.end_span(m, at).await,
+            Command::Record(m) => self.record(m, at).await,
         }
     }
 
-    async fn start_run(&self, m: StartRun, client_id: Option<&str>, now: i64) -> Result<Accepted> {
+    async fn start_run(
+        &self,
+        m: StartRun,
+        client_id: Option<&str>,
+        at: Arrival,
+    ) -> Result<Accepted> {
+        let now = at.now;
         validate::id("run_id", &m.run_id)?;
         validate::name("name", &m.name)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
         let open = self.with_registry(|r| r.start_run(&m.run_id).map(|()| r.open_runs()))?;
         self.sampler.set_open_runs(open);
-        let (snapshot, sample) = self.sample(false, at_ns, now).await?;
+        let (snapshot, sample) = self.sample(false, at_ns, at).await?;
         Ok(Accepted {
             op: WriteOp::StartRun(RunStart {
                 run_id: m.run_id,
@@ -110,13 +199,14 @@ impl Ingest {
         })
     }
 
-    async fn end_run(&self, m: EndRun, now: i64) -> Result<Accepted> {
+    async fn end_run(&self, m: EndRun, at: Arrival) -> Result<Accepted> {
+        let now = at.now;
         validate::id("run_id", &m.run_id)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
         let open = self.with_registry(|r| r.end_run(&m.run_id).map(|()| r.open_runs()))?;
         self.sampler.set_open_runs(open);
-        let (snapshot, sample) = self.sample(false, at_ns, now).await?;
+        let (snapshot, sample) = self.sample(false, at_ns, at).await?;
         Ok(Accepted {
             op: WriteOp::EndRun(RunEnd {
                 run_id: m.run_id,
@@ -131,7 +221,8 @@ impl Ingest {
         })
     }
 
-    async fn start_span(&self, m: StartSpan, now: i64) -> Result<Accepted> {
+    async fn start_span(&self, m: StartSpan, at: Arrival) -> Result<Accepted> {
+        let now = at.now;
         validate::id("run_id", &m.run_id)?;
         validate::id("span_id", &m.span_id)?;
         let parent = validate::optional_id("parent_span_id", m.parent_span_id)?;
@@ -139,7 +230,7 @@ impl Ingest {
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
         self.with_registry(|r| r.start_span(&m.run_id, &m.span_id, parent.as_deref()))?;
-        let (snapshot, sample) = self.sample(m.fresh_snapshot, at_ns, now).await?;
+        let (snapshot, sample) = self.sample(m.fresh_snapshot, at_ns, at).await?;
         Ok(Accepted {
             op: WriteOp::StartSpan(SpanStart {
                 span_id: m.span_id,
@@ -154,12 +245,13 @@ impl Ingest {
         })
     }
 
-    async fn end_span(&self, m: EndSpan, now: i64) -> Result<Accepted> {
+    async fn end_span(&self, m: EndSpan, at: Arrival) -> Result<Accepted> {
+        let now = at.now;
         validate::id("span_id", &m.span_id)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
         self.with_registry(|r| r.end_span(&m.span_id))?;
-        let (snapshot, sample) = self.sample(m.fresh_snapshot, at_ns, now).await?;
+        let (snapshot, sample) = self.sample(m.fresh_snapshot, at_ns, at).await?;
         Ok(Accepted {
             op: WriteOp::EndSpan(SpanEnd {
                 span_id: m.span_id,
@@ -173,7 +265,8 @@ impl Ingest {
         })
     }
 
-    async fn record(&self, m: Record, now: i64) -> Result<Accepted> {
+    async fn record(&self, m: Record, at: Arrival) -> Result<Accepted> {
+        let now = at.now;
         validate::id("run_id", &m.run_id)?;
         let span_id = validate::optional_id("span_id", m.span_id)?;
         validate::name("name", &m.name)?;
@@ -187,7 +280,7 @@ impl Ingest {
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
         self.with_registry(|r| r.check_target(&m.run_id, span_id.as_deref()))?;
-        let (snapshot, sample) = self.sample(false, at_ns, now).await?;
+        let (snapshot, sample) = self.sample(false, at_ns, at).await?;
         Ok(Accepted {
             op: WriteOp::Record(EventRow {
                 kind,
@@ -209,26 +302,55 @@ impl Ingest {
     /// could be that far); else the sample nearest the row's own time, which the writer
     /// finds. A fresh request that arrives late (buffered while the sidecar was down) would
     /// otherwise show a later machine than the row's. With the sample to answer.
+    /// A client whose clock is known to be off is judged at its corrected time (or, left
+    /// uncorrected, gets no sample at all).
     async fn sample(
         &self,
         fresh: bool,
         at_ns: i64,
-        now: i64,
+        at: Arrival,
     ) -> Result<(Option<Arc<StoredSnapshot>>, SampleRef)> {
+        let own_ns = match at.clock {
+            Matching::OwnTime => at_ns,
+            Matching::Corrected { offset_ns } => at_ns.saturating_sub(offset_ns),
+            Matching::Skewed => return Ok((self.sampler.latest(), SampleRef::Skewed)),
+        };
+        let sample = self.sample_ref(at.clock);
         let max_age = i64::try_from(self.sampler.active_interval().as_nanos() / 2).unwrap_or(0);
-        if fresh && now.saturating_sub(at_ns).abs() <= max_age {
+        if fresh && at.now.saturating_sub(own_ns).abs() <= max_age {
             let taken = self.sampler.fresh(Reason::Fresh).await?;
             let id = taken.id;
             return Ok((Some(taken), SampleRef::Taken(id)));
         }
-        Ok((self.sampler.latest(), self.nearest_sample()))
+        Ok((self.sampler.latest(), sample))
+    }
+
+    /// Which sample a boundary gets when its sender's clock is matched as `clock` says.
+    pub fn sample_ref(&self, clock: Matching) -> SampleRef {
+        let window_ns = self.window_ns();
+        match clock {
+            Matching::OwnTime => SampleRef::Nearest { window_ns },
+            Matching::Corrected { offset_ns } => SampleRef::Corrected {
+                window_ns,
+                offset_ns,
+            },
+            Matching::Skewed => SampleRef::Skewed,
+        }
     }
 
     /// The sample nearest a row's own time, within the sampler's matching window.
     pub fn nearest_sample(&self) -> SampleRef {
-        let window_ns = i64::try_from(self.sampler.match_window().as_nanos()).unwrap_or(i64::MAX);
-        SampleRef::Nearest { window_ns }
+        SampleRef::Nearest {
+            window_ns: self.window_ns(),
+        }
     }
+}
+
+/// When a command arrived, and how its sender's boundaries are matched.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    now: i64,
+    clock: Matching,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::error::{IngestError, Result};
 use super::{Ingest, validate};
 use crate::domain::{EventKind, Outcome, SpanKind};
-use crate::store::{TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow};
+use crate::store::{SampleRef, TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow};
 
 /// Most attributes on one traced span or span event (OpenTelemetry SDKs' default limit).
 pub const MAX_TRACE_ATTRIBUTES: usize = 128;
@@ -107,16 +107,24 @@ impl Ingest {
         let mut rows = TraceRows {
             clients: Vec::with_capacity(batches.len()),
             spans: Vec::new(),
-            snapshot_window_ns: i64::try_from(self.sampler.match_window().as_nanos())
-                .unwrap_or(i64::MAX),
         };
         let mut rejected = Vec::new();
+        let arrival_ns = probe_core::unix_now_ns();
         for batch in batches {
             let client_id = batch.client.client_id.clone();
+            // The latest end in the export is the boundary nearest its sending.
+            let latest_end = batch
+                .spans
+                .iter()
+                .map(|s| s.end_ns)
+                .filter(|&t| t > 0)
+                .max();
+            let clock = self.observe_clock(&client_id, &batch.client.name, arrival_ns, latest_end);
+            let snapshot = self.sample_ref(clock);
             rows.clients.push(client_row(batch.client));
             for span in batch.spans {
                 let span_id = span.span_id.clone();
-                match span_row(span, &client_id) {
+                match span_row(span, &client_id, snapshot) {
                     Ok(row) => rows.spans.push(row),
                     Err(e) => rejected.push(format!("span {span_id}: {e}")),
                 }
@@ -136,7 +144,7 @@ fn client_row(c: TraceClient) -> TraceClientRow {
 }
 
 /// The rules every span obeys, applied to a traced one.
-fn span_row(s: TraceSpan, client_id: &str) -> Result<TraceSpanRow> {
+fn span_row(s: TraceSpan, client_id: &str, snapshot: SampleRef) -> Result<TraceSpanRow> {
     validate::generated_id("trace run id", &s.run_id)?;
     validate::generated_id("span id", &s.span_id)?;
     if let Some(parent) = &s.parent_span_id {
@@ -197,6 +205,7 @@ fn span_row(s: TraceSpan, client_id: &str) -> Result<TraceSpanRow> {
         start_ns: s.start_ns,
         end_ns: s.end_ns,
         client_id: client_id.to_owned(),
+        snapshot,
         events,
     })
 }
@@ -259,7 +268,7 @@ mod tests {
             unit: "{token}".into(),
             attributes: Map::new(),
         });
-        let row = span_row(s, "otlp/agent").unwrap();
+        let row = span_row(s, "otlp/agent", SampleRef::Skewed).unwrap();
         assert_eq!(
             row.attributes.as_deref(),
             Some(r#"{"gen_ai.request.model":"llama","n":3}"#)
@@ -278,20 +287,20 @@ mod tests {
         let mut backwards = span();
         backwards.end_ns = 5;
         assert!(
-            span_row(backwards, "c")
+            span_row(backwards, "c", SampleRef::Skewed)
                 .unwrap_err()
                 .to_string()
                 .contains("ends before it starts")
         );
         let mut unnamed = span();
         unnamed.name = " ".into();
-        assert!(span_row(unnamed, "c").is_err());
+        assert!(span_row(unnamed, "c", SampleRef::Skewed).is_err());
         let mut crowded = span();
         for i in 0..=MAX_TRACE_ATTRIBUTES {
             crowded.attributes.insert(format!("k{i}"), i.into());
         }
         assert!(
-            span_row(crowded, "c")
+            span_row(crowded, "c", SampleRef::Skewed)
                 .unwrap_err()
                 .to_string()
                 .contains("limit is 128")
@@ -303,6 +312,6 @@ mod tests {
             unit: String::new(),
             attributes: Map::new(),
         });
-        assert!(span_row(nan, "c").is_err());
+        assert!(span_row(nan, "c", SampleRef::Skewed).is_err());
     }
 }

@@ -22,6 +22,9 @@ use crate::sampler::SamplerHandle;
 /// Labels of one series.
 type Labels = Vec<(&'static str, String)>;
 
+/// Clients in `runlens_client_clock_offset`: those heard from within this, ns.
+const CLOCK_HEARD_WITHIN_NS: i64 = 600 * 1_000_000_000;
+
 /// What a scrape reads besides the counters.
 #[derive(Debug)]
 pub struct MachineCollector {
@@ -419,6 +422,20 @@ impl MachineCollector {
                 "Runs started by runlens.v1 clients and not ended yet",
                 None,
                 [(Vec::new(), ingest.open_runs() as f64)],
+            )?;
+            let heard_since = probe_core::unix_now_ns() - CLOCK_HEARD_WITHIN_NS;
+            let offsets = ingest.with_clock(|c| c.offsets(heard_since));
+            gauges(
+                e,
+                "runlens_client_clock_offset",
+                "How far each client's clock runs ahead of the sidecar's (negative: behind), \
+                 estimated from its messages' times against their arrival (a lower bound, off \
+                 by at most its quickest delivery); clients heard from in the last 10 minutes \
+                 once enough messages back the estimate",
+                Some(Unit::Seconds),
+                offsets.into_iter().map(|(id, name, ns)| {
+                    (vec![("client_id", id), ("client", name)], ns as f64 / 1e9)
+                }),
             )?;
         }
         let mut by_name: HashMap<String, u64> = HashMap::new();

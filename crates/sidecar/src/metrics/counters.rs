@@ -98,7 +98,11 @@ fn bounded(names: &Mutex<HashSet<String>>, name: &str) -> String {
 
 impl CommitObserver for WorkCounters {
     fn committed(&self, finished: &Finished) {
-        for (result, n) in [("matched", finished.matched), ("none", finished.unmatched)] {
+        for (result, n) in [
+            ("matched", finished.matched),
+            ("none", finished.unmatched),
+            ("skewed", finished.skewed),
+        ] {
             if n > 0 {
                 self.sample_matches
                     .get_or_create(&vec![("result", result)])

@@ -85,7 +85,8 @@ impl Metrics {
             "Run and span boundaries, metrics and events stored, by whether a resource sample \
              lay within the matching window of their own time (result=matched) or none did \
              (result=none: recorded while the sidecar was not sampling, or the sender's clock \
-             is off)",
+             is off), or left without one because the sender's clock is known to be off by \
+             more than that window (result=skewed)",
             counters.sample_matches.clone(),
         );
         registry.register_collector(Box::new(MachineCollector {

@@ -144,10 +144,15 @@ impl OtlpIngest {
             }
         }
         self.sample_if_behind(&batches).await?;
+        let senders: Vec<String> = batches.iter().map(|b| b.client.client_id.clone()).collect();
         let accepted = self.ingest.accept_trace(batches);
         rejected.extend(accepted.rejected);
         if !accepted.rows.spans.is_empty() {
             self.store(accepted.rows).await?;
+        }
+        for op in senders.iter().filter_map(|c| self.ingest.clock_to_store(c)) {
+            // What the `clients` row says of the sender's clock; nobody waits for it.
+            let _ = self.writer.send(op, Ack::None).await;
         }
         if !rejected.is_empty() {
             self.metrics.rejected("invalid_span", rejected.len() as u64);

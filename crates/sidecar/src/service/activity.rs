@@ -214,6 +214,8 @@ fn to_wire(
                 pid: c.pid.unwrap_or(0),
                 last_seen_ns: c.last_seen_ns,
                 dropped_messages: c.dropped_messages,
+                clock_offset_ns: c.clock_offset_ns,
+                clock_skewed: c.clock_skewed,
             })
             .collect(),
         open_runs: rows

@@ -189,9 +189,19 @@ impl Session {
             return self.queue(op, seq).await;
         }
         let accepted = match from_wire::command(body) {
-            Ok(command) => self.ingest.accept(command, Some(&self.client_id)).await,
+            Ok(command) => {
+                self.ingest
+                    .accept_sent(command, &self.client_id, &self.client_name)
+                    .await
+            }
             Err(refused) => Err(refused),
         };
+        if let Some(clock) = self.ingest.clock_to_store(&self.client_id) {
+            // Queued before the message, which acknowledges it with its commit.
+            if self.writer.send(clock, Ack::None).await.is_err() {
+                return false;
+            }
+        }
         match accepted {
             Ok(accepted) => self.queue(accepted.op, seq).await,
             Err(refused) => self.reject_and_skip(seq, refused.into()).await,

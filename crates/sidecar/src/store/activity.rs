@@ -37,6 +37,10 @@ pub struct ClientRow {
     pub last_seen_ns: i64,
     /// Messages it dropped.
     pub dropped_messages: u64,
+    /// Its clock's estimated offset, ns, once known.
+    pub clock_offset_ns: Option<i64>,
+    /// Whether that offset is beyond the matching window.
+    pub clock_skewed: bool,
 }
 
 /// A run open now.
@@ -105,8 +109,9 @@ impl Reader {
         let conn = &self.conn;
         let clients = conn
             .prepare_cached(
-                "SELECT client_id, client_name, pid, last_seen_ns, dropped_messages FROM clients
-                 WHERE last_seen_ns >= ?1 ORDER BY last_seen_ns DESC LIMIT ?2",
+                "SELECT client_id, client_name, pid, last_seen_ns, dropped_messages,
+                        clock_offset_ns, clock_skewed
+                 FROM clients WHERE last_seen_ns >= ?1 ORDER BY last_seen_ns DESC LIMIT ?2",
             )?
             .query_map(
                 params![now_ns - CLIENTS_WITHIN_NS, MAX_CLIENTS as i64],
@@ -117,6 +122,8 @@ impl Reader {
                         pid: r.get(2)?,
                         last_seen_ns: r.get(3)?,
                         dropped_messages: unsigned(r.get(4)?).unwrap_or(0),
+                        clock_offset_ns: r.get(5)?,
+                        clock_skewed: r.get(6)?,
                     })
                 },
             )?

@@ -10,7 +10,7 @@ use super::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x524C_4E53;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 10;
+pub const SCHEMA_VERSION: i32 = 11;
 
 /// Forward-only migrations: `MIGRATIONS[v]` takes a database from version `v` to `v + 1`.
 /// A new database runs them all; an older one the ones it lacks.
@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrate_008.sql"),
     include_str!("migrate_009.sql"),
     include_str!("migrate_010.sql"),
+    include_str!("migrate_011.sql"),
 ];
 
 /// Opens (creating if needed) the database the sidecar writes to, and brings its schema

@@ -103,6 +103,19 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<StoredRun> {
     })
 }
 
+/// A client's clock as the sidecar estimated it (`clients.clock_offset_ns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientClock {
+    /// The client.
+    pub client_id: String,
+    /// Its name.
+    pub name: String,
+    /// How far its clock runs ahead of the sidecar's, ns (negative: behind).
+    pub offset_ns: i64,
+    /// Whether that was beyond the matching window.
+    pub skewed: bool,
+}
+
 impl Reader {
     /// Opens the database at `path` for reading; see [`super::open_read_only`].
     pub fn open(path: &Path) -> Result<Self> {
@@ -214,6 +227,28 @@ impl Reader {
         )?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Clients heard from since `since_ns` whose clock was estimated: (client id, name,
+    /// offset ns, whether beyond the matching window), the farthest off first.
+    pub fn client_clocks(&self, since_ns: i64) -> Result<Vec<ClientClock>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT client_id, coalesce(client_name, ''), clock_offset_ns, clock_skewed
+             FROM clients
+             WHERE clock_offset_ns IS NOT NULL AND last_seen_ns >= ?1
+             ORDER BY abs(clock_offset_ns) DESC",
+        )?;
+        let rows = stmt
+            .query_map([since_ns], |r| {
+                Ok(ClientClock {
+                    client_id: r.get(0)?,
+                    name: r.get(1)?,
+                    offset_ns: r.get(2)?,
+                    skewed: r.get(3)?,
+                })
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }

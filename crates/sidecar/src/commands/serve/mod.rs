@@ -154,7 +154,8 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
     )
     .with_active_interval(args.active_sample_interval);
 
-    let ingest = Ingest::new(sampler.clone(), registry);
+    let ingest =
+        Ingest::new(sampler.clone(), registry).with_clock_correction(args.clock_skew_correction);
     let metrics = Arc::new(Metrics::new(
         &counters,
         sampler.clone(),

@@ -546,9 +546,16 @@ fn agent_lines(a: &pb::Activity) -> Vec<Line<'static>> {
     if a.clients.is_empty() {
         return vec![Line::raw("no agent in the last minute")];
     }
+    // The clock column only when some agent's clock is off: it matters then, and only then.
+    let clocks = a.clients.iter().take(3).any(|c| c.clock_skewed);
+    let clock_header = if clocks {
+        format!(" {:>9}", "CLOCK")
+    } else {
+        String::new()
+    };
     let mut lines = vec![Line::styled(
         format!(
-            "{:<24} {:>7} {:>10} {:>6} {:>10} {:>8}",
+            "{:<24} {:>7} {:>10} {:>6} {:>10} {:>8}{clock_header}",
             "AGENT", "PID", "RSS", "CPU", "GPU MEM", "DROPPED"
         ),
         Style::new().add_modifier(Modifier::BOLD),
@@ -556,8 +563,16 @@ fn agent_lines(a: &pb::Activity) -> Vec<Line<'static>> {
     for c in a.clients.iter().take(3) {
         let p = c.process.as_ref();
         let name = display_name(c);
+        let clock = match (clocks, c.clock_offset_ns) {
+            (false, _) => String::new(),
+            (true, Some(ns)) if c.clock_skewed => {
+                format!(" {:>9}", crate::ingest::clock::signed_seconds(ns) + "!")
+            }
+            (true, Some(ns)) => format!(" {:>9}", crate::ingest::clock::signed_seconds(ns)),
+            (true, None) => format!(" {:>9}", "-"),
+        };
         lines.push(Line::raw(format!(
-            "{:<24.24} {:>7} {:>10} {:>6} {:>10} {:>8}",
+            "{:<24.24} {:>7} {:>10} {:>6} {:>10} {:>8}{clock}",
             name,
             if c.pid == 0 {
                 "-".to_owned()
@@ -777,6 +792,23 @@ mod tests {
         ] {
             assert!(screen.contains(expected), "{expected:?} missing:\n{screen}");
         }
+    }
+
+    #[test]
+    fn an_agent_whose_clock_is_off_gets_a_clock_column() {
+        let mut view = View::new("x");
+        view.update(activity());
+        assert!(
+            !text(&view, 100, 24).contains("CLOCK"),
+            "no column while clocks agree"
+        );
+        let mut a = activity();
+        a.clients[0].clock_offset_ns = Some(-30_000_000_000);
+        a.clients[0].clock_skewed = true;
+        view.update(a);
+        let screen = text(&view, 100, 24);
+        assert!(screen.contains("CLOCK"), "{screen}");
+        assert!(screen.contains("-30.0s!"), "{screen}");
     }
 
     #[test]

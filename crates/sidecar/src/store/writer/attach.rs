@@ -34,7 +34,15 @@ pub(super) fn resolve(
 ) -> Option<i64> {
     let id = match sample {
         SampleRef::Taken(id) => return Some(id),
+        SampleRef::Skewed => {
+            finished.skewed += 1;
+            return None;
+        }
         SampleRef::Nearest { window_ns } => times.nearest(conn, at_ns, window_ns),
+        SampleRef::Corrected {
+            window_ns,
+            offset_ns,
+        } => times.nearest(conn, at_ns.saturating_sub(offset_ns), window_ns),
     };
     match id {
         Some(_) => finished.matched += 1,
@@ -55,21 +63,39 @@ pub(super) fn note_sample(
     let (before, after) = times.neighbours(taken_at_ns, snapshot_id);
     let before = before.filter(|&(_, id)| times.was_handed_out(id));
     let after = after.filter(|&(_, id)| times.was_handed_out(id));
+    // A row that lies nearer the new sample than its own lies within the window of it
+    // anyway; rows matched at corrected times (a sender's clock far off) do not, and their
+    // own time says nothing about which sample is nearer: the bound leaves them be.
+    let window_ns = times.window_ns();
     for (table, column, time) in REFERENCES {
         // Ties go to the earlier sample, as in `SnapshotTimes::nearest`.
         if let Some((before_ns, before_id)) = before {
             conn.prepare_cached(&format!(
                 "UPDATE {table} SET {column} = ?1
-                 WHERE {column} = ?2 AND {time} - ?3 > ?4 - {time}"
+                 WHERE {column} = ?2 AND {time} - ?3 > ?4 - {time}
+                   AND abs({time} - ?4) <= ?5"
             ))?
-            .execute(params![snapshot_id, before_id, before_ns, taken_at_ns])?;
+            .execute(params![
+                snapshot_id,
+                before_id,
+                before_ns,
+                taken_at_ns,
+                window_ns
+            ])?;
         }
         if let Some((after_ns, after_id)) = after {
             conn.prepare_cached(&format!(
                 "UPDATE {table} SET {column} = ?1
-                 WHERE {column} = ?2 AND {time} - ?3 <= ?4 - {time}"
+                 WHERE {column} = ?2 AND {time} - ?3 <= ?4 - {time}
+                   AND abs({time} - ?3) <= ?5"
             ))?
-            .execute(params![snapshot_id, after_id, taken_at_ns, after_ns])?;
+            .execute(params![
+                snapshot_id,
+                after_id,
+                taken_at_ns,
+                after_ns,
+                window_ns
+            ])?;
         }
     }
     Ok(())

@@ -56,6 +56,27 @@ pub(super) fn write_op(
             .execute(params![exporter, seq])?;
             Ok(())
         }
+        WriteOp::ClientClock {
+            client_id,
+            offset_ns,
+            skewed,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO clients (client_id, committed_seq, last_seen_ns, clock_offset_ns,
+                    clock_skewed)
+                 VALUES (?1, 0, ?2, ?3, ?4)
+                 ON CONFLICT (client_id) DO UPDATE SET
+                    clock_offset_ns = excluded.clock_offset_ns,
+                    clock_skewed = excluded.clock_skewed",
+            )?
+            .execute(params![
+                client_id,
+                probe_core::unix_now_ns(),
+                offset_ns,
+                skewed
+            ])?;
+            Ok(())
+        }
         WriteOp::ClientStats {
             client_id,
             client_name,

@@ -31,6 +31,18 @@ pub enum SampleRef {
         /// The farthest a sample may be from the row's time, ns.
         window_ns: i64,
     },
+    /// The stored sample nearest the row's time minus `offset_ns`, within `window_ns`: the
+    /// sender's clock runs `offset_ns` ahead of the sidecar's (`--clock-skew-correction`).
+    /// Such rows are never taken over by later samples (their own time lies elsewhere).
+    Corrected {
+        /// The farthest a sample may be from the corrected time, ns.
+        window_ns: i64,
+        /// How far the sender's clock runs ahead, ns (negative: behind).
+        offset_ns: i64,
+    },
+    /// None: the sender's clock is known to be off by more than the matching window, so
+    /// its own time would point at another moment's machine (counted as skewed).
+    Skewed,
     /// This sample: one taken for the row (a fresh sample a client asked for, the sample
     /// that noticed a lost GPU).
     Taken(i64),
@@ -169,6 +181,15 @@ pub enum WriteOp {
         /// The error text they get.
         reason: String,
     },
+    /// A client's clock offset as estimated from its messages (`clients.clock_offset_ns`).
+    ClientClock {
+        /// The client.
+        client_id: String,
+        /// How far its clock runs ahead of the sidecar's, ns (negative: behind).
+        offset_ns: i64,
+        /// Whether that is beyond the matching window.
+        skewed: bool,
+    },
     /// A session client's count of messages it dropped (buffer full), so SQL shows that
     /// data is missing and how much.
     ClientStats {
@@ -194,9 +215,6 @@ pub struct TraceRows {
     pub clients: Vec<TraceClientRow>,
     /// The spans.
     pub spans: Vec<TraceSpanRow>,
-    /// A span gets the stored sample nearest its start (and its end) when one is at most
-    /// this far away, Unix ns (the sampling interval); else none.
-    pub snapshot_window_ns: i64,
 }
 
 /// A sender of traced spans.
@@ -237,6 +255,8 @@ pub struct TraceSpanRow {
     pub end_ns: i64,
     /// The sender.
     pub client_id: String,
+    /// Which samples its start, end and events get (matched at each one's own time).
+    pub snapshot: SampleRef,
     /// Its events and metrics, written only with the span's first arrival.
     pub events: Vec<TraceEventRow>,
 }
@@ -271,6 +291,9 @@ pub struct Finished {
     /// Boundaries, metrics and events with no sample within the window of their time:
     /// stored without one (the sidecar was not sampling then, or the sender's clock is off).
     pub unmatched: u64,
+    /// Boundaries, metrics and events stored without a sample because their sender's
+    /// clock is known to be off by more than the matching window.
+    pub skewed: u64,
 }
 
 /// A span that ended.

@@ -25,6 +25,8 @@ pub struct SnapshotTimes {
     /// to one of these can lie nearer a sample stored after them, so a new sample next to
     /// none of them (an idle sidecar) moves nothing and runs no statement.
     handed_out: Vec<i64>,
+    /// The widest matching window asked for so far, ns.
+    window_ns: i64,
 }
 
 /// Samples remembered as handed out: more than are ever stored between two batches.
@@ -45,6 +47,7 @@ impl SnapshotTimes {
         Ok(Self {
             recent,
             handed_out: Vec::new(),
+            window_ns: 0,
         })
     }
 
@@ -94,8 +97,14 @@ impl SnapshotTimes {
         self.handed_out.contains(&snapshot_id)
     }
 
+    /// The widest matching window `nearest` was asked for, ns.
+    pub fn window_ns(&self) -> i64 {
+        self.window_ns
+    }
+
     /// The sample nearest `at_ns`, if one is at most `window_ns` away.
     pub fn nearest(&mut self, conn: &Connection, at_ns: i64, window_ns: i64) -> Option<i64> {
+        self.window_ns = self.window_ns.max(window_ns);
         let id = self.nearest_id(conn, at_ns, window_ns)?;
         if self.handed_out.last() != Some(&id) && !self.handed_out.contains(&id) {
             if self.handed_out.len() >= HANDED_OUT {

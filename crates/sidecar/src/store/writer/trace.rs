@@ -10,7 +10,7 @@ use rusqlite::{Connection, ToSql, params, params_from_iter};
 
 use super::attach;
 use super::batch::{RETURNING_FINISHED, collect_finished};
-use super::rows::{Finished, FinishedRun, FinishedSpan, SampleRef, TraceRows, TraceSpanRow};
+use super::rows::{Finished, FinishedRun, FinishedSpan, TraceRows, TraceSpanRow};
 use super::times::SnapshotTimes;
 use crate::domain::{EndedBy, Status};
 
@@ -37,17 +37,14 @@ pub(super) fn write_trace(
         )?
         .execute(params![c.client_id, c.name, c.pid, now, c.resource])?;
     }
-    let nearest = SampleRef::Nearest {
-        window_ns: rows.snapshot_window_ns,
-    };
     let mut runs: HashSet<&str> = HashSet::new();
     // Spans with nothing hanging off them (no events or metrics, not a root) go in many
     // rows per statement; the others one by one, since what follows depends on whether
     // the span is new.
     let mut plain: Vec<PlainSpan<'_>> = Vec::new();
     for span in &rows.spans {
-        let start = attach::resolve(tx, times, span.start_ns, nearest, finished);
-        let end = attach::resolve(tx, times, span.end_ns, nearest, finished);
+        let start = attach::resolve(tx, times, span.start_ns, span.snapshot, finished);
+        let end = attach::resolve(tx, times, span.end_ns, span.snapshot, finished);
         if runs.insert(&span.run_id) {
             open_run(tx, span, start)?;
         }

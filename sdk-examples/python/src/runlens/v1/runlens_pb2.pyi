@@ -306,20 +306,24 @@ class Activity(_message.Message):
     def __init__(self, at_ns: _Optional[int] = ..., snapshot: _Optional[_Union[_resources_pb2.Snapshot, _Mapping]] = ..., clients: _Optional[_Iterable[_Union[ActiveClient, _Mapping]]] = ..., open_runs: _Optional[_Iterable[_Union[OpenRun, _Mapping]]] = ..., more_open_runs: _Optional[int] = ..., recent_failures: _Optional[_Iterable[_Union[FailedRun, _Mapping]]] = ...) -> None: ...
 
 class ActiveClient(_message.Message):
-    __slots__ = ("client_id", "client_name", "pid", "last_seen_ns", "dropped_messages", "process")
+    __slots__ = ("client_id", "client_name", "pid", "last_seen_ns", "dropped_messages", "process", "clock_offset_ns", "clock_skewed")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_NS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PROCESS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_OFFSET_NS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_SKEWED_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     client_name: str
     pid: int
     last_seen_ns: int
     dropped_messages: int
     process: _resources_pb2.AgentProcess
-    def __init__(self, client_id: _Optional[str] = ..., client_name: _Optional[str] = ..., pid: _Optional[int] = ..., last_seen_ns: _Optional[int] = ..., dropped_messages: _Optional[int] = ..., process: _Optional[_Union[_resources_pb2.AgentProcess, _Mapping]] = ...) -> None: ...
+    clock_offset_ns: int
+    clock_skewed: bool
+    def __init__(self, client_id: _Optional[str] = ..., client_name: _Optional[str] = ..., pid: _Optional[int] = ..., last_seen_ns: _Optional[int] = ..., dropped_messages: _Optional[int] = ..., process: _Optional[_Union[_resources_pb2.AgentProcess, _Mapping]] = ..., clock_offset_ns: _Optional[int] = ..., clock_skewed: _Optional[bool] = ...) -> None: ...
 
 class OpenRun(_message.Message):
     __slots__ = ("run_id", "name", "client_id", "started_at_ns", "open_spans", "start_gpu_free")
