@@ -244,6 +244,11 @@ impl Sidecar {
         }
     }
 
+    /// Its process id (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Runs `example-agent` against this sidecar (`runs` runs, 1 ms steps, every third
     /// run failing) as a separate process, and checks it succeeded.
     pub fn run_example_agent(&self, runs: u32) {

@@ -35,6 +35,8 @@ pub mod env {
     pub const SAMPLE_INTERVAL: &str = "RUNLENS_SAMPLE_INTERVAL";
     /// `serve --active-sample-interval`.
     pub const ACTIVE_SAMPLE_INTERVAL: &str = "RUNLENS_ACTIVE_SAMPLE_INTERVAL";
+    /// `--max-inflight-mib` of `serve`.
+    pub const MAX_INFLIGHT_MIB: &str = "RUNLENS_MAX_INFLIGHT_MIB";
     /// `--clock-skew-correction` of `serve`.
     pub const CLOCK_SKEW_CORRECTION: &str = "RUNLENS_CLOCK_SKEW_CORRECTION";
     /// `serve --durability`.
@@ -733,6 +735,14 @@ pub struct ServeArgs {
     /// are the client's own.
     #[arg(long, env = env::CLOCK_SKEW_CORRECTION)]
     pub clock_skew_correction: bool,
+    /// Memory the front doors may hold in flight, MiB: each request is charged about four
+    /// times its size until its rows are committed. Over it, OTLP answers 503 with
+    /// Retry-After (HTTP) or UNAVAILABLE (gRPC), which senders retry, and runlens.v1
+    /// sessions wait; nothing accepted is lost. The default keeps a sidecar under the
+    /// manifests' 256 MiB limit.
+    #[arg(long, env = env::MAX_INFLIGHT_MIB, default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4095))]
+    pub max_inflight_mib: u32,
     /// How hard each commit is pushed to disk.
     #[arg(long, env = env::DURABILITY, value_enum, default_value_t = Durability::Normal)]
     pub durability: Durability,

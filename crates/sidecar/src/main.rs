@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod budget;
 mod build_info;
 mod cli;
 mod commands;

@@ -21,12 +21,16 @@ pub use command::{Command, EndRun, EndSpan, Record, Recorded, StartRun, StartSpa
 pub use error::IngestError;
 pub use registry::Registry;
 
+use crate::budget::Budget;
 use crate::domain::EventKind;
 use crate::sampler::{Reason, SamplerHandle};
 use crate::store::{
     EventRow, RunEnd, RunStart, SampleRef, SpanEnd, SpanStart, StoredSnapshot, WriteOp,
 };
 use error::Result;
+
+/// The in-flight byte budget unless `--max-inflight-mib` sets another.
+pub const DEFAULT_BUDGET_BYTES: usize = 64 << 20;
 
 /// A command that passed every check: the row to write, and a sample to answer with.
 #[derive(Debug)]
@@ -46,6 +50,8 @@ pub struct Ingest {
     registry: Arc<Mutex<Registry>>,
     /// Each client's clock, estimated from the times its messages carry.
     clock: Arc<Mutex<ClockSkew>>,
+    /// What every front door may hold in flight, bytes.
+    budget: Budget,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -63,7 +69,20 @@ impl Ingest {
             sampler,
             registry: Arc::new(Mutex::new(registry)),
             clock: Arc::new(Mutex::new(ClockSkew::new(false))),
+            budget: Budget::new(DEFAULT_BUDGET_BYTES),
         }
+    }
+
+    /// Holds the front doors to `budget` (`--max-inflight-mib`).
+    #[must_use]
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The byte budget the front doors share.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// Matches the boundaries of clients whose clock is confidently off by more than the

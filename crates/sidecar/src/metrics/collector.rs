@@ -423,6 +423,21 @@ impl MachineCollector {
                 None,
                 [(Vec::new(), ingest.open_runs() as f64)],
             )?;
+            gauges(
+                e,
+                "runlens_inflight",
+                "Bytes the front doors hold in flight, as charged against --max-inflight-mib \
+                 (about four times each request's size, until its rows are committed)",
+                Some(Unit::Bytes),
+                [(Vec::new(), ingest.budget().in_flight() as f64)],
+            )?;
+            gauges(
+                e,
+                "runlens_inflight_limit",
+                "The byte budget of --max-inflight-mib",
+                Some(Unit::Bytes),
+                [(Vec::new(), ingest.budget().total() as f64)],
+            )?;
             let heard_since = probe_core::unix_now_ns() - CLOCK_HEARD_WITHIN_NS;
             let offsets = ingest.with_clock(|c| c.offsets(heard_since));
             gauges(

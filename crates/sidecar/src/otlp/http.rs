@@ -22,8 +22,36 @@ const RETRY_AFTER_SECONDS: &str = "1";
 pub fn router(ingest: OtlpIngest) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
+        .layer(axum::middleware::from_fn_with_state(
+            ingest.clone(),
+            within_budget,
+        ))
         .layer(DefaultBodyLimit::max(ingest.max_body()))
         .with_state(ingest)
+}
+
+/// Charges an export against the byte budget before its body is read (by its
+/// `Content-Length`; a body sent in chunks is charged as the largest allowed), and holds
+/// the charge until it is answered; over the budget the answer is 503 with `Retry-After`.
+async fn within_budget(
+    State(ingest): State<OtlpIngest>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let wire = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(usize::MAX)
+        .min(ingest.max_body());
+    let Some(held) = ingest.budget().try_hold(wire) else {
+        let encoding = content_type(request.headers()).unwrap_or(Encoding::Json);
+        return error_response(encoding, &ingest.over_budget());
+    };
+    let response = next.run(request).await;
+    drop(held);
+    response
 }
 
 /// How the body is encoded.
@@ -67,7 +95,7 @@ async fn traces(
         );
     };
     let request =
-        match decoded(&headers, &body, ingest.max_body()).and_then(|body| parse(encoding, &body)) {
+        match decoded(&headers, body, ingest.max_body()).and_then(|body| parse(encoding, &body)) {
             Ok(request) => request,
             Err(e) => return error_response(encoding, &e),
         };
@@ -99,13 +127,13 @@ fn content_type(headers: &HeaderMap) -> Option<Encoding> {
 }
 
 /// The body with its `Content-Encoding` undone, at most `max` bytes.
-fn decoded(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<Vec<u8>, ExportError> {
+fn decoded(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, ExportError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     match encoding.as_deref() {
-        None | Some("" | "identity") => Ok(body.to_vec()),
+        None | Some("" | "identity") => Ok(body),
         Some("gzip") => {
             let mut out = Vec::new();
             let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
@@ -119,7 +147,7 @@ fn decoded(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<Vec<u8>, Exp
                      smaller batches"
                 )));
             }
-            Ok(out)
+            Ok(Bytes::from(out))
         }
         Some(other) => Err(ExportError::Malformed(format!(
             "Content-Encoding {other} is not supported; send gzip or none"

@@ -107,6 +107,21 @@ impl OtlpIngest {
         self.max_body
     }
 
+    /// The byte budget every front door shares.
+    pub fn budget(&self) -> &crate::budget::Budget {
+        self.ingest.budget()
+    }
+
+    /// The refusal of an export the byte budget has no room for (counted).
+    pub fn over_budget(&self) -> ExportError {
+        self.metrics.rejected("over_budget", 1);
+        ExportError::Unavailable(format!(
+            "the sidecar holds as much as --max-inflight-mib allows ({} MiB); nothing was \
+             stored, retry shortly",
+            self.budget().total() >> 20
+        ))
+    }
+
     /// Stores the valid spans of `request`, answering once they are committed; spans that
     /// break a rule are counted and quoted in the partial success. Senders that give no
     /// `process.pid` are taken to be the process at the other end of `peer`'s connection,

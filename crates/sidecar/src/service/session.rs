@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message as _;
 use runlens_api::pb;
 use runlens_api::pb::client_message::Body;
 use runlens_api::pb::server_message::Body as Out;
@@ -74,7 +75,12 @@ impl Session {
                 }
                 next = inbound.message() => match next {
                     Ok(Some(msg)) => {
-                        if !self.handle(msg).await {
+                        // The frame's share of the byte budget; while the budget is spent,
+                        // the next frame is not read (the client waits on flow control).
+                        let held = self.ingest.budget().hold(msg.encoded_len()).await;
+                        let handled = self.handle(msg).await;
+                        drop(held);
+                        if !handled {
                             return;
                         }
                     }

@@ -73,6 +73,9 @@ pub fn open_for_writing(
     conn.pragma_update(None, "foreign_keys", false)?;
     // 16 MiB of page cache for the one writer: index pages of large tables stay in memory.
     conn.pragma_update(None, "cache_size", -16 * 1024)?;
+    // A large transaction (a 16 MiB export) grows the WAL past its usual ~8 MiB; once a
+    // checkpoint has copied it, the file is cut back to this rather than kept at its peak.
+    conn.pragma_update(None, "journal_size_limit", 32 * 1024 * 1024)?;
     migrate(&conn, version)?;
     if let Some(max) = max_bytes {
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;

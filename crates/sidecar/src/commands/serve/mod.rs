@@ -154,8 +154,10 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
     )
     .with_active_interval(args.active_sample_interval);
 
-    let ingest =
-        Ingest::new(sampler.clone(), registry).with_clock_correction(args.clock_skew_correction);
+    let budget = crate::budget::Budget::new((args.max_inflight_mib as usize) << 20);
+    let ingest = Ingest::new(sampler.clone(), registry)
+        .with_clock_correction(args.clock_skew_correction)
+        .with_budget(budget.clone());
     let metrics = Arc::new(Metrics::new(
         &counters,
         sampler.clone(),
@@ -233,6 +235,11 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
     let pruning = tokio::spawn(retention::prune_continuously(
         writer.handle(),
         counters.clone(),
+        shutdown_rx.clone(),
+    ));
+    let trimmer = tokio::spawn(crate::budget::trim_after_bursts(
+        budget,
+        writer.handle(),
         shutdown_rx.clone(),
     ));
     let rootless = tokio::spawn(otlp::root_timeout::end_rootless_runs(
@@ -369,6 +376,7 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
     // close below gives up on. Runs it had yet to end are found again at the next start.
     closer.abort();
     rootless.abort();
+    trimmer.abort();
     pruning.abort();
     rotations.abort();
     // Their cursors are durable: what they had not sent is sent at the next start.

@@ -56,6 +56,7 @@ pub(super) fn write_op(
             .execute(params![exporter, seq])?;
             Ok(())
         }
+        WriteOp::ReleaseMemory => tx.execute_batch("PRAGMA shrink_memory"),
         WriteOp::ClientClock {
             client_id,
             offset_ns,

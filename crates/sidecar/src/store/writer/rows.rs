@@ -181,6 +181,9 @@ pub enum WriteOp {
         /// The error text they get.
         reason: String,
     },
+    /// Give the page cache back after a burst (`PRAGMA shrink_memory`): it refills from
+    /// disk as it is used.
+    ReleaseMemory,
     /// A client's clock offset as estimated from its messages (`clients.clock_offset_ns`).
     ClientClock {
         /// The client.
