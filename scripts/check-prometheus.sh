@@ -38,14 +38,13 @@ echo "== promtool check metrics"
 curl -sf "http://$metrics/metrics" | promtool check metrics
 
 port=$(free_port)
-cat >"$work/prometheus.yml" <<YML
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: runlens
-    static_configs:
-      - targets: ["$metrics"]
-YML
+# The scrape configuration the book shows (docs/src/prometheus.md), with this sidecar's
+# address and a 1 s interval so the check is quick.
+awk '/^```yaml/{p=1; next} /^```/{p=0} p' "$root/docs/src/prometheus.md" \
+  | sed -e "s/127.0.0.1:9464/$metrics/" -e 's/scrape_interval: 15s/scrape_interval: 1s/' \
+  >"$work/prometheus.yml"
+grep -q "job_name: runlens" "$work/prometheus.yml" || fail "docs/src/prometheus.md shows no scrape configuration"
+promtool check config "$work/prometheus.yml" >/dev/null
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
   --web.listen-address="127.0.0.1:$port" >"$work/prometheus.log" 2>&1 &
 pids+=($!)

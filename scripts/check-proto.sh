@@ -3,7 +3,7 @@
 # - `buf lint` (proto/buf.yaml) and `buf breaking` against the released contract
 #   (proto/released/runlens-v1.binpb), so runlens.v1 never breaks a generated client.
 #   buf comes from npm (@bufbuild/buf, pinned) into target/buf.
-# - every code-generation command the README shows for other languages, run as written
+# - every code-generation command the docs show for other languages, run as written
 #   in a scratch copy of proto/ (Go: Debian's protobuf-compiler, protoc-gen-go and
 #   protoc-gen-go-grpc, installed if missing).
 # After a deliberate, compatible release of the contract, refresh the baseline with
@@ -30,9 +30,9 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$root/proto" "$work/proto"
-# The README's Go command, exactly as a reader copies it.
-go_cmd=$(grep -m1 '^protoc -I proto --go_out' "$root/README.md" | sed 's/ *#.*$//')
-[ -n "$go_cmd" ] || { echo "README shows no Go generation command"; exit 1; }
+# The docs' Go command, exactly as a reader copies it.
+go_cmd=$(cat "$root/README.md" "$root"/docs/src/*.md | grep -m1 '^protoc -I proto --go_out' | sed 's/ *#.*$//')
+[ -n "$go_cmd" ] || { echo "the docs show no Go generation command"; exit 1; }
 echo "running: $go_cmd"
 (cd "$work" && eval "$go_cmd")
 for f in resources.pb.go runlens.pb.go runlens_grpc.pb.go; do
@@ -40,4 +40,4 @@ for f in resources.pb.go runlens.pb.go runlens_grpc.pb.go; do
   [ -n "$found" ] || { echo "Go generation did not write $f"; exit 1; }
   grep -q '^package runlensv1$' "$found" || { echo "$f is not package runlensv1"; exit 1; }
 done
-echo "README code generation: passed"
+echo "docs code generation: passed"

@@ -433,6 +433,35 @@ fn runs_sent_to_a_wrong_url_are_held_and_arrive_once_it_is_fixed() {
     let logs = exporter.stop();
     assert!(logs.contains("held, not skipped"), "{logs}");
     assert!(!logs.contains("it is skipped"), "{logs}");
+    let doctor = |db: &std::path::Path| {
+        let out = std::process::Command::new(runlens_e2e::bin("runlens"))
+            .args([
+                "doctor",
+                "--no-gpu",
+                "--nvml-lib",
+                "none",
+                "--format",
+                "json",
+                "--db",
+            ])
+            .arg(db)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "export")
+            .cloned()
+            .unwrap_or_else(|| panic!("no export check: {report}"))
+    };
+    let check = doctor(&db);
+    assert_eq!(
+        check["status"], "fail",
+        "doctor says the export is held: {check}"
+    );
+    assert!(check["detail"].as_str().unwrap().contains("404"), "{check}");
     // Fixed, and written as many receivers document it: the full /v1/traces URL.
     let fixed = export(&format!("http://{http}/v1/traces"));
     let fixed: Vec<&str> = fixed.iter().map(String::as_str).collect();
@@ -440,6 +469,11 @@ fn runs_sent_to_a_wrong_url_are_held_and_arrive_once_it_is_fixed() {
     wait_for(&receiver, "SELECT count(*) FROM spans", 12, "held spans");
     assert_eq!(held(&exporter).as_deref(), Some("0.0"));
     exporter.stop();
+    assert_ne!(
+        doctor(&db)["status"],
+        "fail",
+        "resumed once the URL was fixed"
+    );
     assert_eq!(
         receiver.count("SELECT count(DISTINCT span_id) FROM spans"),
         12

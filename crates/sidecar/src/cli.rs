@@ -35,6 +35,9 @@ pub mod env {
     pub const SAMPLE_INTERVAL: &str = "RUNLENS_SAMPLE_INTERVAL";
     /// `serve --active-sample-interval`.
     pub const ACTIVE_SAMPLE_INTERVAL: &str = "RUNLENS_ACTIVE_SAMPLE_INTERVAL";
+    /// Set (to anything): check the arguments and exit 0 without running the command (the
+    /// docs' test uses it on every `runlens` command the book shows).
+    pub const CHECK_ARGS: &str = "RUNLENS_CHECK_ARGS";
     /// `--max-inflight-mib` of `serve`.
     pub const MAX_INFLIGHT_MIB: &str = "RUNLENS_MAX_INFLIGHT_MIB";
     /// `--clock-skew-correction` of `serve`.

@@ -316,6 +316,21 @@ fn check_export(db: &std::path::Path) -> Option<Check> {
     let reader = crate::store::read::Reader::open(db).ok()?;
     let cursor = reader.export_cursor().ok()?;
     let (lag, oldest) = reader.export_lag(cursor).ok()?;
+    if let Ok(Some((true, since_ns, message))) = reader.export_held() {
+        return Some(check(
+            "export",
+            Status::Fail,
+            format!(
+                "held since {} with {lag} ended run(s) waiting: {message}",
+                crate::format::timestamp(since_ns)
+            ),
+            Some(
+                "fix --otlp-export (the URL, its path, or the credentials in \
+                 OTEL_EXPORTER_OTLP_HEADERS) and restart the sidecar: the held runs are kept \
+                 and sent once the receiver accepts them (runlens_export_held in /metrics)",
+            ),
+        ));
+    }
     if cursor == 0 && lag == 0 {
         return None; // export never used with this database
     }

@@ -82,6 +82,11 @@ impl Exporter {
 
     /// Exports until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Held before a restart (the URL being fixed, most likely): held until the first
+        // answer says otherwise, which records `export.resumed`.
+        if let Ok(Some((true, _, _))) = self.reader.read(|r| r.export_held()) {
+            self.state.held.store(true, Ordering::Relaxed);
+        }
         let mut backoff = Duration::from_millis(100);
         let mut failing_since_log = 0u32;
         loop {
@@ -175,7 +180,9 @@ impl Exporter {
     async fn finish(&self, batch: InFlight) -> Result<(), String> {
         match batch.answer.await.map_err(|e| e.to_string())? {
             Ok(answer) => {
-                self.state.held.store(false, Ordering::Relaxed);
+                if self.state.held.swap(false, Ordering::Relaxed) {
+                    self.note_held(false, "the receiver answers again").await;
+                }
                 if let Some(p) = answer.partial_success
                     && p.rejected_spans > 0
                 {
@@ -191,13 +198,36 @@ impl Exporter {
                     "the OTLP receiver refused a batch for good; it is skipped");
             }
             Err(failure) => {
-                self.state
-                    .held
-                    .store(failure.misdirected, Ordering::Relaxed);
+                let was = self.state.held.swap(failure.misdirected, Ordering::Relaxed);
+                if failure.misdirected && !was {
+                    self.note_held(true, &failure.message).await;
+                }
                 return Err(failure.message);
             }
         }
         self.advance(batch.last).await
+    }
+
+    /// Records that the export is held (a wrong URL or credentials) or goes again, as a
+    /// system event `export.held` / `export.resumed`: what `runlens doctor --db` reads.
+    async fn note_held(&self, held: bool, message: &str) {
+        let event = crate::store::EventRow {
+            kind: crate::domain::EventKind::System,
+            run_id: None,
+            span_id: None,
+            name: if held {
+                "export.held"
+            } else {
+                "export.resumed"
+            }
+            .to_owned(),
+            value: None,
+            unit: None,
+            attributes: Some(serde_json::json!({ "message": message }).to_string()),
+            at_ns: probe_core::unix_now_ns(),
+            snapshot: crate::store::SampleRef::Unrelated,
+        };
+        let _ = self.writer.send(WriteOp::Record(event), Ack::None).await;
     }
 
     /// Persists the cursor (through the writer, the one connection that writes).

@@ -231,6 +231,22 @@ impl Reader {
         Ok(rows)
     }
 
+    /// The latest `export.held` or `export.resumed` system event: (held, when, message).
+    pub fn export_held(&self) -> Result<Option<(bool, i64, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name = 'export.held', at_ns,
+                        coalesce(json_extract(attributes, '$.message'), '')
+                 FROM events WHERE kind = 'system'
+                   AND name IN ('export.held', 'export.resumed')
+                 ORDER BY at_ns DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
     /// Clients heard from since `since_ns` whose clock was estimated: (client id, name,
     /// offset ns, whether beyond the matching window), the farthest off first.
     pub fn client_clocks(&self, since_ns: i64) -> Result<Vec<ClientClock>> {

@@ -34,6 +34,7 @@ pub(super) fn resolve(
 ) -> Option<i64> {
     let id = match sample {
         SampleRef::Taken(id) => return Some(id),
+        SampleRef::Unrelated => return None,
         SampleRef::Skewed => {
             finished.skewed += 1;
             return None;

@@ -46,6 +46,8 @@ pub enum SampleRef {
     /// This sample: one taken for the row (a fresh sample a client asked for, the sample
     /// that noticed a lost GPU).
     Taken(i64),
+    /// None, and not counted: a row about runlens itself (its export held or resumed).
+    Unrelated,
 }
 
 /// A run being opened.
