@@ -6,7 +6,6 @@ mod budget;
 mod build_info;
 mod cli;
 mod commands;
-mod domain;
 mod exit;
 mod export;
 mod format;
@@ -18,12 +17,15 @@ mod peer;
 mod report;
 mod sampler;
 mod service;
-mod store;
 #[cfg(test)]
 mod test_fixtures;
 mod tls;
 
 use std::process::ExitCode;
+
+// The store crate under the names the modules use (`crate::store`, `crate::domain`).
+use runlens_store as store;
+use runlens_store::domain;
 
 use clap::Parser as _;
 

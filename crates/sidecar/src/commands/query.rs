@@ -1,7 +1,5 @@
 //! `runlens query`: one read-only SQL statement, printed as a table, JSON or CSV.
 
-use rusqlite::types::ValueRef;
-
 use crate::cli::{Format, QueryArgs};
 use crate::exit::{DATA, FAILURE, Failure, USAGE};
 use std::io::Write;
@@ -26,51 +24,24 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
             ),
         ));
     }
-    let conn = store::open_read_only(&args.db)?;
-    let mut stmt = conn
-        .prepare(&args.sql)
-        .map_err(|e| Failure::new(USAGE, format!("SQL error: {e}")))?;
-    if !stmt.readonly() {
-        return Err(Failure::new(
-            DATA,
-            "runlens query only reads; this statement would change the database \
-             (open it with sqlite3 if you really mean to)",
-        ));
-    }
-    let headers: Vec<String> = stmt.column_names().map(str::to_owned).collect();
-    let mut rows = stmt
-        .query([])
-        .map_err(|e| Failure::new(USAGE, format!("SQL error: {e}")))?;
-    let mut next = || -> Result<Option<Vec<serde_json::Value>>, Failure> {
-        let Some(row) = rows
-            .next()
-            .map_err(|e| Failure::new(FAILURE, format!("SQL error: {e}")))?
-        else {
-            return Ok(None);
-        };
-        (0..headers.len())
-            .map(|i| {
-                row.get_ref(i)
-                    .map(to_json)
-                    .map_err(|e| Failure::new(FAILURE, format!("SQL error: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let written = match args.format {
-        Format::Csv => write_csv(&mut out, &headers, &mut next),
-        Format::Json => write_json(&mut out, &headers, &mut next),
-        Format::Table => {
-            // 0 means "never cut".
-            let max_cell = if args.max_width == 0 {
-                usize::MAX
-            } else {
-                args.max_width
-            };
-            write_table(&mut out, &headers, &mut next, max_cell)
+    let written = store::query::read(&args.db, &args.sql, |headers, rows| {
+        let mut next = || rows().map_err(failure);
+        match args.format {
+            Format::Csv => write_csv(&mut out, headers, &mut next),
+            Format::Json => write_json(&mut out, headers, &mut next),
+            Format::Table => {
+                // 0 means "never cut".
+                let max_cell = if args.max_width == 0 {
+                    usize::MAX
+                } else {
+                    args.max_width
+                };
+                write_table(&mut out, headers, &mut next, max_cell)
+            }
         }
-    };
+    })
+    .map_err(failure)?;
     match written.and_then(|()| out.flush().map_err(Written::Io)) {
         Ok(()) => Ok(()),
         Err(Written::Failed(failure)) => Err(failure),
@@ -201,15 +172,15 @@ fn write_table(
     Ok(())
 }
 
-fn to_json(v: ValueRef<'_>) -> serde_json::Value {
-    match v {
-        ValueRef::Null => serde_json::Value::Null,
-        ValueRef::Integer(i) => i.into(),
-        ValueRef::Real(f) => serde_json::Number::from_f64(f)
-            .map(serde_json::Value::Number)
-            .unwrap_or(serde_json::Value::Null),
-        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-        ValueRef::Blob(b) => format!("<{} bytes>", b.len()).into(),
+/// The failure a statement's error is: wrong SQL is a usage error (64), SQL that would
+/// write is refused as data (65), anything else a failure (1).
+fn failure(e: store::query::QueryError) -> Failure {
+    use store::query::QueryError;
+    match e {
+        QueryError::Open(e) => e.into(),
+        QueryError::Sql(_) => Failure::new(USAGE, e.to_string()),
+        QueryError::Writes => Failure::new(DATA, e.to_string()),
+        QueryError::Row(_) => Failure::new(FAILURE, e.to_string()),
     }
 }
 

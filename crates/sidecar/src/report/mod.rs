@@ -46,12 +46,7 @@ pub const MEMORY_PRESSURE: f64 = 0.1;
 /// A GPU below the threshold in more than this share of samples is a hardware limit.
 pub const HARDWARE_LIMIT_SHARE: f64 = 0.5;
 
-/// How far before a failed run's end (but not before its start) the report looks for GPU
-/// memory pressure. The end
-/// snapshot alone can miss it: a run the sidecar ended after its agent died (an OOM kill,
-/// a crash) has an end snapshot of the machine after the dead process's memory was freed;
-/// the samples just before show what the agent was up against.
-pub const OOM_LOOKBACK_NS: i64 = 5_000_000_000;
+pub use crate::store::OOM_LOOKBACK_NS;
 
 /// Run ids listed per list of the JSON unless `--all-ids`: a list of a million ids made a
 /// 1M-span report 4.4 MB.

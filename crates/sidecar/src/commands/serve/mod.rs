@@ -448,7 +448,7 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 /// Records this start and the sidecar's resource (pod, namespace, node from
 /// `OTEL_RESOURCE_ATTRIBUTES`), so that the database says where it came from. A database
 /// that cannot take the row (full) is still served: the writer deals with that.
-fn record_start(conn: &rusqlite::Connection) {
+fn record_start(conn: &store::Connection) {
     let resource: serde_json::Map<String, serde_json::Value> =
         crate::metrics::collector::resource_from_env()
             .into_iter()

@@ -22,7 +22,7 @@ pub const FAILURES_WITHIN_NS: i64 = 3_600_000_000_000;
 /// Clients heard from within this are listed.
 pub const CLIENTS_WITHIN_NS: i64 = 60_000_000_000;
 /// How far before a failed run's end its GPU memory counts (the report's rule).
-const OOM_LOOKBACK_NS: i64 = crate::report::OOM_LOOKBACK_NS;
+const OOM_LOOKBACK_NS: i64 = crate::OOM_LOOKBACK_NS;
 
 /// An agent heard from lately.
 #[derive(Debug, Clone, PartialEq)]

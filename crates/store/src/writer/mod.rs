@@ -31,11 +31,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::Result;
 use super::retention::{PruneReport, Pruner, RetentionPolicy};
 
-#[cfg(test)]
-pub use rows::FinishedRun;
 pub use rows::{
-    CommitObserver, EventRow, Finished, FinishedSpan, RunEnd, RunStart, SampleRef, SpanEnd,
-    SpanStart, StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow, WriteOp,
+    CommitObserver, EventRow, Finished, FinishedRun, FinishedSpan, RunEnd, RunStart, SampleRef,
+    SpanEnd, SpanStart, StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows, TraceSpanRow,
+    WriteOp,
 };
 
 /// Most requests written in one transaction.

@@ -248,8 +248,8 @@ mod tests {
     use tokio::sync::watch;
 
     use crate::domain::{EndedBy, Status};
-    use crate::store::writer::SessionProgress;
-    use crate::store::writer::rows::{RunEnd, RunStart, SampleRef, StoredSnapshot};
+    use crate::writer::SessionProgress;
+    use crate::writer::rows::{RunEnd, RunStart, SampleRef, StoredSnapshot};
 
     fn snapshot(id: i64) -> WriteOp {
         let host = crate::test_fixtures::host_snapshot();
@@ -309,7 +309,7 @@ mod tests {
 
     fn database() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::open_for_writing(&dir.path().join("t.db"), false, None).unwrap();
+        let conn = crate::open_for_writing(&dir.path().join("t.db"), false, None).unwrap();
         (dir, conn)
     }
 

@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn older_instants_are_looked_up_in_the_database() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::open_for_writing(&dir.path().join("t.db"), false, None).unwrap();
+        let conn = crate::open_for_writing(&dir.path().join("t.db"), false, None).unwrap();
         conn.execute_batch(
             "INSERT INTO snapshots (snapshot_id, taken_at_ns, reason, gpu_available, gpu_count,
                  cpu_count, ram_total_bytes, ram_used_bytes, ram_available_bytes,

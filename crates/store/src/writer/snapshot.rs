@@ -195,13 +195,13 @@ mod tests {
     use probe_core::{GpuDevice, GpuProcess, GpuSnapshot, GpuState, Snapshot};
 
     use super::*;
-    use crate::store::read::Reader;
+    use crate::read::Reader;
 
     #[test]
     fn a_gpu_process_keeps_its_pod_and_container_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("pods.db");
-        let mut conn = crate::store::open_for_writing(&db, false, None).unwrap();
+        let mut conn = crate::open_for_writing(&db, false, None).unwrap();
         let mut device = GpuDevice::bare(0, GpuState::Ok);
         device.processes = vec![
             GpuProcess {

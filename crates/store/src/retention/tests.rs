@@ -19,7 +19,7 @@ impl History {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
-        let conn = crate::store::open_for_writing(&path, false, None).unwrap();
+        let conn = crate::open_for_writing(&path, false, None).unwrap();
         Self {
             conn,
             now: 1_800_000_000 * SECOND,

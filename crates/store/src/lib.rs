@@ -1,13 +1,19 @@
-//! The SQLite store: schema, opening and validating a database, the single writer, and
-//! reads for the history rpcs.
+//! runlens's SQLite store: schema, opening and validating a database, the single writer,
+//! reads for the history rpcs and live views, retention and merge; and runlens's own row
+//! types ([`domain`]). The only crate of the workspace that depends on rusqlite: the
+//! sidecar's front doors, report and commands go through this crate's API (the layering is
+//! checked by Cargo).
 //!
 //! The database is a plain SQLite file in WAL mode: readers (`runlens query`, `sqlite3`,
 //! reports) never block the writer. Schema changes are forward-only migrations keyed on
 //! `PRAGMA user_version`; `PRAGMA application_id` marks the file as runlens's own.
 
 pub mod activity;
+pub mod backup;
+pub mod domain;
 pub mod merge;
 mod open;
+pub mod query;
 pub mod read;
 pub mod retention;
 mod sql_types;
@@ -15,7 +21,8 @@ pub use sql_types::unsigned;
 mod writer;
 
 pub use open::{open_for_writing, open_read_only};
-#[cfg(test)]
+/// An open database connection: the writer's (from [`open_for_writing`]) or a reader's.
+pub use rusqlite::Connection;
 pub use writer::FinishedRun;
 pub use writer::{
     Ack, CommitObserver, EventRow, Finished, FinishedSpan, QueueError, RunEnd, RunStart, SampleRef,
@@ -85,6 +92,14 @@ pub enum StoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
+
+/// A failed run counts as likely OOM when GPU memory was short at its end or within this
+/// long before it (its end sample may come after the memory was freed), ns. Shared by the
+/// live view (`activity`) and the report.
+pub const OOM_LOOKBACK_NS: i64 = 5_000_000_000;
+
+#[cfg(test)]
+mod test_fixtures;
 
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -250,7 +250,7 @@ fn copy_statement(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::open_for_writing;
+    use crate::open_for_writing;
 
     /// A database with one client and one run of it, as an OTLP sender with pid 1 leaves.
     fn pod(dir: &Path, name: &str) -> std::path::PathBuf {
