@@ -16,7 +16,9 @@ mod open;
 pub mod query;
 pub mod read;
 pub mod retention;
+pub mod scan;
 mod sql_types;
+pub mod synthetic;
 pub use sql_types::unsigned;
 mod writer;
 

@@ -231,6 +231,31 @@ impl Reader {
         Ok(rows)
     }
 
+    /// How far each run and span boundary, metric and event lies from the sample it refers
+    /// to, ns, for those from `since_ns` on that have one (what `runlens bench agent`
+    /// reports as the matching offset).
+    pub fn sample_offsets(&self, since_ns: i64) -> Result<Vec<i64>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT abs(s.taken_at_ns - b.t) FROM (
+                 SELECT started_at_ns AS t, start_snapshot_id AS id FROM runs
+                 UNION ALL SELECT ended_at_ns, end_snapshot_id FROM runs
+                 UNION ALL SELECT started_at_ns, start_snapshot_id FROM spans
+                 UNION ALL SELECT ended_at_ns, end_snapshot_id FROM spans
+                 UNION ALL SELECT at_ns, snapshot_id FROM events WHERE run_id IS NOT NULL
+             ) b JOIN snapshots s ON s.snapshot_id = b.id
+             WHERE b.t >= ?1",
+        )?;
+        let offsets = stmt
+            .query_map([since_ns], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        Ok(offsets)
+    }
+
+    /// The single integer a statement such as `SELECT count(*) …` returns.
+    pub fn single_integer(&self, sql: &str) -> Result<i64> {
+        Ok(self.conn.query_row(sql, [], |r| r.get(0))?)
+    }
+
     /// The latest `export.held` or `export.resumed` system event: (held, when, message).
     pub fn export_held(&self) -> Result<Option<(bool, i64, String)>> {
         Ok(self

@@ -35,7 +35,8 @@ EPILOGUE = {
 def run_block(block, sidecar):
     script = block + "".join(tail for marker, tail in EPILOGUE.items() if marker in block)
     return subprocess.run(
-        [os.environ.get("RUNLENS_PYTHON", sys.executable), "-c", script],
+        # This interpreter: the package and the OpenTelemetry SDK are both installed here.
+        [sys.executable, "-c", script],
         capture_output=True, text=True, timeout=60,
         env={**os.environ,
              "RUNLENS_ENDPOINT": "http://" + sidecar.addr,

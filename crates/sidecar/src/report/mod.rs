@@ -2,31 +2,31 @@
 //! saturation or near-OOM (seed Section 6).
 //!
 //! Everything is computed from a few flat reads in memory bounded by the snapshots, not
-//! the spans (ten million spans within 64 MiB): the spans are read on a second connection
-//! beside the rest and sorted by step and duration through a temporary file
-//! ([`spill`]); snapshot figures are kept as columns ([`columns`]) until each resource is
-//! ordered, GPU samples are reduced as they are read ([`gpu_tracks`]), and the runs pass
-//! once ([`load::Runs`]). Percentiles and rank correlations are exact, from one pass over
+//! the spans (ten million spans within 64 MiB): the store's scans
+//! ([`crate::store::scan`]) read the spans on a second connection beside the rest and
+//! sort them by step and duration through a temporary file, keep snapshot figures as
+//! columns until each resource is ordered, reduce GPU samples as they are read, and pass
+//! the runs once. Percentiles and rank correlations are exact, from one pass over
 //! each step's spans in duration order (see [`ranks`]). The result is a [`Report`],
 //! rendered as a table, JSON (its serde form, documented in the README) or a
 //! self-contained HTML page with SVG charts.
 
-mod columns;
 mod compute;
-mod gpu_tracks;
 pub mod html;
-mod load;
 mod model;
 mod oom;
 mod ranks;
-mod spill;
 pub mod stats;
 mod svg;
 pub mod table;
 #[cfg(test)]
 mod tests;
 
-use rusqlite::Connection;
+// The scans live in the store (the crate that owns SQL); under their old names here.
+use crate::store::Connection;
+use crate::store::scan as load;
+pub use crate::store::scan::{GroupBy as ScanGroupBy, GroupFilter};
+use crate::store::scan::{columns, spill};
 
 pub use load::AgentGpusFrom;
 pub use model::*;
@@ -74,16 +74,6 @@ pub struct Options {
     pub group: Option<GroupFilter>,
 }
 
-/// One agent's or one pod's part of the history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GroupFilter {
-    /// Runs (and their spans) of this client id (`None`: runs without one).
-    Client(Option<String>),
-    /// Rows merged from this source (`runlens merge`; `None`: written here), samples
-    /// included: each pod is judged by its own machine.
-    Source(Option<i64>),
-}
-
 /// What `--by` splits the report by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,7 +107,12 @@ pub struct GroupReport {
 /// The report split by client or by source: every section per group.
 pub fn build_grouped(conn: &Connection, options: &Options, by: GroupBy) -> Result<Grouped, Error> {
     let mut groups = Vec::new();
-    for (filter, key, label) in load::groups(conn, options, by)? {
+    let scan_by = match by {
+        GroupBy::Client => ScanGroupBy::Client,
+        GroupBy::Source => ScanGroupBy::Source,
+    };
+    let window = (options.since_ns, options.until_ns);
+    for (filter, key, label) in load::groups(conn, window, scan_by)? {
         let report = build(
             conn,
             &Options {
@@ -136,7 +131,7 @@ pub fn build_grouped(conn: &Connection, options: &Options, by: GroupBy) -> Resul
 pub enum Error {
     /// The database could not be read.
     #[error("cannot read the database: {0}")]
-    Read(#[from] rusqlite::Error),
+    Read(#[from] crate::store::StoreError),
     /// The spans sorted into temporary files could not be read back.
     #[error("cannot read back the report's temporary files (in TMPDIR): {0}")]
     Spill(#[from] std::io::Error),

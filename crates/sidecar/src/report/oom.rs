@@ -60,7 +60,7 @@ pub(super) fn oom(
     runs: &dyn Runs,
     threshold: u64,
     cap_ids: bool,
-) -> rusqlite::Result<(Oom, RunsSeen)> {
+) -> crate::store::Result<(Oom, RunsSeen)> {
     let keep = if cap_ids { MAX_IDS } else { usize::MAX };
     let mut gpus = gpus_below(data, keep);
     // The snapshots by time, to find those just before a run's end.
@@ -288,9 +288,9 @@ mod tests {
     fn a_gpu_below_the_threshold_in_most_samples_is_a_hardware_limit() {
         let mut data = empty();
         let mut runs = Vec::new();
-        let mut tracks = super::super::gpu_tracks::GpuTracks::new(THRESHOLD);
+        let mut tracks = crate::store::scan::gpu_tracks::GpuTracks::new(THRESHOLD);
         for (t, free_mib) in [(0, 100), (1, 100), (2, 9000), (3, 100), (200, 100)] {
-            tracks.add(super::super::gpu_tracks::GpuSample {
+            tracks.add(crate::store::scan::gpu_tracks::GpuSample {
                 gpu_index: 0,
                 taken_at_ns: t * 1_000_000_000,
                 free_bytes: Some(free_mib << 20),

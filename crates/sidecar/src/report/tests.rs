@@ -8,8 +8,7 @@
 use rusqlite::{Connection, params};
 
 use super::{Options, Resource, build};
-use crate::cli::Effect;
-use crate::commands::bench::report::build_history_seeded;
+use crate::store::synthetic::{Effect, build_history_seeded};
 
 /// Average ranks (1-based) by counting: O(n²), obviously right.
 fn naive_ranks(values: &[f64]) -> Vec<f64> {

@@ -154,12 +154,12 @@ pub fn require_all_stored(stored: i64, expected: u64, where_: &str) -> Result<()
 }
 
 /// The database a benchmark reads its figures back from (what was stored, verified).
-pub struct StoredDb(rusqlite::Connection);
+pub struct StoredDb(crate::store::read::Reader);
 
 impl StoredDb {
     /// Opens the database at `path`.
     pub fn open(path: &std::path::Path) -> Result<Self, Failure> {
-        rusqlite::Connection::open(path)
+        crate::store::read::Reader::open(path)
             .map(Self)
             .map_err(|e| Failure::new(FAILURE, format!("cannot read {}: {e}", path.display())))
     }
@@ -167,33 +167,15 @@ impl StoredDb {
     /// How far each run and span boundary, metric and event lies from the sample it refers
     /// to, ns, for those from `since_ns` on that have one.
     pub fn sample_offsets(&self, since_ns: i64) -> Result<Vec<i64>, Failure> {
-        let fail =
-            |e: rusqlite::Error| Failure::new(FAILURE, format!("cannot read the database: {e}"));
-        let mut stmt = self
-            .0
-            .prepare(
-                "SELECT abs(s.taken_at_ns - b.t) FROM (
-                     SELECT started_at_ns AS t, start_snapshot_id AS id FROM runs
-                     UNION ALL SELECT ended_at_ns, end_snapshot_id FROM runs
-                     UNION ALL SELECT started_at_ns, start_snapshot_id FROM spans
-                     UNION ALL SELECT ended_at_ns, end_snapshot_id FROM spans
-                     UNION ALL SELECT at_ns, snapshot_id FROM events WHERE run_id IS NOT NULL
-                 ) b JOIN snapshots s ON s.snapshot_id = b.id
-                 WHERE b.t >= ?1",
-            )
-            .map_err(fail)?;
-        let offsets = stmt
-            .query_map([since_ns], |r| r.get(0))
-            .map_err(fail)?
-            .collect::<Result<Vec<i64>, _>>()
-            .map_err(fail)?;
-        Ok(offsets)
+        self.0
+            .sample_offsets(since_ns)
+            .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))
     }
 
     /// The single integer a `SELECT count(*) …` returns.
     pub fn count(&self, sql: &str) -> Result<i64, Failure> {
         self.0
-            .query_row(sql, [], |r| r.get(0))
+            .single_integer(sql)
             .map_err(|e| Failure::new(FAILURE, format!("cannot read the database: {e}")))
     }
 }

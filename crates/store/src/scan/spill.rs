@@ -16,10 +16,10 @@ use std::io;
 use std::sync::Arc;
 
 /// Spans per chunk (16 bytes each: 2 MiB).
-const CHUNK: usize = if cfg!(test) { 97 } else { 1 << 17 };
+pub const CHUNK: usize = if cfg!(test) { 97 } else { 1 << 17 };
 
 /// Bytes of read buffer per spilled chunk while merging.
-const READ_BUFFER: usize = 16 << 10;
+pub const READ_BUFFER: usize = 16 << 10;
 
 /// Says, once a process, that a temporary file could not be written (`error`) and the
 /// report keeps in memory what it would have put there: it still runs, in more memory.
@@ -270,6 +270,12 @@ impl Worker {
     }
 }
 
+impl Default for SpanSorter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SpanSorter {
     /// A sorter with chunks of the usual size.
     pub fn new() -> Self {
@@ -354,8 +360,13 @@ impl SortedSpans {
         self.chunks.iter().map(Chunk::len).sum()
     }
 
+    /// Whether no span is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Adds one span, kept in memory in order (tests build small histories by hand).
-    #[cfg(test)]
+    #[doc(hidden)]
     pub fn add(&mut self, span: SpanRecord) {
         if !matches!(
             self.chunks.last(),

@@ -8,7 +8,7 @@ use super::MIB;
 
 /// The chart keeps at most this many points per GPU while reading (every k-th sample, k
 /// doubling whenever it fills); it shows at most half as many.
-const CHART_KEEP: usize = 1200;
+pub const CHART_KEEP: usize = 1200;
 
 /// A longer gap between two samples counts as this many seconds below the threshold at
 /// most (the sidecar was down, not the GPU short).

@@ -2,7 +2,7 @@
 //! as one struct each (every figure an `Option`, most of them never known on a machine);
 //! as columns, only the figures some snapshot has take room, 8 bytes a snapshot each.
 
-use super::load::SnapFigures;
+use super::SnapFigures;
 
 /// Which GPU a figure came from, as stored (`u16::MAX`: none).
 const NO_GPU: u16 = u16::MAX;
@@ -41,6 +41,11 @@ impl Snapshots {
     /// How many snapshots.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Whether no snapshot is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Adds a snapshot.

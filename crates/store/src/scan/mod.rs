@@ -1,16 +1,45 @@
-//! Reads what the report needs from the database in a few flat queries.
+//! The report's scans: what `runlens report` needs from the database, read in a few flat
+//! queries into memory bounded by the snapshots, not the spans. The spans are read on a
+//! second connection beside the rest and sorted by step and duration through a temporary
+//! file ([`spill`]); snapshot figures are kept as columns ([`columns`]); GPU samples are
+//! reduced as they are read ([`gpu_tracks`]); the runs pass once ([`Runs`]).
+
+pub mod columns;
+pub mod gpu_tracks;
+pub mod spill;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::GroupFilter;
-use super::columns::Snapshots;
-use super::gpu_tracks::{GpuSample, GpuTrack, GpuTracks};
-use super::spill::{NO_SNAPSHOT, SortedSpans, SpanRecord, SpanSorter};
+use crate::Result;
 use crate::domain::{EndedBy, Status};
-use crate::store::unsigned;
+use crate::unsigned;
+use columns::Snapshots;
+use gpu_tracks::{GpuSample, GpuTrack, GpuTracks};
+use spill::{NO_SNAPSHOT, SortedSpans, SpanRecord, SpanSorter};
+
+/// One MiB, as the GPU figures count it.
+pub const MIB: f64 = 1048576.0;
+
+/// Which part of the history a report covers when it is split by group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupFilter {
+    /// One client's runs and spans (`None`: runs with no client); all samples.
+    Client(Option<String>),
+    /// One merged source's runs, spans and samples (`None`: rows written here).
+    Source(Option<i64>),
+}
+
+/// What a report is split by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// The agent (session client or OTLP sender) that sent the runs.
+    Client,
+    /// The pod whose database was merged in (`runlens merge`).
+    Source,
+}
 
 /// The figures of one snapshot that the report uses.
 #[derive(Debug, Clone, Default)]
@@ -234,12 +263,12 @@ impl<'a> Filter<'a> {
 /// The groups of `by` that have runs in the window: (filter, key, label).
 pub fn groups(
     conn: &Connection,
-    options: &super::Options,
-    by: super::GroupBy,
-) -> rusqlite::Result<Vec<(GroupFilter, Option<String>, String)>> {
-    let window = rusqlite::params![options.since_ns, options.until_ns];
-    match by {
-        super::GroupBy::Client => {
+    (since_ns, until_ns): (i64, i64),
+    by: GroupBy,
+) -> Result<Vec<(GroupFilter, Option<String>, String)>> {
+    let window = rusqlite::params![since_ns, until_ns];
+    Ok(match by {
+        GroupBy::Client => {
             let mut stmt = conn.prepare(
                 "SELECT DISTINCT r.client_id, c.client_name FROM runs r
                  LEFT JOIN clients c USING (client_id)
@@ -255,9 +284,9 @@ pub fn groups(
                 };
                 Ok((GroupFilter::Client(id.clone()), id, label))
             })?
-            .collect()
+            .collect::<rusqlite::Result<_>>()?
         }
-        super::GroupBy::Source => {
+        GroupBy::Source => {
             let mut stmt = conn.prepare(
                 "SELECT DISTINCT r.source_id, m.path, m.resource FROM runs r
                  LEFT JOIN merge_sources m USING (source_id)
@@ -278,9 +307,9 @@ pub fn groups(
                 };
                 Ok((GroupFilter::Source(id), id.map(|i| i.to_string()), label))
             })?
-            .collect()
+            .collect::<rusqlite::Result<_>>()?
         }
-    }
+    })
 }
 
 /// Reads everything from `since_ns` on (optionally one run, one span name), and runs
@@ -296,8 +325,8 @@ pub fn load<T>(
     name: Option<&str>,
     group: Option<&GroupFilter>,
     threshold: u64,
-    beside: impl FnOnce(&Data) -> rusqlite::Result<T>,
-) -> rusqlite::Result<(Data, T)> {
+    beside: impl FnOnce(&Data) -> Result<T>,
+) -> Result<(Data, T)> {
     conn.pragma_update(None, "cache_size", SCAN_CACHE_KIB)?;
     let filter = Filter::new(group);
     let span_query = (since_ns, until_ns, run_id, name);
@@ -324,7 +353,7 @@ pub fn load<T>(
             })
         });
         // Meanwhile, everything else (none of it needs the spans).
-        let the_rest = || -> rusqlite::Result<_> {
+        let the_rest = || -> Result<_> {
             let (mut snapshots, snapshot_index) =
                 snapshot_figures(conn, since_ns, until_ns, &filter)?;
             let first_id = snapshot_index.first().unwrap_or(i64::MAX);
@@ -654,18 +683,18 @@ fn span_figures(
 /// them all (a million at fleet scale).
 pub trait Runs {
     /// How many.
-    fn count(&self) -> rusqlite::Result<usize>;
+    fn count(&self) -> Result<usize>;
     /// Each, by start time.
-    fn each(&self, each: &mut dyn FnMut(&RunFigures)) -> rusqlite::Result<()>;
+    fn each(&self, each: &mut dyn FnMut(&RunFigures)) -> Result<()>;
 }
 
 /// Runs already in memory (tests).
 impl Runs for Vec<RunFigures> {
-    fn count(&self) -> rusqlite::Result<usize> {
+    fn count(&self) -> Result<usize> {
         Ok(self.len())
     }
 
-    fn each(&self, each: &mut dyn FnMut(&RunFigures)) -> rusqlite::Result<()> {
+    fn each(&self, each: &mut dyn FnMut(&RunFigures)) -> Result<()> {
         self.iter().for_each(each);
         Ok(())
     }
@@ -705,7 +734,17 @@ impl StoredRuns<'_> {
 }
 
 impl Runs for StoredRuns<'_> {
-    fn count(&self) -> rusqlite::Result<usize> {
+    fn count(&self) -> Result<usize> {
+        Ok(self.count_rows()?)
+    }
+
+    fn each(&self, each: &mut dyn FnMut(&RunFigures)) -> Result<()> {
+        Ok(self.each_row(each)?)
+    }
+}
+
+impl StoredRuns<'_> {
+    fn count_rows(&self) -> rusqlite::Result<usize> {
         let sql = self.query("count(*)", "");
         self.conn
             .query_row(&sql, rusqlite::params_from_iter(self.params()), |r| {
@@ -714,7 +753,7 @@ impl Runs for StoredRuns<'_> {
             .map(|n| usize::try_from(n).unwrap_or(0))
     }
 
-    fn each(&self, each: &mut dyn FnMut(&RunFigures)) -> rusqlite::Result<()> {
+    fn each_row(&self, each: &mut dyn FnMut(&RunFigures)) -> rusqlite::Result<()> {
         let sql = self.query(
             "run_id, name, status, error, started_at_ns, ended_at_ns, end_snapshot_id, ended_by",
             "ORDER BY started_at_ns",
@@ -886,9 +925,9 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-pub(super) mod fixture {
-    //! Hand-made [`Data`] for the unit tests of the report's computations.
+#[doc(hidden)]
+pub mod fixture {
+    //! Hand-made [`Data`] for the unit tests of the report's computations (not an API).
 
     use super::*;
 
