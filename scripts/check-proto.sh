@@ -31,7 +31,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$root/proto" "$work/proto"
 # The docs' Go command, exactly as a reader copies it.
-go_cmd=$(cat "$root/README.md" "$root"/docs/src/*.md | grep -m1 '^protoc -I proto --go_out' | sed 's/ *#.*$//')
+# (sed reads every line: a reader that stops early would kill grep with SIGPIPE)
+go_cmd=$(grep -h '^protoc -I proto --go_out' "$root/README.md" "$root"/docs/src/*.md | sed -n '1{s/ *#.*$//;p}')
 [ -n "$go_cmd" ] || { echo "the docs show no Go generation command"; exit 1; }
 echo "running: $go_cmd"
 (cd "$work" && eval "$go_cmd")

@@ -51,7 +51,7 @@ fn run_spans(run: &ExportRun) -> Vec<Span> {
     let trace_id = trace_id(&run.run_id);
     // A run that came in over OTLP has its root among its spans; a runlens.v1 run is the
     // root itself.
-    let from_otlp = run.run_id.starts_with("otlp/");
+    let from_otlp = crate::otlp_ids::is_from_otlp(&run.run_id);
     let root_id = (!from_otlp).then(|| hash64(&format!("run/{}", run.run_id)));
     let mut spans = Vec::with_capacity(run.spans.len() + 1);
     if let Some(root_id) = root_id {
@@ -238,9 +238,7 @@ fn any(v: &Value) -> Option<any_value::Value> {
 
 /// A run's trace id: its own for a run that came in over OTLP, else derived from its id.
 fn trace_id(run_id: &str) -> [u8; 16] {
-    if let Some(hex) = run_id.strip_prefix("otlp/")
-        && let Some(bytes) = unhex::<16>(hex)
-    {
+    if let Some(bytes) = crate::otlp_ids::trace_id_of(run_id) {
         return bytes;
     }
     let mut id = [0u8; 16];
@@ -251,24 +249,10 @@ fn trace_id(run_id: &str) -> [u8; 16] {
 
 /// A span's id: its own for a span that came in over OTLP, else derived from its id.
 fn span_id(span_id: &str) -> [u8; 8] {
-    if let Some(rest) = span_id.strip_prefix("otlp/")
-        && let Some((_, hex)) = rest.split_once('/')
-        && let Some(bytes) = unhex::<8>(hex)
-    {
+    if let Some(bytes) = crate::otlp_ids::span_id_of(span_id) {
         return bytes;
     }
     hash64(span_id)
-}
-
-fn unhex<const N: usize>(hex: &str) -> Option<[u8; N]> {
-    if hex.len() != N * 2 {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// FNV-1a, 64 bits: stable across builds and versions (the standard hasher is not); never
@@ -360,8 +344,14 @@ mod tests {
         );
         let spans = run_spans(&r);
         assert_eq!(spans.len(), 2, "no extra root");
-        assert_eq!(spans[0].trace_id, unhex::<16>(trace).unwrap());
-        assert_eq!(spans[0].span_id, unhex::<8>("eee19b7ec3c1b174").unwrap());
+        assert_eq!(
+            spans[0].trace_id,
+            crate::otlp_ids::trace_id_of(&format!("otlp/{trace}")).unwrap()
+        );
+        assert_eq!(
+            spans[0].span_id,
+            [0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]
+        );
         assert!(spans[0].parent_span_id.is_empty());
         assert_eq!(spans[1].parent_span_id, spans[0].span_id);
     }

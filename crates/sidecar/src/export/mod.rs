@@ -273,11 +273,11 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + spread / 2.0)
 }
 
-/// The writer's observer when export is on: the counters, and a wake-up for the exporter
-/// after each commit that ended runs.
+/// The writer's observer when export is on: another observer (the metrics' counters), and
+/// a wake-up for the exporter after each commit that ended runs.
 pub struct WakeOnRuns {
     /// Fed first.
-    pub counters: std::sync::Arc<crate::metrics::WorkCounters>,
+    pub counters: std::sync::Arc<dyn crate::store::CommitObserver>,
     /// Woken when runs ended.
     pub state: std::sync::Arc<ExportState>,
 }

@@ -14,7 +14,7 @@ use tonic::Code;
 use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cli::ExportProtocol;
+use crate::otel_env::Signal;
 
 /// Why an export failed, and whether trying again can help.
 #[derive(Debug)]
@@ -38,6 +38,15 @@ impl Failure {
     }
 }
 
+/// How a receiver is spoken to (`--otlp-export-protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    HttpProtobuf,
+}
+
 /// A receiver, cheap to clone.
 #[derive(Clone)]
 pub enum Transport {
@@ -45,8 +54,8 @@ pub enum Transport {
     Grpc {
         /// The channel (connected when first used).
         channel: Channel,
-        /// Metadata for every call.
-        headers: Vec<(String, String)>,
+        /// Metadata for every call, per signal.
+        headers: Headers,
     },
     /// OTLP/HTTP, protobuf bodies.
     Http {
@@ -57,16 +66,17 @@ pub enum Transport {
         traces_path: String,
         /// Where metrics go, likewise with `/v1/metrics`.
         metrics_path: String,
-        /// Headers for every request.
-        headers: Vec<(String, String)>,
+        /// Headers for every request, per signal.
+        headers: Headers,
     },
 }
 
 impl Transport {
-    /// The receiver at `endpoint` (`http://host:port[/path]`) by `protocol`; headers from
-    /// `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k=v`).
-    pub fn new(endpoint: &str, protocol: ExportProtocol) -> Result<Self, String> {
-        let headers = headers_from_env();
+    /// The receiver at `endpoint` (`http://host:port[/path]`) by `protocol`; each signal's
+    /// headers from `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_HEADERS`, else
+    /// `OTEL_EXPORTER_OTLP_HEADERS` (`crate::otel_env`).
+    pub fn new(endpoint: &str, protocol: Protocol) -> Result<Self, String> {
+        let headers = Headers::from_env();
         let uri: hyper::Uri = endpoint
             .parse()
             .map_err(|e| format!("--otlp-export {endpoint} is not a URL: {e}"))?;
@@ -77,13 +87,13 @@ impl Transport {
             ));
         }
         match protocol {
-            ExportProtocol::Grpc => Ok(Transport::Grpc {
+            Protocol::Grpc => Ok(Transport::Grpc {
                 channel: Endpoint::from_shared(endpoint.to_owned())
                     .map_err(|e| format!("--otlp-export {endpoint}: {e}"))?
                     .connect_lazy(),
                 headers,
             }),
-            ExportProtocol::HttpProtobuf => {
+            Protocol::HttpProtobuf => {
                 let (traces_path, metrics_path) = http_paths(uri.path());
                 Ok(Transport::Http {
                     authority: uri
@@ -107,7 +117,7 @@ impl Transport {
             Transport::Grpc { channel, headers } => {
                 let mut client = TraceServiceClient::new(channel.clone());
                 client
-                    .export(with_metadata(request, headers))
+                    .export(with_metadata(request, headers.of(Signal::Traces)))
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(grpc_failure)
@@ -126,7 +136,7 @@ impl Transport {
             Transport::Grpc { channel, headers } => {
                 let mut client = MetricsServiceClient::new(channel.clone());
                 client
-                    .export(with_metadata(request, headers))
+                    .export(with_metadata(request, headers.of(Signal::Metrics)))
                     .await
                     .map(|_| ())
                     .map_err(grpc_failure)
@@ -165,7 +175,7 @@ impl Transport {
         let mut request = hyper::Request::post(path.as_str())
             .header(hyper::header::HOST, authority.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
-        for (k, v) in headers {
+        for (k, v) in headers.of(signal) {
             request = request.header(k.as_str(), v.as_str());
         }
         let request = request
@@ -207,11 +217,28 @@ impl Transport {
     }
 }
 
-/// Which signal a POST carries.
-#[derive(Debug, Clone, Copy)]
-enum Signal {
-    Traces,
-    Metrics,
+/// The headers of each signal's requests (`crate::otel_env::headers`).
+#[derive(Clone, Debug, Default)]
+pub struct Headers {
+    traces: Vec<(String, String)>,
+    metrics: Vec<(String, String)>,
+}
+
+impl Headers {
+    /// From the process environment.
+    pub fn from_env() -> Self {
+        Self {
+            traces: crate::otel_env::headers(Signal::Traces),
+            metrics: crate::otel_env::headers(Signal::Metrics),
+        }
+    }
+
+    fn of(&self, signal: Signal) -> &[(String, String)] {
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+        }
+    }
 }
 
 /// The paths of traces and metrics under an endpoint's path: `<path>/v1/traces` and
@@ -265,21 +292,6 @@ fn grpc_failure(status: tonic::Status) -> Failure {
         misdirected: status.code() == Code::Unimplemented,
         message: format!("{:?}: {}", status.code(), status.message()),
     }
-}
-
-/// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` or `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k=v`, values
-/// percent-decoded), names lowercased.
-fn headers_from_env() -> Vec<(String, String)> {
-    std::env::var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_HEADERS"))
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            let k = k.trim().to_ascii_lowercase();
-            (!k.is_empty()).then(|| (k, crate::metrics::collector::percent_decode(v.trim())))
-        })
-        .collect()
 }
 
 #[cfg(test)]

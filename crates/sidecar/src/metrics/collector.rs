@@ -531,86 +531,22 @@ impl MachineCollector {
     }
 }
 
-/// `target_info` labels from the OpenTelemetry environment: `OTEL_RESOURCE_ATTRIBUTES`
-/// (`k=v,k=v`, values percent-decoded as the specification says) and `OTEL_SERVICE_NAME`,
-/// keys with dots turned into underscores (`k8s.pod.name` → `k8s_pod_name`).
+/// `target_info` labels from the OpenTelemetry environment (`crate::otel_env::resource`),
+/// keys made Prometheus label names: characters other than letters and digits become
+/// underscores (`k8s.pod.name` → `k8s_pod_name`); a key that starts with a digit or is
+/// empty is left out; two keys that become one label keep the later value.
 pub fn identity_from_env() -> Vec<(String, String)> {
     let mut labels: Vec<(String, String)> = Vec::new();
-    let mut push = |key: &str, value: String| {
+    for (key, value) in crate::otel_env::resource() {
         let key: String = key
-            .trim()
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
         if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) {
-            return;
+            continue;
         }
         labels.retain(|(k, _)| *k != key);
         labels.push((key, value));
-    };
-    if let Ok(attributes) = std::env::var("OTEL_RESOURCE_ATTRIBUTES") {
-        for pair in attributes.split(',') {
-            if let Some((k, v)) = pair.split_once('=') {
-                push(k, percent_decode(v.trim()));
-            }
-        }
-    }
-    if let Ok(name) = std::env::var("OTEL_SERVICE_NAME")
-        && !name.trim().is_empty()
-    {
-        push("service.name", name.trim().to_owned());
     }
     labels
-}
-
-/// The OpenTelemetry resource from the environment with its own keys (`k8s.pod.name`),
-/// for the OTLP exporter: `OTEL_RESOURCE_ATTRIBUTES`, then `OTEL_SERVICE_NAME`.
-pub fn resource_from_env() -> Vec<(String, String)> {
-    let mut pairs: Vec<(String, String)> = std::env::var("OTEL_RESOURCE_ATTRIBUTES")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (!k.trim().is_empty()).then(|| (k.trim().to_owned(), percent_decode(v.trim())))
-        })
-        .collect();
-    if let Ok(name) = std::env::var("OTEL_SERVICE_NAME")
-        && !name.trim().is_empty()
-    {
-        pairs.retain(|(k, _)| k != "service.name");
-        pairs.push(("service.name".to_owned(), name.trim().to_owned()));
-    }
-    pairs
-}
-
-/// Percent-decoding of OpenTelemetry environment values (`%2C` → `,`).
-pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resource_values_are_percent_decoded() {
-        assert_eq!(percent_decode("a%2Cb%3Dc"), "a,b=c");
-        assert_eq!(percent_decode("100%"), "100%");
-    }
 }

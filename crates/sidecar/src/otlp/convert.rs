@@ -13,8 +13,6 @@
 //! | resource `service.name`, `process.pid` | the client's name and the agent PID watched for RSS, CPU and GPU memory |
 //! | every resource attribute (`k8s.*`, `host.name`, `container.id` ...) | `clients.resource` (JSON) |
 
-use std::fmt::Write as _;
-
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind as OtlpKind;
@@ -80,18 +78,7 @@ fn client(resource: Map<String, Value>) -> TraceClient {
         .and_then(Value::as_u64)
         .and_then(|p| u32::try_from(p).ok())
         .unwrap_or(0);
-    let mut client_id = String::from("otlp/");
-    // An id of the characters ids may hold, short enough to leave room for the pid.
-    client_id.extend(name.chars().take(80).map(|c| {
-        if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':') {
-            c
-        } else {
-            '_'
-        }
-    }));
-    if pid != 0 {
-        let _ = write!(client_id, "/{pid}");
-    }
+    let client_id = crate::otlp_ids::client_id(&name, pid);
     TraceClient {
         client_id,
         name,
@@ -115,11 +102,9 @@ fn trace_span(span: Span) -> Result<TraceSpan, String> {
     if parent_given && !id_ok(&span.parent_span_id, 8) {
         return Err(problem("parent_span_id", &span.parent_span_id, 8));
     }
-    let mut run_id = String::with_capacity(5 + 32);
-    run_id.push_str("otlp/");
-    push_hex(&mut run_id, &span.trace_id);
-    let span_id = span_id_text(&run_id, &span.span_id);
-    let parent = parent_given.then(|| span_id_text(&run_id, &span.parent_span_id));
+    let run_id = crate::otlp_ids::run_id(&span.trace_id);
+    let span_id = crate::otlp_ids::span_id(&run_id, &span.span_id);
+    let parent = parent_given.then(|| crate::otlp_ids::span_id(&run_id, &span.parent_span_id));
     let exception = span
         .events
         .iter()
@@ -193,28 +178,11 @@ fn id_problem(bytes: &[u8], len: usize) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut text, bytes);
+    crate::otlp_ids::push_hex(&mut text, bytes);
     text
 }
 
 /// Appends lowercase hex (a table, not the formatter: every span has three ids).
-fn push_hex(text: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        text.push(char::from(DIGITS[usize::from(b >> 4)]));
-        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-}
-
-/// `otlp/<trace hex>/<span hex>`.
-fn span_id_text(run_id: &str, span: &[u8]) -> String {
-    let mut text = String::with_capacity(run_id.len() + 1 + span.len() * 2);
-    text.push_str(run_id);
-    text.push('/');
-    push_hex(&mut text, span);
-    text
-}
-
 /// "Type: message" from an `exception` event's attributes.
 fn exception_text(attributes: &[KeyValue]) -> String {
     let get = |key: &str| {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::support::{ServeProcess, StoredDb, TempDir, require_all_stored};
-use crate::cli::{Effect, ExportBenchArgs, ExportProtocol};
+use crate::cli::{Effect, ExportBenchArgs};
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::export::{ExportState, Exporter};
 use crate::format::outln;
@@ -46,8 +46,11 @@ pub fn run(args: ExportBenchArgs) -> Result<(), Failure> {
     let writer =
         Writer::start(conn, None, true, None).map_err(|e| fail("cannot start the writer", &e))?;
     let exporter = Exporter {
-        transport: crate::export::transport::Transport::new(&endpoint, ExportProtocol::Grpc)
-            .map_err(|e| fail("bad endpoint", &e))?,
+        transport: crate::export::transport::Transport::new(
+            &endpoint,
+            crate::export::transport::Protocol::Grpc,
+        )
+        .map_err(|e| fail("bad endpoint", &e))?,
         reader: SharedReader::new(Reader::open(&history)?),
         writer: writer.handle(),
         state: std::sync::Arc::new(ExportState::default()),

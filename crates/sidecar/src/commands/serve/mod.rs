@@ -203,7 +203,13 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
         .otlp_export
         .as_deref()
         .map(|endpoint| {
-            crate::export::transport::Transport::new(endpoint, args.otlp_export_protocol)
+            let protocol = match args.otlp_export_protocol {
+                crate::cli::ExportProtocol::Grpc => crate::export::transport::Protocol::Grpc,
+                crate::cli::ExportProtocol::HttpProtobuf => {
+                    crate::export::transport::Protocol::HttpProtobuf
+                }
+            };
+            crate::export::transport::Transport::new(endpoint, protocol)
         })
         .transpose()
         .map_err(|e| Failure::new(crate::exit::USAGE, e))?;
@@ -214,7 +220,7 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
                 reader: SharedReader::new(Reader::open(&args.db)?),
                 writer: writer.handle(),
                 state: export_state.clone(),
-                resource: crate::metrics::collector::resource_from_env(),
+                resource: crate::otel_env::resource(),
             }
             .run(shutdown_rx.clone()),
         )),
@@ -226,7 +232,7 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
                 transport: transport.clone(),
                 reader: SharedReader::new(Reader::open(&args.db)?),
                 writer: writer.handle(),
-                resource: crate::metrics::collector::resource_from_env(),
+                resource: crate::otel_env::resource(),
             }
             .run(shutdown_rx.clone()),
         )),
@@ -449,11 +455,10 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 /// `OTEL_RESOURCE_ATTRIBUTES`), so that the database says where it came from. A database
 /// that cannot take the row (full) is still served: the writer deals with that.
 fn record_start(conn: &store::Connection) {
-    let resource: serde_json::Map<String, serde_json::Value> =
-        crate::metrics::collector::resource_from_env()
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect();
+    let resource: serde_json::Map<String, serde_json::Value> = crate::otel_env::resource()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
     if let Err(e) = store::merge::record_sidecar_start(
         conn,
         probe_core::unix_now_ns(),
