@@ -96,6 +96,12 @@ pub mod env {
     pub const OTLP_EXPORT: &str = "RUNLENS_OTLP_EXPORT";
     /// `serve --otlp-export-protocol`.
     pub const OTLP_EXPORT_PROTOCOL: &str = "RUNLENS_OTLP_EXPORT_PROTOCOL";
+    /// `serve --parquet-export`.
+    pub const PARQUET_EXPORT: &str = "RUNLENS_PARQUET_EXPORT";
+    /// `serve --parquet-export-interval`.
+    pub const PARQUET_EXPORT_INTERVAL: &str = "RUNLENS_PARQUET_EXPORT_INTERVAL";
+    /// `export parquet --source`.
+    pub const SOURCE: &str = "RUNLENS_SOURCE";
     /// `serve --metrics-listen`.
     pub const METRICS_LISTEN: &str = "RUNLENS_METRICS_LISTEN";
     /// `serve --reflection`.
@@ -149,6 +155,10 @@ pub enum Command {
     /// Explain slow and failed steps by resource pressure: latency by step, the machine
     /// at span start, correlations, pressure vs no pressure, OOM risk.
     Report(ReportArgs),
+    /// Write the history as Parquet files for the engines a fleet already runs (DuckDB,
+    /// Spark, ClickHouse, Trino/Athena, BigQuery), to a directory or a bucket.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Merge the databases of many sidecars (e.g. copied out of pods with `kubectl cp`)
     /// into one, keeping each row's origin, so SQL and reports run over a fleet's history.
     Merge(MergeArgs),
@@ -198,6 +208,40 @@ pub struct BackupArgs {
     pub out: PathBuf,
 }
 
+/// `runlens export`.
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Write runs, spans (with the machine at their start and end), snapshots, GPU and
+    /// process samples, events and agents as hive-partitioned Parquet files:
+    /// `<table>/date=YYYY-MM-DD/source=<pod>/part-….parquet`. Exporting the same window
+    /// again replaces the same files.
+    Parquet(ParquetExportArgs),
+}
+
+/// `runlens export parquet`.
+#[derive(Debug, Args)]
+pub struct ParquetExportArgs {
+    /// The database to export.
+    #[arg(long, env = env::DB, default_value = "./runlens.db")]
+    pub db: PathBuf,
+    /// Where: a directory, file:///dir, s3://bucket/prefix, gs://bucket/prefix or
+    /// az://container/prefix (credentials from the cloud's standard environment variables;
+    /// AWS_ENDPOINT and AWS_ALLOW_HTTP=true for S3-compatible stores).
+    #[arg(long, value_name = "URL")]
+    pub out: String,
+    /// Only the last stretch of time, e.g. 1h, 30m, 7d [default: everything].
+    #[arg(long, value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// Only up to this long ago, or up to this moment (RFC 3339) [default: now].
+    #[arg(long, value_parser = parse_until, value_name = "AGO|TIME")]
+    pub until: Option<Until>,
+    /// The `source=` partition of rows this database's own sidecar wrote [default: the
+    /// pod or service its latest start recorded (OTEL_RESOURCE_ATTRIBUTES), else the host
+    /// name]. Rows merged from other pods keep their own.
+    #[arg(long, env = env::SOURCE, value_name = "NAME")]
+    pub source: Option<String>,
+}
+
 /// `runlens merge`.
 #[derive(Debug, Args)]
 pub struct MergeArgs {
@@ -215,6 +259,11 @@ pub struct ReportArgs {
     /// SQLite database to read.
     #[arg(long, env = env::DB, default_value = "./runlens.db")]
     pub db: PathBuf,
+    /// Read Parquet files written by `runlens export parquet` or `serve --parquet-export`
+    /// instead of a database: a directory or a bucket URL (s3://, gs://, az://), any
+    /// number of pods; each pod is a `--by source` group.
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    pub from: Option<String>,
     /// Only this run.
     #[arg(long)]
     pub run: Option<String>,
@@ -791,6 +840,16 @@ pub struct ServeArgs {
     /// How `--otlp-export` reaches its receiver.
     #[arg(long, env = env::OTLP_EXPORT_PROTOCOL, value_enum, default_value_t = ExportProtocol::Grpc)]
     pub otlp_export_protocol: ExportProtocol,
+    /// Write the history as Parquet files to this directory or bucket (s3://, gs://,
+    /// az://), as `runlens export parquet` does, every --parquet-export-interval: what is
+    /// new since the last export, from a cursor kept in the database (retention keeps
+    /// what is not written yet; a retried interval replaces its own files).
+    #[arg(long, env = env::PARQUET_EXPORT, value_name = "URL")]
+    pub parquet_export: Option<String>,
+    /// How often --parquet-export writes.
+    #[arg(long, env = env::PARQUET_EXPORT_INTERVAL, default_value = "60s",
+          value_parser = parse_client_timeout)]
+    pub parquet_export_interval: Duration,
     /// Address for Prometheus `/metrics` (OpenMetrics or text 0.0.4), or `off`.
     #[arg(long, env = env::METRICS_LISTEN, default_value = "127.0.0.1:9464", value_parser = parse_listener)]
     pub metrics_listen: Listener,

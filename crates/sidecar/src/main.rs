@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         cli::Command::Bench(args) => commands::bench::run(args),
         cli::Command::Stress(args) => commands::stress::run(args),
         cli::Command::Report(args) => commands::report::run(args),
+        cli::Command::Export(command) => commands::export::run(command),
         cli::Command::Merge(args) => commands::merge::run(args),
         cli::Command::Backup(args) => commands::backup::run(args),
         cli::Command::Top(args) => commands::top::run(args),

@@ -10,6 +10,7 @@
 
 pub mod activity;
 pub mod backup;
+pub mod columnar;
 pub mod domain;
 pub mod merge;
 mod open;

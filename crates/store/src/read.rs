@@ -462,6 +462,12 @@ impl Reader {
 pub const TRACES_CURSOR: &str = "otlp";
 /// The metrics exporter's name in `export_cursor`.
 pub const METRICS_CURSOR: &str = "otlp-metrics";
+/// The Parquet export's cursor over the export outbox (runs that ended, with their spans).
+pub const PARQUET_RUNS_CURSOR: &str = "parquet-runs";
+/// The Parquet export's cursor over snapshot ids (samples and what hangs off them).
+pub const PARQUET_SNAPSHOTS_CURSOR: &str = "parquet-snapshots";
+/// The Parquet export's cursor over event ids.
+pub const PARQUET_EVENTS_CURSOR: &str = "parquet-events";
 
 /// A run to export, with everything that hangs off it.
 #[derive(Debug, Clone, PartialEq)]

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::read::{METRICS_CURSOR, TRACES_CURSOR};
+use super::read::{METRICS_CURSOR, PARQUET_RUNS_CURSOR, PARQUET_SNAPSHOTS_CURSOR, TRACES_CURSOR};
 
 /// The work one step stops after, once it has deleted something: an acknowledgement queued
 /// behind a step waits about this long. Counts alone did not bound it: 64 runs with their
@@ -70,6 +70,8 @@ pub struct RetentionPolicy {
     pub max_bytes: Option<u64>,
     /// Keep what the OTLP exporters have not sent yet.
     pub keep_unexported: bool,
+    /// Keep what the Parquet export (`serve --parquet-export`) has not written yet.
+    pub keep_unexported_parquet: bool,
 }
 
 /// What one step did.
@@ -171,7 +173,11 @@ impl Pruner {
         let mut report = PruneReport::default();
         let over = self.over_target(conn)?;
         let tx = conn.transaction()?;
-        let limits = Limits::read(&tx, self.policy.keep_unexported)?;
+        let limits = Limits::read(
+            &tx,
+            self.policy.keep_unexported,
+            self.policy.keep_unexported_parquet,
+        )?;
         let cutoff = now_ns.saturating_sub(nanos(self.policy.retain));
         let mut budget = Budget {
             rows: ROWS_PER_STEP,
@@ -382,8 +388,8 @@ struct Limits {
 }
 
 impl Limits {
-    fn read(tx: &Transaction<'_>, keep_unexported: bool) -> rusqlite::Result<Self> {
-        if !keep_unexported {
+    fn read(tx: &Transaction<'_>, otlp: bool, parquet: bool) -> rusqlite::Result<Self> {
+        if !otlp && !parquet {
             return Ok(Self {
                 traces_after: None,
                 samples_up_to: i64::MAX,
@@ -396,9 +402,20 @@ impl Limits {
                 .optional()?
                 .unwrap_or(0))
         };
+        // The slowest of the configured exporters decides what may go.
+        let mut traces_after = i64::MAX;
+        let mut samples_up_to = i64::MAX;
+        if otlp {
+            traces_after = traces_after.min(cursor(TRACES_CURSOR)?);
+            samples_up_to = samples_up_to.min(cursor(METRICS_CURSOR)?);
+        }
+        if parquet {
+            traces_after = traces_after.min(cursor(PARQUET_RUNS_CURSOR)?);
+            samples_up_to = samples_up_to.min(cursor(PARQUET_SNAPSHOTS_CURSOR)?);
+        }
         Ok(Self {
-            traces_after: Some(cursor(TRACES_CURSOR)?),
-            samples_up_to: cursor(METRICS_CURSOR)?,
+            traces_after: Some(traces_after),
+            samples_up_to,
         })
     }
 }

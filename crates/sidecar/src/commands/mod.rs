@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod bench;
 pub mod doctor;
+pub mod export;
 pub mod merge;
 pub mod query;
 pub mod report;
@@ -17,6 +18,28 @@ use probe_core::{CgroupProbe, GpuProbe, HostProbe, NoGpu, NvmlProbe, Sampler};
 
 use crate::cli::{NVML_OFF, ProbeArgs};
 use crate::exit::{FAILURE, Failure, USAGE};
+
+/// The window of `--since` and `--until` as Unix ns: `[since, until)`; refused when empty.
+pub fn time_window(
+    since: Option<std::time::Duration>,
+    until: Option<crate::cli::Until>,
+) -> Result<(i64, i64), Failure> {
+    let now = probe_core::unix_now_ns();
+    let ago = |d: std::time::Duration| now - i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let since_ns = since.map_or(0, ago);
+    let until_ns = match until {
+        None => i64::MAX,
+        Some(crate::cli::Until::Ago(d)) => ago(d),
+        Some(crate::cli::Until::At(ns)) => ns,
+    };
+    if until_ns <= since_ns {
+        return Err(Failure::new(
+            USAGE,
+            "--until is not after --since: the window is empty; widen --since or move --until",
+        ));
+    }
+    Ok((since_ns, until_ns))
+}
 
 /// Why there are no GPU figures with `--nvml-lib none`.
 const NVML_OFF_REASON: &str = "GPU sampling is turned off (--nvml-lib none)";

@@ -1,27 +1,23 @@
 //! `runlens report`.
 
-use crate::cli::{ReportArgs, ReportBy, ReportFormat, Until};
+use crate::cli::{ReportArgs, ReportBy, ReportFormat};
 use crate::exit::{FAILURE, Failure, USAGE};
 use crate::report::{self, Options};
 use crate::store;
 
 /// Builds the report and writes it in the chosen format.
 pub fn run(args: ReportArgs) -> Result<(), Failure> {
-    let conn = store::open_read_only(&args.db)?;
-    let now = probe_core::unix_now_ns();
-    let ago = |d: std::time::Duration| now - i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-    let since_ns = args.since.map_or(0, ago);
-    let until_ns = match args.until {
-        None => i64::MAX,
-        Some(Until::Ago(d)) => ago(d),
-        Some(Until::At(ns)) => ns,
+    let (since_ns, until_ns) = super::time_window(args.since, args.until)?;
+    // From Parquet files: read into a scratch database first, then the same report.
+    let scratch = match &args.from {
+        Some(url) => Some(read_files(url, (since_ns, until_ns))?),
+        None => None,
     };
-    if until_ns <= since_ns {
-        return Err(Failure::new(
-            USAGE,
-            "--until is not after --since: the window is empty; widen --since or move --until",
-        ));
-    }
+    let db = match &scratch {
+        Some((_, path)) => path.as_path(),
+        None => args.db.as_path(),
+    };
+    let conn = store::open_read_only(db)?;
     let options = Options {
         since_ns,
         until_ns,
@@ -54,6 +50,49 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
         ReportFormat::Html => report::html::render(&report),
     };
     write_out(&args, &text)
+}
+
+/// One UTC day, ns.
+const DAY_NS: i64 = 86_400_000_000_000;
+
+/// Reads the Parquet files at `url` whose date partitions meet the window into a scratch
+/// database; returns it (deleted when dropped) and its path.
+fn read_files(
+    url: &str,
+    (since_ns, until_ns): (i64, i64),
+) -> Result<(tempfile::TempDir, std::path::PathBuf), Failure> {
+    let location =
+        runlens_fleet::Location::open(url).map_err(|e| Failure::new(USAGE, e.to_string()))?;
+    let days = (since_ns > 0 || until_ns < i64::MAX).then(|| {
+        (
+            since_ns.div_euclid(DAY_NS),
+            (until_ns - 1).div_euclid(DAY_NS),
+        )
+    });
+    let dir = tempfile::tempdir()
+        .map_err(|e| Failure::new(FAILURE, format!("cannot make a scratch directory: {e}")))?;
+    let path = dir.path().join("fleet.db");
+    let started = std::time::Instant::now();
+    let read = runlens_fleet::read_into(&location, days, &path)
+        .map_err(|e| Failure::new(FAILURE, e.to_string()))?;
+    if read.files == 0 {
+        return Err(Failure::new(
+            crate::exit::NO_INPUT,
+            format!(
+                "no runlens Parquet files under {url}: write them with `runlens export parquet \
+                 --out {url}` or `runlens serve --parquet-export {url}`"
+            ),
+        ));
+    }
+    eprintln!(
+        "read {} files ({:.1} MiB, {} rows) of {} pods from {url} in {:.1} s",
+        read.files,
+        read.bytes as f64 / 1048576.0,
+        read.rows,
+        read.sources.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok((dir, path))
 }
 
 /// To `--out`, or standard output.

@@ -150,6 +150,7 @@ fn policy() -> RetentionPolicy {
         retain_full: Duration::from_secs(3600),
         max_bytes: None,
         keep_unexported: false,
+        keep_unexported_parquet: false,
     }
 }
 
@@ -507,6 +508,7 @@ fn unexported_runs_and_samples_stay_while_export_is_configured() {
         .unwrap();
     h.prune(RetentionPolicy {
         keep_unexported: true,
+        keep_unexported_parquet: false,
         ..policy()
     });
     assert_eq!(
@@ -529,6 +531,7 @@ fn unexported_runs_and_samples_stay_while_export_is_configured() {
         .unwrap();
     h.prune(RetentionPolicy {
         keep_unexported: true,
+        keep_unexported_parquet: false,
         ..policy()
     });
     assert_eq!(
@@ -579,4 +582,40 @@ fn a_sample_late_data_comes_to_refer_to_between_thinning_steps_stays() {
         "the sample the run refers to stays"
     );
     assert_eq!(h.count("SELECT count(*) FROM snapshots"), 2);
+}
+
+#[test]
+fn the_slower_of_otlp_and_parquet_export_decides_what_stays() {
+    let mut h = warped_history();
+    // OTLP has sent everything; the Parquet export has written nothing yet.
+    h.conn
+        .execute_batch(
+            "INSERT INTO export_outbox (seq, run_id) VALUES (1, 'old-done');
+             INSERT INTO export_cursor (exporter, seq) VALUES ('otlp', 1),
+                 ('otlp-metrics', 1000000), ('parquet-runs', 0), ('parquet-snapshots', 100);",
+        )
+        .unwrap();
+    h.prune(RetentionPolicy {
+        keep_unexported: true,
+        keep_unexported_parquet: true,
+        ..policy()
+    });
+    assert_eq!(
+        h.count("SELECT count(*) FROM runs WHERE run_id = 'old-done'"),
+        1
+    );
+    assert!(h.count("SELECT count(*) FROM snapshots WHERE snapshot_id BETWEEN 101 AND 200") > 0);
+    // Parquet alone (no OTLP export) keeps them too; once written, they go.
+    h.conn
+        .execute_batch("UPDATE export_cursor SET seq = 1 WHERE exporter = 'parquet-runs'")
+        .unwrap();
+    h.prune(RetentionPolicy {
+        keep_unexported: false,
+        keep_unexported_parquet: true,
+        ..policy()
+    });
+    assert_eq!(
+        h.count("SELECT count(*) FROM runs WHERE run_id = 'old-done'"),
+        0
+    );
 }

@@ -136,11 +136,12 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
         retain_full: args.retain_full,
         max_bytes: args.max_db_mib.map(|mib| mib.saturating_mul(1 << 20)),
         keep_unexported: args.otlp_export.is_some(),
+        keep_unexported_parquet: args.parquet_export.is_some(),
     };
     let writer = Writer::start(
         conn,
         Some(observer),
-        args.otlp_export.is_some(),
+        args.otlp_export.is_some() || args.parquet_export.is_some(),
         Some(policy),
     )
     .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
