@@ -29,6 +29,9 @@ pub struct ReadBack {
     pub rows: u64,
     /// Bytes of the files read.
     pub bytes: u64,
+    /// Rows whose key (run, span, sample) was already read: the same data in two files
+    /// (two pods exported from one database, or overlapping one-shot windows), counted once.
+    pub repeated: u64,
     /// The sources (pods), in the order their `source_id`s were given (1, 2, ...).
     pub sources: Vec<String>,
 }
@@ -101,7 +104,9 @@ pub fn read_into(location: &Location, days: Option<(i64, i64)>, db: &Path) -> Re
         let first = first_snapshot_id(&local)?;
         let source_id = importer.add_source(&source, first)?;
         for (name, copy) in &local {
-            read.rows += import_file(&importer, name.table, source_id, copy)?;
+            let (rows, new) = import_file(&importer, name.table, source_id, copy)?;
+            read.rows += rows;
+            read.repeated += rows - new;
             std::fs::remove_file(copy)?;
         }
         read.sources.push(source);
@@ -128,19 +133,24 @@ fn first_snapshot_id(files: &[(FileName, PathBuf)]) -> Result<Option<i64>> {
     Ok(first)
 }
 
-/// Imports one file; returns its rows.
-fn import_file(importer: &Importer<'_>, table: Table, source_id: i64, path: &Path) -> Result<u64> {
+/// Imports one file; returns its rows and how many of them were new.
+fn import_file(
+    importer: &Importer<'_>,
+    table: Table,
+    source_id: i64,
+    path: &Path,
+) -> Result<(u64, u64)> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?
         .with_batch_size(READ_BATCH_ROWS)
         .build()?;
-    let mut rows = 0;
+    let (mut rows, mut new) = (0, 0);
     for batch in reader {
         let batch = batch?;
         let (names, values) = from_record_batch(table, &batch)?;
-        importer.write(table, source_id, &names, &values)?;
+        new += importer.write(table, source_id, &names, &values)?;
         rows += batch.num_rows() as u64;
     }
-    Ok(rows)
+    Ok((rows, new))
 }
 
 /// Copies an object to a local file, streaming.

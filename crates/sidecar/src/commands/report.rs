@@ -84,6 +84,14 @@ fn read_files(
             ),
         ));
     }
+    if read.repeated > 0 {
+        eprintln!(
+            "runlens: {} rows under {url} repeat rows already read (the same runs, spans or \
+             samples in two files: one database exported twice, under two sources or \
+             overlapping windows); each is counted once",
+            read.repeated
+        );
+    }
     eprintln!(
         "read {} files ({:.1} MiB, {} rows) of {} pods from {url} in {:.1} s",
         read.files,

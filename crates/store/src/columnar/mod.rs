@@ -225,6 +225,33 @@ pub fn export_heads(conn: &Connection) -> Result<[i64; 3]> {
     )?)
 }
 
+/// Where a continuous export stands: the last keys it wrote, in the order of
+/// [`export_heads`] (0 before the first export).
+pub fn export_cursors(conn: &Connection) -> Result<[i64; 3]> {
+    use crate::read::{PARQUET_EVENTS_CURSOR, PARQUET_RUNS_CURSOR, PARQUET_SNAPSHOTS_CURSOR};
+    let mut out = [0; 3];
+    for (k, name) in [
+        PARQUET_RUNS_CURSOR,
+        PARQUET_SNAPSHOTS_CURSOR,
+        PARQUET_EVENTS_CURSOR,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        out[k] = conn
+            .query_row(
+                "SELECT seq FROM export_cursor WHERE exporter = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                e => Err(e),
+            })?;
+    }
+    Ok(out)
+}
+
 /// Which key of [`export_heads`] selects `table`'s rows in a continuous export.
 pub fn head_of(table: Table) -> usize {
     match table {
@@ -302,14 +329,14 @@ impl<'c> Importer<'c> {
 
     /// Inserts `batch` (columns named `names`, each a stored column of `table`; others are
     /// skipped) as rows of `source_id`. A row already there (the same key twice) is kept
-    /// once.
+    /// once; returns how many rows were new.
     pub fn write(
         &self,
         table: Table,
         source_id: i64,
         names: &[&str],
         columns: &[Values],
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let spec = table.columns();
         let picked: Vec<(usize, &Column)> = names
             .iter()
@@ -321,7 +348,7 @@ impl<'c> Importer<'c> {
             })
             .collect();
         if picked.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let shift = self.shifts.get(&source_id).copied().unwrap_or(0);
         let mut list: Vec<&str> = picked.iter().map(|(_, c)| c.name).collect();
@@ -347,6 +374,7 @@ impl<'c> Importer<'c> {
         };
         let rows = columns.first().map_or(0, Values::len);
         let tx = self.conn.unchecked_transaction()?;
+        let mut inserted = 0;
         {
             let mut stmt = tx.prepare_cached(&sql)?;
             let mut row: Vec<Value> = Vec::with_capacity(list.len());
@@ -367,11 +395,11 @@ impl<'c> Importer<'c> {
                 if has_source_column(table) {
                     row.push(Value::Integer(source_id));
                 }
-                stmt.execute(params_from_iter(row.iter()))?;
+                inserted += stmt.execute(params_from_iter(row.iter()))? as u64;
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(inserted)
     }
 }
 

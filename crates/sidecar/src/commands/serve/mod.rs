@@ -12,6 +12,7 @@ use tonic::transport::Server;
 mod http;
 pub(crate) mod listeners;
 mod lock;
+mod parquet;
 mod retention;
 
 use listeners::Listeners;
@@ -239,6 +240,24 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
         )),
         None => None,
     };
+    let parquet_export = match &args.parquet_export {
+        Some(url) => Some(
+            parquet::ParquetExport::new(
+                args.db.clone(),
+                url,
+                args.parquet_export_interval,
+                writer.handle(),
+            )?
+            .start(shutdown_rx.clone())
+            .map_err(|e| {
+                Failure::new(
+                    FAILURE,
+                    format!("cannot start the Parquet export thread: {e}"),
+                )
+            })?,
+        ),
+        None => None,
+    };
     let pruning = tokio::spawn(retention::prune_continuously(
         writer.handle(),
         counters.clone(),
@@ -389,6 +408,13 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
     // Their cursors are durable: what they had not sent is sent at the next start.
     for task in [exporter, metrics_exporter].into_iter().flatten() {
         task.abort();
+    }
+    // It notices the shutdown within 100 ms, or after the interval it is writing (whose
+    // cursors then still reach the writer below); a store that does not answer is not
+    // waited for past CLOSE_TIMEOUT: its interval is written again at the next start.
+    if let Some(thread) = parquet_export {
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, joined).await;
     }
     drop(sampler);
     writer.close().await;
