@@ -16,6 +16,7 @@ Run by scripts/check-fleet-parquet.sh with the environment it makes:
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -23,8 +24,10 @@ import sys
 import time
 
 RUNLENS, WORK = sys.argv[1], sys.argv[2]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHAPTER = os.path.join(ROOT, "docs/src/fleet.md")
 DB = os.path.join(WORK, "history.db")
-OUT = os.path.join(WORK, "fleet")
+OUT = os.path.join(WORK, "fleet")  # the chapter's examples read ./fleet
 POD = "agent-pod-0"
 TABLES = ["runs", "spans", "snapshots", "gpu_samples"]
 FAILURES = []
@@ -60,6 +63,14 @@ def glob(table, root=OUT):
     return f"{root}/{table}/*/*/*.parquet"
 
 
+def chapter_block(info):
+    """The ```info block of docs/src/fleet.md, as the book shows it."""
+    with open(CHAPTER) as f:
+        blocks = re.findall(r"^```" + info + r"\n(.*?)^```", f.read(), re.S | re.M)
+    assert len(blocks) == 1, f"one {info} block in the fleet chapter, found {len(blocks)}"
+    return blocks[0]
+
+
 def duckdb_checks(expected, from_db):
     import duckdb
 
@@ -77,6 +88,14 @@ def duckdb_checks(expected, from_db):
         f"SELECT typeof(started_at_ns) FROM read_parquet('{glob('spans')}') LIMIT 1"
     ).fetchone()[0]
     check(kind.startswith("TIMESTAMP"), f"DuckDB: span times are timestamps ({kind})")
+    # The book's query (```duckdb in docs/src/fleet.md), as shown, from ./fleet.
+    rows = con.execute(chapter_block("duckdb")).fetchall()
+    llm = [r for r in rows if r[1] == "llm_call"]
+    p95 = next(x for x in from_db["latency"] if x["name"] == "llm_call")["p95_ms"]
+    check(
+        len(llm) == 1 and llm[0][0] == POD and abs(llm[0][3] - p95) < 1e-6 and llm[0][4] < 0,
+        f"DuckDB: the book's query runs ({len(rows)} rows; llm_call {llm[:1]})",
+    )
 
     # llm_call's p95 (nearest rank) and Spearman's rho (Pearson's r of average ranks)
     # against the tightest GPU's free memory at span start, as the report computes them.
@@ -139,6 +158,10 @@ def spark_checks(expected):
         spans = spark.read.parquet(f"{OUT}/spans")
         pods = [r[0] for r in spans.select("source").distinct().collect()]
         check(pods == [POD], f"Spark: the source partition is the pod ({pods})")
+        # The book's snippet (```pyspark in docs/src/fleet.md), as shown, from ./fleet.
+        scope = {"SparkSession": SparkSession}
+        exec(chapter_block("pyspark"), scope)
+        check(scope["spans"].count() == expected["spans"], "Spark: the book's snippet runs")
     finally:
         spark.stop()
 
@@ -212,6 +235,7 @@ def s3_checks(from_db):
 
 
 def main():
+    os.chdir(WORK)
     runlens("bench", "report", "--spans", "20000", "--db", DB)
     summary = runlens("export", "parquet", "--db", DB, "--out", OUT, "--source", POD)
     print(summary.strip().splitlines()[-1], flush=True)

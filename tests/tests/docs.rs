@@ -306,6 +306,10 @@ const EXERCISED: &[(&str, &str)] = &[
     ("protoc -I proto --go_out", "scripts/check-proto.sh"),
     ("python3 -m venv .venv", "scripts/check-docs.sh"),
     (
+        "runlens serve --parquet-export",
+        "needs object storage credentials; tests/tests/fleet_parquet.rs runs it on a directory",
+    ),
+    (
         ".venv/bin/python sdk-examples/python/example_agent.py",
         "scripts/check-docs.sh",
     ),
@@ -343,6 +347,30 @@ fn every_other_shell_command_in_the_docs_is_run_by_ci() {
             command.path
         );
     }
+}
+
+/// The blocks of other engines' code (DuckDB SQL, PySpark) are in the fleet chapter, and
+/// the script that reads the exported files with those engines runs them as shown.
+#[test]
+fn every_engine_block_is_run_by_the_fleet_check() {
+    let mut seen = 0;
+    for (path, info, body) in blocks() {
+        if info != "duckdb" && info != "pyspark" {
+            continue;
+        }
+        assert_eq!(
+            path, "docs/src/fleet.md",
+            "a {info} block outside the fleet chapter"
+        );
+        assert!(!body.trim().is_empty());
+        seen += 1;
+    }
+    assert_eq!(
+        seen, 2,
+        "the fleet chapter's DuckDB query and Spark snippet"
+    );
+    let script = read("scripts/check_fleet_parquet.py");
+    assert!(script.contains("docs/src/fleet.md") && script.contains("chapter_block(\"duckdb\")"));
 }
 
 /// The YAML blocks of the docs, and what uses each.
