@@ -166,8 +166,11 @@ pub fn scan(
     let columns = table.columns();
     let list: Vec<&str> = columns.iter().map(|c| c.sql).collect();
     let (condition, params) = selection_sql(table, selection);
+    let order = table
+        .order_sql()
+        .map_or(String::new(), |o| format!(" ORDER BY {o}"));
     let sql = format!(
-        "SELECT {}, {}, {} FROM {} WHERE {condition}",
+        "SELECT {}, {}, {} FROM {} WHERE {condition}{order}",
         table.source_sql(),
         table.time_sql(),
         list.join(", "),

@@ -187,6 +187,18 @@ impl Table {
         }
     }
 
+    /// The order rows are written in (`None`: as read): samples by snapshot id, so that a
+    /// reader takes each pod's snapshots in id order; runs by start, as the report passes
+    /// them; events by id.
+    pub(super) fn order_sql(self) -> Option<&'static str> {
+        match self {
+            Table::Clients | Table::Spans => None,
+            Table::Runs => Some("t.started_at_ns"),
+            Table::Events => Some("t.event_id"),
+            _ => Some("t.snapshot_id"),
+        }
+    }
+
     /// The row's merged source (`runlens merge`), NULL for rows written by a sidecar.
     pub(super) fn source_sql(self) -> &'static str {
         match self {

@@ -64,6 +64,29 @@ pub struct SnapFigures {
     pub gpu_tensor_active_max: Option<(f64, u32)>,
 }
 
+impl SnapFigures {
+    /// A snapshot's host and cgroup figures from its stored columns (GPU figures are
+    /// folded in later by [`GpuFold`]).
+    pub fn host(
+        taken_at_ns: i64,
+        load_1m: Option<f64>,
+        cpus: i64,
+        (ram_total, ram_available): (i64, i64),
+        (cgroup_limit, cgroup_used): (Option<i64>, Option<i64>),
+    ) -> SnapFigures {
+        SnapFigures {
+            taken_at_ns,
+            cpu_load_per_core: load_1m.filter(|_| cpus > 0).map(|l| l / cpus as f64),
+            ram_available_ratio: (ram_total > 0).then(|| ram_available as f64 / ram_total as f64),
+            cgroup_headroom_ratio: match (cgroup_limit, cgroup_used) {
+                (Some(l), Some(u)) if l > 0 => Some(1.0 - u as f64 / l as f64),
+                _ => None,
+            },
+            ..SnapFigures::default()
+        }
+    }
+}
+
 /// Page cache of the report's connections (negative: KiB). The report scans tables once:
 /// a larger cache only held pages already read (2 MiB a connection by default).
 const SCAN_CACHE_KIB: i64 = -512;
@@ -443,24 +466,14 @@ fn snapshot_figures(
     ))?;
     let mut rows = stmt.query(rusqlite::params![since_ns, until_ns, filter.value()])?;
     while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        let load: Option<f64> = r.get(2)?;
-        let cpus: i64 = r.get(3)?;
-        let total: i64 = r.get(4)?;
-        let available: i64 = r.get(5)?;
-        let limit: Option<i64> = r.get(6)?;
-        let used: Option<i64> = r.get(7)?;
-        snapshot_index.push(id);
-        snapshots.push(&SnapFigures {
-            taken_at_ns: r.get(1)?,
-            cpu_load_per_core: load.filter(|_| cpus > 0).map(|l| l / cpus as f64),
-            ram_available_ratio: (total > 0).then(|| available as f64 / total as f64),
-            cgroup_headroom_ratio: match (limit, used) {
-                (Some(l), Some(u)) if l > 0 => Some(1.0 - u as f64 / l as f64),
-                _ => None,
-            },
-            ..SnapFigures::default()
-        });
+        snapshot_index.push(r.get(0)?);
+        snapshots.push(&SnapFigures::host(
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            (r.get(4)?, r.get(5)?),
+            (r.get(6)?, r.get(7)?),
+        ));
     }
     drop(rows);
     Ok((snapshots, snapshot_index))
@@ -524,11 +537,8 @@ fn gpu_figures(
     (first_id, agent_gpus, snapshot_index, threshold): (i64, &[u32], &SnapshotIndex, u64),
     snapshots: &mut Snapshots,
 ) -> rusqlite::Result<(Vec<GpuTrack>, Vec<GpuNames>)> {
-    // Rows come by snapshot id (the table's key, so the order costs no sort): in time
-    // order when the snapshots' positions are, else gathered and sorted first.
-    let in_time_order = snapshots.in_time_order();
-    let mut tracks = GpuTracks::new(threshold);
-    let mut unordered: Vec<GpuSample> = Vec::new();
+    // Rows come by snapshot id (the table's key, so the order costs no sort).
+    let mut fold = GpuFold::new(snapshots, agent_gpus, threshold);
     let mut stmt = conn.prepare(
         "SELECT snapshot_id, gpu_index, memory_free_bytes, utilization_ratio,
                 dram_bandwidth_ratio, tensor_active_ratio, memory_used_bytes,
@@ -537,61 +547,125 @@ fn gpu_figures(
          ORDER BY snapshot_id",
     )?;
     let mut rows = stmt.query([first_id])?;
-    // Per GPU: its names and when the sample they came from was taken.
-    let mut names: Vec<(GpuNames, i64)> = Vec::new();
     while let Some(r) = rows.next()? {
         let Some(i) = snapshot_index.get(r.get::<_, i64>(0)?) else {
             continue;
         };
-        let mut figures = snapshots.get(i as usize);
+        let row = GpuRow {
+            gpu_index: r.get(1)?,
+            free_bytes: unsigned(r.get(2)?),
+            utilization: r.get(3)?,
+            dram_bandwidth: r.get(4)?,
+            tensor_active: r.get(5)?,
+            used_bytes: unsigned(r.get(6)?),
+            total_bytes: unsigned(r.get(7)?),
+            uuid: r.get_ref(8)?.as_str_or_null()?,
+            name: r.get_ref(9)?.as_str_or_null()?,
+        };
+        fold.add(snapshots, i as usize, &row);
+    }
+    drop(rows);
+    Ok(fold.finish())
+}
+
+/// One readable GPU sample (`state = 'ok'`), as the report reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct GpuRow<'a> {
+    /// GPU index.
+    pub gpu_index: u32,
+    /// Free memory.
+    pub free_bytes: Option<u64>,
+    /// Utilization (0..1).
+    pub utilization: Option<f64>,
+    /// Memory bandwidth used (0..1).
+    pub dram_bandwidth: Option<f64>,
+    /// Tensor-core activity (0..1).
+    pub tensor_active: Option<f64>,
+    /// Used memory.
+    pub used_bytes: Option<u64>,
+    /// Total memory.
+    pub total_bytes: Option<u64>,
+    /// UUID.
+    pub uuid: Option<&'a str>,
+    /// Product name.
+    pub name: Option<&'a str>,
+}
+
+/// Folds GPU samples, given by snapshot, into each snapshot's tightest and busiest GPU
+/// (among the agents' GPUs when known), every GPU's track ([`GpuTracks`], below
+/// `threshold` bytes free counting as short) and each GPU's names from its latest sample.
+pub struct GpuFold<'a> {
+    agent_gpus: &'a [u32],
+    in_time_order: bool,
+    tracks: GpuTracks,
+    unordered: Vec<GpuSample>,
+    /// Per GPU: its names and when the sample they came from was taken.
+    names: Vec<(GpuNames, i64)>,
+}
+
+impl<'a> GpuFold<'a> {
+    /// Starts a fold over `snapshots` (all of them read already).
+    pub fn new(snapshots: &Snapshots, agent_gpus: &'a [u32], threshold: u64) -> Self {
+        Self {
+            agent_gpus,
+            // Samples come in time order when the snapshots' positions are; else they
+            // are gathered and sorted at the end.
+            in_time_order: snapshots.in_time_order(),
+            tracks: GpuTracks::new(threshold),
+            unordered: Vec::new(),
+            names: Vec::new(),
+        }
+    }
+
+    /// Adds one sample of the snapshot at `position`.
+    pub fn add(&mut self, snapshots: &mut Snapshots, position: usize, row: &GpuRow<'_>) {
+        let mut figures = snapshots.get(position);
         let s = &mut figures;
-        let index: u32 = r.get(1)?;
-        let free = unsigned(r.get(2)?);
+        let index = row.gpu_index;
         let sample = GpuSample {
             gpu_index: index,
             taken_at_ns: s.taken_at_ns,
-            free_bytes: free,
-            used_bytes: unsigned(r.get(6)?),
-            total_bytes: unsigned(r.get(7)?),
+            free_bytes: row.free_bytes,
+            used_bytes: row.used_bytes,
+            total_bytes: row.total_bytes,
         };
-        if in_time_order {
-            tracks.add(sample);
+        if self.in_time_order {
+            self.tracks.add(sample);
         } else {
-            unordered.push(sample);
+            self.unordered.push(sample);
         }
         let at = s.taken_at_ns;
-        let known = match names.iter().position(|(n, _)| n.gpu_index == index) {
+        let known = match self.names.iter().position(|(n, _)| n.gpu_index == index) {
             Some(k) => k,
             None => {
                 let blank = GpuNames {
                     gpu_index: index,
                     ..GpuNames::default()
                 };
-                names.push((blank, i64::MIN));
-                names.len() - 1
+                self.names.push((blank, i64::MIN));
+                self.names.len() - 1
             }
         };
-        let (kept, kept_at) = &mut names[known];
+        let (kept, kept_at) = &mut self.names[known];
         if at >= *kept_at {
             *kept_at = at;
             // Copied only when they change: a string per row would cost an allocation each.
-            for (column, kept) in [(8, &mut kept.uuid), (9, &mut kept.name)] {
-                let value = r.get_ref(column)?.as_str_or_null()?;
+            for (value, kept) in [(row.uuid, &mut kept.uuid), (row.name, &mut kept.name)] {
                 if value != kept.as_deref() {
                     *kept = value.map(str::to_owned);
                 }
             }
         }
-        if !agent_gpus.is_empty() && agent_gpus.binary_search(&index).is_err() {
-            continue;
+        if !self.agent_gpus.is_empty() && self.agent_gpus.binary_search(&index).is_err() {
+            return;
         }
-        if let Some(free) = free
+        if let Some(free) = row.free_bytes
             && s.gpu_free_min_bytes.is_none_or(|m| free < m)
         {
             s.gpu_free_min_bytes = Some(free);
             s.gpu_free_min_index = Some(index);
         }
-        if let Some(util) = r.get::<_, Option<f64>>(3)? {
+        if let Some(util) = row.utilization {
             s.gpu_utilization_max = Some(s.gpu_utilization_max.map_or(util, |m| m.max(util)));
         }
         let busiest = |current: Option<(f64, u32)>, value: Option<f64>| match (current, value) {
@@ -599,17 +673,22 @@ fn gpu_figures(
             (_, Some(v)) => Some((v, index)),
             (current, None) => current,
         };
-        s.gpu_dram_bandwidth_max = busiest(s.gpu_dram_bandwidth_max, r.get(4)?);
-        s.gpu_tensor_active_max = busiest(s.gpu_tensor_active_max, r.get(5)?);
-        snapshots.set(i as usize, &figures);
+        s.gpu_dram_bandwidth_max = busiest(s.gpu_dram_bandwidth_max, row.dram_bandwidth);
+        s.gpu_tensor_active_max = busiest(s.gpu_tensor_active_max, row.tensor_active);
+        snapshots.set(position, &figures);
     }
-    drop(rows);
-    // Stable: samples of one time keep the order read.
-    unordered.sort_by_key(|p| (p.gpu_index, p.taken_at_ns));
-    unordered.into_iter().for_each(|sample| tracks.add(sample));
-    let mut names: Vec<GpuNames> = names.into_iter().map(|(n, _)| n).collect();
-    names.sort_by_key(|n| n.gpu_index);
-    Ok((tracks.finish(), names))
+
+    /// The tracks and names.
+    pub fn finish(mut self) -> (Vec<GpuTrack>, Vec<GpuNames>) {
+        // Stable: samples of one time keep the order read.
+        self.unordered.sort_by_key(|p| (p.gpu_index, p.taken_at_ns));
+        for sample in self.unordered {
+            self.tracks.add(sample);
+        }
+        let mut names: Vec<GpuNames> = self.names.into_iter().map(|(n, _)| n).collect();
+        names.sort_by_key(|n| n.gpu_index);
+        (self.tracks.finish(), names)
+    }
 }
 
 /// Finished spans in the window (from `since_ns`, of `run_id` and `name` when given),
@@ -620,9 +699,7 @@ fn span_figures(
     filter: &Filter,
     positions: Positions,
 ) -> rusqlite::Result<Option<StepSpans>> {
-    let mut names: Vec<String> = Vec::new();
-    let mut name_index: HashMap<String, usize> = HashMap::new();
-    let mut spans = SpanSorter::new();
+    let mut steps = StepCollector::default();
     let mut stmt = conn.prepare(&format!(
         "SELECT name, status, started_at_ns, ended_at_ns, start_snapshot_id FROM spans
          WHERE ended_at_ns IS NOT NULL AND started_at_ns >= ?1 AND started_at_ns < ?4
@@ -637,21 +714,6 @@ fn span_figures(
         filter.value()
     ])?;
     while let Some(r) = rows.next()? {
-        let span_name = r.get_ref(0)?.as_str()?;
-        // A handful of step names is usual: comparing them beats hashing each row's name.
-        let known = if names.len() <= 8 {
-            names.iter().position(|n| n == span_name)
-        } else {
-            name_index.get(span_name).copied()
-        };
-        let name = match known {
-            Some(i) => i,
-            None => {
-                names.push(span_name.to_owned());
-                name_index.insert(span_name.to_owned(), names.len() - 1);
-                names.len() - 1
-            }
-        };
         let started: i64 = r.get(2)?;
         let ended: i64 = r.get(3)?;
         let snapshot = match (r.get::<_, Option<i64>>(4)?, positions) {
@@ -668,15 +730,57 @@ fn span_figures(
                 }
             }
         };
-        spans.push(SpanRecord::new(
-            u32::try_from(name).unwrap_or(u32::MAX),
+        steps.push(
+            r.get_ref(0)?.as_str()?,
             (ended - started) as f64 / 1e6,
             r.get::<_, Status>(1)? == Status::Failed,
             snapshot,
-        ));
+        );
     }
     drop(rows);
-    Ok(Some((names, spans.finish())))
+    Ok(Some(steps.finish()))
+}
+
+/// Gathers finished spans by step: the distinct step names, and each span by its step's
+/// index, sorted by step and duration ([`SpanSorter`]).
+#[derive(Default)]
+pub struct StepCollector {
+    names: Vec<String>,
+    name_index: HashMap<String, usize>,
+    spans: SpanSorter,
+}
+
+impl StepCollector {
+    /// Adds a finished span of step `name` that started at snapshot position `snapshot`
+    /// ([`NO_SNAPSHOT`]: none known).
+    pub fn push(&mut self, name: &str, duration_ms: f64, failed: bool, snapshot: u32) {
+        // A handful of step names is usual: comparing them beats hashing each row's name.
+        let known = if self.names.len() <= 8 {
+            self.names.iter().position(|n| n == name)
+        } else {
+            self.name_index.get(name).copied()
+        };
+        let step = match known {
+            Some(i) => i,
+            None => {
+                self.names.push(name.to_owned());
+                self.name_index
+                    .insert(name.to_owned(), self.names.len() - 1);
+                self.names.len() - 1
+            }
+        };
+        self.spans.push(SpanRecord::new(
+            u32::try_from(step).unwrap_or(u32::MAX),
+            duration_ms,
+            failed,
+            snapshot,
+        ));
+    }
+
+    /// The step names and the sorted spans.
+    pub fn finish(self) -> (Vec<String>, SortedSpans) {
+        (self.names, self.spans.finish())
+    }
 }
 
 /// The runs of the window, passed one at a time by start time: the report never holds
@@ -817,13 +921,21 @@ fn gpus_named_by_clients(
     };
     let gpus = identities("gpu_samples")?;
     let migs = identities("mig_samples")?;
+    Ok(gpus_named(&lists, &gpus, &migs))
+}
+
+/// The GPUs some of the clients' `CUDA_VISIBLE_DEVICES` (or `NVIDIA_VISIBLE_DEVICES`)
+/// values name, in index order, each once; `gpus` and `migs` are (index, UUID) of the
+/// newest sample. Values that name no particular GPU (`''`, `all`, `none`, `void`) are
+/// left out by the caller.
+pub fn gpus_named(lists: &[String], gpus: &[(u32, String)], migs: &[(u32, String)]) -> Vec<u32> {
     let mut named: Vec<u32> = lists
         .iter()
-        .flat_map(|list| cuda_visible_gpus(list, &gpus, &migs))
+        .flat_map(|list| cuda_visible_gpus(list, gpus, migs))
         .collect();
     named.sort_unstable();
     named.dedup();
-    Ok(named)
+    named
 }
 
 /// The NVML indices of the GPUs one `CUDA_VISIBLE_DEVICES` value names. Entries are
