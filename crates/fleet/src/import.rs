@@ -154,7 +154,11 @@ fn import_file(
 }
 
 /// Copies an object to a local file, streaming.
-async fn download(location: &Location, path: &object_store::path::Path, to: &Path) -> Result<()> {
+pub(crate) async fn download(
+    location: &Location,
+    path: &object_store::path::Path,
+    to: &Path,
+) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let mut stream = location.store.get(path).await?.into_stream();
     let mut file = tokio::fs::File::create(to).await?;

@@ -9,9 +9,11 @@
 
 pub mod arrow_columns;
 pub mod export;
+pub mod history;
 pub mod import;
 pub mod layout;
 pub mod location;
+pub mod sorted_runs;
 pub mod sources;
 
 pub use export::{TableExport, Written, export};
@@ -39,6 +41,10 @@ pub enum FleetError {
     /// Arrow refused a batch.
     #[error("Arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// The files' snapshot ids are not in the order of their names (read them through a
+    /// database instead).
+    #[error("files out of order: {0}")]
+    Order(String),
     /// A file does not follow the layout.
     #[error("not a runlens fleet file: {0}")]
     Format(String),

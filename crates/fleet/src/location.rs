@@ -18,6 +18,8 @@ pub struct Location {
     pub prefix: Path,
     /// The URL as given, for messages.
     pub url: String,
+    /// The directory, when the destination is one on this machine (read in place).
+    pub local_root: Option<std::path::PathBuf>,
 }
 
 impl Location {
@@ -50,6 +52,7 @@ impl Location {
                     store: Arc::new(local),
                     prefix: Path::default(),
                     url: url.to_owned(),
+                    local_root: Some(std::path::PathBuf::from(rest)),
                 });
             }
             "s3" | "s3a" => Arc::new(
@@ -84,6 +87,7 @@ impl Location {
             store,
             prefix,
             url: url.to_owned(),
+            local_root: None,
         })
     }
 

@@ -49,7 +49,7 @@ impl From<crate::store::StoreError> for Failure {
             StoreError::NotRunlens { .. }
             | StoreError::Corrupt { .. }
             | StoreError::TooNew { .. } => DATA,
-            StoreError::Sqlite(_) => FAILURE,
+            StoreError::Sqlite(_) | StoreError::TempFile(_) => FAILURE,
         };
         Failure::new(code, e.to_string())
     }

@@ -94,6 +94,9 @@ pub enum StoreError {
     /// Any other SQLite failure.
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A temporary file of a read (in TMPDIR) failed.
+    #[error("cannot use a temporary file (in TMPDIR): {0}")]
+    TempFile(#[from] std::io::Error),
 }
 
 /// A failed run counts as likely OOM when GPU memory was short at its end or within this

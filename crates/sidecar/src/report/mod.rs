@@ -159,6 +159,17 @@ pub fn build(conn: &Connection, options: &Options) -> Result<Report, Error> {
     compute::compute(&mut data, oom, options)
 }
 
+/// The report over data read elsewhere (Parquet files): `data` as [`build`] reads it from
+/// a database, and the window's runs by start.
+pub fn build_from(
+    mut data: crate::store::scan::Data,
+    runs: &dyn crate::store::scan::Runs,
+    options: &Options,
+) -> Result<Report, Error> {
+    let oom = oom::oom(&data, runs, options.oom_threshold_bytes, !options.all_ids)?;
+    compute::compute(&mut data, oom, options)
+}
+
 /// The rule for a finding, in words: "|ρ| ≥ 0.3 with n ≥ 20".
 pub fn finding_rule() -> String {
     format!("|ρ| ≥ {MIN_RHO} with n ≥ {MIN_N}")
