@@ -60,19 +60,7 @@ pub struct FleetFiles {
 impl FleetFiles {
     /// Lists the files of days in `days` (inclusive; all when `None`).
     pub fn list(location: Location, days: Option<(i64, i64)>) -> Result<FleetFiles> {
-        let mut by_source = list(&location, days)?;
-        // Within a table: by part, then day (id order for runlens's files).
-        let order = |t: Table| {
-            Table::ALL
-                .iter()
-                .position(|&x| x == t)
-                .unwrap_or(usize::MAX)
-        };
-        for files in by_source.values_mut() {
-            files.sort_by(|a, b| {
-                (order(a.0.table), &a.0.part, a.0.day).cmp(&(order(b.0.table), &b.0.part, b.0.day))
-            });
-        }
+        let by_source = list(&location, days)?;
         let local_root = location.local_root.clone();
         Ok(FleetFiles {
             location,
@@ -179,6 +167,16 @@ impl FleetFiles {
         for source in &sources {
             reading.snapshots(self, source, scope)?;
         }
+        // The spans and runs before the GPU figures: their sorting buffers are at their
+        // largest while they fill, and the snapshots' GPU columns do not exist yet.
+        let mut steps = StepCollector::default();
+        let mut runs = SortedRuns::new();
+        for source in &sources {
+            reading.spans(self, source, scope, &mut steps)?;
+            reading.runs(self, source, scope, &mut runs)?;
+        }
+        let (names, spans) = steps.finish();
+        let runs = runs.finish()?;
         let first_id = reading.index.first().unwrap_or(i64::MAX);
         let (agent_gpus, agent_gpus_from) = self.agent_gpus(&sources, &reading, first_id, scope)?;
         let (gpus, gpu_names) = {
@@ -188,13 +186,6 @@ impl FleetFiles {
             }
             fold.finish()
         };
-        let mut steps = StepCollector::default();
-        let mut runs = SortedRuns::new();
-        for source in &sources {
-            reading.spans(self, source, scope, &mut steps)?;
-            reading.runs(self, source, scope, &mut runs)?;
-        }
-        let (names, spans) = steps.finish();
         let data = Data {
             snapshots: reading.snapshots,
             snapshot_index: reading.index,
@@ -206,7 +197,7 @@ impl FleetFiles {
             agent_gpus,
             agent_gpus_from,
         };
-        Ok((data, runs.finish()?))
+        Ok((data, runs))
     }
 
     /// The GPUs the agents use, as the database's scan finds them: where a watched agent's

@@ -40,7 +40,7 @@ pub struct ReadBack {
 pub type Listed = (FileName, object_store::path::Path, u64);
 
 /// Every layout file under `location` (of days in `days`, inclusive, when given), by
-/// source, each source's by table then day then part.
+/// source, each source's by table, then part, then day.
 pub fn list(
     location: &Location,
     days: Option<(i64, i64)>,
@@ -75,9 +75,10 @@ pub fn list(
             .position(|&x| x == t)
             .unwrap_or(usize::MAX)
     };
+    // Within a table: by part, then day: id order for the files runlens writes.
     for files in by_source.values_mut() {
         files.sort_by(|a, b| {
-            (order(a.0.table), a.0.day, &a.0.part).cmp(&(order(b.0.table), b.0.day, &b.0.part))
+            (order(a.0.table), &a.0.part, a.0.day).cmp(&(order(b.0.table), &b.0.part, b.0.day))
         });
     }
     Ok(by_source)

@@ -1,8 +1,8 @@
 //! runlens's fleet history: the store's tables as Parquet files on object storage (a
 //! directory, S3, GCS, Azure), in a hive-partitioned layout that DuckDB, Spark, ClickHouse,
 //! Trino/Athena and BigQuery read natively ([`layout`]), written by `runlens export
-//! parquet` and `serve --parquet-export` ([`export`]) and read back by `runlens report
-//! --from` ([`import`]).
+//! parquet` and `serve --parquet-export` ([`mod@export`]) and read back by `runlens report
+//! --from` ([`mod@import`]).
 //!
 //! The functions are blocking: each runs its object-store requests on a small runtime of
 //! its own, so callers on an async runtime call them from a thread of their own.

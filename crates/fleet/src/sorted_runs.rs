@@ -1,5 +1,5 @@
 //! Runs read from files, passed to the report by start time in bounded memory: runs are
-//! encoded compactly, sorted in chunks of [`CHUNK_BYTES`] and, past one chunk, written to a
+//! encoded compactly, sorted in chunks of 1 MiB and, past one chunk, written to a
 //! temporary file and merged back (a million runs of a 10M-span history are ~100 MB as
 //! structs; the report holds at most a chunk and a read buffer per chunk). Runs with the same
 //! start keep the order they were added in, as the database's index keeps them.
