@@ -451,7 +451,7 @@ impl Reading {
         files.each_batch(source, Table::GpuSamples, &columns, &mut |b| {
             let ids = ints(b, "snapshot_id")?;
             let gpu = ints(b, "gpu_index")?;
-            let state = texts(b, "state")?;
+            let state = texts_ref(b, "state")?;
             let (free, used, total) = (
                 ints(b, "memory_free_bytes")?,
                 ints(b, "memory_used_bytes")?,
@@ -462,13 +462,13 @@ impl Reading {
                 reals(b, "dram_bandwidth_ratio")?,
                 reals(b, "tensor_active_ratio")?,
             );
-            let (uuid, name) = (texts(b, "uuid")?, texts(b, "name")?);
+            let (uuid, name) = (texts_ref(b, "uuid")?, texts_ref(b, "name")?);
             let unsigned = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
             for k in 0..b.num_rows() {
                 let Some(id) = ids[k].map(|i| i.saturating_add(shift)) else {
                     continue;
                 };
-                if id < first_id || state[k].as_deref() != Some("ok") {
+                if id < first_id || text_at(&state, k) != Some("ok") {
                     continue;
                 }
                 let Some(position) = index.get(id) else {
@@ -484,8 +484,8 @@ impl Reading {
                     tensor_active: tensor[k],
                     used_bytes: unsigned(used[k]),
                     total_bytes: unsigned(total[k]),
-                    uuid: uuid[k].as_deref(),
-                    name: name[k].as_deref(),
+                    uuid: text_at(&uuid, k),
+                    name: text_at(&name, k),
                 };
                 fold.add(snapshots, position as usize, &row);
             }

@@ -501,3 +501,46 @@ fn sigint_and_sigterm_early_in_start_up_stop_the_sidecar_cleanly() {
         }
     }
 }
+
+/// The subcommands a `--help` lists (`help` aside).
+fn subcommands(args: &[&str]) -> Vec<String> {
+    let mut help: Vec<&str> = args.to_vec();
+    help.push("--help");
+    let text = stdout(&runlens(&help));
+    text.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_misspelt_flag_is_a_usage_error_on_every_subcommand() {
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    for command in subcommands(&[]) {
+        let nested = subcommands(&[&command]);
+        if nested.is_empty() {
+            commands.push(vec![command]);
+        } else {
+            commands.extend(nested.into_iter().map(|n| vec![command.clone(), n]));
+        }
+    }
+    assert!(commands.len() >= 20, "{commands:?}");
+    assert!(commands.contains(&vec!["export".to_owned(), "parquet".to_owned()]));
+    for command in &commands {
+        let mut args: Vec<&str> = command.iter().map(String::as_str).collect();
+        args.push("--no-such-flag");
+        let out = runlens(&args);
+        // EX_USAGE, as every check after parsing; clap's own code would be 2.
+        assert_eq!(out.status.code(), Some(64), "{command:?}: {}", stderr(&out));
+        // Named, so the user sees which word was refused.
+        assert!(
+            stderr(&out).contains("'--no-such-flag'") || stderr(&out).contains("--no-such-flag is"),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+    }
+}
