@@ -556,6 +556,11 @@ pub struct ReportBenchArgs {
     /// Only build the database; do not time the report.
     #[arg(long)]
     pub build_only: bool,
+    /// Also export the history as Parquet (`runlens export parquet`, timed, to a
+    /// temporary directory) and time `runlens report --from` on the files, alternating
+    /// with the report over the database; their JSON must be equal.
+    #[arg(long, conflicts_with = "build_only")]
+    pub parquet: bool,
 }
 
 /// Whether the generated history hides a resource effect.
