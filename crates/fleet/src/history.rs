@@ -18,6 +18,7 @@ use arrow_array::types::{Float64Type, Int64Type, TimestampNanosecondType};
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use probe_core::GpuState;
 use runlens_store::columnar::Table;
 use runlens_store::domain::{EndedBy, Status};
 use runlens_store::scan::spill::NO_SNAPSHOT;
@@ -468,7 +469,7 @@ impl Reading {
                 let Some(id) = ids[k].map(|i| i.saturating_add(shift)) else {
                     continue;
                 };
-                if id < first_id || text_at(&state, k) != Some("ok") {
+                if id < first_id || text_at(&state, k) != Some(GpuState::Ok.as_str()) {
                     continue;
                 }
                 let Some(position) = index.get(id) else {

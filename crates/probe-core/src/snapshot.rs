@@ -130,6 +130,14 @@ pub enum GpuState {
 }
 
 impl GpuState {
+    /// Every state.
+    pub const ALL: [GpuState; 3] = [GpuState::Ok, GpuState::Lost, GpuState::Error];
+
+    /// The state named `text` (as stored and sent), if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
     /// The name stored in SQLite and sent on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -311,5 +319,19 @@ impl GpuDevice {
             mig_devices: Vec::new(),
             perf: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GpuState;
+
+    #[test]
+    fn gpu_states_read_back_as_written_and_unknown_names_are_none() {
+        for state in GpuState::ALL {
+            assert_eq!(GpuState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(GpuState::parse("OK"), None);
+        assert_eq!(GpuState::parse("gone"), None);
     }
 }

@@ -378,11 +378,9 @@ impl Reader {
                     index: r.get(0)?,
                     uuid: r.get(1)?,
                     name: r.get(2)?,
-                    state: match state.as_str() {
-                        "ok" => probe_core::GpuState::Ok,
-                        "lost" => probe_core::GpuState::Lost,
-                        _ => probe_core::GpuState::Error,
-                    },
+                    // A state this build does not know reads as an error: not readable.
+                    state: probe_core::GpuState::parse(&state)
+                        .unwrap_or(probe_core::GpuState::Error),
                     memory_total_bytes: r.get::<_, Option<i64>>(4)?.map(unsigned),
                     memory_used_bytes: r.get::<_, Option<i64>>(5)?.map(unsigned),
                     memory_free_bytes: r.get::<_, Option<i64>>(6)?.map(unsigned),

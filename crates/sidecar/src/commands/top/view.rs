@@ -428,7 +428,7 @@ fn gpu_panel(snapshot: Option<&pb::Snapshot>, two_lines: bool) -> Vec<Line<'stat
     let mut lines = Vec::new();
     for g in &s.gpus {
         let name = g.name.strip_prefix("NVIDIA ").unwrap_or(&g.name);
-        if g.state != "ok" {
+        if probe_core::GpuState::parse(&g.state) != Some(probe_core::GpuState::Ok) {
             lines.push(Line::styled(
                 format!("{} {:<22.22} {}", g.index, name, g.state.to_uppercase()),
                 Style::new().add_modifier(Modifier::BOLD),
@@ -718,7 +718,7 @@ mod tests {
         let gpu = |index: u32, free_gib: u64| pb::GpuResources {
             index,
             name: "NVIDIA H100 80GB HBM3".into(),
-            state: "ok".into(),
+            state: probe_core::GpuState::Ok.as_str().into(),
             memory_total_bytes: Some(80 << 30),
             memory_used_bytes: Some((80 - free_gib) << 30),
             memory_free_bytes: Some(free_gib << 30),
@@ -792,6 +792,23 @@ mod tests {
         ] {
             assert!(screen.contains(expected), "{expected:?} missing:\n{screen}");
         }
+    }
+
+    #[test]
+    fn a_lost_gpu_is_named_lost_without_figures() {
+        let mut a = activity();
+        let gpus = &mut a.snapshot.as_mut().unwrap().gpus;
+        gpus[1].state = probe_core::GpuState::Lost.as_str().into();
+        let mut view = View::new("x");
+        view.update(a);
+        let screen = text(&view, 80, 24);
+        let line = screen.lines().find(|l| l.contains("1 H100")).unwrap();
+        assert!(line.contains("LOST") && !line.contains("GiB"), "{screen}");
+        assert!(
+            !screen
+                .lines()
+                .any(|l| l.contains("0 H100") && l.contains("LOST"))
+        );
     }
 
     #[test]
