@@ -145,6 +145,23 @@ fn a_kill_between_an_intervals_files_and_its_cursors_loses_and_doubles_nothing()
             head >= 10 && cursor(&second, "parquet-runs") == head
         },
     );
+    // What /metrics says of it.
+    let scrape = runlens_e2e::http_get(second.metrics.as_deref().unwrap(), "/metrics", &[]);
+    let text = String::from_utf8_lossy(&scrape.body).into_owned();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert!(value("runlens_parquet_export_rows_total") > 0.0, "{text}");
+    assert!(value("runlens_parquet_export_files_total") >= 4.0, "{text}");
+    assert_eq!(value("runlens_parquet_export_failures_total"), 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = value("runlens_parquet_export_last_success_timestamp_seconds");
+    assert!((now - last).abs() < 30.0, "{last} vs {now}");
     let snapshot_cursor = cursor(&second, "parquet-snapshots");
     let expected_snapshots = second.count(&format!(
         "SELECT count(*) FROM snapshots WHERE snapshot_id <= {snapshot_cursor}"

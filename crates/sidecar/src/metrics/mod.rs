@@ -29,6 +29,19 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 /// The Prometheus text format's content type.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The Parquet export's series, updated by its thread.
+#[derive(Debug, Clone, Default)]
+pub struct ParquetExportMetrics {
+    /// Rows written.
+    pub rows: Counter,
+    /// Files written.
+    pub files: Counter,
+    /// Intervals that failed.
+    pub failures: Counter,
+    /// When the last interval finished, Unix seconds.
+    pub last_success: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
 /// Everything a scrape reports.
 pub struct Metrics {
     registry: Registry,
@@ -105,6 +118,35 @@ impl Metrics {
             rejected,
             dropped,
         }
+    }
+
+    /// Registers the Parquet export's series (`serve --parquet-export`) and returns the
+    /// handles its thread updates.
+    pub fn with_parquet_export(mut self) -> (Self, ParquetExportMetrics) {
+        let m = ParquetExportMetrics::default();
+        self.registry.register(
+            "runlens_parquet_export_rows",
+            "Rows written as Parquet files by --parquet-export",
+            m.rows.clone(),
+        );
+        self.registry.register(
+            "runlens_parquet_export_files",
+            "Parquet files written (or replaced) by --parquet-export",
+            m.files.clone(),
+        );
+        self.registry.register(
+            "runlens_parquet_export_failures",
+            "--parquet-export intervals that failed (each is tried again from the same cursor)",
+            m.failures.clone(),
+        );
+        self.registry.register_with_unit(
+            "runlens_parquet_export_last_success_timestamp",
+            "When --parquet-export last finished an interval, files and cursors (Unix time; \
+             0 before the first)",
+            Unit::Seconds,
+            m.last_success.clone(),
+        );
+        (self, m)
     }
 
     /// Remembers the name of the client whose agent process is `pid` (for the `client`

@@ -160,14 +160,22 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
     let ingest = Ingest::new(sampler.clone(), registry)
         .with_clock_correction(args.clock_skew_correction)
         .with_budget(budget.clone());
-    let metrics = Arc::new(Metrics::new(
+    let metrics = Metrics::new(
         &counters,
         sampler.clone(),
         writer.handle().health(),
         args.db.clone(),
         args.otlp_export.is_some().then(|| export_state.clone()),
         Some(ingest.clone()),
-    ));
+    );
+    let (metrics, parquet_metrics) = match &args.parquet_export {
+        Some(_) => {
+            let (metrics, handles) = metrics.with_parquet_export();
+            (metrics, Some(handles))
+        }
+        None => (metrics, None),
+    };
+    let metrics = Arc::new(metrics);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, mut drained) = mpsc::channel::<()>(1);
@@ -248,6 +256,7 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
                 args.parquet_export_interval,
                 writer.handle(),
             )?
+            .with_metrics(parquet_metrics.clone().unwrap_or_default())
             .start(shutdown_rx.clone())
             .map_err(|e| {
                 Failure::new(

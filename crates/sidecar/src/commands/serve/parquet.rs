@@ -12,6 +12,7 @@ use runlens_fleet::{Location, SourceNames, TableExport};
 use tokio::sync::{oneshot, watch};
 
 use crate::exit::{Failure, USAGE};
+use crate::metrics::ParquetExportMetrics;
 use crate::store::columnar::{self, Selection, Table};
 use crate::store::read::{PARQUET_EVENTS_CURSOR, PARQUET_RUNS_CURSOR, PARQUET_SNAPSHOTS_CURSOR};
 use crate::store::{Ack, WriteOp, WriterHandle};
@@ -32,6 +33,7 @@ pub struct ParquetExport {
     location: Location,
     interval: Duration,
     writer: WriterHandle,
+    metrics: ParquetExportMetrics,
 }
 
 impl ParquetExport {
@@ -49,7 +51,14 @@ impl ParquetExport {
             location,
             interval,
             writer,
+            metrics: ParquetExportMetrics::default(),
         })
+    }
+
+    /// Reports to these `/metrics` series.
+    pub fn with_metrics(mut self, metrics: ParquetExportMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Exports every interval until `shutdown`, on a thread of its own.
@@ -72,22 +81,34 @@ impl ParquetExport {
                     }
                     next = Instant::now() + self.interval;
                     let started = Instant::now();
-                    match self.once(&runtime) {
-                        Ok(Some(written)) => tracing::info!(
-                            url = %self.location.url,
-                            rows = written.rows(),
-                            files = written.files(),
-                            bytes = written.bytes(),
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "exported to Parquet"
-                        ),
+                    let result = self.once(&runtime);
+                    if result.is_ok() {
+                        let now = probe_core::unix_now_ns() as f64 / 1e9;
+                        self.metrics.last_success.set(now);
+                    }
+                    match result {
+                        Ok(Some(written)) => {
+                            self.metrics.rows.inc_by(written.rows());
+                            self.metrics.files.inc_by(written.files());
+                            tracing::info!(
+                                url = %self.location.url,
+                                rows = written.rows(),
+                                files = written.files(),
+                                bytes = written.bytes(),
+                                elapsed_ms = started.elapsed().as_millis() as u64,
+                                "exported to Parquet"
+                            )
+                        }
                         Ok(None) => {}
-                        Err(error) => tracing::warn!(
-                            url = %self.location.url,
-                            %error,
-                            "the Parquet export failed; the next interval tries again from \
-                             the same cursor"
-                        ),
+                        Err(error) => {
+                            self.metrics.failures.inc();
+                            tracing::warn!(
+                                url = %self.location.url,
+                                %error,
+                                "the Parquet export failed; the next interval tries again \
+                                 from the same cursor"
+                            )
+                        }
                     }
                 }
             })
