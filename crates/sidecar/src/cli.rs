@@ -191,7 +191,7 @@ pub struct TopArgs {
     pub ca_file: Option<PathBuf>,
     /// GPU free memory below this marks a failed run likely OOM, as in `runlens report`.
     #[arg(long, env = env::OOM_THRESHOLD_MIB, value_name = "MIB",
-          default_value_t = crate::report::DEFAULT_OOM_THRESHOLD_MIB)]
+          default_value_t = crate::store::DEFAULT_OOM_THRESHOLD_MIB)]
     pub oom_threshold_mib: u64,
     #[command(flatten)]
     pub probe: ProbeArgs,
@@ -288,7 +288,7 @@ pub struct ReportArgs {
     pub name: Option<String>,
     /// GPU free memory below this many MiB counts as pressure ("OOM soon").
     #[arg(long, env = env::OOM_THRESHOLD_MIB,
-          default_value_t = crate::report::DEFAULT_OOM_THRESHOLD_MIB)]
+          default_value_t = crate::store::DEFAULT_OOM_THRESHOLD_MIB)]
     pub oom_threshold_mib: u64,
     /// Output format: table, json or html.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]

@@ -16,7 +16,6 @@ mod otel_env;
 mod otlp;
 mod otlp_ids;
 mod peer;
-mod report;
 mod sampler;
 mod service;
 #[cfg(test)]
@@ -25,7 +24,9 @@ mod tls;
 
 use std::process::ExitCode;
 
-// The store crate under the names the modules use (`crate::store`, `crate::domain`).
+// The store and report crates under the names the modules use (`crate::store`,
+// `crate::domain`, `crate::report`).
+use runlens_report as report;
 use runlens_store as store;
 use runlens_store::domain;
 

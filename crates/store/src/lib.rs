@@ -104,6 +104,10 @@ pub enum StoreError {
 /// live view (`activity`) and the report.
 pub const OOM_LOOKBACK_NS: i64 = 5_000_000_000;
 
+/// GPU free memory below this many MiB is pressure ("OOM soon") unless asked otherwise:
+/// `runlens report`, `runlens top` and `WatchActivity` share it.
+pub const DEFAULT_OOM_THRESHOLD_MIB: u64 = 500;
+
 #[cfg(test)]
 mod test_fixtures;
 

@@ -141,7 +141,7 @@ pub async fn watch(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let threshold = match oom_threshold_bytes {
-        0 => crate::report::DEFAULT_OOM_THRESHOLD_MIB << 20,
+        0 => crate::store::DEFAULT_OOM_THRESHOLD_MIB << 20,
         t => t,
     };
     let Subscription { mut rows, since } = subscription;

@@ -74,7 +74,7 @@ pub fn time_ticks(t0: i64, t1: i64, count: usize) -> Vec<(i64, String)> {
         .take(50)
         .map(|s| {
             // `YYYY-MM-DDTHH:MM:SS.mmmZ`, ASCII: sliced into the parts a tick shows.
-            let at = crate::format::timestamp(s * NS);
+            let at = crate::text::timestamp(s * NS);
             let label = if span > 86400 {
                 format!("{} {}", &at[5..10], &at[11..16])
             } else {

@@ -8,7 +8,7 @@
 use rusqlite::{Connection, params};
 
 use super::{Options, Resource, build};
-use crate::store::synthetic::{Effect, build_history_seeded};
+use runlens_store::synthetic::{Effect, build_history_seeded};
 
 /// Average ranks (1-based) by counting: O(n²), obviously right.
 fn naive_ranks(values: &[f64]) -> Vec<f64> {
@@ -121,7 +121,7 @@ fn latency_and_correlations_equal_a_straightforward_computation_over_random_hist
             Effect::None
         };
         build_history_seeded(&db, spans, effect, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)).unwrap();
-        let conn = crate::store::open_read_only(&db).unwrap();
+        let conn = runlens_store::open_read_only(&db).unwrap();
         let report = build(&conn, &everything()).unwrap();
         assert_eq!(report.latency.len(), 3, "seed {seed}");
         holds_to_naive(&conn, &report, &format!("seed {seed}"));
@@ -139,7 +139,7 @@ fn many_small_steps_equal_a_straightforward_computation() {
         .unwrap()
         .execute("UPDATE spans SET name = name || '-' || (rowid % 400)", [])
         .unwrap();
-    let conn = crate::store::open_read_only(&db).unwrap();
+    let conn = runlens_store::open_read_only(&db).unwrap();
     let report = build(&conn, &everything()).unwrap();
     let names: i64 = conn
         .query_row("SELECT count(DISTINCT name) FROM spans", [], |r| r.get(0))
@@ -246,7 +246,7 @@ fn spans_read_beside_the_snapshots_give_the_report_read_one_after_the_other() {
         )
         .unwrap();
     }
-    let file = crate::store::open_read_only(&db).unwrap();
+    let file = runlens_store::open_read_only(&db).unwrap();
     let mut memory = Connection::open_in_memory().unwrap();
     memory
         .restore(

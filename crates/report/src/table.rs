@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Report, Resource};
-use crate::format::{table, wrap};
+use crate::text::{table, wrap};
 
 fn num(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))

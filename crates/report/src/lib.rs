@@ -3,11 +3,11 @@
 //!
 //! Everything is computed from a few flat reads in memory bounded by the snapshots, not
 //! the spans (ten million spans within 64 MiB): the store's scans
-//! ([`crate::store::scan`]) read the spans on a second connection beside the rest and
+//! ([`runlens_store::scan`]) read the spans on a second connection beside the rest and
 //! sort them by step and duration through a temporary file, keep snapshot figures as
 //! columns until each resource is ordered, reduce GPU samples as they are read, and pass
 //! the runs once. Percentiles and rank correlations are exact, from one pass over
-//! each step's spans in duration order (see [`ranks`]). The result is a [`Report`],
+//! each step's spans in duration order (the `ranks` module). The result is a [`Report`],
 //! rendered as a table, JSON (its serde form, documented in the README) or a
 //! self-contained HTML page with SVG charts.
 
@@ -21,19 +21,16 @@ mod svg;
 pub mod table;
 #[cfg(test)]
 mod tests;
+pub mod text;
 
 // The scans live in the store (the crate that owns SQL); under their old names here.
-use crate::store::Connection;
-use crate::store::scan as load;
-pub use crate::store::scan::{GroupBy as ScanGroupBy, GroupFilter};
-use crate::store::scan::{columns, spill};
+use runlens_store::Connection;
+use runlens_store::scan as load;
+pub use runlens_store::scan::{GroupBy as ScanGroupBy, GroupFilter};
+use runlens_store::scan::{columns, spill};
 
 pub use load::AgentGpusFrom;
 pub use model::*;
-
-/// GPU free memory below this many MiB is pressure ("OOM soon") unless asked otherwise:
-/// `runlens report`, `runlens top` and `WatchActivity` share it.
-pub const DEFAULT_OOM_THRESHOLD_MIB: u64 = 500;
 
 /// A correlation is stated as a finding only from this strength ...
 pub const MIN_RHO: f64 = 0.3;
@@ -46,7 +43,7 @@ pub const MEMORY_PRESSURE: f64 = 0.1;
 /// A GPU below the threshold in more than this share of samples is a hardware limit.
 pub const HARDWARE_LIMIT_SHARE: f64 = 0.5;
 
-pub use crate::store::OOM_LOOKBACK_NS;
+pub use runlens_store::{DEFAULT_OOM_THRESHOLD_MIB, OOM_LOOKBACK_NS};
 
 /// Run ids listed per list of the JSON unless `--all-ids`: a list of a million ids made a
 /// 1M-span report 4.4 MB.
@@ -131,7 +128,7 @@ pub fn build_grouped(conn: &Connection, options: &Options, by: GroupBy) -> Resul
 pub enum Error {
     /// The database could not be read.
     #[error("cannot read the database: {0}")]
-    Read(#[from] crate::store::StoreError),
+    Read(#[from] runlens_store::StoreError),
     /// The spans sorted into temporary files could not be read back.
     #[error("cannot read back the report's temporary files (in TMPDIR): {0}")]
     Spill(#[from] std::io::Error),
@@ -162,8 +159,8 @@ pub fn build(conn: &Connection, options: &Options) -> Result<Report, Error> {
 /// The report over data read elsewhere (Parquet files): `data` as [`build`] reads it from
 /// a database, and the window's runs by start.
 pub fn build_from(
-    mut data: crate::store::scan::Data,
-    runs: &dyn crate::store::scan::Runs,
+    mut data: runlens_store::scan::Data,
+    runs: &dyn runlens_store::scan::Runs,
     options: &Options,
 ) -> Result<Report, Error> {
     let oom = oom::oom(&data, runs, options.oom_threshold_bytes, !options.all_ids)?;

@@ -354,7 +354,7 @@ pub struct LikelyOom {
 // The OOM section's sentences, one wording for the table and the HTML page.
 
 fn ended_at(ns: Option<i64>) -> String {
-    ns.map_or_else(|| "-".into(), crate::format::timestamp)
+    ns.map_or_else(|| "-".into(), crate::text::timestamp)
 }
 
 impl GpuRisk {

@@ -8,7 +8,7 @@
 use super::columns::TimeOrder;
 use super::load::{Data, RunFigures, Runs, SnapFigures};
 use super::*;
-use crate::domain::{EndedBy, Status};
+use runlens_store::domain::{EndedBy, Status};
 
 /// Runs shown on the timeline chart, at most.
 const CHART_RUNS: usize = 400;
@@ -60,7 +60,7 @@ pub(super) fn oom(
     runs: &dyn Runs,
     threshold: u64,
     cap_ids: bool,
-) -> crate::store::Result<(Oom, RunsSeen)> {
+) -> runlens_store::Result<(Oom, RunsSeen)> {
     let keep = if cap_ids { MAX_IDS } else { usize::MAX };
     let mut gpus = gpus_below(data, keep);
     // The snapshots by time, to find those just before a run's end.
@@ -288,9 +288,9 @@ mod tests {
     fn a_gpu_below_the_threshold_in_most_samples_is_a_hardware_limit() {
         let mut data = empty();
         let mut runs = Vec::new();
-        let mut tracks = crate::store::scan::gpu_tracks::GpuTracks::new(THRESHOLD);
+        let mut tracks = runlens_store::scan::gpu_tracks::GpuTracks::new(THRESHOLD);
         for (t, free_mib) in [(0, 100), (1, 100), (2, 9000), (3, 100), (200, 100)] {
-            tracks.add(crate::store::scan::gpu_tracks::GpuSample {
+            tracks.add(runlens_store::scan::gpu_tracks::GpuSample {
                 gpu_index: 0,
                 taken_at_ns: t * 1_000_000_000,
                 free_bytes: Some(free_mib << 20),
