@@ -4,7 +4,7 @@
 //! its cgroup limit: memory used (minus reclaimable page cache) against `memory.max`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::procfile::ProcFile;
 use crate::slow::{Every, RARE_FIGURES_EVERY};
@@ -167,6 +167,13 @@ impl CgroupReader {
         }
     }
 
+    /// How long a reading of the slow figures (`inactive_file`, time throttled) serves
+    /// later samples (default [`crate::SLOW_FIGURES_EVERY`]).
+    pub fn set_slow_every(&mut self, every: Duration) {
+        self.inactive.set_period(every);
+        self.throttled.set_period(every);
+    }
+
     /// Reads usage now (and the limits when due); `None` when there is no cgroup.
     pub fn sample(&mut self) -> Option<CgroupSnapshot> {
         if self.version == 0 {
@@ -321,6 +328,36 @@ mod tests {
         assert_eq!(fresh.memory_limit_bytes, Some(4 << 30));
         assert_eq!(fresh.memory_used_bytes, Some(2_000_000_000 - 2048));
         assert_eq!(fresh.cpu_throttled_ns, Some(9000));
+    }
+
+    #[test]
+    fn a_longer_slow_cadence_carries_the_page_cache_and_throttling_past_the_default() {
+        let dir = tempdir("cadence");
+        write(&dir, "memory.max", "2147483648\n");
+        write(&dir, "memory.current", "1073741824\n");
+        write(&dir, "memory.stat", "inactive_file 1024\n");
+        write(&dir, "cpu.max", "150000 100000\n");
+        write(&dir, "cpu.stat", "throttled_usec 1\n");
+        let mut reader = CgroupReader::new(CgroupProbe::at(&dir));
+        reader.set_slow_every(Duration::from_secs(3600));
+        reader.sample().unwrap();
+        write(&dir, "memory.current", "2000000000\n");
+        write(&dir, "memory.stat", "inactive_file 2048\n");
+        write(&dir, "cpu.stat", "throttled_usec 9\n");
+        // Past the default cadence (an active sample 250 ms later): memory use is read,
+        // the slow figures are carried.
+        std::thread::sleep(crate::SLOW_FIGURES_EVERY + Duration::from_millis(20));
+        let later = reader.sample().unwrap();
+        assert_eq!(later.memory_used_bytes, Some(2_000_000_000 - 1024));
+        assert_eq!(later.cpu_throttled_ns, Some(1000));
+        // The same wait at the default cadence reads them again.
+        let mut default = CgroupReader::new(CgroupProbe::at(&dir));
+        default.sample().unwrap();
+        write(&dir, "memory.stat", "inactive_file 4096\n");
+        std::thread::sleep(crate::SLOW_FIGURES_EVERY + Duration::from_millis(20));
+        let again = default.sample().unwrap();
+        assert_eq!(again.memory_used_bytes, Some(2_000_000_000 - 4096));
+        assert_eq!(again.cpu_throttled_ns, Some(9000));
     }
 
     #[test]

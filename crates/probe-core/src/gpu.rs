@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::{
@@ -22,6 +22,10 @@ use crate::snapshot::{GpuDevice, GpuProcess, GpuSnapshot, GpuState, MigDevice};
 pub trait GpuProbe: Send {
     /// Reads every device now.
     fn sample(&mut self) -> GpuSnapshot;
+
+    /// How long a reading of the slow figures (temperature, power, clocks, error counts)
+    /// serves later samples; probes without such figures ignore it.
+    fn set_slow_every(&mut self, _every: Duration) {}
 }
 
 /// The probe for machines without GPUs, or when GPU sampling is turned off.
@@ -206,9 +210,10 @@ pub struct NvmlProbe {
     /// (`RARE_FIGURES_EVERY`). It also names a lost device, which can no longer say which
     /// it is.
     fixed: Vec<Option<Fixed>>,
-    /// Per device index, what changes over seconds, read at most every
-    /// [`crate::SLOW_FIGURES_EVERY`].
+    /// Per device index, what changes over seconds, read at most every `slow_every`
+    /// ([`crate::SLOW_FIGURES_EVERY`] unless set).
     slow: Vec<Every<Slow>>,
+    slow_every: Duration,
     /// Performance monitoring (GPM) samples and support, per device.
     gpm: Gpm,
 }
@@ -269,6 +274,7 @@ impl NvmlProbe {
             unsupported: Vec::new(),
             fixed: Vec::new(),
             slow: Vec::new(),
+            slow_every: crate::SLOW_FIGURES_EVERY,
             gpm: Gpm::default(),
         }
     }
@@ -371,7 +377,9 @@ impl NvmlProbe {
         let memory = r.read(Metric::Memory, || device.memory_info());
         let utilization = r.read(Metric::Utilization, || device.utilization_rates());
         if self.slow.len() <= slot {
-            self.slow.resize_with(slot + 1, Every::new);
+            let every = self.slow_every;
+            self.slow
+                .resize_with(slot + 1, || Every::with_period(every));
         }
         let slow = self.slow[slot].get(now, || Slow {
             temperature: r.read(Metric::Temperature, || {
@@ -506,6 +514,13 @@ impl MetricReader<'_> {
 }
 
 impl GpuProbe for NvmlProbe {
+    fn set_slow_every(&mut self, every: Duration) {
+        self.slow_every = every;
+        for slow in &mut self.slow {
+            slow.set_period(every);
+        }
+    }
+
     fn sample(&mut self) -> GpuSnapshot {
         // Take the handle out so `read_device` can borrow `self` mutably; put it back after.
         let placeholder = NvmlLoadError {

@@ -59,6 +59,12 @@ impl HostProbe {
         Ok(probe)
     }
 
+    /// How long a reading of the load average serves later samples (default
+    /// [`crate::SLOW_FIGURES_EVERY`]).
+    pub fn set_slow_every(&mut self, every: Duration) {
+        self.load.set_period(every);
+    }
+
     /// Takes one host sample.
     pub fn sample(&mut self) -> HostSnapshot {
         let memory = self.memory();

@@ -76,6 +76,8 @@ pub struct ProcessProbe {
     watched: BTreeMap<u32, Watched>,
     /// PIDs already reported as not visible, so it is said once, not every second.
     reported_invisible: HashSet<u32>,
+    /// How long a CPU-time reading (and the rate from it) serves later samples.
+    slow_every: Duration,
 }
 
 /// What happened when a PID was asked to be watched.
@@ -101,6 +103,7 @@ impl ProcessProbe {
             proc_root: root.into(),
             watched: BTreeMap::new(),
             reported_invisible: HashSet::new(),
+            slow_every: SLOW_FIGURES_EVERY,
         }
     }
 
@@ -134,6 +137,12 @@ impl ProcessProbe {
         WatchOutcome::Watching
     }
 
+    /// How long a CPU-time reading serves later samples (default [`SLOW_FIGURES_EVERY`];
+    /// never shorter).
+    pub fn set_slow_every(&mut self, every: Duration) {
+        self.slow_every = every.max(SLOW_FIGURES_EVERY);
+    }
+
     /// PIDs being watched.
     pub fn watched(&self) -> Vec<u32> {
         self.watched.keys().copied().collect()
@@ -155,7 +164,7 @@ impl ProcessProbe {
             }
             let read_ticks_now = w
                 .last_ticks
-                .is_none_or(|(_, at)| now.duration_since(at) >= SLOW_FIGURES_EVERY);
+                .is_none_or(|(_, at)| now.duration_since(at) >= self.slow_every);
             let mut rss_bytes = 0;
             let mut ticks = 0;
             let mut alive = 0u32;

@@ -9,6 +9,7 @@ use crate::snapshot::{ProcessGpuMemory, Snapshot};
 use crate::time::unix_now_ns;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Produces [`Snapshot`]s. Cheap to call repeatedly: all probes stay loaded between calls.
 pub struct Sampler {
@@ -45,6 +46,20 @@ impl Sampler {
     pub fn with_proc_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.proc_root = root.into();
         self
+    }
+
+    /// Reads the slow figures (load average, GPU temperature, power and clocks, the cgroup's
+    /// page cache and throttling, process CPU time) at most every `every` (never more often
+    /// than [`crate::SLOW_FIGURES_EVERY`]), however often [`Sampler::sample`] is called.
+    /// The sidecar passes a little less than its idle interval: samples taken faster while
+    /// work is in flight read only what changes fast, and the slow figures keep the idle
+    /// cadence.
+    pub fn set_slow_every(&mut self, every: Duration) {
+        let every = every.max(crate::SLOW_FIGURES_EVERY);
+        self.host.set_slow_every(every);
+        self.gpu.set_slow_every(every);
+        self.cgroup.set_slow_every(every);
+        self.processes.set_slow_every(every);
     }
 
     /// Names the pod and container of every GPU process whose cgroup says so: in the host

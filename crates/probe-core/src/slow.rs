@@ -7,6 +7,10 @@
 //! memory use, resident memory) is read every time; the figures here are read at most every
 //! [`SLOW_FIGURES_EVERY`], and a sample in between carries the last reading. The periodic
 //! sample, a second apart by default, always finds them due.
+//!
+//! A sampler that samples faster while work is in flight (the sidecar's active interval)
+//! sets a longer period with [`crate::Sampler::set_slow_every`]: its idle cadence, so the
+//! slow figures are read as often as when idle however fast the fast ones are.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +39,11 @@ impl<T: Clone> Every<T> {
     /// Readings serve for `period` (zero: every call reads).
     pub(crate) fn with_period(period: Duration) -> Self {
         Self { period, last: None }
+    }
+
+    /// Readings serve for `period` from now on (the current one too).
+    pub(crate) fn set_period(&mut self, period: Duration) {
+        self.period = period;
     }
 
     /// The last reading while it is younger than the period, else a new one from `read`.

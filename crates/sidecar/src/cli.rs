@@ -511,6 +511,11 @@ pub struct AgentBenchArgs {
     /// `127.0.0.1:50551`).
     #[arg(long, value_enum, default_value_t = BenchTransport::Tcp)]
     pub transport: BenchTransport,
+    /// Start each sidecar with this many ended runs (ten spans each) waiting in its OTLP
+    /// export outbox and `--otlp-export` to a second `runlens serve`: acknowledgements are
+    /// measured while the exporter drains the backlog.
+    #[arg(long, value_name = "RUNS")]
+    pub export_backlog: Option<u64>,
 }
 
 /// How `runlens bench agent` connects.

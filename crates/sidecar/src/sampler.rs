@@ -1,6 +1,11 @@
 //! The sidecar's view of resources: the latest stored snapshot, fresh samples on demand,
-//! and the background task that samples every `--active-sample-interval` while work is in
+//! and the background thread that samples every `--active-sample-interval` while work is in
 //! flight and every `--sample-interval` otherwise.
+//!
+//! The periodic sampler is a thread of its own, not a task on the async runtime: sampling
+//! is blocking work (procfs reads, NVML calls), and as a task each sample cost a timer
+//! wake-up on the runtime, a hand-off to a blocking thread and one back before the writer
+//! saw it. On small machines those wake-ups, not the reads, were most of a sample's cost.
 //!
 //! Runs, spans, metrics and events are not sampled for: the writer matches each to the
 //! stored sample nearest its own time (`store::SampleRef::Nearest`), within
@@ -8,11 +13,11 @@
 //! close; sampling slowly when nothing happens keeps an idle sidecar cheap.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use probe_core::{GpuState, Sampler, Snapshot};
-use tokio::sync::watch;
 
 use crate::domain::EventKind;
 use crate::store::{Ack, EventRow, SampleRef, StoredSnapshot, WriteOp, WriterHandle};
@@ -136,11 +141,85 @@ struct Inner {
     open_runs: AtomicUsize,
     /// Whether the background task samples at the active interval now.
     active: AtomicBool,
-    /// Wakes the background task when work starts while it samples at the idle interval.
-    wake: tokio::sync::Notify,
+    /// Wakes the background thread when work starts while it samples at the idle interval,
+    /// or when it must stop.
+    wake: Wake,
     /// Set to have the background task sample at once (a new agent process to watch).
     sample_now: AtomicBool,
     epoch: Instant,
+}
+
+/// What the background thread is woken for.
+#[derive(Default)]
+struct Wake {
+    state: Mutex<WakeState>,
+    signal: Condvar,
+}
+
+#[derive(Default)]
+struct WakeState {
+    /// Work started (or a process is to be watched): decide the next sample again.
+    woken: bool,
+    /// The sidecar is shutting down.
+    stop: bool,
+}
+
+impl Wake {
+    fn notify(&self, stop: bool) {
+        let mut state = lock(&self.state);
+        state.woken = true;
+        state.stop |= stop;
+        self.signal.notify_one();
+    }
+
+    /// Waits until `due`, or until woken. True when `due` was reached; false when woken
+    /// (decide again) or told to stop (see [`Wake::stopping`]).
+    fn wait_until(&self, due: Instant) -> bool {
+        let mut state = lock(&self.state);
+        loop {
+            if state.stop {
+                return false;
+            }
+            if state.woken {
+                state.woken = false;
+                return false;
+            }
+            let now = Instant::now();
+            if now >= due {
+                return true;
+            }
+            state = match self.signal.wait_timeout(state, due - now) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        lock(&self.state).stop
+    }
+}
+
+/// The background sampling thread; [`IntervalSampling::stop`] ends it.
+pub struct IntervalSampling {
+    handle: SamplerHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl IntervalSampling {
+    /// Stops the thread and waits for it (at most one sample's time).
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for IntervalSampling {
+    fn drop(&mut self) {
+        self.handle.inner.wake.notify(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Shared access to sampling; cheap to clone.
@@ -173,7 +252,7 @@ impl SamplerHandle {
                 last_activity_ms: AtomicU64::new(0),
                 open_runs: AtomicUsize::new(0),
                 active: AtomicBool::new(false),
-                wake: tokio::sync::Notify::new(),
+                wake: Wake::default(),
                 sample_now: AtomicBool::new(false),
                 epoch: Instant::now(),
             }),
@@ -182,10 +261,17 @@ impl SamplerHandle {
 
     /// Samples every `active` (capped at the idle interval) while runs are open or data
     /// arrived within [`ACTIVE_HOLD`]. Call before the handle is cloned.
+    ///
+    /// Only what changes fast is read at the active interval: the slow figures (load, GPU
+    /// temperature, power and clocks, the cgroup's page cache, process CPU time) keep the
+    /// idle cadence. They serve for half an active interval less than the idle interval,
+    /// so an idle sample, however late its timer, always reads them again.
     #[must_use]
     pub fn with_active_interval(mut self, active: Duration) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.active_interval = active.min(inner.interval).max(Duration::from_millis(1));
+            let slow_every = inner.interval.saturating_sub(inner.active_interval / 2);
+            lock(&inner.sampler).set_slow_every(slow_every);
         }
         self
     }
@@ -223,7 +309,7 @@ impl SamplerHandle {
         if !self.inner.active.load(Ordering::Relaxed)
             && self.inner.active_interval < self.inner.interval
         {
-            self.inner.wake.notify_one();
+            self.inner.wake.notify(false);
         }
     }
 
@@ -243,7 +329,7 @@ impl SamplerHandle {
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || lock(&inner.sampler).watch_process(pid)).await;
         self.inner.sample_now.store(true, Ordering::Relaxed);
-        self.inner.wake.notify_one();
+        self.inner.wake.notify(false);
     }
 
     /// The latest stored sample, if any (what a metrics scrape reads: it never samples).
@@ -259,16 +345,9 @@ impl SamplerHandle {
     /// Samples now without storing (for `GetSnapshot` / `WatchSnapshots`).
     pub async fn sample_unstored(&self) -> Result<Snapshot, SampleError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut sampler = lock(&inner.sampler);
-            let start = Instant::now();
-            let snapshot = sampler.sample();
-            let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            inner.last_sample_ns.store(took, Ordering::Relaxed);
-            snapshot
-        })
-        .await
-        .map_err(|e| SampleError::Sampler(e.to_string()))
+        tokio::task::spawn_blocking(move || sample_now(&inner))
+            .await
+            .map_err(|e| SampleError::Sampler(e.to_string()))
     }
 
     /// How long the latest sample took (`runlens_sample_duration_seconds`).
@@ -290,6 +369,36 @@ impl SamplerHandle {
             }
         }
         let snapshot = self.sample_unstored().await?;
+        let (stored, ops) = self.stamp(snapshot, reason);
+        for op in ops {
+            self.inner
+                .writer
+                .send(op, Ack::None)
+                .await
+                .map_err(|_| SampleError::WriterClosed)?;
+        }
+        self.publish(&stored);
+        Ok(stored)
+    }
+
+    /// [`SamplerHandle::fresh`] for the background thread: samples, queues and publishes
+    /// without the async runtime.
+    fn store_blocking(&self, reason: Reason) -> Result<(), SampleError> {
+        let snapshot = sample_now(&self.inner);
+        let (stored, ops) = self.stamp(snapshot, reason);
+        for op in ops {
+            self.inner
+                .writer
+                .blocking_send(op, Ack::None)
+                .map_err(|_| SampleError::WriterClosed)?;
+        }
+        self.publish(&stored);
+        Ok(())
+    }
+
+    /// Gives a sample its id and reason, and the write operations that store it: the
+    /// snapshot, then any GPU health events it raised (which refer to it).
+    fn stamp(&self, snapshot: Snapshot, reason: Reason) -> (Arc<StoredSnapshot>, Vec<WriteOp>) {
         let stored = Arc::new(StoredSnapshot {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             reason: reason.as_str(),
@@ -297,24 +406,21 @@ impl SamplerHandle {
             taken: Instant::now(),
         });
         let events = lock(&self.inner.gpu_health).update(&stored.snapshot);
-        self.inner
-            .writer
-            .send(WriteOp::Snapshot(stored.clone()), Ack::None)
-            .await
-            .map_err(|_| SampleError::WriterClosed)?;
-        for mut event in events {
+        let mut ops = Vec::with_capacity(1 + events.len());
+        ops.push(WriteOp::Snapshot(stored.clone()));
+        ops.extend(events.into_iter().map(|mut event| {
             event.snapshot = SampleRef::Taken(stored.id);
-            self.inner
-                .writer
-                .send(WriteOp::Record(event), Ack::None)
-                .await
-                .map_err(|_| SampleError::WriterClosed)?;
-        }
+            WriteOp::Record(event)
+        }));
+        (stored, ops)
+    }
+
+    /// Makes a queued sample the latest, unless a newer one already is.
+    fn publish(&self, stored: &Arc<StoredSnapshot>) {
         let mut latest = lock(&self.inner.latest);
         if latest.as_ref().is_none_or(|l| l.taken <= stored.taken) {
             *latest = Some(stored.clone());
         }
-        Ok(stored)
     }
 
     /// The latest snapshot if it is younger than the interval, else a fresh one.
@@ -326,12 +432,24 @@ impl SamplerHandle {
         }
     }
 
-    /// Samples at once, then every active interval while work is in flight and every idle
-    /// interval otherwise, until `shutdown` turns true. Work that starts during an idle wait
-    /// wakes it: if the last sample is older than the active interval, one is taken then.
-    pub async fn run_interval_sampling(self, mut shutdown: watch::Receiver<bool>) {
-        let mut last: Option<tokio::time::Instant> = None;
-        loop {
+    /// Starts the background thread: it samples at once, then every active interval while
+    /// work is in flight and every idle interval otherwise, until stopped. Work that starts
+    /// during an idle wait wakes it: if the last sample is older than the active interval,
+    /// one is taken then.
+    pub fn start_interval_sampling(&self) -> std::io::Result<IntervalSampling> {
+        let handle = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("runlens-sampler".into())
+            .spawn(move || handle.run_interval_sampling())?;
+        Ok(IntervalSampling {
+            handle: self.clone(),
+            thread: Some(thread),
+        })
+    }
+
+    fn run_interval_sampling(&self) {
+        let mut last: Option<Instant> = None;
+        while !self.inner.wake.stopping() {
             let active = self.work_in_flight();
             self.inner.active.store(active, Ordering::Relaxed);
             let every = if active {
@@ -341,20 +459,26 @@ impl SamplerHandle {
             };
             let due = match last {
                 Some(at) if !self.inner.sample_now.swap(false, Ordering::Relaxed) => at + every,
-                _ => tokio::time::Instant::now(),
+                _ => Instant::now(),
             };
-            tokio::select! {
-                () = tokio::time::sleep_until(due) => {
-                    last = Some(tokio::time::Instant::now());
-                    if let Err(error) = self.fresh(Reason::Interval).await {
-                        tracing::warn!(%error, "interval sample not stored");
-                    }
+            if self.inner.wake.wait_until(due) {
+                last = Some(Instant::now());
+                if let Err(error) = self.store_blocking(Reason::Interval) {
+                    tracing::warn!(%error, "interval sample not stored");
                 }
-                () = self.inner.wake.notified() => {}
-                _ = shutdown.changed() => break,
             }
         }
     }
+}
+
+/// Takes a sample now, timing it (`runlens_sample_duration_seconds`). Blocking.
+fn sample_now(inner: &Inner) -> Snapshot {
+    let mut sampler = lock(&inner.sampler);
+    let start = Instant::now();
+    let snapshot = sampler.sample();
+    let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    inner.last_sample_ns.store(took, Ordering::Relaxed);
+    snapshot
 }
 
 /// Locks a mutex, recovering from poisoning: the guarded data (a sampler, an `Arc`) stays

@@ -27,6 +27,7 @@ pub use open::{open_for_writing, open_read_only};
 /// An open database connection: the writer's (from [`open_for_writing`]) or a reader's.
 pub use rusqlite::Connection;
 pub use writer::FinishedRun;
+pub use writer::SAMPLE_LINGER;
 pub use writer::{
     Ack, CommitObserver, EventRow, Finished, FinishedSpan, QueueError, RunEnd, RunStart, SampleRef,
     SessionProgress, SpanEnd, SpanStart, StoredSnapshot, TraceClientRow, TraceEventRow, TraceRows,

@@ -56,6 +56,19 @@ pub fn build_history_seeded(
     write_history(&mut conn, spans, effect, seed).map_err(|e| e.to_string())
 }
 
+/// Puts every run of the database at `db` in the OTLP export outbox, oldest first, as if
+/// each had just ended with export on: a backlog for the exporter to drain (`runlens bench
+/// export`, `runlens bench agent --export-backlog`).
+pub fn queue_for_export(db: &std::path::Path) -> Result<u64, String> {
+    let conn = open_for_writing(db, false, None).map_err(|e| e.to_string())?;
+    conn.execute(
+        "INSERT INTO export_outbox (run_id) SELECT run_id FROM runs ORDER BY started_at_ns",
+        [],
+    )
+    .map(|n| n as u64)
+    .map_err(|e| e.to_string())
+}
+
 fn write_history(
     conn: &mut rusqlite::Connection,
     spans: u64,

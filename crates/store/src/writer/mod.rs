@@ -21,7 +21,7 @@ mod trace;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,15 @@ pub const GROUP_COMMIT_BELOW: usize = 64;
 /// 0.5 ms) and keeps acknowledgements at p99 ≈ 8 ms, within the 10 ms bound
 /// (`runlens bench agent`, BENCHMARKS.md).
 pub const GROUP_COMMIT_WAIT: Duration = Duration::from_millis(3);
+
+/// How long a batch of background samples (and the GPU health events they raise) waits
+/// for company before it is committed alone, unless [`Writer::set_sample_linger`] says
+/// otherwise (the sidecar: its idle sample interval, at most this). Nobody waits on a
+/// sample, and while work is in flight the sidecar samples every 250 ms while clients send
+/// a frame every 500 ms: held samples ride in the next frame's transaction instead of one
+/// commit (WAL frames, locks, a wake-up) each. A sample is in the database at most this
+/// long after it was taken.
+pub const SAMPLE_LINGER: Duration = Duration::from_secs(1);
 
 /// Prepared statements the writer keeps (more than it has).
 const WRITER_STATEMENTS: usize = 128;
@@ -135,6 +144,8 @@ pub struct Writer {
     thread: Option<JoinHandle<()>>,
     /// Set by `close`: a writer retrying a failing disk gives up instead of waiting forever.
     stop: Arc<AtomicBool>,
+    /// Shared with the thread: see [`Writer::set_sample_linger`].
+    sample_linger_ns: Arc<AtomicU64>,
 }
 
 /// The writer is gone (shut down, or its thread died).
@@ -148,6 +159,14 @@ impl WriterHandle {
         self.tx
             .send(Message::Write(Request { op, ack }, Instant::now()))
             .await
+            .map_err(|_| WriterClosed)
+    }
+
+    /// Queues a request from a thread outside the async runtime (the sampler's), blocking
+    /// while the queue is full. Must not be called from async code.
+    pub fn blocking_send(&self, op: WriteOp, ack: Ack) -> Result<(), WriterClosed> {
+        self.tx
+            .blocking_send(Message::Write(Request { op, ack }, Instant::now()))
             .map_err(|_| WriterClosed)
     }
 
@@ -201,6 +220,8 @@ impl Writer {
         let (health_tx, health) = watch::channel(None);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
+        let sample_linger_ns = Arc::new(AtomicU64::new(SAMPLE_LINGER.as_nanos() as u64));
+        let thread_linger = sample_linger_ns.clone();
         let thread = std::thread::Builder::new()
             .name("runlens-writer".into())
             .spawn(move || {
@@ -214,6 +235,7 @@ impl Writer {
                     rx,
                     health: health_tx,
                     stop: thread_stop,
+                    sample_linger_ns: thread_linger,
                     unmatched: UnmatchedLog::default(),
                 })
             })?;
@@ -221,7 +243,15 @@ impl Writer {
             handle: WriterHandle { tx, health },
             thread: Some(thread),
             stop,
+            sample_linger_ns,
         })
+    }
+
+    /// How long background samples wait for a request somebody waits on before they are
+    /// committed alone (default [`SAMPLE_LINGER`]; zero commits each at once).
+    pub fn set_sample_linger(&self, linger: Duration) {
+        let ns = u64::try_from(linger.as_nanos()).unwrap_or(u64::MAX);
+        self.sample_linger_ns.store(ns, Ordering::Relaxed);
     }
 
     /// A handle for sending requests.
@@ -255,6 +285,8 @@ struct Thread {
     rx: mpsc::Receiver<Message>,
     health: watch::Sender<Option<String>>,
     stop: Arc<AtomicBool>,
+    /// How long held samples wait for company, ns (see [`SAMPLE_LINGER`]).
+    sample_linger_ns: Arc<AtomicU64>,
     /// Rows stored without a sample, for the log.
     unmatched: UnmatchedLog,
 }
@@ -293,19 +325,59 @@ struct Pending {
     batch: Vec<Request>,
     prunes: Vec<oneshot::Sender<Result<PruneReport, String>>>,
     closing: bool,
-    /// When the batch's oldest request was queued: group commit waits from then.
+    /// When the batch's oldest request was queued: held samples wait from then.
     oldest: Option<Instant>,
+    /// When the oldest request somebody waits on was queued: group commit waits from then.
+    oldest_waited: Option<Instant>,
 }
 
 impl Pending {
     fn take(&mut self, message: Option<Message>) {
         match message {
             Some(Message::Write(req, queued)) => {
+                if !matches!(req.ack, Ack::None) {
+                    self.oldest_waited.get_or_insert(queued);
+                }
                 self.batch.push(req);
                 self.oldest.get_or_insert(queued);
             }
             Some(Message::Prune(reply)) => self.prunes.push(reply),
             Some(Message::Close) | None => self.closing = true,
+        }
+    }
+
+    /// Whether anybody waits on the batch's commit (background samples alone: nobody).
+    fn someone_waits(&self) -> bool {
+        self.batch.iter().any(|r| !matches!(r.ack, Ack::None))
+    }
+
+    /// Holds a batch nobody waits on (background samples) for up to `linger` from its
+    /// oldest request, so it is committed with the next request somebody does wait on.
+    /// Returns as soon as one arrives, or a prune or close.
+    fn linger(
+        &mut self,
+        rx: &mut mpsc::Receiver<Message>,
+        clock: &tokio::runtime::Runtime,
+        linger: Duration,
+    ) {
+        let Some(due) = self.oldest.map(|queued| queued + linger) else {
+            return;
+        };
+        while !self.closing && self.prunes.is_empty() && !self.someone_waits() {
+            if self.batch.len() >= MAX_BATCH {
+                return;
+            }
+            let wait = due.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return;
+            }
+            match clock.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                Ok(message) => {
+                    self.take(message);
+                    self.drain(rx);
+                }
+                Err(_elapsed) => return,
+            }
         }
     }
 
@@ -326,21 +398,35 @@ fn run(mut t: Thread) {
         prunes: Vec::new(),
         closing: false,
         oldest: None,
+        oldest_waited: None,
     };
+    // A timer for waiting on the channel with a deadline (samples lingering); nothing else
+    // runs on it. Without one (it cannot fail short of the process being out of threads'
+    // resources) samples are committed at once, as they were before lingering.
+    let clock = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .inspect_err(|e| tracing::warn!(error = %e, "samples are committed one by one"))
+        .ok();
     while !p.closing {
         p.oldest = None;
+        p.oldest_waited = None;
         p.take(t.rx.blocking_recv());
         p.drain(&mut t.rx);
-        // Nobody waits on a batch of samples alone: it is committed at once (waiting would
-        // only cost the writer a sleep and a wake-up per sample).
-        let someone_waits = p.batch.iter().any(|r| !matches!(r.ack, Ack::None));
-        if !p.closing && p.prunes.is_empty() && someone_waits && p.batch.len() < GROUP_COMMIT_BELOW
+        if let Some(clock) = &clock {
+            let linger = Duration::from_nanos(t.sample_linger_ns.load(Ordering::Relaxed));
+            p.linger(&mut t.rx, clock, linger);
+        }
+        if !p.closing
+            && p.prunes.is_empty()
+            && p.someone_waits()
+            && p.batch.len() < GROUP_COMMIT_BELOW
         {
             // Group commit: a short queue means messages trickle in; waiting until the
             // oldest has waited GROUP_COMMIT_WAIT commits the next ones with it instead of
             // one transaction each. Measured from when it was queued, so one that arrived
             // during the last commit does not wait that long again.
-            if let Some(due) = p.oldest.map(|queued| queued + GROUP_COMMIT_WAIT) {
+            if let Some(due) = p.oldest_waited.map(|queued| queued + GROUP_COMMIT_WAIT) {
                 let now = Instant::now();
                 if due > now {
                     std::thread::sleep(due - now);
@@ -519,4 +605,74 @@ fn acknowledge(batch: impl Iterator<Item = Request>, outcome: &Result<(), String
 /// limit, and one that did is stored as the largest value rather than wrapped.
 fn sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: i64) -> WriteOp {
+        WriteOp::Snapshot(Arc::new(StoredSnapshot {
+            id,
+            reason: "interval",
+            snapshot: probe_core::Snapshot {
+                taken_at_ns: id,
+                host: crate::test_fixtures::host_snapshot(),
+                gpu: probe_core::GpuSnapshot::unavailable("none in this test"),
+                cgroup: None,
+                processes: vec![],
+            },
+            taken: Instant::now(),
+        }))
+    }
+
+    fn committed_samples(path: &std::path::Path) -> i64 {
+        let conn = crate::open_read_only(path).unwrap();
+        conn.query_row("SELECT count(*) FROM snapshots", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn background_samples_wait_for_company_and_are_committed_alone_within_the_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = crate::open_for_writing(&path, false, None).unwrap();
+        let writer = Writer::start(conn, None, false, None).unwrap();
+        let handle = writer.handle();
+
+        // A sample nobody waits on is held: not committed at once ...
+        let queued = Instant::now();
+        handle.blocking_send(sample(1), Ack::None).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(committed_samples(&path), 0, "a lone sample is held");
+        // ... and is committed with the next request somebody waits on, in its transaction.
+        let (tx, rx) = oneshot::channel();
+        handle.blocking_send(sample(2), Ack::Reply(tx)).unwrap();
+        rx.blocking_recv().unwrap().unwrap();
+        assert!(
+            queued.elapsed() < SAMPLE_LINGER,
+            "committed before the linger ended"
+        );
+        assert_eq!(committed_samples(&path), 2);
+
+        // Alone, a sample is committed once the linger ends.
+        let queued = Instant::now();
+        handle.blocking_send(sample(3), Ack::None).unwrap();
+        while committed_samples(&path) < 3 {
+            assert!(
+                queued.elapsed() < SAMPLE_LINGER + Duration::from_secs(5),
+                "a lone sample must be committed within the linger"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(queued.elapsed() >= SAMPLE_LINGER - Duration::from_millis(50));
+
+        // Closing commits what is held.
+        handle.blocking_send(sample(4), Ack::None).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(writer.close());
+        assert_eq!(committed_samples(&path), 4);
+    }
 }

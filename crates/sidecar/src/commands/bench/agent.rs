@@ -142,8 +142,36 @@ impl RateRow {
     }
 }
 
+/// Writes `runs` ended runs (ten spans each) into `db`, all waiting in the export outbox,
+/// starts a second sidecar to receive them, and adds `--otlp-export` to `extra`.
+fn export_backlog(
+    dir: &std::path::Path,
+    db: &std::path::Path,
+    runs: u64,
+    extra: &mut Vec<String>,
+) -> Result<ServeProcess, Failure> {
+    let fail = |what: &str, e: String| Failure::new(FAILURE, format!("{what}: {e}"));
+    crate::store::synthetic::build_history(db, runs * 10, crate::store::synthetic::Effect::None)
+        .map_err(|e| fail("cannot build the backlog's history", e))?;
+    let queued = crate::store::synthetic::queue_for_export(db)
+        .map_err(|e| fail("cannot fill the export outbox", e))?;
+    let receiver = ServeProcess::start(&dir.join("receiver.db"), &[])?;
+    let otlp = receiver
+        .otlp_grpc
+        .clone()
+        .ok_or_else(|| Failure::new(FAILURE, "the receiver did not say its OTLP address"))?;
+    extra.extend(["--otlp-export".to_owned(), format!("http://{otlp}")]);
+    outln!(
+        "export backlog: {queued} runs in the outbox, exported to runlens serve (pid {}) at {otlp}",
+        receiver.pid
+    )?;
+    Ok(receiver)
+}
+
 /// Measures one rate against a fresh sidecar.
 fn one_rate(args: &AgentBenchArgs, rate: u64) -> Result<RateRow, Failure> {
+    // Spans from here on are the agent's (an export backlog's are years older).
+    let since_ns = probe_core::unix_now_ns();
     let dir = TempDir::new(&format!("agent-{rate}"))?;
     let db = dir.0.join("agent.db");
     let socket = dir.0.join("runlens.sock");
@@ -158,6 +186,11 @@ fn one_rate(args: &AgentBenchArgs, rate: u64) -> Result<RateRow, Failure> {
         extra.push("--active-sample-interval".to_owned());
         extra.push(humantime::format_duration(active).to_string());
     }
+    // The receiver lives as long as the measurement; `None` without a backlog.
+    let _receiver = match args.export_backlog {
+        Some(runs) => Some(export_backlog(&dir.0, &db, runs, &mut extra)?),
+        None => None,
+    };
     let serve = ServeProcess::start(&db, &extra)?;
     let endpoint = endpoint.unwrap_or_else(|| format!("http://{}", serve.addr));
     let tasks = (rate * args.seconds).div_ceil(SPANS_PER_TASK);
@@ -239,10 +272,10 @@ fn one_rate(args: &AgentBenchArgs, rate: u64) -> Result<RateRow, Failure> {
     outln!("boundary to its sample (offset): {}", summary(offsets))?;
     let ack_ms = percentiles_ms(&measured.acks);
     outln!("acknowledgement latency: {}", summary(measured.acks))?;
-    let stored = count(
+    let stored = count(&format!(
         "SELECT count(*) FROM spans WHERE start_snapshot_id IS NOT NULL
-         AND end_snapshot_id IS NOT NULL",
-    )?;
+         AND end_snapshot_id IS NOT NULL AND started_at_ns >= {since_ns}"
+    ))?;
     outln!("verified {stored}/{spans} spans stored, each with both samples")?;
     let seed = match &args.seed_python {
         Some(python) => {

@@ -31,10 +31,8 @@ pub fn run(args: ExportBenchArgs) -> Result<(), Failure> {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .map_err(|e| fail("cannot read the history", &e))?;
-    conn.execute_batch(
-        "INSERT INTO export_outbox (run_id) SELECT run_id FROM runs ORDER BY started_at_ns",
-    )
-    .map_err(|e| fail("cannot fill the outbox", &e))?;
+    crate::store::synthetic::queue_for_export(&history)
+        .map_err(|e| fail("cannot fill the outbox", &e))?;
     let receiver = ServeProcess::start(&dir.0.join("receiver.db"), &[])?;
     let endpoint = format!(
         "http://{}",

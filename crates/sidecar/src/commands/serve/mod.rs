@@ -146,6 +146,9 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
         Some(policy),
     )
     .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
+    // Background samples wait for the next commit of data instead of one commit each, at
+    // most one idle interval (and a second): queries see a sample at most that much later.
+    writer.set_sample_linger(args.sample_interval.min(crate::store::SAMPLE_LINGER));
     let registry = Registry::new(Some(Reader::open(&args.db)?));
     let reader = SharedReader::new(Reader::open(&args.db)?);
     let sampler = SamplerHandle::new(
@@ -180,7 +183,9 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, mut drained) = mpsc::channel::<()>(1);
     let (health, health_service) = tonic_health::server::health_reporter();
-    let ticker = tokio::spawn(sampler.clone().run_interval_sampling(shutdown_rx.clone()));
+    let ticker = sampler
+        .start_interval_sampling()
+        .map_err(|e| Failure::new(FAILURE, format!("cannot start the sampler thread: {e}")))?;
     let max_message = (args.max_message_mib as usize) << 20;
     let otlp = OtlpIngest::new(
         ingest.clone(),
@@ -406,7 +411,7 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
     // Exports in flight are answered once their spans are committed: the writer is still
     // running while the OTLP servers finish.
     otlp_servers.finish().await;
-    let _ = ticker.await;
+    let _ = tokio::task::spawn_blocking(move || ticker.stop()).await;
     // Stopped, not awaited: it may be waiting on a failing disk, which only the writer's
     // close below gives up on. Runs it had yet to end are found again at the next start.
     closer.abort();
