@@ -204,7 +204,7 @@ pub fn request(samples: &[Snapshot], resource: &[(String, String)]) -> ExportMet
 pub struct MetricsExporter {
     /// The receiver.
     pub transport: super::transport::Transport,
-    /// Reads the samples (never across an await).
+    /// Reads the samples (on a blocking thread, never on the async runtime).
     pub reader: crate::store::read::SharedReader,
     /// Moves the cursor.
     pub writer: crate::store::WriterHandle,
@@ -236,32 +236,28 @@ impl MetricsExporter {
 
     async fn send_pending(&self) -> Result<(), String> {
         use crate::store::read::METRICS_CURSOR;
-        let mut cursor = self
-            .reader
-            .read(|r| r.cursor_of(METRICS_CURSOR))
-            .map_err(|e| e.to_string())?;
+        let mut cursor =
+            super::read_off_runtime(&self.reader, |r| r.cursor_of(METRICS_CURSOR)).await?;
         if cursor == 0 {
             // Never exported from this database: from now on, not its whole history.
-            cursor = self
-                .reader
-                .read(|r| r.newest_sample_id())
-                .map_err(|e| e.to_string())?
+            cursor = super::read_off_runtime(&self.reader, |r| r.newest_sample_id())
+                .await?
                 .saturating_sub(1);
         }
         loop {
-            let samples = self
-                .reader
-                .read(|r| r.samples_after(cursor, SAMPLES_PER_BATCH))
-                .map_err(|e| e.to_string())?;
-            let Some(&(last, _)) = samples.last() else {
+            // Read and encoded on a blocking thread: a batch is milliseconds of work.
+            let resource = self.resource.clone();
+            let batch = super::read_off_runtime(&self.reader, move |r| {
+                let samples = r.samples_after(cursor, SAMPLES_PER_BATCH)?;
+                let last = samples.last().map(|&(last, _)| last);
+                let snapshots: Vec<Snapshot> = samples.into_iter().map(|(_, s)| s).collect();
+                Ok(last.map(|last| (last, request(&snapshots, &resource))))
+            })
+            .await?;
+            let Some((last, request)) = batch else {
                 return Ok(());
             };
-            let snapshots: Vec<Snapshot> = samples.into_iter().map(|(_, s)| s).collect();
-            match self
-                .transport
-                .metrics(request(&snapshots, &self.resource))
-                .await
-            {
+            match self.transport.metrics(request).await {
                 Ok(()) => {}
                 Err(failure) if failure.permanent => {
                     // Said once: a receiver that takes traces but not metrics (another

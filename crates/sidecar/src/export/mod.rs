@@ -7,6 +7,11 @@
 //! Retryable failures (the receiver unreachable, `UNAVAILABLE`, `RESOURCE_EXHAUSTED` ...)
 //! back off exponentially with jitter, up to 30 s; a permanent refusal (`INVALID_ARGUMENT`)
 //! skips that batch, logged and counted: never silent, never stuck.
+//!
+//! Reading a batch (up to 256 runs with their spans) and building its protobuf takes
+//! milliseconds of SQLite and encoding: it runs on a blocking thread, never on the async
+//! runtime, which on a two-CPU machine is one thread that every session's acknowledgements
+//! also need (`runlens bench agent --export-backlog`, BENCHMARKS.md).
 
 pub mod convert;
 pub mod metrics;
@@ -84,7 +89,7 @@ impl Exporter {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         // Held before a restart (the URL being fixed, most likely): held until the first
         // answer says otherwise, which records `export.resumed`.
-        if let Ok(Some((true, _, _))) = self.reader.read(|r| r.export_held()) {
+        if let Ok(Some((true, _, _))) = self.read(|r| r.export_held()).await {
             self.state.held.store(true, Ordering::Relaxed);
         }
         let mut backoff = Duration::from_millis(100);
@@ -124,26 +129,19 @@ impl Exporter {
     /// its way, the next is read (one in flight: the cursor moves in order). On an error
     /// the batches not acknowledged stay in the outbox for the next try.
     async fn send_all(&self) -> Result<usize, String> {
-        let mut after = self
-            .reader
-            .read(|r| r.export_cursor())
-            .map_err(|e| e.to_string())?;
+        let mut after = self.read(|r| r.export_cursor()).await?;
         let mut in_flight: Option<InFlight> = None;
         let mut sent = 0;
         loop {
-            let next = self.read_batch(after)?;
+            let next = self.read_batch(after).await?;
             if let Some(previous) = in_flight.take() {
                 self.finish(previous).await?;
                 sent += 1;
             }
             let Some((last, runs, request)) = next else {
                 // The lag read with the batch was from before its acknowledgement.
-                self.reader
-                    .read(|r| {
-                        self.state.note_lag(r.export_lag(r.export_cursor()?)?);
-                        Ok(())
-                    })
-                    .map_err(|e| e.to_string())?;
+                let lag = self.read(|r| r.export_lag(r.export_cursor()?)).await?;
+                self.state.note_lag(lag);
                 return Ok(sent);
             };
             let transport = self.transport.clone();
@@ -156,23 +154,40 @@ impl Exporter {
         }
     }
 
-    /// The batch after `after`: its last outbox entry, its run count and the request.
-    fn read_batch(
+    /// Runs one read on a blocking thread (see the module's notes).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::store::read::Reader) -> crate::store::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        read_off_runtime(&self.reader, f).await
+    }
+
+    /// The batch after `after`: its last outbox entry, its run count and the request, read
+    /// and encoded on a blocking thread.
+    async fn read_batch(
         &self,
         after: i64,
     ) -> Result<Option<(i64, usize, ExportTraceServiceRequest)>, String> {
-        let (entries, runs) = self
-            .reader
-            .read(|r| {
-                self.state.note_lag(r.export_lag(r.export_cursor()?)?);
-                let entries = r.export_outbox(after, RUNS_PER_BATCH)?;
-                let ids: Vec<String> = entries.iter().map(|(_, id)| id.clone()).collect();
-                Ok((entries, r.export_runs(&ids)?))
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(entries
-            .last()
-            .map(|&(last, _)| (last, entries.len(), convert::request(&runs, &self.resource))))
+        let (reader, state, resource) = (
+            self.reader.clone(),
+            self.state.clone(),
+            self.resource.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let (entries, runs) = reader
+                .read(|r| {
+                    state.note_lag(r.export_lag(r.export_cursor()?)?);
+                    let entries = r.export_outbox(after, RUNS_PER_BATCH)?;
+                    let ids: Vec<String> = entries.iter().map(|(_, id)| id.clone()).collect();
+                    Ok((entries, r.export_runs(&ids)?))
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(entries
+                .last()
+                .map(|&(last, _)| (last, entries.len(), convert::request(&runs, &resource))))
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Waits for a batch's answer and moves the cursor past it (also past a batch refused
@@ -263,6 +278,18 @@ impl ExportState {
             ),
         }
     }
+}
+
+/// Runs `f` with the reader on a blocking thread, not on the async runtime: the exporters'
+/// reads take milliseconds, which every task on a one-thread runtime would wait for.
+async fn read_off_runtime<T: Send + 'static>(
+    reader: &SharedReader,
+    f: impl FnOnce(&crate::store::read::Reader) -> crate::store::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let reader = reader.clone();
+    tokio::task::spawn_blocking(move || reader.read(f).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// Between half of `d` and `d`, spread by the clock's nanoseconds (full jitter without a
