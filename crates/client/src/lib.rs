@@ -29,6 +29,7 @@
 mod backoff;
 mod buffer;
 mod client;
+mod connection;
 mod error;
 mod ids;
 mod recording;

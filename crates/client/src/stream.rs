@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::Target;
+use crate::connection::Target;
 use runlens_api::pb;
 use runlens_api::pb::runlens_client::RunlensClient;
 use runlens_api::pb::server_message::Body as In;
@@ -144,7 +144,7 @@ async fn session(
         })),
     };
     tx.send(hello).await.map_err(|e| e.to_string())?;
-    let request = crate::client::with_token(ReceiverStream::new(rx), target.token.as_ref());
+    let request = crate::connection::with_token(ReceiverStream::new(rx), target.token.as_ref());
     let mut inbound = client
         .session(request)
         .await

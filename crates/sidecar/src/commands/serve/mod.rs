@@ -9,24 +9,25 @@ use tokio::sync::{mpsc, watch};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
+mod background;
+mod fronts;
 mod http;
 pub(crate) mod listeners;
 mod lock;
 mod parquet;
 mod retention;
+mod shared;
 
-use listeners::Listeners;
+use background::Background;
+use fronts::{Bound, Fronts, Guard};
+use shared::Core;
 
 use super::build_sampler;
-use crate::cli::{Durability, Listener, ServeArgs, Switch};
+use crate::cli::{Listener, ServeArgs, Switch};
 use crate::exit::{FAILURE, Failure};
-use crate::ingest::{Ingest, Registry};
-use crate::metrics::{Metrics, WorkCounters};
 use crate::otlp::{self, OtlpIngest};
-use crate::sampler::SamplerHandle;
-use crate::service::{Backends, RunlensService};
-use crate::store::read::{Reader, SharedReader};
-use crate::store::{self, Writer, read};
+use crate::service::RunlensService;
+use crate::store::{self, Writer};
 
 /// How long open streams get to finish after SIGINT/SIGTERM before they are cut.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +67,62 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
 
 async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
     let mut signals = ShutdownSignals::register(early)?;
+    check_retention(&args)?;
+    let token = args
+        .token_file
+        .as_deref()
+        .map(crate::auth::Token::load)
+        .transpose()?;
+    let tls = load_tls(&args)?;
+    refuse_open_listeners(&args, token.is_some() || tls.is_some())?;
+    // Probes before anything is bound or created: a wrong --nvml-lib is a usage error.
+    let (sampler, gpu_problem) = build_sampler(&args.probe)?;
+    let bound = Bound::bind(&args).await?;
+    // One sidecar per database; held until the process ends.
+    let _db_lock = lock::DbLock::take(&args.db)?;
+    let core = Core::open(&args, sampler)?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (drain_tx, drained) = mpsc::channel::<()>(1);
+    let service = core.service(&args, &shutdown_rx, drain_tx.downgrade());
+    let background = Background::start(&args, &core, &service, tls.as_ref(), &shutdown_rx)?;
+    let health = tonic_health::server::HealthReporter::default();
+    let health_service = fronts::HealthService::new(
+        tonic_health::server::HealthService::from_health_reporter(health.clone()),
+    );
+    follow_storage_health(&health, &core.writer).await;
+    let check = crate::auth::GrpcCheck::new(token, Some(core.metrics.clone()));
+    let guard = Guard {
+        check: &check,
+        tls: tls.as_ref(),
+        health: health_service,
+    };
+    let fronts = Fronts::start(&args, &core, service, bound, guard, &shutdown_rx)?;
+    announce(&args, &fronts, &core, gpu_problem, tls.is_some());
+
+    let Fronts {
+        grpc,
+        others,
+        sockets,
+        ..
+    } = fronts;
+    wait_for_stop(grpc, &mut signals, &health, &shutdown_tx, drain_tx, drained).await?;
+    let _ = shutdown_tx.send(true);
+    // Exports in flight are answered once their spans are committed: the writer is still
+    // running while the OTLP servers finish.
+    others.finish().await;
+    background.stop().await;
+    core.close().await;
+    for path in sockets {
+        // Ours until now: a later sidecar on the same path finds no stale file.
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("stopped; everything accepted is committed");
+    Ok(())
+}
+
+/// `--retain-full` at most `--retain`: a usage error otherwise.
+fn check_retention(args: &ServeArgs) -> Result<(), Failure> {
     if args.retain_full > args.retain {
         return Err(Failure::new(
             crate::exit::USAGE,
@@ -76,320 +133,20 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
             ),
         ));
     }
-    let token = args
-        .token_file
-        .as_deref()
-        .map(crate::auth::Token::load)
-        .transpose()?;
-    let tls = load_tls(&args)?;
-    refuse_open_listeners(&args, token.is_some() || tls.is_some())?;
-    // Probes before anything is bound or created: a wrong --nvml-lib is a usage error.
-    let (sampler, gpu_problem) = build_sampler(&args.probe)?;
-    // Bind first: a port already in use must fail before the database is created or
-    // migrated, so a mistyped second `serve` leaves no file and no schema change behind.
-    // Connections that arrive meanwhile wait in the listen backlog.
-    // Every listener is tried before any conflict is reported, so a user sees every taken
-    // port in one message rather than one per attempt.
-    let mut conflicts = Vec::new();
-    let listeners = Listeners::bind(&args.listen, args.socket_mode)
-        .await
-        .map_err(|f| conflicts.push(f))
-        .ok();
-    let otlp_grpc =
-        bind_optional(args.otlp_grpc_listen, "--otlp-grpc-listen", &mut conflicts).await;
-    let otlp_http =
-        bind_optional(args.otlp_http_listen, "--otlp-http-listen", &mut conflicts).await;
-    let metrics_listener =
-        bind_optional(args.metrics_listen, "--metrics-listen", &mut conflicts).await;
-    let health_listener =
-        bind_optional(args.health_listen, "--health-listen", &mut conflicts).await;
-    let listeners = match (listeners, conflicts.len()) {
-        (Some(listeners), 0) => listeners,
-        _ => return Err(listeners::one_failure(conflicts)),
-    };
-    let addr = listeners
-        .addresses()
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" and ");
-    let sockets = listeners.socket_paths();
-    // One sidecar per database; held until the process ends.
-    let _db_lock = lock::DbLock::take(&args.db)?;
-    let conn = store::open_for_writing(
-        &args.db,
-        args.durability == Durability::Full,
-        args.max_db_mib.map(|mib| mib.saturating_mul(1 << 20)),
-    )?;
-    record_start(&conn);
-    let next_snapshot_id = read::next_snapshot_id(&conn).map_err(Failure::from)?;
-    let counters = Arc::new(WorkCounters::default());
-    let export_state = Arc::new(crate::export::ExportState::default());
-    let observer: Arc<dyn crate::store::CommitObserver> = match &args.otlp_export {
-        Some(_) => Arc::new(crate::export::WakeOnRuns {
-            counters: counters.clone(),
-            state: export_state.clone(),
-        }),
-        None => counters.clone(),
-    };
-    let policy = store::retention::RetentionPolicy {
-        retain: args.retain,
-        retain_full: args.retain_full,
-        max_bytes: args.max_db_mib.map(|mib| mib.saturating_mul(1 << 20)),
-        keep_unexported: args.otlp_export.is_some(),
-        keep_unexported_parquet: args.parquet_export.is_some(),
-    };
-    let writer = Writer::start(
-        conn,
-        Some(observer),
-        args.otlp_export.is_some() || args.parquet_export.is_some(),
-        Some(policy),
-    )
-    .map_err(|e| Failure::new(FAILURE, format!("cannot start the writer thread: {e}")))?;
-    // Background samples wait for the next commit of data instead of one commit each, at
-    // most one idle interval (and a second): queries see a sample at most that much later.
-    writer.set_sample_linger(args.sample_interval.min(crate::store::SAMPLE_LINGER));
-    let registry = Registry::new(Some(Reader::open(&args.db)?));
-    let reader = SharedReader::new(Reader::open(&args.db)?);
-    let sampler = SamplerHandle::new(
-        sampler,
-        writer.handle(),
-        next_snapshot_id,
-        args.sample_interval,
-    )
-    .with_active_interval(args.active_sample_interval);
+    Ok(())
+}
 
-    let budget = crate::budget::Budget::new((args.max_inflight_mib as usize) << 20);
-    let ingest = Ingest::new(sampler.clone(), registry)
-        .with_clock_correction(args.clock_skew_correction)
-        .with_budget(budget.clone());
-    let metrics = Metrics::new(
-        &counters,
-        sampler.clone(),
-        writer.handle().health(),
-        args.db.clone(),
-        args.otlp_export.is_some().then(|| export_state.clone()),
-        Some(ingest.clone()),
-    );
-    let (metrics, parquet_metrics) = match &args.parquet_export {
-        Some(_) => {
-            let (metrics, handles) = metrics.with_parquet_export();
-            (metrics, Some(handles))
-        }
-        None => (metrics, None),
-    };
-    let metrics = Arc::new(metrics);
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (drain_tx, mut drained) = mpsc::channel::<()>(1);
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let ticker = sampler
-        .start_interval_sampling()
-        .map_err(|e| Failure::new(FAILURE, format!("cannot start the sampler thread: {e}")))?;
-    let max_message = (args.max_message_mib as usize) << 20;
-    let otlp = OtlpIngest::new(
-        ingest.clone(),
-        sampler.clone(),
-        writer.handle(),
-        metrics.clone(),
-    )
-    .with_max_body(max_message);
-    let check = crate::auth::GrpcCheck::new(token.clone(), Some(metrics.clone()));
-    let service = RunlensService::new(
-        Backends {
-            ingest,
-            metrics: metrics.clone(),
-            sampler: sampler.clone(),
-            writer: writer.handle(),
-            reader,
-        },
-        args.db.clone(),
-        shutdown_rx.clone(),
-        drain_tx.downgrade(),
-        crate::service::SessionLimits {
-            max_sessions: args.max_sessions as usize,
-            hello_timeout: args.hello_timeout,
-        },
-    );
-    let closer = service
-        .end_runs_of_gone_clients(args.client_timeout)
-        .map_err(Failure::from)?;
-    let transport = args
-        .otlp_export
-        .as_deref()
-        .map(|endpoint| {
-            let protocol = match args.otlp_export_protocol {
-                crate::cli::ExportProtocol::Grpc => crate::export::transport::Protocol::Grpc,
-                crate::cli::ExportProtocol::HttpProtobuf => {
-                    crate::export::transport::Protocol::HttpProtobuf
-                }
-            };
-            crate::export::transport::Transport::new(endpoint, protocol)
-        })
-        .transpose()
-        .map_err(|e| Failure::new(crate::exit::USAGE, e))?;
-    let exporter = match &transport {
-        Some(transport) => Some(tokio::spawn(
-            crate::export::Exporter {
-                transport: transport.clone(),
-                reader: SharedReader::new(Reader::open(&args.db)?),
-                writer: writer.handle(),
-                state: export_state.clone(),
-                resource: crate::otel_env::resource(),
-            }
-            .run(shutdown_rx.clone()),
-        )),
-        None => None,
-    };
-    let metrics_exporter = match &transport {
-        Some(transport) => Some(tokio::spawn(
-            crate::export::metrics::MetricsExporter {
-                transport: transport.clone(),
-                reader: SharedReader::new(Reader::open(&args.db)?),
-                writer: writer.handle(),
-                resource: crate::otel_env::resource(),
-            }
-            .run(shutdown_rx.clone()),
-        )),
-        None => None,
-    };
-    let parquet_export = match &args.parquet_export {
-        Some(url) => Some(
-            parquet::ParquetExport::new(
-                args.db.clone(),
-                url,
-                args.parquet_export_interval,
-                writer.handle(),
-            )?
-            .with_metrics(parquet_metrics.clone().unwrap_or_default())
-            .start(shutdown_rx.clone())
-            .map_err(|e| {
-                Failure::new(
-                    FAILURE,
-                    format!("cannot start the Parquet export thread: {e}"),
-                )
-            })?,
-        ),
-        None => None,
-    };
-    let pruning = tokio::spawn(retention::prune_continuously(
-        writer.handle(),
-        counters.clone(),
-        shutdown_rx.clone(),
-    ));
-    let trimmer = tokio::spawn(crate::budget::trim_after_bursts(
-        budget,
-        writer.handle(),
-        shutdown_rx.clone(),
-    ));
-    let rootless = tokio::spawn(otlp::root_timeout::end_rootless_runs(
-        writer.handle(),
-        args.otlp_root_timeout,
-        sampler.match_window(),
-        shutdown_rx.clone(),
-    ));
-    follow_storage_health(&health, &writer).await;
-    let (reflection_v1, reflection_v1alpha) = match args.reflection {
-        Switch::On => {
-            let (v1, v1alpha) = reflection()?;
-            (Some(v1), Some(v1alpha))
-        }
-        Switch::Off => (None, None),
-    };
-    let guarded = |svc| InterceptedService::new(svc, check.clone());
-    let server = Server::builder()
-        .add_service(health_service.clone())
-        .add_service(guarded(
-            RunlensServer::new(service).max_decoding_message_size(max_message),
-        ))
-        .add_service(InterceptedService::new(
-            otlp::grpc::service(otlp.clone()),
-            check.clone(),
-        ))
-        .add_optional_service(reflection_v1.map(|r| InterceptedService::new(r, check.clone())))
-        .add_optional_service(reflection_v1alpha.map(|r| InterceptedService::new(r, check.clone())))
-        .serve_with_incoming_shutdown(
-            listeners.incoming(tls.as_ref().map(|t| t.grpc.clone())),
-            stopped(shutdown_rx.clone()),
-        );
-    let mut otlp_servers = serve_otlp(
-        &otlp,
-        (otlp_grpc, otlp_http),
-        &check,
-        tls.as_ref(),
-        (args.http_idle_timeout, &shutdown_rx),
-    );
-    let rotations = tokio::spawn(crate::tls::follow_rotations(
-        tls.iter()
-            .flat_map(|t| [t.grpc.clone(), t.http.clone()])
-            .collect(),
-        shutdown_rx.clone(),
-    ));
-    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
-    if let Some((listener, _)) = metrics_listener {
-        let router = crate::metrics::router(metrics.clone());
-        let router = match args.metrics_auth {
-            Switch::On => crate::auth::guard(router, check.clone()),
-            Switch::Off => router,
-        };
-        otlp_servers.tasks.push(serve_http(
-            listener,
-            router,
-            tls.as_ref().map(|t| t.http.clone()),
-            (args.http_idle_timeout, &shutdown_rx),
-            "metrics",
-        ));
-    }
-    let health_addr = health_listener.as_ref().map(|(_, a)| *a);
-    if let Some((listener, _)) = health_listener {
-        // Only the health service: what probes need, and nothing behind the token.
-        let server = Server::builder()
-            .add_service(health_service)
-            .serve_with_incoming_shutdown(
-                listeners::tcp_incoming(listener),
-                stopped(shutdown_rx.clone()),
-            );
-        otlp_servers.tasks.push(tokio::spawn(async move {
-            if let Err(error) = server.await {
-                tracing::error!(%error, "the health server failed");
-            }
-        }));
-    }
-
-    let gpu_line = gpu_problem.map_or_else(
-        || "GPUs through NVML".to_owned(),
-        |reason| format!("no GPU sampling: {reason}"),
-    );
-    let shown =
-        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
-    let mut otlp_line = format!(
-        "OTLP: gRPC {}, HTTP {}; metrics {}",
-        shown(otlp_servers.grpc),
-        shown(otlp_servers.http),
-        shown(metrics_addr)
-    );
-    if let Some(addr) = health_addr {
-        otlp_line.push_str(&format!("; health {addr}"));
-    }
-    if tls.is_some() {
-        otlp_line.push_str("; TLS");
-    }
-    // The one line on stdout: scripts and tests read the addresses from it (port 0 case).
-    // A closed stdout must not stop the sidecar: the line is for whoever reads it.
-    let _ = crate::format::outln!(
-        "runlens serve: listening on {addr} (db {}; sampling every {}, {} while busy; \
-         {gpu_line}) {otlp_line}",
-        args.db.display(),
-        humantime::format_duration(args.sample_interval),
-        humantime::format_duration(sampler.active_interval())
-    );
-    tracing::info!(listen = %addr, otlp_grpc = %shown(otlp_servers.grpc),
-        otlp_http = %shown(otlp_servers.http), metrics = %shown(metrics_addr),
-        db = %args.db.display(),
-        sample_interval = %humantime::format_duration(args.sample_interval),
-        reflection = args.reflection == Switch::On, version = crate::build_info::LONG, "serving");
-
-    tokio::pin!(server);
+/// Serves until the gRPC server fails or SIGINT/SIGTERM; then refuses new connections and
+/// gives open streams [`DRAIN_TIMEOUT`] to end after their last acknowledgements.
+async fn wait_for_stop(
+    server: fronts::GrpcServer,
+    signals: &mut ShutdownSignals,
+    health: &tonic_health::server::HealthReporter,
+    shutdown_tx: &watch::Sender<bool>,
+    drain_tx: mpsc::Sender<()>,
+    mut drained: mpsc::Receiver<()>,
+) -> Result<(), Failure> {
+    let mut server = server;
     tokio::select! {
         result = &mut server => {
             result.map_err(|e| Failure::new(FAILURE, format!("gRPC server failed: {e}")))?;
@@ -407,37 +164,50 @@ async fn serve(args: ServeArgs, early: EarlySignal) -> Result<(), Failure> {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut server).await;
         }
     }
-    let _ = shutdown_tx.send(true);
-    // Exports in flight are answered once their spans are committed: the writer is still
-    // running while the OTLP servers finish.
-    otlp_servers.finish().await;
-    let _ = tokio::task::spawn_blocking(move || ticker.stop()).await;
-    // Stopped, not awaited: it may be waiting on a failing disk, which only the writer's
-    // close below gives up on. Runs it had yet to end are found again at the next start.
-    closer.abort();
-    rootless.abort();
-    trimmer.abort();
-    pruning.abort();
-    rotations.abort();
-    // Their cursors are durable: what they had not sent is sent at the next start.
-    for task in [exporter, metrics_exporter].into_iter().flatten() {
-        task.abort();
-    }
-    // It notices the shutdown within 100 ms, or after the interval it is writing (whose
-    // cursors then still reach the writer below); a store that does not answer is not
-    // waited for past CLOSE_TIMEOUT: its interval is written again at the next start.
-    if let Some(thread) = parquet_export {
-        let joined = tokio::task::spawn_blocking(move || thread.join());
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, joined).await;
-    }
-    drop(sampler);
-    writer.close().await;
-    for path in sockets {
-        // Ours until now: a later sidecar on the same path finds no stale file.
-        let _ = std::fs::remove_file(path);
-    }
-    tracing::info!("stopped; everything accepted is committed");
     Ok(())
+}
+
+/// The one line on stdout (scripts and tests read the addresses from it, the port 0 case)
+/// and the log's "serving" line.
+fn announce(
+    args: &ServeArgs,
+    fronts: &Fronts,
+    core: &Core,
+    gpu_problem: Option<String>,
+    tls: bool,
+) {
+    let gpu_line = gpu_problem.map_or_else(
+        || "GPUs through NVML".to_owned(),
+        |reason| format!("no GPU sampling: {reason}"),
+    );
+    let shown =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let mut otlp_line = format!(
+        "OTLP: gRPC {}, HTTP {}; metrics {}",
+        shown(fronts.others.grpc),
+        shown(fronts.others.http),
+        shown(fronts.metrics_addr)
+    );
+    if let Some(addr) = fronts.health_addr {
+        otlp_line.push_str(&format!("; health {addr}"));
+    }
+    if tls {
+        otlp_line.push_str("; TLS");
+    }
+    // A closed stdout must not stop the sidecar: the line is for whoever reads it.
+    let _ = crate::format::outln!(
+        "runlens serve: listening on {} (db {}; sampling every {}, {} while busy; \
+         {gpu_line}) {otlp_line}",
+        fronts.addr,
+        args.db.display(),
+        humantime::format_duration(args.sample_interval),
+        humantime::format_duration(core.sampler.active_interval())
+    );
+    tracing::info!(listen = %fronts.addr, otlp_grpc = %shown(fronts.others.grpc),
+        otlp_http = %shown(fronts.others.http), metrics = %shown(fronts.metrics_addr),
+        db = %args.db.display(),
+        sample_interval = %humantime::format_duration(args.sample_interval),
+        reflection = args.reflection == Switch::On, version = crate::build_info::LONG, "serving");
 }
 
 /// Refuses TCP listeners that accept data on an address other than loopback when no token
@@ -511,7 +281,7 @@ fn record_start(conn: &store::Connection) {
 }
 
 /// A bound TCP listener and its address.
-type Bound = (TcpListener, std::net::SocketAddr);
+type BoundTcp = (TcpListener, std::net::SocketAddr);
 
 /// Binds an optional listener; a failure, which also says how to turn it off, joins
 /// `conflicts`.
@@ -519,7 +289,7 @@ async fn bind_optional(
     listener: Listener,
     flag: &str,
     conflicts: &mut Vec<Failure>,
-) -> Option<Bound> {
+) -> Option<BoundTcp> {
     match listener {
         Listener::Off => None,
         Listener::On(address) => listeners::bind_tcp(address, flag)
@@ -580,7 +350,7 @@ impl OtlpServers {
 /// Starts OTLP/gRPC and OTLP/HTTP on their own listeners, until `shutdown`.
 fn serve_otlp(
     otlp: &OtlpIngest,
-    (grpc, http): (Option<Bound>, Option<Bound>),
+    (grpc, http): (Option<BoundTcp>, Option<BoundTcp>),
     check: &crate::auth::GrpcCheck,
     tls: Option<&Tls>,
     (idle, shutdown): (Duration, &watch::Receiver<bool>),
