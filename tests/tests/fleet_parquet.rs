@@ -145,9 +145,22 @@ fn a_kill_between_an_intervals_files_and_its_cursors_loses_and_doubles_nothing()
             head >= 10 && cursor(&second, "parquet-runs") == head
         },
     );
-    // What /metrics says of it.
-    let scrape = runlens_e2e::http_get(second.metrics.as_deref().unwrap(), "/metrics", &[]);
-    let text = String::from_utf8_lossy(&scrape.body).into_owned();
+    // What /metrics says of it: the counters move just after the cursors (the thread counts
+    // an interval once its cursors are committed), so wait for them.
+    let scrape = || {
+        let scrape = runlens_e2e::http_get(second.metrics.as_deref().unwrap(), "/metrics", &[]);
+        String::from_utf8_lossy(&scrape.body).into_owned()
+    };
+    wait_until(
+        "the export's counters on /metrics",
+        Duration::from_secs(10),
+        || {
+            scrape()
+                .lines()
+                .any(|l| l.starts_with("runlens_parquet_export_files_total") && !l.ends_with(" 0"))
+        },
+    );
+    let text = scrape();
     let value = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())

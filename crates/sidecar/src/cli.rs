@@ -11,6 +11,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+pub use crate::net::ListenAddr;
+use crate::net::parse_listen_addr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -694,38 +697,6 @@ fn parse_listener(text: &str) -> Result<Listener, String> {
         .map_err(|e| format!("{e}; write host:port such as 127.0.0.1:4317, or off"))
 }
 
-/// An address `serve` accepts runlens.v1 on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// TCP.
-    Tcp(SocketAddr),
-    /// A Unix socket at this path.
-    Unix(PathBuf),
-}
-
-impl std::fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
-            ListenAddr::Unix(path) => write!(f, "unix://{}", path.display()),
-        }
-    }
-}
-
-fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
-    // gRPC's spellings: unix:///absolute/path, unix:relative/path.
-    if let Some(rest) = text.strip_prefix("unix:") {
-        let path = rest.strip_prefix("//").unwrap_or(rest);
-        if path.is_empty() {
-            return Err("a Unix socket needs a path, e.g. unix:///run/runlens/runlens.sock".into());
-        }
-        return Ok(ListenAddr::Unix(PathBuf::from(path)));
-    }
-    text.parse().map(ListenAddr::Tcp).map_err(|e| {
-        format!("{e}; write host:port such as 127.0.0.1:50551, or unix:///path/to.sock")
-    })
-}
-
 fn parse_socket_mode(text: &str) -> Result<u32, String> {
     match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
         Ok(mode) if mode <= 0o777 => Ok(mode),
@@ -928,8 +899,8 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The TLS files, when TLS is on.
-    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
-        Some(crate::tls::TlsFiles {
+    pub fn tls_files(&self) -> Option<crate::net::tls::TlsFiles> {
+        Some(crate::net::tls::TlsFiles {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
             client_ca: self.tls_client_ca.clone(),

@@ -12,6 +12,7 @@ mod format;
 mod gpu_perf;
 mod ingest;
 mod metrics;
+mod net;
 mod otel_env;
 mod otlp;
 mod otlp_ids;
@@ -20,7 +21,6 @@ mod sampler;
 mod service;
 #[cfg(test)]
 mod test_fixtures;
-mod tls;
 
 use std::process::ExitCode;
 

@@ -61,7 +61,7 @@ impl Background {
                 core.sampler.match_window(),
                 shutdown.clone(),
             )),
-            tokio::spawn(crate::tls::follow_rotations(
+            tokio::spawn(crate::net::tls::follow_rotations(
                 tls.iter()
                     .flat_map(|t| [t.grpc.clone(), t.http.clone()])
                     .collect(),

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
-use super::listeners::{self, Listeners};
 use super::shared::Core;
 use super::{
     BoundTcp, OtlpServers, Tls, bind_optional, reflection, serve_http, serve_otlp, stopped,
@@ -20,6 +19,7 @@ use super::{
 use crate::auth::GrpcCheck;
 use crate::cli::{ServeArgs, Switch};
 use crate::exit::Failure;
+use crate::net::listeners::{self, Listeners};
 use crate::otlp::OtlpIngest;
 use crate::service::RunlensService;
 
@@ -209,7 +209,10 @@ fn health_server(
 ) -> tokio::task::JoinHandle<()> {
     let server = Server::builder()
         .add_service(health)
-        .serve_with_incoming_shutdown(listeners::tcp_incoming(listener), stopped(shutdown.clone()));
+        .serve_with_incoming_shutdown(
+            crate::net::tcp_incoming(listener),
+            stopped(shutdown.clone()),
+        );
     tokio::spawn(async move {
         if let Err(error) = server.await {
             tracing::error!(%error, "the health server failed");

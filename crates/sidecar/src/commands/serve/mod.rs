@@ -12,7 +12,6 @@ use tonic::transport::Server;
 mod background;
 mod fronts;
 mod http;
-pub(crate) mod listeners;
 mod lock;
 mod parquet;
 mod retention;
@@ -25,6 +24,7 @@ use shared::Core;
 use super::build_sampler;
 use crate::cli::{Listener, ServeArgs, Switch};
 use crate::exit::{FAILURE, Failure};
+use crate::net::listeners;
 use crate::otlp::{self, OtlpIngest};
 use crate::service::RunlensService;
 use crate::store::{self, Writer};
@@ -393,13 +393,13 @@ fn serve_otlp(
 fn serve_http(
     listener: TcpListener,
     router: axum::Router,
-    tls: Option<Arc<crate::tls::TlsConfig>>,
+    tls: Option<Arc<crate::net::tls::TlsConfig>>,
     (idle, shutdown): (Duration, &watch::Receiver<bool>),
     what: &'static str,
 ) -> tokio::task::JoinHandle<()> {
     use axum::serve::ListenerExt as _;
     match tls {
-        Some(config) => match crate::tls::TlsListener::new(listener, config) {
+        Some(config) => match crate::net::tls::TlsListener::new(listener, config) {
             Ok(listener) => http::serve(listener, router, idle, shutdown.clone(), what),
             Err(error) => {
                 tracing::error!(%error, server = what, "an HTTP server failed");
@@ -418,8 +418,8 @@ fn serve_http(
 /// The TLS configurations, one per protocol (ALPN): gRPC speaks HTTP/2, the HTTP
 /// listeners HTTP/1.1.
 struct Tls {
-    grpc: Arc<crate::tls::TlsConfig>,
-    http: Arc<crate::tls::TlsConfig>,
+    grpc: Arc<crate::net::tls::TlsConfig>,
+    http: Arc<crate::net::tls::TlsConfig>,
 }
 
 /// Loads the TLS files when TLS is on; a bad file is a usage error that names it.
@@ -428,7 +428,8 @@ fn load_tls(args: &ServeArgs) -> Result<Option<Tls>, Failure> {
         return Ok(None);
     };
     let load = |alpn: &[&[u8]]| {
-        crate::tls::TlsConfig::load(&files, alpn).map_err(|e| Failure::new(crate::exit::USAGE, e))
+        crate::net::tls::TlsConfig::load(&files, alpn)
+            .map_err(|e| Failure::new(crate::exit::USAGE, e))
     };
     Ok(Some(Tls {
         grpc: load(&[b"h2"])?,

@@ -241,7 +241,7 @@ impl TlsListener {
     /// TLS over `listener`'s connections (Nagle off, as for plain HTTP).
     pub fn new(listener: tokio::net::TcpListener, config: Arc<TlsConfig>) -> io::Result<Self> {
         let local = listener.local_addr()?;
-        let tcp = Box::pin(crate::commands::serve::listeners::tcp_incoming(listener));
+        let tcp = Box::pin(super::tcp_incoming(listener));
         Ok(Self {
             connections: handshakes(tcp, config),
             local,

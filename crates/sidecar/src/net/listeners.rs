@@ -14,16 +14,16 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
 
 use std::sync::Arc;
 
 use tokio_rustls::server::TlsStream;
 
-use crate::cli::ListenAddr;
+use super::tls::TlsConfig;
+use super::{ListenAddr, tcp_incoming};
 use crate::exit::{FAILURE, Failure, UNAVAILABLE};
-use crate::tls::TlsConfig;
 
 /// The bound listeners, in the order given, with what each is called.
 pub struct Listeners {
@@ -109,24 +109,10 @@ pub fn tcp_or_tls(listener: TcpListener, tls: Option<Arc<TlsConfig>>) -> Accepte
     match tls {
         None => Box::pin(tcp_incoming(listener).map(|r| r.map(Conn::Tcp))),
         Some(config) => Box::pin(
-            crate::tls::handshakes(Box::pin(tcp_incoming(listener)), config)
+            super::tls::handshakes(Box::pin(tcp_incoming(listener)), config)
                 .map(|tls| Ok(Conn::Tls(Box::new(tls)))),
         ),
     }
-}
-
-/// Accepted TCP connections with Nagle's algorithm off: an export's answer is one small
-/// frame that must not wait for the client's delayed ACK (40 ms on Linux).
-pub fn tcp_incoming(
-    listener: TcpListener,
-) -> impl Stream<Item = io::Result<TcpStream>> + Send + 'static {
-    TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted {
-            // Best effort: a socket that refuses is only slower.
-            let _ = stream.set_nodelay(true);
-        }
-        accepted
-    })
 }
 
 /// Several failures as one: the first's exit code, every message on a line of its own.
