@@ -209,7 +209,7 @@ fn gpu_notes(out: &mut String, d: &probe_core::GpuDevice) {
         notes.push(format!(
             "over {:.1} s: {}",
             perf.interval_seconds,
-            crate::gpu_perf::describe(perf)
+            crate::figures::gpu_perf::describe(perf)
         ));
     }
     if !d.unsupported.is_empty() {

@@ -1,17 +1,22 @@
-//! The periodic samples as OTLP gauges, with the semantic-convention names
-//! (`hw.gpu.memory.usage` with `hw.id`, `hw.type=gpu` …; `system.memory.usage` …), sent
+//! The periodic samples as OTLP metrics, named by the one table of exported figures
+//! (`crate::figures`: `hw.gpu.memory.usage` with `hw.id`, `hw.type=gpu` …;
+//! `system.memory.usage` …; counters as cumulative sums), sent
 //! every [`METRICS_EVERY`] from the samples after their own persisted cursor, so a receiver
 //! that was down gets the history it missed.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use probe_core::Snapshot;
+
+use crate::figures::{self, Figure, Kind};
 
 /// How often the samples gathered since the last export are sent.
 pub const METRICS_EVERY: Duration = Duration::from_secs(10);
@@ -19,39 +24,38 @@ pub const METRICS_EVERY: Duration = Duration::from_secs(10);
 /// Samples per export (a minute and a half at the default interval).
 pub const SAMPLES_PER_BATCH: u32 = 90;
 
-/// One gauge's points, by name, in the order first seen.
+/// The request's metrics, one per exported figure in the order first seen.
 #[derive(Default)]
-struct Gauges {
+struct Metrics {
     metrics: Vec<Metric>,
 }
 
-impl Gauges {
-    fn point(
-        &mut self,
-        (name, unit, description): (&str, &str, &str),
-        at_ns: i64,
-        value: f64,
-        attributes: Vec<KeyValue>,
-    ) {
-        let point = NumberDataPoint {
-            attributes,
-            time_unix_nano: u64::try_from(at_ns).unwrap_or(0),
-            value: Some(number_data_point::Value::AsDouble(value)),
-            ..Default::default()
-        };
-        if let Some(m) = self.metrics.iter_mut().find(|m| m.name == name)
-            && let Some(metric::Data::Gauge(g)) = &mut m.data
-        {
-            g.data_points.push(point);
+impl Metrics {
+    fn point(&mut self, name: &str, figure: &Figure, point: NumberDataPoint) {
+        if let Some(m) = self.metrics.iter_mut().find(|m| m.name == name) {
+            match &mut m.data {
+                Some(metric::Data::Gauge(g)) => g.data_points.push(point),
+                Some(metric::Data::Sum(sum)) => sum.data_points.push(point),
+                _ => {}
+            }
             return;
         }
+        let data = match figure.kind {
+            // A running total since the driver (or the container) started.
+            Kind::Counter => metric::Data::Sum(Sum {
+                data_points: vec![point],
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            }),
+            Kind::Gauge | Kind::Histogram | Kind::Info => metric::Data::Gauge(Gauge {
+                data_points: vec![point],
+            }),
+        };
         self.metrics.push(Metric {
             name: name.to_owned(),
-            description: description.to_owned(),
-            unit: unit.to_owned(),
-            data: Some(metric::Data::Gauge(Gauge {
-                data_points: vec![point],
-            })),
+            description: figure.help.to_owned(),
+            unit: figure.unit.ucum().to_owned(),
+            data: Some(data),
             ..Default::default()
         });
     }
@@ -67,116 +71,24 @@ fn kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
-/// The samples as one request from a sender with these resource attributes.
+/// The samples as one request from a sender with these resource attributes: every figure of
+/// the table that has an OTLP name (`crate::figures`), a point per sample.
 pub fn request(samples: &[Snapshot], resource: &[(String, String)]) -> ExportMetricsServiceRequest {
-    let mut g = Gauges::default();
+    // Stored samples do not keep the names clients gave; the agents' points carry their PIDs.
+    let no_client_names = HashMap::new();
+    let mut out = Metrics::default();
     for s in samples {
-        let at = s.taken_at_ns;
-        for d in &s.gpu.devices {
-            let attributes = || {
-                vec![
-                    kv("hw.id", d.uuid.as_deref().unwrap_or_default()),
-                    kv("hw.type", "gpu"),
-                    kv("hw.vendor", "nvidia"),
-                    kv("hw.model", d.name.as_deref().unwrap_or_default()),
-                    kv("gpu", &d.index.to_string()),
-                ]
-            };
-            let mut gauge = |meta, value: Option<f64>| {
-                if let Some(value) = value {
-                    g.point(meta, at, value, attributes());
-                }
-            };
-            gauge(
-                ("hw.gpu.memory.usage", "By", "GPU memory in use"),
-                d.memory_used_bytes.map(|v| v as f64),
-            );
-            gauge(
-                ("hw.gpu.memory.limit", "By", "GPU memory in all"),
-                d.memory_total_bytes.map(|v| v as f64),
-            );
-            gauge(
-                ("hw.gpu.utilization", "1", "Share of time a kernel ran"),
-                d.utilization_ratio,
-            );
-            gauge(
-                (
-                    "hw.gpu.memory.utilization",
-                    "1",
-                    "Share of time memory was busy",
-                ),
-                d.memory_utilization_ratio,
-            );
-            gauge(
-                ("hw.gpu.temperature", "Cel", "GPU temperature"),
-                d.temperature_celsius,
-            );
-            gauge(("hw.gpu.power", "W", "GPU power draw"), d.power_watts);
-            if let Some(perf) = &d.perf {
-                for figure in &crate::gpu_perf::FIGURES {
-                    let unit = match figure.unit {
-                        crate::gpu_perf::PerfUnit::Ratio => "1",
-                        crate::gpu_perf::PerfUnit::BytesPerSecond => "By/s",
-                    };
-                    gauge((figure.otlp, unit, figure.help), (figure.get)(perf));
-                }
+        let at = u64::try_from(s.taken_at_ns).unwrap_or(0);
+        for (name, figure) in figures::exported_as_otlp() {
+            for p in figure.points(s, &no_client_names) {
+                let point = NumberDataPoint {
+                    attributes: p.otlp_attributes().map(|(k, v)| kv(k, v)).collect(),
+                    time_unix_nano: at,
+                    value: Some(number_data_point::Value::AsDouble(p.value)),
+                    ..Default::default()
+                };
+                out.point(name, figure, point);
             }
-        }
-        let h = &s.host;
-        g.point(
-            ("system.memory.usage", "By", "Host memory by state"),
-            at,
-            h.ram_used_bytes as f64,
-            vec![kv("system.memory.state", "used")],
-        );
-        g.point(
-            ("system.memory.usage", "By", "Host memory by state"),
-            at,
-            h.ram_available_bytes as f64,
-            vec![kv("system.memory.state", "free")],
-        );
-        g.point(
-            ("system.memory.limit", "By", "Host memory in all"),
-            at,
-            h.ram_total_bytes as f64,
-            vec![],
-        );
-        if let Some(load) = h.cpu_load_1m {
-            g.point(
-                ("system.cpu.load_average.1m", "1", "1-minute load average"),
-                at,
-                load,
-                vec![],
-            );
-        }
-        if let Some(util) = h.cpu_utilization_ratio {
-            g.point(
-                ("system.cpu.utilization", "1", "Share of CPU time busy"),
-                at,
-                util,
-                vec![],
-            );
-        }
-        if let Some(used) = s.cgroup.as_ref().and_then(|c| c.memory_used_bytes) {
-            g.point(
-                ("container.memory.usage", "By", "The container's memory use"),
-                at,
-                used as f64,
-                vec![],
-            );
-        }
-        for p in &s.processes {
-            let pid = p.pid.to_string();
-            g.point(
-                (
-                    "process.memory.usage",
-                    "By",
-                    "A watched agent's resident memory, children included",
-                ),
-                at,
-                p.rss_bytes as f64,
-                vec![kv("process.pid", &pid)],
-            );
         }
     }
     let mut attributes = vec![kv("service.name", "runlens")];
@@ -192,7 +104,7 @@ pub fn request(samples: &[Snapshot], resource: &[(String, String)]) -> ExportMet
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {
-                metrics: g.metrics,
+                metrics: out.metrics,
                 ..Default::default()
             }],
             ..Default::default()

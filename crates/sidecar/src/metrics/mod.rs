@@ -17,9 +17,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::figures::{Figure, own};
 use crate::sampler::SamplerHandle;
 use collector::MachineCollector;
 pub use counters::WorkCounters;
@@ -65,41 +66,18 @@ impl Metrics {
         let dropped = Arc::new(Mutex::new(HashMap::new()));
         let rejected = Family::default();
         let mut registry = Registry::default();
-        registry.register(
-            "runlens_rejected",
-            "Messages and spans refused, by reason (the gRPC code's name, or invalid_span for OTLP)",
-            rejected.clone(),
-        );
-        registry.register(
-            "runlens_spans",
-            "Spans stored, by name (the first 200 names; later ones as `other`) and status",
-            counters.spans.clone(),
-        );
-        registry.register(
-            "runlens_runs",
-            "Runs ended and stored, by name (bounded like spans) and status",
-            counters.runs.clone(),
-        );
-        registry.register_with_unit(
-            "runlens_span_duration",
-            "Span durations, by name (bounded like runlens_spans)",
-            Unit::Seconds,
+        register(&mut registry, &own::REJECTED, rejected.clone());
+        register(&mut registry, &own::SPANS, counters.spans.clone());
+        register(&mut registry, &own::RUNS, counters.runs.clone());
+        register(
+            &mut registry,
+            &own::SPAN_DURATION,
             counters.durations.clone(),
         );
-        registry.register(
-            "runlens_pruned",
-            "Rows retention deleted, by what: runs, spans, events, samples_thinned (periodic \
-             samples older than --retain-full), samples_expired (older than --retain, or for \
-             --max-db-mib)",
-            counters.pruned.clone(),
-        );
-        registry.register(
-            "runlens_sample_matches",
-            "Run and span boundaries, metrics and events stored, by whether a resource sample \
-             lay within the matching window of their own time (result=matched) or none did \
-             (result=none: recorded while the sidecar was not sampling, or the sender's clock \
-             is off), or left without one because the sender's clock is known to be off by \
-             more than that window (result=skewed)",
+        register(&mut registry, &own::PRUNED, counters.pruned.clone());
+        register(
+            &mut registry,
+            &own::SAMPLE_MATCHES,
             counters.sample_matches.clone(),
         );
         registry.register_collector(Box::new(MachineCollector {
@@ -124,28 +102,11 @@ impl Metrics {
     /// handles its thread updates.
     pub fn with_parquet_export(mut self) -> (Self, ParquetExportMetrics) {
         let m = ParquetExportMetrics::default();
-        self.registry.register(
-            "runlens_parquet_export_rows",
-            "Rows written as Parquet files by --parquet-export",
-            m.rows.clone(),
-        );
-        self.registry.register(
-            "runlens_parquet_export_files",
-            "Parquet files written (or replaced) by --parquet-export",
-            m.files.clone(),
-        );
-        self.registry.register(
-            "runlens_parquet_export_failures",
-            "--parquet-export intervals that failed (each is tried again from the same cursor)",
-            m.failures.clone(),
-        );
-        self.registry.register_with_unit(
-            "runlens_parquet_export_last_success_timestamp",
-            "When --parquet-export last finished an interval, files and cursors (Unix time; \
-             0 before the first)",
-            Unit::Seconds,
-            m.last_success.clone(),
-        );
+        let r = &mut self.registry;
+        register(r, &own::PARQUET_ROWS, m.rows.clone());
+        register(r, &own::PARQUET_FILES, m.files.clone());
+        register(r, &own::PARQUET_FAILURES, m.failures.clone());
+        register(r, &own::PARQUET_LAST_SUCCESS, m.last_success.clone());
         (self, m)
     }
 
@@ -181,6 +142,18 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+}
+
+/// Registers one of the sidecar's own figures under its name, help and unit from the table.
+fn register(
+    registry: &mut Registry,
+    figure: &Figure,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    match figure.unit.prometheus() {
+        Some(unit) => registry.register_with_unit(figure.prometheus, figure.help, unit, metric),
+        None => registry.register(figure.prometheus, figure.help, metric),
     }
 }
 
