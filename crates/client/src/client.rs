@@ -8,7 +8,6 @@ use crate::buffer::{FullPolicy, Limits, Shared};
 use crate::connection::{Target, TlsFiles, with_token};
 use crate::error::Error;
 use crate::ids::IdGen;
-use crate::recording::Run;
 use crate::stream::{self, Hello};
 
 /// Where the sidecar listens by default.
@@ -276,20 +275,6 @@ impl Client {
             builder = builder.token(token);
         }
         builder.build()
-    }
-
-    /// Opens a run; the sidecar takes a fresh baseline snapshot for it.
-    pub fn start_run(&self, name: impl Into<String>) -> Run {
-        Run::start(self, name.into(), std::collections::HashMap::new())
-    }
-
-    /// Opens a run with attributes (model, prompt id, ...).
-    pub fn start_run_with<K: Into<String>, V: Into<String>>(
-        &self,
-        name: impl Into<String>,
-        attributes: impl IntoIterator<Item = (K, V)>,
-    ) -> Run {
-        Run::start(self, name.into(), crate::recording::attrs(attributes))
     }
 
     /// Waits until the sidecar has durably committed everything recorded so far.

@@ -20,6 +20,25 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// Recording is the client's job, written here beside what it records (so `client` need not
+/// know `recording`).
+impl Client {
+    /// Opens a run. The sidecar matches its start to the resource sample nearest its own time
+    /// ([`Run::span_fresh`] asks for samples taken at a span's own start and end instead).
+    pub fn start_run(&self, name: impl Into<String>) -> Run {
+        Run::start(self, name.into(), HashMap::new())
+    }
+
+    /// Opens a run with attributes (model, prompt id, ...).
+    pub fn start_run_with<K: Into<String>, V: Into<String>>(
+        &self,
+        name: impl Into<String>,
+        attributes: impl IntoIterator<Item = (K, V)>,
+    ) -> Run {
+        Run::start(self, name.into(), attrs(attributes))
+    }
+}
+
 /// Attributes from any pairs of strings.
 pub(crate) fn attrs<K: Into<String>, V: Into<String>>(
     it: impl IntoIterator<Item = (K, V)>,

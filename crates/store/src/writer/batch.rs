@@ -7,9 +7,10 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, params};
 
+use super::finished::{RETURNING_FINISHED, collect_finished};
 #[cfg(test)]
 use super::rows::FinishedRun;
-use super::rows::{Finished, FinishedSpan, SpanEnd, SpanStart, WriteOp};
+use super::rows::{Finished, SpanEnd, SpanStart, WriteOp};
 use super::times::SnapshotTimes;
 use super::{Ack, Request, attach, ops, snapshot, sql_int};
 
@@ -177,26 +178,6 @@ fn write_complete_spans(
     Ok(())
 }
 
-/// What an INSERT OR IGNORE of ended spans returns: only the rows it inserted.
-pub(super) const RETURNING_FINISHED: &str = "RETURNING name, status, ended_at_ns - started_at_ns";
-
-/// Runs `stmt` (ending in [`RETURNING_FINISHED`]) and notes the spans it inserted.
-pub(super) fn collect_finished(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    params: impl rusqlite::Params,
-    finished: &mut Finished,
-) -> rusqlite::Result<()> {
-    let mut rows = stmt.query(params)?;
-    while let Some(r) = rows.next()? {
-        finished.spans.push(FinishedSpan {
-            name: r.get(0)?,
-            status: r.get(1)?,
-            duration_ns: r.get(2)?,
-        });
-    }
-    Ok(())
-}
-
 /// Start attributes with end attributes laid over them (the same as SQL `json_patch` for
 /// flat string maps).
 fn merge_attributes(start: Option<&str>, end: Option<&str>) -> Option<String> {
@@ -249,7 +230,7 @@ mod tests {
 
     use crate::domain::{EndedBy, Status};
     use crate::writer::SessionProgress;
-    use crate::writer::rows::{RunEnd, RunStart, SampleRef, StoredSnapshot};
+    use crate::writer::rows::{FinishedSpan, RunEnd, RunStart, SampleRef, StoredSnapshot};
 
     fn snapshot(id: i64) -> WriteOp {
         let host = crate::test_fixtures::host_snapshot();

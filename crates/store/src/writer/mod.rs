@@ -13,6 +13,7 @@
 mod attach;
 mod batch;
 mod checkpoint;
+mod finished;
 mod ops;
 mod rows;
 mod snapshot;

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use rusqlite::{Connection, ToSql, params, params_from_iter};
 
 use super::attach;
-use super::batch::{RETURNING_FINISHED, collect_finished};
+use super::finished::{RETURNING_FINISHED, collect_finished};
 use super::rows::{Finished, FinishedRun, FinishedSpan, TraceRows, TraceSpanRow};
 use super::times::SnapshotTimes;
 use crate::domain::{EndedBy, Status};
