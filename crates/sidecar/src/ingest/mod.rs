@@ -24,6 +24,7 @@ pub use registry::Registry;
 use crate::budget::Budget;
 use crate::domain::EventKind;
 use crate::sampler::{Reason, SamplerHandle};
+use crate::store::read::SharedReader;
 use crate::store::{
     EventRow, RunEnd, RunStart, SampleRef, SpanEnd, SpanStart, StoredSnapshot, WriteOp,
 };
@@ -52,6 +53,9 @@ pub struct Ingest {
     clock: Arc<Mutex<ClockSkew>>,
     /// What every front door may hold in flight, bytes.
     budget: Budget,
+    /// Where ids the registry has not seen are looked up (runs opened before a restart),
+    /// read on a blocking thread; `None` in unit tests without a database.
+    stored: Option<SharedReader>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -70,7 +74,42 @@ impl Ingest {
             registry: Arc::new(Mutex::new(registry)),
             clock: Arc::new(Mutex::new(ClockSkew::new(false))),
             budget: Budget::new(DEFAULT_BUDGET_BYTES),
+            stored: None,
         }
+    }
+
+    /// Looks ids the registry has not seen up in this database (after a restart, an agent
+    /// keeps going with the runs it opened before).
+    #[must_use]
+    pub fn with_stored(mut self, reader: SharedReader) -> Self {
+        self.stored = Some(reader);
+        self
+    }
+
+    /// Teaches the registry what the database knows of the ids a message names that it has
+    /// not seen. The read (a few primary-key lookups) runs on a blocking thread: on a
+    /// one-thread runtime it would otherwise hold every session's acknowledgement.
+    async fn recall<'a>(
+        &self,
+        run_id: Option<&str>,
+        span_ids: impl IntoIterator<Item = Option<&'a str>>,
+    ) -> Result<()> {
+        let Some(reader) = &self.stored else {
+            return Ok(());
+        };
+        let unseen = self.with_registry(|r| r.unseen(run_id, span_ids));
+        if unseen.is_empty() {
+            return Ok(());
+        }
+        let reader = reader.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            reader.read(|db| registry::Stored::read(db, &unseen))
+        })
+        .await
+        .map_err(|e| IngestError::Unavailable(format!("the registry's lookup stopped: {e}")))?
+        .map_err(|e| IngestError::storage(&e))?;
+        self.with_registry(|r| r.learn(stored));
+        Ok(())
     }
 
     /// Holds the front doors to `budget` (`--max-inflight-mib`).
@@ -202,6 +241,7 @@ impl Ingest {
         validate::name("name", &m.name)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
+        self.recall(Some(&m.run_id), []).await?;
         let open = self.with_registry(|r| r.start_run(&m.run_id).map(|()| r.open_runs()))?;
         self.sampler.set_open_runs(open);
         let (snapshot, sample) = self.sample(false, at_ns, at).await?;
@@ -223,6 +263,7 @@ impl Ingest {
         validate::id("run_id", &m.run_id)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
+        self.recall(Some(&m.run_id), []).await?;
         let open = self.with_registry(|r| r.end_run(&m.run_id).map(|()| r.open_runs()))?;
         self.sampler.set_open_runs(open);
         let (snapshot, sample) = self.sample(false, at_ns, at).await?;
@@ -248,6 +289,7 @@ impl Ingest {
         validate::name("name", &m.name)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
+        self.recall(Some(&m.run_id), [parent.as_deref()]).await?;
         self.with_registry(|r| r.start_span(&m.run_id, &m.span_id, parent.as_deref()))?;
         let (snapshot, sample) = self.sample(m.fresh_snapshot, at_ns, at).await?;
         Ok(Accepted {
@@ -269,6 +311,7 @@ impl Ingest {
         validate::id("span_id", &m.span_id)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
+        self.recall(None, [Some(m.span_id.as_str())]).await?;
         self.with_registry(|r| r.end_span(&m.span_id))?;
         let (snapshot, sample) = self.sample(m.fresh_snapshot, at_ns, at).await?;
         Ok(Accepted {
@@ -298,6 +341,7 @@ impl Ingest {
         };
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
+        self.recall(Some(&m.run_id), [span_id.as_deref()]).await?;
         self.with_registry(|r| r.check_target(&m.run_id, span_id.as_deref()))?;
         let (snapshot, sample) = self.sample(false, at_ns, at).await?;
         Ok(Accepted {
@@ -388,7 +432,7 @@ mod tests {
         let writer = Writer::start(conn, None, false, None).unwrap();
         let sampler = Sampler::new(HostProbe::new().unwrap(), Box::new(NoGpu::new("test")));
         let sampler = SamplerHandle::new(sampler, writer.handle(), 1, Duration::from_secs(60));
-        (Ingest::new(sampler, Registry::new(None)), writer)
+        (Ingest::new(sampler, Registry::new()), writer)
     }
 
     fn start_run(run_id: &str, name: &str) -> Command {
@@ -443,6 +487,65 @@ mod tests {
             row.snapshot
         );
         assert!(row.at_ns > 0, "time 0 means now");
+        writer.close().await;
+    }
+
+    /// Accepts `command` and commits its row, as a session would.
+    async fn commit(ingest: &Ingest, writer: &Writer, command: Command) {
+        let accepted = ingest.accept(command, None).await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        writer
+            .handle()
+            .send(accepted.op, crate::store::Ack::Reply(tx))
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_the_registry_learns_stored_runs_and_spans_from_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let (before, writer) = core(&dir);
+        commit(&before, &writer, start_run("r", "task")).await;
+        commit(&before, &writer, start_span("r", "a", None)).await;
+        commit(&before, &writer, start_run("done", "task")).await;
+        commit(&before, &writer, end_run("done", Outcome::Ok)).await;
+        // A new process: an empty registry, the same database.
+        let reader = crate::store::read::Reader::open(&dir.path().join("t.db")).unwrap();
+        let after = Ingest::new(before.sampler.clone(), Registry::new())
+            .with_stored(SharedReader::new(reader));
+        let accept = |c| after.accept(c, None);
+        assert!(
+            matches!(
+                accept(start_run("r", "task")).await,
+                Err(IngestError::AlreadyExists(_))
+            ),
+            "a run stored before the restart keeps its id"
+        );
+        assert!(matches!(
+            accept(end_run("done", Outcome::Ok)).await,
+            Err(IngestError::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            accept(start_span("nope", "x", None)).await,
+            Err(IngestError::NotFound(_))
+        ));
+        // The open run came back with its open span: a child of it starts, then both end.
+        accept(start_span("r", "b", Some("a"))).await.unwrap();
+        let end_span = |id: &str| {
+            Command::EndSpan(EndSpan {
+                span_id: id.into(),
+                outcome: Outcome::Ok,
+                attributes: Default::default(),
+                time_ns: 0,
+                fresh_snapshot: false,
+            })
+        };
+        accept(end_span("b")).await.unwrap();
+        accept(end_span("a")).await.unwrap();
+        assert_eq!(after.open_runs(), 1);
+        accept(end_run("r", Outcome::Ok)).await.unwrap();
+        assert_eq!(after.open_runs(), 0);
         writer.close().await;
     }
 

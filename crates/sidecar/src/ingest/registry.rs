@@ -4,13 +4,17 @@
 //! Open runs and spans live in memory. Ended ones are remembered in a bounded, two-
 //! generation set (recent ones answer precisely; old ones fall back to the database).
 //! After a sidecar restart, an id missing from memory is looked up in the database, so
-//! an agent can keep going with runs it opened before the restart.
+//! an agent can keep going with runs it opened before the restart. The registry itself never
+//! reads the database: [`Registry::unseen`] says which ids a message names that it does not
+//! know, the caller reads them ([`Stored::read`], on a blocking thread, off the async
+//! runtime) and hands the answer to [`Registry::learn`] before the message is checked.
 
 use std::collections::{HashMap, HashSet};
 use std::mem;
 
 use super::error::{IngestError, Result};
 use crate::domain::Status;
+use crate::store::Result as StoreResult;
 use crate::store::read::Reader;
 
 /// Ended ids remembered per generation before the older generation is forgotten (older
@@ -67,19 +71,131 @@ pub struct Registry {
     spans: HashMap<String, OpenSpan>,
     ended_runs: Recent<()>,
     ended_spans: Recent<String>,
-    /// Where ids not in memory are looked up (after a restart); `None` in unit tests.
-    db: Option<Reader>,
+}
+
+/// Ids a message names that a registry has not seen: the database must be asked first.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Unseen {
+    runs: Vec<String>,
+    spans: Vec<String>,
+}
+
+impl Unseen {
+    /// Whether there is nothing to ask.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.spans.is_empty()
+    }
+}
+
+/// What the database says of unseen ids (a run's status and open spans; a span's run and
+/// status, and that run's), for [`Registry::learn`].
+#[derive(Debug, Default)]
+pub struct Stored {
+    runs: Vec<(String, Option<Status>, Vec<String>)>,
+    spans: Vec<(String, Option<(String, Status)>)>,
+}
+
+impl Stored {
+    /// Reads what the database knows of `unseen` (a few primary-key lookups; call it on a
+    /// blocking thread).
+    pub fn read(db: &Reader, unseen: &Unseen) -> StoreResult<Self> {
+        let mut stored = Self::default();
+        let mut run_ids: Vec<String> = unseen.runs.clone();
+        for span_id in &unseen.spans {
+            let status = db.span_status(span_id)?;
+            if let Some((run_id, _)) = &status
+                && !run_ids.contains(run_id)
+            {
+                run_ids.push(run_id.clone());
+            }
+            stored.spans.push((span_id.clone(), status));
+        }
+        for run_id in run_ids {
+            let status = db.run_status(&run_id)?;
+            let open_spans = match status {
+                Some(Status::Running) => db.open_spans_of_run(&run_id)?,
+                _ => Vec::new(),
+            };
+            stored.runs.push((run_id, status, open_spans));
+        }
+        Ok(stored)
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Registry {
-    /// A registry that falls back to `db` for ids it has not seen.
-    pub fn new(db: Option<Reader>) -> Self {
+    /// An empty registry.
+    pub fn new() -> Self {
         Self {
             runs: HashMap::new(),
             spans: HashMap::new(),
             ended_runs: Recent::default(),
             ended_spans: Recent::default(),
-            db,
+        }
+    }
+
+    /// The ids among these that this registry has not seen, open or recently ended: a run
+    /// (`run_id`) and spans (`span_ids`, the span a message ends or targets, a parent).
+    pub fn unseen<'a>(
+        &self,
+        run_id: Option<&str>,
+        span_ids: impl IntoIterator<Item = Option<&'a str>>,
+    ) -> Unseen {
+        let mut unseen = Unseen::default();
+        if let Some(run_id) = run_id
+            && !self.runs.contains_key(run_id)
+            && self.ended_runs.get(run_id).is_none()
+        {
+            unseen.runs.push(run_id.to_owned());
+        }
+        for span_id in span_ids.into_iter().flatten() {
+            if !self.spans.contains_key(span_id) && self.ended_spans.get(span_id).is_none() {
+                unseen.spans.push(span_id.to_owned());
+            }
+        }
+        unseen
+    }
+
+    /// Takes in what the database said of unseen ids. An id this registry came to know
+    /// meanwhile (another message about it was accepted while the database was read) keeps
+    /// what memory says: memory is newer than anything committed.
+    pub fn learn(&mut self, stored: Stored) {
+        for (run_id, status, open_spans) in stored.runs {
+            if self.runs.contains_key(&run_id) || self.ended_runs.get(&run_id).is_some() {
+                continue;
+            }
+            match status {
+                None => {}
+                Some(Status::Running) => {
+                    for span_id in &open_spans {
+                        self.spans.insert(
+                            span_id.clone(),
+                            OpenSpan {
+                                run_id: run_id.clone(),
+                            },
+                        );
+                    }
+                    let open_spans = open_spans.into_iter().collect();
+                    self.runs.insert(run_id, OpenRun { open_spans });
+                }
+                Some(_) => self.ended_runs.insert(run_id, ()),
+            }
+        }
+        for (span_id, status) in stored.spans {
+            if self.spans.contains_key(&span_id) || self.ended_spans.get(&span_id).is_some() {
+                continue;
+            }
+            // An open span of an open run came in with its run; any other is over.
+            if let Some((run_id, status)) = status
+                && (status != Status::Running || !self.runs.contains_key(&run_id))
+            {
+                self.ended_spans.insert(span_id, run_id);
+            }
         }
     }
 
@@ -88,70 +204,27 @@ impl Registry {
         self.runs.len()
     }
 
-    fn find_run(&mut self, run_id: &str) -> Result<Found<'_, OpenRun>> {
-        if !self.runs.contains_key(run_id) {
-            if self.ended_runs.get(run_id).is_some() {
-                return Ok(Found::Ended);
-            }
-            // Not seen by this process: the database knows if it was opened before a restart.
-            // A primary-key lookup on a path taken only for unknown ids.
-            match self.db_run_status(run_id)? {
-                None => return Ok(Found::Unknown),
-                Some(status) if status != Status::Running => {
-                    self.ended_runs.insert(run_id.to_owned(), ());
-                    return Ok(Found::Ended);
-                }
-                Some(_) => {
-                    let open_spans = self.db_open_spans(run_id)?;
-                    for span_id in &open_spans {
-                        self.spans.insert(
-                            span_id.clone(),
-                            OpenSpan {
-                                run_id: run_id.to_owned(),
-                            },
-                        );
-                    }
-                    self.runs.insert(
-                        run_id.to_owned(),
-                        OpenRun {
-                            open_spans: open_spans.into_iter().collect(),
-                        },
-                    );
-                }
-            }
+    fn find_run(&mut self, run_id: &str) -> Found<'_, OpenRun> {
+        if self.ended_runs.get(run_id).is_some() && !self.runs.contains_key(run_id) {
+            return Found::Ended;
         }
-        Ok(self
-            .runs
+        self.runs
             .get_mut(run_id)
-            .map_or(Found::Unknown, Found::Open))
+            .map_or(Found::Unknown, Found::Open)
     }
 
-    fn find_span(&mut self, span_id: &str) -> Result<Found<'_, OpenSpan>> {
-        if !self.spans.contains_key(span_id) {
-            if self.ended_spans.get(span_id).is_some() {
-                return Ok(Found::Ended);
-            }
-            match self.db_span_status(span_id)? {
-                None => return Ok(Found::Unknown),
-                Some((run_id, status)) => {
-                    // Loading the run also loads its open spans.
-                    let run_open = matches!(self.find_run(&run_id)?, Found::Open(_));
-                    if status != Status::Running || !run_open {
-                        self.ended_spans.insert(span_id.to_owned(), run_id);
-                        return Ok(Found::Ended);
-                    }
-                }
-            }
+    fn find_span(&mut self, span_id: &str) -> Found<'_, OpenSpan> {
+        if self.ended_spans.get(span_id).is_some() && !self.spans.contains_key(span_id) {
+            return Found::Ended;
         }
-        Ok(self
-            .spans
+        self.spans
             .get_mut(span_id)
-            .map_or(Found::Unknown, Found::Open))
+            .map_or(Found::Unknown, Found::Open)
     }
 
     /// Accepts a new run.
     pub fn start_run(&mut self, run_id: &str) -> Result<()> {
-        match self.find_run(run_id)? {
+        match self.find_run(run_id) {
             Found::Unknown => {
                 self.runs.insert(run_id.to_owned(), OpenRun::default());
                 Ok(())
@@ -164,7 +237,7 @@ impl Registry {
 
     /// Accepts the end of a run; its open spans are closed with it.
     pub fn end_run(&mut self, run_id: &str) -> Result<()> {
-        match self.find_run(run_id)? {
+        match self.find_run(run_id) {
             Found::Open(_) => {
                 if let Some(run) = self.runs.remove(run_id) {
                     for span_id in run.open_spans {
@@ -189,7 +262,7 @@ impl Registry {
         span_id: &str,
         parent_span_id: Option<&str>,
     ) -> Result<()> {
-        match self.find_run(run_id)? {
+        match self.find_run(run_id) {
             Found::Open(_) => {}
             Found::Ended => {
                 return Err(IngestError::FailedPrecondition(format!(
@@ -207,7 +280,7 @@ impl Registry {
             )));
         }
         if let Some(parent) = parent_span_id {
-            match self.find_span(parent)? {
+            match self.find_span(parent) {
                 Found::Open(p) if p.run_id == run_id => {}
                 Found::Open(p) => {
                     return Err(IngestError::Invalid(format!(
@@ -241,7 +314,7 @@ impl Registry {
 
     /// Accepts the end of an open span.
     pub fn end_span(&mut self, span_id: &str) -> Result<()> {
-        match self.find_span(span_id)? {
+        match self.find_span(span_id) {
             Found::Open(_) => {
                 if let Some(span) = self.spans.remove(span_id) {
                     if let Some(run) = self.runs.get_mut(&span.run_id) {
@@ -263,7 +336,7 @@ impl Registry {
     /// Checks the target of a metric or event: an open run, and a span of that run
     /// (open or recently ended: a measurement may arrive just after its span closed).
     pub fn check_target(&mut self, run_id: &str, span_id: Option<&str>) -> Result<()> {
-        match self.find_run(run_id)? {
+        match self.find_run(run_id) {
             Found::Open(_) => {}
             Found::Ended => {
                 return Err(IngestError::FailedPrecondition(format!(
@@ -275,7 +348,7 @@ impl Registry {
         let Some(span_id) = span_id else {
             return Ok(());
         };
-        let owner = match self.find_span(span_id)? {
+        let owner = match self.find_span(span_id) {
             Found::Open(span) => Some(span.run_id.clone()),
             Found::Ended => self.ended_spans.get(span_id).cloned(),
             Found::Unknown => {
@@ -287,31 +360,6 @@ impl Registry {
                 "span {span_id:?} belongs to run {owner:?}, not {run_id:?}"
             ))),
             _ => Ok(()),
-        }
-    }
-
-    fn db_run_status(&self, run_id: &str) -> Result<Option<Status>> {
-        match &self.db {
-            Some(db) => db.run_status(run_id).map_err(|e| IngestError::storage(&e)),
-            None => Ok(None),
-        }
-    }
-
-    fn db_span_status(&self, span_id: &str) -> Result<Option<(String, Status)>> {
-        match &self.db {
-            Some(db) => db
-                .span_status(span_id)
-                .map_err(|e| IngestError::storage(&e)),
-            None => Ok(None),
-        }
-    }
-
-    fn db_open_spans(&self, run_id: &str) -> Result<Vec<String>> {
-        match &self.db {
-            Some(db) => db
-                .open_spans_of_run(run_id)
-                .map_err(|e| IngestError::storage(&e)),
-            None => Ok(Vec::new()),
         }
     }
 }
@@ -347,7 +395,7 @@ mod tests {
 
     #[test]
     fn lifecycle_errors_have_precise_codes() {
-        let mut r = Registry::new(None);
+        let mut r = Registry::new();
         r.start_run("r1").unwrap();
         assert_eq!(code(r.start_run("r1")), Code::AlreadyExists);
         assert_eq!(code(r.end_run("nope")), Code::NotFound);
@@ -378,7 +426,7 @@ mod tests {
 
     #[test]
     fn targets_of_metrics_are_checked() {
-        let mut r = Registry::new(None);
+        let mut r = Registry::new();
         r.start_run("a").unwrap();
         r.start_run("b").unwrap();
         r.start_span("a", "sa", None).unwrap();
@@ -394,10 +442,37 @@ mod tests {
 
     #[test]
     fn parent_from_another_run_is_invalid() {
-        let mut r = Registry::new(None);
+        let mut r = Registry::new();
         r.start_run("a").unwrap();
         r.start_run("b").unwrap();
         r.start_span("a", "pa", None).unwrap();
         assert_eq!(code(r.start_span("b", "c", Some("pa"))), Code::Invalid);
+    }
+
+    #[test]
+    fn what_memory_knows_wins_over_an_older_database_answer() {
+        let mut r = Registry::new();
+        r.start_run("a").unwrap();
+        assert!(r.unseen(Some("a"), [None]).is_empty());
+        let unseen = r.unseen(Some("old"), [Some("s"), Some("gone")]);
+        assert_eq!(unseen.runs, ["old"]);
+        assert_eq!(unseen.spans, ["s", "gone"]);
+        // The database read raced a message that opened "a" here: memory keeps it open.
+        r.learn(Stored {
+            runs: vec![
+                ("a".into(), Some(Status::Ok), vec![]),
+                ("old".into(), Some(Status::Running), vec!["s".into()]),
+            ],
+            spans: vec![
+                ("s".into(), Some(("old".into(), Status::Running))),
+                ("gone".into(), Some(("old".into(), Status::Ok))),
+            ],
+        });
+        r.start_span("a", "x", None).unwrap();
+        // "old" came back open with its open span; the ended span is remembered as ended.
+        r.start_span("old", "child", Some("s")).unwrap();
+        assert_eq!(code(r.end_span("gone")), Code::FailedPrecondition);
+        r.end_run("old").unwrap();
+        assert_eq!(code(r.end_span("s")), Code::FailedPrecondition);
     }
 }

@@ -55,7 +55,9 @@ impl Core {
         let counters = Arc::new(WorkCounters::default());
         let export_state = Arc::new(ExportState::default());
         let writer = start_writer(args, conn, &counters, &export_state)?;
-        let registry = Registry::new(Some(Reader::open(&args.db)?));
+        // The registry's lookups get a connection of their own: an exporter's batch read
+        // on the shared one would make a session wait behind it.
+        let recall = SharedReader::new(Reader::open(&args.db)?);
         let reader = SharedReader::new(Reader::open(&args.db)?);
         let sampler = SamplerHandle::new(
             sampler,
@@ -65,7 +67,8 @@ impl Core {
         )
         .with_active_interval(args.active_sample_interval);
         let budget = Budget::new((args.max_inflight_mib as usize) << 20);
-        let ingest = Ingest::new(sampler.clone(), registry)
+        let ingest = Ingest::new(sampler.clone(), Registry::new())
+            .with_stored(recall)
             .with_clock_correction(args.clock_skew_correction)
             .with_budget(budget.clone());
         let metrics = Metrics::new(
