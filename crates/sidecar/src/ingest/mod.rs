@@ -56,6 +56,8 @@ pub struct Ingest {
     /// Where ids the registry has not seen are looked up (runs opened before a restart),
     /// read on a blocking thread; `None` in unit tests without a database.
     stored: Option<SharedReader>,
+    /// Trips to the database for unseen ids (see [`Ingest::lookups`]).
+    lookups: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -75,6 +77,7 @@ impl Ingest {
             clock: Arc::new(Mutex::new(ClockSkew::new(false))),
             budget: Budget::new(DEFAULT_BUDGET_BYTES),
             stored: None,
+            lookups: Arc::default(),
         }
     }
 
@@ -87,20 +90,51 @@ impl Ingest {
     }
 
     /// Teaches the registry what the database knows of the ids a message names that it has
-    /// not seen. The read (a few primary-key lookups) runs on a blocking thread: on a
-    /// one-thread runtime it would otherwise hold every session's acknowledgement.
+    /// not seen (see [`Ingest::recall_many`]).
     async fn recall<'a>(
         &self,
         run_id: Option<&str>,
         span_ids: impl IntoIterator<Item = Option<&'a str>>,
     ) -> Result<()> {
+        if self.stored.is_none() {
+            return Ok(());
+        }
+        let unseen = self.with_registry(|r| r.unseen(run_id, span_ids));
+        self.read_unseen(unseen).await
+    }
+
+    /// Teaches the registry what the database knows of the ids these messages name (each a
+    /// run id and span ids) that it has not seen, in one read: a session calls it for a
+    /// frame, so that a frame with new runs costs one trip to a blocking thread, not one a
+    /// run. The read (a few primary-key lookups) runs on a blocking thread: on a one-thread
+    /// runtime it would otherwise hold every session's acknowledgement. Ids the database
+    /// does not have are remembered as such and not asked about again.
+    pub async fn recall_many<'a>(
+        &self,
+        ids: impl IntoIterator<Item = (Option<&'a str>, [Option<&'a str>; 2])>,
+    ) -> Result<()> {
+        if self.stored.is_none() {
+            return Ok(());
+        }
+        let unseen = self.with_registry(|r| {
+            let mut unseen = registry::Unseen::default();
+            for (run_id, span_ids) in ids {
+                r.add_unseen(&mut unseen, run_id, span_ids);
+            }
+            unseen
+        });
+        self.read_unseen(unseen).await
+    }
+
+    async fn read_unseen(&self, unseen: registry::Unseen) -> Result<()> {
         let Some(reader) = &self.stored else {
             return Ok(());
         };
-        let unseen = self.with_registry(|r| r.unseen(run_id, span_ids));
         if unseen.is_empty() {
             return Ok(());
         }
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let reader = reader.clone();
         let stored = tokio::task::spawn_blocking(move || {
             reader.read(|db| registry::Stored::read(db, &unseen))
@@ -110,6 +144,12 @@ impl Ingest {
         .map_err(|e| IngestError::storage(&e))?;
         self.with_registry(|r| r.learn(stored));
         Ok(())
+    }
+
+    /// Reads of the database for ids the registry had not seen, so far.
+    #[cfg(test)]
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Holds the front doors to `budget` (`--max-inflight-mib`).
@@ -546,6 +586,34 @@ mod tests {
         assert_eq!(after.open_runs(), 1);
         accept(end_run("r", Outcome::Ok)).await.unwrap();
         assert_eq!(after.open_runs(), 0);
+        writer.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_frame_of_new_runs_costs_one_database_read_and_absent_ids_are_not_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, writer) = core(&dir);
+        let reader = crate::store::read::Reader::open(&dir.path().join("t.db")).unwrap();
+        let ingest = core.with_stored(SharedReader::new(reader));
+        let frame = [
+            (Some("r1"), [None, None]),
+            (Some("r1"), [Some("p"), None]),
+            (Some("r2"), [None, None]),
+            (None, [Some("s9"), None]),
+        ];
+        ingest.recall_many(frame).await.unwrap();
+        assert_eq!(ingest.lookups(), 1);
+        // Every id was asked about: accepting the frame's messages reads nothing more.
+        ingest.accept(start_run("r1", "task"), None).await.unwrap();
+        ingest.accept(start_run("r2", "task"), None).await.unwrap();
+        assert!(matches!(
+            ingest.accept(start_span("r1", "x", Some("p")), None).await,
+            Err(IngestError::NotFound(_))
+        ));
+        assert_eq!(ingest.lookups(), 1);
+        // A new id outside a frame is read on its own.
+        ingest.accept(start_run("r3", "task"), None).await.unwrap();
+        assert_eq!(ingest.lookups(), 2);
         writer.close().await;
     }
 

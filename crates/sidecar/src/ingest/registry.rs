@@ -71,7 +71,13 @@ pub struct Registry {
     spans: HashMap<String, OpenSpan>,
     ended_runs: Recent<()>,
     ended_spans: Recent<String>,
+    /// Ids the database was asked about and does not have: asked once, not per message
+    /// (nothing but this process writes runs, and what it accepts is in memory first).
+    absent: HashSet<String>,
 }
+
+/// Absent ids remembered before the set starts over (ids that never start: typos, probes).
+const ABSENT_REMEMBERED: usize = 64 * 1024;
 
 /// Ids a message names that a registry has not seen: the database must be asked first.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -136,29 +142,47 @@ impl Registry {
             spans: HashMap::new(),
             ended_runs: Recent::default(),
             ended_spans: Recent::default(),
+            absent: HashSet::new(),
         }
     }
 
-    /// The ids among these that this registry has not seen, open or recently ended: a run
-    /// (`run_id`) and spans (`span_ids`, the span a message ends or targets, a parent).
+    /// The ids among these that this registry has not seen, open or recently ended, nor
+    /// asked the database about already: a run (`run_id`) and spans (`span_ids`, the span a
+    /// message ends or targets, a parent).
     pub fn unseen<'a>(
         &self,
         run_id: Option<&str>,
         span_ids: impl IntoIterator<Item = Option<&'a str>>,
     ) -> Unseen {
         let mut unseen = Unseen::default();
+        self.add_unseen(&mut unseen, run_id, span_ids);
+        unseen
+    }
+
+    /// Adds to `unseen` the ids among these that [`Registry::unseen`] would name (each once).
+    pub fn add_unseen<'a>(
+        &self,
+        unseen: &mut Unseen,
+        run_id: Option<&str>,
+        span_ids: impl IntoIterator<Item = Option<&'a str>>,
+    ) {
         if let Some(run_id) = run_id
             && !self.runs.contains_key(run_id)
             && self.ended_runs.get(run_id).is_none()
+            && !self.absent.contains(run_id)
+            && !unseen.runs.iter().any(|r| r == run_id)
         {
             unseen.runs.push(run_id.to_owned());
         }
         for span_id in span_ids.into_iter().flatten() {
-            if !self.spans.contains_key(span_id) && self.ended_spans.get(span_id).is_none() {
+            if !self.spans.contains_key(span_id)
+                && self.ended_spans.get(span_id).is_none()
+                && !self.absent.contains(span_id)
+                && !unseen.spans.iter().any(|s| s == span_id)
+            {
                 unseen.spans.push(span_id.to_owned());
             }
         }
-        unseen
     }
 
     /// Takes in what the database said of unseen ids. An id this registry came to know
@@ -170,7 +194,7 @@ impl Registry {
                 continue;
             }
             match status {
-                None => {}
+                None => self.note_absent(run_id),
                 Some(Status::Running) => {
                     for span_id in &open_spans {
                         self.spans.insert(
@@ -191,12 +215,23 @@ impl Registry {
                 continue;
             }
             // An open span of an open run came in with its run; any other is over.
-            if let Some((run_id, status)) = status
-                && (status != Status::Running || !self.runs.contains_key(&run_id))
-            {
-                self.ended_spans.insert(span_id, run_id);
+            match status {
+                None => self.note_absent(span_id),
+                Some((run_id, status))
+                    if status != Status::Running || !self.runs.contains_key(&run_id) =>
+                {
+                    self.ended_spans.insert(span_id, run_id);
+                }
+                Some(_) => {}
             }
         }
+    }
+
+    fn note_absent(&mut self, id: String) {
+        if self.absent.len() >= ABSENT_REMEMBERED {
+            self.absent.clear();
+        }
+        self.absent.insert(id);
     }
 
     /// Runs open now (those this process has seen).
@@ -226,6 +261,7 @@ impl Registry {
     pub fn start_run(&mut self, run_id: &str) -> Result<()> {
         match self.find_run(run_id) {
             Found::Unknown => {
+                self.absent.remove(run_id);
                 self.runs.insert(run_id.to_owned(), OpenRun::default());
                 Ok(())
             }
@@ -300,6 +336,7 @@ impl Registry {
                 }
             }
         }
+        self.absent.remove(span_id);
         self.spans.insert(
             span_id.to_owned(),
             OpenSpan {

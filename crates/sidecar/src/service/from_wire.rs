@@ -30,6 +30,25 @@ pub fn command(body: Body) -> Result<Command, IngestError> {
     })
 }
 
+/// The run and spans a message names that the registry must know before checking it: its
+/// run, and the span it ends or targets or its parent (none for hello, batches and stats).
+pub fn ids(body: &Body) -> (Option<&str>, [Option<&str>; 2]) {
+    match body {
+        Body::StartRun(m) => (some(&m.run_id), [None, None]),
+        Body::EndRun(m) => (some(&m.run_id), [None, None]),
+        Body::StartSpan(m) => (some(&m.run_id), [some(&m.parent_span_id), None]),
+        Body::EndSpan(m) => (None, [some(&m.span_id), None]),
+        Body::Metric(m) => (some(&m.run_id), [some(&m.span_id), None]),
+        Body::Event(m) => (some(&m.run_id), [some(&m.span_id), None]),
+        Body::Hello(_) | Body::Batch(_) | Body::Stats(_) => (None, [None, None]),
+    }
+}
+
+/// An id, absent when empty (the wire's way of leaving it out).
+fn some(id: &str) -> Option<&str> {
+    Some(id).filter(|id| !id.is_empty())
+}
+
 /// `StartRun`.
 pub fn start_run(m: pb::StartRunRequest) -> Command {
     Command::StartRun(StartRun {

@@ -139,6 +139,14 @@ impl Session {
     /// must end.
     async fn handle(&mut self, msg: pb::ClientMessage) -> bool {
         if let Some(Body::Batch(batch)) = msg.body {
+            // What the database knows of the frame's new ids, in one read for the frame. A
+            // failure here is the first message's to report, when it is checked.
+            let ids = batch
+                .messages
+                .iter()
+                .filter(|m| m.seq > self.last_seq)
+                .filter_map(|m| m.body.as_ref().map(from_wire::ids));
+            let _ = self.ingest.recall_many(ids).await;
             for inner in batch.messages {
                 if matches!(inner.body, Some(Body::Batch(_))) {
                     let nested = Status::invalid_argument("a batch may not contain a batch");
