@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 pub use clock::{ClockSkew, Matching};
 pub use command::{Command, EndRun, EndSpan, Record, Recorded, StartRun, StartSpan};
 pub use error::IngestError;
-pub use registry::Registry;
+pub use registry::{Mentions, Registry};
 
 use crate::budget::Budget;
 use crate::domain::EventKind;
@@ -89,18 +89,32 @@ impl Ingest {
         self
     }
 
-    /// Teaches the registry what the database knows of the ids a message names that it has
-    /// not seen (see [`Ingest::recall_many`]).
-    async fn recall<'a>(
+    /// Runs `f` on the registry once it knows every id `mentions` names: under one lock when
+    /// it already does (the common case), else after reading the unseen ids (see
+    /// [`Ingest::recall_many`]).
+    async fn with_known<T>(
         &self,
-        run_id: Option<&str>,
-        span_ids: impl IntoIterator<Item = Option<&'a str>>,
-    ) -> Result<()> {
-        if self.stored.is_none() {
-            return Ok(());
+        mentions: Mentions<'_>,
+        f: impl Fn(&mut Registry) -> Result<T>,
+    ) -> Result<T> {
+        let unseen = match &self.stored {
+            None => return self.with_registry(f),
+            Some(_) => self.with_registry(|r| {
+                let unseen = r.unseen(mentions);
+                if unseen.is_empty() {
+                    Ok(f(r))
+                } else {
+                    Err(unseen)
+                }
+            }),
+        };
+        match unseen {
+            Ok(done) => done,
+            Err(unseen) => {
+                self.read_unseen(unseen).await?;
+                self.with_registry(f)
+            }
         }
-        let unseen = self.with_registry(|r| r.unseen(run_id, span_ids));
-        self.read_unseen(unseen).await
     }
 
     /// Teaches the registry what the database knows of the ids these messages name (each a
@@ -111,15 +125,15 @@ impl Ingest {
     /// does not have are remembered as such and not asked about again.
     pub async fn recall_many<'a>(
         &self,
-        ids: impl IntoIterator<Item = (Option<&'a str>, [Option<&'a str>; 2])>,
+        frame: impl IntoIterator<Item = Mentions<'a>>,
     ) -> Result<()> {
         if self.stored.is_none() {
             return Ok(());
         }
         let unseen = self.with_registry(|r| {
             let mut unseen = registry::Unseen::default();
-            for (run_id, span_ids) in ids {
-                r.add_unseen(&mut unseen, run_id, span_ids);
+            for mentions in frame {
+                r.add_unseen(&mut unseen, mentions);
             }
             unseen
         });
@@ -281,8 +295,11 @@ impl Ingest {
         validate::name("name", &m.name)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
-        self.recall(Some(&m.run_id), []).await?;
-        let open = self.with_registry(|r| r.start_run(&m.run_id).map(|()| r.open_runs()))?;
+        let open = self
+            .with_known(Mentions::run(&m.run_id).starting(), |r| {
+                r.start_run(&m.run_id).map(|()| r.open_runs())
+            })
+            .await?;
         self.sampler.set_open_runs(open);
         let (snapshot, sample) = self.sample(false, at_ns, at).await?;
         Ok(Accepted {
@@ -303,8 +320,11 @@ impl Ingest {
         validate::id("run_id", &m.run_id)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
-        self.recall(Some(&m.run_id), []).await?;
-        let open = self.with_registry(|r| r.end_run(&m.run_id).map(|()| r.open_runs()))?;
+        let open = self
+            .with_known(Mentions::run(&m.run_id), |r| {
+                r.end_run(&m.run_id).map(|()| r.open_runs())
+            })
+            .await?;
         self.sampler.set_open_runs(open);
         let (snapshot, sample) = self.sample(false, at_ns, at).await?;
         Ok(Accepted {
@@ -329,8 +349,13 @@ impl Ingest {
         validate::name("name", &m.name)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
-        self.recall(Some(&m.run_id), [parent.as_deref()]).await?;
-        self.with_registry(|r| r.start_span(&m.run_id, &m.span_id, parent.as_deref()))?;
+        let mentions = Mentions::run(&m.run_id)
+            .span(parent.as_deref())
+            .starting_span(&m.span_id);
+        self.with_known(mentions, |r| {
+            r.start_span(&m.run_id, &m.span_id, parent.as_deref())
+        })
+        .await?;
         let (snapshot, sample) = self.sample(m.fresh_snapshot, at_ns, at).await?;
         Ok(Accepted {
             op: WriteOp::StartSpan(SpanStart {
@@ -351,8 +376,9 @@ impl Ingest {
         validate::id("span_id", &m.span_id)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
-        self.recall(None, [Some(m.span_id.as_str())]).await?;
-        self.with_registry(|r| r.end_span(&m.span_id))?;
+        let mentions = Mentions::default().span(Some(&m.span_id));
+        self.with_known(mentions, |r| r.end_span(&m.span_id))
+            .await?;
         let (snapshot, sample) = self.sample(m.fresh_snapshot, at_ns, at).await?;
         Ok(Accepted {
             op: WriteOp::EndSpan(SpanEnd {
@@ -381,8 +407,9 @@ impl Ingest {
         };
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
-        self.recall(Some(&m.run_id), [span_id.as_deref()]).await?;
-        self.with_registry(|r| r.check_target(&m.run_id, span_id.as_deref()))?;
+        let mentions = Mentions::run(&m.run_id).span(span_id.as_deref());
+        self.with_known(mentions, |r| r.check_target(&m.run_id, span_id.as_deref()))
+            .await?;
         let (snapshot, sample) = self.sample(false, at_ns, at).await?;
         Ok(Accepted {
             op: WriteOp::Record(EventRow {
@@ -596,11 +623,24 @@ mod tests {
         let reader = crate::store::read::Reader::open(&dir.path().join("t.db")).unwrap();
         let ingest = core.with_stored(SharedReader::new(reader));
         let frame = [
-            (Some("r1"), [None, None]),
-            (Some("r1"), [Some("p"), None]),
-            (Some("r2"), [None, None]),
-            (None, [Some("s9"), None]),
+            Mentions::run("r1").starting(),
+            Mentions::run("r1").span(Some("p")).starting_span("s1"),
+            Mentions::default().span(Some("s1")),
+            Mentions::run("r2").starting(),
+            Mentions::default().span(Some("s9")),
         ];
+        let unseen = ingest.with_registry(|r| {
+            let mut unseen = registry::Unseen::default();
+            for mentions in frame {
+                r.add_unseen(&mut unseen, mentions);
+            }
+            unseen
+        });
+        assert!(
+            !unseen.asks_about_span("s1"),
+            "the frame starts it: {unseen:?}"
+        );
+        assert!(unseen.asks_about_span("p") && unseen.asks_about_span("s9"));
         ingest.recall_many(frame).await.unwrap();
         assert_eq!(ingest.lookups(), 1);
         // Every id was asked about: accepting the frame's messages reads nothing more.

@@ -79,17 +79,73 @@ pub struct Registry {
 /// Absent ids remembered before the set starts over (ids that never start: typos, probes).
 const ABSENT_REMEMBERED: usize = 64 * 1024;
 
-/// Ids a message names that a registry has not seen: the database must be asked first.
+/// The ids one message names: its run, the spans it ends, targets or starts under, and the
+/// span or run it starts (a frame's later messages may name those without a lookup).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Mentions<'a> {
+    run: Option<&'a str>,
+    spans: [Option<&'a str>; 2],
+    starts_run: bool,
+    starts_span: Option<&'a str>,
+}
+
+impl<'a> Mentions<'a> {
+    /// A message about run `run_id`.
+    pub fn run(run_id: &'a str) -> Self {
+        Self {
+            run: Some(run_id).filter(|id| !id.is_empty()),
+            ..Self::default()
+        }
+    }
+
+    /// It names this span too (the one it ends or targets, or a parent), if any.
+    #[must_use]
+    pub fn span(mut self, span_id: Option<&'a str>) -> Self {
+        let span_id = span_id.filter(|id| !id.is_empty());
+        if self.spans[0].is_none() {
+            self.spans[0] = span_id;
+        } else {
+            self.spans[1] = span_id;
+        }
+        self
+    }
+
+    /// It starts its run.
+    #[must_use]
+    pub fn starting(mut self) -> Self {
+        self.starts_run = true;
+        self
+    }
+
+    /// It starts this span (never looked up: a span id is checked against memory only).
+    #[must_use]
+    pub fn starting_span(mut self, span_id: &'a str) -> Self {
+        self.starts_span = Some(span_id).filter(|id| !id.is_empty());
+        self
+    }
+}
+
+/// Ids a message (or a frame) names that a registry has not seen: the database must be
+/// asked first.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Unseen {
     runs: Vec<String>,
     spans: Vec<String>,
+    /// Runs and spans an earlier message of the frame starts: not asked about for later
+    /// ones (the start itself is).
+    started: HashSet<String>,
 }
 
 impl Unseen {
     /// Whether there is nothing to ask.
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty() && self.spans.is_empty()
+    }
+
+    /// Whether the database will be asked about span `span_id`.
+    #[cfg(test)]
+    pub fn asks_about_span(&self, span_id: &str) -> bool {
+        self.spans.iter().any(|s| s == span_id)
     }
 }
 
@@ -146,42 +202,41 @@ impl Registry {
         }
     }
 
-    /// The ids among these that this registry has not seen, open or recently ended, nor
-    /// asked the database about already: a run (`run_id`) and spans (`span_ids`, the span a
-    /// message ends or targets, a parent).
-    pub fn unseen<'a>(
-        &self,
-        run_id: Option<&str>,
-        span_ids: impl IntoIterator<Item = Option<&'a str>>,
-    ) -> Unseen {
+    /// The ids a message names that this registry has not seen, open or recently ended, nor
+    /// asked the database about already.
+    pub fn unseen(&self, mentions: Mentions<'_>) -> Unseen {
         let mut unseen = Unseen::default();
-        self.add_unseen(&mut unseen, run_id, span_ids);
+        self.add_unseen(&mut unseen, mentions);
         unseen
     }
 
-    /// Adds to `unseen` the ids among these that [`Registry::unseen`] would name (each once).
-    pub fn add_unseen<'a>(
-        &self,
-        unseen: &mut Unseen,
-        run_id: Option<&str>,
-        span_ids: impl IntoIterator<Item = Option<&'a str>>,
-    ) {
-        if let Some(run_id) = run_id
+    /// Adds to `unseen` what [`Registry::unseen`] would name for the next message of a frame
+    /// (each id once; none that an earlier message of the frame starts).
+    pub fn add_unseen(&self, unseen: &mut Unseen, mentions: Mentions<'_>) {
+        if let Some(run_id) = mentions.run
             && !self.runs.contains_key(run_id)
             && self.ended_runs.get(run_id).is_none()
             && !self.absent.contains(run_id)
+            && !unseen.started.contains(run_id)
             && !unseen.runs.iter().any(|r| r == run_id)
         {
             unseen.runs.push(run_id.to_owned());
         }
-        for span_id in span_ids.into_iter().flatten() {
+        for span_id in mentions.spans.into_iter().flatten() {
             if !self.spans.contains_key(span_id)
                 && self.ended_spans.get(span_id).is_none()
                 && !self.absent.contains(span_id)
+                && !unseen.started.contains(span_id)
                 && !unseen.spans.iter().any(|s| s == span_id)
             {
                 unseen.spans.push(span_id.to_owned());
             }
+        }
+        if let Some(run_id) = mentions.run.filter(|_| mentions.starts_run) {
+            unseen.started.insert(run_id.to_owned());
+        }
+        if let Some(span_id) = mentions.starts_span {
+            unseen.started.insert(span_id.to_owned());
         }
     }
 
@@ -490,8 +545,8 @@ mod tests {
     fn what_memory_knows_wins_over_an_older_database_answer() {
         let mut r = Registry::new();
         r.start_run("a").unwrap();
-        assert!(r.unseen(Some("a"), [None]).is_empty());
-        let unseen = r.unseen(Some("old"), [Some("s"), Some("gone")]);
+        assert!(r.unseen(Mentions::run("a")).is_empty());
+        let unseen = r.unseen(Mentions::run("old").span(Some("s")).span(Some("gone")));
         assert_eq!(unseen.runs, ["old"]);
         assert_eq!(unseen.spans, ["s", "gone"]);
         // The database read raced a message that opened "a" here: memory keeps it open.

@@ -6,7 +6,9 @@ use runlens_api::pb;
 use runlens_api::pb::client_message::Body;
 
 use crate::domain::{EndedBy, Outcome};
-use crate::ingest::{Command, EndRun, EndSpan, IngestError, Record, Recorded, StartRun, StartSpan};
+use crate::ingest::{
+    Command, EndRun, EndSpan, IngestError, Mentions, Record, Recorded, StartRun, StartSpan,
+};
 
 /// The command a session or unary message carries.
 pub fn command(body: Body) -> Result<Command, IngestError> {
@@ -30,17 +32,19 @@ pub fn command(body: Body) -> Result<Command, IngestError> {
     })
 }
 
-/// The run and spans a message names that the registry must know before checking it: its
-/// run, and the span it ends or targets or its parent (none for hello, batches and stats).
-pub fn ids(body: &Body) -> (Option<&str>, [Option<&str>; 2]) {
+/// The run and spans a message names, for the registry to know before checking it (nothing
+/// for hello, batches and stats).
+pub fn mentions(body: &Body) -> Mentions<'_> {
     match body {
-        Body::StartRun(m) => (some(&m.run_id), [None, None]),
-        Body::EndRun(m) => (some(&m.run_id), [None, None]),
-        Body::StartSpan(m) => (some(&m.run_id), [some(&m.parent_span_id), None]),
-        Body::EndSpan(m) => (None, [some(&m.span_id), None]),
-        Body::Metric(m) => (some(&m.run_id), [some(&m.span_id), None]),
-        Body::Event(m) => (some(&m.run_id), [some(&m.span_id), None]),
-        Body::Hello(_) | Body::Batch(_) | Body::Stats(_) => (None, [None, None]),
+        Body::StartRun(m) => Mentions::run(&m.run_id).starting(),
+        Body::EndRun(m) => Mentions::run(&m.run_id),
+        Body::StartSpan(m) => Mentions::run(&m.run_id)
+            .span(some(&m.parent_span_id))
+            .starting_span(&m.span_id),
+        Body::EndSpan(m) => Mentions::default().span(some(&m.span_id)),
+        Body::Metric(m) => Mentions::run(&m.run_id).span(some(&m.span_id)),
+        Body::Event(m) => Mentions::run(&m.run_id).span(some(&m.span_id)),
+        Body::Hello(_) | Body::Batch(_) | Body::Stats(_) => Mentions::default(),
     }
 }
 

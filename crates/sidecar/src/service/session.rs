@@ -145,7 +145,7 @@ impl Session {
                 .messages
                 .iter()
                 .filter(|m| m.seq > self.last_seq)
-                .filter_map(|m| m.body.as_ref().map(from_wire::ids));
+                .filter_map(|m| m.body.as_ref().map(from_wire::mentions));
             let _ = self.ingest.recall_many(ids).await;
             for inner in batch.messages {
                 if matches!(inner.body, Some(Body::Batch(_))) {
