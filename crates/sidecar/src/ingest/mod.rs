@@ -89,27 +89,40 @@ impl Ingest {
         self
     }
 
-    /// Runs `f` on the registry once it knows every id `mentions` names: under one lock when
-    /// it already does (the common case), else after reading the unseen ids (see
-    /// [`Ingest::recall_many`]).
+    /// Runs `f` on the registry once it knows every id `mentions` names. Memory answers
+    /// first; only a run start (whose id must be new everywhere) or a message the registry
+    /// answers with NOT_FOUND makes it ask the database about ids it has not seen, then try
+    /// again: the common case is one lock and no extra lookups. (No registry operation
+    /// changes anything before it answers NOT_FOUND, so trying again is safe.)
     async fn with_known<T>(
         &self,
         mentions: Mentions<'_>,
         f: impl Fn(&mut Registry) -> Result<T>,
     ) -> Result<T> {
-        let unseen = match &self.stored {
-            None => return self.with_registry(f),
-            Some(_) => self.with_registry(|r| {
+        if self.stored.is_none() {
+            return self.with_registry(f);
+        }
+        let first = self.with_registry(|r| {
+            if mentions.starts_run() {
                 let unseen = r.unseen(mentions);
-                if unseen.is_empty() {
-                    Ok(f(r))
-                } else {
-                    Err(unseen)
+                if !unseen.is_empty() {
+                    return Err(unseen);
                 }
-            }),
-        };
-        match unseen {
-            Ok(done) => done,
+            }
+            match f(r) {
+                Err(IngestError::NotFound(why)) => {
+                    let unseen = r.unseen(mentions);
+                    if unseen.is_empty() {
+                        Ok(Err(IngestError::NotFound(why)))
+                    } else {
+                        Err(unseen)
+                    }
+                }
+                answer => Ok(answer),
+            }
+        });
+        match first {
+            Ok(answer) => answer,
             Err(unseen) => {
                 self.read_unseen(unseen).await?;
                 self.with_registry(f)
@@ -117,10 +130,10 @@ impl Ingest {
         }
     }
 
-    /// Teaches the registry what the database knows of the ids these messages name (each a
-    /// run id and span ids) that it has not seen, in one read: a session calls it for a
-    /// frame, so that a frame with new runs costs one trip to a blocking thread, not one a
-    /// run. The read (a few primary-key lookups) runs on a blocking thread: on a one-thread
+    /// Teaches the registry what the database knows of the runs these messages start (a
+    /// run id must be new everywhere) that it has not seen, in one read: a session calls it
+    /// for a frame, so that a frame with new runs costs one trip to a blocking thread, not
+    /// one a run. The read (a few primary-key lookups) runs on a blocking thread: on a one-thread
     /// runtime it would otherwise hold every session's acknowledgement. Ids the database
     /// does not have are remembered as such and not asked about again.
     pub async fn recall_many<'a>(
@@ -132,7 +145,7 @@ impl Ingest {
         }
         let unseen = self.with_registry(|r| {
             let mut unseen = registry::Unseen::default();
-            for mentions in frame {
+            for mentions in frame.into_iter().filter(Mentions::starts_run) {
                 r.add_unseen(&mut unseen, mentions);
             }
             unseen
@@ -349,9 +362,7 @@ impl Ingest {
         validate::name("name", &m.name)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
-        let mentions = Mentions::run(&m.run_id)
-            .span(parent.as_deref())
-            .starting_span(&m.span_id);
+        let mentions = Mentions::run(&m.run_id).span(parent.as_deref());
         self.with_known(mentions, |r| {
             r.start_span(&m.run_id, &m.span_id, parent.as_deref())
         })
@@ -624,10 +635,9 @@ mod tests {
         let ingest = core.with_stored(SharedReader::new(reader));
         let frame = [
             Mentions::run("r1").starting(),
-            Mentions::run("r1").span(Some("p")).starting_span("s1"),
-            Mentions::default().span(Some("s1")),
+            Mentions::run("r1").span(Some("p")),
             Mentions::run("r2").starting(),
-            Mentions::default().span(Some("s9")),
+            Mentions::run("r2").starting(),
         ];
         let unseen = ingest.with_registry(|r| {
             let mut unseen = registry::Unseen::default();
@@ -636,24 +646,34 @@ mod tests {
             }
             unseen
         });
-        assert!(
-            !unseen.asks_about_span("s1"),
-            "the frame starts it: {unseen:?}"
-        );
-        assert!(unseen.asks_about_span("p") && unseen.asks_about_span("s9"));
+        assert!(unseen.asks_about_run("r1") && unseen.asks_about_run("r2"));
         ingest.recall_many(frame).await.unwrap();
         assert_eq!(ingest.lookups(), 1);
-        // Every id was asked about: accepting the frame's messages reads nothing more.
+        // Both new runs were asked about: starting them reads nothing more.
         ingest.accept(start_run("r1", "task"), None).await.unwrap();
         ingest.accept(start_run("r2", "task"), None).await.unwrap();
-        assert!(matches!(
-            ingest.accept(start_span("r1", "x", Some("p")), None).await,
-            Err(IngestError::NotFound(_))
-        ));
         assert_eq!(ingest.lookups(), 1);
-        // A new id outside a frame is read on its own.
-        ingest.accept(start_run("r3", "task"), None).await.unwrap();
+        // Spans of known runs are checked in memory alone.
+        ingest
+            .accept(start_span("r1", "a", None), None)
+            .await
+            .unwrap();
+        ingest
+            .accept(start_span("r1", "b", Some("a")), None)
+            .await
+            .unwrap();
+        assert_eq!(ingest.lookups(), 1);
+        // A parent memory does not know is asked about once; its absence is remembered.
+        for _ in 0..2 {
+            assert!(matches!(
+                ingest.accept(start_span("r1", "x", Some("p")), None).await,
+                Err(IngestError::NotFound(_))
+            ));
+        }
         assert_eq!(ingest.lookups(), 2);
+        // A new run outside a frame is read on its own.
+        ingest.accept(start_run("r3", "task"), None).await.unwrap();
+        assert_eq!(ingest.lookups(), 3);
         writer.close().await;
     }
 

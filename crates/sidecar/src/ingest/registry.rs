@@ -79,14 +79,13 @@ pub struct Registry {
 /// Absent ids remembered before the set starts over (ids that never start: typos, probes).
 const ABSENT_REMEMBERED: usize = 64 * 1024;
 
-/// The ids one message names: its run, the spans it ends, targets or starts under, and the
-/// span or run it starts (a frame's later messages may name those without a lookup).
+/// The ids one message names: its run (and whether it starts it) and the spans it ends,
+/// targets or starts under.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Mentions<'a> {
     run: Option<&'a str>,
     spans: [Option<&'a str>; 2],
     starts_run: bool,
-    starts_span: Option<&'a str>,
 }
 
 impl<'a> Mentions<'a> {
@@ -110,17 +109,15 @@ impl<'a> Mentions<'a> {
         self
     }
 
+    /// Whether it starts its run.
+    pub fn starts_run(&self) -> bool {
+        self.starts_run && self.run.is_some()
+    }
+
     /// It starts its run.
     #[must_use]
     pub fn starting(mut self) -> Self {
         self.starts_run = true;
-        self
-    }
-
-    /// It starts this span (never looked up: a span id is checked against memory only).
-    #[must_use]
-    pub fn starting_span(mut self, span_id: &'a str) -> Self {
-        self.starts_span = Some(span_id).filter(|id| !id.is_empty());
         self
     }
 }
@@ -131,8 +128,7 @@ impl<'a> Mentions<'a> {
 pub struct Unseen {
     runs: Vec<String>,
     spans: Vec<String>,
-    /// Runs and spans an earlier message of the frame starts: not asked about for later
-    /// ones (the start itself is).
+    /// Runs an earlier message of the frame starts: asked about once, for the start.
     started: HashSet<String>,
 }
 
@@ -142,10 +138,10 @@ impl Unseen {
         self.runs.is_empty() && self.spans.is_empty()
     }
 
-    /// Whether the database will be asked about span `span_id`.
+    /// Whether the database will be asked about run `run_id`.
     #[cfg(test)]
-    pub fn asks_about_span(&self, span_id: &str) -> bool {
-        self.spans.iter().any(|s| s == span_id)
+    pub fn asks_about_run(&self, run_id: &str) -> bool {
+        self.runs.iter().any(|r| r == run_id)
     }
 }
 
@@ -211,7 +207,7 @@ impl Registry {
     }
 
     /// Adds to `unseen` what [`Registry::unseen`] would name for the next message of a frame
-    /// (each id once; none that an earlier message of the frame starts).
+    /// (each id once; not a run an earlier message of the frame starts).
     pub fn add_unseen(&self, unseen: &mut Unseen, mentions: Mentions<'_>) {
         if let Some(run_id) = mentions.run
             && !self.runs.contains_key(run_id)
@@ -226,7 +222,6 @@ impl Registry {
             if !self.spans.contains_key(span_id)
                 && self.ended_spans.get(span_id).is_none()
                 && !self.absent.contains(span_id)
-                && !unseen.started.contains(span_id)
                 && !unseen.spans.iter().any(|s| s == span_id)
             {
                 unseen.spans.push(span_id.to_owned());
@@ -234,9 +229,6 @@ impl Registry {
         }
         if let Some(run_id) = mentions.run.filter(|_| mentions.starts_run) {
             unseen.started.insert(run_id.to_owned());
-        }
-        if let Some(span_id) = mentions.starts_span {
-            unseen.started.insert(span_id.to_owned());
         }
     }
 

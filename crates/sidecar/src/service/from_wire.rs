@@ -38,9 +38,7 @@ pub fn mentions(body: &Body) -> Mentions<'_> {
     match body {
         Body::StartRun(m) => Mentions::run(&m.run_id).starting(),
         Body::EndRun(m) => Mentions::run(&m.run_id),
-        Body::StartSpan(m) => Mentions::run(&m.run_id)
-            .span(some(&m.parent_span_id))
-            .starting_span(&m.span_id),
+        Body::StartSpan(m) => Mentions::run(&m.run_id).span(some(&m.parent_span_id)),
         Body::EndSpan(m) => Mentions::default().span(some(&m.span_id)),
         Body::Metric(m) => Mentions::run(&m.run_id).span(some(&m.span_id)),
         Body::Event(m) => Mentions::run(&m.run_id).span(some(&m.span_id)),
