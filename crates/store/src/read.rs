@@ -310,150 +310,167 @@ impl Reader {
     /// A stored snapshot with its GPU rows, as a probe-core [`probe_core::Snapshot`].
     pub fn snapshot(&self, snapshot_id: i64) -> Result<Option<probe_core::Snapshot>> {
         let conn = &self.conn;
-        let host = conn
-            .query_row(
-                "SELECT taken_at_ns, gpu_available, gpu_unavailable_reason, cpu_count, cpu_load_1m,
-                        cpu_load_5m, cpu_load_15m, cpu_utilization_ratio, cpu_core_utilization,
-                        ram_total_bytes, ram_used_bytes, ram_available_bytes, swap_total_bytes,
-                        swap_used_bytes, cgroup_version, cgroup_memory_limit_bytes,
-                        cgroup_memory_used_bytes, cgroup_cpu_quota_cores, cgroup_cpu_throttled_ns
-                 FROM snapshots WHERE snapshot_id = ?1",
-                [snapshot_id],
-                |r| {
-                    let cores: Option<String> = r.get(8)?;
-                    let cgroup_version: Option<u8> = r.get(14)?;
-                    let cgroup = match cgroup_version {
-                        Some(version) => Some(probe_core::CgroupSnapshot {
-                            version,
-                            memory_limit_bytes: r.get::<_, Option<i64>>(15)?.map(unsigned),
-                            memory_used_bytes: r.get::<_, Option<i64>>(16)?.map(unsigned),
-                            cpu_quota_cores: r.get(17)?,
-                            cpu_throttled_ns: r.get::<_, Option<i64>>(18)?.map(unsigned),
-                        }),
-                        None => None,
-                    };
-                    Ok((
-                        cgroup,
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, bool>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        probe_core::HostSnapshot {
-                            cpu_count: r.get(3)?,
-                            cpu_load_1m: r.get(4)?,
-                            cpu_load_5m: r.get(5)?,
-                            cpu_load_15m: r.get(6)?,
-                            cpu_utilization_ratio: r.get(7)?,
-                            cpu_core_utilization_ratio: cores
-                                .and_then(|c| serde_json::from_str(&c).ok())
-                                .unwrap_or_default(),
-                            ram_total_bytes: unsigned(r.get(9)?),
-                            ram_used_bytes: unsigned(r.get(10)?),
-                            ram_available_bytes: unsigned(r.get(11)?),
-                            swap_total_bytes: unsigned(r.get(12)?),
-                            swap_used_bytes: unsigned(r.get(13)?),
-                        },
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((cgroup, taken_at_ns, available, unavailable_reason, host)) = host else {
+        let Some(head) = snapshot_head(conn, snapshot_id)? else {
             return Ok(None);
         };
-        let mut stmt = conn.prepare_cached(
-            "SELECT gpu_index, uuid, name, state, memory_total_bytes, memory_used_bytes,
-                    memory_free_bytes, utilization_ratio, memory_utilization_ratio,
-                    temperature_celsius, power_watts, memory_reserved_bytes, power_limit_watts,
-                    clock_sm_mhz, clock_memory_mhz, performance_state, clock_event_reasons,
-                    ecc_corrected_errors, ecc_uncorrected_errors, gpm_interval_seconds,
-                    sm_active_ratio, sm_occupancy_ratio, tensor_active_ratio,
-                    tensor_hmma_active_ratio, dram_bandwidth_ratio, fp16_active_ratio,
-                    fp32_active_ratio, pcie_tx_bytes_per_second, pcie_rx_bytes_per_second,
-                    nvlink_tx_bytes_per_second, nvlink_rx_bytes_per_second
-             FROM gpu_samples WHERE snapshot_id = ?1 ORDER BY gpu_index",
-        )?;
-        let devices = stmt
-            .query_map([snapshot_id], |r| {
-                let state: String = r.get(3)?;
-                Ok(probe_core::GpuDevice {
-                    index: r.get(0)?,
-                    uuid: r.get(1)?,
-                    name: r.get(2)?,
-                    // A state this build does not know reads as an error: not readable.
-                    state: probe_core::GpuState::parse(&state)
-                        .unwrap_or(probe_core::GpuState::Error),
-                    memory_total_bytes: r.get::<_, Option<i64>>(4)?.map(unsigned),
-                    memory_used_bytes: r.get::<_, Option<i64>>(5)?.map(unsigned),
-                    memory_free_bytes: r.get::<_, Option<i64>>(6)?.map(unsigned),
-                    utilization_ratio: r.get(7)?,
-                    memory_utilization_ratio: r.get(8)?,
-                    temperature_celsius: r.get(9)?,
-                    power_watts: r.get(10)?,
-                    memory_reserved_bytes: r.get::<_, Option<i64>>(11)?.map(unsigned),
-                    power_limit_watts: r.get(12)?,
-                    clock_sm_mhz: r.get(13)?,
-                    clock_memory_mhz: r.get(14)?,
-                    performance_state: r.get(15)?,
-                    clock_event_reasons: r.get::<_, Option<i64>>(16)?.map(unsigned),
-                    ecc_corrected_errors: r.get::<_, Option<i64>>(17)?.map(unsigned),
-                    ecc_uncorrected_errors: r.get::<_, Option<i64>>(18)?.map(unsigned),
-                    processes: Vec::new(),
-                    unsupported: Vec::new(),
-                    mig_enabled: None,
-                    mig_devices: Vec::new(),
-                    perf: match r.get::<_, Option<f64>>(19)? {
-                        None => None,
-                        Some(interval_seconds) => Some(probe_core::GpuPerf {
-                            interval_seconds,
-                            sm_active_ratio: r.get(20)?,
-                            sm_occupancy_ratio: r.get(21)?,
-                            tensor_active_ratio: r.get(22)?,
-                            tensor_hmma_active_ratio: r.get(23)?,
-                            dram_bandwidth_ratio: r.get(24)?,
-                            fp16_active_ratio: r.get(25)?,
-                            fp32_active_ratio: r.get(26)?,
-                            pcie_tx_bytes_per_second: r.get(27)?,
-                            pcie_rx_bytes_per_second: r.get(28)?,
-                            nvlink_tx_bytes_per_second: r.get(29)?,
-                            nvlink_rx_bytes_per_second: r.get(30)?,
-                        }),
-                    },
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut devices = devices;
-        let mut procs = conn.prepare_cached(
-            "SELECT gpu_index, pid, used_memory_bytes, pod_uid, container_id FROM gpu_processes
-             WHERE snapshot_id = ?1 ORDER BY gpu_index, pid",
-        )?;
-        let rows = procs.query_map([snapshot_id], |r| {
-            Ok((
-                r.get::<_, u32>(0)?,
-                probe_core::GpuProcess {
-                    pid: r.get(1)?,
-                    used_memory_bytes: r.get::<_, Option<i64>>(2)?.map(unsigned),
-                    pod_uid: r.get(3)?,
-                    container_id: r.get(4)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (index, process) = row?;
-            if let Some(d) = devices.iter_mut().find(|d| d.index == index) {
-                d.processes.push(process);
-            }
-        }
         Ok(Some(probe_core::Snapshot {
-            taken_at_ns,
-            host,
+            taken_at_ns: head.taken_at_ns,
+            host: head.host,
             gpu: probe_core::GpuSnapshot {
-                available,
-                unavailable_reason,
-                devices,
+                available: head.gpu_available,
+                unavailable_reason: head.gpu_unavailable_reason,
+                devices: snapshot_gpus(conn, snapshot_id)?,
             },
-            cgroup,
+            cgroup: head.cgroup,
             processes: agent_processes(conn, snapshot_id)?,
         }))
     }
+}
+
+/// A snapshot's own row: the host, the container and whether GPUs could be read.
+struct SnapshotHead {
+    taken_at_ns: i64,
+    gpu_available: bool,
+    gpu_unavailable_reason: Option<String>,
+    host: probe_core::HostSnapshot,
+    cgroup: Option<probe_core::CgroupSnapshot>,
+}
+
+/// The `snapshots` row of `snapshot_id`, if there is one.
+fn snapshot_head(conn: &Connection, snapshot_id: i64) -> Result<Option<SnapshotHead>> {
+    let head = conn
+        .query_row(
+            "SELECT taken_at_ns, gpu_available, gpu_unavailable_reason, cpu_count, cpu_load_1m,
+                    cpu_load_5m, cpu_load_15m, cpu_utilization_ratio, cpu_core_utilization,
+                    ram_total_bytes, ram_used_bytes, ram_available_bytes, swap_total_bytes,
+                    swap_used_bytes, cgroup_version, cgroup_memory_limit_bytes,
+                    cgroup_memory_used_bytes, cgroup_cpu_quota_cores, cgroup_cpu_throttled_ns
+             FROM snapshots WHERE snapshot_id = ?1",
+            [snapshot_id],
+            |r| {
+                let cores: Option<String> = r.get(8)?;
+                let cgroup_version: Option<u8> = r.get(14)?;
+                let cgroup = match cgroup_version {
+                    Some(version) => Some(probe_core::CgroupSnapshot {
+                        version,
+                        memory_limit_bytes: r.get::<_, Option<i64>>(15)?.map(unsigned),
+                        memory_used_bytes: r.get::<_, Option<i64>>(16)?.map(unsigned),
+                        cpu_quota_cores: r.get(17)?,
+                        cpu_throttled_ns: r.get::<_, Option<i64>>(18)?.map(unsigned),
+                    }),
+                    None => None,
+                };
+                Ok(SnapshotHead {
+                    cgroup,
+                    taken_at_ns: r.get(0)?,
+                    gpu_available: r.get(1)?,
+                    gpu_unavailable_reason: r.get(2)?,
+                    host: probe_core::HostSnapshot {
+                        cpu_count: r.get(3)?,
+                        cpu_load_1m: r.get(4)?,
+                        cpu_load_5m: r.get(5)?,
+                        cpu_load_15m: r.get(6)?,
+                        cpu_utilization_ratio: r.get(7)?,
+                        cpu_core_utilization_ratio: cores
+                            .and_then(|c| serde_json::from_str(&c).ok())
+                            .unwrap_or_default(),
+                        ram_total_bytes: unsigned(r.get(9)?),
+                        ram_used_bytes: unsigned(r.get(10)?),
+                        ram_available_bytes: unsigned(r.get(11)?),
+                        swap_total_bytes: unsigned(r.get(12)?),
+                        swap_used_bytes: unsigned(r.get(13)?),
+                    },
+                })
+            },
+        )
+        .optional()?;
+    Ok(head)
+}
+
+/// The GPUs of snapshot `snapshot_id`, each with the processes it held.
+fn snapshot_gpus(conn: &Connection, snapshot_id: i64) -> Result<Vec<probe_core::GpuDevice>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT gpu_index, uuid, name, state, memory_total_bytes, memory_used_bytes,
+                memory_free_bytes, utilization_ratio, memory_utilization_ratio,
+                temperature_celsius, power_watts, memory_reserved_bytes, power_limit_watts,
+                clock_sm_mhz, clock_memory_mhz, performance_state, clock_event_reasons,
+                ecc_corrected_errors, ecc_uncorrected_errors, gpm_interval_seconds,
+                sm_active_ratio, sm_occupancy_ratio, tensor_active_ratio,
+                tensor_hmma_active_ratio, dram_bandwidth_ratio, fp16_active_ratio,
+                fp32_active_ratio, pcie_tx_bytes_per_second, pcie_rx_bytes_per_second,
+                nvlink_tx_bytes_per_second, nvlink_rx_bytes_per_second
+         FROM gpu_samples WHERE snapshot_id = ?1 ORDER BY gpu_index",
+    )?;
+    let mut devices = stmt
+        .query_map([snapshot_id], |r| {
+            let state: String = r.get(3)?;
+            Ok(probe_core::GpuDevice {
+                index: r.get(0)?,
+                uuid: r.get(1)?,
+                name: r.get(2)?,
+                // A state this build does not know reads as an error: not readable.
+                state: probe_core::GpuState::parse(&state).unwrap_or(probe_core::GpuState::Error),
+                memory_total_bytes: r.get::<_, Option<i64>>(4)?.map(unsigned),
+                memory_used_bytes: r.get::<_, Option<i64>>(5)?.map(unsigned),
+                memory_free_bytes: r.get::<_, Option<i64>>(6)?.map(unsigned),
+                utilization_ratio: r.get(7)?,
+                memory_utilization_ratio: r.get(8)?,
+                temperature_celsius: r.get(9)?,
+                power_watts: r.get(10)?,
+                memory_reserved_bytes: r.get::<_, Option<i64>>(11)?.map(unsigned),
+                power_limit_watts: r.get(12)?,
+                clock_sm_mhz: r.get(13)?,
+                clock_memory_mhz: r.get(14)?,
+                performance_state: r.get(15)?,
+                clock_event_reasons: r.get::<_, Option<i64>>(16)?.map(unsigned),
+                ecc_corrected_errors: r.get::<_, Option<i64>>(17)?.map(unsigned),
+                ecc_uncorrected_errors: r.get::<_, Option<i64>>(18)?.map(unsigned),
+                processes: Vec::new(),
+                unsupported: Vec::new(),
+                mig_enabled: None,
+                mig_devices: Vec::new(),
+                perf: match r.get::<_, Option<f64>>(19)? {
+                    None => None,
+                    Some(interval_seconds) => Some(probe_core::GpuPerf {
+                        interval_seconds,
+                        sm_active_ratio: r.get(20)?,
+                        sm_occupancy_ratio: r.get(21)?,
+                        tensor_active_ratio: r.get(22)?,
+                        tensor_hmma_active_ratio: r.get(23)?,
+                        dram_bandwidth_ratio: r.get(24)?,
+                        fp16_active_ratio: r.get(25)?,
+                        fp32_active_ratio: r.get(26)?,
+                        pcie_tx_bytes_per_second: r.get(27)?,
+                        pcie_rx_bytes_per_second: r.get(28)?,
+                        nvlink_tx_bytes_per_second: r.get(29)?,
+                        nvlink_rx_bytes_per_second: r.get(30)?,
+                    }),
+                },
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut procs = conn.prepare_cached(
+        "SELECT gpu_index, pid, used_memory_bytes, pod_uid, container_id FROM gpu_processes
+         WHERE snapshot_id = ?1 ORDER BY gpu_index, pid",
+    )?;
+    let rows = procs.query_map([snapshot_id], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            probe_core::GpuProcess {
+                pid: r.get(1)?,
+                used_memory_bytes: r.get::<_, Option<i64>>(2)?.map(unsigned),
+                pod_uid: r.get(3)?,
+                container_id: r.get(4)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (index, process) = row?;
+        if let Some(d) = devices.iter_mut().find(|d| d.index == index) {
+            d.processes.push(process);
+        }
+    }
+    Ok(devices)
 }
 
 /// The traces exporter's name in `export_cursor`.
