@@ -3,7 +3,7 @@
 //! how it is read. `/metrics` (`metrics::collector`, `metrics`) and the OTLP metrics export
 //! (`export::metrics`) both read this table, so the two sets can differ only where a row says
 //! so and why; the book's *Exported figures* chapter is this table rendered
-//! ([`markdown`], checked by a test).
+//! (`markdown()`, checked by a test).
 
 pub mod gpu_perf;
 mod machine;

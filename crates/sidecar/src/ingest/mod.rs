@@ -56,7 +56,7 @@ pub struct Ingest {
     /// Where ids the registry has not seen are looked up (runs opened before a restart),
     /// read on a blocking thread; `None` in unit tests without a database.
     stored: Option<SharedReader>,
-    /// Trips to the database for unseen ids (see [`Ingest::lookups`]).
+    /// Trips to the database for unseen ids (counted for the tests).
     lookups: Arc<std::sync::atomic::AtomicU64>,
 }
 

@@ -5,12 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::finished::{RETURNING_FINISHED, collect_finished};
-#[cfg(test)]
-use super::rows::FinishedRun;
-use super::rows::{Finished, SpanEnd, SpanStart, WriteOp};
+use super::rows::{Finished, FinishedRun, RunEnd, RunStart, SpanEnd, SpanStart, WriteOp};
 use super::times::SnapshotTimes;
 use super::{Ack, Request, attach, ops, snapshot, sql_int};
 
@@ -72,6 +70,15 @@ pub(super) fn write_batch(
         .collect();
     let mut completed: Vec<(&SpanStart, &SpanEnd)> = Vec::new();
     let mut completed_ids: HashSet<&str> = HashSet::new();
+    // So is a run (a short task, at any volume above a few runs a second).
+    let run_ends: HashMap<&str, &RunEnd> = batch
+        .iter()
+        .filter_map(|r| match &r.op {
+            WriteOp::EndRun(e) => Some((e.run_id.as_str(), e)),
+            _ => None,
+        })
+        .collect();
+    let mut completed_runs: HashSet<&str> = HashSet::new();
     // Snapshots first: rows of this batch may refer to any of them, and a completed span
     // refers to its end snapshot at its start's place.
     for req in batch {
@@ -91,6 +98,19 @@ pub(super) fn write_batch(
                 }
             }
             WriteOp::EndSpan(end) if completed_ids.contains(end.span_id.as_str()) => continue,
+            WriteOp::StartRun(start) => {
+                if let Some(end) = run_ends.get(start.run_id.as_str()) {
+                    write_complete_run(&tx, times, start, end, finished)?;
+                    completed_runs.insert(start.run_id.as_str());
+                    continue;
+                }
+            }
+            WriteOp::EndRun(end) if completed_runs.contains(end.run_id.as_str()) => {
+                // Stored already; what remains is to end its spans still open then.
+                let sample = attach::resolve(&tx, times, end.at_ns, end.snapshot, finished);
+                ops::close_open_spans(&tx, end, sample, finished)?;
+                continue;
+            }
             _ => {}
         }
         ops::write_op(&tx, times, &req.op, finished)?;
@@ -176,6 +196,56 @@ fn write_complete_spans(
         }
     }
     Ok(())
+}
+
+/// Inserts a run whose start and end are both in the batch, complete: one INSERT instead of
+/// an INSERT and an UPDATE that moves it through the open-run indexes. A run id already
+/// stored (nothing inserted) is ended as the UPDATE would have.
+fn write_complete_run(
+    tx: &rusqlite::Connection,
+    times: &mut SnapshotTimes,
+    start: &RunStart,
+    end: &RunEnd,
+    finished: &mut Finished,
+) -> rusqlite::Result<()> {
+    let start_sample = attach::resolve(tx, times, start.at_ns, start.snapshot, finished);
+    let end_sample = attach::resolve(tx, times, end.at_ns, end.snapshot, finished);
+    let attributes = merge_attributes(start.attributes.as_deref(), end.attributes.as_deref());
+    let inserted: Option<String> = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO runs (run_id, name, status, error, attributes, client_id,
+                started_at_ns, ended_at_ns, start_snapshot_id, end_snapshot_id, ended_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             RETURNING name",
+        )?
+        .query_row(
+            rusqlite::params![
+                start.run_id,
+                start.name,
+                end.status,
+                end.error,
+                attributes,
+                start.client_id,
+                start.at_ns,
+                end.at_ns,
+                start_sample,
+                end_sample,
+                end.ended_by
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match inserted {
+        Some(name) => {
+            finished.runs.push(FinishedRun {
+                run_id: start.run_id.clone(),
+                name,
+                status: end.status,
+            });
+            Ok(())
+        }
+        None => ops::end_run(tx, end, end_sample, finished),
+    }
 }
 
 /// Start attributes with end attributes laid over them (the same as SQL `json_patch` for
@@ -366,6 +436,95 @@ mod tests {
             .query_row("SELECT start_snapshot_id FROM runs", [], |r| r.get(0))
             .unwrap();
         assert_eq!(run_start, Some(1000));
+    }
+
+    #[test]
+    fn a_run_started_and_ended_in_one_batch_is_one_complete_row_that_ends_its_open_spans() {
+        let (_dir, mut conn) = database();
+        let start = WriteOp::StartRun(RunStart {
+            run_id: "r".into(),
+            name: "task".into(),
+            attributes: Some(r#"{"model":"a","tries":"1"}"#.into()),
+            client_id: Some("c".into()),
+            at_ns: 10,
+            snapshot: SampleRef::Taken(1),
+        });
+        let end = WriteOp::EndRun(RunEnd {
+            run_id: "r".into(),
+            status: Status::Failed,
+            error: Some("tool failed".into()),
+            ended_by: EndedBy::Client,
+            attributes: Some(r#"{"tries":"2"}"#.into()),
+            at_ns: 90,
+            snapshot: SampleRef::Taken(2),
+        });
+        let finished = write(
+            &mut conn,
+            &[
+                request(snapshot(1)),
+                request(snapshot(2)),
+                request(start),
+                request(start_span("open", 20, None)),
+                request(start_span("done", 30, None)),
+                request(end_span("done", 40, None)),
+                request(end),
+            ],
+        )
+        .unwrap();
+        type RunRow = (
+            Status,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            String,
+            String,
+        );
+        let row: RunRow = conn
+            .query_row(
+                "SELECT status, error, ended_at_ns, start_snapshot_id, end_snapshot_id,
+                        attributes, ended_by FROM runs WHERE run_id = 'r'",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (
+                Status::Failed,
+                Some("tool failed".into()),
+                Some(90),
+                Some(1),
+                Some(2),
+                r#"{"model":"a","tries":"2"}"#.into(),
+                "client".into()
+            )
+        );
+        assert_eq!(finished.runs.len(), 1, "counted once");
+        assert_eq!(finished.runs[0].status, Status::Failed);
+        // The span the run ended under is failed at the run's end; the other is complete.
+        assert_eq!(
+            span(&conn, "open"),
+            (Status::Failed, Some(90), Some(2), None)
+        );
+        assert_eq!(span(&conn, "done"), (Status::Ok, Some(40), Some(2), None));
+        let outbox: i64 = conn
+            .query_row("SELECT count(*) FROM export_outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            outbox, 1,
+            "it joins the export outbox in the same transaction"
+        );
     }
 
     #[test]

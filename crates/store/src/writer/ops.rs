@@ -131,7 +131,7 @@ fn start_run(tx: &Connection, r: &RunStart, sample: Option<i64>) -> rusqlite::Re
 }
 
 /// Ends the run, and any of its spans still open (as failed: the run ended under them).
-fn end_run(
+pub(super) fn end_run(
     tx: &Connection,
     r: &RunEnd,
     sample: Option<i64>,
@@ -167,6 +167,16 @@ fn end_run(
             status: r.status,
         });
     }
+    close_open_spans(tx, r, sample, finished)
+}
+
+/// Ends the spans of run `r` still open when it ended, as failed.
+pub(super) fn close_open_spans(
+    tx: &Connection,
+    r: &RunEnd,
+    sample: Option<i64>,
+    finished: &mut Finished,
+) -> rusqlite::Result<()> {
     let mut closed = tx.prepare_cached(
         "UPDATE spans SET status = ?4, error = 'run ended while span was open',
             ended_at_ns = ?2, end_snapshot_id = ?3
