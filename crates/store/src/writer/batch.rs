@@ -78,7 +78,8 @@ pub(super) fn write_batch(
             _ => None,
         })
         .collect();
-    let mut completed_runs: HashSet<&str> = HashSet::new();
+    // Each completed run's end sample, found once (a second look would count twice).
+    let mut completed_runs: HashMap<&str, Option<i64>> = HashMap::new();
     // Snapshots first: rows of this batch may refer to any of them, and a completed span
     // refers to its end snapshot at its start's place.
     for req in batch {
@@ -100,16 +101,17 @@ pub(super) fn write_batch(
             WriteOp::EndSpan(end) if completed_ids.contains(end.span_id.as_str()) => continue,
             WriteOp::StartRun(start) => {
                 if let Some(end) = run_ends.get(start.run_id.as_str()) {
-                    write_complete_run(&tx, times, start, end, finished)?;
-                    completed_runs.insert(start.run_id.as_str());
+                    let end_sample = write_complete_run(&tx, times, start, end, finished)?;
+                    completed_runs.insert(start.run_id.as_str(), end_sample);
                     continue;
                 }
             }
-            WriteOp::EndRun(end) if completed_runs.contains(end.run_id.as_str()) => {
-                // Stored already; what remains is to end its spans still open then.
-                let sample = attach::resolve(&tx, times, end.at_ns, end.snapshot, finished);
-                ops::close_open_spans(&tx, end, sample, finished)?;
-                continue;
+            WriteOp::EndRun(end) => {
+                if let Some(&end_sample) = completed_runs.get(end.run_id.as_str()) {
+                    // Stored already; what remains is to end its spans still open then.
+                    ops::close_open_spans(&tx, end, end_sample, finished)?;
+                    continue;
+                }
             }
             _ => {}
         }
@@ -200,14 +202,14 @@ fn write_complete_spans(
 
 /// Inserts a run whose start and end are both in the batch, complete: one INSERT instead of
 /// an INSERT and an UPDATE that moves it through the open-run indexes. A run id already
-/// stored (nothing inserted) is ended as the UPDATE would have.
+/// stored (nothing inserted) is ended as the UPDATE would have. Returns the end's sample.
 fn write_complete_run(
     tx: &rusqlite::Connection,
     times: &mut SnapshotTimes,
     start: &RunStart,
     end: &RunEnd,
     finished: &mut Finished,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Option<i64>> {
     let start_sample = attach::resolve(tx, times, start.at_ns, start.snapshot, finished);
     let end_sample = attach::resolve(tx, times, end.at_ns, end.snapshot, finished);
     let attributes = merge_attributes(start.attributes.as_deref(), end.attributes.as_deref());
@@ -236,16 +238,14 @@ fn write_complete_run(
         )
         .optional()?;
     match inserted {
-        Some(name) => {
-            finished.runs.push(FinishedRun {
-                run_id: start.run_id.clone(),
-                name,
-                status: end.status,
-            });
-            Ok(())
-        }
-        None => ops::end_run(tx, end, end_sample, finished),
+        Some(name) => finished.runs.push(FinishedRun {
+            run_id: start.run_id.clone(),
+            name,
+            status: end.status,
+        }),
+        None => ops::end_run(tx, end, end_sample, finished)?,
     }
+    Ok(end_sample)
 }
 
 /// Start attributes with end attributes laid over them (the same as SQL `json_patch` for
@@ -447,7 +447,7 @@ mod tests {
             attributes: Some(r#"{"model":"a","tries":"1"}"#.into()),
             client_id: Some("c".into()),
             at_ns: 10,
-            snapshot: SampleRef::Taken(1),
+            snapshot: SampleRef::Nearest { window_ns: 1000 },
         });
         let end = WriteOp::EndRun(RunEnd {
             run_id: "r".into(),
@@ -456,7 +456,7 @@ mod tests {
             ended_by: EndedBy::Client,
             attributes: Some(r#"{"tries":"2"}"#.into()),
             at_ns: 90,
-            snapshot: SampleRef::Taken(2),
+            snapshot: SampleRef::Nearest { window_ns: 1000 },
         });
         let finished = write(
             &mut conn,
@@ -504,13 +504,18 @@ mod tests {
                 Status::Failed,
                 Some("tool failed".into()),
                 Some(90),
-                Some(1),
+                Some(2),
                 Some(2),
                 r#"{"model":"a","tries":"2"}"#.into(),
                 "client".into()
             )
         );
         assert_eq!(finished.runs.len(), 1, "counted once");
+        assert_eq!(
+            (finished.matched, finished.unmatched),
+            (2, 0),
+            "its start and its end matched to the nearest sample, each once"
+        );
         assert_eq!(finished.runs[0].status, Status::Failed);
         // The span the run ended under is failed at the run's end; the other is complete.
         assert_eq!(
