@@ -55,6 +55,9 @@ struct Queues {
     pending_since: Option<Instant>,
     /// Messages up to this number are due at once (a flush, a fresh-sample request).
     urgent_seq: u64,
+    /// Whether the background task will look at `pending` within a linger on its own (it
+    /// ticks while messages keep coming): a first message then needs no wake-up.
+    ticking: bool,
 }
 
 /// State shared by the recording handles and the background task.
@@ -87,6 +90,7 @@ impl Shared {
                 bytes: 0,
                 pending_since: None,
                 urgent_seq: 0,
+                ticking: false,
             }),
             room: Condvar::new(),
             limits: Limits {
@@ -166,12 +170,13 @@ impl Shared {
             }
             q.pending.push_back(msg);
             // The background task sleeps through a linger: wake it only when there is
-            // something new to decide (a first message starts the linger; a full frame or an
-            // urgent one ends it). Each wake-up costs both threads a context switch.
+            // something new to decide (a first message starts the linger unless the task
+            // ticks already; a full frame or an urgent one ends it). Each wake-up costs
+            // both threads a context switch.
             let first = q.pending_since.is_none();
             q.pending_since.get_or_insert_with(Instant::now);
             let wake = self.limits.linger.is_zero()
-                || first
+                || (first && !q.ticking)
                 || urgent
                 || q.pending.len() >= FRAME_MESSAGES;
             if !wake {
@@ -241,6 +246,28 @@ impl Shared {
     /// How long messages linger before they are sent.
     pub fn linger(&self) -> Duration {
         self.limits.linger
+    }
+
+    /// The background task will look at the buffer within a linger without being woken.
+    pub fn start_ticking(&self) {
+        self.lock().ticking = true;
+    }
+
+    /// At a tick that found nothing to send: stops ticking, so that the next message
+    /// wakes the background task, and returns true; false (ticking on) if something is
+    /// pending after all. Decided under the buffer's lock, so no message is left unseen.
+    pub fn stop_ticking_if_idle(&self) -> bool {
+        let mut q = self.lock();
+        let idle = q.pending.is_empty();
+        if idle {
+            q.ticking = false;
+        }
+        idle
+    }
+
+    /// Stops ticking (a new session starts idle).
+    pub fn stop_ticking(&self) {
+        self.lock().ticking = false;
     }
 
     /// How many messages wait to be sent.
@@ -402,6 +429,34 @@ mod tests {
             None,
             "taken: the next message starts a new linger"
         );
+    }
+
+    #[tokio::test]
+    async fn a_ticking_stream_is_woken_by_the_first_message_only_after_an_idle_tick() {
+        // Whether the background task would wake: a stored permit is taken at once.
+        async fn woken(s: &Shared) -> bool {
+            tokio::time::timeout(Duration::from_millis(1), s.wake.notified())
+                .await
+                .is_ok()
+        }
+        let s = lingering(Duration::from_millis(500));
+        s.push(event());
+        assert!(woken(&s).await, "a first message starts the linger");
+        s.take_batch(FRAME_MESSAGES);
+        s.start_ticking();
+        s.push(event());
+        assert!(
+            !woken(&s).await,
+            "the task looks within a linger on its own: no wake-up"
+        );
+        assert!(
+            !s.stop_ticking_if_idle(),
+            "a tick that finds messages ticks on"
+        );
+        s.take_batch(FRAME_MESSAGES);
+        assert!(s.stop_ticking_if_idle(), "a tick that finds nothing stops");
+        s.push(event());
+        assert!(woken(&s).await, "so the next message wakes the task");
     }
 
     #[test]

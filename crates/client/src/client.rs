@@ -319,6 +319,12 @@ impl Client {
         self.inner.shared.last_seq()
     }
 
+    /// Sequence number of the last message the sidecar has committed (every message up to
+    /// it is stored).
+    pub fn committed_seq(&self) -> u64 {
+        *self.inner.shared.acked.borrow()
+    }
+
     /// Waits until the sidecar has committed every message up to `seq` (for measuring
     /// acknowledgement latency).
     pub async fn committed(&self, seq: u64) -> Result<(), Error> {

@@ -158,6 +158,13 @@ async fn session(
     }
     backoff.reset();
     shared.set_last_error(None);
+    // While messages keep coming, this task ticks every linger and sends what has gathered
+    // since the last tick, without being woken for each first message (two wake-ups per
+    // frame, the tick and the acknowledgement, instead of three); a tick that finds
+    // nothing stops it until the next message.
+    let linger = shared.linger();
+    let mut tick: Option<std::time::Instant> = None;
+    shared.stop_ticking();
     loop {
         if let Some(dropped_total) = shared.dropped_to_report() {
             shared.push_control(pb::client_message::Body::Stats(pb::ClientStats {
@@ -168,10 +175,25 @@ async fn session(
         // travel in one frame and one transaction: per-frame costs (framing, wake-ups on
         // both sides, a commit) are most of what a message costs. Without a linger, one
         // yield lets the agent's thread finish what it records together.
-        let due = shared.send_due();
         let now = std::time::Instant::now();
-        let ready = due.is_some_and(|at| at <= now);
-        if ready && shared.linger().is_zero() && shared.pending_len() < FRAME_MESSAGES {
+        let ticked = tick.is_some_and(|at| at <= now);
+        if ticked {
+            tick = if shared.stop_ticking_if_idle() {
+                None
+            } else {
+                Some(now + linger)
+            };
+        }
+        let due = shared.send_due();
+        if tick.is_none() && !linger.is_zero() {
+            // The first message after a quiet time: tick from its linger on.
+            if let Some(at) = due {
+                tick = Some(at);
+                shared.start_ticking();
+            }
+        }
+        let ready = due.is_some_and(|at| at <= now) || (ticked && tick.is_some());
+        if ready && linger.is_zero() && shared.pending_len() < FRAME_MESSAGES {
             tokio::task::yield_now().await;
         }
         // Hand the transport as much as it will take without waiting, many messages per
@@ -189,7 +211,11 @@ async fn session(
         }
         let due = shared.send_due();
         let ready = due.is_some_and(|at| at <= std::time::Instant::now());
-        let lingering = due.filter(|_| !ready).map(tokio::time::Instant::from_std);
+        let next = match (due.filter(|_| !ready), tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let lingering = next.map(tokio::time::Instant::from_std);
         tokio::select! {
             next = inbound.message() => match next.map_err(|s| s.to_string())? {
                 Some(pb::ServerMessage { body: Some(In::Ack(ack)) }) => {

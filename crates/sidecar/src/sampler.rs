@@ -381,17 +381,16 @@ impl SamplerHandle {
         Ok(stored)
     }
 
-    /// [`SamplerHandle::fresh`] for the background thread: samples, queues and publishes
-    /// without the async runtime.
-    fn store_blocking(&self, reason: Reason) -> Result<(), SampleError> {
+    /// The background thread's sample: taken, published, and held for the writer's next
+    /// batch (`WriterHandle::hold_background`): while agents send frames, samples ride in
+    /// their transactions without a wake-up of the writer of their own.
+    fn store_periodic(&self) -> Result<(), SampleError> {
         let snapshot = sample_now(&self.inner);
-        let (stored, ops) = self.stamp(snapshot, reason);
-        for op in ops {
-            self.inner
-                .writer
-                .blocking_send(op, Ack::None)
-                .map_err(|_| SampleError::WriterClosed)?;
-        }
+        let (stored, ops) = self.stamp(snapshot, Reason::Interval);
+        self.inner
+            .writer
+            .hold_background(ops)
+            .map_err(|_| SampleError::WriterClosed)?;
         self.publish(&stored);
         Ok(())
     }
@@ -461,9 +460,13 @@ impl SamplerHandle {
                 Some(at) if !self.inner.sample_now.swap(false, Ordering::Relaxed) => at + every,
                 _ => Instant::now(),
             };
+            // Samples held for the writer must not wait past their linger for the next one.
+            if self.inner.writer.release_held(due).is_err() {
+                return;
+            }
             if self.inner.wake.wait_until(due) {
                 last = Some(Instant::now());
-                if let Err(error) = self.store_blocking(Reason::Interval) {
+                if let Err(error) = self.store_periodic() {
                     tracing::warn!(%error, "interval sample not stored");
                 }
             }

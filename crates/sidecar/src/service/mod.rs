@@ -331,6 +331,7 @@ impl Runlens for RunlensService {
             shutdown: self.shutdown.clone(),
             _drain: self.drain.upgrade(),
             metrics: self.metrics.clone(),
+            frame: None,
         };
         tokio::spawn(session.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))

@@ -52,6 +52,9 @@ pub struct Session {
     pub _presence: super::abandoned::SessionPresence,
     /// Counts refusals and the client's drops.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The writes of the frame being handled, queued together when it is done
+    /// (`WriterHandle::send_frame`); `None` between frames.
+    pub frame: Option<Vec<(WriteOp, Ack)>>,
 }
 
 fn message(body: Out) -> Result<pb::ServerMessage, Status> {
@@ -147,19 +150,28 @@ impl Session {
                 .filter(|m| m.seq > self.last_seq)
                 .filter_map(|m| m.body.as_ref().map(from_wire::mentions));
             let _ = self.ingest.recall_many(ids).await;
+            // The frame's writes go to the writer together, once it is handled: one wake-up
+            // and one transaction for what the client gathered.
+            self.frame = Some(Vec::with_capacity(batch.messages.len()));
+            let mut handled = true;
             for inner in batch.messages {
                 if matches!(inner.body, Some(Body::Batch(_))) {
                     let nested = Status::invalid_argument("a batch may not contain a batch");
                     if !self.reject_and_skip(inner.seq, nested).await {
-                        return false;
+                        handled = false;
+                        break;
                     }
                     continue;
                 }
                 if !self.handle_one(inner).await {
-                    return false;
+                    handled = false;
+                    break;
                 }
             }
-            return true;
+            let writes = self.frame.take().unwrap_or_default();
+            // What was accepted before a failure is still queued: its commit is
+            // acknowledged if the session lives long enough, and resent otherwise.
+            return self.send_writes(writes).await && handled;
         }
         self.handle_one(msg).await
     }
@@ -212,7 +224,7 @@ impl Session {
         };
         if let Some(clock) = self.ingest.clock_to_store(&self.client_id) {
             // Queued before the message, which acknowledges it with its commit.
-            if self.writer.send(clock, Ack::None).await.is_err() {
+            if !self.write(clock, Ack::None).await {
                 return false;
             }
         }
@@ -222,13 +234,37 @@ impl Session {
         }
     }
 
-    async fn queue(&self, op: WriteOp, seq: u64) -> bool {
+    async fn queue(&mut self, op: WriteOp, seq: u64) -> bool {
         let ack = Ack::Session {
             client_id: self.client_id.clone(),
             progress: self.progress.clone(),
             seq,
         };
-        if self.writer.send(op, ack).await.is_err() {
+        self.write(op, ack).await
+    }
+
+    /// Adds a write to the frame being handled, or queues it alone outside a frame; false
+    /// when the session must end.
+    async fn write(&mut self, op: WriteOp, ack: Ack) -> bool {
+        if let Some(frame) = self.frame.as_mut() {
+            frame.push((op, ack));
+            return true;
+        }
+        self.send_writes(vec![(op, ack)]).await
+    }
+
+    /// Queues writes to the writer: one alone, several as a frame; false when the session
+    /// must end.
+    async fn send_writes(&self, mut writes: Vec<(WriteOp, Ack)>) -> bool {
+        let queued = match writes.len() {
+            0 => return true,
+            1 => match writes.pop() {
+                Some((op, ack)) => self.writer.send(op, ack).await,
+                None => Ok(()),
+            },
+            _ => self.writer.send_frame(writes).await,
+        };
+        if queued.is_err() {
             let _ = self
                 .out
                 .send(Err(Status::unavailable("the sidecar is shutting down")))
@@ -250,7 +286,7 @@ impl Session {
         self.out.send(message(Out::Error(error))).await.is_ok()
     }
 
-    async fn reject_and_skip(&self, seq: u64, status: Status) -> bool {
+    async fn reject_and_skip(&mut self, seq: u64, status: Status) -> bool {
         self.reject(seq, status).await && self.queue(WriteOp::Nothing, seq).await
     }
 }

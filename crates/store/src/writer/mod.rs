@@ -14,6 +14,7 @@ mod attach;
 mod batch;
 mod checkpoint;
 mod finished;
+mod held;
 mod ops;
 mod rows;
 mod snapshot;
@@ -22,12 +23,12 @@ mod trace;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::Result;
 use super::retention::{PruneReport, Pruner, RetentionPolicy};
@@ -41,7 +42,9 @@ pub use rows::{
 /// Most requests written in one transaction.
 pub const MAX_BATCH: usize = 4096;
 
-/// A batch smaller than this waits [`GROUP_COMMIT_WAIT`] for more before it is committed.
+/// A batch smaller than this waits [`GROUP_COMMIT_WAIT`] for more before it is committed,
+/// unless everything in it that somebody waits on came in whole frames
+/// ([`WriterHandle::send_frame`]): a client that lingered has gathered them already.
 pub const GROUP_COMMIT_BELOW: usize = 64;
 
 /// How long the oldest request of a small batch may wait for more, counted from when it was
@@ -104,6 +107,11 @@ struct Request {
 enum Message {
     /// A request, and when it was queued: group commit waits from then.
     Write(Request, Instant),
+    /// A client's frame, whole, and when it was queued; the permit is its share of
+    /// [`QUEUE_CAPACITY`], given back when the writer takes it.
+    Frame(Vec<Request>, Instant, OwnedSemaphorePermit),
+    /// Take what is held ([`WriterHandle::hold_background`]).
+    Wake,
     /// One retention step, run after the batch queued before it.
     Prune(oneshot::Sender<Result<PruneReport, String>>),
     /// Commit what is queued before this message, then stop.
@@ -115,6 +123,10 @@ enum Message {
 pub struct WriterHandle {
     tx: mpsc::Sender<Message>,
     health: watch::Receiver<Option<String>>,
+    /// Room for the requests of queued frames (a frame takes one place in the channel).
+    frame_room: Arc<Semaphore>,
+    /// Background samples waiting for the writer's next wake-up.
+    held: Arc<held::Held>,
 }
 
 /// Why a request could not be queued.
@@ -145,8 +157,6 @@ pub struct Writer {
     thread: Option<JoinHandle<()>>,
     /// Set by `close`: a writer retrying a failing disk gives up instead of waiting forever.
     stop: Arc<AtomicBool>,
-    /// Shared with the thread: see [`Writer::set_sample_linger`].
-    sample_linger_ns: Arc<AtomicU64>,
 }
 
 /// The writer is gone (shut down, or its thread died).
@@ -163,12 +173,64 @@ impl WriterHandle {
             .map_err(|_| WriterClosed)
     }
 
+    /// Queues the requests of one client frame, in order, as one: the writer takes them
+    /// together (one wake-up, one transaction) and commits them without the group-commit
+    /// wait. Waits while the queue is full: queued frames hold at most the queue's capacity
+    /// in requests, as queued single requests do.
+    pub async fn send_frame(&self, requests: Vec<(WriteOp, Ack)>) -> Result<(), WriterClosed> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let room = u32::try_from(requests.len().min(QUEUE_CAPACITY)).unwrap_or(u32::MAX);
+        let permit = self
+            .frame_room
+            .clone()
+            .acquire_many_owned(room)
+            .await
+            .map_err(|_| WriterClosed)?;
+        let requests = requests
+            .into_iter()
+            .map(|(op, ack)| Request { op, ack })
+            .collect();
+        self.tx
+            .send(Message::Frame(requests, Instant::now(), permit))
+            .await
+            .map_err(|_| WriterClosed)
+    }
+
     /// Queues a request from a thread outside the async runtime (the sampler's), blocking
     /// while the queue is full. Must not be called from async code.
     pub fn blocking_send(&self, op: WriteOp, ack: Ack) -> Result<(), WriterClosed> {
         self.tx
             .blocking_send(Message::Write(Request { op, ack }, Instant::now()))
             .map_err(|_| WriterClosed)
+    }
+
+    /// Hands over background work nobody waits on (a periodic sample and the events it
+    /// raised) without waking the writer: it joins the next batch the writer takes. The
+    /// holder calls [`WriterHandle::release_held`] before it sleeps.
+    pub fn hold_background(
+        &self,
+        ops: impl IntoIterator<Item = WriteOp>,
+    ) -> Result<(), WriterClosed> {
+        if self.tx.is_closed() {
+            return Err(WriterClosed);
+        }
+        self.held
+            .hold(ops.into_iter().map(|op| Request { op, ack: Ack::None }));
+        Ok(())
+    }
+
+    /// Wakes the writer (blocking: not from async code) if what is held would otherwise
+    /// wait past its linger ([`Writer::set_sample_linger`]) because the holder hands over
+    /// nothing more until `next_at`.
+    pub fn release_held(&self, next_at: Instant) -> Result<(), WriterClosed> {
+        if self.held.due_before(next_at) {
+            self.tx
+                .blocking_send(Message::Wake)
+                .map_err(|_| WriterClosed)?;
+        }
+        Ok(())
     }
 
     /// Reserves room for one request without waiting, so a caller can refuse work before
@@ -221,8 +283,8 @@ impl Writer {
         let (health_tx, health) = watch::channel(None);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
-        let sample_linger_ns = Arc::new(AtomicU64::new(SAMPLE_LINGER.as_nanos() as u64));
-        let thread_linger = sample_linger_ns.clone();
+        let held = Arc::new(held::Held::new(SAMPLE_LINGER));
+        let thread_held = held.clone();
         let thread = std::thread::Builder::new()
             .name("runlens-writer".into())
             .spawn(move || {
@@ -236,15 +298,19 @@ impl Writer {
                     rx,
                     health: health_tx,
                     stop: thread_stop,
-                    sample_linger_ns: thread_linger,
+                    held: thread_held,
                     unmatched: UnmatchedLog::default(),
                 })
             })?;
         Ok(Self {
-            handle: WriterHandle { tx, health },
+            handle: WriterHandle {
+                tx,
+                health,
+                frame_room: Arc::new(Semaphore::new(QUEUE_CAPACITY)),
+                held,
+            },
             thread: Some(thread),
             stop,
-            sample_linger_ns,
         })
     }
 
@@ -252,7 +318,7 @@ impl Writer {
     /// committed alone (default [`SAMPLE_LINGER`]; zero commits each at once).
     pub fn set_sample_linger(&self, linger: Duration) {
         let ns = u64::try_from(linger.as_nanos()).unwrap_or(u64::MAX);
-        self.sample_linger_ns.store(ns, Ordering::Relaxed);
+        self.handle.held.linger_ns.store(ns, Ordering::Relaxed);
     }
 
     /// A handle for sending requests.
@@ -286,8 +352,8 @@ struct Thread {
     rx: mpsc::Receiver<Message>,
     health: watch::Sender<Option<String>>,
     stop: Arc<AtomicBool>,
-    /// How long held samples wait for company, ns (see [`SAMPLE_LINGER`]).
-    sample_linger_ns: Arc<AtomicU64>,
+    /// Background samples handed over without a wake-up, and how long they may wait.
+    held: Arc<held::Held>,
     /// Rows stored without a sample, for the log.
     unmatched: UnmatchedLog,
 }
@@ -330,20 +396,52 @@ struct Pending {
     oldest: Option<Instant>,
     /// When the oldest request somebody waits on was queued: group commit waits from then.
     oldest_waited: Option<Instant>,
+    /// Whether a request somebody waits on came alone (not in a frame): only those are
+    /// worth a group-commit wait.
+    single_waited: bool,
 }
 
 impl Pending {
+    fn new() -> Pending {
+        Pending {
+            batch: Vec::with_capacity(MAX_BATCH),
+            prunes: Vec::new(),
+            closing: false,
+            oldest: None,
+            oldest_waited: None,
+            single_waited: false,
+        }
+    }
+
     fn take(&mut self, message: Option<Message>) {
         match message {
             Some(Message::Write(req, queued)) => {
                 if !matches!(req.ack, Ack::None) {
                     self.oldest_waited.get_or_insert(queued);
+                    self.single_waited = true;
                 }
                 self.batch.push(req);
                 self.oldest.get_or_insert(queued);
             }
+            Some(Message::Frame(requests, queued, _room)) => {
+                if requests.iter().any(|r| !matches!(r.ack, Ack::None)) {
+                    self.oldest_waited.get_or_insert(queued);
+                }
+                self.batch.extend(requests);
+                self.oldest.get_or_insert(queued);
+            }
+            Some(Message::Wake) => {}
             Some(Message::Prune(reply)) => self.prunes.push(reply),
             Some(Message::Close) | None => self.closing = true,
+        }
+    }
+
+    /// Takes the background samples held since the last batch, ahead of what the channel
+    /// brings (samples first: rows that follow are matched to them without a takeover).
+    fn take_held(&mut self, held: &held::Held) {
+        for (req, queued) in held.take() {
+            self.batch.push(req);
+            self.oldest = Some(self.oldest.map_or(queued, |o| o.min(queued)));
         }
     }
 
@@ -358,9 +456,10 @@ impl Pending {
     fn linger(
         &mut self,
         rx: &mut mpsc::Receiver<Message>,
+        held: &held::Held,
         clock: &tokio::runtime::Runtime,
-        linger: Duration,
     ) {
+        let linger = held.linger();
         let Some(due) = self.oldest.map(|queued| queued + linger) else {
             return;
         };
@@ -375,15 +474,16 @@ impl Pending {
             match clock.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
                 Ok(message) => {
                     self.take(message);
-                    self.drain(rx);
+                    self.drain(rx, held);
                 }
                 Err(_elapsed) => return,
             }
         }
     }
 
-    /// Takes what is queued, up to [`MAX_BATCH`], without waiting.
-    fn drain(&mut self, rx: &mut mpsc::Receiver<Message>) {
+    /// Takes what is held and what is queued, up to [`MAX_BATCH`], without waiting.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<Message>, held: &held::Held) {
+        self.take_held(held);
         while !self.closing && self.batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(message) => self.take(Some(message)),
@@ -394,13 +494,7 @@ impl Pending {
 }
 
 fn run(mut t: Thread) {
-    let mut p = Pending {
-        batch: Vec::with_capacity(MAX_BATCH),
-        prunes: Vec::new(),
-        closing: false,
-        oldest: None,
-        oldest_waited: None,
-    };
+    let mut p = Pending::new();
     // A timer for waiting on the channel with a deadline (samples lingering); nothing else
     // runs on it. Without one (it cannot fail short of the process being out of threads'
     // resources) samples are committed at once, as they were before lingering.
@@ -412,15 +506,17 @@ fn run(mut t: Thread) {
     while !p.closing {
         p.oldest = None;
         p.oldest_waited = None;
-        p.take(t.rx.blocking_recv());
-        p.drain(&mut t.rx);
+        p.single_waited = false;
+        let first = t.rx.blocking_recv();
+        p.take_held(&t.held);
+        p.take(first);
+        p.drain(&mut t.rx, &t.held);
         if let Some(clock) = &clock {
-            let linger = Duration::from_nanos(t.sample_linger_ns.load(Ordering::Relaxed));
-            p.linger(&mut t.rx, clock, linger);
+            p.linger(&mut t.rx, &t.held, clock);
         }
         if !p.closing
             && p.prunes.is_empty()
-            && p.someone_waits()
+            && p.single_waited
             && p.batch.len() < GROUP_COMMIT_BELOW
         {
             // Group commit: a short queue means messages trickle in; waiting until the
@@ -433,7 +529,7 @@ fn run(mut t: Thread) {
                     std::thread::sleep(due - now);
                 }
             }
-            p.drain(&mut t.rx);
+            p.drain(&mut t.rx, &t.held);
         }
         if !p.batch.is_empty() {
             let outcome = commit(&mut t, &p.batch);
@@ -675,5 +771,115 @@ mod tests {
             .unwrap()
             .block_on(writer.close());
         assert_eq!(committed_samples(&path), 4);
+    }
+
+    #[test]
+    fn held_samples_join_the_next_batch_and_are_released_before_their_linger_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = crate::open_for_writing(&path, false, None).unwrap();
+        let writer = Writer::start(conn, None, false, None).unwrap();
+        writer.set_sample_linger(Duration::from_millis(300));
+        let handle = writer.handle();
+
+        // Held, a sample does not wake the writer; a holder that is back within the linger
+        // releases nothing.
+        handle.hold_background([sample(1)]).unwrap();
+        handle
+            .release_held(Instant::now() + Duration::from_millis(100))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(committed_samples(&path), 0, "held until the writer wakes");
+        // The next request somebody waits on takes it along, in its transaction.
+        let (tx, rx) = oneshot::channel();
+        handle.blocking_send(sample(2), Ack::Reply(tx)).unwrap();
+        rx.blocking_recv().unwrap().unwrap();
+        assert_eq!(committed_samples(&path), 2);
+
+        // A holder about to sleep past the linger wakes the writer: the sample is
+        // committed once its linger ends, not when the holder is back.
+        let held_at = Instant::now();
+        handle.hold_background([sample(3)]).unwrap();
+        handle
+            .release_held(Instant::now() + Duration::from_secs(60))
+            .unwrap();
+        while committed_samples(&path) < 3 {
+            assert!(
+                held_at.elapsed() < Duration::from_secs(10),
+                "a released sample must be committed within its linger"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            held_at.elapsed() >= Duration::from_millis(250),
+            "it waited for company"
+        );
+
+        // Closing commits what is held.
+        handle.hold_background([sample(4)]).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(writer.close());
+        assert_eq!(committed_samples(&path), 4);
+        assert!(
+            handle.hold_background([sample(5)]).is_err(),
+            "a closed writer refuses"
+        );
+    }
+
+    #[test]
+    fn a_frame_is_committed_whole_and_gives_its_room_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = crate::open_for_writing(&path, false, None).unwrap();
+        let writer = Writer::start(conn, None, false, None).unwrap();
+        let handle = writer.handle();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (replies, writes): (Vec<_>, Vec<_>) = (1..=3)
+            .map(|id| {
+                let (tx, rx) = oneshot::channel();
+                (rx, (sample(id), Ack::Reply(tx)))
+            })
+            .unzip();
+        runtime.block_on(handle.send_frame(writes)).unwrap();
+        for reply in replies {
+            runtime.block_on(reply).unwrap().unwrap();
+        }
+        assert_eq!(committed_samples(&path), 3);
+        assert_eq!(
+            handle.frame_room.available_permits(),
+            QUEUE_CAPACITY,
+            "the writer gives a frame's room back when it takes it"
+        );
+        runtime.block_on(writer.close());
+    }
+
+    #[test]
+    fn only_requests_that_came_alone_are_worth_a_group_commit_wait() {
+        let room = Arc::new(Semaphore::new(4));
+        let waited = |id| {
+            let (tx, _rx) = oneshot::channel();
+            Request {
+                op: sample(id),
+                ack: Ack::Reply(tx),
+            }
+        };
+        let mut p = Pending::new();
+        let frame_room = room.clone().try_acquire_many_owned(2).unwrap();
+        p.take(Some(Message::Frame(
+            vec![waited(1), waited(2)],
+            Instant::now(),
+            frame_room,
+        )));
+        assert!(p.someone_waits());
+        assert!(!p.single_waited, "a client's frame was gathered already");
+        assert_eq!(room.available_permits(), 4, "taken: its room is free");
+        p.take(Some(Message::Write(waited(3), Instant::now())));
+        assert!(p.single_waited, "a lone request may have company coming");
+        assert_eq!(p.batch.len(), 3);
     }
 }

@@ -18,7 +18,9 @@
 //! (psutil at each span boundary, JSON lines to a file) runs at the same rate for comparison.
 //! `--transport unix` connects through a Unix socket, as an agent in its pod does.
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runlens_client::Client;
@@ -210,7 +212,7 @@ fn one_rate(args: &AgentBenchArgs, rate: u64) -> Result<RateRow, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(FAILURE, format!("cannot start a runtime: {e}")))?;
-    let outcome = runtime.block_on(drive(args, rate, &endpoint, serve.pid, tasks));
+    let outcome = drive(args, &runtime, rate, &endpoint, serve.pid, tasks);
     serve.stop();
     let mut measured = outcome?;
     let spans = tasks * SPANS_PER_TASK;
@@ -225,7 +227,7 @@ fn one_rate(args: &AgentBenchArgs, rate: u64) -> Result<RateRow, Failure> {
     // without runlens: measured alone at the same rate and subtracted, so the client's
     // figure is what recording and sending cost.
     let dry_tasks = tasks.min(rate * DRY_SECONDS / SPANS_PER_TASK).max(1);
-    let dry = runtime.block_on(pace_only(rate, dry_tasks));
+    let dry = pace_only(rate, dry_tasks);
     let scale = tasks as f64 / dry_tasks as f64;
     let driver = Usage {
         cpu_ns: (dry.cpu_ns as f64 * scale) as u64,
@@ -321,8 +323,15 @@ struct Measured {
 
 /// Records `tasks` tasks at the rate, measuring both processes from the first to the last
 /// acknowledgement.
-async fn drive(
+///
+/// The agent is this thread: it records and paces itself with a blocking sleep, as the
+/// seed's emitter does (`time.sleep`) and as an agent blocked on its model call is. The
+/// client's background task runs on `runtime`'s one worker. (Pacing with the runtime's
+/// timers from `block_on` would make every pause a wake-up of the worker that hands the
+/// timer back to this thread: the driver's costs mixed into the client's threads.)
+fn drive(
     args: &AgentBenchArgs,
+    runtime: &tokio::runtime::Runtime,
     rate: u64,
     endpoint: &str,
     sidecar: u32,
@@ -333,30 +342,33 @@ async fn drive(
     if let Some(ms) = args.linger_ms {
         builder = builder.linger(Duration::from_millis(ms));
     }
-    let client = builder.build().map_err(fail)?;
+    let client = {
+        let _inside = runtime.enter();
+        builder.build().map_err(fail)?
+    };
     // Connected and warm before measuring.
     client.start_run("warm-up").end_ok();
-    client.flush().await.map_err(fail)?;
+    runtime.block_on(client.flush()).map_err(fail)?;
     let me = std::process::id();
     let (sidecar_before, client_before) = (Usage::of(sidecar), Usage::of(me));
     let begin = Instant::now();
     let began_ns = probe_core::unix_now_ns();
+    let acks = AckClock::start(runtime, client.clone());
     let task_time = Duration::from_secs_f64(SPANS_PER_TASK as f64 / rate as f64);
     // A task's messages come in four groups, a quarter of its time apart.
     let step = task_time / 4;
-    let mut acks = Vec::new();
     for i in 0..tasks {
         let due = begin + task_time * u32::try_from(i).unwrap_or(u32::MAX);
-        pause_until(due).await;
+        pause_until(due);
         let fails = i % 3 == 2;
         let run = client.start_run_with("answer-question", [("task", i.to_string())]);
         let plan = run.span("plan");
-        pause_until(due + step).await;
+        pause_until(due + step);
         let llm = plan.span_with("llm_call", [("model", "example-7b")], args.fresh);
         llm.metric("gen_ai.usage.input_tokens", 200.0, "{token}");
         llm.metric("gen_ai.usage.output_tokens", 50.0, "{token}");
         llm.end_ok();
-        pause_until(due + step * 2).await;
+        pause_until(due + step * 2);
         let tool = plan.span_with("tool_call", [("tool", "search")], false);
         if fails {
             tool.event("retry", [("attempt", "1")]);
@@ -366,30 +378,17 @@ async fn drive(
             tool.end_ok();
             plan.end_ok();
         }
-        pause_until(due + step * 3).await;
+        pause_until(due + step * 3);
         run.metric("agent.steps", 3.0, "{step}");
         if fails {
             run.end_failed("tool_call failed");
         } else {
             run.end_ok();
         }
-        // How long the task's last message waits for its commit.
-        let seq = client.last_seq();
-        let sent = Instant::now();
-        let waiting = client.clone();
-        acks.push(tokio::spawn(async move {
-            waiting.committed(seq).await.map(|()| sent.elapsed())
-        }));
+        acks.sent(client.last_seq());
     }
-    let mut latencies = Vec::with_capacity(acks.len());
-    for a in acks {
-        latencies.push(
-            a.await
-                .map_err(|e| Failure::new(FAILURE, e.to_string()))?
-                .map_err(fail)?,
-        );
-    }
-    client.flush().await.map_err(fail)?;
+    runtime.block_on(client.flush()).map_err(fail)?;
+    let latencies = runtime.block_on(acks.finish())?;
     Ok(Measured {
         sidecar: Usage::of(sidecar).since(sidecar_before),
         client: Usage::of(me).since(client_before),
@@ -399,11 +398,78 @@ async fn drive(
     })
 }
 
+/// Times each task's acknowledgement: how long its last message waits for its commit.
+///
+/// One task on the client's runtime wakes with each acknowledgement (when the client's
+/// stream task is awake anyway, reading it) and stamps every task it covers: measuring
+/// adds no wake-up of its own to the client's threads.
+struct AckClock {
+    waiting: Arc<Mutex<VecDeque<(u64, Instant)>>>,
+    done: Arc<tokio::sync::Notify>,
+    stamper: tokio::task::JoinHandle<Result<Vec<Duration>, runlens_client::Error>>,
+}
+
+impl AckClock {
+    fn start(runtime: &tokio::runtime::Runtime, client: Client) -> AckClock {
+        let waiting = Arc::new(Mutex::new(VecDeque::<(u64, Instant)>::new()));
+        let done = Arc::new(tokio::sync::Notify::new());
+        let (queue, finished) = (waiting.clone(), done.clone());
+        let stamper = runtime.spawn(async move {
+            let mut latencies = Vec::new();
+            let stamp = |latencies: &mut Vec<Duration>, committed: u64| {
+                let now = Instant::now();
+                if let Ok(mut q) = queue.lock() {
+                    while let Some(&(_, sent)) = q.front().filter(|(s, _)| *s <= committed) {
+                        latencies.push(now.duration_since(sent));
+                        q.pop_front();
+                    }
+                }
+            };
+            loop {
+                let next = client.committed_seq() + 1;
+                tokio::select! {
+                    acked = client.committed(next) => {
+                        acked?;
+                        stamp(&mut latencies, client.committed_seq());
+                    }
+                    () = finished.notified() => {
+                        // Every task is acknowledged (the driver flushed) but its
+                        // acknowledgement may not have been stamped yet.
+                        stamp(&mut latencies, client.committed_seq());
+                        return Ok(latencies);
+                    }
+                }
+            }
+        });
+        AckClock {
+            waiting,
+            done,
+            stamper,
+        }
+    }
+
+    /// A task ended with message `seq`, now.
+    fn sent(&self, seq: u64) {
+        if let Ok(mut q) = self.waiting.lock() {
+            q.push_back((seq, Instant::now()));
+        }
+    }
+
+    /// Every task's latency; call once all are acknowledged.
+    async fn finish(self) -> Result<Vec<Duration>, Failure> {
+        self.done.notify_one();
+        self.stamper
+            .await
+            .map_err(|e| Failure::new(FAILURE, e.to_string()))?
+            .map_err(|e| Failure::new(FAILURE, e.to_string()))
+    }
+}
+
 /// Seconds of the dry run that measures the driver's pacing alone.
 const DRY_SECONDS: u64 = 5;
 
 /// The driver's schedule without recording: the same four pauses per task.
-async fn pace_only(rate: u64, tasks: u64) -> Usage {
+fn pace_only(rate: u64, tasks: u64) -> Usage {
     let me = std::process::id();
     let before = Usage::of(me);
     let begin = Instant::now();
@@ -412,15 +478,16 @@ async fn pace_only(rate: u64, tasks: u64) -> Usage {
     for i in 0..tasks {
         let due = begin + task_time * u32::try_from(i).unwrap_or(u32::MAX);
         for k in 0..4 {
-            pause_until(due + step * k).await;
+            pause_until(due + step * k);
         }
     }
     Usage::of(me).since(before)
 }
 
-async fn pause_until(due: Instant) {
+/// Sleeps this thread until `due` (at once when it has passed).
+fn pause_until(due: Instant) {
     if let Some(wait) = due.checked_duration_since(Instant::now()) {
-        tokio::time::sleep(wait).await;
+        std::thread::sleep(wait);
     }
 }
 

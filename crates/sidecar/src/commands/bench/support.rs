@@ -55,6 +55,10 @@ pub struct ServeProcess {
     pub metrics: Option<String>,
 }
 
+/// A `runlens` binary the benchmarks start as the sidecar instead of their own: one build's
+/// driver and client measuring another build's sidecar.
+pub const SERVE_BINARY_ENV: &str = "RUNLENS_BENCH_SERVE";
+
 impl ServeProcess {
     /// Starts `runlens serve` (this same binary) with `db` and extra arguments, and waits
     /// for its address.
@@ -72,8 +76,13 @@ impl ServeProcess {
     ) -> Result<Self, Failure> {
         let fail =
             |what: &str, e: &dyn std::fmt::Display| Failure::new(FAILURE, format!("{what}: {e}"));
-        let exe =
-            std::env::current_exe().map_err(|e| fail("cannot find the runlens binary", &e))?;
+        // Another build's sidecar, measured by this build's driver (A/B comparisons).
+        let exe = match std::env::var_os(SERVE_BINARY_ENV) {
+            Some(path) => std::path::PathBuf::from(path),
+            None => {
+                std::env::current_exe().map_err(|e| fail("cannot find the runlens binary", &e))?
+            }
+        };
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
