@@ -24,7 +24,8 @@
 //!
 //! Dropping a [`Run`] or [`Span`] that was not ended ends it as failed with the error
 //! "dropped without end" (so a panic or early return still leaves a truthful record).
-#![forbid(unsafe_code)]
+// One exception, with its reason: `timer.rs` registers a timerfd with tokio's reactor.
+#![deny(unsafe_code)]
 
 mod backoff;
 mod buffer;
@@ -34,6 +35,7 @@ mod error;
 mod ids;
 mod recording;
 mod stream;
+mod timer;
 #[cfg(feature = "tracing")]
 #[path = "tracing_layer.rs"]
 pub mod tracing;

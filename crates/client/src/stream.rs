@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::backoff::Backoff;
 use crate::buffer::{FRAME_MESSAGES, Shared};
 use crate::ids::random_u64;
+use crate::timer::{Timer, sleep_until_some};
 
 /// Frames in flight between this task and the gRPC transport.
 const OUTBOUND_WINDOW: usize = 64;
@@ -99,13 +100,6 @@ fn with_sources(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Sleeps until `at` (never called with `None`: the branch is disabled then).
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
-    }
-}
-
 /// Why the session was refused, in words a user can act on: `UNIMPLEMENTED` means the
 /// address answers gRPC without the runlens API, most often runlens's own OTLP port.
 fn session_refused(status: &tonic::Status, target: &Target) -> String {
@@ -164,6 +158,7 @@ async fn session(
     // nothing stops it until the next message.
     let linger = shared.linger();
     let mut tick: Option<std::time::Instant> = None;
+    let mut timer = Timer::new();
     shared.stop_ticking();
     loop {
         if let Some(dropped_total) = shared.dropped_to_report() {
@@ -215,7 +210,6 @@ async fn session(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let lingering = next.map(tokio::time::Instant::from_std);
         tokio::select! {
             next = inbound.message() => match next.map_err(|s| s.to_string())? {
                 Some(pb::ServerMessage { body: Some(In::Ack(ack)) }) => {
@@ -235,7 +229,7 @@ async fn session(
                     permit.send(msg);
                 }
             }
-            () = sleep_until_some(lingering), if lingering.is_some() => {}
+            () = sleep_until_some(&mut timer, next), if next.is_some() => {}
             () = shared.wake.notified(), if !ready => {}
         }
     }

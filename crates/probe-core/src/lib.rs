@@ -29,7 +29,7 @@ pub use gpu::{
     GpuProbe, GpuSelection, NoGpu, NvmlLoadError, NvmlLoadErrorKind, NvmlProbe, StaticGpus,
 };
 pub use host::HostProbe;
-pub use memory::hand_back_free_memory;
+pub use memory::{KEPT_FREE_BYTES, hand_back_free_memory, keep_freed_memory};
 pub use peer::pid_of_tcp_peer;
 pub use pods::{PodRef, pod_of_cgroup, pod_of_pid};
 pub use process::{ProcessProbe, WatchOutcome, cpu_seconds, process_start_ticks};

@@ -45,6 +45,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     // database is being opened or migrated is held until the sidecar can stop cleanly,
     // instead of killing it mid-migration or being lost before the runtime listens.
     let early = EarlySignal::register()?;
+    // Before any thread allocates: commits stop handing their few hundred KiB back to the
+    // system and faulting them in again; bursts are still handed back when they end.
+    probe_core::keep_freed_memory();
     // A sidecar needs few threads whatever the machine's size. At agent rates a second
     // worker mostly wakes up to find nothing to steal: one thread on a machine of two
     // CPUs (the writer has its own) costs a third fewer wake-ups per span for the same
