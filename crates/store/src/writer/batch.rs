@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::finished::{RETURNING_FINISHED, collect_finished};
 use super::rows::{Finished, FinishedRun, RunEnd, RunStart, SpanEnd, SpanStart, WriteOp};
@@ -78,8 +78,11 @@ pub(super) fn write_batch(
             _ => None,
         })
         .collect();
-    // Each completed run's end sample, found once (a second look would count twice).
-    let mut completed_runs: HashMap<&str, Option<i64>> = HashMap::new();
+    // Each completed run's end sample, found once (a second look would count twice), and
+    // whether its row is new in this transaction.
+    let mut completed_runs: HashMap<&str, (Option<i64>, bool)> = HashMap::new();
+    // Runs with a span started in this batch and not ended in it: open when the run ends.
+    let mut open_spans_of: HashSet<&str> = HashSet::new();
     // Snapshots first: rows of this batch may refer to any of them, and a completed span
     // refers to its end snapshot at its start's place.
     for req in batch {
@@ -97,19 +100,24 @@ pub(super) fn write_batch(
                     completed_ids.insert(start.span_id.as_str());
                     continue;
                 }
+                open_spans_of.insert(start.run_id.as_str());
             }
             WriteOp::EndSpan(end) if completed_ids.contains(end.span_id.as_str()) => continue,
             WriteOp::StartRun(start) => {
                 if let Some(end) = run_ends.get(start.run_id.as_str()) {
-                    let end_sample = write_complete_run(&tx, times, start, end, finished)?;
-                    completed_runs.insert(start.run_id.as_str(), end_sample);
+                    let written = write_complete_run(&tx, times, start, end, finished)?;
+                    completed_runs.insert(start.run_id.as_str(), written);
                     continue;
                 }
             }
             WriteOp::EndRun(end) => {
-                if let Some(&end_sample) = completed_runs.get(end.run_id.as_str()) {
-                    // Stored already; what remains is to end its spans still open then.
-                    ops::close_open_spans(&tx, end, end_sample, finished)?;
+                if let Some(&(end_sample, new)) = completed_runs.get(end.run_id.as_str()) {
+                    // Stored already; what remains is to end its spans still open then. A
+                    // run new in this transaction has no spans but this batch's: unless one
+                    // of them is open, there is nothing to look for.
+                    if !new || open_spans_of.contains(end.run_id.as_str()) {
+                        ops::close_open_spans(&tx, end, end_sample, finished)?;
+                    }
                     continue;
                 }
             }
@@ -202,50 +210,48 @@ fn write_complete_spans(
 
 /// Inserts a run whose start and end are both in the batch, complete: one INSERT instead of
 /// an INSERT and an UPDATE that moves it through the open-run indexes. A run id already
-/// stored (nothing inserted) is ended as the UPDATE would have. Returns the end's sample.
+/// stored (nothing inserted) is ended as the UPDATE would have. Returns the end's sample
+/// and whether the row was inserted.
 fn write_complete_run(
     tx: &rusqlite::Connection,
     times: &mut SnapshotTimes,
     start: &RunStart,
     end: &RunEnd,
     finished: &mut Finished,
-) -> rusqlite::Result<Option<i64>> {
+) -> rusqlite::Result<(Option<i64>, bool)> {
     let start_sample = attach::resolve(tx, times, start.at_ns, start.snapshot, finished);
     let end_sample = attach::resolve(tx, times, end.at_ns, end.snapshot, finished);
     let attributes = merge_attributes(start.attributes.as_deref(), end.attributes.as_deref());
-    let inserted: Option<String> = tx
-        .prepare_cached(
+    // Counted with `execute`, not `RETURNING`: each `RETURNING` builds a temporary table.
+    let inserted =
+        tx.prepare_cached(
             "INSERT OR IGNORE INTO runs (run_id, name, status, error, attributes, client_id,
                 started_at_ns, ended_at_ns, start_snapshot_id, end_snapshot_id, ended_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             RETURNING name",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
-        .query_row(
-            rusqlite::params![
-                start.run_id,
-                start.name,
-                end.status,
-                end.error,
-                attributes,
-                start.client_id,
-                start.at_ns,
-                end.at_ns,
-                start_sample,
-                end_sample,
-                end.ended_by
-            ],
-            |row| row.get(0),
-        )
-        .optional()?;
-    match inserted {
-        Some(name) => finished.runs.push(FinishedRun {
+        .execute(rusqlite::params![
+            start.run_id,
+            start.name,
+            end.status,
+            end.error,
+            attributes,
+            start.client_id,
+            start.at_ns,
+            end.at_ns,
+            start_sample,
+            end_sample,
+            end.ended_by
+        ])? == 1;
+    if inserted {
+        finished.runs.push(FinishedRun {
             run_id: start.run_id.clone(),
-            name,
+            name: start.name.clone(),
             status: end.status,
-        }),
-        None => ops::end_run(tx, end, end_sample, finished)?,
+        });
+    } else {
+        ops::end_run(tx, end, end_sample, finished)?;
     }
-    Ok(end_sample)
+    Ok((end_sample, inserted))
 }
 
 /// Start attributes with end attributes laid over them (the same as SQL `json_patch` for
@@ -529,6 +535,52 @@ mod tests {
         assert_eq!(
             outbox, 1,
             "it joins the export outbox in the same transaction"
+        );
+    }
+
+    #[test]
+    fn a_run_started_again_in_a_later_batch_still_ends_the_spans_an_earlier_batch_left_open() {
+        let (_dir, mut conn) = database();
+        let start = || {
+            WriteOp::StartRun(RunStart {
+                run_id: "r".into(),
+                name: "task".into(),
+                attributes: None,
+                client_id: None,
+                at_ns: 10,
+                snapshot: SampleRef::Taken(1),
+            })
+        };
+        write(
+            &mut conn,
+            &[
+                request(snapshot(1)),
+                request(start()),
+                request(start_span("open", 20, None)),
+            ],
+        )
+        .unwrap();
+        // The same run's start and end in one batch: its row exists already, so its open
+        // span (from the earlier batch) must be looked for and ended.
+        let end = WriteOp::EndRun(RunEnd {
+            run_id: "r".into(),
+            status: Status::Ok,
+            error: None,
+            ended_by: EndedBy::Client,
+            attributes: None,
+            at_ns: 90,
+            snapshot: SampleRef::Taken(1),
+        });
+        let finished = write(&mut conn, &[request(start()), request(end)]).unwrap();
+        assert_eq!(
+            span(&conn, "open"),
+            (Status::Failed, Some(90), Some(1), None)
+        );
+        assert_eq!(finished.runs.len(), 1, "the run ended once");
+        assert_eq!(
+            finished.spans.len(),
+            1,
+            "its open span ended with it, counted once"
         );
     }
 

@@ -234,8 +234,12 @@ impl WriterHandle {
     }
 
     /// Reserves room for one request without waiting, so a caller can refuse work before
-    /// changing any state.
+    /// changing any state. The queue is full when its channel is, or when frames hold all
+    /// the room they may and another waits for more.
     pub fn try_reserve(&self) -> Result<WritePermit, QueueError> {
+        if self.frame_room.available_permits() == 0 {
+            return Err(QueueError::Full);
+        }
         self.tx
             .clone()
             .try_reserve_owned()
