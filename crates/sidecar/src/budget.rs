@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Memory a request takes for each byte it has on the wire (measured: a 14.4 MiB OTLP
 /// export of 10 kB attributes peaked at about this many times its size).
@@ -33,6 +33,8 @@ pub struct Budget {
     total: usize,
     /// Bytes charged since memory was last handed back.
     charged_since_trim: Arc<AtomicUsize>,
+    /// Told when the bytes charged since the last hand-back reach [`TRIM_AFTER`].
+    burst: Arc<Notify>,
 }
 
 /// A charge held against the budget; given back when dropped.
@@ -49,6 +51,7 @@ impl Budget {
             permits: Arc::new(Semaphore::new(total)),
             total,
             charged_since_trim: Arc::default(),
+            burst: Arc::default(),
         }
     }
 
@@ -75,7 +78,7 @@ impl Budget {
         let permit = Arc::clone(&self.permits)
             .try_acquire_many_owned(u32::try_from(charge).unwrap_or(u32::MAX))
             .ok()?;
-        self.charged_since_trim.fetch_add(charge, Ordering::Relaxed);
+        self.note_charged(charge);
         Some(Held {
             _permit: Some(permit),
         })
@@ -88,8 +91,17 @@ impl Budget {
             .acquire_many_owned(u32::try_from(charge).unwrap_or(u32::MAX))
             .await
             .ok(); // never closed
-        self.charged_since_trim.fetch_add(charge, Ordering::Relaxed);
+        self.note_charged(charge);
         Held { _permit: permit }
+    }
+
+    /// Counts a charge towards the next hand-back; the one that makes a burst of it wakes
+    /// [`trim_after_bursts`].
+    fn note_charged(&self, charge: usize) {
+        let before = self.charged_since_trim.fetch_add(charge, Ordering::Relaxed);
+        if before < TRIM_AFTER && before.saturating_add(charge) >= TRIM_AFTER {
+            self.burst.notify_one();
+        }
     }
 }
 
@@ -106,11 +118,19 @@ pub async fn trim_after_bursts(
     writer: crate::store::WriterHandle,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut settle_at: Option<tokio::time::Instant> = None;
     loop {
+        // Until a burst's worth is charged there is nothing to hand back: no timer runs (a
+        // one-second tick was two of the sidecar's wake-ups a second, idle or not).
+        let burst = budget.charged_since_trim.load(Ordering::Relaxed) >= TRIM_AFTER;
+        if !burst && settle_at.is_none() {
+            tokio::select! {
+                () = budget.burst.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.changed() => return,
         }
         if budget.in_flight() != 0 {
@@ -154,6 +174,28 @@ mod tests {
         assert_eq!(budget.in_flight(), 4 << 20);
         drop(small);
         assert_eq!(budget.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn only_the_charge_that_completes_a_burst_wakes_the_hand_back() {
+        let budget = Budget::new(64 << 20);
+        let woken = |b: &Budget| {
+            let burst = b.burst.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(10), burst.notified())
+                    .await
+                    .is_ok()
+            }
+        };
+        drop(budget.try_hold(1 << 20));
+        assert!(!woken(&budget).await, "4 MiB is no burst: nothing to wake");
+        drop(budget.try_hold(3 << 20));
+        assert!(
+            woken(&budget).await,
+            "16 MiB charged since the last hand-back"
+        );
+        drop(budget.try_hold(1 << 20));
+        assert!(!woken(&budget).await, "said once");
     }
 
     #[tokio::test]
