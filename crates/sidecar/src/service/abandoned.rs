@@ -55,6 +55,9 @@ struct Gone {
 #[derive(Clone, Default)]
 pub struct Presence {
     clients: Arc<Mutex<HashMap<String, Client>>>,
+    /// Told when a client has no session left (or one is adopted without any): only then
+    /// is there anything to check.
+    closed: Arc<tokio::sync::Notify>,
 }
 
 /// Held by a session while it runs; dropping it marks the session closed.
@@ -70,6 +73,8 @@ impl Drop for SessionPresence {
             c.sessions = c.sessions.saturating_sub(1);
             if c.sessions == 0 {
                 c.closed_since = Some(Instant::now());
+                drop(clients);
+                self.presence.closed.notify_one();
             }
         }
     }
@@ -119,6 +124,13 @@ impl Presence {
                 closed_since: Some(now),
             });
         }
+        drop(known);
+        self.closed.notify_one();
+    }
+
+    /// Whether any client has no session open (something to check).
+    fn any_closed(&self) -> bool {
+        self.lock().values().any(|c| c.closed_since.is_some())
     }
 
     /// Removes and returns the clients that are gone.
@@ -171,8 +183,9 @@ impl Presence {
     }
 }
 
-/// Checks closed sessions every second and ends the open runs of clients that are gone,
-/// until `shutdown` turns true.
+/// Checks closed sessions every second while there are any (no timer runs while every
+/// client is connected) and ends the open runs of clients that are gone, until `shutdown`
+/// turns true.
 pub async fn end_runs_of_gone_clients(
     presence: Presence,
     ingest: Ingest,
@@ -181,12 +194,16 @@ pub async fn end_runs_of_gone_clients(
     timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(CHECK_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if !presence.any_closed() {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                () = presence.closed.notified() => {}
+            }
+        }
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(CHECK_EVERY) => {}
         }
         if *shutdown.borrow() {
             return;
@@ -306,6 +323,27 @@ mod tests {
             presence.take_gone(Duration::ZERO).is_empty(),
             "reported once"
         );
+    }
+
+    #[tokio::test]
+    async fn the_checker_is_woken_only_when_a_client_has_no_session_left() {
+        let p = Presence::default();
+        let woken = |p: &Presence| {
+            let closed = p.closed.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(10), closed.notified())
+                    .await
+                    .is_ok()
+            }
+        };
+        let first = p.opened("c", "agent", 0);
+        let second = p.opened("c", "agent", 0);
+        drop(first);
+        assert!(!p.any_closed(), "a session is still open");
+        assert!(!woken(&p).await, "nothing to check");
+        drop(second);
+        assert!(p.any_closed());
+        assert!(woken(&p).await, "the last session closed");
     }
 
     #[test]
