@@ -26,7 +26,17 @@ pub enum FullPolicy {
 }
 
 /// Most messages in one frame: a full frame is sent without waiting for the linger.
-pub const FRAME_MESSAGES: usize = 512;
+///
+/// Each frame is one transaction in the sidecar, and a commit's cost (WAL pages, the
+/// writer's wake-up) barely grows with its rows: at 400 spans/s an agent records about
+/// 530 messages a 500 ms linger, and 512 cut every linger's messages into two frames and
+/// two commits (`runlens bench agent`: sidecar 27.5 → 21.8 µs CPU per span with 2,048).
+pub const FRAME_MESSAGES: usize = 2048;
+
+/// Most encoded bytes in one frame (a frame holds at least one message, whatever its size):
+/// a quarter of the sidecar's default largest message (`--max-message-mib 16`), so that
+/// 2,048 messages with large attributes are not refused whole.
+pub const FRAME_BYTES: usize = 4 << 20;
 
 /// Limits of the buffer, and how long messages linger before they are sent.
 #[derive(Debug, Clone, Copy)]
@@ -275,10 +285,19 @@ impl Shared {
         self.lock().pending.len()
     }
 
-    /// Takes up to `max` messages to send, keeping copies until they are acknowledged.
+    /// Takes up to `max` messages to send, and no more than [`FRAME_BYTES`] of them unless
+    /// the first alone is larger, keeping copies until they are acknowledged.
     pub fn take_batch(&self, max: usize) -> Vec<pb::ClientMessage> {
         let mut q = self.lock();
-        let n = q.pending.len().min(max);
+        let mut n = 0;
+        let mut bytes = 0;
+        for m in q.pending.iter().take(max) {
+            bytes += m.encoded_len();
+            if n > 0 && bytes > FRAME_BYTES {
+                break;
+            }
+            n += 1;
+        }
         let batch: Vec<pb::ClientMessage> = q.pending.drain(..n).collect();
         q.inflight.extend(batch.iter().cloned());
         if q.pending.is_empty() {
@@ -494,6 +513,33 @@ mod tests {
         s.push(event());
         s.close();
         assert!(due_now(&s), "closing");
+    }
+
+    #[test]
+    fn a_frame_of_large_messages_stops_at_its_byte_bound() {
+        let s = lingering(Duration::from_secs(3600));
+        let large = |kib: usize| {
+            Body::Event(pb::Event {
+                name: "x".repeat(kib << 10),
+                ..Default::default()
+            })
+        };
+        // 1 MiB each: four fit under the bound with their framing, the fifth does not.
+        for _ in 0..6 {
+            s.push(large(1000));
+        }
+        assert_eq!(s.take_batch(FRAME_MESSAGES).len(), 4);
+        assert_eq!(s.take_batch(FRAME_MESSAGES).len(), 2);
+        // A message larger than the bound still travels, alone.
+        s.push(large(5000));
+        s.push(event());
+        assert_eq!(s.take_batch(FRAME_MESSAGES).len(), 1);
+        assert_eq!(s.take_batch(FRAME_MESSAGES).len(), 1);
+        assert_eq!(
+            s.unacknowledged(),
+            8,
+            "every message kept until acknowledged"
+        );
     }
 
     #[test]

@@ -186,6 +186,26 @@ impl Reader {
             .optional()?)
     }
 
+    /// How many runs are stored.
+    pub fn run_count(&self) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Calls `f` with the id of every stored run, in no particular order.
+    pub fn each_run_id(&self, mut f: impl FnMut(&str)) -> Result<()> {
+        let mut stmt = self.conn.prepare("SELECT run_id FROM runs")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            if let rusqlite::types::ValueRef::Text(id) = row.get_ref(0)? {
+                f(std::str::from_utf8(id).unwrap_or_default());
+            }
+        }
+        Ok(())
+    }
+
     /// Run id and status of a stored span, if it exists.
     pub fn span_status(&self, span_id: &str) -> Result<Option<(String, Status)>> {
         Ok(self

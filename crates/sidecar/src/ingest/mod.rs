@@ -11,6 +11,7 @@ pub mod clock;
 pub mod command;
 pub mod error;
 mod registry;
+mod stored_runs;
 pub mod trace;
 pub mod validate;
 
@@ -58,6 +59,8 @@ pub struct Ingest {
     stored: Option<SharedReader>,
     /// Trips to the database for unseen ids (counted for the tests).
     lookups: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether a thread is building the registry's filter of stored run ids.
+    building: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -78,6 +81,7 @@ impl Ingest {
             budget: Budget::new(DEFAULT_BUDGET_BYTES),
             stored: None,
             lookups: Arc::default(),
+            building: Arc::default(),
         }
     }
 
@@ -87,6 +91,56 @@ impl Ingest {
     pub fn with_stored(mut self, reader: SharedReader) -> Self {
         self.stored = Some(reader);
         self
+    }
+
+    /// Builds the registry's filter of stored run ids, if it wants a build, on a thread of
+    /// its own: until it is built, every new run id is looked up in the database. The
+    /// sidecar calls it at the start; a run that outgrows the filter calls it again.
+    pub fn build_stored_runs(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(reader) = self.stored.clone() else {
+            return;
+        };
+        if !self.with_registry(|r| r.stored_runs_build_wanted())
+            || self.building.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let registry = self.registry.clone();
+        let building = self.building.clone();
+        let with_registry = move |f: &mut dyn FnMut(&mut Registry)| {
+            f(&mut registry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner));
+        };
+        let spawned = std::thread::Builder::new()
+            .name("runlens-runids".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let count = reader.read(|db| db.run_count()).unwrap_or(0);
+                let mut build = None;
+                with_registry(&mut |r| build = r.take_stored_runs_build(count));
+                if let Some(build) = build {
+                    let mut scanned = stored_runs::RunIdFilter::for_ids(build.capacity);
+                    let read = reader.read(|db| db.each_run_id(|id| scanned.insert(id)));
+                    if let Err(e) = &read {
+                        tracing::warn!(error = %e, "cannot read the stored run ids; new runs \
+                            are looked up in the database one frame at a time meanwhile");
+                    }
+                    let scanned = read.is_ok().then_some(&scanned);
+                    with_registry(&mut |r| r.finish_stored_runs_build(build, scanned));
+                    tracing::debug!(
+                        runs = count,
+                        capacity = build.capacity,
+                        elapsed_ms = started.elapsed().as_millis(),
+                        "stored run ids read"
+                    );
+                }
+                building.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.building.store(false, Ordering::Release);
+        }
     }
 
     /// Runs `f` on the registry once it knows every id `mentions` names. Memory answers
@@ -308,11 +362,15 @@ impl Ingest {
         validate::name("name", &m.name)?;
         let attributes = validate::attributes(&m.attributes)?;
         let at_ns = validate::time_ns(m.time_ns, now)?;
-        let open = self
+        let (open, build_wanted) = self
             .with_known(Mentions::run(&m.run_id).starting(), |r| {
-                r.start_run(&m.run_id).map(|()| r.open_runs())
+                r.start_run(&m.run_id)
+                    .map(|()| (r.open_runs(), r.stored_runs_build_wanted()))
             })
             .await?;
+        if build_wanted {
+            self.build_stored_runs();
+        }
         self.sampler.set_open_runs(open);
         let (snapshot, sample) = self.sample(false, at_ns, at).await?;
         Ok(Accepted {
@@ -627,6 +685,54 @@ mod tests {
         writer.close().await;
     }
 
+    /// Waits for the build of the filter of stored run ids to end.
+    async fn stored_runs_built(ingest: &Ingest) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ingest.with_registry(|r| r.stored_runs_build_wanted())
+            || ingest.building.load(std::sync::atomic::Ordering::Acquire)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the build never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn once_the_stored_run_ids_are_read_new_runs_cost_no_database_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (before, writer) = core(&dir);
+        commit(&before, &writer, start_run("old", "task")).await;
+        commit(&before, &writer, end_run("old", Outcome::Ok)).await;
+        let reader = crate::store::read::Reader::open(&dir.path().join("t.db")).unwrap();
+        let after = Ingest::new(before.sampler.clone(), Registry::new())
+            .with_stored(SharedReader::new(reader));
+        after.build_stored_runs();
+        stored_runs_built(&after).await;
+        let frame: Vec<String> = (0..50).map(|i| format!("new-{i}")).collect();
+        after
+            .recall_many(frame.iter().map(|id| Mentions::run(id).starting()))
+            .await
+            .unwrap();
+        for id in &frame {
+            after.accept(start_run(id, "task"), None).await.unwrap();
+        }
+        assert_eq!(after.lookups(), 0, "50 new runs, no read");
+        // A stored run is still refused: the filter sends its id to the database.
+        assert!(matches!(
+            after.accept(start_run("old", "task"), None).await,
+            Err(IngestError::AlreadyExists(_))
+        ));
+        assert_eq!(after.lookups(), 1);
+        // And a run accepted here is refused from memory.
+        assert!(matches!(
+            after.accept(start_run("new-7", "task"), None).await,
+            Err(IngestError::AlreadyExists(_))
+        ));
+        writer.close().await;
+    }
+
     #[tokio::test]
     async fn a_frame_of_new_runs_costs_one_database_read_and_absent_ids_are_not_asked_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -671,9 +777,11 @@ mod tests {
             ));
         }
         assert_eq!(ingest.lookups(), 2);
-        // A new run outside a frame is read on its own.
+        // The first accepted run started the build of the stored run ids: once it is done,
+        // a new run outside a frame is not read either.
+        stored_runs_built(&ingest).await;
         ingest.accept(start_run("r3", "task"), None).await.unwrap();
-        assert_eq!(ingest.lookups(), 3);
+        assert_eq!(ingest.lookups(), 2);
         writer.close().await;
     }
 

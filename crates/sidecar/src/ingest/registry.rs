@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::mem;
 
 use super::error::{IngestError, Result};
+use super::stored_runs::{Build, RunIdFilter, StoredRuns};
 use crate::domain::Status;
 use crate::store::Result as StoreResult;
 use crate::store::read::Reader;
@@ -74,6 +75,8 @@ pub struct Registry {
     /// Ids the database was asked about and does not have: asked once, not per message
     /// (nothing but this process writes runs, and what it accepts is in memory first).
     absent: HashSet<String>,
+    /// Which run ids the database may hold: a new run id outside it is not asked about.
+    stored_runs: StoredRuns,
 }
 
 /// Absent ids remembered before the set starts over (ids that never start: typos, probes).
@@ -195,6 +198,7 @@ impl Registry {
             ended_runs: Recent::default(),
             ended_spans: Recent::default(),
             absent: HashSet::new(),
+            stored_runs: StoredRuns::new(),
         }
     }
 
@@ -213,6 +217,7 @@ impl Registry {
             && !self.runs.contains_key(run_id)
             && self.ended_runs.get(run_id).is_none()
             && !self.absent.contains(run_id)
+            && self.stored_runs.may_hold(run_id)
             && !unseen.started.contains(run_id)
             && !unseen.runs.iter().any(|r| r == run_id)
         {
@@ -281,6 +286,27 @@ impl Registry {
         self.absent.insert(id);
     }
 
+    /// Whether the filter of stored run ids wants building (at the start, and each time it
+    /// outgrows its size).
+    pub fn stored_runs_build_wanted(&self) -> bool {
+        self.stored_runs.build_wanted()
+    }
+
+    /// Takes the wanted build of the stored-run filter, sized for `stored` runs.
+    pub fn take_stored_runs_build(&mut self, stored: usize) -> Option<Build> {
+        self.stored_runs.take_build(Some(stored))
+    }
+
+    /// Takes in a build's scan of the database (`None`: it could not be read).
+    pub fn finish_stored_runs_build(&mut self, build: Build, scanned: Option<&RunIdFilter>) {
+        match scanned {
+            Some(scanned) => {
+                self.stored_runs.finish_build(build, scanned);
+            }
+            None => self.stored_runs.build_failed(build),
+        }
+    }
+
     /// Runs open now (those this process has seen).
     pub fn open_runs(&self) -> usize {
         self.runs.len()
@@ -310,6 +336,15 @@ impl Registry {
             Found::Unknown => {
                 self.absent.remove(run_id);
                 self.runs.insert(run_id.to_owned(), OpenRun::default());
+                if self.stored_runs.accepted(run_id) {
+                    // The filter started over: the runs in memory may not all be committed
+                    // when its build reads the database.
+                    let known = self.runs.keys();
+                    let ended = self.ended_runs.current.keys();
+                    for id in known.chain(ended).chain(self.ended_runs.previous.keys()) {
+                        self.stored_runs.add(id);
+                    }
+                }
                 Ok(())
             }
             _ => Err(IngestError::AlreadyExists(format!(

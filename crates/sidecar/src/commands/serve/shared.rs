@@ -71,6 +71,7 @@ impl Core {
             .with_stored(recall)
             .with_clock_correction(args.clock_skew_correction)
             .with_budget(budget.clone());
+        ingest.build_stored_runs();
         let metrics = Metrics::new(
             &counters,
             sampler.clone(),
