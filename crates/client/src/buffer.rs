@@ -286,24 +286,51 @@ impl Shared {
     }
 
     /// Takes up to `max` messages to send, and no more than [`FRAME_BYTES`] of them unless
-    /// the first alone is larger, keeping copies until they are acknowledged.
-    pub fn take_batch(&self, max: usize) -> Vec<pb::ClientMessage> {
+    /// the first alone is larger, encoded as one frame (one message as itself, several as
+    /// a `MessageBatch`). The messages move to the in-flight queue until they are
+    /// acknowledged: encoded here, nothing is copied.
+    pub fn take_frame(&self, max: usize) -> Option<bytes::Bytes> {
         let mut q = self.lock();
-        let mut n = 0;
-        let mut bytes = 0;
-        for m in q.pending.iter().take(max) {
-            bytes += m.encoded_len();
-            if n > 0 && bytes > FRAME_BYTES {
-                break;
+        // Everything buffered (sent or not) fits in a frame, the common case: no need to
+        // size the messages one by one.
+        let mut n = q.pending.len().min(max);
+        if q.bytes > FRAME_BYTES {
+            n = 0;
+            let mut bytes = 0;
+            for m in q.pending.iter().take(max) {
+                bytes += m.encoded_len();
+                if n > 0 && bytes > FRAME_BYTES {
+                    break;
+                }
+                n += 1;
             }
-            n += 1;
         }
-        let batch: Vec<pb::ClientMessage> = q.pending.drain(..n).collect();
-        q.inflight.extend(batch.iter().cloned());
+        let frame = match n {
+            0 => return None,
+            1 => {
+                let msg = q.pending.pop_front()?;
+                let bytes = msg.encode_to_vec();
+                q.inflight.push_back(msg);
+                bytes
+            }
+            _ => {
+                let batch = pb::ClientMessage {
+                    seq: 0,
+                    body: Some(pb::client_message::Body::Batch(pb::MessageBatch {
+                        messages: q.pending.drain(..n).collect(),
+                    })),
+                };
+                let bytes = batch.encode_to_vec();
+                if let Some(pb::client_message::Body::Batch(b)) = batch.body {
+                    q.inflight.extend(b.messages);
+                }
+                bytes
+            }
+        };
         if q.pending.is_empty() {
             q.pending_since = None;
         }
-        batch
+        Some(frame.into())
     }
 
     /// Takes the next message to send, keeping a copy until it is acknowledged.
@@ -416,6 +443,23 @@ mod tests {
         Body::Event(pb::Event::default())
     }
 
+    /// Takes a frame as the stream would, checks that its bytes decode to the messages it
+    /// says it carries (in sequence), and says how many.
+    fn taken(s: &Shared) -> usize {
+        let Some(frame) = s.take_frame(FRAME_MESSAGES) else {
+            return 0;
+        };
+        let decoded = pb::ClientMessage::decode(frame).expect("a frame decodes");
+        let seqs: Vec<u64> = match decoded.body {
+            Some(Body::Batch(b)) => b.messages.iter().map(|m| m.seq).collect(),
+            Some(_) => vec![decoded.seq],
+            None => vec![],
+        };
+        assert!(!seqs.is_empty(), "a frame carries messages");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+        seqs.len()
+    }
+
     fn limits(messages: usize) -> Limits {
         Limits {
             messages,
@@ -442,7 +486,7 @@ mod tests {
         let due = s.send_due().unwrap();
         assert!(due >= before + Duration::from_millis(50), "{due:?}");
         assert!(due <= Instant::now() + Duration::from_millis(50));
-        assert_eq!(s.take_batch(FRAME_MESSAGES).len(), 2);
+        assert_eq!(taken(&s), 2);
         assert_eq!(
             s.send_due(),
             None,
@@ -461,7 +505,7 @@ mod tests {
         let s = lingering(Duration::from_millis(500));
         s.push(event());
         assert!(woken(&s).await, "a first message starts the linger");
-        s.take_batch(FRAME_MESSAGES);
+        taken(&s);
         s.start_ticking();
         s.push(event());
         assert!(
@@ -472,7 +516,7 @@ mod tests {
             !s.stop_ticking_if_idle(),
             "a tick that finds messages ticks on"
         );
-        s.take_batch(FRAME_MESSAGES);
+        taken(&s);
         assert!(s.stop_ticking_if_idle(), "a tick that finds nothing stops");
         s.push(event());
         assert!(woken(&s).await, "so the next message wakes the task");
@@ -492,23 +536,19 @@ mod tests {
             due_now(&s),
             "a fresh sample means something only if taken now"
         );
-        assert_eq!(
-            s.take_batch(FRAME_MESSAGES).len(),
-            2,
-            "with what came before"
-        );
+        assert_eq!(taken(&s), 2, "with what came before");
 
         s.push(event());
         assert!(!due_now(&s));
         s.hurry();
         assert!(due_now(&s), "flush");
-        s.take_batch(FRAME_MESSAGES);
+        taken(&s);
 
         for _ in 0..FRAME_MESSAGES {
             s.push(event());
         }
         assert!(due_now(&s), "a full frame");
-        s.take_batch(FRAME_MESSAGES);
+        taken(&s);
 
         s.push(event());
         s.close();
@@ -528,13 +568,13 @@ mod tests {
         for _ in 0..6 {
             s.push(large(1000));
         }
-        assert_eq!(s.take_batch(FRAME_MESSAGES).len(), 4);
-        assert_eq!(s.take_batch(FRAME_MESSAGES).len(), 2);
+        assert_eq!(taken(&s), 4);
+        assert_eq!(taken(&s), 2);
         // A message larger than the bound still travels, alone.
         s.push(large(5000));
         s.push(event());
-        assert_eq!(s.take_batch(FRAME_MESSAGES).len(), 1);
-        assert_eq!(s.take_batch(FRAME_MESSAGES).len(), 1);
+        assert_eq!(taken(&s), 1);
+        assert_eq!(taken(&s), 1);
         assert_eq!(
             s.unacknowledged(),
             8,
@@ -547,7 +587,7 @@ mod tests {
         let s = lingering(Duration::from_secs(3600));
         s.push(event());
         s.hurry();
-        s.take_batch(FRAME_MESSAGES);
+        taken(&s);
         s.requeue_inflight();
         assert!(s.send_due().is_some_and(|at| at <= Instant::now()));
     }

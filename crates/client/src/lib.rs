@@ -30,6 +30,7 @@
 mod backoff;
 mod buffer;
 mod client;
+mod codec;
 mod connection;
 mod error;
 mod ids;

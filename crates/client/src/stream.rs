@@ -5,32 +5,19 @@ use std::time::Duration;
 
 use crate::connection::Target;
 use runlens_api::pb;
-use runlens_api::pb::runlens_client::RunlensClient;
 use runlens_api::pb::server_message::Body as In;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::Backoff;
 use crate::buffer::{FRAME_MESSAGES, Shared};
+use crate::codec::{FrameCodec, SESSION_PATH};
 use crate::ids::random_u64;
 use crate::timer::{Timer, sleep_until_some};
+use prost::Message as _;
 
 /// Frames in flight between this task and the gRPC transport.
 const OUTBOUND_WINDOW: usize = 64;
-
-/// One message as itself, several as a `MessageBatch` frame, none as nothing.
-fn frame(mut batch: Vec<pb::ClientMessage>) -> Option<pb::ClientMessage> {
-    match batch.len() {
-        0 => None,
-        1 => batch.pop(),
-        _ => Some(pb::ClientMessage {
-            seq: 0,
-            body: Some(pb::client_message::Body::Batch(pb::MessageBatch {
-                messages: batch,
-            })),
-        }),
-    }
-}
 
 /// What identifies this client to the sidecar.
 pub struct Hello {
@@ -125,8 +112,9 @@ async fn session(
     backoff: &mut Backoff,
 ) -> Result<(), String> {
     let channel = target.connect().await.map_err(|e| with_sources(&e))?;
-    let mut client = RunlensClient::new(channel);
-    let (tx, rx) = mpsc::channel(OUTBOUND_WINDOW);
+    // The generated client's `session`, with frames encoded by the buffer (`codec`).
+    let mut client = tonic::client::Grpc::new(channel);
+    let (tx, rx) = mpsc::channel::<bytes::Bytes>(OUTBOUND_WINDOW);
     let hello = pb::ClientMessage {
         seq: 0,
         body: Some(pb::client_message::Body::Hello(pb::SessionHello {
@@ -137,10 +125,20 @@ async fn session(
             nvidia_visible_devices: std::env::var("NVIDIA_VISIBLE_DEVICES").unwrap_or_default(),
         })),
     };
-    tx.send(hello).await.map_err(|e| e.to_string())?;
+    tx.send(hello.encode_to_vec().into())
+        .await
+        .map_err(|e| e.to_string())?;
     let request = crate::connection::with_token(ReceiverStream::new(rx), target.token.as_ref());
+    client
+        .ready()
+        .await
+        .map_err(|e| format!("the connection is not ready: {}", with_sources(&e)))?;
     let mut inbound = client
-        .session(request)
+        .streaming(
+            request,
+            tonic::codegen::http::uri::PathAndQuery::from_static(SESSION_PATH),
+            FrameCodec,
+        )
         .await
         .map_err(|s| session_refused(&s, target))?
         .into_inner();
@@ -195,8 +193,8 @@ async fn session(
         // frame.
         if ready {
             while let Ok(permit) = tx.try_reserve() {
-                match frame(shared.take_batch(FRAME_MESSAGES)) {
-                    Some(msg) => permit.send(msg),
+                match shared.take_frame(FRAME_MESSAGES) {
+                    Some(frame) => permit.send(frame),
                     None => break,
                 }
             }
@@ -225,8 +223,8 @@ async fn session(
             },
             permit = tx.reserve(), if ready => {
                 let permit = permit.map_err(|e| e.to_string())?;
-                if let Some(msg) = frame(shared.take_batch(FRAME_MESSAGES)) {
-                    permit.send(msg);
+                if let Some(frame) = shared.take_frame(FRAME_MESSAGES) {
+                    permit.send(frame);
                 }
             }
             () = sleep_until_some(&mut timer, next), if next.is_some() => {}
