@@ -427,6 +427,45 @@ async fn resent_messages_are_skipped_across_a_sidecar_restart() {
 }
 
 #[tokio::test]
+async fn a_run_id_stored_before_a_restart_stays_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ids.db");
+    let mut first = Sidecar::start_on(&db, &[]);
+    let mut c = connect(&first).await;
+    for id in ["done", "open"] {
+        c.start_run(start_run(id)).await.unwrap();
+    }
+    c.end_run(pb::EndRunRequest {
+        run_id: "done".into(),
+        status: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    first.stop();
+
+    // The new process reads the stored ids into its filter at the start; whether a call
+    // comes before that is done or after, a stored id is refused and a new one accepted.
+    let mut second = Sidecar::start_on(&db, &[]);
+    let mut c = connect(&second).await;
+    for round in 0..2 {
+        for id in ["done", "open"] {
+            expect_status(
+                c.start_run(start_run(id)).await,
+                Code::AlreadyExists,
+                "already exists",
+            );
+        }
+        c.start_run(start_run(&format!("new-{round}")))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(second.count("SELECT count(*) FROM runs"), 4);
+    second.stop();
+}
+
+#[tokio::test]
 async fn history_rpcs_return_what_was_recorded() {
     let mut sidecar = Sidecar::start();
     let mut c = connect(&sidecar).await;
