@@ -62,8 +62,31 @@ pub(super) fn note_sample(
 ) -> rusqlite::Result<()> {
     times.insert(taken_at_ns, snapshot_id);
     let (before, after) = times.neighbours(taken_at_ns, snapshot_id);
-    let before = before.filter(|&(_, id)| times.was_handed_out(id));
-    let after = after.filter(|&(_, id)| times.was_handed_out(id));
+    // Only a neighbour handed out for a time past the midpoint towards the new sample can
+    // have rows to give up (the same comparisons as the statements below).
+    let before = before.filter(|&(before_ns, id)| {
+        times
+            .handed_out_times(id)
+            .is_some_and(|(_, latest)| latest - before_ns > taken_at_ns - latest)
+    });
+    let after = after.filter(|&(after_ns, id)| {
+        times
+            .handed_out_times(id)
+            .is_some_and(|(earliest, _)| earliest - taken_at_ns <= after_ns - earliest)
+    });
+    // Rows moved onto the new sample may in turn lie nearer a sample stored later.
+    if let Some((before_ns, id)) = before
+        && let Some((_, latest)) = times.handed_out_times(id)
+    {
+        let midpoint = before_ns + (taken_at_ns - before_ns) / 2;
+        times.handed_out_for(snapshot_id, midpoint, latest);
+    }
+    if let Some((after_ns, id)) = after
+        && let Some((earliest, _)) = times.handed_out_times(id)
+    {
+        let midpoint = taken_at_ns + (after_ns - taken_at_ns) / 2;
+        times.handed_out_for(snapshot_id, earliest, midpoint);
+    }
     // A row that lies nearer the new sample than its own lies within the window of it
     // anyway; rows matched at corrected times (a sender's clock far off) do not, and their
     // own time says nothing about which sample is nearer: the bound leaves them be.

@@ -445,6 +445,48 @@ mod tests {
     }
 
     #[test]
+    fn a_boundary_moved_onto_a_sample_moves_again_to_one_stored_later_between_them() {
+        let (_dir, mut conn) = database();
+        let mut times = SnapshotTimes::default();
+        let near = SampleRef::Nearest { window_ns: 1000 };
+        let run = WriteOp::StartRun(RunStart {
+            run_id: "r".into(),
+            name: "run".into(),
+            attributes: None,
+            client_id: None,
+            at_ns: 1000,
+            snapshot: near,
+        });
+        let span = WriteOp::StartSpan(SpanStart {
+            snapshot: near,
+            ..match start_span("s", 1900, None) {
+                WriteOp::StartSpan(s) => s,
+                _ => unreachable!(),
+            }
+        });
+        let mut write_then_start = |batch: &[Request]| -> Option<i64> {
+            write_batch(
+                &mut conn,
+                &mut times,
+                batch,
+                &mut Finished::default(),
+                false,
+            )
+            .unwrap();
+            conn.query_row("SELECT start_snapshot_id FROM spans", [], |r| r.get(0))
+                .unwrap()
+        };
+        let first = [request(snapshot(1000)), request(run), request(span)];
+        assert_eq!(write_then_start(&first), Some(1000));
+        // 1900 is nearer 2000 than 1000: moved when 2000 is stored; then nearer 1950,
+        // stored later still, though no row was ever matched to 2000 directly.
+        assert_eq!(write_then_start(&[request(snapshot(2000))]), Some(2000));
+        assert_eq!(write_then_start(&[request(snapshot(1950))]), Some(1950));
+        // Nothing lies past the midpoint towards a sample stored far later: nothing moves.
+        assert_eq!(write_then_start(&[request(snapshot(5000))]), Some(1950));
+    }
+
+    #[test]
     fn a_run_started_and_ended_in_one_batch_is_one_complete_row_that_ends_its_open_spans() {
         let (_dir, mut conn) = database();
         let start = WriteOp::StartRun(RunStart {

@@ -21,16 +21,26 @@ pub type Sample = (i64, i64);
 pub struct SnapshotTimes {
     /// (taken_at_ns, snapshot_id), sorted by time.
     recent: Vec<(i64, i64)>,
-    /// The latest samples `nearest` handed out (newest last, a few): only rows that refer
-    /// to one of these can lie nearer a sample stored after them, so a new sample next to
-    /// none of them (an idle sidecar) moves nothing and runs no statement.
-    handed_out: Vec<i64>,
+    /// The latest samples `nearest` handed out (newest last, a few), each with the
+    /// earliest and latest time it was handed out for: only rows that refer to one of
+    /// these can lie nearer a sample stored after them, and only if their times reach past
+    /// the midpoint between the two. A new sample next to none of them (an idle sidecar,
+    /// or rows all nearer their own sample) moves nothing and runs no statement.
+    handed_out: Vec<HandedOut>,
     /// The widest matching window asked for so far, ns.
     window_ns: i64,
 }
 
 /// Samples remembered as handed out: more than are ever stored between two batches.
 const HANDED_OUT: usize = 64;
+
+/// A sample rows were matched to, and the span of their times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HandedOut {
+    snapshot_id: i64,
+    earliest_ns: i64,
+    latest_ns: i64,
+}
 
 impl SnapshotTimes {
     /// The latest [`KEPT`] samples of the database.
@@ -91,10 +101,38 @@ impl SnapshotTimes {
         self.recent.retain(|(_, id)| !gone.contains(id));
     }
 
-    /// Whether `nearest` handed out this sample lately (since the process started; after a
-    /// restart, rows written before it are matched against what was stored then).
-    pub fn was_handed_out(&self, snapshot_id: i64) -> bool {
-        self.handed_out.contains(&snapshot_id)
+    /// The earliest and latest time rows were given this sample for lately (by `nearest`,
+    /// or moved onto it: [`SnapshotTimes::handed_out_for`]); `None` when none were (since
+    /// the process started; after a restart, rows written before it are matched against
+    /// what was stored then).
+    pub fn handed_out_times(&self, snapshot_id: i64) -> Option<(i64, i64)> {
+        self.handed_out
+            .iter()
+            .rev()
+            .find(|h| h.snapshot_id == snapshot_id)
+            .map(|h| (h.earliest_ns, h.latest_ns))
+    }
+
+    /// Notes that rows of times from `earliest_ns` to `latest_ns` refer to this sample.
+    pub fn handed_out_for(&mut self, snapshot_id: i64, earliest_ns: i64, latest_ns: i64) {
+        if let Some(h) = self
+            .handed_out
+            .iter_mut()
+            .rev()
+            .find(|h| h.snapshot_id == snapshot_id)
+        {
+            h.earliest_ns = h.earliest_ns.min(earliest_ns);
+            h.latest_ns = h.latest_ns.max(latest_ns);
+            return;
+        }
+        if self.handed_out.len() >= HANDED_OUT {
+            self.handed_out.remove(0);
+        }
+        self.handed_out.push(HandedOut {
+            snapshot_id,
+            earliest_ns,
+            latest_ns,
+        });
     }
 
     /// The widest matching window `nearest` was asked for, ns.
@@ -106,12 +144,7 @@ impl SnapshotTimes {
     pub fn nearest(&mut self, conn: &Connection, at_ns: i64, window_ns: i64) -> Option<i64> {
         self.window_ns = self.window_ns.max(window_ns);
         let id = self.nearest_id(conn, at_ns, window_ns)?;
-        if self.handed_out.last() != Some(&id) && !self.handed_out.contains(&id) {
-            if self.handed_out.len() >= HANDED_OUT {
-                self.handed_out.remove(0);
-            }
-            self.handed_out.push(id);
-        }
+        self.handed_out_for(id, at_ns, at_ns);
         Some(id)
     }
 
