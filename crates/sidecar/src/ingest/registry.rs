@@ -294,7 +294,20 @@ impl Registry {
 
     /// Takes the wanted build of the stored-run filter, sized for `stored` runs.
     pub fn take_stored_runs_build(&mut self, stored: usize) -> Option<Build> {
-        self.stored_runs.take_build(Some(stored))
+        let build = self.stored_runs.take_build(Some(stored))?;
+        // The filter may have started over at the size of the database.
+        self.add_runs_in_memory_to_filter();
+        Some(build)
+    }
+
+    /// Adds the runs memory holds to a filter that started over: those accepted shortly
+    /// before may not be committed when its build reads the database.
+    fn add_runs_in_memory_to_filter(&mut self) {
+        let open = self.runs.keys();
+        let ended = self.ended_runs.current.keys();
+        for id in open.chain(ended).chain(self.ended_runs.previous.keys()) {
+            self.stored_runs.add(id);
+        }
     }
 
     /// Takes in a build's scan of the database (`None`: it could not be read).
@@ -337,13 +350,7 @@ impl Registry {
                 self.absent.remove(run_id);
                 self.runs.insert(run_id.to_owned(), OpenRun::default());
                 if self.stored_runs.accepted(run_id) {
-                    // The filter started over: the runs in memory may not all be committed
-                    // when its build reads the database.
-                    let known = self.runs.keys();
-                    let ended = self.ended_runs.current.keys();
-                    for id in known.chain(ended).chain(self.ended_runs.previous.keys()) {
-                        self.stored_runs.add(id);
-                    }
+                    self.add_runs_in_memory_to_filter();
                 }
                 Ok(())
             }
@@ -510,6 +517,26 @@ mod tests {
             IngestError::FailedPrecondition(_) => Code::FailedPrecondition,
             e @ IngestError::Unavailable(_) => panic!("unexpected {e:?}"),
         }
+    }
+
+    #[test]
+    fn runs_in_memory_stay_in_a_filter_sized_again_for_a_large_database() {
+        let mut r = Registry::new();
+        // Accepted before the build had counted the database, and not yet committed when
+        // the build reads it.
+        r.start_run("early").unwrap();
+        let build = r.take_stored_runs_build(1_000_000).unwrap();
+        assert!(build.capacity >= 1_500_000);
+        r.finish_stored_runs_build(build, Some(&RunIdFilter::for_ids(build.capacity)));
+        assert!(r.stored_runs.is_complete());
+        assert!(r.stored_runs.may_hold("early"));
+        assert!(!r.stored_runs.may_hold("never-started"));
+        // A build that could not read the database leaves every id to be looked up.
+        let mut r = Registry::new();
+        let build = r.take_stored_runs_build(0).unwrap();
+        r.finish_stored_runs_build(build, None);
+        assert!(r.stored_runs.may_hold("never-started"));
+        assert!(r.stored_runs_build_wanted(), "tried again on the next run");
     }
 
     #[test]

@@ -173,7 +173,9 @@ impl StoredRuns {
     }
 
     /// The build to run, if one is wanted and not already taken. Size it for `stored`,
-    /// the runs the database holds, when that is known.
+    /// the runs the database holds, when that is known: a filter too small for them starts
+    /// over, and the caller adds the runs it holds in memory (as after
+    /// [`StoredRuns::accepted`]).
     pub fn take_build(&mut self, stored: Option<usize>) -> Option<Build> {
         if !std::mem::take(&mut self.build_wanted) {
             return None;
